@@ -1,0 +1,323 @@
+"""Input validation: the only place where fastcls judges user inputs.
+
+Every public function validates once, here, and hands clean C-contiguous arrays to
+the kernels. Messages name the argument and say what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+#: dtypes the kernels take as they are; everything else is converted explicitly
+#: (and only when the conversion is exact) or refused.
+KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8))
+
+#: canonical metric names and their accepted aliases.
+METRIC_ALIASES = {
+    "l1": "l1",
+    "manhattan": "l1",
+    "cityblock": "l1",
+    "l2": "l2",
+    "euclidean": "l2",
+    "sqeuclidean": "sqeuclidean",
+}
+METRICS = ("l1", "l2", "sqeuclidean")
+
+_FINITE_CHUNK_ROWS = 4096
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a model is used before ``fit`` (as in scikit-learn)."""
+
+
+def _describe(x: Any) -> str:
+    return type(x).__name__
+
+
+def as_numeric_array(X: Any, name: str) -> np.ndarray:
+    """Turn ``X`` into an ndarray with a numeric dtype, refusing anything else.
+
+    Memmaps and ndarrays are returned without a copy.
+    """
+    if isinstance(X, np.ndarray):
+        arr = X
+    else:
+        if X is None:
+            raise TypeError(f"{name} must be an array, got None")
+        try:
+            arr = np.asarray(X)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} must have a numeric (integer or real floating) dtype, got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def _exact_float_dtype(arr: np.ndarray, name: str) -> np.ndarray:
+    """Convert a non-kernel numeric dtype to a kernel dtype without changing values."""
+    if arr.dtype in KERNEL_DTYPES:
+        return arr
+    kind = arr.dtype.kind
+    if kind == "b":
+        return arr.astype(np.uint8)
+    if kind == "f":
+        if arr.dtype.itemsize < 4:  # float16 -> float32 is exact
+            return arr.astype(np.float32)
+        # longdouble etc.: float64 may round, refuse rather than change results
+        raise TypeError(f"{name} has dtype {arr.dtype}; use float32 or float64")
+    # integers: float64 represents every integer of magnitude < 2**53 exactly
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if kind == "u" and hi <= 255:
+            return arr.astype(np.uint8)
+        if max(abs(lo), abs(hi)) >= 2**53:
+            raise ValueError(
+                f"{name} holds integers too large to convert to float64 exactly "
+                f"(max magnitude {max(abs(lo), abs(hi))})"
+            )
+    return arr.astype(np.float64)
+
+
+def assert_all_finite(X: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` if ``X`` holds NaN or infinity (checked in row chunks)."""
+    if X.dtype.kind != "f":
+        return
+    n = X.shape[0] if X.ndim else 1
+    flat = X.reshape(n, -1) if X.ndim else X.reshape(1, 1)
+    for start in range(0, max(n, 1), _FINITE_CHUNK_ROWS):
+        block = np.asarray(flat[start : start + _FINITE_CHUNK_ROWS])
+        if not np.isfinite(block).all():
+            bad = np.argwhere(~np.isfinite(block))[0]
+            what = "NaN" if np.isnan(block[tuple(bad)]) else "infinity"
+            raise ValueError(
+                f"{name} contains {what} (first at row {start + int(bad[0])}); "
+                "remove or impute non-finite values first"
+            )
+
+
+def check_array(
+    X: Any,
+    name: str = "X",
+    *,
+    allow_images: bool = True,
+    min_samples: int = 1,
+    min_features: int = 1,
+    dtypes: tuple[np.dtype, ...] = KERNEL_DTYPES,
+    copy: bool = False,
+) -> np.ndarray:
+    """Validate a data matrix and return it as a C-contiguous 2-D kernel-ready array.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features) or images (n_samples, H, W[, C])
+        Images are flattened row-major to ``H*W*C`` features.
+    name : str
+        Argument name used in error messages.
+    allow_images : bool
+        Accept 3-D / 4-D image batches and flatten them.
+    min_samples, min_features : int
+        Smallest accepted sizes.
+    dtypes : tuple of numpy dtypes
+        Dtypes kept as they are. Other numeric dtypes are converted only where the
+        conversion is exact (bool/uint8-range ints -> uint8, other ints -> float64,
+        float16 -> float32).
+    copy : bool
+        Force a copy.
+
+    Returns
+    -------
+    numpy.ndarray
+        2-D, C-contiguous, finite, of one of ``dtypes``. A C-contiguous memmap is
+        returned without a copy.
+    """
+    arr = as_numeric_array(X, name)
+    if arr.ndim == 2:
+        pass
+    elif allow_images and arr.ndim in (3, 4):
+        arr = arr.reshape(arr.shape[0], -1)
+    else:
+        expected = "2-D (n_samples, n_features)"
+        if allow_images:
+            expected += " or an image batch (n_samples, H, W[, C])"
+        hint = ""
+        if arr.ndim == 1:
+            hint = "; reshape a single sample with x.reshape(1, -1)"
+        raise ValueError(f"{name} must be {expected}, got an array of shape {arr.shape}{hint}")
+    if arr.shape[0] < min_samples:
+        raise ValueError(
+            f"{name} must have at least {min_samples} sample(s), got shape {arr.shape}"
+        )
+    if arr.shape[1] < min_features:
+        raise ValueError(
+            f"{name} must have at least {min_features} feature(s), got shape {arr.shape}"
+        )
+    if arr.dtype not in dtypes:
+        arr = _exact_float_dtype(arr, name)
+        if arr.dtype not in dtypes:
+            arr = arr.astype(dtypes[-1] if np.dtype(np.float64) not in dtypes else np.float64)
+    assert_all_finite(arr, name)
+    if copy:
+        arr = np.array(arr, order="C", copy=True)
+    elif not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def common_dtype(A: np.ndarray, B: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Bring two validated arrays to one kernel dtype without changing values.
+
+    uint8 with uint8 stays uint8; any float mix goes to the wider float (uint8 mixed
+    with float32 goes to float32: every uint8 value is exact in float32).
+    """
+    if A.dtype == B.dtype:
+        return A, B
+    target = np.result_type(A.dtype, B.dtype)
+    if target not in (np.float32, np.float64):
+        target = np.dtype(np.float64)
+    return np.ascontiguousarray(A, dtype=target), np.ascontiguousarray(B, dtype=target)
+
+
+def check_same_n_features(A: np.ndarray, B: np.ndarray, names: tuple[str, str]) -> None:
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(
+            f"{names[0]} has {A.shape[1]} features but {names[1]} has {B.shape[1]}; "
+            "they must match"
+        )
+
+
+def check_metric(metric: Any) -> str:
+    """Return the canonical metric name (``"l1"``, ``"l2"`` or ``"sqeuclidean"``)."""
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a string, one of {METRICS}, got {_describe(metric)}")
+    key = metric.lower()
+    if key not in METRIC_ALIASES:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return METRIC_ALIASES[key]
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Check that ``value`` is one of the string ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_int(
+    value: Any, name: str, *, min_value: int | None = None, max_value: int | None = None
+) -> int:
+    """Check an integer argument (bools refused) within optional bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({_describe(value)})")
+    v = int(value)
+    if min_value is not None and v < min_value:
+        raise ValueError(f"{name} must be >= {min_value}, got {v}")
+    if max_value is not None and v > max_value:
+        raise ValueError(f"{name} must be <= {max_value}, got {v}")
+    return v
+
+
+def check_float(
+    value: Any,
+    name: str,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    strict_min: bool = False,
+) -> float:
+    """Check a finite real scalar argument within optional bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({_describe(value)})")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if min_value is not None and (v <= min_value if strict_min else v < min_value):
+        op = ">" if strict_min else ">="
+        raise ValueError(f"{name} must be {op} {min_value}, got {v}")
+    if max_value is not None and v > max_value:
+        raise ValueError(f"{name} must be <= {max_value}, got {v}")
+    return v
+
+
+def check_k(k: Any, n_train: int, name: str = "k") -> int:
+    """Check a neighbour count: an integer with ``1 <= k <= n_train``."""
+    k = check_int(k, name, min_value=1)
+    if k > n_train:
+        raise ValueError(
+            f"{name}={k} is larger than the number of training samples ({n_train}); "
+            f"use {name} <= {n_train}"
+        )
+    return k
+
+
+def check_labels(y: Any, n_samples: int, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """Validate class labels and encode them.
+
+    Returns
+    -------
+    classes : ndarray of shape (n_classes,)
+        Sorted unique labels (ints or strings).
+    y_encoded : ndarray of shape (n_samples,), int64
+        Labels mapped to ``0..n_classes-1``.
+    """
+    if y is None:
+        raise TypeError(f"{name} must be an array of labels, got None")
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        raise ValueError(
+            f"{name} must be 1-D of shape ({n_samples},), got shape {arr.shape}; use y.ravel()"
+        )
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D of shape ({n_samples},), got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {arr.shape[0]} labels but X has {n_samples} samples; they must match"
+        )
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        if not np.all(arr == np.round(arr)):
+            raise ValueError(
+                f"{name} holds non-integer floats; classification needs discrete labels"
+            )
+    elif arr.dtype.kind not in "biuUSO":
+        raise TypeError(f"{name} must hold integer or string labels, got dtype {arr.dtype}")
+    if arr.dtype.kind == "O":
+        kinds = {type(v) for v in arr.tolist()}
+        if not all(issubclass(t, (str, numbers.Integral)) for t in kinds) or len(
+            {issubclass(t, str) for t in kinds}
+        ) > 1:
+            raise TypeError(f"{name} must hold only integers or only strings")
+    classes, y_encoded = np.unique(arr, return_inverse=True)
+    return classes, y_encoded.astype(np.int64).reshape(-1)
+
+
+def check_is_fitted(estimator: Any, attributes: tuple[str, ...]) -> None:
+    """Raise :class:`NotFittedError` if ``estimator`` lacks the fitted ``attributes``."""
+    if not all(hasattr(estimator, a) for a in attributes):
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet; "
+            "call fit(X, y) before using it"
+        )
+
+
+def check_n_features(X: np.ndarray, n_features_in: int, name: str = "X") -> None:
+    """Raise if ``X`` does not have the number of features seen at fit."""
+    if X.shape[1] != n_features_in:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features but the model was fitted with {n_features_in}"
+        )
+
+
+def check_random_state(seed: Any) -> np.random.Generator:
+    """Turn ``seed`` (None, int, or Generator) into a ``numpy.random.Generator``."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be None, an int or a numpy Generator, got {_describe(seed)}")

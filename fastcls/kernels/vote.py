@@ -1,0 +1,85 @@
+"""Votes among neighbour labels: majority, distance-weighted, and every k at once.
+
+Labels are encoded ``0..n_classes-1``; ties in a vote go to the smallest label
+(the first maximum), the lecture's rule and scikit-learn's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from fastcls._config import jit
+
+
+@jit(parallel=True)
+def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
+    """Class scores (n_queries, n_classes), each row summing to 1.
+
+    Uniform: the fraction of the k neighbours in each class. Distance-weighted:
+    weights ``1/d``; when a query has neighbours at distance exactly 0, only those
+    vote (uniformly), which is the limit of ``1/d`` and avoids dividing by zero.
+    """
+    nq, k = nbr_labels.shape
+    out = np.zeros((nq, n_classes))
+    for q in prange(nq):
+        if distance_weighted:
+            n_zero = 0
+            for j in range(k):
+                if nbr_dist[q, j] == 0.0:
+                    n_zero += 1
+            if n_zero > 0:
+                for j in range(k):
+                    if nbr_dist[q, j] == 0.0:
+                        out[q, nbr_labels[q, j]] += 1.0
+            else:
+                for j in range(k):
+                    out[q, nbr_labels[q, j]] += 1.0 / nbr_dist[q, j]
+        else:
+            for j in range(k):
+                out[q, nbr_labels[q, j]] += 1.0
+        total = 0.0
+        for c in range(n_classes):
+            total += out[q, c]
+        for c in range(n_classes):
+            out[q, c] /= total
+    return out
+
+
+@jit(parallel=True)
+def argmax_rows(scores):
+    """Index of the first maximum of each row (ties -> smallest class)."""
+    nq, nc = scores.shape
+    out = np.empty(nq, dtype=np.int64)
+    for q in prange(nq):
+        best = 0
+        for c in range(1, nc):
+            if scores[q, c] > scores[q, best]:
+                best = c
+        out[q] = best
+    return out
+
+
+@jit(parallel=True)
+def majority_vote_all_k(nbr_labels, ks, n_classes):
+    """Majority-vote predictions for every k in ``ks`` from one sorted neighbour list.
+
+    ``nbr_labels`` is (n, k_max) sorted by distance; returns (len(ks), n) labels.
+    Counts are built incrementally, so all k cost one pass over k_max neighbours.
+    ``ks`` must be sorted ascending.
+    """
+    n = nbr_labels.shape[0]
+    out = np.empty((ks.shape[0], n), dtype=np.int64)
+    for i in prange(n):
+        counts = np.zeros(n_classes, dtype=np.int64)
+        t = 0
+        for j in range(nbr_labels.shape[1]):
+            counts[nbr_labels[i, j]] += 1
+            while t < ks.shape[0] and ks[t] == j + 1:
+                best = 0
+                for c in range(1, n_classes):
+                    if counts[c] > counts[best]:
+                        best = c
+                out[t, i] = best
+                t += 1
+    return out

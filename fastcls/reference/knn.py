@@ -1,0 +1,153 @@
+"""k-nearest-neighbour references (CS231n assignment 1, written for clarity).
+
+All distances are computed in float64 (inputs are converted first, so uint8 pixels
+never wrap around on subtraction). Ties: equal distances -> lower training index
+first (a stable sort); equal vote counts -> the smallest label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _f64(A):
+    return np.asarray(A, dtype=np.float64)
+
+
+def l2_distances_two_loops(X_test, X_train):
+    """Euclidean distances with a double loop over (test, train) pairs."""
+    X_test, X_train = _f64(X_test), _f64(X_train)
+    dists = np.zeros((X_test.shape[0], X_train.shape[0]))
+    for i in range(X_test.shape[0]):
+        for j in range(X_train.shape[0]):
+            dists[i, j] = np.sqrt(np.sum((X_test[i] - X_train[j]) ** 2))
+    return dists
+
+
+def l2_distances_one_loop(X_test, X_train):
+    """Euclidean distances with one loop over test rows (broadcast over training rows)."""
+    X_test, X_train = _f64(X_test), _f64(X_train)
+    dists = np.zeros((X_test.shape[0], X_train.shape[0]))
+    for i in range(X_test.shape[0]):
+        dists[i, :] = np.sqrt(np.sum((X_train - X_test[i]) ** 2, axis=1))
+    return dists
+
+
+def l2_distances_no_loops(X_test, X_train):
+    """Euclidean distances by ||x||^2 + ||y||^2 - 2 x.y (one matrix product).
+
+    Cancellation can make tiny squared distances slightly negative: they are clipped
+    to 0 before the square root. This is the lecture's trick, not an exact method.
+    """
+    X_test, X_train = _f64(X_test), _f64(X_train)
+    sq = (
+        np.sum(X_test**2, axis=1)[:, None]
+        + np.sum(X_train**2, axis=1)[None, :]
+        - 2.0 * X_test @ X_train.T
+    )
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def l1_distances_two_loops(X_test, X_train):
+    """Manhattan distances with a double loop over (test, train) pairs."""
+    X_test, X_train = _f64(X_test), _f64(X_train)
+    dists = np.zeros((X_test.shape[0], X_train.shape[0]))
+    for i in range(X_test.shape[0]):
+        for j in range(X_train.shape[0]):
+            dists[i, j] = np.sum(np.abs(X_test[i] - X_train[j]))
+    return dists
+
+
+def l1_distances_one_loop(X_test, X_train):
+    """Manhattan distances with one loop over test rows."""
+    X_test, X_train = _f64(X_test), _f64(X_train)
+    dists = np.zeros((X_test.shape[0], X_train.shape[0]))
+    for i in range(X_test.shape[0]):
+        dists[i, :] = np.sum(np.abs(X_train - X_test[i]), axis=1)
+    return dists
+
+
+def l1_distances_no_loops(X_test, X_train):
+    """Manhattan distances by broadcasting to (n_test, n_train, D).
+
+    L1 has no matrix-product trick; this materialises n_test * n_train * D values,
+    so it is only for small inputs.
+    """
+    X_test, X_train = _f64(X_test), _f64(X_train)
+    return np.sum(np.abs(X_test[:, None, :] - X_train[None, :, :]), axis=2)
+
+
+def pairwise_distances_reference(X, Y, metric="l2"):
+    """Distance matrix (n_X, n_Y) in float64 for ``metric`` in l1 / l2 / sqeuclidean."""
+    X, Y = _f64(X), _f64(Y)
+    out = np.empty((X.shape[0], Y.shape[0]))
+    for i in range(X.shape[0]):
+        diff = Y - X[i]
+        if metric == "l1":
+            out[i] = np.sum(np.abs(diff), axis=1)
+        else:
+            out[i] = np.sum(diff * diff, axis=1)
+    return np.sqrt(out) if metric == "l2" else out
+
+
+def kneighbors_reference(Q, X, k, metric="l2"):
+    """Brute-force k nearest neighbours in float64.
+
+    Parameters
+    ----------
+    Q : array (n_queries, D)
+    X : array (n_train, D)
+    k : int
+    metric : {"l1", "l2", "sqeuclidean"}
+
+    Returns
+    -------
+    distances : (n_queries, k) float64, ascending
+    indices : (n_queries, k) int64; among equal distances the lower index comes first.
+    """
+    D = pairwise_distances_reference(Q, X, metric)
+    order = np.argsort(D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, order, axis=1), order.astype(np.int64)
+
+
+def knn_predict_reference(dists, y_train, k=1):
+    """Majority vote among the k nearest training labels (CS231n ``predict_labels``).
+
+    Parameters
+    ----------
+    dists : (n_test, n_train) distance matrix
+    y_train : (n_train,) non-negative integer labels
+    k : int
+
+    Returns
+    -------
+    (n_test,) int64 predicted labels; a tie in the vote goes to the smallest label.
+    """
+    y_train = np.asarray(y_train)
+    y_pred = np.zeros(dists.shape[0], dtype=np.int64)
+    for i in range(dists.shape[0]):
+        closest_y = y_train[np.argsort(dists[i], kind="stable")[:k]]
+        y_pred[i] = np.argmax(np.bincount(closest_y))  # argmax returns the first (smallest) max
+    return y_pred
+
+
+def knn_vote_reference(nbr_labels, nbr_dist, n_classes, weights="uniform"):
+    """Class probabilities from neighbour labels (n_queries, k) and distances.
+
+    ``weights="distance"``: weights 1/d, except that a query with neighbours at
+    distance exactly 0 lets only those vote (uniformly).
+    """
+    nbr_labels = np.asarray(nbr_labels)
+    nbr_dist = np.asarray(nbr_dist, dtype=np.float64)
+    proba = np.zeros((nbr_labels.shape[0], n_classes))
+    for q in range(nbr_labels.shape[0]):
+        if weights == "uniform":
+            w = np.ones(nbr_labels.shape[1])
+        else:
+            zero = nbr_dist[q] == 0
+            with np.errstate(divide="ignore"):
+                w = zero.astype(float) if zero.any() else 1.0 / nbr_dist[q]
+        for lab, wj in zip(nbr_labels[q], w):
+            proba[q, lab] += wj
+        proba[q] /= proba[q].sum()
+    return proba
