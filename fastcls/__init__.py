@@ -6,20 +6,67 @@ each backed by Numba kernels validated against a plain NumPy reference.
 
 Importing fastcls compiles nothing: kernels are compiled on first use (set
 ``FASTCLS_NUMBA_CACHE=1`` to keep compiled kernels on disk between runs).
+Submodules and the names below are imported lazily on first access.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from fastcls._config import get_num_threads, num_threads, set_num_threads
 from fastcls._validation import NotFittedError
-from fastcls.neighbors import KNearestNeighbor, kneighbors, pairwise_distances
 
 __version__ = "0.1.0"
 
+#: public name -> module that defines it (imported on first access)
+_LAZY_NAMES = {
+    "KNearestNeighbor": "fastcls.neighbors",
+    "kneighbors": "fastcls.neighbors",
+    "pairwise_distances": "fastcls.neighbors",
+    "LinearClassifier": "fastcls.linear",
+    "LinearSVM": "fastcls.linear",
+    "Softmax": "fastcls.linear",
+    "svm_loss": "fastcls.losses",
+    "softmax_loss": "fastcls.losses",
+    "recall_at_k": "fastcls.backends.faiss",
+    "load": "fastcls.io",
+}
+_SUBMODULES = (
+    "datasets",
+    "distributed",
+    "features",
+    "gradcheck",
+    "io",
+    "kernels",
+    "linear",
+    "losses",
+    "model_selection",
+    "neighbors",
+    "optim",
+    "plots",
+    "reference",
+)
+
 __all__ = [
-    "KNearestNeighbor",
     "NotFittedError",
     "get_num_threads",
-    "kneighbors",
     "num_threads",
-    "pairwise_distances",
     "set_num_threads",
+    *sorted(_LAZY_NAMES),
+    *_SUBMODULES,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"fastcls.{name}")
+    raise AttributeError(f"module 'fastcls' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
