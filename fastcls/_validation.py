@@ -7,6 +7,7 @@ the kernels. Messages name the argument and say what was expected.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,26 @@ class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used before ``fit`` (as in scikit-learn)."""
 
 
+_SKLEARN_COMPATIBLE_ERROR: type | None = None
+
+
+def _not_fitted_error_class() -> type:
+    """:class:`NotFittedError`, also a scikit-learn ``NotFittedError`` once sklearn is loaded.
+
+    scikit-learn is never imported here: only when the user already has it loaded do
+    we raise an error that its tools (and ``except sklearn...NotFittedError``) accept.
+    """
+    global _SKLEARN_COMPATIBLE_ERROR
+    sk = sys.modules.get("sklearn.exceptions")
+    if sk is None:
+        return NotFittedError
+    if _SKLEARN_COMPATIBLE_ERROR is None:
+        _SKLEARN_COMPATIBLE_ERROR = type(
+            "NotFittedError", (NotFittedError, sk.NotFittedError), {"__module__": __name__}
+        )
+    return _SKLEARN_COMPATIBLE_ERROR
+
+
 def _describe(x: Any) -> str:
     return type(x).__name__
 
@@ -47,11 +68,24 @@ def as_numeric_array(X: Any, name: str) -> np.ndarray:
     else:
         if X is None:
             raise TypeError(f"{name} must be an array, got None")
+        if hasattr(X, "tocsr") or hasattr(X, "todense"):
+            raise TypeError(
+                f"{name} is a sparse matrix: sparse input is not supported; "
+                "pass a dense array (X.toarray())"
+            )
         try:
             arr = np.asarray(X)
         except Exception as exc:  # ragged lists and the like
             raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
     kind = arr.dtype.kind
+    if kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}")
+    if kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must hold numbers only: {exc}") from exc
+        kind = "f"
     if kind not in "biuf":
         raise TypeError(
             f"{name} must have a numeric (integer or real floating) dtype, got dtype {arr.dtype}"
@@ -147,15 +181,20 @@ def check_array(
             expected += " or an image batch (n_samples, H, W[, C])"
         hint = ""
         if arr.ndim == 1:
-            hint = "; reshape a single sample with x.reshape(1, -1)"
+            hint = (
+                "; Reshape your data with x.reshape(1, -1) if it is a single sample "
+                "or x.reshape(-1, 1) if it has a single feature"
+            )
         raise ValueError(f"{name} must be {expected}, got an array of shape {arr.shape}{hint}")
     if arr.shape[0] < min_samples:
         raise ValueError(
-            f"{name} must have at least {min_samples} sample(s), got shape {arr.shape}"
+            f"{name} has {arr.shape[0]} sample(s) (shape={arr.shape}) while a minimum of "
+            f"{min_samples} is required."
         )
     if arr.shape[1] < min_features:
         raise ValueError(
-            f"{name} must have at least {min_features} feature(s), got shape {arr.shape}"
+            f"{name} has {arr.shape[1]} feature(s) (shape={arr.shape}) while a minimum of "
+            f"{min_features} is required."
         )
     if arr.dtype not in dtypes:
         arr = _exact_float_dtype(arr, name)
@@ -266,7 +305,9 @@ def check_labels(y: Any, n_samples: int, name: str = "y") -> tuple[np.ndarray, n
         Labels mapped to ``0..n_classes-1``.
     """
     if y is None:
-        raise TypeError(f"{name} must be an array of labels, got None")
+        raise ValueError(
+            f"{name} is None: this estimator requires y to be passed, but the target y is None"
+        )
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
         raise ValueError(
@@ -283,7 +324,8 @@ def check_labels(y: Any, n_samples: int, name: str = "y") -> tuple[np.ndarray, n
             raise ValueError(f"{name} contains NaN or infinity")
         if not np.all(arr == np.round(arr)):
             raise ValueError(
-                f"{name} holds non-integer floats; classification needs discrete labels"
+                f"Unknown label type: {name} holds non-integer floats (a continuous target); "
+                "classification needs discrete labels"
             )
     elif arr.dtype.kind not in "biuUSO":
         raise TypeError(f"{name} must hold integer or string labels, got dtype {arr.dtype}")
@@ -300,17 +342,19 @@ def check_labels(y: Any, n_samples: int, name: str = "y") -> tuple[np.ndarray, n
 def check_is_fitted(estimator: Any, attributes: tuple[str, ...]) -> None:
     """Raise :class:`NotFittedError` if ``estimator`` lacks the fitted ``attributes``."""
     if not all(hasattr(estimator, a) for a in attributes):
-        raise NotFittedError(
+        raise _not_fitted_error_class()(
             f"This {type(estimator).__name__} instance is not fitted yet; "
             "call fit(X, y) before using it"
         )
 
 
-def check_n_features(X: np.ndarray, n_features_in: int, name: str = "X") -> None:
-    """Raise if ``X`` does not have the number of features seen at fit."""
+def check_n_features(X: np.ndarray, estimator: Any, name: str = "X") -> None:
+    """Raise if ``X`` does not have the number of features ``estimator`` saw at fit."""
+    n_features_in = estimator.n_features_in_
     if X.shape[1] != n_features_in:
         raise ValueError(
-            f"{name} has {X.shape[1]} features but the model was fitted with {n_features_in}"
+            f"{name} has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+            f"{n_features_in} features as input (the number it was fitted with)"
         )
 
 

@@ -56,13 +56,6 @@ class BaseEstimator:
                 changed.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(changed)})"
 
-    def __sklearn_tags__(self):  # pragma: no cover - only used when sklearn is present
-        from sklearn.utils import Tags, TargetTags  # noqa: F401
-
-        from sklearn.base import BaseEstimator as _SkBase
-
-        tags = _SkBase.__sklearn_tags__(self)
-        return tags
 
 
 def _scalar(v: Any) -> bool:
@@ -94,10 +87,12 @@ class ClassifierMixin:
             )
         return float(np.mean(pred == y_arr))
 
-    def __sklearn_tags__(self):  # pragma: no cover - only used when sklearn is present
-        from sklearn.base import ClassifierMixin as _SkClf
+    def __sklearn_tags__(self):  # pragma: no cover - only called by scikit-learn
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
 
-        tags = BaseEstimator.__sklearn_tags__(self)
-        tags.estimator_type = "classifier"
-        tags.classifier_tags = _SkClf.__sklearn_tags__(self).classifier_tags
-        return tags
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(three_d_array=True),
+        )

@@ -280,7 +280,7 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
     def _check_query(self, X: Any) -> np.ndarray:
         V.check_is_fitted(self, ("classes_",))
         Xa = V.check_array(X, "X")
-        V.check_n_features(Xa, self.n_features_in_)
+        V.check_n_features(Xa, self)
         return Xa
 
     def kneighbors(
