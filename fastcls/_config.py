@@ -18,7 +18,8 @@ choices below apply uniformly:
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: fastmath flags for reductions (sums of |a-b| or (a-b)^2): reassociation lets
 #: LLVM vectorise the loop; nsz is harmless for sums of non-negative terms.

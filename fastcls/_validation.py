@@ -208,7 +208,9 @@ def check_array(
     return arr
 
 
-def common_dtype(A: np.ndarray, B: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def common_dtype(
+    A: np.ndarray, B: np.ndarray, names: tuple[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Bring two validated arrays to one kernel dtype without changing values.
 
     uint8 with uint8 stays uint8; any float mix goes to the wider float (uint8 mixed
@@ -225,8 +227,7 @@ def common_dtype(A: np.ndarray, B: np.ndarray, names: tuple[str, str]) -> tuple[
 def check_same_n_features(A: np.ndarray, B: np.ndarray, names: tuple[str, str]) -> None:
     if A.shape[1] != B.shape[1]:
         raise ValueError(
-            f"{names[0]} has {A.shape[1]} features but {names[1]} has {B.shape[1]}; "
-            "they must match"
+            f"{names[0]} has {A.shape[1]} features but {names[1]} has {B.shape[1]}; they must match"
         )
 
 
@@ -331,9 +332,10 @@ def check_labels(y: Any, n_samples: int, name: str = "y") -> tuple[np.ndarray, n
         raise TypeError(f"{name} must hold integer or string labels, got dtype {arr.dtype}")
     if arr.dtype.kind == "O":
         kinds = {type(v) for v in arr.tolist()}
-        if not all(issubclass(t, (str, numbers.Integral)) for t in kinds) or len(
-            {issubclass(t, str) for t in kinds}
-        ) > 1:
+        if (
+            not all(issubclass(t, (str, numbers.Integral)) for t in kinds)
+            or len({issubclass(t, str) for t in kinds}) > 1
+        ):
             raise TypeError(f"{name} must hold only integers or only strings")
     classes, y_encoded = np.unique(arr, return_inverse=True)
     return classes, y_encoded.astype(np.int64).reshape(-1)

@@ -57,7 +57,6 @@ class BaseEstimator:
         return f"{type(self).__name__}({', '.join(changed)})"
 
 
-
 def _scalar(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool, type(None)))
 
@@ -82,9 +81,7 @@ class ClassifierMixin:
         y_arr = np.asarray(y)
         pred = self.predict(X)  # type: ignore[attr-defined]
         if y_arr.shape != pred.shape:
-            raise ValueError(
-                f"y has shape {y_arr.shape} but X gives {pred.shape[0]} predictions"
-            )
+            raise ValueError(f"y has shape {y_arr.shape} but X gives {pred.shape[0]} predictions")
         return float(np.mean(pred == y_arr))
 
     def __sklearn_tags__(self):  # pragma: no cover - only called by scikit-learn

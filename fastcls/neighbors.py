@@ -16,7 +16,8 @@ first; equal votes -> smallest label.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -83,3 +83,47 @@ def majority_vote_all_k(nbr_labels, ks, n_classes):
                 out[t, i] = best
                 t += 1
     return out
+
+
+@jit(parallel=True)
+def weighted_vote_all_k(nbr_labels, nbr_dist, ks, n_classes):
+    """Distance-weighted predictions for every k in ``ks`` from one sorted neighbour list.
+
+    ``nbr_labels`` / ``nbr_dist`` are (n, k_max) sorted by distance; returns
+    (len(ks), n) labels. The vote for each k is exactly :func:`vote_proba` with
+    ``distance_weighted=True`` on the first k neighbours followed by
+    :func:`argmax_rows`: weights ``1/d`` summed in neighbour order; when some of the
+    first k neighbours lie at distance exactly 0, only those vote (uniformly); the
+    scores are normalised by their total (summed in class order) before the argmax,
+    so rounding matches the classifier's; ties -> the smallest label.
+    ``ks`` must be sorted ascending.
+    """
+    n = nbr_labels.shape[0]
+    out = np.empty((ks.shape[0], n), dtype=np.int64)
+    for i in prange(n):
+        wsum = np.zeros(n_classes)
+        zeros = np.zeros(n_classes)
+        n_zero = 0
+        t = 0
+        for j in range(nbr_labels.shape[1]):
+            d = nbr_dist[i, j]
+            if d == 0.0:
+                zeros[nbr_labels[i, j]] += 1.0
+                n_zero += 1
+            else:
+                wsum[nbr_labels[i, j]] += 1.0 / d
+            while t < ks.shape[0] and ks[t] == j + 1:
+                scores = zeros if n_zero > 0 else wsum
+                total = 0.0
+                for c in range(n_classes):
+                    total += scores[c]
+                best = 0
+                best_s = scores[0] / total
+                for c in range(1, n_classes):
+                    s = scores[c] / total
+                    if s > best_s:
+                        best = c
+                        best_s = s
+                out[t, i] = best
+                t += 1
+    return out

@@ -147,7 +147,7 @@ def knn_vote_reference(nbr_labels, nbr_dist, n_classes, weights="uniform"):
             zero = nbr_dist[q] == 0
             with np.errstate(divide="ignore"):
                 w = zero.astype(float) if zero.any() else 1.0 / nbr_dist[q]
-        for lab, wj in zip(nbr_labels[q], w):
+        for lab, wj in zip(nbr_labels[q], w, strict=True):
             proba[q, lab] += wj
         proba[q] /= proba[q].sum()
     return proba
