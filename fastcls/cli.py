@@ -1,0 +1,404 @@
+"""Command line: ``fastcls demo`` (also ``python -m fastcls demo``).
+
+The demo follows the lectures' protocol on the embedded digits (or CIFAR-10):
+split train / val / test; choose k-NN's ``k`` and metric by 5-fold cross-validation
+on the training part; choose the linear classifiers' learning rate and
+regularisation on the validation part; evaluate every chosen model **once** on the
+test part; print one table and save the plots.
+
+Each section is a function; a section whose module is missing (an optional extra
+or a part not installed) is reported as skipped, and the demo still succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: the lectures' k values for the demo's cross-validation
+DEMO_KS = (1, 3, 5, 8, 10, 12, 15, 20)
+QUICK_KS = (1, 3, 5)
+
+
+class DemoError(Exception):
+    """A problem with the demo's arguments or data (reported without a traceback)."""
+
+
+class SectionSkipped(Exception):
+    """A section cannot run here (missing optional module); the reason is printed."""
+
+
+@dataclass
+class Row:
+    """One line of the demo's result table."""
+
+    model: str
+    params: str
+    val_acc: float
+    test_acc: float
+    seconds: float
+    selection: str = ""
+
+
+@dataclass
+class Context:
+    """What the sections share: arguments, splits, output folder, results."""
+
+    args: argparse.Namespace
+    X_train: np.ndarray
+    X_val: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray
+    y_val: np.ndarray
+    y_test: np.ndarray
+    image_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    dataset: str
+    out: str
+    rows: list[Row] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    _plt_checked: bool = False
+    _plt_ok: bool = False
+
+    def log(self, msg: str) -> None:
+        if not self.args.json:
+            print(msg, flush=True)
+
+    def progress(self) -> bool | None:
+        return None if not self.args.no_progress else False
+
+    def plots_enabled(self) -> bool:
+        """True when plots are wanted and matplotlib imports (checked once)."""
+        if self.args.no_plots:
+            return False
+        if not self._plt_checked:
+            self._plt_checked = True
+            try:
+                import matplotlib
+
+                matplotlib.use("Agg")  # files only, no window
+                import matplotlib.pyplot  # noqa: F401
+
+                self._plt_ok = True
+            except ImportError:
+                self.notes.append(
+                    "plots skipped: matplotlib is not installed (pip install 'fastcls[plots]')"
+                )
+        return self._plt_ok
+
+    def save(self, fig: Any, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        path = os.path.join(self.out, name)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self.plots.append(path)
+
+
+# --------------------------------------------------------------------------- data
+def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple, tuple, str]:
+    """Return images (n, ...), labels, image shape, class names, dataset description."""
+    if args.data == "default":
+        from fastcls.datasets import load_default
+
+        ds = load_default()
+        return ds.images, ds.labels, ds.images.shape[1:], ds.target_names, "embedded digits"
+    if args.path is None:
+        raise DemoError("--data cifar10 needs --path DIR (the extracted CIFAR-10 folder)")
+    try:
+        from fastcls.datasets import load_cifar10
+    except ImportError as exc:
+        raise DemoError(f"CIFAR-10 loading is not available in this install: {exc}") from exc
+    try:
+        data = load_cifar10(args.path)
+    except (OSError, ValueError) as exc:
+        raise DemoError(f"could not load CIFAR-10 from {args.path!r}: {exc}") from exc
+    X_tr, y_tr, X_te, y_te = _unpack_cifar(data)
+    names = tuple(getattr(data, "target_names", None) or [str(i) for i in range(10)])
+    images = np.concatenate([X_tr, X_te])
+    labels = np.concatenate([y_tr, y_te])
+    return images, labels, images.shape[1:], names, "CIFAR-10"
+
+
+def _unpack_cifar(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if isinstance(data, tuple) and len(data) == 4:
+        return data
+    for names in (("X_train", "y_train", "X_test", "y_test"),):
+        if all(hasattr(data, n) for n in names):
+            return tuple(getattr(data, n) for n in names)  # type: ignore[return-value]
+    raise DemoError(f"unexpected CIFAR-10 loader result {type(data).__name__}")
+
+
+def _split(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray) -> tuple:
+    from fastcls.model_selection import train_val_test_split
+
+    n = images.shape[0]
+    if args.data == "cifar10":
+        # the lecture's protocol: test on the official test batch, validate on 1000
+        # training images; --subsample keeps 5000 training and 500 test images
+        n_test_official = 10000 if n >= 60000 else n // 6
+        X_all, y_all = images[: n - n_test_official], labels[: n - n_test_official]
+        X_te, y_te = images[n - n_test_official :], labels[n - n_test_official :]
+        n_train, n_val, n_test = (5000, 500, 500) if args.subsample else (49000, 1000, None)
+        if args.quick:
+            n_train, n_val, n_test = 1000, 200, 200
+        rng = np.random.default_rng(args.seed)
+        order = rng.permutation(X_all.shape[0])
+        tr = order[:n_train]
+        va = order[n_train : n_train + n_val]
+        te = np.arange(X_te.shape[0]) if n_test is None else np.arange(min(n_test, len(y_te)))
+        return X_all[tr], X_all[va], X_te[te], y_all[tr], y_all[va], y_te[te]
+    if args.quick:  # a reduced problem for tests: 600 samples
+        keep = np.random.default_rng(args.seed).permutation(n)[:600]
+        images, labels = images[keep], labels[keep]
+    return train_val_test_split(images, labels, 0.2, 0.2, seed=args.seed, stratify=True)
+
+
+# --------------------------------------------------------------------------- sections
+def section_knn(ctx: Context) -> None:
+    """k-NN: 5-fold CV of k and metric on the training part, then val and test once."""
+    import fastcls
+    from fastcls.model_selection import cross_validate_knn
+
+    args = ctx.args
+    ks = QUICK_KS if args.quick else DEMO_KS
+    ctx.log(
+        f"\n== k-NN: {args.folds}-fold cross-validation of k in {list(ks)} for L1 and L2 "
+        f"({ctx.X_train.shape[0]} training samples)"
+    )
+    t0 = time.perf_counter()
+    cv = cross_validate_knn(
+        ctx.X_train,
+        ctx.y_train,
+        ks,
+        metrics=("l1", "l2"),
+        n_folds=args.folds,
+        progress=ctx.progress(),
+    )
+    ctx.log(cv.table())
+    best = cv.best_params_
+    clf = fastcls.KNearestNeighbor(k=best["k"], metric=best["metric"]).fit(ctx.X_train, ctx.y_train)
+    val_acc = clf.score(ctx.X_val, ctx.y_val)
+    test_acc = clf.score(ctx.X_test, ctx.y_test)  # the test set, once
+    seconds = time.perf_counter() - t0
+    ctx.log(
+        f"chosen: metric={best['metric']} k={best['k']} (CV mean {cv.best_score_:.4f}); "
+        f"CV took {sum(cv.times_.values()):.2f}s for {len(ks)} k x 2 metrics x "
+        f"{args.folds} folds"
+    )
+    ctx.rows.append(
+        Row(
+            model="k-NN (raw pixels)",
+            params=f"metric={best['metric']}, k={best['k']}",
+            val_acc=val_acc,
+            test_acc=test_acc,
+            seconds=seconds,
+            selection=f"{args.folds}-fold CV {cv.best_score_:.4f}",
+        )
+    )
+    ctx.details["knn_cv"] = {
+        "ks": cv.ks.tolist(),
+        "metrics": list(cv.metrics),
+        "fold_accuracies": {f"{m}:{k}": a.tolist() for (m, k), a in cv.fold_accuracies.items()},
+        "best_params": best,
+        "best_score": cv.best_score_,
+    }
+    if ctx.plots_enabled():
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        cv.plot(ax=ax)
+        ctx.save(fig, "knn_cv.png")
+
+
+#: section name -> function; run in this order
+SECTIONS: dict[str, Callable[[Context], None]] = {
+    "knn": section_knn,
+}
+
+
+# --------------------------------------------------------------------------- output
+def format_table(rows: Sequence[Row]) -> str:
+    """Aligned plain-text table of the demo's results."""
+    header = ("model", "chosen hyperparameters", "selected by", "val acc", "test acc", "time")
+    body = [
+        (
+            r.model,
+            r.params,
+            r.selection,
+            f"{r.val_acc:.4f}",
+            f"{r.test_acc:.4f}",
+            f"{r.seconds:.2f}s",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=True)]
+    right = (False, False, False, True, True, True)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), sep, *(line(b) for b in body)])
+
+
+# --------------------------------------------------------------------------- main
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastcls",
+        description="fastcls: fast classical image classification on the CPU.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="choose k-NN and linear classifiers by CV / validation, test once, plot",
+        description=(
+            "Split train/val/test; 5-fold cross-validation of k-NN over k for L1 and L2; "
+            "learning-rate / regularisation search for LinearSVM and Softmax; evaluate the "
+            "chosen models once on the test set; print a table and save plots."
+        ),
+    )
+    demo.add_argument(
+        "--data",
+        choices=("default", "cifar10"),
+        default="default",
+        help="dataset: the embedded digits (default) or CIFAR-10 (needs --path)",
+    )
+    demo.add_argument("--path", metavar="DIR", help="CIFAR-10 folder or archive (--data cifar10)")
+    demo.add_argument(
+        "--subsample",
+        action="store_true",
+        help="CIFAR-10: the lecture's 5000 training / 500 test images",
+    )
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        default=os.path.join(".", "fastcls-demo"),
+        help="output folder for plots and results.json (default ./fastcls-demo/)",
+    )
+    demo.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of splits and searches")
+    demo.add_argument("--jobs", type=int, default=None, help="threads (default: all cores)")
+    demo.add_argument("--quick", action="store_true", help="a reduced run (tests, smoke checks)")
+    demo.add_argument("--no-plots", action="store_true", help="do not save plots")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--json", action="store_true", help="print the results as JSON instead of the table"
+    )
+    return parser
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run every demo section; returns the exit code."""
+    from fastcls._config import num_threads
+
+    if args.folds < 2:
+        raise DemoError(f"--folds must be at least 2, got {args.folds}")
+    if args.jobs is not None and args.jobs < 1 and args.jobs != -1:
+        raise DemoError(f"--jobs must be a positive integer or -1, got {args.jobs}")
+    t_start = time.perf_counter()
+    images, labels, image_shape, names, dataset = _load_data(args)
+    X_tr, X_va, X_te, y_tr, y_va, y_te = _split(args, images, labels)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise DemoError(f"cannot create the output folder {args.out!r}: {exc}") from exc
+    ctx = Context(
+        args=args,
+        X_train=X_tr,
+        X_val=X_va,
+        X_test=X_te,
+        y_train=y_tr,
+        y_val=y_va,
+        y_test=y_te,
+        image_shape=tuple(image_shape),
+        class_names=tuple(names),
+        dataset=dataset,
+        out=args.out,
+    )
+    ctx.log(
+        f"fastcls demo on {dataset}: {X_tr.shape[0]} train / {X_va.shape[0]} val / "
+        f"{X_te.shape[0]} test images of shape {tuple(image_shape)}, {len(names)} classes"
+    )
+    skipped: dict[str, str] = {}
+    with num_threads(args.jobs):
+        for name, section in SECTIONS.items():
+            try:
+                section(ctx)
+            except SectionSkipped as exc:
+                skipped[name] = str(exc)
+            except ModuleNotFoundError as exc:
+                if not (exc.name or "").startswith(("fastcls", "matplotlib")):
+                    raise
+                skipped[name] = f"module {exc.name} is not available"
+            if name in skipped:
+                ctx.log(f"\n== {name}: skipped ({skipped[name]})")
+    total = time.perf_counter() - t_start
+    result = {
+        "dataset": dataset,
+        "sizes": {
+            "train": int(X_tr.shape[0]),
+            "val": int(X_va.shape[0]),
+            "test": int(X_te.shape[0]),
+        },
+        "rows": [asdict(r) for r in ctx.rows],
+        "skipped": skipped,
+        "notes": ctx.notes,
+        "plots": ctx.plots,
+        "details": ctx.details,
+        "total_seconds": total,
+    }
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=2, default=float)
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+        return 0
+    print(f"\n== Results ({dataset}; hyperparameters chosen without the test set, tested once)")
+    print(format_table(ctx.rows))
+    for note in ctx.notes:
+        print(f"note: {note}")
+    for name, why in skipped.items():
+        print(f"skipped: {name} ({why})")
+    if ctx.plots:
+        print(f"plots: {', '.join(os.path.basename(p) for p in ctx.plots)} in {args.out}")
+    print(f"total time {total:.1f}s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastcls`` command; returns the exit code.
+
+    Examples
+    --------
+    >>> main(["demo", "--quick", "--no-plots", "--out", "/tmp/fastcls-demo"])  # doctest: +SKIP
+    0
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return run_demo(args)
+    except DemoError as exc:
+        print(f"fastcls demo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastcls demo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
