@@ -42,3 +42,9 @@ def test_ci_runs_the_readme_test_command():
     test_cmd = _readme_commands()[1]
     after_venv = test_cmd.split("activate && ", 1)[1].strip()
     assert after_venv in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_tour_runs():
+    text = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)\n```", text, flags=re.S)[:1]
+    exec(compile(code, "README.md", "exec"), {})
