@@ -1,4 +1,4 @@
-"""L1 (Manhattan) kernels: pairwise blocks and fused distance + top-k.
+"""L1 (Manhattan) kernels: register-tiled distance blocks and fused distance + top-k.
 
 Public kernel names (the dispatch table in :mod:`fastcls.kernels.knn` uses them):
 
@@ -7,17 +7,558 @@ Public kernel names (the dispatch table in :mod:`fastcls.kernels.knn` uses them)
 * ``l1_pairwise_float(X, Y, out)``, ``l1_pairwise_uint8(X, Y, out)``
 
 Contract of the top-k kernels: ``best_d`` (n_queries, k) float64 and ``best_i``
-(n_queries, k) int64 hold each query's running top-k sorted by (distance, index);
-the kernel merges the rows of ``X`` (global index ``offset + j``) into them with
-*exact* float64 distances, equal distances keeping the lower index.
+(n_queries, k) int64 hold each query's running top-k sorted by (distance, index),
+initialised to ``(+inf, -1)`` and possibly filled by earlier calls on earlier training
+tiles (``offset`` = global index of ``X[0]``, tiles in increasing offset). The kernel
+merges the rows of ``X`` with *exact* float64 distances, equal distances keeping the
+lower global index.
+
+Layout of the computation
+-------------------------
+Parallel over contiguous chunks of queries only (``prange``), so every query's result
+is computed by one thread from the same data in the same order: results do not depend
+on the thread count or on any tile size. Each thread walks the training rows in
+blocks of :data:`BLOCK_ROWS` rows (they stay in its L2 cache) and, inside a block,
+computes a register tile of 4 queries x 2 training rows (8 independent accumulators)
+with one ``for d in range(D)`` loop over pre-sliced rows, so that each loaded SIMD
+vector of features is used 2 or 4 times. Remainder queries / rows are handled by
+clamping the row index (the duplicated lanes are computed and ignored).
+
+* float: ``fastmath=REDUCE`` (reassociation) lets LLVM vectorise the 8 sums into
+  ``vsubps / vandps / vaddps``; the sums are accumulated in the input precision.
+* uint8: ``vpsadbw`` (sum of absolute differences of unsigned bytes into 64-bit
+  lanes), which LLVM never emits from a Numba loop, is called through a Numba
+  ``@intrinsic`` written in LLVM IR (``llvm.x86.avx512.psad.bw.512`` on 64-byte
+  vectors or ``llvm.x86.avx2.psad.bw`` on 32-byte vectors), with a scalar tail. CPUs
+  without AVX2 get an int32-widening register-tiled kernel. :func:`uint8_impl` makes
+  the choice; :data:`UINT8_IMPL` forces one (tests use it). uint8 sums are exact
+  integers, so the uint8 top-k needs no correction step.
+
+Why the float top-k is exact (the certification argument)
+----------------------------------------------------------
+Let ``s = sum_d |q_d - x_d|`` be the exact real L1 distance of two rows of floating
+point numbers, ``a`` the fast sum (working precision with unit roundoff ``u_w``:
+``2**-24`` for float32, ``2**-53`` for float64, summed in any order because of
+reassociation) and ``e`` the exact distance the kernel reports: the float64 sum of
+``|float64(q_d) - float64(x_d)|`` in index order ``d = 0 .. D-1`` (no fastmath), the
+"float64 computation" of the contract. Each term of ``a`` is the rounded difference
+(one rounding, ``abs`` is exact) passed through at most ``D - 1`` additions of
+non-negative numbers, in any tree order, so (Higham, *Accuracy and Stability of
+Numerical Algorithms*, 2nd ed., 2.2 and 4.2) ``|a - s| <= gamma_D(u_w) * s`` with
+``gamma_n(u) = n u / (1 - n u)``; likewise ``|e - s| <= gamma_D(2**-53) * s``. No
+underflow can spoil this: a subtraction or an addition of non-negative numbers whose
+result is subnormal is exact (gradual underflow; fastcls never enables flush-to-zero).
+Therefore
+
+    e >= c * a,   c = (1 - gamma_D(2**-53)) / (1 + gamma_D(u_w)),
+
+and the kernel uses ``c`` shrunk by a few float64 ulps (:func:`lower_bound_factor`)
+so that computing ``c * a`` in float64 can only lower the bound further. When the
+fast sum overflows (``a = inf``), some partial sum of non-negative terms exceeded the
+largest finite number of the working format ``F`` up to the same error factor, so
+``e >= c * F``: the kernel replaces ``a`` by ``min(a, F)`` in the bound.
+
+For each query and each training tile ``X`` the kernel then
+
+1. scans ``X`` in index order, keeping the ``k + m`` smallest fast sums (strict ``<``,
+   so among equal fast sums the lower index stays) among the rows that pass the
+   conservative pre-filter ``c * a <= T0``, where ``T0 = best_d[k-1]`` is the exact
+   k-th distance from the earlier tiles (rows that fail it have ``e > T0``: they can
+   never enter, because the k-th distance only decreases);
+2. recomputes the candidates exactly (``e``) and merges them into ``best`` ordered by
+   (distance, global index); let ``T`` be the new k-th exact distance;
+3. certifies: every row that is not a candidate was either pre-filtered (``e > T0 >=
+   T``) or had a fast sum ``>= A``, the largest candidate's fast sum (the candidate
+   list was full), hence ``e >= c * min(A, F)``. If the list is not full, or
+   ``c * min(A, F) > T``, no such row can be closer than the k-th neighbour or tie
+   with it, so the merged ``best`` equals the exact top-k of (earlier tiles + ``X``);
+4. otherwise (many exact ties or near-ties within the error bound: duplicates,
+   constant rows) the query's ``best`` is restored to its state before step 2 and
+   the tile is rescanned for that query alone: each row whose bound ``c * a`` does
+   not exceed the current k-th distance is recomputed exactly and inserted (strict
+   ``<`` in index order). This fallback is exact by the same bound and costs one fast
+   pass plus one exact sum per near-tie.
+
+With ``m = EXTRA_CANDIDATES = 8`` the certificate holds for practically every query on
+real and random data (``gamma_3072(2**-24) = 1.8e-4`` relative): the exact work is
+``(k + m) * D`` per query and tile, against ``n_tile * D`` for the scan.
+
+The pairwise kernels write the fast sums: ``l1_pairwise_float`` on float32 inputs
+returns float32 values with relative error at most ``gamma_D(2**-24)`` (about ``1.8e-4``
+for ``D = 3072``, typically ``1e-6``), on float64 inputs float64 values within
+``gamma_D(2**-53)``; ``l1_pairwise_uint8`` returns exact integers as float64.
 """
 
 from __future__ import annotations
 
-from fastcls.kernels.scalar import l1_pairwise_scalar, l1_topk_scalar
+import numpy as np
+from numba import prange, types
+from numba.extending import intrinsic
 
-# Baseline bindings; replaced by the register-tiled kernels.
-l1_topk_float = l1_topk_scalar
-l1_topk_uint8 = l1_topk_scalar
-l1_pairwise_float = l1_pairwise_scalar
-l1_pairwise_uint8 = l1_pairwise_scalar
+from fastcls._config import REDUCE, jit
+from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
+
+#: training rows per cache block walked by each thread (results do not depend on it)
+BLOCK_ROWS = 48
+#: queries per parallel chunk; 0 = automatic (results do not depend on it)
+QUERY_CHUNK = 0
+#: extra candidates kept beyond k by the float top-k before the exact rerank
+EXTRA_CANDIDATES = 8
+#: uint8 implementation: None = best available (see :func:`uint8_impl`), or one of
+#: "avx512", "avx2", "portable" to force it (tests use it)
+UINT8_IMPL: str | None = None
+
+_UINT8_IMPLS = ("avx512", "avx2", "portable")
+#: int32 accumulators of the portable uint8 kernel are flushed every this many features
+_I32_SEGMENT = 1 << 23  # 255 * 2**23 < 2**31
+
+
+# --------------------------------------------------------------------------- parameters
+def gamma(n: int, u: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)`` (``inf`` when ``n u >= 1``)."""
+    nu = n * u
+    return nu / (1.0 - nu) if nu < 1.0 else float("inf")
+
+
+def lower_bound_factor(n_features: int, dtype: np.dtype) -> float:
+    """Factor ``c`` with ``exact_float64_distance >= c * fast_sum`` (module docstring).
+
+    Parameters
+    ----------
+    n_features : int
+        Number of features D (terms in each sum).
+    dtype : numpy dtype
+        Working precision of the fast sums (float32 or float64).
+
+    Returns
+    -------
+    float
+        ``(1 - gamma_D(2**-53)) / (1 + gamma_D(u)) * (1 - 8 * 2**-53)``, or 0.0 when the
+        bound is vacuous (then every row is a candidate: still exact, only slower).
+    """
+    u = 2.0**-24 if np.dtype(dtype) == np.float32 else 2.0**-53
+    n = max(int(n_features), 1)
+    g_fast, g_exact = gamma(n, u), gamma(n, 2.0**-53)
+    if not (g_fast < 1.0 and g_exact < 1.0):
+        return 0.0
+    return (1.0 - g_exact) / (1.0 + g_fast) * (1.0 - 8 * 2.0**-53)
+
+
+def _query_chunk(n_queries: int) -> int:
+    """Queries per parallel chunk: QUERY_CHUNK, or about 2 chunks per thread."""
+    if QUERY_CHUNK > 0:
+        return int(QUERY_CHUNK)
+    from fastcls._config import get_num_threads
+
+    per = -(-n_queries // (2 * get_num_threads()))
+    return max(4, -(-per // 4) * 4)
+
+
+def _block_rows() -> int:
+    return max(1, int(BLOCK_ROWS))
+
+
+# --------------------------------------------------------------------------- float tiles
+@jit(fastmath=REDUCE)
+def _tile_float_4x2(q0, q1, q2, q3, x0, x1, zero):
+    """The 8 fast sums ``|q_a - x_b|`` of a 4 x 2 tile (input precision, any order)."""
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+    for d in range(q0.shape[0]):
+        b0 = x0[d]
+        b1 = x1[d]
+        a = q0[d]
+        s00 += abs(a - b0)
+        s01 += abs(a - b1)
+        a = q1[d]
+        s10 += abs(a - b0)
+        s11 += abs(a - b1)
+        a = q2[d]
+        s20 += abs(a - b0)
+        s21 += abs(a - b1)
+        a = q3[d]
+        s30 += abs(a - b0)
+        s31 += abs(a - b1)
+    return s00, s01, s10, s11, s20, s21, s30, s31
+
+
+@jit(fastmath=REDUCE)
+def _fast_pair_float(q, x, zero):
+    """One fast sum ``sum |q - x|`` (input precision, any order)."""
+    s = zero
+    for d in range(q.shape[0]):
+        s += abs(q[d] - x[d])
+    return s
+
+
+@jit
+def _exact_pair(q, x):
+    """The exact distance: float64 sum of ``|q_d - x_d|`` in index order (no fastmath)."""
+    s = 0.0
+    for d in range(q.shape[0]):
+        s += abs(np.float64(q[d]) - np.float64(x[d]))
+    return s
+
+
+# --------------------------------------------------------------------------- uint8 tiles
+def _make_sad_intrinsic(width: int):
+    """Numba intrinsic: 4 x 2 tile of sums of |q_a - x_b| over ``nblocks * width`` bytes.
+
+    ``width`` 32 calls ``llvm.x86.avx2.psad.bw`` (<32 x i8> x 2 -> <4 x i64>), 64
+    calls ``llvm.x86.avx512.psad.bw.512`` (<64 x i8> x 2 -> <8 x i64>). Unaligned
+    loads, 8 vector accumulators reduced once at the end; returns 8 int64 sums.
+    """
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    name = "llvm.x86.avx2.psad.bw" if width == 32 else "llvm.x86.avx512.psad.bw.512"
+    lanes = width // 8
+
+    @intrinsic
+    def sad_4x2(typingctx, q0, q1, q2, q3, x0, x1, nblocks):
+        sig = types.UniTuple(types.int64, 8)(q0, q1, q2, q3, x0, x1, types.int64)
+
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            vbytes = ir.VectorType(ir.IntType(8), width)
+            vsum = ir.VectorType(i64, lanes)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vsum, [vbytes, vbytes]), name
+            )
+            ptrs = [
+                context.make_array(ty)(context, builder, val).data
+                for ty, val in zip(signature.args[:6], args[:6], strict=True)
+            ]
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(8)]
+            with cgutils.for_range(builder, args[6], intp=i64) as loop:
+                off = builder.mul(loop.index, ir.Constant(i64, width))
+                vecs = []
+                for p in ptrs:
+                    addr = builder.gep(p, [off], source_etype=ir.IntType(8))
+                    vecs.append(builder.load(addr, align=1, typ=vbytes))
+                for a in range(4):
+                    for b in range(2):
+                        acc = accs[2 * a + b]
+                        sad = builder.call(fn, [vecs[a], vecs[4 + b]])
+                        builder.store(builder.add(builder.load(acc), sad), acc)
+            sums = []
+            for acc in accs:
+                v = builder.load(acc)
+                i32 = ir.IntType(32)
+                s = builder.extract_element(v, ir.Constant(i32, 0))
+                for lane in range(1, lanes):
+                    s = builder.add(s, builder.extract_element(v, ir.Constant(i32, lane)))
+                sums.append(s)
+            return context.make_tuple(builder, signature.return_type, sums)
+
+        return sig, codegen
+
+    return sad_4x2
+
+
+_sad_4x2_avx2 = _make_sad_intrinsic(32)
+_sad_4x2_avx512 = _make_sad_intrinsic(64)
+
+
+@jit
+def _tail_uint8_4x2(q0, q1, q2, q3, x0, x1):
+    """Exact int64 sums of a 4 x 2 tile over short rows (the SIMD tail)."""
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.int64(0)
+    for d in range(q0.shape[0]):
+        b0 = np.int64(x0[d])
+        b1 = np.int64(x1[d])
+        a = np.int64(q0[d])
+        s00 += abs(a - b0)
+        s01 += abs(a - b1)
+        a = np.int64(q1[d])
+        s10 += abs(a - b0)
+        s11 += abs(a - b1)
+        a = np.int64(q2[d])
+        s20 += abs(a - b0)
+        s21 += abs(a - b1)
+        a = np.int64(q3[d])
+        s30 += abs(a - b0)
+        s31 += abs(a - b1)
+    return s00, s01, s10, s11, s20, s21, s30, s31
+
+
+@jit
+def _tile_uint8_avx2(q0, q1, q2, q3, x0, x1):
+    """Exact 4 x 2 tile with ``vpsadbw`` on 32-byte vectors + scalar tail."""
+    nb = q0.shape[0] // 32
+    s = _sad_4x2_avx2(q0, q1, q2, q3, x0, x1, np.int64(nb))
+    e = nb * 32
+    t = _tail_uint8_4x2(q0[e:], q1[e:], q2[e:], q3[e:], x0[e:], x1[e:])
+    return (
+        s[0] + t[0], s[1] + t[1], s[2] + t[2], s[3] + t[3],
+        s[4] + t[4], s[5] + t[5], s[6] + t[6], s[7] + t[7],
+    )  # fmt: skip
+
+
+@jit
+def _tile_uint8_avx512(q0, q1, q2, q3, x0, x1):
+    """Exact 4 x 2 tile with ``vpsadbw`` on 64-byte vectors + scalar tail."""
+    nb = q0.shape[0] // 64
+    s = _sad_4x2_avx512(q0, q1, q2, q3, x0, x1, np.int64(nb))
+    e = nb * 64
+    t = _tail_uint8_4x2(q0[e:], q1[e:], q2[e:], q3[e:], x0[e:], x1[e:])
+    return (
+        s[0] + t[0], s[1] + t[1], s[2] + t[2], s[3] + t[3],
+        s[4] + t[4], s[5] + t[5], s[6] + t[6], s[7] + t[7],
+    )  # fmt: skip
+
+
+@jit
+def _seg_uint8_4x2_i32(q0, q1, q2, q3, x0, x1):
+    """int32-widening 4 x 2 tile over at most 2**23 features (no overflow)."""
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.int32(0)
+    for d in range(q0.shape[0]):
+        b0 = np.int32(x0[d])
+        b1 = np.int32(x1[d])
+        a = np.int32(q0[d])
+        s00 = np.int32(s00 + abs(a - b0))
+        s01 = np.int32(s01 + abs(a - b1))
+        a = np.int32(q1[d])
+        s10 = np.int32(s10 + abs(a - b0))
+        s11 = np.int32(s11 + abs(a - b1))
+        a = np.int32(q2[d])
+        s20 = np.int32(s20 + abs(a - b0))
+        s21 = np.int32(s21 + abs(a - b1))
+        a = np.int32(q3[d])
+        s30 = np.int32(s30 + abs(a - b0))
+        s31 = np.int32(s31 + abs(a - b1))
+    return s00, s01, s10, s11, s20, s21, s30, s31
+
+
+@jit
+def _tile_uint8_portable(q0, q1, q2, q3, x0, x1):
+    """Exact 4 x 2 tile for any CPU: int32 accumulators, flushed to int64 per segment."""
+    D = q0.shape[0]
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.int64(0)
+    for start in range(0, D, _I32_SEGMENT):
+        end = min(start + _I32_SEGMENT, D)
+        t = _seg_uint8_4x2_i32(
+            q0[start:end], q1[start:end], q2[start:end], q3[start:end],
+            x0[start:end], x1[start:end],
+        )  # fmt: skip
+        s00 += t[0]
+        s01 += t[1]
+        s10 += t[2]
+        s11 += t[3]
+        s20 += t[4]
+        s21 += t[5]
+        s30 += t[6]
+        s31 += t[7]
+    return s00, s01, s10, s11, s20, s21, s30, s31
+
+
+# --------------------------------------------------------------------------- drivers
+@jit(parallel=True)
+def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk):
+    nq = Q.shape[0]
+    nx = X.shape[0]
+    k = best_d.shape[1]
+    kc = k + m
+    cand_a = np.full((nq, kc), np.inf)
+    cand_j = np.full((nq, kc), -1, dtype=np.int64)
+    n_chunks = (nq + chunk - 1) // chunk
+    for ch in prange(n_chunks):
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, nq)
+        # conservative pre-filter on the fast sums: c * a <= best_d[k-1] of earlier tiles
+        for j0 in range(0, nx, block):
+            j1 = min(j0 + block, nx)
+            for qa in range(c0, c1, 4):
+                qq0 = qa
+                qq1 = min(qa + 1, c1 - 1)
+                qq2 = min(qa + 2, c1 - 1)
+                qq3 = min(qa + 3, c1 - 1)
+                r0 = Q[qq0]
+                r1 = Q[qq1]
+                r2 = Q[qq2]
+                r3 = Q[qq3]
+                for j in range(j0, j1, 2):
+                    jn = min(j + 1, j1 - 1)
+                    s = _tile_float_4x2(r0, r1, r2, r3, X[j], X[jn], zero)
+                    for t in range(8):
+                        qi = qa + (t >> 1)
+                        ji = j + (t & 1)
+                        if qi >= c1 or ji >= j1:
+                            continue
+                        a = np.float64(s[t])
+                        ca = cand_a[qi]
+                        if a < ca[kc - 1] and c * min(a, big) <= best_d[qi, k - 1]:
+                            insert_sorted(ca, cand_j[qi], a, ji)
+        # exact rerank of the candidates, certificate, fallback
+        saved_d = np.empty(k)
+        saved_i = np.empty(k, dtype=np.int64)
+        for qi in range(c0, c1):
+            bd = best_d[qi]
+            bi = best_i[qi]
+            saved_d[:] = bd
+            saved_i[:] = bi
+            cj = cand_j[qi]
+            for t in range(kc):
+                if cj[t] < 0:
+                    break
+                e = _exact_pair(Q[qi], X[cj[t]])
+                insert_sorted_by_pair(bd, bi, e, offset + cj[t])
+            if cj[kc - 1] < 0 or c * min(cand_a[qi, kc - 1], big) > bd[k - 1]:
+                continue  # certified
+            bd[:] = saved_d
+            bi[:] = saved_i
+            q = Q[qi]
+            for j in range(nx):
+                a = np.float64(_fast_pair_float(q, X[j], zero))
+                if c * min(a, big) <= bd[k - 1]:
+                    e = _exact_pair(q, X[j])
+                    if e < bd[k - 1]:
+                        insert_sorted(bd, bi, e, offset + j)
+
+
+@jit(parallel=True)
+def _pairwise_float_kernel(X, Y, out, zero, block, chunk):
+    nq = X.shape[0]
+    ny = Y.shape[0]
+    n_chunks = (nq + chunk - 1) // chunk
+    for ch in prange(n_chunks):
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, nq)
+        for j0 in range(0, ny, block):
+            j1 = min(j0 + block, ny)
+            for qa in range(c0, c1, 4):
+                r0 = X[qa]
+                r1 = X[min(qa + 1, c1 - 1)]
+                r2 = X[min(qa + 2, c1 - 1)]
+                r3 = X[min(qa + 3, c1 - 1)]
+                for j in range(j0, j1, 2):
+                    s = _tile_float_4x2(r0, r1, r2, r3, Y[j], Y[min(j + 1, j1 - 1)], zero)
+                    for t in range(8):
+                        qi = qa + (t >> 1)
+                        ji = j + (t & 1)
+                        if qi < c1 and ji < j1:
+                            out[qi, ji] = s[t]
+
+
+def _make_uint8_drivers(tile):
+    """(topk, pairwise) uint8 drivers around one exact 4 x 2 tile function."""
+
+    def topk(Q, X, offset, best_d, best_i, block, chunk):
+        nq = Q.shape[0]
+        nx = X.shape[0]
+        k = best_d.shape[1]
+        n_chunks = (nq + chunk - 1) // chunk
+        for ch in prange(n_chunks):
+            c0 = ch * chunk
+            c1 = min(c0 + chunk, nq)
+            for j0 in range(0, nx, block):
+                j1 = min(j0 + block, nx)
+                for qa in range(c0, c1, 4):
+                    r0 = Q[qa]
+                    r1 = Q[min(qa + 1, c1 - 1)]
+                    r2 = Q[min(qa + 2, c1 - 1)]
+                    r3 = Q[min(qa + 3, c1 - 1)]
+                    for j in range(j0, j1, 2):
+                        s = tile(r0, r1, r2, r3, X[j], X[min(j + 1, j1 - 1)])
+                        for t in range(8):
+                            qi = qa + (t >> 1)
+                            ji = j + (t & 1)
+                            if qi >= c1 or ji >= j1:
+                                continue
+                            e = np.float64(s[t])
+                            if e < best_d[qi, k - 1]:
+                                insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
+
+    def pairwise(X, Y, out, block, chunk):
+        nq = X.shape[0]
+        ny = Y.shape[0]
+        n_chunks = (nq + chunk - 1) // chunk
+        for ch in prange(n_chunks):
+            c0 = ch * chunk
+            c1 = min(c0 + chunk, nq)
+            for j0 in range(0, ny, block):
+                j1 = min(j0 + block, ny)
+                for qa in range(c0, c1, 4):
+                    r0 = X[qa]
+                    r1 = X[min(qa + 1, c1 - 1)]
+                    r2 = X[min(qa + 2, c1 - 1)]
+                    r3 = X[min(qa + 3, c1 - 1)]
+                    for j in range(j0, j1, 2):
+                        s = tile(r0, r1, r2, r3, Y[j], Y[min(j + 1, j1 - 1)])
+                        for t in range(8):
+                            qi = qa + (t >> 1)
+                            ji = j + (t & 1)
+                            if qi < c1 and ji < j1:
+                                out[qi, ji] = np.float64(s[t])
+
+    return jit(parallel=True)(topk), jit(parallel=True)(pairwise)
+
+
+_UINT8_DRIVERS = {
+    "avx512": _make_uint8_drivers(_tile_uint8_avx512),
+    "avx2": _make_uint8_drivers(_tile_uint8_avx2),
+    "portable": _make_uint8_drivers(_tile_uint8_portable),
+}
+
+
+def uint8_impl() -> str:
+    """The uint8 implementation used: :data:`UINT8_IMPL` if set, else the best available.
+
+    ``"avx512"`` (``vpsadbw`` on zmm) needs AVX-512BW, ``"avx2"`` (on ymm) needs AVX2,
+    ``"portable"`` (int32-widening tiles) runs anywhere. Forcing an implementation the
+    CPU lacks raises ``ValueError`` instead of crashing in LLVM.
+    """
+    import llvmlite.binding as ll
+
+    features = ll.get_host_cpu_features()
+    available = ["portable"]
+    if features.get("avx2", False):
+        available.insert(0, "avx2")
+    if features.get("avx512bw", False) and features.get("avx512f", False):
+        available.insert(0, "avx512")
+    if UINT8_IMPL is None:
+        return available[0]
+    if UINT8_IMPL not in _UINT8_IMPLS:
+        raise ValueError(f"UINT8_IMPL must be None or one of {_UINT8_IMPLS}, got {UINT8_IMPL!r}")
+    if UINT8_IMPL not in available:
+        raise ValueError(f"UINT8_IMPL={UINT8_IMPL!r} is not supported by this CPU")
+    return UINT8_IMPL
+
+
+# --------------------------------------------------------------------------- public kernels
+def l1_topk_float(Q, X, offset, best_d, best_i):
+    """Merge the exact L1 neighbours among rows ``X`` (global ids ``offset + j``).
+
+    Q (n_q, D) and X (n_x, D) C-contiguous, both float32 or both float64; ``best_d``
+    (n_q, k) float64 and ``best_i`` (n_q, k) int64 updated in place (module docstring).
+    """
+    if Q.shape[0] == 0 or X.shape[0] == 0:
+        return
+    c = lower_bound_factor(Q.shape[1], Q.dtype)
+    big = float(np.finfo(Q.dtype).max)
+    _topk_float_kernel(
+        Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big,
+        int(EXTRA_CANDIDATES), _block_rows(), _query_chunk(Q.shape[0]),
+    )  # fmt: skip
+
+
+def l1_topk_uint8(Q, X, offset, best_d, best_i):
+    """Merge the exact (integer) L1 neighbours among uint8 rows ``X``; same contract."""
+    if Q.shape[0] == 0 or X.shape[0] == 0:
+        return
+    topk, _ = _UINT8_DRIVERS[uint8_impl()]
+    topk(Q, X, np.int64(offset), best_d, best_i, _block_rows(), _query_chunk(Q.shape[0]))
+
+
+def l1_pairwise_float(X, Y, out):
+    """``out[i, j] = sum |X[i] - Y[j]|`` as fast sums in the input precision."""
+    if X.shape[0] == 0 or Y.shape[0] == 0:
+        return
+    _pairwise_float_kernel(X, Y, out, X.dtype.type(0), _block_rows(), _query_chunk(X.shape[0]))
+
+
+def l1_pairwise_uint8(X, Y, out):
+    """``out[i, j] = sum |X[i] - Y[j]|`` for uint8 rows: exact integers in float64 ``out``."""
+    if X.shape[0] == 0 or Y.shape[0] == 0:
+        return
+    _, pairwise = _UINT8_DRIVERS[uint8_impl()]
+    pairwise(X, Y, out, _block_rows(), _query_chunk(X.shape[0]))
