@@ -1,4 +1,4 @@
-"""Squared-L2 kernels: pairwise blocks and fused distance + top-k.
+"""Exact squared-L2 kernels: a BLAS GEMM for speed, an exact rerank for the answer.
 
 Public kernel names (the dispatch table in :mod:`fastcls.kernels.knn` uses them):
 
@@ -6,16 +6,437 @@ Public kernel names (the dispatch table in :mod:`fastcls.kernels.knn` uses them)
 * ``sqeuclidean_topk_uint8(Q, X, offset, best_d, best_i)`` : uint8, exact integers
 * ``sqeuclidean_pairwise_float(X, Y, out)``, ``sqeuclidean_pairwise_uint8(X, Y, out)``
 
-Same top-k contract as :mod:`fastcls.kernels.l1`: exact float64 squared distances,
-ties to the lower global index.
+They are plain Python functions that orchestrate a GEMM through NumPy (OpenBLAS) and
+the numba kernels of this module (norms, fused selection, exact rerank). The top-k
+contract is the one of :mod:`fastcls.kernels.topk`: ``best_d``/``best_i`` hold each
+query's running top-k by ``(distance, index)``; the distances merged in are *exact*
+(see "Exact distances" below) and equal distances keep the lower global index.
+
+Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
+-----------------------------------------------------------------------
+1. **Centre.** ``c`` = the tile's mean (rounded to integers for uint8), ``X' = X - c``,
+   ``Q' = Q - c`` in the working precision ``w`` (float32 for float32 and uint8 inputs,
+   float64 for float64). Distances are translation invariant, and centring makes the
+   norms, hence the cancellation error of the GEMM trick, small.
+2. **GEMM + fused selection.** Per query tile (``QUERY_TILE`` rows) and training
+   block (``TRAIN_BLOCK`` rows): ``G = Q' X'^T`` (sgemm / dgemm), then, while the block
+   is fresh, each query scans ``s_j = |x'_j|^2 - 2 G_qj`` (in ``w``) in chunks of 16
+   with a branch-free chunk minimum, inserting into a sorted candidate list of
+   ``k + N_EXTRA`` entries only when the chunk minimum beats the rejection threshold
+   ``t = min(last candidate, t_prev)``. ``t_prev`` lets rows that provably cannot
+   enter the running top-k from earlier tiles be skipped (``G_k - |q'|^2 + 2 E``).
+3. **Exact rerank + certificate.** Candidates are visited in increasing ``s``; each
+   one whose lower bound ``|q'|^2 + s - E`` does not already exceed the current k-th
+   exact distance is recomputed exactly and merged by ``(distance, index)`` into a
+   copy of the query's top-k. The copy is accepted iff
+   ``|q'|^2 + t_final - E > (k-th exact distance)`` (strict), which proves that no
+   rejected row can beat *or tie* the k-th (see below); otherwise that query is
+   recomputed exactly over the whole tile (the original top-k is untouched, so
+   nothing is merged twice). Results therefore depend on neither tile sizes, thread
+   counts nor BLAS summation order.
+
+Error bound ``E``
+-----------------
+Let ``u`` be the unit roundoff of ``w`` (``2^-24`` or ``2^-53``), ``gamma_n(u) =
+n u / (1 - n u)``, ``S = (|q'| + |x'|)^2`` and ``d`` the exact squared distance.
+
+* centring: ``q' = (q - c)(1 + delta)``, ``|delta| <= u``, so ``q' - x' = (q - x) + e``
+  with ``|e| <= u (|q'| + |x'|) (1 + u)`` and ``| |q'-x'|^2 - d | <= 2u S (1 + 2u)``;
+* GEMM (any summation order, with or without FMA): ``|G - q'.x'| <= gamma_D(u)
+  |q'| |x'| <= gamma_D(u) S / 4``, doubled by the ``-2`` factor;
+* ``|x'|^2`` rounded to ``w`` and ``s`` rounded in ``w``: ``<= 2u S (1 + gamma)``;
+* float64 side: the norms (``gamma_D(2^-53)`` each), the sum ``|q'|^2 + s`` and the
+  exact rerank itself (``gamma_{D+2}(2^-53) d``): ``<= gamma_{3D+16}(2^-53) S``.
+
+Hence ``|(|q'|^2 + s) - r| <= E := gamma_{D+16}(u) S + gamma_{3D+16}(2^-53) S + E_abs``
+for the reranked value ``r`` of every pair, with ``S`` bounded per query by
+``(|q'| + max_j |x'_j|)^2`` and ``E_abs = (3D + 16) 2^-130`` (float32) or
+``2^-1060`` (float64) covering gradual underflow (the bound assumes IEEE arithmetic
+without flush-to-zero, which is the default). Every rejected row has ``s >= t_final``
+(the threshold only decreases), so ``r >= |q'|^2 + t_final - E > k-th``: it can
+neither enter nor tie. Tiles whose centred norms could overflow ``w`` (``S > 2^120``
+in float32, ``2^1000`` in float64) or where ``(D + 16) u >= 1/2`` take the direct
+exact path.
+
+Exact distances
+---------------
+* uint8: integers, widened before subtracting, accumulated in int64; stored as float64.
+* float32 / float64: ``sum (float64(q_d) - float64(x_d))^2`` accumulated in float64 in
+  a fixed order (8 interleaved partial sums combined pairwise, no fastmath), so a pair
+  gets bit-identical values on every path (rerank, fallback, direct), which keeps ties
+  between duplicate rows exact across tiles. It equals the float64 reference up to
+  float64 rounding (``gamma_{D+2}(2^-53)`` relative).
+
+Pairwise
+--------
+``sqeuclidean_pairwise_uint8`` uses a float64 GEMM on integer-centred data: every
+product and partial sum is an integer below ``2^53`` (for ``D < 1.3e11``), so the
+result is exact. ``sqeuclidean_pairwise_float`` uses a float64 GEMM on centred data
+(also for float32 inputs) with the bound above; entries whose bound is not below
+``2^-30`` of their value (near-duplicates, zeros) are recomputed exactly, so every
+entry is within ``2^-30`` relative of the exact value before rounding to ``out``'s
+dtype, and never negative.
+
+Threads: the GEMM runs with as many BLAS threads as numba uses
+(:func:`fastcls.set_num_threads`), set through a cached ``threadpoolctl``
+controller; the numba kernels are parallel over queries (private buffers, no races).
 """
 
 from __future__ import annotations
 
-from fastcls.kernels.scalar import sqeuclidean_pairwise_scalar, sqeuclidean_topk_scalar
+import contextlib
+import math
 
-# Baseline bindings; replaced by the GEMM + exact-rerank kernels.
-sqeuclidean_topk_float = sqeuclidean_topk_scalar
-sqeuclidean_topk_uint8 = sqeuclidean_topk_scalar
-sqeuclidean_pairwise_float = sqeuclidean_pairwise_scalar
-sqeuclidean_pairwise_uint8 = sqeuclidean_pairwise_scalar
+import numpy as np
+from numba import prange
+
+from fastcls._config import REDUCE, jit
+from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
+
+#: queries per GEMM tile (about 1000 keeps sgemm near its peak; 256 was 2.2x slower)
+QUERY_TILE = 1024
+#: training rows per GEMM block; the selection runs over each block right after it
+TRAIN_BLOCK = 2048
+#: candidates kept beyond k per query
+N_EXTRA = 16
+#: below this many multiply-adds (n_q * n_x * D) a call takes the direct exact path
+DIRECT_MAX_WORK = 4_000_000
+#: entries of pairwise results are recomputed exactly unless the bound is below this
+PAIRWISE_REL = 2.0**-30
+
+_CHUNK = 16
+_U32 = 2.0**-24
+_U64 = 2.0**-53
+
+
+def _gamma(n: int, u: float) -> float:
+    return n * u / (1.0 - n * u)
+
+
+# --------------------------------------------------------------------------- exact pairs
+@jit(inline="always")
+def _sq_exact_float(a, b):
+    """Squared distance in float64, fixed summation order (8 partial sums)."""
+    D = a.shape[0]
+    D8 = D - D % 8
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    s5 = 0.0
+    s6 = 0.0
+    s7 = 0.0
+    for d in range(0, D8, 8):
+        t0 = np.float64(a[d]) - np.float64(b[d])
+        t1 = np.float64(a[d + 1]) - np.float64(b[d + 1])
+        t2 = np.float64(a[d + 2]) - np.float64(b[d + 2])
+        t3 = np.float64(a[d + 3]) - np.float64(b[d + 3])
+        t4 = np.float64(a[d + 4]) - np.float64(b[d + 4])
+        t5 = np.float64(a[d + 5]) - np.float64(b[d + 5])
+        t6 = np.float64(a[d + 6]) - np.float64(b[d + 6])
+        t7 = np.float64(a[d + 7]) - np.float64(b[d + 7])
+        s0 += t0 * t0
+        s1 += t1 * t1
+        s2 += t2 * t2
+        s3 += t3 * t3
+        s4 += t4 * t4
+        s5 += t5 * t5
+        s6 += t6 * t6
+        s7 += t7 * t7
+    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for d in range(D8, D):
+        t = np.float64(a[d]) - np.float64(b[d])
+        s += t * t
+    return s
+
+
+@jit(inline="always", fastmath=REDUCE)
+def _sq_exact_uint8(a, b):
+    """Exact squared distance of uint8 rows (widened before subtracting)."""
+    s = 0
+    for d in range(a.shape[0]):
+        t = np.int64(a[d]) - np.int64(b[d])
+        s += t * t
+    return np.float64(s)
+
+
+# --------------------------------------------------------------------------- helpers
+@jit(parallel=True, fastmath=REDUCE)
+def _row_sqnorms(A, out):
+    """``out[i] = sum A[i]^2`` accumulated in float64."""
+    for i in prange(A.shape[0]):
+        a = A[i]
+        s = 0.0
+        for d in range(a.shape[0]):
+            v = np.float64(a[d])
+            s += v * v
+        out[i] = s
+
+
+@jit(parallel=True)
+def _select_block(G, xn, base, cand_s, cand_j, t_prev):
+    """Fused selection over one GEMM block.
+
+    ``s = xn[j] - 2 G[q, j]`` (in G's dtype) enters the sorted candidate list of query
+    ``q`` when ``s < min(cand_s[q, -1], t_prev[q])``; chunks of 16 are skipped after a
+    branch-free minimum. Candidate ids are ``base + j`` (tile-local).
+    """
+    nq, nb = G.shape
+    m = cand_s.shape[1]
+    for q in prange(nq):
+        g = G[q]
+        cs = cand_s[q]
+        cj = cand_j[q]
+        tp = t_prev[q]
+        t = min(cs[m - 1], tp)
+        for c0 in range(0, nb, 16):
+            n = min(16, nb - c0)
+            gc = g[c0 : c0 + n]
+            xc = xn[c0 : c0 + n]
+            mn = np.inf
+            for j in range(n):
+                v = xc[j] - 2 * gc[j]
+                mn = v if v < mn else mn
+            if mn < t:
+                for j in range(n):
+                    v = xc[j] - 2 * gc[j]
+                    if v < t:
+                        insert_sorted(cs, cj, v, base + c0 + j)
+                        t = min(cs[m - 1], tp)
+
+
+def _make_kernels(exact):
+    """The rerank/certify and direct kernels for one exact pair function."""
+
+    @jit(parallel=True)
+    def rerank(Q, X, offset, qn, cand_s, cand_j, t_prev, err, best_d, best_i, n_fallback):
+        nq = Q.shape[0]
+        nx = X.shape[0]
+        k = best_d.shape[1]
+        m = cand_s.shape[1]
+        for q in prange(nq):
+            tmp_d = best_d[q].copy()
+            tmp_i = best_i[q].copy()
+            e = err[q]
+            base = qn[q]
+            for c in range(m):
+                j = cand_j[q, c]
+                if j < 0:
+                    break
+                if base + np.float64(cand_s[q, c]) - e > tmp_d[k - 1]:
+                    break  # sorted by s: no later candidate can enter either
+                r = exact(Q[q], X[j])
+                insert_sorted_by_pair(tmp_d, tmp_i, r, offset + j)
+            t_final = min(np.float64(cand_s[q, m - 1]), np.float64(t_prev[q]))
+            certified = t_final == np.inf or base + t_final - e > tmp_d[k - 1]
+            if certified:
+                for c in range(k):
+                    best_d[q, c] = tmp_d[c]
+                    best_i[q, c] = tmp_i[c]
+            else:
+                n_fallback[q] = 1
+                bd = best_d[q]
+                bi = best_i[q]
+                for j in range(nx):
+                    r = exact(Q[q], X[j])
+                    if r < bd[k - 1]:
+                        insert_sorted(bd, bi, r, offset + j)
+
+    @jit(parallel=True)
+    def direct(Q, X, offset, best_d, best_i):
+        k = best_d.shape[1]
+        for q in prange(Q.shape[0]):
+            bd = best_d[q]
+            bi = best_i[q]
+            for j in range(X.shape[0]):
+                r = exact(Q[q], X[j])
+                if r < bd[k - 1]:
+                    insert_sorted(bd, bi, r, offset + j)
+
+    @jit(parallel=True)
+    def pairwise_fix(X, Y, out, xn, yn, coef, e_abs, rel):
+        """Recompute exactly every entry whose error bound is not ``<= rel * value``."""
+        for i in prange(X.shape[0]):
+            nxi = math.sqrt(xn[i])
+            for j in range(Y.shape[0]):
+                v = np.float64(out[i, j])
+                s = nxi + math.sqrt(yn[j])
+                bound = coef * s * s + e_abs
+                if not (bound <= rel * v):
+                    v = exact(X[i], Y[j])
+                out[i, j] = v
+
+    @jit(parallel=True)
+    def pairwise_direct(X, Y, out):
+        for i in prange(X.shape[0]):
+            for j in range(Y.shape[0]):
+                out[i, j] = exact(X[i], Y[j])
+
+    return rerank, direct, pairwise_fix, pairwise_direct
+
+
+_rerank_float, _direct_float, _pairwise_fix_float, _pairwise_direct_float = _make_kernels(
+    _sq_exact_float
+)
+_rerank_uint8, _direct_uint8, _pairwise_fix_uint8, _pairwise_direct_uint8 = _make_kernels(
+    _sq_exact_uint8
+)
+
+
+@jit(parallel=True)
+def _finish_pairwise(G, xn, yn, out):
+    """``out = max(xn[:, None] + yn[None, :] - 2 G, 0)`` in float64, cast to out."""
+    for i in prange(G.shape[0]):
+        for j in range(G.shape[1]):
+            v = xn[i] + yn[j] - 2.0 * np.float64(G[i, j])
+            out[i, j] = v if v > 0.0 else 0.0
+
+
+# --------------------------------------------------------------------------- threads
+_CONTROLLER = None
+
+
+def _blas_threads():
+    """Context limiting BLAS to numba's thread count (cached ThreadpoolController)."""
+    global _CONTROLLER
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        import numba
+
+        return _CONTROLLER.limit(limits=int(numba.get_num_threads()), user_api="blas")
+    except Exception:  # pragma: no cover - threadpoolctl missing or broken
+        return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- top-k
+def _centre(X: np.ndarray, wdtype: type, integer: bool) -> np.ndarray:
+    c = X.mean(axis=0, dtype=np.float64)
+    if integer:
+        c = np.rint(c)
+    return c.astype(wdtype)
+
+
+#: diagnostics: GEMM-path calls, queries recomputed over a whole tile, direct calls
+STATS = {"gemm_calls": 0, "fallback_queries": 0, "direct_calls": 0}
+
+
+def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
+    nq, D = Q.shape
+    nx = X.shape[0]
+    k = best_d.shape[1]
+    if nq == 0 or nx == 0:
+        return
+    rerank, direct = (_rerank_uint8, _direct_uint8) if uint8 else (_rerank_float, _direct_float)
+    wdtype = np.float64 if Q.dtype == np.float64 else np.float32
+    u = _U64 if wdtype is np.float64 else _U32
+    m = min(k + N_EXTRA, nx)
+    if nq * nx * D <= DIRECT_MAX_WORK or m >= nx or (D + 16) * u >= 0.5:
+        STATS["direct_calls"] += 1
+        direct(Q, X, offset, best_d, best_i)
+        return
+    STATS["gemm_calls"] += 1
+    c = _centre(X, wdtype, uint8)
+    Xc = np.subtract(X, c, dtype=wdtype)
+    xn = np.empty(nx)
+    _row_sqnorms(Xc, xn)
+    xmax = math.sqrt(float(xn.max()))
+    xn_w = xn.astype(wdtype)
+    coef = (_gamma(D + 16, u) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
+    e_abs = (3 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
+    s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
+    n_fallback_total = 0
+    qt = max(1, int(QUERY_TILE))
+    tb = max(_CHUNK, int(TRAIN_BLOCK))
+    with _blas_threads():
+        for qs in range(0, nq, qt):
+            qe = min(nq, qs + qt)
+            Qt = Q[qs:qe]
+            bd = best_d[qs:qe]
+            bi = best_i[qs:qe]
+            Qc = np.subtract(Qt, c, dtype=wdtype)
+            qn = np.empty(qe - qs)
+            _row_sqnorms(Qc, qn)
+            S = (np.sqrt(qn) + xmax) ** 2
+            if not np.isfinite(S).all() or float(S.max()) > s_max:
+                direct(Qt, X, offset, bd, bi)
+                continue
+            err = coef * S + e_abs
+            kth = bd[:, k - 1]
+            with np.errstate(invalid="ignore", over="ignore"):
+                t_prev = np.where(np.isfinite(kth), kth - qn + 2.0 * err, np.inf).astype(wdtype)
+            cand_s = np.full((qe - qs, m), np.inf, dtype=wdtype)
+            cand_j = np.full((qe - qs, m), -1, dtype=np.int64)
+            G = None
+            for bs in range(0, nx, tb):
+                be = min(nx, bs + tb)
+                if G is None or G.shape[1] != be - bs:
+                    G = np.empty((qe - qs, be - bs), dtype=wdtype)
+                np.matmul(Qc, Xc[bs:be].T, out=G)
+                _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
+            fb = np.zeros(qe - qs, dtype=np.int64)
+            rerank(Qt, X, offset, qn, cand_s, cand_j, t_prev, err, bd, bi, fb)
+            n_fallback_total += int(fb.sum())
+    STATS["fallback_queries"] += n_fallback_total
+
+
+def sqeuclidean_topk_float(Q, X, offset, best_d, best_i) -> None:
+    """Merge the exact squared-L2 neighbours among ``X`` (global ids ``offset + j``).
+
+    Q (n_q, D), X (n_x, D): C-contiguous, both float32 or both float64. ``best_d``
+    (n_q, k) float64 and ``best_i`` (n_q, k) int64 are updated in place.
+    """
+    _topk(Q, X, offset, best_d, best_i, uint8=False)
+
+
+def sqeuclidean_topk_uint8(Q, X, offset, best_d, best_i) -> None:
+    """As :func:`sqeuclidean_topk_float` for uint8 rows (exact integer distances)."""
+    _topk(Q, X, offset, best_d, best_i, uint8=True)
+
+
+# --------------------------------------------------------------------------- pairwise
+def _pairwise(X, Y, out, uint8: bool) -> None:
+    nX, D = X.shape
+    nY = Y.shape[0]
+    if nX == 0 or nY == 0:
+        return
+    direct = _pairwise_direct_uint8 if uint8 else _pairwise_direct_float
+    if nX * nY * D <= DIRECT_MAX_WORK or (3 * D + 16) * _U64 >= 0.5:
+        direct(X, Y, out)
+        return
+    c = _centre(Y, np.float64, uint8)
+    Yc = np.subtract(Y, c, dtype=np.float64)
+    yn = np.empty(nY)
+    _row_sqnorms(Yc, yn)
+    coef = (_gamma(3 * D + 16, _U64) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
+    qt = max(1, int(QUERY_TILE))
+    with _blas_threads():
+        for s in range(0, nX, qt):
+            e = min(nX, s + qt)
+            Xc = np.subtract(X[s:e], c, dtype=np.float64)
+            xn = np.empty(e - s)
+            _row_sqnorms(Xc, xn)
+            if not np.isfinite(xn).all() or float(xn.max()) + float(yn.max()) > 2.0**1000:
+                direct(X[s:e], Y, out[s:e])
+                continue
+            blk = out[s:e] if out.dtype == np.float64 else np.empty((e - s, nY))
+            np.matmul(Xc, Yc.T, out=blk)
+            _finish_pairwise(blk, xn, yn, blk)
+            if not uint8:  # uint8: integers below 2^53, the GEMM trick is already exact
+                e_abs = (3 * D + 16) * 2.0**-1060
+                _pairwise_fix_float(X[s:e], Y, blk, xn, yn, coef, e_abs, PAIRWISE_REL)
+            if out.dtype != np.float64:
+                out[s:e] = blk
+
+
+def sqeuclidean_pairwise_float(X, Y, out) -> None:
+    """``out[i, j] = sum (X[i] - Y[j])^2`` within ``2^-30`` relative (float32 / float64)."""
+    _pairwise(X, Y, out, uint8=False)
+
+
+def sqeuclidean_pairwise_uint8(X, Y, out) -> None:
+    """``out[i, j] = sum (X[i] - Y[j])^2`` exactly, for uint8 rows (out float64)."""
+    _pairwise(X, Y, out, uint8=True)
