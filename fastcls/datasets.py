@@ -3,6 +3,12 @@
 * :func:`load_default` returns a small real image dataset shipped inside the package
   (the 1797 8x8 handwritten digits of the UCI optdigits test set), so demos and docs
   work offline with nothing else installed.
+* :func:`load_cifar10` reads CIFAR-10 from the published *binary* batches or the
+  *python* batches, extracted or straight from the ``.tar.gz`` archive (members are
+  read in memory, never extracted, so archive paths cannot escape anywhere). The
+  python batches are pickles: they are read with :class:`RestrictedUnpickler`, which
+  admits only the few NumPy globals an array pickle needs, so a crafted file cannot
+  run code.
 
 Nothing here compiles numba code or imports anything beyond NumPy and the standard
 library.
@@ -13,11 +19,27 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.resources
+import io
+import os
+import pickle
+import struct
+import tarfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["Dataset", "load_default"]
+from fastcls._validation import check_choice, check_int
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "Dataset",
+    "RestrictedUnpickler",
+    "cifar10_class_names",
+    "load_cifar10",
+    "load_default",
+]
 
 #: the embedded default dataset (inside the ``fastcls/data`` folder of the package)
 _DEFAULT_FILE = "digits.csv.gz"
@@ -164,3 +186,623 @@ def load_default() -> Dataset:
         target_names=tuple(str(d) for d in range(10)),
         description=_DEFAULT_DESCRIPTION,
     )
+
+
+# =========================================================================== CIFAR-10
+#: the ten CIFAR-10 classes, indexed by label (the order of ``batches.meta``)
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+FORMATS = ("auto", "binary", "python")
+
+_IMAGE_BYTES = 32 * 32 * 3  # 3072: 1024 red, then 1024 green, then 1024 blue, row-major
+_RECORD_BYTES = 1 + _IMAGE_BYTES  # binary format: one label byte, then the pixels
+_N_CLASSES = 10
+#: a member of a .tar.gz larger than this is refused (real batches are ~31 MB): reading
+#: an archive must not be a way to exhaust memory with a decompression bomb
+_MAX_MEMBER_BYTES = 256 * 2**20
+
+_FOLDERS = {"binary": "cifar-10-batches-bin", "python": "cifar-10-batches-py"}
+_ARCHIVES = {"binary": "cifar-10-binary.tar.gz", "python": "cifar-10-python.tar.gz"}
+_TRAIN_FILES = {
+    "binary": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+    "python": tuple(f"data_batch_{i}" for i in range(1, 6)),
+}
+_TEST_FILES = {"binary": ("test_batch.bin",), "python": ("test_batch",)}
+_META_FILES = {"binary": "batches.meta.txt", "python": "batches.meta"}
+
+
+# --------------------------------------------------------------------------- safe pickles
+def _numpy_attr(modules: tuple[str, ...], name: str) -> object | None:
+    import importlib
+
+    for mod in modules:
+        try:
+            return getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for something the restricted unpickler does not allow."""
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` restricted to latin-1: how protocol-2 pickles written by
+    Python 3 spell a ``bytes`` object (the array's raw data)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "iso-8859-1"):
+        raise _Refused(
+            f"refused _codecs.encode({type(text).__name__}, {encoding!r}): only the latin-1 "
+            "encoding of a string, which pickles of bytes use, is allowed"
+        )
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """``bytes()`` with no argument: how protocol-2 pickles written by Python 3 spell
+    ``b""`` (any argument, which could allocate, is refused)."""
+    if args:
+        raise _Refused("refused bytes(...) with arguments: only bytes() is allowed")
+    return b""
+
+
+@functools.lru_cache(maxsize=1)
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    core = ("numpy._core.multiarray", "numpy.core.multiarray")
+    numeric = ("numpy._core.numeric", "numpy.core.numeric")
+    reconstruct = _numpy_attr(core, "_reconstruct")
+    scalar = _numpy_attr(core, "scalar")
+    frombuffer = _numpy_attr(numeric, "_frombuffer")
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+        ("__builtin__", "bytes"): _empty_bytes,
+        ("builtins", "bytes"): _empty_bytes,
+    }
+    for mod in core:
+        if reconstruct is not None:
+            allowed[(mod, "_reconstruct")] = reconstruct
+        if scalar is not None:
+            allowed[(mod, "scalar")] = scalar
+    for mod in numeric:
+        if frombuffer is not None:
+            allowed[(mod, "_frombuffer")] = frombuffer
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what NumPy array pickles need.
+
+    Builtin containers and scalars (dict, list, tuple, str, bytes, int, float, bool,
+    None) need no global and load as usual. The only globals resolved are:
+
+    * ``numpy.ndarray`` and ``numpy.dtype``;
+    * ``numpy[._]core.multiarray._reconstruct`` and ``.scalar`` (array and scalar
+      pickles of every protocol up to 4, Python 2 ones included);
+    * ``numpy[._]core.numeric._frombuffer`` (protocol-5 array pickles);
+    * ``_codecs.encode`` restricted to latin-1, and ``bytes`` called with no argument
+      (how protocol-2 pickles written by Python 3 store ``bytes`` and ``b""``).
+
+    Every other global (``os.system``, ``builtins.eval``, ``collections.OrderedDict``,
+    ...) raises :class:`pickle.UnpicklingError` naming it, *before* anything is
+    imported or called, so a crafted pickle cannot run code. The names are resolved
+    from a fixed table, never by importing the module the pickle names.
+
+    Examples
+    --------
+    >>> import io, pickle
+    >>> import numpy as np
+    >>> blob = pickle.dumps({b"data": np.zeros((2, 3), np.uint8), b"labels": [1, 2]}, 2)
+    >>> RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()[b"labels"]
+    [1, 2]
+    >>> evil = b"cos\\nsystem\\n(S'echo pwned'\\ntR."
+    >>> try:
+    ...     RestrictedUnpickler(io.BytesIO(evil)).load()
+    ... except pickle.UnpicklingError as exc:
+    ...     print(exc)  # doctest: +ELLIPSIS
+    refused to load global 'os.system': ...
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        obj = _allowed_globals().get((module, name))
+        if obj is None:
+            raise _Refused(
+                f"refused to load global '{module}.{name}': only NumPy array pickles "
+                "(numpy.ndarray, numpy.dtype, numpy.core.multiarray._reconstruct) are "
+                "allowed in a CIFAR-10 batch; this file is not a genuine batch or was "
+                "tampered with"
+            )
+        return obj
+
+    def persistent_load(self, pid: object) -> object:
+        raise _Refused("refused a persistent id: not allowed in a CIFAR-10 batch")
+
+
+def _restricted_load(f: BinaryIO, where: str) -> object:
+    """Unpickle ``f`` with :class:`RestrictedUnpickler` (Python-2 strings as bytes)."""
+    try:
+        return RestrictedUnpickler(f, encoding="bytes").load()
+    except _Refused as exc:
+        raise pickle.UnpicklingError(f"{where}: {exc}") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        struct.error,
+    ) as exc:
+        raise ValueError(
+            f"{where} is not a valid CIFAR-10 python batch (truncated or corrupt pickle: "
+            f"{type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _get_key(d: dict, key: str, where: str) -> object:
+    for k in (key.encode("ascii"), key):
+        if k in d:
+            return d[k]
+    found = sorted(k.decode("latin1") if isinstance(k, bytes) else str(k) for k in d)
+    raise ValueError(
+        f"{where} is not a CIFAR-10 python batch: it has no {key!r} entry (keys: {found})"
+    )
+
+
+def _check_labels(labels: np.ndarray, where: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= _N_CLASSES):
+        bad = labels[(labels < 0) | (labels >= _N_CLASSES)][0]
+        raise ValueError(
+            f"{where} holds label {int(bad)}; CIFAR-10 labels must be in 0..{_N_CLASSES - 1}"
+        )
+
+
+def _parse_python_batch(obj: object, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check an unpickled batch; return its ``(n, 3072)`` uint8 rows and int64 labels."""
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{where} is not a CIFAR-10 python batch: it holds a {type(obj).__name__}, "
+            "expected a dict"
+        )
+    data = _get_key(obj, "data", where)
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != _IMAGE_BYTES:
+        shape = getattr(data, "shape", None)
+        raise ValueError(
+            f"{where}: 'data' must be an array of shape (n, {_IMAGE_BYTES}), got "
+            f"{type(data).__name__} of shape {shape}"
+        )
+    if data.dtype != np.uint8:
+        if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
+            raise ValueError(f"{where}: 'data' must hold uint8 pixels, got dtype {data.dtype}")
+        data = data.astype(np.uint8)
+    raw_labels = _get_key(obj, "labels", where)
+    if not isinstance(raw_labels, (list, tuple, np.ndarray)):
+        raise ValueError(
+            f"{where}: 'labels' must be a list of integers, got {type(raw_labels).__name__}"
+        )
+    if any(isinstance(v, bool) for v in raw_labels):
+        raise ValueError(f"{where}: 'labels' must be integers, got booleans")
+    labels = np.asarray(raw_labels)
+    if labels.size == 0:
+        labels = labels.astype(np.int64)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"{where}: 'labels' must be a flat list of integers, got dtype {labels.dtype} "
+            f"and shape {labels.shape}"
+        )
+    if labels.shape[0] != data.shape[0]:
+        raise ValueError(
+            f"{where} has {data.shape[0]} images but {labels.shape[0]} labels; they must match"
+        )
+    if data.shape[0] == 0:
+        raise ValueError(f"{where} holds no images")
+    _check_labels(labels, where)
+    return data, labels.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- sources
+class _DirSource:
+    """Batch files in an extracted folder."""
+
+    def __init__(self, folder: Path, fmt: str) -> None:
+        self.folder = folder
+        self.format = fmt
+
+    def where(self, name: str) -> str:
+        return str(self.folder / name)
+
+    def has(self, name: str) -> bool:
+        return (self.folder / name).is_file()
+
+    def size(self, name: str) -> int:
+        return (self.folder / name).stat().st_size
+
+    def open(self, name: str) -> BinaryIO:
+        return open(self.folder / name, "rb")
+
+    def read_records(self, name: str, n: int) -> np.ndarray:
+        with self.open(name) as f:
+            return np.fromfile(f, dtype=np.uint8, count=n * _RECORD_BYTES)
+
+
+class _TarSource:
+    """Batch files read in memory from a ``.tar.gz`` archive, in one streaming pass.
+
+    Nothing is extracted to disk, so member names (``../`` and the like) are never used
+    as paths; only regular files named like a CIFAR-10 batch inside a ``cifar-10-batches-*``
+    folder are read, each at most ``_MAX_MEMBER_BYTES``.
+    """
+
+    def __init__(self, archive: Path, fmt: str, members: dict[str, bytes]) -> None:
+        self.archive = archive
+        self.format = fmt
+        self.members = members
+
+    @classmethod
+    def scan(cls, archive: Path, fmt: str) -> _TarSource | None:
+        wanted = {f: {*(_TRAIN_FILES[f]), *(_TEST_FILES[f]), _META_FILES[f]} for f in _FOLDERS}
+        formats = ("binary", "python") if fmt == "auto" else (fmt,)
+        found: dict[str, dict[str, bytes]] = {f: {} for f in formats}
+        try:
+            with tarfile.open(archive, mode="r|*") as tar:
+                for member in tar:
+                    parts = member.name.replace("\\", "/").split("/")
+                    if len(parts) < 2 or not member.isfile():
+                        continue
+                    for f in formats:
+                        if parts[-2] == _FOLDERS[f] and parts[-1] in wanted[f]:
+                            if member.size > _MAX_MEMBER_BYTES:
+                                raise ValueError(
+                                    f"{archive}: member {member.name} declares {member.size} "
+                                    "bytes, far more than a CIFAR-10 batch; refused"
+                                )
+                            fobj = tar.extractfile(member)
+                            if fobj is not None:
+                                found[f][parts[-1]] = fobj.read()
+        except tarfile.TarError as exc:
+            raise ValueError(f"{archive} is not a readable tar archive: {exc}") from None
+        for f in formats:
+            if found[f]:
+                return cls(archive, f, found[f])
+        return None
+
+    def where(self, name: str) -> str:
+        return f"{self.archive}!{_FOLDERS[self.format]}/{name}"
+
+    def has(self, name: str) -> bool:
+        return name in self.members
+
+    def size(self, name: str) -> int:
+        return len(self.members[name])
+
+    def open(self, name: str) -> BinaryIO:
+        return io.BytesIO(self.members[name])
+
+    def read_records(self, name: str, n: int) -> np.ndarray:
+        return np.frombuffer(self.members[name], dtype=np.uint8, count=n * _RECORD_BYTES)
+
+
+def _is_batch_folder(folder: Path, fmt: str) -> bool:
+    names = (*_TRAIN_FILES[fmt], *_TEST_FILES[fmt])
+    return any((folder / name).is_file() for name in names)
+
+
+def _not_found(root: Path, fmt: str) -> FileNotFoundError:
+    looked = []
+    for f in ("binary", "python") if fmt == "auto" else (fmt,):
+        looked.append(
+            f"the {f} batches ({_TRAIN_FILES[f][0]} .. {_TRAIN_FILES[f][-1]}, "
+            f"{_TEST_FILES[f][0]}) in {root} or in {root / _FOLDERS[f]}, or the archive "
+            f"{_ARCHIVES[f]}"
+        )
+    return FileNotFoundError(
+        f"no CIFAR-10 data found at {root}: looked for "
+        + "; and for ".join(looked)
+        + f". Download 'CIFAR-10 binary version' or 'CIFAR-10 python version' from "
+        f"{CIFAR10_URL} and pass the folder that holds it (the .tar.gz archive, or the "
+        "folder it extracts to)"
+    )
+
+
+def _open_source(root: object, fmt: str) -> _DirSource | _TarSource:
+    """Find the CIFAR-10 batches under ``root``: a batch folder, its parent, or an archive.
+
+    Preference when ``fmt == "auto"``: extracted folders before archives (faster),
+    binary before python (no unpickling at all).
+    """
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path (str or os.PathLike), got {type(root).__name__}")
+    path = Path(os.fspath(root)).expanduser()
+    formats = ("binary", "python") if fmt == "auto" else (fmt,)
+    if path.is_file():
+        if not tarfile.is_tarfile(path):
+            raise ValueError(
+                f"root={str(path)!r} is a file but not a tar archive; pass the folder of "
+                f"the CIFAR-10 batches or the archive {' or '.join(_ARCHIVES.values())}"
+            )
+        source = _TarSource.scan(path, fmt)
+        if source is None:
+            raise _not_found(path, fmt)
+        return source
+    if path.is_dir():
+        for f in formats:  # the batch folder itself
+            if _is_batch_folder(path, f):
+                return _DirSource(path, f)
+        for f in formats:  # its parent
+            sub = path / _FOLDERS[f]
+            if sub.is_dir() and _is_batch_folder(sub, f):
+                return _DirSource(sub, f)
+        for f in formats:  # the downloaded archive
+            archive = path / _ARCHIVES[f]
+            if archive.is_file():
+                source = _TarSource.scan(archive, f)
+                if source is not None:
+                    return source
+    raise _not_found(path, fmt)
+
+
+# --------------------------------------------------------------------------- readers
+def _batch_files(
+    files: tuple[str, ...], source: _DirSource | _TarSource, limit: int | None
+) -> list[str]:
+    """The files to read, in order. All must exist when everything is read; with a
+    ``limit`` the readers stop early and complain only about a file they need."""
+    missing = [name for name in files if not source.has(name)]
+    if missing and limit is None:
+        raise FileNotFoundError(
+            f"CIFAR-10 batch file(s) missing: {', '.join(source.where(m) for m in missing)}"
+            f" (expected {', '.join(files)}); re-download from {CIFAR10_URL}"
+        )
+    return list(files)
+
+
+def _binary_counts(
+    source: _DirSource | _TarSource, files: list[str], limit: int | None, arg: str
+) -> list[tuple[str, int]]:
+    """Validate file sizes; return ``(file, images to read)`` pairs up to ``limit``."""
+    plan: list[tuple[str, int]] = []
+    total = 0
+    for name in files:
+        if limit is not None and total >= limit:
+            break
+        if not source.has(name):
+            raise FileNotFoundError(
+                f"CIFAR-10 batch file missing: {source.where(name)} (needed for {arg}="
+                f"{limit}); re-download from {CIFAR10_URL}"
+            )
+        size = source.size(name)
+        if size == 0 or size % _RECORD_BYTES:
+            raise ValueError(
+                f"{source.where(name)} has {size} bytes, which is not a positive multiple of "
+                f"{_RECORD_BYTES} (1 label byte + {_IMAGE_BYTES} pixel bytes per image): the "
+                "file is truncated or is not a CIFAR-10 binary batch"
+            )
+        n = size // _RECORD_BYTES
+        if limit is not None:
+            n = min(n, limit - total)
+        plan.append((name, n))
+        total += n
+    _check_enough(total, limit, arg)
+    return plan
+
+
+def _check_enough(total: int, limit: int | None, arg: str) -> None:
+    if limit is not None and total < limit:
+        raise ValueError(f"{arg}={limit} but the batches hold only {total} images")
+
+
+def _to_hwc(rows: np.ndarray, out: np.ndarray) -> None:
+    """Write channels-first rows (n, 3072) into ``out`` (n, 32, 32, 3), one copy."""
+    out[...] = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def _read_binary(
+    source: _DirSource | _TarSource, files: list[str], limit: int | None, arg: str
+) -> tuple[np.ndarray, np.ndarray]:
+    plan = _binary_counts(source, files, limit, arg)
+    total = sum(n for _, n in plan)
+    images = np.empty((total, 32, 32, 3), dtype=np.uint8)
+    labels = np.empty(total, dtype=np.int64)
+    start = 0
+    for name, n in plan:
+        records = source.read_records(name, n)
+        if records.size != n * _RECORD_BYTES:  # the file shrank while we read it
+            raise ValueError(f"{source.where(name)} is truncated")
+        records = records.reshape(n, _RECORD_BYTES)
+        batch_labels = records[:, 0]
+        _check_labels(batch_labels, source.where(name))
+        labels[start : start + n] = batch_labels
+        _to_hwc(records[:, 1:], images[start : start + n])
+        start += n
+    return images, labels
+
+
+def _read_python(
+    source: _DirSource | _TarSource, files: list[str], limit: int | None, arg: str
+) -> tuple[np.ndarray, np.ndarray]:
+    batches: list[tuple[np.ndarray, np.ndarray]] = []
+    total = 0
+    for name in files:
+        if limit is not None and total >= limit:
+            break
+        if not source.has(name):
+            raise FileNotFoundError(
+                f"CIFAR-10 batch file missing: {source.where(name)} (needed for {arg}="
+                f"{limit}); re-download from {CIFAR10_URL}"
+            )
+        with source.open(name) as f:
+            obj = _restricted_load(f, source.where(name))
+        data, labels = _parse_python_batch(obj, source.where(name))
+        del obj
+        if limit is not None and total + data.shape[0] > limit:
+            keep = limit - total
+            data, labels = data[:keep], labels[:keep]
+        batches.append((data, labels))
+        total += data.shape[0]
+    _check_enough(total, limit, arg)
+    images = np.empty((total, 32, 32, 3), dtype=np.uint8)
+    all_labels = np.empty(total, dtype=np.int64)
+    start = 0
+    batches.reverse()
+    while batches:  # free each batch as soon as it is copied: peak ~ output + batches left
+        data, labels = batches.pop()
+        n = data.shape[0]
+        _to_hwc(data, images[start : start + n])
+        all_labels[start : start + n] = labels
+        start += n
+        del data, labels
+    return images, all_labels
+
+
+_READERS = {"binary": _read_binary, "python": _read_python}
+
+
+def load_cifar10(
+    root: str | os.PathLike[str],
+    format: str = "auto",
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Load CIFAR-10 from the published files, safely.
+
+    Reads the *binary version* (``cifar-10-batches-bin/data_batch_{1..5}.bin``,
+    ``test_batch.bin``: records of 1 label byte + 3072 pixel bytes) or the *python
+    version* (``cifar-10-batches-py/data_batch_{1..5}``, ``test_batch``: pickled dicts).
+    The pickles are read with :class:`RestrictedUnpickler`, which refuses every global
+    except the NumPy array machinery, so a crafted file raises
+    :class:`pickle.UnpicklingError` instead of running code.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Any of: the batch folder itself (``cifar-10-batches-bin`` or
+        ``cifar-10-batches-py``); the folder containing it; the downloaded archive
+        (``cifar-10-binary.tar.gz`` or ``cifar-10-python.tar.gz``), or the folder
+        containing that archive. Archives are read in memory in one pass, never
+        extracted.
+    format : {"auto", "binary", "python"}, default "auto"
+        Which files to read. ``"auto"`` takes what it finds, preferring extracted
+        folders to archives and the binary version to the python one (no unpickling,
+        and faster). Both versions hold the same images and labels.
+    n_train, n_test : int or None, default None
+        Read only the first ``n_train`` training / ``n_test`` test images, in file order
+        (``data_batch_1`` first): a deterministic subset for quick experiments; only the
+        batches needed are read. ``None`` reads all (50000 and 10000).
+
+    Returns
+    -------
+    X_train : ndarray of shape (n_train, 32, 32, 3), uint8
+        Training images, height x width x RGB, values 0..255.
+    y_train : ndarray of shape (n_train,), int64
+        Training labels, 0..9; :data:`CIFAR10_CLASSES` names them.
+    X_test : ndarray of shape (n_test, 32, 32, 3), uint8
+        Test images.
+    y_test : ndarray of shape (n_test,), int64
+        Test labels.
+
+    Raises
+    ------
+    FileNotFoundError
+        No CIFAR-10 files at ``root`` (the message lists what was looked for and where
+        to download them), or a batch file is missing.
+    ValueError
+        A file is truncated or malformed (the message names the file), a label is
+        outside 0..9, or ``n_train`` / ``n_test`` exceed the images available.
+    pickle.UnpicklingError
+        A python batch refers to a global other than the NumPy array machinery.
+
+    Notes
+    -----
+    Memory: the full training set is 50000 x 3072 bytes = 150 MB. Binary batches are
+    copied once, straight into the preallocated result; python batches are unpickled
+    first (one batch array each), then copied once into the result. Flatten with
+    ``X_train.reshape(len(X_train), -1)`` (a view) for :class:`~fastcls.KNearestNeighbor`.
+
+    Examples
+    --------
+    >>> from fastcls.datasets import load_cifar10, CIFAR10_CLASSES
+    >>> X_train, y_train, X_test, y_test = load_cifar10("~/data")  # doctest: +SKIP
+    >>> X_train.shape, X_train.dtype, y_train.dtype  # doctest: +SKIP
+    ((50000, 32, 32, 3), dtype('uint8'), dtype('int64'))
+    >>> CIFAR10_CLASSES[y_train[0]]  # doctest: +SKIP
+    'frog'
+    """
+    fmt = check_choice(format, "format", FORMATS)
+    if n_train is not None:
+        n_train = check_int(n_train, "n_train", min_value=0)
+    if n_test is not None:
+        n_test = check_int(n_test, "n_test", min_value=0)
+    source = _open_source(root, fmt)
+    read = _READERS[source.format]
+    train_files = _batch_files(_TRAIN_FILES[source.format], source, n_train)
+    test_files = _batch_files(_TEST_FILES[source.format], source, n_test)
+    X_train, y_train = read(source, train_files, n_train, "n_train")
+    X_test, y_test = read(source, test_files, n_test, "n_test")
+    return X_train, y_train, X_test, y_test
+
+
+def cifar10_class_names(
+    root: str | os.PathLike[str] | None = None, format: str = "auto"
+) -> tuple[str, ...]:
+    """Names of the ten CIFAR-10 classes, indexed by label.
+
+    Parameters
+    ----------
+    root : str or os.PathLike or None, default None
+        Where the CIFAR-10 files are (as for :func:`load_cifar10`). When given, the
+        names are read from ``batches.meta`` (python version, with the restricted
+        unpickler) or ``batches.meta.txt`` (binary version); if that file is absent the
+        fixed list is returned. ``None`` returns :data:`CIFAR10_CLASSES`.
+    format : {"auto", "binary", "python"}, default "auto"
+        As for :func:`load_cifar10`.
+
+    Returns
+    -------
+    tuple of str
+        ``("airplane", "automobile", ..., "truck")``.
+
+    Examples
+    --------
+    >>> from fastcls.datasets import cifar10_class_names
+    >>> cifar10_class_names()[:3]
+    ('airplane', 'automobile', 'bird')
+    """
+    fmt = check_choice(format, "format", FORMATS)
+    if root is None:
+        return CIFAR10_CLASSES
+    source = _open_source(root, fmt)
+    meta = _META_FILES[source.format]
+    if not source.has(meta):
+        return CIFAR10_CLASSES
+    where = source.where(meta)
+    with source.open(meta) as f:
+        if source.format == "python":
+            obj = _restricted_load(f, where)
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where} is not a CIFAR-10 meta file: expected a dict")
+            raw = _get_key(obj, "label_names", where)
+        else:
+            raw = f.read().splitlines()
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError(f"{where}: 'label_names' must be a list of names")
+    names = tuple(
+        (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)).strip() for v in raw
+    )
+    names = tuple(n for n in names if n)
+    if len(names) != _N_CLASSES:
+        raise ValueError(f"{where} lists {len(names)} class names; CIFAR-10 has {_N_CLASSES}")
+    return names
