@@ -210,9 +210,9 @@ def train_val_test_split(
         for c in range(classes.size):
             if min(val_c[c], test_c[c], train_c[c]) < 1:
                 raise ValueError(
-                    f"stratify=True: class {classes[c]!r} has {counts[c]} sample(s), too few "
-                    "to appear in the train, val and test parts (it would leave one of them "
-                    "empty of that class); remove the class, collect more samples, or use "
+                    f"stratify=True: class {classes[c].item()!r} has {counts[c]} sample(s), "
+                    "too few to appear in the train, val and test parts (one of them would "
+                    "have none of that class); remove the class, collect more samples, or use "
                     "stratify=False"
                 )
         tr, va, te = [], [], []
