@@ -25,7 +25,7 @@ from fastcls import _validation as V
 from fastcls._config import num_threads, resolve_n_jobs
 from fastcls.base import BaseEstimator, ClassifierMixin
 
-BACKENDS = ("numba", "numpy")
+BACKENDS = ("numba", "numpy", "faiss", "dask")
 WEIGHTS = ("uniform", "distance")
 
 #: rows of the training set read per streamed tile, by default: ~64 MiB of data
@@ -47,6 +47,29 @@ def _default_train_tile(X: np.ndarray) -> int:
     return max(1024, _TRAIN_TILE_BYTES // row_bytes)
 
 
+def _check_train(X: Any, name: str = "X") -> Any:
+    """Validate training rows: an array (memmaps kept on disk) or a lazy row source."""
+    from fastcls.backends import LazyRows, is_row_source
+
+    if is_row_source(X):  # h5py / zarr / dask ...: shape and dtype now, values per tile
+        return LazyRows(X, name)
+    return V.check_array(X, name)
+
+
+def _promote_query(Q: np.ndarray, X: Any) -> np.ndarray:
+    """Bring the queries to the kernel dtype shared with ``X``; ``X`` converts per tile.
+
+    Same rule as :func:`fastcls._validation.common_dtype`, without converting (and
+    so loading) a memory-mapped or lazy training set as a whole.
+    """
+    if Q.dtype == X.dtype:
+        return Q
+    target = np.result_type(Q.dtype, X.dtype)
+    if target not in (np.float32, np.float64):
+        target = np.dtype(np.float64)
+    return np.ascontiguousarray(Q, dtype=target)
+
+
 def _validate_pair(Q: Any, X: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     Qa = V.check_array(Q, names[0])
     Xa = V.check_array(X, names[1])
@@ -58,15 +81,16 @@ def _validate_pair(Q: Any, X: Any, names: tuple[str, str]) -> tuple[np.ndarray, 
 def _kneighbors_numba(
     Q: np.ndarray, X: np.ndarray, k: int, metric: str, train_tile: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
+    from fastcls.backends import iter_row_tiles
     from fastcls.kernels.knn import TOPK_KERNELS
     from fastcls.kernels.topk import new_topk
 
     kernel = TOPK_KERNELS[(_surrogate(metric), _family(Q.dtype))]
     best_d, best_i = new_topk(Q.shape[0], k)
     rows = train_tile or _default_train_tile(X)
-    for start in range(0, X.shape[0], rows):
-        # a memmap (or any row-sliceable array) is read one tile at a time
-        tile = np.ascontiguousarray(X[start : start + rows])
+    # a memmap (or any row-sliceable array) is read one tile at a time, converted to
+    # the queries' dtype; a memmap tile's pages are released once it is searched
+    for start, tile in iter_row_tiles(X, rows, Q.dtype):
         kernel(Q, tile, start, best_d, best_i)
     if metric == "l2":
         np.sqrt(best_d, out=best_d)
@@ -78,7 +102,7 @@ def _kneighbors_numpy(
 ) -> tuple[np.ndarray, np.ndarray]:
     from fastcls.reference.knn import kneighbors_reference
 
-    X = np.asarray(X)
+    X = X[0 : X.shape[0]] if not isinstance(X, np.ndarray) else X  # a LazyRows source
     dist = np.empty((Q.shape[0], k))
     idx = np.empty((Q.shape[0], k), dtype=np.int64)
     for s in range(0, Q.shape[0], _NUMPY_QUERY_TILE):
@@ -88,10 +112,36 @@ def _kneighbors_numpy(
     return dist, idx
 
 
+def _kneighbors_faiss(
+    Q: np.ndarray, X: Any, k: int, metric: str, train_tile: int | None = None, **options: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    from fastcls.backends.faiss import kneighbors_faiss
+
+    return kneighbors_faiss(Q, X, k, metric, train_tile, **options)
+
+
+def _kneighbors_dask(
+    Q: np.ndarray, X: Any, k: int, metric: str, train_tile: int | None = None, **options: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    from fastcls.distributed import search_shards
+
+    return search_shards(Q, X, k, metric, train_tile=train_tile, **options)
+
+
 #: backend name -> search(Q, X, k, metric, train_tile) -> (distances, indices)
 SEARCH_BACKENDS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "numba": _kneighbors_numba,
     "numpy": _kneighbors_numpy,
+    "faiss": _kneighbors_faiss,
+    "dask": _kneighbors_dask,
+}
+
+#: keyword options each backend accepts beyond (Q, X, k, metric, train_tile)
+BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "numba": (),
+    "numpy": (),
+    "faiss": ("index", "nprobe", "efSearch"),
+    "dask": ("client",),
 }
 
 
@@ -158,6 +208,7 @@ def kneighbors(
     backend: str = "numba",
     n_jobs: int | None = None,
     train_tile: int | None = None,
+    **backend_options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest training rows of every query, fused and tiled.
 
@@ -165,17 +216,24 @@ def kneighbors(
     ----------
     Q : array-like (n_queries, D) or images
         Queries: float32, float64 or uint8.
-    X : array-like (n_train, D) or images, or a ``np.memmap``
-        Training rows. A memmap is streamed ``train_tile`` rows at a time.
+    X : array-like (n_train, D) or images, a ``np.memmap``, or a row-sliceable array-like
+        Training rows. A memmap (or any object with ``shape``, ``dtype`` and row
+        slicing: h5py, zarr, dask ...) is streamed ``train_tile`` rows at a time.
     k : int
         Number of neighbours, ``1 <= k <= n_train``.
     metric : {"l2", "sqeuclidean", "l1"}
-    backend : {"numba", "numpy"}
+    backend : {"numba", "numpy", "faiss", "dask"}
+        ``"faiss"`` (extra ``fastcls[faiss]``) searches a FAISS index built on ``X``
+        in float32; ``"dask"`` (extra ``fastcls[dask]``) shards ``X`` over the
+        workers of the current Dask client (see :mod:`fastcls.distributed`).
     n_jobs : int, optional
         Threads (None: all cores).
     train_tile : int, optional
         Training rows per streamed tile (default: about 64 MiB of rows). Results do
         not depend on it.
+    **backend_options
+        ``backend="faiss"``: ``index`` (an ``index_factory`` string, default
+        ``"Flat"``), ``nprobe``, ``efSearch``. ``backend="dask"``: ``client``.
 
     Returns
     -------
@@ -193,12 +251,21 @@ def kneighbors(
     """
     metric = V.check_metric(metric)
     backend = _check_backend(backend)
-    Qa, Xa = _validate_pair(Q, X, ("Q", "X"))
+    unknown = sorted(set(backend_options) - set(BACKEND_OPTIONS.get(backend, ())))
+    if unknown:
+        raise TypeError(
+            f"backend {backend!r} takes no option(s) {unknown}; its options are "
+            f"{list(BACKEND_OPTIONS.get(backend, ()))}"
+        )
+    Xa = _check_train(X, "X")
+    Qa = V.check_array(Q, "Q")
+    V.check_same_n_features(Qa, Xa, ("Q", "X"))
+    Qa = _promote_query(Qa, Xa)
     k = V.check_k(k, Xa.shape[0])
     if train_tile is not None:
         train_tile = V.check_int(train_tile, "train_tile", min_value=1)
     with num_threads(n_jobs):
-        return SEARCH_BACKENDS[backend](Qa, Xa, k, metric, train_tile)
+        return SEARCH_BACKENDS[backend](Qa, Xa, k, metric, train_tile, **backend_options)
 
 
 # --------------------------------------------------------------------------- classifier
@@ -213,10 +280,20 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
     weights : {"uniform", "distance"}, default "uniform"
         ``"distance"`` weighs votes by ``1/d``; a query with training rows at
         distance 0 takes its vote from those rows only.
-    backend : {"numba", "numpy"}, default "numba"
-        ``"numpy"`` runs the plain reference path.
+    backend : {"numba", "numpy", "faiss", "dask"}, default "numba"
+        ``"numpy"`` runs the plain reference path; ``"faiss"`` builds a FAISS index
+        at fit (float32; extra ``fastcls[faiss]``); ``"dask"`` shards the training
+        rows over the workers of the current Dask client (extra ``fastcls[dask]``).
     n_jobs : int, optional
-        Threads (None: all cores).
+        Threads (None: all cores); governs numba's and FAISS's thread pools.
+    index : str, default "Flat"
+        ``backend="faiss"`` only: a ``faiss.index_factory`` string. ``"Flat"`` is
+        exact; ``"IVF1024,Flat"``, ``"HNSW32"``, ``"IVF256,PQ16"`` ... are approximate
+        (trained at fit when they need it).
+    nprobe : int, optional
+        ``backend="faiss"``, IVF indexes: inverted lists visited per query.
+    efSearch : int, optional
+        ``backend="faiss"``, HNSW indexes: size of the search beam.
 
     Attributes
     ----------
@@ -241,12 +318,18 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         weights: str = "uniform",
         backend: str = "numba",
         n_jobs: int | None = None,
+        index: str = "Flat",
+        nprobe: int | None = None,
+        efSearch: int | None = None,
     ) -> None:
         self.k = k
         self.metric = metric
         self.weights = weights
         self.backend = backend
         self.n_jobs = n_jobs
+        self.index = index
+        self.nprobe = nprobe
+        self.efSearch = efSearch
 
     # -- fitting
     def fit(self, X: Any, y: Any) -> KNearestNeighbor:
@@ -256,7 +339,9 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like (n_samples, D) or images (n_samples, H, W[, C]), or a memmap
             Kept by reference when already C-contiguous with a kernel dtype (no copy),
-            so a memmap stays on disk.
+            so a memmap stays on disk. Any 2-D row-sliceable array-like (h5py, zarr,
+            dask ...) is kept lazily and read tile by tile at search time. With
+            ``backend="faiss"`` the FAISS index is built (and trained) here.
         y : array-like (n_samples,)
             Integer or string labels.
 
@@ -269,8 +354,16 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         _check_backend(self.backend)
         V.check_int(self.k, "k", min_value=1)
         resolve_n_jobs(self.n_jobs)
-        Xa = V.check_array(X, "X")
+        for name in ("nprobe", "efSearch"):
+            if getattr(self, name) is not None:
+                V.check_int(getattr(self, name), name, min_value=1)
+        Xa = _check_train(X, "X")
         classes, y_enc = V.check_labels(y, Xa.shape[0])
+        if self.backend == "faiss":
+            from fastcls.backends.faiss import build_index
+
+            with num_threads(self.n_jobs):
+                self._faiss_index = build_index(Xa, self._metric, self.index)
         self._fit_X = Xa
         self._y = y_enc
         self.classes_ = classes
@@ -303,10 +396,28 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         """
         Qa = self._check_query(X)
         k = V.check_k(self.k if k is None else k, self.n_samples_fit_)
-        Qa, Xa = V.common_dtype(Qa, self._fit_X, ("X", "training data"))
         with num_threads(self.n_jobs):
-            dist, idx = SEARCH_BACKENDS[self.backend](Qa, Xa, k, self._metric, None)
+            dist, idx = self._search(Qa, k)
         return (dist, idx) if return_distance else idx
+
+    def _search(self, Qa: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.backend == "faiss":  # the index built at fit (or loaded)
+            from fastcls.backends.faiss import search_index
+
+            return search_index(
+                self._faiss_index, Qa, k, self._metric, nprobe=self.nprobe, efSearch=self.efSearch
+            )
+        Qa = _promote_query(Qa, self._fit_X)
+        return SEARCH_BACKENDS[self.backend](Qa, self._fit_X, k, self._metric, None)
+
+    def save(self, path: Any) -> None:
+        """Save the fitted model to ``path`` (``.npz`` + JSON metadata, never pickle).
+
+        Reload with :func:`fastcls.load`; see :func:`fastcls.io.save` for the format.
+        """
+        from fastcls.io import save
+
+        save(self, path)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Vote shares per class, columns ordered as ``classes_``.
@@ -320,7 +431,23 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         dist, idx = self.kneighbors(X)
         labels = self._y[idx]
         with num_threads(self.n_jobs):
-            return vote_proba(labels, dist, len(self.classes_), self.weights == "distance")
+            proba = vote_proba(labels, dist, len(self.classes_), self.weights == "distance")
+        missing = idx < 0  # approximate FAISS indexes may find fewer than k rows
+        if missing.any():
+            from fastcls.reference.knn import knn_vote_reference
+
+            for q in np.flatnonzero(missing.any(axis=1)):
+                found = ~missing[q]
+                if found.any():
+                    proba[q] = knn_vote_reference(
+                        labels[q : q + 1, found],
+                        dist[q : q + 1, found],
+                        len(self.classes_),
+                        self.weights,
+                    )[0]
+                else:  # nothing found: no information, uniform shares
+                    proba[q] = 1.0 / len(self.classes_)
+        return proba
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (ties in the vote -> the smallest label).

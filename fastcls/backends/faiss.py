@@ -1,0 +1,334 @@
+"""FAISS backend: exact ``Flat`` search and approximate ``index_factory`` indexes.
+
+Optional extra: ``pip install fastcls[faiss]`` (faiss-cpu). faiss is imported on first
+use only; without it, every entry point raises an ``ImportError`` naming the extra.
+
+Conversions (explicit, documented):
+
+* FAISS works in float32. uint8 inputs are converted to float32 exactly (every
+  integer 0..255 is a float32). float64 inputs are *rounded* to float32: distances and
+  rankings then hold to float32 precision only (use ``backend="numba"`` for exact
+  float64 search).
+* ``metric="l2"`` returns true Euclidean distances (square root of FAISS's squared
+  ones), ``"sqeuclidean"`` the squared ones, ``"l1"`` Manhattan (``METRIC_L1``).
+  Distances are returned as float64 arrays, each row sorted by ``(distance, index)``
+  so equal distances list the lower training index first (as every fastcls backend).
+* Approximate indexes may find fewer than ``k`` neighbours for a query (e.g. IVF with
+  a small ``nprobe``): missing slots hold index ``-1`` and distance ``inf``.
+
+Threads: faiss's OpenMP pool follows :func:`fastcls.set_num_threads` / ``n_jobs``
+(set at import and on every :func:`fastcls.num_threads` change). faiss and numba each
+load their own OpenMP runtime, whose idle threads busy-wait after a parallel region
+and steal the cores of the other runtime's next region. Before faiss is first
+imported, fastcls therefore caps the spin of faiss's runtime with
+``GOMP_SPINCOUNT`` (:data:`GOMP_SPINCOUNT`, unless the user set ``GOMP_SPINCOUNT`` or
+``OMP_WAIT_POLICY`` already); see ``docs/large-scale.md`` for the measurements.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from fastcls import _validation as V
+
+__all__ = [
+    "EXTRA_HINT",
+    "import_faiss",
+    "to_float32",
+    "build_index",
+    "search_index",
+    "kneighbors_faiss",
+    "recall_at_k",
+    "serialize_index",
+    "deserialize_index",
+]
+
+#: what to install when faiss is missing
+EXTRA_HINT = "pip install fastcls[faiss]"
+
+#: spin count set for faiss's OpenMP runtime before its first import (libgomp reads
+#: it at load). libgomp's default is 300000 spins (tens of ms of a busy core after
+#: each parallel region); this keeps a short spin (~tens of microseconds) and then
+#: sleeps, so idle faiss threads do not compete with numba's kernels.
+GOMP_SPINCOUNT = "10000"
+
+#: index_factory prefixes that need ``index.train`` before ``add``
+_FAISS_METRICS = {"l2": "METRIC_L2", "sqeuclidean": "METRIC_L2", "l1": "METRIC_L1"}
+#: training rows added per chunk (bounds the float32 copy of a memmap / uint8 source)
+_ADD_CHUNK_ROWS = 16384
+
+
+def import_faiss() -> Any:
+    """Import faiss lazily, or raise an ``ImportError`` that names the extra to install.
+
+    On the first import the OpenMP spin of faiss's runtime is capped (see
+    :data:`GOMP_SPINCOUNT`) and faiss's thread count is set to fastcls's.
+    """
+    mod = sys.modules.get("faiss")
+    if mod is not None:
+        return mod
+    if "faiss" not in sys.modules and not (
+        "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ
+    ):
+        os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
+        _set_env_restore = True
+    else:
+        _set_env_restore = False
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(
+            "backend='faiss' needs the optional dependency faiss; install it with "
+            f"`{EXTRA_HINT}` (or `pip install faiss-cpu`)"
+        ) from exc
+    finally:
+        if _set_env_restore:  # only faiss's runtime (loaded just now) reads it
+            os.environ.pop("GOMP_SPINCOUNT", None)
+    from fastcls._config import get_num_threads
+
+    faiss.omp_set_num_threads(get_num_threads())
+    return faiss
+
+
+def to_float32(A: Any) -> np.ndarray:
+    """C-contiguous float32 copy (or view) of ``A``, the dtype FAISS computes in.
+
+    uint8 converts exactly; float64 is rounded to float32.
+    """
+    return np.ascontiguousarray(A, dtype=np.float32)
+
+
+def _metric_type(faiss: Any, metric: str) -> int:
+    return getattr(faiss, _FAISS_METRICS[metric])
+
+
+def _check_index_string(index: Any) -> str:
+    if not isinstance(index, str) or not index.strip():
+        raise ValueError(
+            "index must be a faiss index_factory string such as 'Flat', 'IVF1024,Flat', "
+            f"'HNSW32' or 'IVF256,PQ16', got {index!r}"
+        )
+    return index.strip()
+
+
+def build_index(
+    X: Any,
+    metric: str = "l2",
+    index: str = "Flat",
+    *,
+    train_size: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """Build (train when needed, then fill) a FAISS index on the rows of ``X``.
+
+    Parameters
+    ----------
+    X : ndarray, np.memmap or :class:`fastcls.backends.LazyRows` (n_train, D)
+        Validated training rows (uint8, float32 or float64). Rows are converted to
+        float32 and added in chunks, so a memmap is never converted as a whole (the
+        index itself holds the vectors in RAM, as FAISS does).
+    metric : {"l2", "sqeuclidean", "l1"}
+    index : str
+        A ``faiss.index_factory`` string: ``"Flat"`` (exact), ``"IVF1024,Flat"``,
+        ``"HNSW32"``, ``"IVF256,PQ16"`` ...
+    train_size : int, optional
+        Rows used to train the index (IVF centroids, PQ codebooks). Default: every
+        row up to 256 per centroid-sized budget (``min(n_train, 100000)``), taken as an
+        evenly spaced deterministic sample.
+    seed : int
+        Seed of the k-means training (deterministic for a fixed thread count).
+
+    Returns
+    -------
+    faiss.Index
+    """
+    faiss = import_faiss()
+    index = _check_index_string(index)
+    n, d = X.shape
+    try:
+        idx = faiss.index_factory(int(d), index, _metric_type(faiss, metric))
+    except Exception as exc:  # faiss raises RuntimeError with its own message
+        raise ValueError(
+            f"faiss could not build index {index!r} for metric {metric!r}: {exc}"
+        ) from exc
+    if not idx.is_trained:
+        budget = min(n, 100_000) if train_size is None else int(train_size)
+        budget = max(1, min(n, budget))
+        if budget == n:
+            sample = to_float32(X[0:n])
+        else:
+            rows = np.linspace(0, n - 1, budget).round().astype(np.int64)
+            sample = to_float32(np.concatenate([np.asarray(X[r : r + 1]) for r in rows]))
+        _set_training_seed(faiss, idx, seed)
+        try:
+            idx.train(sample)
+        except Exception as exc:
+            raise ValueError(
+                f"faiss could not train index {index!r} on {sample.shape[0]} rows: {exc}"
+            ) from exc
+        del sample
+    for start in range(0, n, _ADD_CHUNK_ROWS):
+        idx.add(to_float32(X[start : start + _ADD_CHUNK_ROWS]))
+    return idx
+
+
+def _set_training_seed(faiss: Any, idx: Any, seed: int) -> None:
+    """Seed the k-means of IVF quantisers / PQ codebooks where faiss exposes it."""
+    try:
+        ivf = faiss.extract_index_ivf(idx)
+    except Exception:
+        ivf = None
+    if ivf is not None:
+        ivf.cp.seed = int(seed)
+    inner = ivf if ivf is not None else idx
+    for attr in ("pq", "sq"):
+        obj = getattr(faiss.downcast_index(inner), attr, None) if inner is not None else None
+        cp = getattr(obj, "cp", None)
+        if cp is not None:
+            cp.seed = int(seed)
+
+
+def set_search_parameters(
+    index: Any, *, nprobe: int | None = None, efSearch: int | None = None
+) -> None:
+    """Set ``nprobe`` (IVF) / ``efSearch`` (HNSW) on ``index`` where it has them.
+
+    Raises ``ValueError`` when a parameter is given for an index that lacks it.
+    """
+    faiss = import_faiss()
+    ps = faiss.ParameterSpace()
+    for name, value in (("nprobe", nprobe), ("efSearch", efSearch)):
+        if value is None:
+            continue
+        value = V.check_int(value, name, min_value=1)
+        try:
+            ps.set_index_parameter(index, name, value)
+        except Exception as exc:
+            raise ValueError(
+                f"{name} does not apply to this faiss index ({type(index).__name__}): {exc}"
+            ) from exc
+
+
+def search_index(
+    index: Any,
+    Q: np.ndarray,
+    k: int,
+    metric: str = "l2",
+    *,
+    nprobe: int | None = None,
+    efSearch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of the rows of ``Q`` in a built FAISS ``index``.
+
+    Parameters
+    ----------
+    index : faiss.Index
+    Q : ndarray (n_queries, D), validated (uint8, float32 or float64)
+    k : int
+    metric : {"l2", "sqeuclidean", "l1"}
+        The metric the index was built with; ``"l2"`` takes the square root.
+    nprobe, efSearch : int, optional
+        Search parameters of IVF / HNSW indexes.
+
+    Returns
+    -------
+    distances : ndarray (n_queries, k), float64
+    indices : ndarray (n_queries, k), int64
+        Rows sorted by ``(distance, index)``; unfound slots are ``(inf, -1)``.
+    """
+    set_search_parameters(index, nprobe=nprobe, efSearch=efSearch)
+    dist32, idx = index.search(to_float32(Q), int(k))
+    dist = dist32.astype(np.float64)
+    idx = idx.astype(np.int64, copy=False)
+    missing = idx < 0
+    dist[missing] = np.inf
+    if metric == "l2":
+        np.sqrt(np.maximum(dist, 0.0, out=dist), out=dist)
+    # equal distances -> lower index first; unfound (-1) slots last
+    key_idx = np.where(missing, np.iinfo(np.int64).max, idx)
+    order = np.lexsort((key_idx, dist), axis=-1)
+    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def kneighbors_faiss(
+    Q: np.ndarray,
+    X: Any,
+    k: int,
+    metric: str,
+    train_tile: int | None = None,
+    *,
+    index: str = "Flat",
+    nprobe: int | None = None,
+    efSearch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search backend ``"faiss"``: build an index on ``X``, search ``Q``.
+
+    Same signature as the other entries of :data:`fastcls.neighbors.SEARCH_BACKENDS`
+    (``train_tile`` is unused: FAISS holds the index in RAM), plus the index options.
+    """
+    built = build_index(X, metric, index)
+    return search_index(built, Q, k, metric, nprobe=nprobe, efSearch=efSearch)
+
+
+def recall_at_k(approx_indices: Any, exact_indices: Any, k: int | None = None) -> float:
+    """Mean fraction of the exact k nearest neighbours that an approximate search found.
+
+    ``recall@k = mean over queries of |approx[q, :k] & exact[q, :k]| / k``.
+
+    Parameters
+    ----------
+    approx_indices : array-like of int (n_queries, k_approx)
+        Indices from an approximate search (``-1`` marks an unfound slot).
+    exact_indices : array-like of int (n_queries, k_exact)
+        Indices from an exact search.
+    k : int, optional
+        Compare the first ``k`` columns of each (default: ``exact_indices.shape[1]``,
+        which must not exceed ``approx_indices.shape[1]``).
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Examples
+    --------
+    >>> import numpy as np, fastcls
+    >>> fastcls.recall_at_k(np.array([[0, 1], [2, 9]]), np.array([[1, 0], [2, 3]]))
+    0.75
+    """
+    A = np.asarray(approx_indices)
+    E = np.asarray(exact_indices)
+    for arr, name in ((A, "approx_indices"), (E, "exact_indices")):
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_queries, k), got shape {arr.shape}")
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer indices, got dtype {arr.dtype}")
+    if A.shape[0] != E.shape[0]:
+        raise ValueError(
+            f"approx_indices has {A.shape[0]} queries but exact_indices has {E.shape[0]}"
+        )
+    if k is None:
+        k = E.shape[1]
+    k = V.check_int(k, "k", min_value=1, max_value=min(A.shape[1], E.shape[1]))
+    if A.shape[0] == 0:
+        raise ValueError("recall_at_k needs at least one query")
+    a = A[:, :k].astype(np.int64)
+    e = E[:, :k].astype(np.int64)
+    # matches of each exact neighbour among the approximate ones (-1 never matches)
+    hits = ((a[:, :, None] == e[:, None, :]) & (a[:, :, None] >= 0)).any(axis=1)
+    return float(hits.sum() / (k * A.shape[0]))
+
+
+def serialize_index(index: Any) -> np.ndarray:
+    """Bytes of a FAISS index as a uint8 array (``faiss.serialize_index``)."""
+    faiss = import_faiss()
+    return np.asarray(faiss.serialize_index(index), dtype=np.uint8)
+
+
+def deserialize_index(data: np.ndarray) -> Any:
+    """Inverse of :func:`serialize_index`."""
+    faiss = import_faiss()
+    return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
