@@ -1,0 +1,225 @@
+"""Image feature kernels: HOG and HSV hue histogram over a batch, parallel over images.
+
+Pure Numba functions on clean C-contiguous arrays (no validation): the public API in
+:mod:`fastcls.features` validates, converts and allocates. Each image is processed by
+one thread from start to end (its output row is private), so results do not depend on
+the thread count.
+
+* ``hog_batch(images, cell, bins, edge_cos, edge_sin, lut, out)``
+* ``hue_histogram_batch(images, nbin, lut, out)`` (RGB only; grayscale needs no kernel)
+
+``images`` is (N, H, W, C) with C = 3 (RGB) or C = 1 (grayscale, HOG only), of dtype
+uint8, float32 or float64; every pixel is read as float64, uint8 through ``lut`` =
+:data:`UNIT_LUT` (``v / 255.0``, bitwise as
+:func:`fastcls.reference.features.to_float01`), floats unchanged.
+All arithmetic is float64 without fastmath, in the reference's order of operations, so
+the grayscale values, gradients and hues are bitwise those of the reference.
+
+Orientation binning does not call ``atan2``: a folded gradient ``g`` (upper half-plane,
+angle ``phi`` in [0, 180)) lies at or beyond the bin edge ``theta_k`` exactly when the
+cross product ``cos(theta_k) * gy - sin(theta_k) * gx`` is >= 0, so the bin is the number
+of edges ``k = 1 .. bins-1`` that pass this test. Edges at 45, 90 and 135 degrees use
+exact direction vectors (see :func:`orientation_edges`), so gradients with
+``gx == 0``, ``gx == gy`` or ``gx == -gy`` are binned as the reference's
+``floor(theta * bins / 180)``. Elsewhere the two agree except for gradients within
+about 1e-13 degrees of an edge.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
+
+from fastcls._config import jit
+
+_LUMA_R = 0.299
+_LUMA_G = 0.587
+_LUMA_B = 0.114
+#: images per parallel work item (scratch buffers are allocated once per item)
+_CHUNK = 16
+
+
+def orientation_edges(bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Direction vectors ``(cos, sin)`` of the inner bin edges ``k * 180 / bins``, k = 1..bins-1.
+
+    Edges at exactly 45, 90 and 135 degrees (decided in integers) get exact vectors with
+    equal components, so that ties are broken as in the reference.
+    """
+    k = np.arange(1, bins, dtype=np.int64)
+    theta = np.pi * k / bins
+    c = np.cos(theta)
+    s = np.sin(theta)
+    h = math.sqrt(0.5)
+    at90 = 2 * k == bins
+    c[at90], s[at90] = 0.0, 1.0
+    at45 = 4 * k == bins
+    c[at45], s[at45] = h, h
+    at135 = 4 * k == 3 * bins
+    c[at135], s[at135] = -h, h
+    return np.ascontiguousarray(c), np.ascontiguousarray(s)
+
+
+#: ``UNIT_LUT[v] == v / 255.0`` (bitwise: the division is done here, once per value)
+UNIT_LUT = np.arange(256, dtype=np.float64) / 255.0
+
+
+def _unit(v, lut):  # pragma: no cover - replaced by the overload in compiled code
+    """Pixel value as float64: ``lut[v]`` (= v / 255.0) for uint8, ``float64(v)`` otherwise."""
+    raise NotImplementedError
+
+
+@overload(_unit, inline="always")
+def _unit_impl(v, lut):
+    if isinstance(v, types.Integer):
+        return lambda v, lut: lut[v]
+    return lambda v, lut: np.float64(v)
+
+
+@jit
+def _gray_image(img, lut, gray):
+    """Luma (or the single channel) of one (P, C) image into ``gray`` (P,) float64."""
+    P, C = img.shape
+    if C == 1:
+        for p in range(P):
+            gray[p] = _unit(img[p, 0], lut)
+    else:
+        for p in range(P):
+            r = _unit(img[p, 0], lut)
+            g = _unit(img[p, 1], lut)
+            b = _unit(img[p, 2], lut)
+            gray[p] = _LUMA_R * r + _LUMA_G * g + _LUMA_B * b
+
+
+@jit
+def _hog_image(gray, H, W, dest, edge_cos, edge_sin, area, gx, gy, mag, bidx, hist):
+    """HOG of one flattened grayscale image ``gray`` (H*W,) into ``hist``, zeroed here.
+
+    ``dest[p]`` is the offset of pixel ``p``'s cell histogram in ``hist`` (-1 for pixels
+    beyond the last whole cell); ``gx``, ``gy``, ``mag``, ``bidx`` are (H*W,) scratch.
+    """
+    P = H * W
+    nedge = edge_cos.shape[0]
+    # horizontal central differences over the flat image; border columns zeroed below
+    gx[0] = 0.0
+    gx[P - 1] = 0.0
+    g2 = gray[2:]
+    gxi = gx[1:]
+    for p in range(P - 2):
+        gxi[p] = g2[p] - gray[p]
+    for y in range(H):
+        gx[y * W] = 0.0
+        gx[y * W + W - 1] = 0.0
+    # vertical central differences, 0 on the first and last row
+    for p in range(W):
+        gy[p] = 0.0
+        gy[P - W + p] = 0.0
+    if H > 2:
+        gW2 = gray[2 * W :]
+        gyi = gy[W:]
+        for p in range(P - 2 * W):
+            gyi[p] = gW2[p] - gray[p]
+    for p in range(P):
+        a = gx[p]
+        b = gy[p]
+        mag[p] = math.sqrt(a * a + b * b)
+        # fold into the upper half-plane: angle in [0, 180), 180 -> 0
+        flip = b < 0.0 or (b == 0.0 and a < 0.0)
+        gx[p] = -a if flip else a
+        gy[p] = -b if flip else b
+        bidx[p] = 0
+    for k in range(nedge):
+        ck = edge_cos[k]
+        sk = edge_sin[k]
+        for p in range(P):
+            bidx[p] += np.int64(ck * gy[p] - sk * gx[p] >= 0.0)
+    for j in range(hist.shape[0]):
+        hist[j] = 0.0
+    for p in range(P):
+        d = dest[p]
+        if d >= 0:
+            hist[d + bidx[p]] += mag[p]
+    for j in range(hist.shape[0]):
+        hist[j] = hist[j] / area
+
+
+@jit(parallel=True)
+def hog_batch(images, cell, bins, edge_cos, edge_sin, lut, out):
+    """HOG of every image of ``images`` (N, H, W, C) into ``out`` (N, ncy*ncx*bins) float64.
+
+    ``edge_cos`` / ``edge_sin`` come from :func:`orientation_edges`.
+    """
+    N, H, W, C = images.shape
+    P = H * W
+    flat = images.reshape(N, P, C)
+    # per-pixel destination offsets (same computation as hog_destinations)
+    ncy = H // cell
+    ncx = W // cell
+    dest = np.empty(P, dtype=np.int64)
+    for y in range(H):
+        for x in range(W):
+            if y < ncy * cell and x < ncx * cell:
+                dest[y * W + x] = ((y // cell) * ncx + x // cell) * bins
+            else:
+                dest[y * W + x] = -1
+    area = np.float64(cell * cell)
+    nchunks = (N + _CHUNK - 1) // _CHUNK
+    for t in prange(nchunks):
+        lo = t * _CHUNK
+        hi = min(N, lo + _CHUNK)
+        gray = np.empty(P, dtype=np.float64)
+        gx = np.empty(P, dtype=np.float64)
+        gy = np.empty(P, dtype=np.float64)
+        mag = np.empty(P, dtype=np.float64)
+        bidx = np.empty(P, dtype=np.int64)
+        for i in range(lo, hi):
+            _gray_image(flat[i], lut, gray)
+            _hog_image(gray, H, W, dest, edge_cos, edge_sin, area, gx, gy, mag, bidx, out[i])
+
+
+@jit
+def _hue_bins_image(img, nbin, lut, bidx):
+    """Hue bin of every pixel of one (P, 3) image into ``bidx`` (P,) int64 (branch-free)."""
+    P = img.shape[0]
+    for p in range(P):
+        r = _unit(img[p, 0], lut)
+        g = _unit(img[p, 1], lut)
+        b = _unit(img[p, 2], lut)
+        vmax = max(r, max(g, b))
+        delta = vmax - min(r, min(g, b))
+        # matplotlib's order: blue wins over green wins over red on equal maxima
+        isb = b == vmax
+        isg = g == vmax
+        num = (r - g) if isb else ((b - r) if isg else (g - b))
+        base = 4.0 if isb else (2.0 if isg else 0.0)
+        den = delta if delta > 0.0 else 1.0
+        h = (base + num / den) if delta > 0.0 else 0.0
+        h = h / 6.0
+        h = h + 1.0 if h < 0.0 else h
+        k = np.int64(h * nbin)
+        bidx[p] = k if k < nbin else nbin - 1
+
+
+@jit(parallel=True)
+def hue_histogram_batch(images, nbin, lut, out):
+    """Hue histograms (sum 1) of ``images`` (N, H, W, 3) into ``out`` (N, nbin) float64."""
+    N, H, W, C = images.shape
+    P = H * W
+    flat = images.reshape(N, P, C)
+    npix = np.float64(P)
+    nchunks = (N + _CHUNK - 1) // _CHUNK
+    for t in prange(nchunks):
+        lo = t * _CHUNK
+        hi = min(N, lo + _CHUNK)
+        bidx = np.empty(P, dtype=np.int64)
+        counts = np.empty(nbin, dtype=np.int64)
+        for i in range(lo, hi):
+            _hue_bins_image(flat[i], nbin, lut, bidx)
+            for k in range(nbin):
+                counts[k] = 0
+            for p in range(P):
+                counts[bidx[p]] += 1
+            for k in range(nbin):
+                out[i, k] = counts[k] / npix
