@@ -98,10 +98,15 @@ from numba.extending import intrinsic
 from fastcls._config import REDUCE, jit
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
-#: training rows per cache block walked by each thread (results do not depend on it)
-BLOCK_ROWS = 48
-#: queries per parallel chunk; 0 = automatic (results do not depend on it)
+#: training rows per cache block walked by each thread; 0 = automatic (about
+#: :data:`BLOCK_BYTES` of rows). Results do not depend on it.
+BLOCK_ROWS = 0
+#: queries per parallel chunk; 0 = automatic (at most about :data:`CHUNK_BYTES` of
+#: query rows, so a chunk and a block stay in a core's L2). Results do not depend on it.
 QUERY_CHUNK = 0
+#: bytes of training rows per automatic block, and of query rows per automatic chunk
+BLOCK_BYTES = 192 * 1024
+CHUNK_BYTES = 1024 * 1024
 #: extra candidates kept beyond k by the float top-k before the exact rerank
 EXTRA_CANDIDATES = 8
 #: uint8 implementation: None = best available (see :func:`uint8_impl`), or one of
@@ -144,18 +149,31 @@ def lower_bound_factor(n_features: int, dtype: np.dtype) -> float:
     return (1.0 - g_exact) / (1.0 + g_fast) * (1.0 - 8 * 2.0**-53)
 
 
-def _query_chunk(n_queries: int) -> int:
-    """Queries per parallel chunk: QUERY_CHUNK, or about 2 chunks per thread."""
+def _query_chunk(n_queries: int, row_bytes: int) -> int:
+    """Queries per parallel chunk: QUERY_CHUNK, or a multiple of 4 chosen so that a
+    chunk stays under CHUNK_BYTES and the chunk count is a multiple of the thread count
+    (prange splits iterations statically)."""
     if QUERY_CHUNK > 0:
         return int(QUERY_CHUNK)
     from fastcls._config import get_num_threads
 
-    per = -(-n_queries // (2 * get_num_threads()))
+    threads = get_num_threads()
+    cap = max(4, CHUNK_BYTES // max(row_bytes, 1))
+    n_chunks = threads * -(-n_queries // (threads * cap))
+    per = -(-n_queries // n_chunks)
     return max(4, -(-per // 4) * 4)
 
 
-def _block_rows() -> int:
-    return max(1, int(BLOCK_ROWS))
+def _block_rows(row_bytes: int) -> int:
+    """Training rows per cache block: BLOCK_ROWS, or an even count of about BLOCK_BYTES."""
+    if BLOCK_ROWS > 0:
+        return int(BLOCK_ROWS)
+    return max(2, (BLOCK_BYTES // max(row_bytes, 1)) // 2 * 2)
+
+
+def _sizes(A) -> tuple[int, int]:
+    row_bytes = A.shape[1] * A.itemsize
+    return _block_rows(row_bytes), _query_chunk(A.shape[0], row_bytes)
 
 
 # --------------------------------------------------------------------------- float tiles
@@ -537,7 +555,7 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     big = float(np.finfo(Q.dtype).max)
     _topk_float_kernel(
         Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big,
-        int(EXTRA_CANDIDATES), _block_rows(), _query_chunk(Q.shape[0]),
+        int(EXTRA_CANDIDATES), *_sizes(Q),
     )  # fmt: skip
 
 
@@ -546,14 +564,14 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
     topk, _ = _UINT8_DRIVERS[uint8_impl()]
-    topk(Q, X, np.int64(offset), best_d, best_i, _block_rows(), _query_chunk(Q.shape[0]))
+    topk(Q, X, np.int64(offset), best_d, best_i, *_sizes(Q))
 
 
 def l1_pairwise_float(X, Y, out):
     """``out[i, j] = sum |X[i] - Y[j]|`` as fast sums in the input precision."""
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
-    _pairwise_float_kernel(X, Y, out, X.dtype.type(0), _block_rows(), _query_chunk(X.shape[0]))
+    _pairwise_float_kernel(X, Y, out, X.dtype.type(0), *_sizes(X))
 
 
 def l1_pairwise_uint8(X, Y, out):
@@ -561,4 +579,4 @@ def l1_pairwise_uint8(X, Y, out):
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
     _, pairwise = _UINT8_DRIVERS[uint8_impl()]
-    pairwise(X, Y, out, _block_rows(), _query_chunk(X.shape[0]))
+    pairwise(X, Y, out, *_sizes(X))
