@@ -100,13 +100,12 @@ N_TEST = 3
 
 
 def _reference_hwc(rows: np.ndarray) -> np.ndarray:
-    """The format's definition, pixel by pixel: row[c*1024 + r*32 + col] -> img[r, col, c]."""
+    """The format's definition: pixel (r, col) of channel c is row[c*1024 + r*32 + col]."""
     out = np.zeros((rows.shape[0], 32, 32, 3), dtype=np.uint8)
-    for i in range(rows.shape[0]):
-        for c in range(3):
-            for r in range(32):
-                for col in range(32):
-                    out[i, r, col, c] = rows[i, c * 1024 + r * 32 + col]
+    for c in range(3):
+        for r in range(32):
+            for col in range(32):
+                out[:, r, col, c] = rows[:, c * 1024 + r * 32 + col]
     return out
 
 
@@ -241,6 +240,27 @@ def test_reference_conversion_is_the_documented_layout():
     assert img.sum() == 60
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 256, 1000])
+def test_channel_transpose_is_independent_of_chunk_size(chunk):
+    rows = np.random.default_rng(7).integers(0, 256, (300, 3073), dtype=np.uint8)[:, 1:]
+    out = np.empty((300, 32, 32, 3), dtype=np.uint8)
+    datasets._to_hwc(rows, out, chunk=chunk)
+    np.testing.assert_array_equal(out, _reference_hwc(rows))
+
+
+@pytest.mark.parametrize("fmt", ["binary", "python"])
+def test_batches_larger_than_one_chunk(tmp_path, fmt):
+    rng = np.random.default_rng(11)
+    train = [
+        (rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n))
+        for n in (300, 1, 257, 2, 1)
+    ]
+    test = (rng.integers(0, 256, (260, 3072), dtype=np.uint8), rng.integers(0, 10, 260))
+    writer = _write_binary if fmt == "binary" else _write_python
+    folder = writer(tmp_path / "d", train, test)
+    _assert_loaded(datasets.load_cifar10(folder), _expected(train, test))
+
+
 @pytest.mark.parametrize("fmt", ["binary", "python"])
 @pytest.mark.parametrize("where", ["batch_folder", "parent", "archive", "archive_parent"])
 def test_load_cifar10_formats_and_locations(cifar, fmt, where):
@@ -277,7 +297,7 @@ def test_auto_prefers_binary_when_both_present(cifar, monkeypatch):
     assert set(calls) == {"python"}
 
 
-@pytest.mark.parametrize("style", ["py2", 2, 4, 5])
+@pytest.mark.parametrize("style", ["py2", 0, 1, 2, 3, 4, 5])
 def test_python_batches_of_every_pickle_protocol(tmp_path, style):
     train, test = _make_batches(seed=3)
     folder = _write_python(tmp_path / "cifar-10-batches-py", train, test, style=style)
