@@ -19,8 +19,9 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
    float64 for float64). Distances are translation invariant, and centring makes the
    norms, hence the cancellation error of the GEMM trick, small.
 2. **GEMM + fused selection.** Per query tile (``QUERY_TILE`` rows) and training
-   block (``TRAIN_BLOCK`` rows): ``G = Q' X'^T`` (sgemm / dgemm), then, while the block
-   is fresh, each query scans ``s_j = |x'_j|^2 - 2 G_qj`` (in ``w``) in chunks of 16
+   block (``TRAIN_BLOCK`` rows): ``G = (-2 Q') X'^T`` (sgemm / dgemm; scaling by -2 is
+   exact), then, while the block is fresh, each query scans ``s_j = |x'_j|^2 + G_qj``
+   (in ``w``) in chunks of 16
    with a branch-free chunk minimum, inserting into a sorted candidate list of
    ``k + N_EXTRA`` entries only when the chunk minimum beats the rejection threshold
    ``t = min(last candidate, t_prev)``. ``t_prev`` lets rows that provably cannot
@@ -86,6 +87,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 import numpy as np
 from numba import prange
@@ -115,9 +117,14 @@ def _gamma(n: int, u: float) -> float:
 
 # --------------------------------------------------------------------------- exact pairs
 @jit(inline="always")
-def _sq_exact_float(a, b):
-    """Squared distance in float64, fixed summation order (8 partial sums)."""
-    D = a.shape[0]
+def _sq_exact_float(A, i, B, j):
+    """Squared distance of rows ``A[i]``, ``B[j]`` in float64, fixed summation order.
+
+    Eight interleaved partial sums combined pairwise, no fastmath: every path gets
+    bit-identical values for a pair. Rows are indexed, not sliced (a slice inside a
+    prange loop costs an atomic reference-count update on the shared array).
+    """
+    D = A.shape[1]
     D8 = D - D % 8
     s0 = 0.0
     s1 = 0.0
@@ -128,14 +135,14 @@ def _sq_exact_float(a, b):
     s6 = 0.0
     s7 = 0.0
     for d in range(0, D8, 8):
-        t0 = np.float64(a[d]) - np.float64(b[d])
-        t1 = np.float64(a[d + 1]) - np.float64(b[d + 1])
-        t2 = np.float64(a[d + 2]) - np.float64(b[d + 2])
-        t3 = np.float64(a[d + 3]) - np.float64(b[d + 3])
-        t4 = np.float64(a[d + 4]) - np.float64(b[d + 4])
-        t5 = np.float64(a[d + 5]) - np.float64(b[d + 5])
-        t6 = np.float64(a[d + 6]) - np.float64(b[d + 6])
-        t7 = np.float64(a[d + 7]) - np.float64(b[d + 7])
+        t0 = np.float64(A[i, d]) - np.float64(B[j, d])
+        t1 = np.float64(A[i, d + 1]) - np.float64(B[j, d + 1])
+        t2 = np.float64(A[i, d + 2]) - np.float64(B[j, d + 2])
+        t3 = np.float64(A[i, d + 3]) - np.float64(B[j, d + 3])
+        t4 = np.float64(A[i, d + 4]) - np.float64(B[j, d + 4])
+        t5 = np.float64(A[i, d + 5]) - np.float64(B[j, d + 5])
+        t6 = np.float64(A[i, d + 6]) - np.float64(B[j, d + 6])
+        t7 = np.float64(A[i, d + 7]) - np.float64(B[j, d + 7])
         s0 += t0 * t0
         s1 += t1 * t1
         s2 += t2 * t2
@@ -146,64 +153,63 @@ def _sq_exact_float(a, b):
         s7 += t7 * t7
     s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
     for d in range(D8, D):
-        t = np.float64(a[d]) - np.float64(b[d])
+        t = np.float64(A[i, d]) - np.float64(B[j, d])
         s += t * t
     return s
 
 
 @jit(inline="always", fastmath=REDUCE)
-def _sq_exact_uint8(a, b):
-    """Exact squared distance of uint8 rows (widened before subtracting)."""
+def _sq_exact_uint8(A, i, B, j):
+    """Exact squared distance of uint8 rows ``A[i]``, ``B[j]`` (widened first)."""
     s = 0
-    for d in range(a.shape[0]):
-        t = np.int64(a[d]) - np.int64(b[d])
+    for d in range(A.shape[1]):
+        t = np.int64(A[i, d]) - np.int64(B[j, d])
         s += t * t
     return np.float64(s)
 
 
 # --------------------------------------------------------------------------- helpers
 @jit(parallel=True, fastmath=REDUCE)
-def _row_sqnorms(A, out):
-    """``out[i] = sum A[i]^2`` accumulated in float64."""
+def _centre_rows(A, c, out, norms):
+    """``out[i] = A[i] - c`` (in out's dtype) and ``norms[i] = sum out[i]^2`` (float64)."""
+    D = A.shape[1]
     for i in prange(A.shape[0]):
-        a = A[i]
         s = 0.0
-        for d in range(a.shape[0]):
-            v = np.float64(a[d])
-            s += v * v
-        out[i] = s
+        for d in range(D):
+            out[i, d] = A[i, d] - c[d]
+            w = np.float64(out[i, d])
+            s += w * w
+        norms[i] = s
 
 
 @jit(parallel=True)
 def _select_block(G, xn, base, cand_s, cand_j, t_prev):
     """Fused selection over one GEMM block.
 
-    ``s = xn[j] - 2 G[q, j]`` (in G's dtype) enters the sorted candidate list of query
-    ``q`` when ``s < min(cand_s[q, -1], t_prev[q])``; chunks of 16 are skipped after a
-    branch-free minimum. Candidate ids are ``base + j`` (tile-local).
+    ``s = xn[j] + G[q, j]`` (G holds ``-2 q'.x'``; in G's dtype) enters the sorted
+    candidate list of query ``q`` when ``s < t = min(cand_s[q, -1], t_prev[q])``.
+    Chunks of 16 are first screened branch-free (an integer count of ``s < t``, which
+    vectorises without fastmath); only chunks with a hit are scanned. Ids: ``base + j``.
     """
     nq, nb = G.shape
     m = cand_s.shape[1]
+    n16 = nb - nb % 16
     for q in prange(nq):
-        g = G[q]
-        cs = cand_s[q]
-        cj = cand_j[q]
         tp = t_prev[q]
-        t = min(cs[m - 1], tp)
+        t = min(cand_s[q, m - 1], tp)
         for c0 in range(0, nb, 16):
-            n = min(16, nb - c0)
-            gc = g[c0 : c0 + n]
-            xc = xn[c0 : c0 + n]
-            mn = np.inf
-            for j in range(n):
-                v = xc[j] - 2 * gc[j]
-                mn = v if v < mn else mn
-            if mn < t:
-                for j in range(n):
-                    v = xc[j] - 2 * gc[j]
+            hit = 0
+            if c0 < n16:
+                for j in range(16):
+                    hit += xn[c0 + j] + G[q, c0 + j] < t
+            else:
+                hit = 1
+            if hit > 0:
+                for j in range(min(16, nb - c0)):
+                    v = xn[c0 + j] + G[q, c0 + j]
                     if v < t:
-                        insert_sorted(cs, cj, v, base + c0 + j)
-                        t = min(cs[m - 1], tp)
+                        insert_sorted(cand_s[q], cand_j[q], v, base + c0 + j)
+                        t = min(cand_s[q, m - 1], tp)
 
 
 def _make_kernels(exact):
@@ -226,7 +232,7 @@ def _make_kernels(exact):
                     break
                 if base + np.float64(cand_s[q, c]) - e > tmp_d[k - 1]:
                     break  # sorted by s: no later candidate can enter either
-                r = exact(Q[q], X[j])
+                r = exact(Q, q, X, j)
                 insert_sorted_by_pair(tmp_d, tmp_i, r, offset + j)
             t_final = min(np.float64(cand_s[q, m - 1]), np.float64(t_prev[q]))
             certified = t_final == np.inf or base + t_final - e > tmp_d[k - 1]
@@ -239,7 +245,7 @@ def _make_kernels(exact):
                 bd = best_d[q]
                 bi = best_i[q]
                 for j in range(nx):
-                    r = exact(Q[q], X[j])
+                    r = exact(Q, q, X, j)
                     if r < bd[k - 1]:
                         insert_sorted(bd, bi, r, offset + j)
 
@@ -250,7 +256,7 @@ def _make_kernels(exact):
             bd = best_d[q]
             bi = best_i[q]
             for j in range(X.shape[0]):
-                r = exact(Q[q], X[j])
+                r = exact(Q, q, X, j)
                 if r < bd[k - 1]:
                     insert_sorted(bd, bi, r, offset + j)
 
@@ -264,14 +270,14 @@ def _make_kernels(exact):
                 s = nxi + math.sqrt(yn[j])
                 bound = coef * s * s + e_abs
                 if not (bound <= rel * v):
-                    v = exact(X[i], Y[j])
+                    v = exact(X, i, Y, j)
                 out[i, j] = v
 
     @jit(parallel=True)
     def pairwise_direct(X, Y, out):
         for i in prange(X.shape[0]):
             for j in range(Y.shape[0]):
-                out[i, j] = exact(X[i], Y[j])
+                out[i, j] = exact(X, i, Y, j)
 
     return rerank, direct, pairwise_fix, pairwise_direct
 
@@ -295,6 +301,24 @@ def _finish_pairwise(G, xn, yn, out):
 
 # --------------------------------------------------------------------------- threads
 _CONTROLLER = None
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A per-thread reusable buffer (uninitialised): large tiles are not page-faulted
+    and zeroed by the OS on every call. Holds at most one buffer per name per thread."""
+    n = int(np.prod(shape))
+    dt = np.dtype(dtype)
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or buf.dtype != dt or buf.size < n:
+        buf = np.empty(n, dtype=dt)
+        setattr(_SCRATCH, name, buf)
+    return buf[:n].reshape(shape)
+
+
+def release_scratch() -> None:
+    """Free the calling thread's scratch buffers (they are otherwise kept for reuse)."""
+    _SCRATCH.__dict__.clear()
 
 
 def _blas_threads():
@@ -313,8 +337,13 @@ def _blas_threads():
 
 
 # --------------------------------------------------------------------------- top-k
+#: rows averaged for the centring vector (any shared vector is exact; a mean is good)
+_CENTRE_ROWS = 1024
+
+
 def _centre(X: np.ndarray, wdtype: type, integer: bool) -> np.ndarray:
-    c = X.mean(axis=0, dtype=np.float64)
+    step = max(1, X.shape[0] // _CENTRE_ROWS)
+    c = X[::step].mean(axis=0, dtype=np.float64)
     if integer:
         c = np.rint(c)
     return c.astype(wdtype)
@@ -340,9 +369,9 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
         return
     STATS["gemm_calls"] += 1
     c = _centre(X, wdtype, uint8)
-    Xc = np.subtract(X, c, dtype=wdtype)
+    Xc = _scratch("xc", (nx, D), wdtype)
     xn = np.empty(nx)
-    _row_sqnorms(Xc, xn)
+    _centre_rows(X, c, Xc, xn)
     xmax = math.sqrt(float(xn.max()))
     xn_w = xn.astype(wdtype)
     coef = (_gamma(D + 16, u) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
@@ -357,9 +386,10 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
             Qt = Q[qs:qe]
             bd = best_d[qs:qe]
             bi = best_i[qs:qe]
-            Qc = np.subtract(Qt, c, dtype=wdtype)
+            Qc = _scratch("qc", (qe - qs, D), wdtype)
             qn = np.empty(qe - qs)
-            _row_sqnorms(Qc, qn)
+            _centre_rows(Qt, c, Qc, qn)
+            np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
             S = (np.sqrt(qn) + xmax) ** 2
             if not np.isfinite(S).all() or float(S.max()) > s_max:
                 direct(Qt, X, offset, bd, bi)
@@ -374,7 +404,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
             for bs in range(0, nx, tb):
                 be = min(nx, bs + tb)
                 if G is None or G.shape[1] != be - bs:
-                    G = np.empty((qe - qs, be - bs), dtype=wdtype)
+                    G = _scratch("g", (qe - qs, be - bs), wdtype)
                 np.matmul(Qc, Xc[bs:be].T, out=G)
                 _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
             fb = np.zeros(qe - qs, dtype=np.int64)
@@ -408,17 +438,17 @@ def _pairwise(X, Y, out, uint8: bool) -> None:
         direct(X, Y, out)
         return
     c = _centre(Y, np.float64, uint8)
-    Yc = np.subtract(Y, c, dtype=np.float64)
+    Yc = np.empty((nY, D))
     yn = np.empty(nY)
-    _row_sqnorms(Yc, yn)
+    _centre_rows(Y, c, Yc, yn)
     coef = (_gamma(3 * D + 16, _U64) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
     qt = max(1, int(QUERY_TILE))
     with _blas_threads():
         for s in range(0, nX, qt):
             e = min(nX, s + qt)
-            Xc = np.subtract(X[s:e], c, dtype=np.float64)
+            Xc = np.empty((e - s, D))
             xn = np.empty(e - s)
-            _row_sqnorms(Xc, xn)
+            _centre_rows(X[s:e], c, Xc, xn)
             if not np.isfinite(xn).all() or float(xn.max()) + float(yn.max()) > 2.0**1000:
                 direct(X[s:e], Y, out[s:e])
                 continue
