@@ -106,62 +106,48 @@ class Context:
 
 
 # --------------------------------------------------------------------------- data
-def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple, tuple, str]:
-    """Return images (n, ...), labels, image shape, class names, dataset description."""
+#: CIFAR-10 sizes (train, val, test) read in file order: the lectures' protocols
+CIFAR_FULL = (49000, 1000, 10000)
+CIFAR_SUBSAMPLE = (5000, 500, 500)
+CIFAR_QUICK = (1000, 200, 200)
+
+
+def load_splits(args: argparse.Namespace) -> tuple[tuple[np.ndarray, ...], tuple, tuple, str]:
+    """Load the data and split it.
+
+    Returns
+    -------
+    splits : (X_train, X_val, X_test, y_train, y_val, y_test)
+        Images (n, H, W[, C]) uint8 and labels.
+    image_shape, class_names : tuple
+    dataset : str
+        A short description.
+    """
     if args.data == "default":
         from fastcls.datasets import load_default
+        from fastcls.model_selection import train_val_test_split
 
         ds = load_default()
-        return ds.images, ds.labels, ds.images.shape[1:], ds.target_names, "embedded digits"
+        images, labels = ds.images, ds.labels
+        if args.quick:  # a reduced problem for tests: 600 images
+            keep = np.random.default_rng(args.seed).permutation(images.shape[0])[:600]
+            images, labels = images[keep], labels[keep]
+        splits = train_val_test_split(images, labels, 0.2, 0.2, seed=args.seed, stratify=True)
+        return splits, ds.images.shape[1:], ds.target_names, "embedded digits (UCI optdigits)"
     if args.path is None:
-        raise DemoError("--data cifar10 needs --path DIR (the extracted CIFAR-10 folder)")
+        raise DemoError("--data cifar10 needs --path DIR (the CIFAR-10 folder or archive)")
+    from fastcls.datasets import CIFAR10_CLASSES, load_cifar10
+
+    n_tr, n_va, n_te = (
+        CIFAR_QUICK if args.quick else CIFAR_SUBSAMPLE if args.subsample else CIFAR_FULL
+    )
     try:
-        from fastcls.datasets import load_cifar10
-    except ImportError as exc:
-        raise DemoError(f"CIFAR-10 loading is not available in this install: {exc}") from exc
-    try:
-        data = load_cifar10(args.path)
+        X_all, y_all, X_te, y_te = load_cifar10(args.path, n_train=n_tr + n_va, n_test=n_te)
     except (OSError, ValueError) as exc:
         raise DemoError(f"could not load CIFAR-10 from {args.path!r}: {exc}") from exc
-    X_tr, y_tr, X_te, y_te = _unpack_cifar(data)
-    names = tuple(getattr(data, "target_names", None) or [str(i) for i in range(10)])
-    images = np.concatenate([X_tr, X_te])
-    labels = np.concatenate([y_tr, y_te])
-    return images, labels, images.shape[1:], names, "CIFAR-10"
-
-
-def _unpack_cifar(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if isinstance(data, tuple) and len(data) == 4:
-        return data
-    for names in (("X_train", "y_train", "X_test", "y_test"),):
-        if all(hasattr(data, n) for n in names):
-            return tuple(getattr(data, n) for n in names)  # type: ignore[return-value]
-    raise DemoError(f"unexpected CIFAR-10 loader result {type(data).__name__}")
-
-
-def _split(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray) -> tuple:
-    from fastcls.model_selection import train_val_test_split
-
-    n = images.shape[0]
-    if args.data == "cifar10":
-        # the lecture's protocol: test on the official test batch, validate on 1000
-        # training images; --subsample keeps 5000 training and 500 test images
-        n_test_official = 10000 if n >= 60000 else n // 6
-        X_all, y_all = images[: n - n_test_official], labels[: n - n_test_official]
-        X_te, y_te = images[n - n_test_official :], labels[n - n_test_official :]
-        n_train, n_val, n_test = (5000, 500, 500) if args.subsample else (49000, 1000, None)
-        if args.quick:
-            n_train, n_val, n_test = 1000, 200, 200
-        rng = np.random.default_rng(args.seed)
-        order = rng.permutation(X_all.shape[0])
-        tr = order[:n_train]
-        va = order[n_train : n_train + n_val]
-        te = np.arange(X_te.shape[0]) if n_test is None else np.arange(min(n_test, len(y_te)))
-        return X_all[tr], X_all[va], X_te[te], y_all[tr], y_all[va], y_te[te]
-    if args.quick:  # a reduced problem for tests: 600 samples
-        keep = np.random.default_rng(args.seed).permutation(n)[:600]
-        images, labels = images[keep], labels[keep]
-    return train_val_test_split(images, labels, 0.2, 0.2, seed=args.seed, stratify=True)
+    # as in the lectures: training images first, the next ones validate; test batch apart
+    splits = (X_all[:n_tr], X_all[n_tr:], X_te, y_all[:n_tr], y_all[n_tr:], y_te)
+    return splits, X_all.shape[1:], tuple(CIFAR10_CLASSES), "CIFAR-10"
 
 
 # --------------------------------------------------------------------------- sections
@@ -309,8 +295,8 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1 and args.jobs != -1:
         raise DemoError(f"--jobs must be a positive integer or -1, got {args.jobs}")
     t_start = time.perf_counter()
-    images, labels, image_shape, names, dataset = _load_data(args)
-    X_tr, X_va, X_te, y_tr, y_va, y_te = _split(args, images, labels)
+    splits, image_shape, names, dataset = load_splits(args)
+    X_tr, X_va, X_te, y_tr, y_va, y_te = splits
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
