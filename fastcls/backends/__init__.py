@@ -52,6 +52,8 @@ def is_row_source(X: Any) -> bool:
     """True for a non-ndarray 2-D array-like sliceable by rows (h5py, zarr, dask ...)."""
     if isinstance(X, (np.ndarray, list, tuple)) or X is None:
         return False
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        return False  # sparse matrices are refused by check_array with a clear message
     shape = getattr(X, "shape", None)
     return (
         hasattr(X, "__getitem__")
