@@ -36,6 +36,7 @@ __all__ = [
     "CIFAR10_CLASSES",
     "Dataset",
     "RestrictedUnpickler",
+    "UnsafePickleError",
     "cifar10_class_names",
     "load_cifar10",
     "load_default",
@@ -234,15 +235,19 @@ def _numpy_attr(modules: tuple[str, ...], name: str) -> object | None:
     return None
 
 
-class _Refused(pickle.UnpicklingError):
-    """A pickle asked for something the restricted unpickler does not allow."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle asked for a global (or a call) that :class:`RestrictedUnpickler` refuses.
+
+    A subclass of :class:`pickle.UnpicklingError` and of :class:`ValueError`, so code
+    that handles malformed files with ``except ValueError`` handles these too.
+    """
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     """``_codecs.encode`` restricted to latin-1: how protocol-2 pickles written by
     Python 3 spell a ``bytes`` object (the array's raw data)."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "iso-8859-1"):
-        raise _Refused(
+        raise UnsafePickleError(
             f"refused _codecs.encode({type(text).__name__}, {encoding!r}): only the latin-1 "
             "encoding of a string, which pickles of bytes use, is allowed"
         )
@@ -253,7 +258,7 @@ def _empty_bytes(*args: object) -> bytes:
     """``bytes()`` with no argument: how protocol-2 pickles written by Python 3 spell
     ``b""`` (any argument, which could allocate, is refused)."""
     if args:
-        raise _Refused("refused bytes(...) with arguments: only bytes() is allowed")
+        raise UnsafePickleError("refused bytes(...) with arguments: only bytes() is allowed")
     return b""
 
 
@@ -296,7 +301,8 @@ class RestrictedUnpickler(pickle.Unpickler):
       (how protocol-2 pickles written by Python 3 store ``bytes`` and ``b""``).
 
     Every other global (``os.system``, ``builtins.eval``, ``collections.OrderedDict``,
-    ...) raises :class:`pickle.UnpicklingError` naming it, *before* anything is
+    ...) raises :class:`UnsafePickleError` (a :class:`pickle.UnpicklingError` and a
+    :class:`ValueError`) naming it, *before* anything is
     imported or called, so a crafted pickle cannot run code. The names are resolved
     from a fixed table, never by importing the module the pickle names.
 
@@ -318,7 +324,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         obj = _allowed_globals().get((module, name))
         if obj is None:
-            raise _Refused(
+            raise UnsafePickleError(
                 f"refused to load global '{module}.{name}': only NumPy array pickles "
                 "(numpy.ndarray, numpy.dtype, numpy.core.multiarray._reconstruct) are "
                 "allowed in a CIFAR-10 batch; this file is not a genuine batch or was "
@@ -327,15 +333,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         return obj
 
     def persistent_load(self, pid: object) -> object:
-        raise _Refused("refused a persistent id: not allowed in a CIFAR-10 batch")
+        raise UnsafePickleError("refused a persistent id: not allowed in a CIFAR-10 batch")
 
 
 def _restricted_load(f: BinaryIO, where: str) -> object:
     """Unpickle ``f`` with :class:`RestrictedUnpickler` (Python-2 strings as bytes)."""
     try:
         return RestrictedUnpickler(f, encoding="bytes").load()
-    except _Refused as exc:
-        raise pickle.UnpicklingError(f"{where}: {exc}") from None
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{where}: {exc}") from None
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -694,7 +700,7 @@ def load_cifar10(
     version* (``cifar-10-batches-py/data_batch_{1..5}``, ``test_batch``: pickled dicts).
     The pickles are read with :class:`RestrictedUnpickler`, which refuses every global
     except the NumPy array machinery, so a crafted file raises
-    :class:`pickle.UnpicklingError` instead of running code.
+    :class:`UnsafePickleError` instead of running code.
 
     Parameters
     ----------
@@ -732,8 +738,9 @@ def load_cifar10(
     ValueError
         A file is truncated or malformed (the message names the file), a label is
         outside 0..9, or ``n_train`` / ``n_test`` exceed the images available.
-    pickle.UnpicklingError
-        A python batch refers to a global other than the NumPy array machinery.
+    UnsafePickleError
+        A python batch refers to a global other than the NumPy array machinery (a
+        subclass of both :class:`pickle.UnpicklingError` and :class:`ValueError`).
 
     Notes
     -----

@@ -432,6 +432,11 @@ def test_malicious_batch_file_is_refused_by_load_cifar10(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=r"data_batch_1: refused to load global"):
         datasets.load_cifar10(tmp_path)
     assert not marker.exists()
+    # also a ValueError, like every other malformed file (callers catching that are covered)
+    with pytest.raises(ValueError, match=r"data_batch_1: refused to load global") as info:
+        datasets.load_cifar10(tmp_path)
+    assert isinstance(info.value, datasets.UnsafePickleError)
+    assert not marker.exists()
     # the same file inside an archive
     archive = _tar(folder, tmp_path / "cifar-10-python.tar.gz")
     with pytest.raises(pickle.UnpicklingError, match=r"tar\.gz!cifar-10-batches-py/data_batch_1"):
