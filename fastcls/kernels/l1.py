@@ -402,9 +402,9 @@ def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chu
                         ji = j + (t & 1)
                         if qi >= c1 or ji >= j1:
                             continue
-                        a = np.float64(s[t])
+                        a = min(np.float64(s[t]), big)  # an overflowed sum counts as big
                         ca = cand_a[qi]
-                        if a < ca[kc - 1] and c * min(a, big) <= best_d[qi, k - 1]:
+                        if a < ca[kc - 1] and c * a <= best_d[qi, k - 1]:
                             insert_sorted(ca, cand_j[qi], a, ji)
         # exact rerank of the candidates, certificate, fallback
         saved_d = np.empty(k)
@@ -420,14 +420,14 @@ def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chu
                     break
                 e = _exact_pair(Q[qi], X[cj[t]])
                 insert_sorted_by_pair(bd, bi, e, offset + cj[t])
-            if cj[kc - 1] < 0 or c * min(cand_a[qi, kc - 1], big) > bd[k - 1]:
+            if cj[kc - 1] < 0 or c * cand_a[qi, kc - 1] > bd[k - 1]:
                 continue  # certified
             bd[:] = saved_d
             bi[:] = saved_i
             q = Q[qi]
             for j in range(nx):
-                a = np.float64(_fast_pair_float(q, X[j], zero))
-                if c * min(a, big) <= bd[k - 1]:
+                a = min(np.float64(_fast_pair_float(q, X[j], zero)), big)
+                if c * a <= bd[k - 1]:
                     e = _exact_pair(q, X[j])
                     if e < bd[k - 1]:
                         insert_sorted(bd, bi, e, offset + j)

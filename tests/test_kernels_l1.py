@@ -1,0 +1,305 @@
+"""L1 kernels (fastcls.kernels.l1) against the plain NumPy reference.
+
+Every comparison is "kernel vs ``kneighbors_reference``": indices exactly equal,
+distances equal to the float64 result (exactly for uint8, within 1e-9 relative for
+floats, whose reference sums in another order). Data include ties, duplicates,
+all-zero and constant rows, extreme values and near-duplicates on which float32
+accumulation gets the order wrong, so the exact-rerank certificate and its fallback
+are both exercised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastcls
+from fastcls.kernels import l1
+from fastcls.kernels.topk import new_topk
+from fastcls.reference import kneighbors_reference, pairwise_distances_reference
+
+DTYPES = (np.uint8, np.float32, np.float64)
+DIMS = (1, 2, 3, 7, 31, 32, 33, 63, 64, 65, 100, 130)
+KINDS = ("random", "duplicates", "zeros", "constant", "extremes", "offset", "small-ints")
+
+
+def _available_impls() -> list[str]:
+    import llvmlite.binding as ll
+
+    f = ll.get_host_cpu_features()
+    out = ["portable"]
+    if f.get("avx2", False):
+        out.append("avx2")
+    if f.get("avx512bw", False) and f.get("avx512f", False):
+        out.append("avx512")
+    return out
+
+
+def make_data(rng, n_q, n_x, D, dtype, kind):
+    """Queries and training rows of one adversarial kind, values exact in ``dtype``.
+
+    Float values are dyadic (multiples of 1/8 below 2**12), so every float64 sum is
+    exact whatever its order: exact ties stay ties in the reference and the kernel.
+    """
+    lo, hi = 0, 256
+    if kind == "extremes":
+        Q = rng.choice([0, 255], (n_q, D))
+        X = rng.choice([0, 255], (n_x, D))
+    elif kind == "small-ints":
+        Q = rng.integers(0, 3, (n_q, D))
+        X = rng.integers(0, 3, (n_x, D))
+    else:
+        Q = rng.integers(lo, hi, (n_q, D))
+        X = rng.integers(lo, hi, (n_x, D))
+    Q = Q.astype(np.float64)
+    X = X.astype(np.float64)
+    if dtype != np.uint8 and kind in ("random", "duplicates", "offset"):
+        Q += rng.integers(0, 8, Q.shape) / 8.0
+        X += rng.integers(0, 8, X.shape) / 8.0
+    if kind == "duplicates":
+        X[rng.integers(0, n_x, n_x // 2)] = X[0]  # many copies of one row
+        Q[0] = X[0]
+    elif kind == "zeros":
+        X[::2] = 0
+        Q[0] = 0
+    elif kind == "constant":
+        X[:] = X[:, :1]  # every row constant: many equal distances
+        Q[:] = Q[:, :1]
+    elif kind == "offset" and dtype != np.uint8:
+        shift = 2048.0 if dtype == np.float32 else 1e6
+        Q += shift
+        X += shift
+    return np.ascontiguousarray(Q.astype(dtype)), np.ascontiguousarray(X.astype(dtype))
+
+
+def run_streamed(Q, X, k, tile):
+    """The kernel over training tiles of ``tile`` rows with global offsets (as the API)."""
+    kernel = l1.l1_topk_uint8 if Q.dtype == np.uint8 else l1.l1_topk_float
+    best_d, best_i = new_topk(Q.shape[0], k)
+    for start in range(0, X.shape[0], tile):
+        kernel(Q, np.ascontiguousarray(X[start : start + tile]), start, best_d, best_i)
+    return best_d, best_i
+
+
+def assert_matches_reference(Q, X, k, d, i):
+    rd, ri = kneighbors_reference(Q, X, k, "l1")
+    np.testing.assert_array_equal(i, ri)
+    if Q.dtype == np.uint8:
+        np.testing.assert_array_equal(d, rd)
+    else:
+        np.testing.assert_allclose(d, rd, rtol=1e-9, atol=0)
+    assert d.dtype == np.float64 and i.dtype == np.int64
+
+
+@st.composite
+def problems(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    n_q = draw(st.integers(1, 9))
+    n_x = draw(st.integers(1, 40))
+    D = draw(st.sampled_from(DIMS))
+    k = draw(st.integers(1, n_x))
+    kind = draw(st.sampled_from(KINDS))
+    seed = draw(st.integers(0, 2**16))
+    tile = draw(st.integers(1, n_x))
+    return dtype, n_q, n_x, D, k, kind, seed, tile
+
+
+@given(problems())
+def test_topk_kernel_streamed_matches_reference(problem):
+    dtype, n_q, n_x, D, k, kind, seed, tile = problem
+    Q, X = make_data(np.random.default_rng(seed), n_q, n_x, D, dtype, kind)
+    d, i = run_streamed(Q, X, k, tile)
+    assert_matches_reference(Q, X, k, d, i)
+
+
+@given(problems())
+def test_kneighbors_api_l1_matches_reference(problem):
+    dtype, n_q, n_x, D, k, kind, seed, tile = problem
+    Q, X = make_data(np.random.default_rng(seed), n_q, n_x, D, dtype, kind)
+    d, i = fastcls.kneighbors(Q, X, k, metric="l1", train_tile=tile)
+    assert_matches_reference(Q, X, k, d, i)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", [5, 64, 200])
+def test_continuous_random_data(dtype, D):
+    """Non-dyadic values: float32 sums are rounded, the rerank must make them exact."""
+    rng = np.random.default_rng(D)
+    if dtype == np.uint8:
+        Q = rng.integers(0, 256, (21, D), dtype=np.uint8)
+        X = rng.integers(0, 256, (150, D), dtype=np.uint8)
+    else:
+        Q = rng.standard_normal((21, D)).astype(dtype) * 100
+        X = rng.standard_normal((150, D)).astype(dtype) * 100
+    for k in (1, 10, 150):
+        d, i = run_streamed(Q, X, k, 37)
+        assert_matches_reference(Q, X, k, d, i)
+
+
+@pytest.mark.parametrize("D", [3, 100, 3072])
+def test_near_duplicates_where_float32_order_is_wrong(D):
+    """Row j = base + (j + 1) ulp at one feature: the exact distances increase with j
+    in 6e-5 steps, below the float32 resolution of partial sums of ~1000 D, so the fast
+    sums tie or misorder these rows and the certificate / fallback must repair it."""
+    rng = np.random.default_rng(7)
+    q = rng.random(D).astype(np.float32)
+    base = (1000 + rng.random(D)).astype(np.float32)  # sums ~1000 D: float32 ulp >> 6e-5
+    n = 40
+    X = np.repeat(base[None, :], n, axis=0)
+    order = rng.permutation(n)  # row order unrelated to distance order
+    for j in range(n):
+        f = j % D
+        X[order[j], f] += np.float32(j + 1) * np.spacing(base[f])
+    Q = q[None, :].copy()
+    rd, ri = kneighbors_reference(Q, X, n, "l1")
+    np.testing.assert_array_equal(ri[0], order)  # exact distances: strictly by j
+    if D >= 100:  # the fast float32 sums really get the order wrong
+        fast = np.empty((1, n), np.float32)
+        l1.l1_pairwise_float(Q, X, fast)
+        assert not np.array_equal(np.argsort(fast[0], kind="stable"), order)
+    for k in (1, 5, 17, n):
+        for tile in (7, n):
+            d, i = run_streamed(Q, X, k, tile)
+            assert_matches_reference(Q, X, k, d, i)
+            d64, i64 = run_streamed(Q.astype(np.float64), X.astype(np.float64), k, tile)
+            np.testing.assert_array_equal(i64, i)
+
+
+def test_float32_overflowing_fast_sums_stay_exact():
+    """Values near the float32 maximum: the fast sums overflow to inf, the bound uses
+    the largest finite float32 and the exact float64 distances are still found."""
+    rng = np.random.default_rng(3)
+    big = np.float32(3e38)
+    Q = (rng.choice([-1, 1], (3, 40)) * big).astype(np.float32)
+    X = (rng.choice([-1, 1], (30, 40)) * big).astype(np.float32)
+    X[5] = Q[0]
+    d, i = run_streamed(Q, X, 4, 11)
+    assert_matches_reference(Q, X, 4, d, i)
+    assert d[0, 0] == 0.0 and i[0, 0] == 5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tile_sizes_and_candidates_do_not_change_results(dtype, monkeypatch):
+    rng = np.random.default_rng(11)
+    Q, X = make_data(rng, 23, 97, 70, dtype, "duplicates")
+    expected = run_streamed(Q, X, 9, 97)
+    for block, chunk, extra in [(2, 4, 0), (6, 8, 1), (64, 12, 8), (1000, 1000, 30)]:
+        monkeypatch.setattr(l1, "BLOCK_ROWS", block)
+        monkeypatch.setattr(l1, "QUERY_CHUNK", chunk)
+        monkeypatch.setattr(l1, "EXTRA_CANDIDATES", extra)
+        for tile in (1, 13, 97):
+            d, i = run_streamed(Q, X, 9, tile)
+            np.testing.assert_array_equal(i, expected[1])
+            np.testing.assert_array_equal(d, expected[0])
+
+
+def test_fallback_alone_is_exact(monkeypatch):
+    """A vacuous bound (c = 0) fails every certificate: the fallback rescan alone."""
+    monkeypatch.setattr(l1, "lower_bound_factor", lambda n, dtype: 0.0)
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        Q, X = make_data(rng, 6, 50, 33, dtype, "random")
+        d, i = run_streamed(Q, X, 7, 20)
+        assert_matches_reference(Q, X, 7, d, i)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thread_count_does_not_change_results(dtype):
+    rng = np.random.default_rng(13)
+    Q, X = make_data(rng, 41, 120, 50, dtype, "random")
+    with fastcls.num_threads(1):
+        d1, i1 = fastcls.kneighbors(Q, X, 6, metric="l1", train_tile=50)
+    with fastcls.num_threads(2):
+        d2, i2 = fastcls.kneighbors(Q, X, 6, metric="l1", train_tile=50)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize("kind", ["random", "extremes", "duplicates", "constant"])
+def test_uint8_equals_float_on_the_same_values(kind):
+    rng = np.random.default_rng(17)
+    Q, X = make_data(rng, 10, 60, 45, np.uint8, kind)
+    du, iu = run_streamed(Q, X, 8, 25)
+    for dtype in (np.float32, np.float64):
+        df, i_f = run_streamed(Q.astype(dtype), X.astype(dtype), 8, 25)
+        np.testing.assert_array_equal(iu, i_f)
+        np.testing.assert_array_equal(du, df)
+
+
+@pytest.mark.parametrize("impl", _available_impls())
+@pytest.mark.parametrize("D", [1, 31, 32, 63, 64, 65, 200])
+def test_uint8_implementations_agree(impl, D, monkeypatch):
+    """psadbw (AVX-512 / AVX2) and the portable int32 kernel give the same exact result."""
+    rng = np.random.default_rng(D)
+    Q, X = make_data(rng, 9, 70, D, np.uint8, "extremes" if D % 2 else "random")
+    monkeypatch.setattr(l1, "UINT8_IMPL", impl)
+    assert l1.uint8_impl() == impl
+    d, i = run_streamed(Q, X, 5, 30)
+    assert_matches_reference(Q, X, 5, d, i)
+    out = np.empty((Q.shape[0], X.shape[0]))
+    l1.l1_pairwise_uint8(Q, X, out)
+    np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "l1"))
+
+
+def test_uint8_impl_choice(monkeypatch):
+    import llvmlite.binding as ll
+
+    assert l1.uint8_impl() == _available_impls()[-1]
+    monkeypatch.setattr(l1, "UINT8_IMPL", "sse9")
+    with pytest.raises(ValueError, match="UINT8_IMPL must be None or one of"):
+        l1.uint8_impl()
+    monkeypatch.setattr(ll, "get_host_cpu_features", lambda: {})
+    monkeypatch.setattr(l1, "UINT8_IMPL", None)
+    assert l1.uint8_impl() == "portable"  # a CPU without AVX2 gets the portable kernel
+    monkeypatch.setattr(l1, "UINT8_IMPL", "avx2")
+    with pytest.raises(ValueError, match="not supported by this CPU"):
+        l1.uint8_impl()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", [1, 33, 130])
+def test_pairwise(dtype, D):
+    rng = np.random.default_rng(D)
+    if dtype == np.uint8:
+        X = rng.integers(0, 256, (11, D), dtype=np.uint8)
+        Y = rng.integers(0, 256, (26, D), dtype=np.uint8)
+    else:
+        X = (rng.standard_normal((11, D)) * 50).astype(dtype)
+        Y = (rng.standard_normal((26, D)) * 50).astype(dtype)
+    ref = pairwise_distances_reference(X, Y, "l1")
+    out = fastcls.pairwise_distances(X, Y, metric="l1")
+    assert out.dtype == (np.float32 if dtype == np.float32 else np.float64)
+    if dtype == np.uint8:
+        np.testing.assert_array_equal(out, ref)
+    else:  # documented bound: relative error <= gamma_D(u) (+ the float32 output rounding)
+        u = 2.0**-24 if dtype == np.float32 else 2.0**-53
+        bound = l1.gamma(D, u) + u
+        assert np.all(np.abs(out - ref) <= bound * ref)
+
+
+def test_lower_bound_factor():
+    c32 = l1.lower_bound_factor(3072, np.float32)
+    assert 1 - 2e-4 < c32 < 1
+    c64 = l1.lower_bound_factor(3072, np.float64)
+    assert c32 < c64 < 1
+    assert l1.lower_bound_factor(2**24, np.float32) == 0.0  # vacuous bound
+    # the bound holds on sums whose float32 error is large: constant terms 0.1
+    D = 3072
+    q = np.full((1, D), 0.1, np.float32)
+    x = np.zeros((1, D), np.float32)
+    fast = np.empty((1, 1), np.float32)
+    l1.l1_pairwise_float(q, x, fast)
+    exact = float(pairwise_distances_reference(q, x, "l1")[0, 0])
+    assert l1.lower_bound_factor(D, np.float32) * float(fast[0, 0]) <= exact
+
+
+def test_empty_inputs_are_noops():
+    Q = np.zeros((0, 4), np.float32)
+    X = np.zeros((3, 4), np.float32)
+    best_d, best_i = new_topk(0, 2)
+    l1.l1_topk_float(Q, X, 0, best_d, best_i)
+    best_d, best_i = new_topk(2, 2)
+    l1.l1_topk_uint8(np.zeros((2, 4), np.uint8), np.zeros((0, 4), np.uint8), 0, best_d, best_i)
+    assert np.all(best_i == -1)
