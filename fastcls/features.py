@@ -27,9 +27,10 @@ HOG: luma ``0.299 R + 0.587 G + 0.114 B``; central differences
 ``gx = I[r, c+1] - I[r, c-1]``, ``gy = I[r+1, c] - I[r-1, c]`` (rows grow downwards),
 0 on the border columns (``gx``) / rows (``gy``); unsigned orientation
 ``theta = degrees(arctan2(gy, gx))`` folded into ``[0, 180)`` (180 -> 0); ``bins``
-equal bins ``[b*180/bins, (b+1)*180/bins)``; each ``cell x cell`` cell (row-major from
-the top-left, remainder rows / columns ignored) holds the *mean* over its pixels of the
-gradient magnitude in each bin; no block normalisation.
+equal bins ``[b*180/bins, (b+1)*180/bins)``, decided exactly by comparing the gradient
+with the edge directions (an edge belongs to the upper bin); each ``cell x cell`` cell
+(row-major from the top-left, remainder rows / columns ignored) holds the *mean* over
+its pixels of the gradient magnitude in each bin; no block normalisation.
 
 Colour histogram: hue as ``matplotlib.colors.rgb_to_hsv`` (float64, achromatic pixels
 have hue 0), ``nbin`` equal bins over ``[0, 1)`` (``floor(hue * nbin)``, a hue of 1.0
@@ -156,7 +157,10 @@ def hog(images: Any, cell: int = 8, bins: int = 9) -> np.ndarray:
     ``gx[r, c] = I[r, c+1] - I[r, c-1]``, ``gy[r, c] = I[r+1, c] - I[r-1, c]`` (0 on the
     first / last column for ``gx`` and the first / last row for ``gy``); unsigned
     orientation ``degrees(arctan2(gy, gx))`` folded into ``[0, 180)`` (exactly 180
-    degrees goes to bin 0); ``bins`` equal bins of width ``180 / bins``; per
+    degrees goes to bin 0); ``bins`` equal bins of width ``180 / bins``, bin ``b`` holding
+    ``b * 180 / bins <= theta < (b + 1) * 180 / bins`` (decided exactly, without rounding
+    ``theta``: a gradient on an edge goes to the upper bin, see
+    :func:`fastcls.reference.features.orientation_bins_reference`); per
     ``cell x cell`` cell the *mean* over its pixels of the gradient magnitude falling in
     each bin (zero gradients contribute 0). Rows and columns beyond the last whole cell
     are ignored (like scikit-image); their pixels still serve as neighbours in the
@@ -208,8 +212,9 @@ def hog(images: Any, cell: int = 8, bins: int = 9) -> np.ndarray:
             f"cell={cell} is larger than the images ({H}x{W} pixels); use cell <= {min(H, W)}"
         )
     from fastcls.kernels import features as K
+    from fastcls.reference.features import orientation_edges
 
-    edge_cos, edge_sin = K.orientation_edges(bins)
+    edge_cos, edge_sin = orientation_edges(bins)
     out = np.empty((N, (H // cell) * (W // cell) * bins), dtype=np.float64)
     K.hog_batch(arr, cell, bins, edge_cos, edge_sin, K.UNIT_LUT, out)
     return out

@@ -15,14 +15,13 @@ uint8, float32 or float64; every pixel is read as float64, uint8 through ``lut``
 All arithmetic is float64 without fastmath, in the reference's order of operations, so
 the grayscale values, gradients and hues are bitwise those of the reference.
 
-Orientation binning does not call ``atan2``: a folded gradient ``g`` (upper half-plane,
-angle ``phi`` in [0, 180)) lies at or beyond the bin edge ``theta_k`` exactly when the
-cross product ``cos(theta_k) * gy - sin(theta_k) * gx`` is >= 0, so the bin is the number
-of edges ``k = 1 .. bins-1`` that pass this test. Edges at 45, 90 and 135 degrees use
-exact direction vectors (see :func:`orientation_edges`), so gradients with
-``gx == 0``, ``gx == gy`` or ``gx == -gy`` are binned as the reference's
-``floor(theta * bins / 180)``. Elsewhere the two agree except for gradients within
-about 1e-13 degrees of an edge.
+Orientation binning does not call ``atan2`` (as the reference,
+:func:`fastcls.reference.features.orientation_bins_reference`): a folded gradient ``g``
+(upper half-plane, angle in [0, 180)) lies at or beyond the bin edge ``theta_k`` exactly
+when ``cos(theta_k) * gy - sin(theta_k) * gx >= 0``, so the bin is the number of edges
+``k = 1 .. bins-1`` that pass this test, with the edge vectors of
+:func:`fastcls.reference.features.orientation_edges` passed in by the caller. The
+products are rounded separately (no fused multiply-add), as in NumPy.
 """
 
 from __future__ import annotations
@@ -40,26 +39,6 @@ _LUMA_G = 0.587
 _LUMA_B = 0.114
 #: images per parallel work item (scratch buffers are allocated once per item)
 _CHUNK = 16
-
-
-def orientation_edges(bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Direction vectors ``(cos, sin)`` of the inner bin edges ``k * 180 / bins``, k = 1..bins-1.
-
-    Edges at exactly 45, 90 and 135 degrees (decided in integers) get exact vectors with
-    equal components, so that ties are broken as in the reference.
-    """
-    k = np.arange(1, bins, dtype=np.int64)
-    theta = np.pi * k / bins
-    c = np.cos(theta)
-    s = np.sin(theta)
-    h = math.sqrt(0.5)
-    at90 = 2 * k == bins
-    c[at90], s[at90] = 0.0, 1.0
-    at45 = 4 * k == bins
-    c[at45], s[at45] = h, h
-    at135 = 4 * k == 3 * bins
-    c[at135], s[at135] = -h, h
-    return np.ascontiguousarray(c), np.ascontiguousarray(s)
 
 
 #: ``UNIT_LUT[v] == v / 255.0`` (bitwise: the division is done here, once per value)

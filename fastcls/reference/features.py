@@ -20,8 +20,10 @@ HOG (:func:`hog_reference`)
        ``theta = degrees(arctan2(gy, gx))`` folded into ``[0, 180)``: negative angles get
        ``+180`` and an angle of exactly 180 degrees becomes 0 (bin 0).
     4. ``bins`` equal bins of width ``180 / bins``: bin ``b`` holds
-       ``b * 180 / bins <= theta < (b + 1) * 180 / bins``, computed as
-       ``floor(theta * bins / 180)`` (clipped to ``bins - 1``).
+       ``b * 180 / bins <= theta < (b + 1) * 180 / bins``. The bin is decided without
+       rounding ``theta``, by comparing the gradient with the edge directions
+       (:func:`orientation_bins_reference`): a gradient exactly on an edge (0, 45, 90,
+       135 degrees) goes to the upper bin, 180 degrees to bin 0.
     5. Cells of ``cell x cell`` pixels from the top-left corner; rows and columns beyond
        the last whole cell are ignored (their pixels still serve as neighbours for the
        gradients of the pixels inside). Each cell's histogram is the *mean* over its
@@ -56,10 +58,15 @@ def to_float01(image):
 
 
 def rgb_to_gray_reference(image):
-    """Luma ``0.299 R + 0.587 G + 0.114 B`` of an (H, W, 3) image; (H, W) is returned as is."""
+    """Luma ``0.299 R + 0.587 G + 0.114 B`` of an (H, W, 3) image; grayscale is returned as is.
+
+    Grayscale is (H, W) or (H, W, 1).
+    """
     x = to_float01(image)
     if x.ndim == 2:
         return x
+    if x.shape[-1] == 1:
+        return x[..., 0]
     return LUMA[0] * x[..., 0] + LUMA[1] * x[..., 1] + LUMA[2] * x[..., 2]
 
 
@@ -72,13 +79,49 @@ def gradients_reference(gray):
     return gx, gy
 
 
+def orientation_edges(bins):
+    """Unit vectors ``(cos, sin)`` of the inner edges ``theta_k = k * 180 / bins``, k = 1..bins-1.
+
+    The edges at exactly 45, 90 and 135 degrees (decided in integers) get exact vectors
+    (``(0, 1)`` and equal components), so that gradients with ``gx == 0`` or
+    ``|gx| == |gy|`` fall exactly on them.
+    """
+    k = np.arange(1, bins, dtype=np.int64)
+    theta = np.pi * k / bins
+    c, s = np.cos(theta), np.sin(theta)
+    h = np.sqrt(0.5)
+    c[2 * k == bins], s[2 * k == bins] = 0.0, 1.0
+    c[4 * k == bins], s[4 * k == bins] = h, h
+    c[4 * k == 3 * bins], s[4 * k == 3 * bins] = -h, h
+    return np.ascontiguousarray(c), np.ascontiguousarray(s)
+
+
 def orientation_bins_reference(gx, gy, bins=9):
-    """Unsigned orientation bin of each gradient: ``floor(theta * bins / 180)``."""
-    theta = np.degrees(np.arctan2(gy, gx))  # in [-180, 180]
-    theta = np.where(theta < 0, theta + 180.0, theta)
-    theta = np.where(theta >= 180.0, theta - 180.0, theta)  # exactly 180 -> 0
-    b = np.floor(theta * bins / 180.0).astype(np.int64)
-    return np.minimum(b, bins - 1)
+    """Unsigned orientation bin of each gradient, ``floor(theta * bins / 180)``, decided exactly.
+
+    ``theta = degrees(arctan2(gy, gx))`` folded into [0, 180). Rather than rounding
+    ``theta`` (numpy's SIMD ``arctan2`` and libm's differ in the last bit, which moves
+    gradients lying on an edge), the bin counts the edges the gradient reaches:
+
+    1. fold into the upper half-plane: ``(gx, gy) -> (-gx, -gy)`` where ``gy < 0``, or
+       ``gy == 0`` and ``gx < 0`` (so 180 degrees becomes 0);
+    2. ``theta >= theta_k`` exactly when ``cos(theta_k) * gy - sin(theta_k) * gx >= 0``;
+    3. bin = number of inner edges reached (0 .. bins-1).
+
+    This is ``floor(theta * bins / 180)`` except for gradients within rounding (about
+    1e-14 degrees) of an edge, where step 2 decides in float64 and is the same on
+    every machine.
+    """
+    gx = np.asarray(gx, dtype=np.float64)
+    gy = np.asarray(gy, dtype=np.float64)
+    flip = (gy < 0) | ((gy == 0) & (gx < 0))
+    gx = np.where(flip, -gx, gx)
+    gy = np.where(flip, -gy, gy)
+    edge_cos, edge_sin = orientation_edges(bins)
+    b = np.zeros(gx.shape, dtype=np.int64)
+    for ck, sk in zip(edge_cos, edge_sin, strict=True):
+        b += (ck * gy - sk * gx) >= 0.0
+    return b
 
 
 def hog_reference(image, cell=8, bins=9):
@@ -86,7 +129,7 @@ def hog_reference(image, cell=8, bins=9):
 
     Parameters
     ----------
-    image : ndarray of shape (H, W, 3) or (H, W)
+    image : ndarray of shape (H, W, 3), (H, W, 1) or (H, W)
         uint8 (divided by 255) or float in [0, 1].
     cell : int
         Cell side in pixels.
@@ -140,8 +183,8 @@ def color_histogram_hsv_reference(image, nbin=10):
 
     Parameters
     ----------
-    image : ndarray of shape (H, W, 3) or (H, W)
-        uint8 (divided by 255) or float in [0, 1]. A 2-D (grayscale) image has hue 0
+    image : ndarray of shape (H, W, 3), (H, W, 1) or (H, W)
+        uint8 (divided by 255) or float in [0, 1]. A grayscale image has hue 0
         everywhere.
     nbin : int
         Number of equal hue bins over [0, 1).
@@ -152,8 +195,8 @@ def color_histogram_hsv_reference(image, nbin=10):
         Fraction of the pixels in each hue bin.
     """
     image = np.asarray(image)
-    if image.ndim == 2:
-        hue = np.zeros(image.shape)
+    if image.ndim == 2 or image.shape[-1] == 1:  # grayscale
+        hue = np.zeros(image.shape[:2])
     else:
         hue = rgb_to_hue_reference(image)
     b = np.minimum(np.floor(hue * nbin).astype(np.int64), nbin - 1)
