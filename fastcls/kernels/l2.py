@@ -373,7 +373,8 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     xn = np.empty(nx)
     _centre_rows(X, c, Xc, xn)
     xmax = math.sqrt(float(xn.max()))
-    xn_w = xn.astype(wdtype)
+    with np.errstate(over="ignore"):  # overflow -> the direct path below
+        xn_w = xn.astype(wdtype)
     coef = (_gamma(D + 16, u) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
     e_abs = (3 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000

@@ -1,0 +1,290 @@
+"""Exact L2 kernels (fastcls.kernels.l2) against the plain NumPy reference.
+
+Every comparison is "kernel vs ``kneighbors_reference``" (or the pairwise reference):
+indices exactly equal, distances equal to the float64 result (exactly for uint8,
+within 1e-9 relative for floats, whose reference sums in another order). The data
+are adversarial for the GEMM trick: duplicates, all-zero rows, ties, extreme values,
+a +1e4 translation (cancellation) and near-duplicates that float32 GEMM distances
+put in the wrong order. Module parameters are shrunk so that small problems take
+the GEMM path with several query tiles and training blocks, and so that both the
+certificate and its exact fallback run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastcls
+from fastcls.kernels import l2
+from fastcls.kernels.topk import new_topk
+from fastcls.reference import kneighbors_reference, pairwise_distances_reference
+
+DTYPES = (np.uint8, np.float32, np.float64)
+DIMS = (1, 2, 3, 7, 8, 9, 16, 31, 64, 100)
+KINDS = ("random", "duplicates", "zeros", "ties", "extremes", "offset", "near-duplicates")
+
+
+@contextlib.contextmanager
+def l2_params(**kw):
+    """Temporarily set module parameters of fastcls.kernels.l2 (tile sizes, paths)."""
+    old = {name: getattr(l2, name) for name in kw}
+    for name, value in kw.items():
+        setattr(l2, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(l2, name, value)
+
+
+#: force the GEMM path with several query tiles and training blocks
+SMALL_TILES = dict(DIRECT_MAX_WORK=0, QUERY_TILE=5, TRAIN_BLOCK=16, N_EXTRA=2)
+
+
+def make_data(rng, n_q, n_x, D, dtype, kind):
+    """Queries and training rows of one adversarial kind, values exact in ``dtype``.
+
+    Float values are dyadic (multiples of 1/8, or 2**-12 for near-duplicates) small
+    enough that every float64 sum is exact whatever its order: exact ties stay ties
+    in the reference and the kernel.
+    """
+    Q = rng.integers(0, 256, (n_q, D)).astype(np.float64)
+    X = rng.integers(0, 256, (n_x, D)).astype(np.float64)
+    if dtype != np.uint8 and kind == "random":
+        Q += rng.integers(0, 8, Q.shape) / 8
+        X += rng.integers(0, 8, X.shape) / 8
+    if kind == "duplicates":
+        X[rng.integers(0, n_x, n_x)] = X[rng.integers(0, n_x, n_x)]
+        Q[: n_q // 2] = X[rng.integers(0, n_x, n_q // 2)]
+    elif kind == "zeros":
+        X[rng.random(n_x) < 0.4] = 0
+        Q[rng.random(n_q) < 0.5] = 0
+    elif kind == "ties":
+        Q = rng.choice([0.0, 1.0, 2.0], (n_q, D))
+        X = rng.choice([0.0, 1.0, 2.0], (n_x, D))
+    elif kind == "extremes":
+        Q = rng.choice([0.0, 255.0], (n_q, D))
+        X = rng.choice([0.0, 255.0], (n_x, D))
+    elif kind == "offset":
+        if dtype != np.uint8:  # +1e4 on every feature: the GEMM trick's cancellation
+            Q += 1e4
+            X += 1e4
+    elif kind == "near-duplicates":
+        base = X[rng.integers(0, n_x)]
+        X[:] = base
+        if dtype == np.uint8:  # integer near-duplicates: +-1 on one feature
+            X[np.arange(n_x), rng.integers(0, D, n_x)] += rng.choice([-1.0, 1.0], n_x)
+            X = np.clip(X, 0, 255)
+        else:  # x + eps on one feature, far below float32 GEMM resolution
+            eps = rng.integers(1, 4, n_x) * 2.0**-12
+            X[np.arange(n_x), rng.integers(0, D, n_x)] += eps
+        Q[:] = base + rng.integers(-2, 3, (n_q, D))
+        Q = np.clip(Q, 0, 255)
+    return np.ascontiguousarray(Q, dtype=dtype), np.ascontiguousarray(X, dtype=dtype)
+
+
+def kernel_knn(Q, X, k, train_tile):
+    """Stream X tile by tile through the kernel, as the API does."""
+    kernel = l2.sqeuclidean_topk_uint8 if Q.dtype == np.uint8 else l2.sqeuclidean_topk_float
+    best_d, best_i = new_topk(Q.shape[0], k)
+    for start in range(0, X.shape[0], train_tile):
+        kernel(Q, np.ascontiguousarray(X[start : start + train_tile]), start, best_d, best_i)
+    return best_d, best_i
+
+
+def assert_matches_reference(d, i, Q, X, k, metric="sqeuclidean"):
+    dr, ir = kneighbors_reference(Q, X, k, metric)
+    np.testing.assert_array_equal(i, ir)
+    if Q.dtype == np.uint8:
+        np.testing.assert_array_equal(d, dr)
+    else:
+        np.testing.assert_allclose(d, dr, rtol=1e-9, atol=0)
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(DIMS),
+    st.integers(1, 60),
+    st.integers(1, 12),
+    st.sampled_from(DTYPES),
+    st.sampled_from(KINDS),
+    st.data(),
+)
+def test_topk_kernel_equals_reference(seed, D, n_x, n_q, dtype, kind, data):
+    rng = np.random.default_rng(seed)
+    Q, X = make_data(rng, n_q, n_x, D, dtype, kind)
+    k = data.draw(st.integers(1, n_x), label="k")
+    train_tile = data.draw(st.integers(1, n_x), label="train_tile")
+    with l2_params(**SMALL_TILES):
+        d, i = kernel_knn(Q, X, k, train_tile)
+    assert_matches_reference(d, i, Q, X, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_topk_kernel_several_tiles(dtype, kind):
+    """A mid-size case per kind and dtype through every stage (tiles, blocks, rerank)."""
+    rng = np.random.default_rng(7)
+    Q, X = make_data(rng, 23, 300, 48, dtype, kind)
+    for k in (1, 5, 12):
+        with l2_params(DIRECT_MAX_WORK=0, QUERY_TILE=8, TRAIN_BLOCK=64, N_EXTRA=4):
+            d, i = kernel_knn(Q, X, k, train_tile=110)
+        assert_matches_reference(d, i, Q, X, k)
+
+
+def test_gemm_path_and_fallback_both_run():
+    """Many exact ties beyond the candidate list: the certificate must refuse them."""
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, (200, 32)).astype(np.float32)
+    X[50:120] = X[10]  # 71 identical rows
+    Q = np.ascontiguousarray(X[[10, 11]] + 0.5)
+    before = dict(l2.STATS)
+    with l2_params(DIRECT_MAX_WORK=0, N_EXTRA=1):
+        d, i = kernel_knn(Q, X, 3, train_tile=200)
+    assert l2.STATS["gemm_calls"] > before["gemm_calls"]
+    assert l2.STATS["fallback_queries"] > before["fallback_queries"]
+    assert_matches_reference(d, i, Q, X, 3)
+    np.testing.assert_array_equal(i[0], [10, 50, 51])
+
+
+def test_certificate_suffices_on_ordinary_data():
+    """On random data no query needs the exact fallback (the rerank is cheap)."""
+    rng = np.random.default_rng(4)
+    Q = rng.random((40, 256), dtype=np.float32)
+    X = rng.random((3000, 256), dtype=np.float32)
+    before = dict(l2.STATS)
+    with l2_params(DIRECT_MAX_WORK=0):
+        d, i = kernel_knn(Q, X, 10, train_tile=1000)
+    assert l2.STATS["fallback_queries"] == before["fallback_queries"]
+    assert l2.STATS["gemm_calls"] == before["gemm_calls"] + 3
+    assert_matches_reference(d, i, Q, X, 10)
+
+
+def near_duplicate_clusters(rng, n_q=20, n_x=400, D=512):
+    """Two far-apart clusters of near-duplicates (x + eps on one feature, eps ~ 2**-12).
+
+    The centring vector falls between the clusters, so even centred float32 GEMM
+    distances carry errors far above the eps-sized gaps between neighbours.
+    """
+    b1 = rng.integers(0, 256, D).astype(np.float64)
+    b2 = rng.integers(0, 256, D).astype(np.float64)
+    X = np.where(np.arange(n_x)[:, None] % 2 == 0, b1, b2)
+    X[np.arange(n_x), rng.integers(0, D, n_x)] += rng.integers(1, 64, n_x) * 2.0**-12
+    Q = b1 + rng.integers(-3, 4, (n_q, D))
+    return Q.astype(np.float32), X.astype(np.float32)
+
+
+@pytest.mark.parametrize("n_extra", [0, 16])
+def test_near_duplicates_float32_exact_where_gemm_is_not(n_extra):
+    """Centred float32 GEMM distances lose the neighbour order here; we do not."""
+    Q, X = near_duplicate_clusters(np.random.default_rng(5))
+    c = X.mean(0, dtype=np.float64).astype(np.float32)
+    Qc, Xc = Q - c, X - c
+    approx = (Qc**2).sum(1)[:, None] + (Xc**2).sum(1)[None] - 2 * Qc @ Xc.T
+    _, ir = kneighbors_reference(Q, X, 10, "sqeuclidean")
+    wrong = (np.argsort(approx, axis=1, kind="stable")[:, :10] != ir).any(axis=1)
+    assert wrong.mean() > 0.5  # the data really defeat the float32 GEMM trick
+    with l2_params(DIRECT_MAX_WORK=0, N_EXTRA=n_extra):
+        d, i = kernel_knn(Q, X, 10, train_tile=150)
+    assert_matches_reference(d, i, Q, X, 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("metric", ["l2", "sqeuclidean"])
+def test_api_equals_reference(dtype, metric):
+    rng = np.random.default_rng(11)
+    Q, X = make_data(rng, 30, 500, 64, dtype, "duplicates")
+    d, i = fastcls.kneighbors(Q, X, 7, metric, train_tile=128)
+    dr, ir = kneighbors_reference(Q, X, 7, metric)
+    np.testing.assert_array_equal(i, ir)
+    np.testing.assert_allclose(d, dr, rtol=0 if dtype == np.uint8 else 1e-9, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_invariant_to_tiles_and_threads(dtype):
+    rng = np.random.default_rng(12)
+    Q, X = make_data(rng, 37, 400, 40, dtype, "offset")
+    with fastcls.num_threads(2):
+        ref = fastcls.kneighbors(Q, X, 9, "l2")
+    runs = []
+    for threads in (1, 2):
+        for train_tile in (1, 33, 400):
+            for query_tile, block in ((4, 16), (1024, 2048)):
+                with l2_params(DIRECT_MAX_WORK=0, QUERY_TILE=query_tile, TRAIN_BLOCK=block):
+                    with fastcls.num_threads(threads):
+                        runs.append(fastcls.kneighbors(Q, X, 9, "l2", train_tile=train_tile))
+    for d, i in runs:  # bit-identical whatever the tiling and thread count
+        np.testing.assert_array_equal(i, ref[1])
+        np.testing.assert_array_equal(d, ref[0])
+
+
+def test_uint8_equals_float64_on_same_values():
+    rng = np.random.default_rng(13)
+    Q, X = make_data(rng, 25, 700, 96, np.uint8, "random")
+    with l2_params(DIRECT_MAX_WORK=0):
+        d8, i8 = fastcls.kneighbors(Q, X, 6, "sqeuclidean", train_tile=256)
+        d64, i64 = fastcls.kneighbors(Q.astype(np.float64), X.astype(np.float64), 6, "sqeuclidean")
+    np.testing.assert_array_equal(i8, i64)
+    np.testing.assert_array_equal(d8, d64)  # integer sums below 2**53: exact in both
+
+
+def test_degenerate_shapes():
+    """D=1, one training row, k = n_train, empty tiles: no path may misbehave."""
+    for dtype in DTYPES:
+        X = np.array([[3], [1], [2], [1]], dtype=dtype)
+        Q = np.array([[1], [3]], dtype=dtype)
+        with l2_params(DIRECT_MAX_WORK=0, N_EXTRA=0):
+            for k in (1, 4):
+                d, i = kernel_knn(Q, X, k, train_tile=2)
+                assert_matches_reference(d, i, Q, X, k)
+        best_d, best_i = new_topk(2, 1)
+        kernel = l2.sqeuclidean_topk_uint8 if dtype == np.uint8 else l2.sqeuclidean_topk_float
+        kernel(Q, X[:0], 0, best_d, best_i)  # an empty tile changes nothing
+        assert np.isinf(best_d).all() and (best_i == -1).all()
+
+
+def test_huge_values_take_the_direct_path():
+    """Centred norms that would overflow float32 fall back to the exact direct path."""
+    X = np.array([[1e30, 0.0], [-1e30, 0.0], [0.0, 1e30], [0.0, 0.0]] * 8, dtype=np.float32)
+    Q = np.array([[9e29, 0.0], [0.0, -1e30]], dtype=np.float32)
+    with l2_params(DIRECT_MAX_WORK=0, N_EXTRA=0):
+        d, i = kernel_knn(Q, X, 3, train_tile=32)
+    assert_matches_reference(d, i, Q, X, 3)
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(DIMS),
+    st.integers(1, 40),
+    st.integers(1, 20),
+    st.sampled_from(DTYPES),
+    st.sampled_from(KINDS),
+)
+def test_pairwise_equals_reference(seed, D, n_y, n_x, dtype, kind):
+    rng = np.random.default_rng(seed)
+    X, Y = make_data(rng, n_x, n_y, D, dtype, kind)
+    out = np.empty((n_x, n_y), dtype=np.float32 if dtype == np.float32 else np.float64)
+    kernel = l2.sqeuclidean_pairwise_uint8 if dtype == np.uint8 else l2.sqeuclidean_pairwise_float
+    with l2_params(DIRECT_MAX_WORK=0, QUERY_TILE=7):
+        kernel(X, Y, out)
+    expect = pairwise_distances_reference(X, Y, "sqeuclidean")
+    if dtype == np.uint8:
+        np.testing.assert_array_equal(out, expect)
+    else:  # within 2**-30 of exact, then rounded to out's dtype
+        rtol = 2.0**-30 + (2.0**-24 if dtype == np.float32 else 0.0)
+        np.testing.assert_allclose(out, expect, rtol=rtol, atol=0)
+    assert (out >= 0).all()
+    assert (out[expect == 0] == 0).all()  # duplicates are exactly 0, never tiny noise
+
+
+def test_pairwise_api_uses_kernel():
+    rng = np.random.default_rng(14)
+    X, Y = make_data(rng, 40, 300, 128, np.float32, "offset")
+    with l2_params(DIRECT_MAX_WORK=0):
+        got = fastcls.pairwise_distances(X, Y, "l2")
+    np.testing.assert_allclose(got, pairwise_distances_reference(X, Y, "l2"), rtol=1e-6)
