@@ -207,9 +207,221 @@ def section_knn(ctx: Context) -> None:
         ctx.save(fig, "knn_cv.png")
 
 
+#: the demo's search space for the linear classifiers, on standardised inputs
+LINEAR_GRID = {"learning_rate": [1e-3, 1e-2, 1e-1], "reg": [1e-4, 1e-3, 1e-2]}
+QUICK_LINEAR_GRID = {"learning_rate": [1e-2, 1e-1], "reg": [1e-4, 1e-2]}
+LINEAR_ITERS, QUICK_LINEAR_ITERS = 1500, 200
+
+
+def standardize(X_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows as float32, minus the training mean image, divided by one training std.
+
+    The lectures subtract the mean image; dividing by one global scale as well lets a
+    single learning-rate grid suit 0..16 digits and 0..255 CIFAR pixels alike.
+    """
+    Xtr = X_train.reshape(X_train.shape[0], -1).astype(np.float32)
+    mean = Xtr.mean(axis=0)
+    Xtr -= mean
+    scale = float(Xtr.std()) or 1.0
+    out = [Xtr / np.float32(scale)]
+    for X in others:
+        out.append((X.reshape(X.shape[0], -1).astype(np.float32) - mean) / np.float32(scale))
+    return tuple(out)
+
+
+def _linear_models() -> dict[str, type]:
+    from fastcls.linear import LinearSVM, Softmax
+
+    return {"LinearSVM": LinearSVM, "Softmax": Softmax}
+
+
+def _search_and_test(
+    ctx: Context,
+    name: str,
+    model: Any,
+    splits: tuple[np.ndarray, ...],
+    label: str,
+) -> Any:
+    """search_linear on train/val, then the test set once; appends a table row."""
+    from fastcls.model_selection import search_linear
+
+    Xtr, Xva, Xte = splits
+    grid = QUICK_LINEAR_GRID if ctx.args.quick else LINEAR_GRID
+    t0 = time.perf_counter()
+    res = search_linear(
+        model,
+        Xtr,
+        ctx.y_train,
+        Xva,
+        ctx.y_val,
+        grid=grid,
+        seed=ctx.args.seed,
+        progress=ctx.progress(),
+    )
+    best = res.best_model_
+    test_acc = float(best.score(Xte, ctx.y_test))  # the test set, once
+    seconds = time.perf_counter() - t0
+    ctx.log(f"-- {name} on {label}: {len(res.results)} configurations")
+    ctx.log(res.table())
+    p = res.best_params_
+    ctx.rows.append(
+        Row(
+            model=f"{name} ({label})",
+            params=f"lr={p['learning_rate']:g}, reg={p['reg']:g}",
+            val_acc=res.best_val_accuracy_,
+            test_acc=test_acc,
+            seconds=seconds,
+            selection=f"val search ({len(res.results)} configs)",
+        )
+    )
+    ctx.details[f"{name} ({label})"] = {
+        "best_params": p,
+        "results": [
+            {"learning_rate": k[0], "reg": k[1], "train_acc": v[0], "val_acc": v[1], "loss": v[2]}
+            for k, v in res.results.items()
+        ],
+    }
+    return best
+
+
+def _plot_loss(ctx: Context, model: Any, name: str, filename: str) -> None:
+    hist = np.asarray(getattr(model, "loss_history_", []), dtype=float)
+    if not ctx.plots_enabled() or hist.size == 0:
+        return
+    try:
+        from fastcls import plots
+
+        fig = plots.plot_loss_curve(hist, title=f"{name} training loss").figure
+    except (ImportError, AttributeError):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(hist)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        ax.set_title(f"{name} training loss")
+    ctx.save(fig, filename)
+
+
+def _plot_templates(ctx: Context, model: Any, name: str, filename: str) -> None:
+    W = getattr(model, "W_", None)
+    if not ctx.plots_enabled() or W is None:
+        return
+    try:
+        from fastcls import plots
+
+        fig = plots.plot_weight_templates(
+            W, ctx.image_shape, class_names=ctx.class_names, title=f"{name} templates"
+        ).figure
+    except (ImportError, AttributeError, TypeError):
+        import matplotlib.pyplot as plt
+
+        W = np.asarray(W)
+        n_classes = W.shape[1]
+        fig, axes = plt.subplots(1, n_classes, figsize=(1.3 * n_classes, 1.8))
+        lo, hi = float(W.min()), float(W.max())
+        for c, ax in enumerate(np.atleast_1d(axes)):
+            img = 255.0 * (W[:, c].reshape(ctx.image_shape) - lo) / max(hi - lo, 1e-12)
+            ax.imshow(img.astype(np.uint8), cmap="gray" if img.ndim == 2 else None)
+            ax.set_title(ctx.class_names[c], fontsize=8)
+            ax.axis("off")
+        fig.suptitle(f"{name} weight templates")
+    ctx.save(fig, filename)
+
+
+def section_linear(ctx: Context) -> None:
+    """LinearSVM and Softmax on standardised pixels: search on val, test once."""
+    models = _linear_models()
+    iters = QUICK_LINEAR_ITERS if ctx.args.quick else LINEAR_ITERS
+    ctx.log(
+        f"\n== Linear classifiers on raw pixels: grid search of learning rate x "
+        f"regularisation on the validation set ({iters} SGD iterations each)"
+    )
+    splits = standardize(ctx.X_train, ctx.X_val, ctx.X_test)
+    for name, cls in models.items():
+        model = cls(n_iters=iters, batch_size=200, seed=ctx.args.seed)
+        best = _search_and_test(ctx, name, model, splits, "raw pixels")
+        slug = name.lower()
+        _plot_loss(ctx, best, name, f"{slug}_loss.png")
+        _plot_templates(ctx, best, name, f"{slug}_templates.png")
+
+
+def _feature_functions(ctx: Context) -> list[Callable[[np.ndarray], np.ndarray]]:
+    import functools
+
+    from fastcls.features import color_histogram_hsv, hog
+
+    # 8x8 digits need small HOG cells; CIFAR's 32x32 images use the lecture's 8x8 cells
+    cell = max(2, min(8, min(ctx.image_shape[:2]) // 4))
+    fns: list[Callable[[np.ndarray], np.ndarray]] = [functools.partial(hog, cell=cell)]
+    if len(ctx.image_shape) == 3 and ctx.image_shape[2] == 3:
+        fns.append(color_histogram_hsv)  # grayscale images have a constant hue
+    return fns
+
+
+def section_features(ctx: Context) -> None:
+    """HOG (+ hue histogram on colour images) features: k-NN by CV, Softmax by search."""
+    from fastcls.features import FeatureScaler, extract_features
+    from fastcls.model_selection import cross_validate_knn
+
+    fns = _feature_functions(ctx)
+    names = " + ".join(getattr(getattr(f, "func", f), "__name__", "f") for f in fns)
+    t0 = time.perf_counter()
+    F_tr = extract_features(ctx.X_train, fns)
+    scaler = FeatureScaler().fit(F_tr)
+    F_tr = scaler.transform(F_tr)
+    F_va = extract_features(ctx.X_val, fns, normalize=scaler)
+    F_te = extract_features(ctx.X_test, fns, normalize=scaler)
+    t_feat = time.perf_counter() - t0
+    ctx.log(
+        f"\n== Features: {names}, {F_tr.shape[1]} per image, standardised with the "
+        f"training statistics ({t_feat:.2f}s)"
+    )
+    label = "features"
+    # k-NN on features, chosen by CV like the raw-pixel one
+    ks = QUICK_KS if ctx.args.quick else DEMO_KS
+    t0 = time.perf_counter()
+    cv = cross_validate_knn(
+        F_tr,
+        ctx.y_train,
+        ks,
+        metrics=("l1", "l2"),
+        n_folds=ctx.args.folds,
+        progress=ctx.progress(),
+    )
+    import fastcls
+
+    best = cv.best_params_
+    clf = fastcls.KNearestNeighbor(k=best["k"], metric=best["metric"]).fit(F_tr, ctx.y_train)
+    val_acc = clf.score(F_va, ctx.y_val)
+    test_acc = clf.score(F_te, ctx.y_test)
+    ctx.rows.append(
+        Row(
+            model=f"k-NN ({label})",
+            params=f"metric={best['metric']}, k={best['k']}",
+            val_acc=val_acc,
+            test_acc=test_acc,
+            seconds=time.perf_counter() - t0 + t_feat,
+            selection=f"{ctx.args.folds}-fold CV {cv.best_score_:.4f}",
+        )
+    )
+    ctx.log(f"-- k-NN on features: chosen metric={best['metric']} k={best['k']}")
+    iters = QUICK_LINEAR_ITERS if ctx.args.quick else LINEAR_ITERS
+    try:
+        models = _linear_models()
+    except ModuleNotFoundError as exc:
+        ctx.notes.append(f"features: linear classifiers skipped (module {exc.name} missing)")
+        return
+    for name, cls in models.items():
+        model = cls(n_iters=iters, batch_size=200, seed=ctx.args.seed)
+        _search_and_test(ctx, name, model, (F_tr, F_va, F_te), label)
+
+
 #: section name -> function; run in this order
 SECTIONS: dict[str, Callable[[Context], None]] = {
     "knn": section_knn,
+    "linear": section_linear,
+    "features": section_features,
 }
 
 
@@ -278,6 +490,13 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of splits and searches")
     demo.add_argument("--jobs", type=int, default=None, help="threads (default: all cores)")
     demo.add_argument("--quick", action="store_true", help="a reduced run (tests, smoke checks)")
+    demo.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=tuple(SECTIONS),
+        help="skip a section (repeatable): knn, linear, features",
+    )
     demo.add_argument("--no-plots", action="store_true", help="do not save plots")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument(
@@ -321,6 +540,8 @@ def run_demo(args: argparse.Namespace) -> int:
     skipped: dict[str, str] = {}
     with num_threads(args.jobs):
         for name, section in SECTIONS.items():
+            if name in args.skip:
+                continue
             try:
                 section(ctx)
             except SectionSkipped as exc:
