@@ -1,0 +1,159 @@
+"""Exact L2 k-NN: fastcls vs the NumPy reference vs FAISS vs scikit-learn.
+
+Workload: random uint8 pixels, 1000 queries x 10000 training rows x 3072 features,
+k = 10 (CIFAR-10 shaped); the float32 group uses the same values as float32. Set
+``FASTCLS_BENCH_SMALL=1`` for a smoke-sized run (50 x 500 x 3072) and
+``FASTCLS_BENCH_THREADS=n`` to pin every implementation to ``n`` threads (default:
+all cores).
+
+Run::
+
+    pytest bench/bench_knn_l2.py --benchmark-enable -p no:cacheprovider
+
+Groups ``knn-l2-float32`` and ``knn-l2-uint8`` time, side by side:
+
+* ``fastcls``: ``fastcls.kneighbors(Q, X, k, "l2")`` (centred sgemm + fused selection +
+  certified exact rerank; exact);
+* ``numpy``: the lecture's vectorised reference, ``l2_distances_no_loops`` (float64 GEMM
+  trick) + a stable argsort, on the full problem (80 MB distance matrix);
+* ``faiss``: ``faiss.knn(Q, X, k)`` (float32, METRIC_L2; approximate in the last bits);
+* ``sklearn``: ``NearestNeighbors(algorithm="brute").fit(X).kneighbors(Q)``.
+
+FAISS has no uint8 search: in the uint8 group it searches the same values as float32.
+Thread counts: numba and FAISS through ``fastcls.set_num_threads``, BLAS and OpenMP
+(NumPy, scikit-learn) through ``threadpoolctl``. fastcls is JIT-warmed before timing.
+
+Group ``knn-l2-near-duplicates`` is an accuracy readout more than a timing: two far
+apart clusters of near-duplicate rows (x + eps on one feature), where float32 GEMM
+distances lose the order. ``extra_info["recall"]`` is the fraction of the float64
+reference's neighbour ids (with ties resolved by index) that each implementation
+returns; fastcls must score 1.0.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastcls
+from fastcls.reference import kneighbors_reference, l2_distances_no_loops
+
+SMALL = os.environ.get("FASTCLS_BENCH_SMALL", "").strip().lower() in {"1", "true", "yes", "on"}
+THREADS = int(os.environ.get("FASTCLS_BENCH_THREADS", "0")) or None
+N_QUERIES, N_TRAIN, N_FEATURES, K = (50, 500, 3072, 10) if SMALL else (1000, 10000, 3072, 10)
+ND_QUERIES, ND_TRAIN, ND_FEATURES = (20, 400, 512) if SMALL else (200, 4000, 512)
+ROUNDS = {"fastcls": 5, "faiss": 5, "numpy": 1, "sklearn": 1}
+
+
+def _limits():
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=fastcls.get_num_threads())
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (N_TRAIN, N_FEATURES), dtype=np.uint8)
+    Q = rng.integers(0, 256, (N_QUERIES, N_FEATURES), dtype=np.uint8)
+    fastcls.set_num_threads(THREADS)
+    return {"uint8": (Q, X), "float32": (Q.astype(np.float32), X.astype(np.float32))}
+
+
+def near_duplicates(n_q=ND_QUERIES, n_x=ND_TRAIN, D=ND_FEATURES, seed=1):
+    """Two far-apart clusters of near-duplicates: x + k * 2**-12 on one feature."""
+    rng = np.random.default_rng(seed)
+    b1 = rng.integers(0, 256, D).astype(np.float64)
+    b2 = rng.integers(0, 256, D).astype(np.float64)
+    X = np.where(np.arange(n_x)[:, None] % 2 == 0, b1, b2)
+    X[np.arange(n_x), rng.integers(0, D, n_x)] += rng.integers(1, 64, n_x) * 2.0**-12
+    Q = b1 + rng.integers(-3, 4, (n_q, D))
+    return Q.astype(np.float32), X.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- implementations
+def _fastcls(Q, X):
+    fastcls.kneighbors(Q[:4], X[:64], K, metric="l2")  # JIT warm-up, untimed
+    return lambda: fastcls.kneighbors(Q, X, K, metric="l2")
+
+
+def _numpy(Q, X):
+    def run():
+        dists = l2_distances_no_loops(Q, X)
+        idx = np.argsort(dists, axis=1, kind="stable")[:, :K]
+        return np.take_along_axis(dists, idx, axis=1), idx
+
+    return run
+
+
+def _faiss(Q, X):
+    faiss = pytest.importorskip("faiss")
+    fastcls.set_num_threads(THREADS)  # sets FAISS's thread count too, now that it is loaded
+    Qf = np.ascontiguousarray(Q, dtype=np.float32)
+    Xf = np.ascontiguousarray(X, dtype=np.float32)
+
+    def run():
+        d, i = faiss.knn(Qf, Xf, K)
+        return np.sqrt(np.maximum(d, 0)), i
+
+    return run
+
+
+def _sklearn(Q, X):
+    neighbors = pytest.importorskip("sklearn.neighbors")
+    nn = neighbors.NearestNeighbors(n_neighbors=K, algorithm="brute").fit(X)
+    return lambda: nn.kneighbors(Q)
+
+
+IMPLEMENTATIONS = {"fastcls": _fastcls, "numpy": _numpy, "faiss": _faiss, "sklearn": _sklearn}
+
+
+def _recall(idx, ref_idx) -> float:
+    pairs = zip(idx, ref_idx, strict=True)
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in pairs]))
+
+
+@pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_knn_l2(benchmark, data, dtype, impl):
+    Q, X = data[dtype]
+    fn = IMPLEMENTATIONS[impl](Q, X)
+    benchmark.group = f"knn-l2-{dtype}"
+    benchmark.extra_info.update(
+        {
+            "shape": f"{N_QUERIES}x{N_TRAIN}x{N_FEATURES}",
+            "k": K,
+            "threads": fastcls.get_num_threads(),
+            "input": "float32" if impl == "faiss" else dtype,
+        }
+    )
+    with _limits():
+        warm = 1 if impl in ("fastcls", "faiss") else 0
+        benchmark.pedantic(fn, rounds=ROUNDS[impl], iterations=1, warmup_rounds=warm)
+        d, i = fn()
+    ref_d, ref_i = kneighbors_reference(Q[:5], X, K, "l2")
+    benchmark.extra_info["recall_first5"] = _recall(i[:5], ref_i)
+    if impl == "fastcls":  # the timed result is the exact one
+        np.testing.assert_array_equal(i[:5], ref_i)
+        np.testing.assert_allclose(d[:5], ref_d, rtol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["fastcls", "faiss"])
+def test_knn_l2_near_duplicates(benchmark, impl):
+    Q, X = near_duplicates()
+    fastcls.set_num_threads(THREADS)
+    fn = IMPLEMENTATIONS[impl](Q, X)
+    benchmark.group = "knn-l2-near-duplicates"
+    with _limits():
+        benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
+        _, i = fn()
+    _, ref_i = kneighbors_reference(Q, X, K, "l2")
+    recall = _recall(i, ref_i)
+    benchmark.extra_info.update(
+        {"shape": f"{ND_QUERIES}x{ND_TRAIN}x{ND_FEATURES}", "k": K, "recall": recall}
+    )
+    print(f"\nnear-duplicates recall@{K} vs float64 reference: {impl} = {recall:.3f}")
+    if impl == "fastcls":
+        np.testing.assert_array_equal(i, ref_i)
