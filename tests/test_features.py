@@ -241,6 +241,24 @@ def test_color_histogram_kernel_matches_reference(args, nbin):
 
 
 @pytest.mark.parametrize("bins", [2, 4, 8, 9, 12])
+def test_hue_exactly_on_bin_edges():
+    """Hues that are exact multiples of 1/nbin (0.1 = 0.6 / 6, 0.5, ...) follow the
+    reference's float64 rounding (the uint8 fast path defers to it), for every nbin."""
+    rng = np.random.default_rng(12)
+    d = rng.integers(1, 256, 4000)
+    lo = rng.integers(0, 256 - d)
+    frac = rng.integers(0, d + 1)
+    px = np.stack([lo + d, lo + frac, lo], axis=1)  # red max: hue = frac / d / 6
+    px[::3] = px[::3][:, [2, 0, 1]]  # blue max
+    px[1::3] = px[1::3][:, [1, 2, 0]]  # green max
+    images = px.reshape(10, 20, 20, 3).astype(np.uint8)
+    for nbin in (1, 2, 3, 6, 10, 12, 36, 255, 256, 257, 360):
+        np.testing.assert_array_equal(
+            color_histogram_hsv(images, nbin=nbin), hist_ref_batch(images, nbin)
+        )
+
+
+@pytest.mark.parametrize("bins", [2, 4, 8, 9, 12])
 def test_hog_diagonal_and_axis_ties(bins):
     """Ramps give gradients exactly on 0, 45, 90 and 135 degrees: binned as the reference."""
     r, c = np.mgrid[0:16, 0:16]

@@ -159,26 +159,107 @@ def hog_batch(images, cell, bins, edge_cos, edge_sin, lut, out):
 
 
 @jit
-def _hue_bins_image(img, nbin, lut, bidx):
-    """Hue bin of every pixel of one (P, 3) image into ``bidx`` (P,) int64 (branch-free)."""
+def _hue_bin_exact(r, g, b, nbin):
+    """Hue bin of one pixel (float64 channels in [0, 1]), with the reference's operations."""
+    vmax = max(r, max(g, b))
+    delta = vmax - min(r, min(g, b))
+    # matplotlib's order: blue wins over green wins over red on equal maxima
+    isb = b == vmax
+    isg = g == vmax
+    num = (r - g) if isb else ((b - r) if isg else (g - b))
+    base = 4.0 if isb else (2.0 if isg else 0.0)
+    den = delta if delta > 0.0 else 1.0
+    h = (base + num / den) if delta > 0.0 else 0.0
+    h = h / 6.0
+    h = h + 1.0 if h < 0.0 else h
+    k = np.int64(h * nbin)
+    return k if k < nbin else nbin - 1
+
+
+@jit
+def _hue_bins_exact(img, nbin, lut, bidx):
+    """Hue bin of every pixel of one (P, 3) image into ``bidx`` (P,), reference operations."""
+    for p in range(img.shape[0]):
+        bidx[p] = _hue_bin_exact(
+            _unit(img[p, 0], lut), _unit(img[p, 1], lut), _unit(img[p, 2], lut), nbin
+        )
+
+
+#: the fast uint8 hue path defers to the exact one where ``hue * nbin`` lies within this
+#: distance of an integer. A non-integer ``hue * nbin`` of uint8 pixels is at least
+#: ``1 / (6 * 255)`` from the nearest integer and the float32 estimate is within
+#: ``2e-7 * nbin`` of it, so the estimate's floor is exact elsewhere while nbin <= 256.
+_NEAR_EDGE = np.float32(1e-4)
+#: largest nbin for which the fast uint8 path is used (see _NEAR_EDGE)
+FAST_HUE_MAX_NBIN = 256
+
+
+@jit
+def _hue_bins_uint8(img, nbin, lut, rgb, bidx):
+    """Hue bins of one (P, 3) uint8 image: a fast estimate, exact near the bin edges.
+
+    The channels are first split into int32 planes ``rgb`` (3, P). On the integers,
+    ``6 * hue = t / d`` exactly, with ``d = max - min`` and ``t`` in ``[0, 6d)`` chosen by
+    which channel is the maximum (decided as on the float64 values ``v / 255``, since
+    ``v -> v / 255`` is strictly increasing). ``floor(t * nbin / (6 d))`` is estimated in
+    float32 (vectorised); where the estimate lies within :data:`_NEAR_EDGE` of an integer
+    (an exact tie such as ``hue = 0.1``) the bin is recomputed with the reference's
+    float64 operations (:func:`_hue_bin_exact`), so every bin equals the reference's.
+    Requires ``nbin <= FAST_HUE_MAX_NBIN``.
+    """
     P = img.shape[0]
+    R = rgb[0]
+    G = rgb[1]
+    B = rgb[2]
     for p in range(P):
-        r = _unit(img[p, 0], lut)
-        g = _unit(img[p, 1], lut)
-        b = _unit(img[p, 2], lut)
+        R[p] = np.int32(img[p, 0])
+        G[p] = np.int32(img[p, 1])
+        B[p] = np.int32(img[p, 2])
+    scale = np.float32(nbin / 6.0)
+    n_near = 0
+    for p in range(P):
+        r = R[p]
+        g = G[p]
+        b = B[p]
         vmax = max(r, max(g, b))
-        delta = vmax - min(r, min(g, b))
-        # matplotlib's order: blue wins over green wins over red on equal maxima
+        d = vmax - min(r, min(g, b))
         isb = b == vmax
         isg = g == vmax
         num = (r - g) if isb else ((b - r) if isg else (g - b))
-        base = 4.0 if isb else (2.0 if isg else 0.0)
-        den = delta if delta > 0.0 else 1.0
-        h = (base + num / den) if delta > 0.0 else 0.0
-        h = h / 6.0
-        h = h + 1.0 if h < 0.0 else h
-        k = np.int64(h * nbin)
-        bidx[p] = k if k < nbin else nbin - 1
+        base = 4 * d if isb else (2 * d if isg else 0)
+        t = base + num
+        t = t + 6 * d if t < 0 else t
+        dd = d if d > 0 else 1
+        pos = np.float32(t) / np.float32(dd) * scale
+        k = np.int32(pos)
+        frac = pos - np.float32(k)
+        # t == 0 (achromatic, or red maximum with g == b) is exactly hue 0: bin 0
+        near = ((frac < _NEAR_EDGE) | (frac > np.float32(1.0) - _NEAR_EDGE)) & (t > 0)
+        k = k if k < nbin else nbin - 1
+        bidx[p] = -1 if near else k
+        n_near += np.int32(near)
+    if n_near > 0:
+        for p in range(P):
+            if bidx[p] < 0:
+                bidx[p] = _hue_bin_exact(lut[img[p, 0]], lut[img[p, 1]], lut[img[p, 2]], nbin)
+
+
+def _hue_bins(img, nbin, lut, rgb, bidx):  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+@overload(_hue_bins)
+def _hue_bins_impl(img, nbin, lut, rgb, bidx):
+    if isinstance(img.dtype, types.Integer):
+
+        def impl(img, nbin, lut, rgb, bidx):
+            if nbin <= FAST_HUE_MAX_NBIN:
+                _hue_bins_uint8(img, nbin, lut, rgb, bidx)
+            else:
+                _hue_bins_exact(img, nbin, lut, bidx)
+
+        return impl
+    return lambda img, nbin, lut, rgb, bidx: _hue_bins_exact(img, nbin, lut, bidx)
 
 
 @jit(parallel=True)
@@ -192,13 +273,20 @@ def hue_histogram_batch(images, nbin, lut, out):
     for t in prange(nchunks):
         lo = t * _CHUNK
         hi = min(N, lo + _CHUNK)
-        bidx = np.empty(P, dtype=np.int64)
-        counts = np.empty(nbin, dtype=np.int64)
+        bidx = np.empty(P, dtype=np.int32)
+        rgb = np.empty((3, P), dtype=np.int32)
+        counts = np.empty((4, nbin), dtype=np.int64)  # 4 interleaved counters
         for i in range(lo, hi):
-            _hue_bins_image(flat[i], nbin, lut, bidx)
+            _hue_bins(flat[i], nbin, lut, rgb, bidx)
+            counts[:] = 0
+            P4 = P - P % 4
+            for p in range(0, P4, 4):
+                counts[0, bidx[p]] += 1
+                counts[1, bidx[p + 1]] += 1
+                counts[2, bidx[p + 2]] += 1
+                counts[3, bidx[p + 3]] += 1
+            for p in range(P4, P):
+                counts[0, bidx[p]] += 1
             for k in range(nbin):
-                counts[k] = 0
-            for p in range(P):
-                counts[bidx[p]] += 1
-            for k in range(nbin):
-                out[i, k] = counts[k] / npix
+                total = counts[0, k] + counts[1, k] + counts[2, k] + counts[3, k]
+                out[i, k] = total / npix
