@@ -142,19 +142,23 @@ def penalty_value_grad(
 
 
 def _fused(kind: int, W, X, y, reg, b, penalty, beta, idx):
-    from fastcls.kernels.losses import linear_loss_grad_rows, reduce_partials, task_bounds
+    from fastcls.kernels import losses as K
 
     D, C = W.shape
     if idx is None:
         idx = np.arange(X.shape[0], dtype=np.int64)
     m = idx.shape[0]
-    bounds = task_bounds(m)
+    bounds = K.task_bounds(m)
     T = bounds.shape[0] - 1
     part, part_db, part_loss, dW64 = _buffers(T, C, D)
     WT = np.ascontiguousarray(W.T)
     bias = b if b is not None else np.zeros(C, dtype=W.dtype)
-    linear_loss_grad_rows(X, y, idx, WT, bias, kind, bounds, part, part_db, part_loss)
-    reduce_partials(part, 1.0 / m, dW64)
+    if m * D * C >= K.PARALLEL_MIN_WORK:
+        loss_grad, reduce = K.linear_loss_grad_rows, K.reduce_partials
+    else:
+        loss_grad, reduce = K.linear_loss_grad_rows_serial, K.reduce_partials_serial
+    loss_grad(X, y, idx, WT, bias, kind, bounds, part, part_db, part_loss)
+    reduce(part, 1.0 / m, dW64)
     data_loss = float(part_loss.sum()) / m  # T values, in task order
     pen, dpen = penalty_value_grad(W, reg, penalty, beta)
     dW = (dW64 + dpen).astype(W.dtype)

@@ -46,7 +46,7 @@ D_CHUNK = 512
 #: most tasks (float64 partial gradients) per call; independent of the thread count
 MAX_TASKS = 16
 #: fewest rows per task (below this, fewer tasks)
-MIN_TASK_ROWS = 32
+MIN_TASK_ROWS = 64
 
 
 def task_bounds(n_rows: int) -> np.ndarray:
@@ -347,3 +347,12 @@ def reduce_partials(part, scale, out):
         for d in range(n):
             for c in range(C):
                 out[d0 + d, c] = tmp[c, d] * scale
+
+
+#: below this many multiply-adds (rows x D x C) a call runs the serial twins: waking
+#: the thread pool costs more than the work (and much more on a busy machine)
+PARALLEL_MIN_WORK = 1 << 21
+
+#: serial twins (same code, same task partition, hence bit-identical results)
+linear_loss_grad_rows_serial = jit(fastmath=FMA)(linear_loss_grad_rows.py_func)
+reduce_partials_serial = jit(reduce_partials.py_func)
