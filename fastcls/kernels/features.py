@@ -262,6 +262,36 @@ def _hue_bins_impl(img, nbin, lut, rgb, bidx):
     return lambda img, nbin, lut, rgb, bidx: _hue_bins_exact(img, nbin, lut, bidx)
 
 
+#: up to this many bins, counting compares every pixel with every bin (vectorised);
+#: beyond, it scatters into 4 interleaved counters
+_COMPARE_COUNT_MAX_NBIN = 24
+
+
+@jit
+def _count_bins(bidx, nbin, counts):
+    """``counts[k]`` = number of ``k`` in ``bidx`` (values in 0 .. nbin-1)."""
+    P = bidx.shape[0]
+    if nbin <= _COMPARE_COUNT_MAX_NBIN:
+        for k in range(nbin):
+            c = np.int32(0)
+            kk = np.int32(k)
+            for p in range(P):
+                c = np.int32(c + np.int32(bidx[p] == kk))
+            counts[k] = c
+        return
+    four = np.zeros((4, nbin), dtype=np.int64)
+    P4 = P - P % 4
+    for p in range(0, P4, 4):
+        four[0, bidx[p]] += 1
+        four[1, bidx[p + 1]] += 1
+        four[2, bidx[p + 2]] += 1
+        four[3, bidx[p + 3]] += 1
+    for p in range(P4, P):
+        four[0, bidx[p]] += 1
+    for k in range(nbin):
+        counts[k] = four[0, k] + four[1, k] + four[2, k] + four[3, k]
+
+
 @jit(parallel=True)
 def hue_histogram_batch(images, nbin, lut, out):
     """Hue histograms (sum 1) of ``images`` (N, H, W, 3) into ``out`` (N, nbin) float64."""
@@ -275,18 +305,9 @@ def hue_histogram_batch(images, nbin, lut, out):
         hi = min(N, lo + _CHUNK)
         bidx = np.empty(P, dtype=np.int32)
         rgb = np.empty((3, P), dtype=np.int32)
-        counts = np.empty((4, nbin), dtype=np.int64)  # 4 interleaved counters
+        counts = np.empty(nbin, dtype=np.int64)
         for i in range(lo, hi):
             _hue_bins(flat[i], nbin, lut, rgb, bidx)
-            counts[:] = 0
-            P4 = P - P % 4
-            for p in range(0, P4, 4):
-                counts[0, bidx[p]] += 1
-                counts[1, bidx[p + 1]] += 1
-                counts[2, bidx[p + 2]] += 1
-                counts[3, bidx[p + 3]] += 1
-            for p in range(P4, P):
-                counts[0, bidx[p]] += 1
+            _count_bins(bidx, nbin, counts)
             for k in range(nbin):
-                total = counts[0, k] + counts[1, k] + counts[2, k] + counts[3, k]
-                out[i, k] = total / npix
+                out[i, k] = counts[k] / npix
