@@ -21,11 +21,11 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
 2. **GEMM + fused selection.** Per query tile (``QUERY_TILE`` rows) and training
    block (``TRAIN_BLOCK`` rows): ``G = (-2 Q') X'^T`` (sgemm / dgemm; scaling by -2 is
    exact), then, while the block is fresh, each query scans ``s_j = |x'_j|^2 + G_qj``
-   (in ``w``) in chunks of 16
-   with a branch-free chunk minimum, inserting into a sorted candidate list of
-   ``k + N_EXTRA`` entries only when the chunk minimum beats the rejection threshold
-   ``t = min(last candidate, t_prev)``. ``t_prev`` lets rows that provably cannot
-   enter the running top-k from earlier tiles be skipped (``G_k - |q'|^2 + 2 E``).
+   (in ``w``) and inserts it into a sorted candidate list of ``k + N_EXTRA`` entries
+   when it beats the rejection threshold ``t = min(last candidate, t_prev)`` (a
+   well-predicted branch; a branch-free 16-wide pre-check measured 3x slower).
+   ``t_prev`` lets rows that provably cannot enter the running top-k from earlier
+   tiles be skipped (``G_k - |q'|^2 + 2 E``).
 3. **Exact rerank + certificate.** Candidates are visited in increasing ``s``; each
    one whose lower bound ``|q'|^2 + s - E`` does not already exceed the current k-th
    exact distance is recomputed exactly and merged by ``(distance, index)`` into a
@@ -188,28 +188,21 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
 
     ``s = xn[j] + G[q, j]`` (G holds ``-2 q'.x'``; in G's dtype) enters the sorted
     candidate list of query ``q`` when ``s < t = min(cand_s[q, -1], t_prev[q])``.
-    Chunks of 16 are first screened branch-free (an integer count of ``s < t``, which
-    vectorises without fastmath); only chunks with a hit are scanned. Ids: ``base + j``.
+    The test is a well-predicted branch (entries are rare once the list is full):
+    measured 3x faster than a branch-free 16-wide pre-check here. Ids: ``base + j``.
     """
     nq, nb = G.shape
     m = cand_s.shape[1]
-    n16 = nb - nb % 16
     for q in prange(nq):
+        cs = cand_s[q]
+        cj = cand_j[q]
         tp = t_prev[q]
-        t = min(cand_s[q, m - 1], tp)
-        for c0 in range(0, nb, 16):
-            hit = 0
-            if c0 < n16:
-                for j in range(16):
-                    hit += xn[c0 + j] + G[q, c0 + j] < t
-            else:
-                hit = 1
-            if hit > 0:
-                for j in range(min(16, nb - c0)):
-                    v = xn[c0 + j] + G[q, c0 + j]
-                    if v < t:
-                        insert_sorted(cand_s[q], cand_j[q], v, base + c0 + j)
-                        t = min(cand_s[q, m - 1], tp)
+        t = min(cs[m - 1], tp)
+        for j in range(nb):
+            v = xn[j] + G[q, j]
+            if v < t:
+                insert_sorted(cs, cj, v, base + j)
+                t = min(cs[m - 1], tp)
 
 
 def _make_kernels(exact):
