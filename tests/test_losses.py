@@ -1,0 +1,276 @@
+"""Fused SVM / softmax loss kernels against the plain NumPy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import fastcls
+from fastcls.reference.losses import (
+    linear_loss_reference,
+    softmax_loss_naive,
+    softmax_loss_vectorized,
+    svm_loss_naive,
+    svm_loss_vectorized,
+)
+
+LOSSES = {"svm": fastcls.svm_loss, "softmax": fastcls.softmax_loss}
+PENALTIES = ("l2", "l1", "elasticnet")
+RTOL = {np.float32: 1e-5, np.float64: 1e-10}
+
+
+def problem(seed, N, D, C, dtype, scale=1.0, wscale=0.1):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((N, D)) * scale).astype(dtype)
+    y = rng.integers(0, C, N)
+    W = (rng.standard_normal((D, C)) * wscale).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    return X, y, W, b
+
+
+def assert_close(got, ref, rtol, what):
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    scale = max(float(np.max(np.abs(ref))), 1e-30)
+    err = float(np.max(np.abs(got - ref))) / scale
+    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:g}"
+
+
+def check_against_reference(kind, W, X, y, reg, b, penalty, beta, idx, rtol):
+    out = LOSSES[kind](W, X, y, reg, penalty, beta=beta, b=b, idx=idx)
+    ref = linear_loss_reference(kind, W, X, y, reg, b=b, penalty=penalty, beta=beta, idx=idx)
+    assert_close(out[0], ref[0], rtol, "loss")
+    assert_close(out[1], ref[1], rtol, "dW")
+    assert out[1].shape == W.shape
+    if b is not None:
+        assert len(out) == 3
+        assert_close(out[2], ref[2], rtol, "db")
+    else:
+        assert len(out) == 2
+    return out
+
+
+def far_from_kinks(W, X, y, b, idx):
+    """True when no hinge margin is within float32 rounding of 0 (so the float32 kernel
+    and the float64 reference must take the same branch)."""
+    Xs = (X[idx] if idx is not None else X).astype(np.float64)
+    ys = y[idx] if idx is not None else y
+    W = W.astype(np.float64)
+    s = Xs @ W
+    bound = np.abs(Xs) @ np.abs(W)  # float32 dot error <= ~D * 2^-24 * sum |x w|
+    if b is not None:
+        s = s + b
+        bound = bound + np.abs(b)
+    rows = np.arange(len(ys))
+    m = s - s[rows, ys][:, None] + 1.0
+    tol = 4 * 2.0**-24 * (Xs.shape[1] + 2) * (bound + bound[rows, ys][:, None] + 1.0)
+    m[rows, ys] = np.inf
+    return bool(np.all(np.abs(m) > tol))
+
+
+# ----------------------------------------------------------------------------- references
+@pytest.mark.parametrize(
+    "naive,vec",
+    [(svm_loss_naive, svm_loss_vectorized), (softmax_loss_naive, softmax_loss_vectorized)],
+)
+def test_naive_equals_vectorized(naive, vec):
+    X, y, W, _ = problem(0, 40, 13, 5, np.float64)
+    l1, g1 = naive(W, X, y, 0.3)
+    l2, g2 = vec(W, X, y, 0.3)
+    assert l1 == pytest.approx(l2, rel=1e-12)
+    np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-12)
+
+
+def test_general_reference_equals_lecture_reference():
+    X, y, W, _ = problem(1, 30, 9, 4, np.float64)
+    for kind, ref in (("svm", svm_loss_vectorized), ("softmax", softmax_loss_vectorized)):
+        l1, g1, db = linear_loss_reference(kind, W, X, y, 0.2)
+        l2, g2 = ref(W, X, y, 0.2)
+        assert db is None
+        assert l1 == pytest.approx(l2, rel=1e-12)
+        np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- kernels
+@given(
+    N=st.integers(1, 150),
+    D=st.integers(1, 40),
+    C=st.integers(2, 11),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=st.sampled_from(["svm", "softmax"]),
+    penalty=st.sampled_from(PENALTIES),
+    use_b=st.booleans(),
+    use_idx=st.booleans(),
+    seed=st.integers(0, 2**16),
+    reg=st.sampled_from([0.0, 1e-3, 0.7]),
+)
+def test_kernel_matches_reference_random(N, D, C, dtype, kind, penalty, use_b, use_idx, seed, reg):
+    X, y, W, b = problem(seed, N, D, C, dtype)
+    idx = np.random.default_rng(seed + 1).integers(0, N, 1 + seed % 97) if use_idx else None
+    b = b if use_b else None
+    if kind == "svm" and dtype == np.float32:
+        assume(far_from_kinks(W, X, y, b, idx))
+    check_against_reference(kind, W, X, y, reg, b, penalty, 0.3, idx, RTOL[dtype])
+
+
+@given(
+    data=st.data(),
+    N=st.integers(1, 90),
+    D=st.integers(1, 20),
+    C=st.integers(2, 9),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=st.sampled_from(["svm", "softmax"]),
+    penalty=st.sampled_from(PENALTIES),
+)
+def test_kernel_matches_reference_adversarial(data, N, D, C, dtype, kind, penalty):
+    """Small integers: ties between scores, margins exactly at the hinge's kink (0), zero
+    and duplicate rows, zero weights (sign(0) = 0) -- all exact in both precisions."""
+    ints = st.integers(-3, 3)
+    X = data.draw(hnp.arrays(np.int64, (N, D), elements=ints)).astype(dtype)
+    dup = data.draw(st.integers(0, N - 1))
+    X[dup // 2] = X[dup]  # duplicate rows
+    X[data.draw(st.integers(0, N - 1))] = 0  # a zero row
+    W = data.draw(hnp.arrays(np.int64, (D, C), elements=ints)).astype(dtype)
+    y = data.draw(hnp.arrays(np.int64, (N,), elements=st.integers(0, C - 1)))
+    b = data.draw(hnp.arrays(np.int64, (C,), elements=ints)).astype(dtype)
+    check_against_reference(kind, W, X, y, 0.5, b, penalty, 2.0, None, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+def test_extreme_scores_are_stable(kind, dtype):
+    X, y, W, b = problem(3, 50, 17, 6, dtype, scale=1e3, wscale=10.0)  # scores ~ 1e5
+    loss, dW, db = LOSSES[kind](W, X, y, 0.1, b=b)
+    assert np.isfinite(loss) and np.isfinite(dW).all() and np.isfinite(db).all()
+    if kind == "softmax":
+        check_against_reference(kind, W, X, y, 0.1, b, "l2", 1.0, None, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+def test_many_rows_float32_accumulation(kind, dtype):
+    """Thousands of rows (several tasks and sub-blocks): float32 still within 1e-5."""
+    for seed in range(4, 100):  # a draw without a margin within float32 rounding of 0
+        X, y, W, b = problem(seed, 5000, 64, 10, dtype, wscale=0.01)
+        if far_from_kinks(W, X, y, b, None):
+            break
+    check_against_reference(kind, W, X, y, 0.05, b, "l2", 1.0, None, RTOL[dtype])
+
+
+def test_lecture_sanity_values():
+    """At small random W: SVM loss ~ C - 1 (every margin ~ 1), softmax ~ ln C."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((500, 3073)).astype(np.float32)
+    y = rng.integers(0, 10, 500)
+    W = (rng.standard_normal((3073, 10)) * 1e-4).astype(np.float32)
+    svm, _ = fastcls.svm_loss(W, X, y, 0.0)
+    soft, _ = fastcls.softmax_loss(W, X, y, 0.0)
+    assert svm == pytest.approx(9.0, abs=0.1)
+    assert soft == pytest.approx(np.log(10), abs=0.01)
+    assert fastcls.svm_loss(np.zeros((3073, 10)), X, y)[0] == 9.0  # exactly C - 1
+
+
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+def test_idx_gathers_the_same_rows_as_a_copy(kind):
+    X, y, W, b = problem(6, 300, 50, 7, np.float32)
+    idx = np.random.default_rng(0).integers(0, 300, 200)
+    a = LOSSES[kind](W, X, y, 0.1, b=b, idx=idx)
+    c = LOSSES[kind](W, X[idx], y[idx], 0.1, b=b)
+    assert a[0] == c[0]
+    np.testing.assert_array_equal(a[1], c[1])
+    np.testing.assert_array_equal(a[2], c[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+def test_thread_count_and_serial_twin_invariance(kind, dtype):
+    """Tasks depend on the row count only: bit-identical results for any thread count."""
+    from fastcls.kernels import losses as K
+
+    X, y, W, b = problem(7, 3000, 120, 10, dtype)
+    assert X.shape[0] * X.shape[1] * W.shape[1] >= K.PARALLEL_MIN_WORK  # parallel path
+    results = []
+    for n in (1, 2):
+        with fastcls.num_threads(n):
+            results.append(LOSSES[kind](W, X, y, 0.1, b=b))
+    # the serial twin on the same partition
+    bounds = K.task_bounds(3000)
+    T = len(bounds) - 1
+    part, pdb, pl = np.empty((T, 10, 120)), np.empty((T, 10)), np.empty(T)
+    kid = K.SVM if kind == "svm" else K.SOFTMAX
+    WT = np.ascontiguousarray(W.T)
+    K.linear_loss_grad_rows_serial(X, y, np.arange(3000), WT, b, kid, bounds, part, pdb, pl)
+    part2, pdb2, pl2 = np.empty_like(part), np.empty_like(pdb), np.empty_like(pl)
+    K.linear_loss_grad_rows(X, y, np.arange(3000), WT, b, kid, bounds, part2, pdb2, pl2)
+    np.testing.assert_array_equal(part, part2)
+    np.testing.assert_array_equal(pl, pl2)
+    for r in results[1:]:
+        assert r[0] == results[0][0]
+        np.testing.assert_array_equal(r[1], results[0][1])
+        np.testing.assert_array_equal(r[2], results[0][2])
+
+
+def test_task_bounds_cover_rows_in_groups_of_four():
+    from fastcls.kernels.losses import MAX_TASKS, task_bounds
+
+    for n in (1, 3, 4, 63, 64, 65, 200, 256, 10000, 123457):
+        bd = task_bounds(n)
+        assert bd[0] == 0 and bd[-1] == n
+        assert np.all(np.diff(bd) > 0)
+        assert len(bd) - 1 <= MAX_TASKS
+        assert np.all(bd[1:-1] % 4 == 0)
+
+
+def test_bias_trick_equals_explicit_bias():
+    X, y, W, b = problem(8, 60, 10, 4, np.float64)
+    Xb = np.hstack([X, np.ones((60, 1))])
+    Wb = np.vstack([W, b])
+    l1, g1, db = fastcls.softmax_loss(W, X, y, 0.0, b=b)
+    l2, g2 = fastcls.softmax_loss(Wb, Xb, y, 0.0)
+    assert l1 == pytest.approx(l2, rel=1e-12)
+    np.testing.assert_allclose(g2[:-1], g1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(g2[-1], db, rtol=1e-12, atol=1e-15)
+
+
+def test_dtypes_of_results():
+    X, y, W, _ = problem(9, 20, 5, 3, np.float32)
+    assert fastcls.svm_loss(W, X, y)[1].dtype == np.float32
+    assert fastcls.svm_loss(W.astype(np.float64), X, y)[1].dtype == np.float64
+    Xu = np.random.default_rng(0).integers(0, 256, (20, 5)).astype(np.uint8)
+    loss, dW = fastcls.svm_loss(W, Xu, y)
+    assert dW.dtype == np.float32
+    ref = linear_loss_reference("svm", W, Xu, y, 0.0)
+    assert loss == pytest.approx(ref[0], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"y": np.array([0, 1, 3, 0])}, ValueError, r"y holds labels outside 0..2"),
+        ({"y": np.array([0, 1, -1, 0])}, ValueError, r"outside 0..2"),
+        ({"y": np.array([0, 1, 2])}, ValueError, r"y must be 1-D of shape \(4,\)"),
+        ({"y": np.array([0.5, 1, 2, 0])}, ValueError, r"integer class indices"),
+        ({"y": np.array(["a", "b", "c", "a"])}, TypeError, r"integer class indices"),
+        ({"W": np.zeros((5, 3))}, ValueError, r"X has 2 features but W has 5 rows"),
+        ({"X": np.array([[0, np.nan]] * 4)}, ValueError, r"X contains NaN"),
+        ({"W": np.array([[np.inf, 0, 0], [0, 0, 0]])}, ValueError, r"W contains infinity"),
+        ({"reg": -1.0}, ValueError, r"reg must be >= 0"),
+        ({"reg": "big"}, TypeError, r"reg must be a real number"),
+        ({"penalty": "l3"}, ValueError, r"penalty must be one of"),
+        ({"beta": -0.1}, ValueError, r"beta must be >= 0"),
+        ({"b": np.zeros(2)}, ValueError, r"b must have shape \(3,\)"),
+        ({"idx": np.array([0, 4])}, ValueError, r"idx holds row indices outside 0..3"),
+        ({"idx": np.array([], dtype=int)}, ValueError, r"idx must be a non-empty 1-D"),
+        ({"idx": np.array([0.0, 1.0])}, ValueError, r"idx must be a non-empty 1-D"),
+    ],
+)
+@pytest.mark.parametrize("loss", [fastcls.svm_loss, fastcls.softmax_loss])
+def test_bad_inputs_raise_clear_errors(loss, kwargs, exc, match):
+    args = {"W": np.zeros((2, 3)), "X": np.ones((4, 2)), "y": np.array([0, 1, 2, 0]), "reg": 0.1}
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        loss(**args)
