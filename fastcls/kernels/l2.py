@@ -169,8 +169,7 @@ def _sq_exact_uint8(A, i, B, j):
 
 
 # --------------------------------------------------------------------------- helpers
-@jit(parallel=True, fastmath=REDUCE)
-def _centre_rows(A, c, out, norms):
+def _centre_rows_impl(A, c, out, norms):
     """``out[i] = A[i] - c`` (in out's dtype) and ``norms[i] = sum out[i]^2`` (float64)."""
     D = A.shape[1]
     for i in prange(A.shape[0]):
@@ -182,7 +181,11 @@ def _centre_rows(A, c, out, norms):
         norms[i] = s
 
 
-@jit(parallel=True)
+_centre_rows = jit(parallel=True, fastmath=REDUCE)(_centre_rows_impl)
+_centre_rows_serial = jit(fastmath=REDUCE)(_centre_rows_impl)
+
+
+@jit
 def _select_block(G, xn, base, cand_s, cand_j, t_prev):
     """Fused selection over one GEMM block.
 
@@ -193,7 +196,7 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
     """
     nq, nb = G.shape
     m = cand_s.shape[1]
-    for q in prange(nq):
+    for q in range(nq):
         cs = cand_s[q]
         cj = cand_j[q]
         tp = t_prev[q]
@@ -208,13 +211,13 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
 def _make_kernels(exact):
     """The rerank/certify and direct kernels for one exact pair function."""
 
-    @jit(parallel=True)
+    @jit
     def rerank(Q, X, offset, qn, cand_s, cand_j, t_prev, err, best_d, best_i, n_fallback):
         nq = Q.shape[0]
         nx = X.shape[0]
         k = best_d.shape[1]
         m = cand_s.shape[1]
-        for q in prange(nq):
+        for q in range(nq):
             tmp_d = best_d[q].copy()
             tmp_i = best_i[q].copy()
             e = err[q]
@@ -242,8 +245,7 @@ def _make_kernels(exact):
                     if r < bd[k - 1]:
                         insert_sorted(bd, bi, r, offset + j)
 
-    @jit(parallel=True)
-    def direct(Q, X, offset, best_d, best_i):
+    def direct_impl(Q, X, offset, best_d, best_i):
         k = best_d.shape[1]
         for q in prange(Q.shape[0]):
             bd = best_d[q]
@@ -252,6 +254,9 @@ def _make_kernels(exact):
                 r = exact(Q, q, X, j)
                 if r < bd[k - 1]:
                     insert_sorted(bd, bi, r, offset + j)
+
+    direct = jit(parallel=True)(direct_impl)
+    direct_serial = jit(direct_impl)
 
     @jit(parallel=True)
     def pairwise_fix(X, Y, out, xn, yn, coef, e_abs, rel):
@@ -272,15 +277,23 @@ def _make_kernels(exact):
             for j in range(Y.shape[0]):
                 out[i, j] = exact(X, i, Y, j)
 
-    return rerank, direct, pairwise_fix, pairwise_direct
+    return rerank, direct, direct_serial, pairwise_fix, pairwise_direct
 
 
-_rerank_float, _direct_float, _pairwise_fix_float, _pairwise_direct_float = _make_kernels(
-    _sq_exact_float
-)
-_rerank_uint8, _direct_uint8, _pairwise_fix_uint8, _pairwise_direct_uint8 = _make_kernels(
-    _sq_exact_uint8
-)
+(
+    _rerank_float,
+    _direct_float,
+    _direct_serial_float,
+    _pairwise_fix_float,
+    _pairwise_direct_float,
+) = _make_kernels(_sq_exact_float)
+(
+    _rerank_uint8,
+    _direct_uint8,
+    _direct_serial_uint8,
+    _pairwise_fix_uint8,
+    _pairwise_direct_uint8,
+) = _make_kernels(_sq_exact_uint8)
 
 
 @jit(parallel=True)
@@ -314,19 +327,47 @@ def release_scratch() -> None:
     _SCRATCH.__dict__.clear()
 
 
-def _blas_threads():
-    """Context limiting BLAS to numba's thread count (cached ThreadpoolController)."""
+def _blas_threads(n: int | None = None):
+    """Context limiting BLAS to ``n`` threads (default: numba's count), cached controller."""
     global _CONTROLLER
     try:
         if _CONTROLLER is None:
             from threadpoolctl import ThreadpoolController
 
             _CONTROLLER = ThreadpoolController()
-        import numba
+        if n is None:
+            import numba
 
-        return _CONTROLLER.limit(limits=int(numba.get_num_threads()), user_api="blas")
+            n = int(numba.get_num_threads())
+        return _CONTROLLER.limit(limits=n, user_api="blas")
     except Exception:  # pragma: no cover - threadpoolctl missing or broken
         return contextlib.nullcontext()
+
+
+_EXECUTOR = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _map_chunks(fn, n_items: int, n_threads: int) -> list:
+    """Run ``fn(start, stop)`` over ``n_threads`` contiguous chunks of ``range(n_items)``.
+
+    Python threads (numba kernels are nogil, NumPy's GEMM releases the GIL) each run
+    a whole pipeline on their chunk with single-threaded BLAS and serial numba code:
+    no OpenMP / OpenBLAS pools that spin against each other between short steps.
+    """
+    global _EXECUTOR
+    bounds = np.linspace(0, n_items, min(n_threads, n_items) + 1).astype(int)
+    chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    if len(chunks) <= 1:
+        return [fn(a, b) for a, b in chunks]
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None or _EXECUTOR._max_workers < len(chunks):
+            from concurrent.futures import ThreadPoolExecutor
+
+            _EXECUTOR = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="fastcls")
+        ex = _EXECUTOR
+    futures = [ex.submit(fn, a, b) for a, b in chunks]
+    return [f.result() for f in futures]
 
 
 # --------------------------------------------------------------------------- top-k
@@ -352,7 +393,10 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     k = best_d.shape[1]
     if nq == 0 or nx == 0:
         return
-    rerank, direct = (_rerank_uint8, _direct_uint8) if uint8 else (_rerank_float, _direct_float)
+    if uint8:
+        rerank, direct, direct_serial = _rerank_uint8, _direct_uint8, _direct_serial_uint8
+    else:
+        rerank, direct, direct_serial = _rerank_float, _direct_float, _direct_serial_float
     wdtype = np.float64 if Q.dtype == np.float64 else np.float32
     u = _U64 if wdtype is np.float64 else _U32
     m = min(k + N_EXTRA, nx)
@@ -361,32 +405,37 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
         direct(Q, X, offset, best_d, best_i)
         return
     STATS["gemm_calls"] += 1
+    import numba
+
+    n_threads = int(numba.get_num_threads())
     c = _centre(X, wdtype, uint8)
     Xc = _scratch("xc", (nx, D), wdtype)
     xn = np.empty(nx)
-    _centre_rows(X, c, Xc, xn)
+    _map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
     xmax = math.sqrt(float(xn.max()))
     with np.errstate(over="ignore"):  # overflow -> the direct path below
         xn_w = xn.astype(wdtype)
     coef = (_gamma(D + 16, u) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
     e_abs = (3 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
-    n_fallback_total = 0
     qt = max(1, int(QUERY_TILE))
     tb = max(_CHUNK, int(TRAIN_BLOCK))
-    with _blas_threads():
-        for qs in range(0, nq, qt):
-            qe = min(nq, qs + qt)
+
+    def queries(q0: int, q1: int) -> int:
+        """The whole pipeline for queries q0:q1 (one thread): returns #fallbacks."""
+        n_fallback = 0
+        for qs in range(q0, q1, qt):
+            qe = min(q1, qs + qt)
             Qt = Q[qs:qe]
             bd = best_d[qs:qe]
             bi = best_i[qs:qe]
             Qc = _scratch("qc", (qe - qs, D), wdtype)
             qn = np.empty(qe - qs)
-            _centre_rows(Qt, c, Qc, qn)
+            _centre_rows_serial(Qt, c, Qc, qn)
             np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
             S = (np.sqrt(qn) + xmax) ** 2
             if not np.isfinite(S).all() or float(S.max()) > s_max:
-                direct(Qt, X, offset, bd, bi)
+                direct_serial(Qt, X, offset, bd, bi)
                 continue
             err = coef * S + e_abs
             kth = bd[:, k - 1]
@@ -403,7 +452,11 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
                 _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
             fb = np.zeros(qe - qs, dtype=np.int64)
             rerank(Qt, X, offset, qn, cand_s, cand_j, t_prev, err, bd, bi, fb)
-            n_fallback_total += int(fb.sum())
+            n_fallback += int(fb.sum())
+        return n_fallback
+
+    with _blas_threads(1):
+        n_fallback_total = sum(_map_chunks(queries, nq, n_threads))
     STATS["fallback_queries"] += n_fallback_total
 
 
