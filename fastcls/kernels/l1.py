@@ -92,8 +92,8 @@ for ``D = 3072``, typically ``1e-6``), on float64 inputs float64 values within
 from __future__ import annotations
 
 import numpy as np
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import literally, prange, types
+from numba.extending import intrinsic, overload
 
 from fastcls._config import REDUCE, jit
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
@@ -113,7 +113,6 @@ EXTRA_CANDIDATES = 8
 #: "avx512", "avx2", "portable" to force it (tests use it)
 UINT8_IMPL: str | None = None
 
-_UINT8_IMPLS = ("avx512", "avx2", "portable")
 #: int32 accumulators of the portable uint8 kernel are flushed every this many features
 _I32_SEGMENT = 1 << 23  # 255 * 2**23 < 2**31
 
@@ -457,65 +456,82 @@ def _pairwise_float_kernel(X, Y, out, zero, block, chunk):
                             out[qi, ji] = s[t]
 
 
-def _make_uint8_drivers(tile):
-    """(topk, pairwise) uint8 drivers around one exact 4 x 2 tile function."""
-
-    def topk(Q, X, offset, best_d, best_i, block, chunk):
-        nq = Q.shape[0]
-        nx = X.shape[0]
-        k = best_d.shape[1]
-        n_chunks = (nq + chunk - 1) // chunk
-        for ch in prange(n_chunks):
-            c0 = ch * chunk
-            c1 = min(c0 + chunk, nq)
-            for j0 in range(0, nx, block):
-                j1 = min(j0 + block, nx)
-                for qa in range(c0, c1, 4):
-                    r0 = Q[qa]
-                    r1 = Q[min(qa + 1, c1 - 1)]
-                    r2 = Q[min(qa + 2, c1 - 1)]
-                    r3 = Q[min(qa + 3, c1 - 1)]
-                    for j in range(j0, j1, 2):
-                        s = tile(r0, r1, r2, r3, X[j], X[min(j + 1, j1 - 1)])
-                        for t in range(8):
-                            qi = qa + (t >> 1)
-                            ji = j + (t & 1)
-                            if qi >= c1 or ji >= j1:
-                                continue
-                            e = np.float64(s[t])
-                            if e < best_d[qi, k - 1]:
-                                insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
-
-    def pairwise(X, Y, out, block, chunk):
-        nq = X.shape[0]
-        ny = Y.shape[0]
-        n_chunks = (nq + chunk - 1) // chunk
-        for ch in prange(n_chunks):
-            c0 = ch * chunk
-            c1 = min(c0 + chunk, nq)
-            for j0 in range(0, ny, block):
-                j1 = min(j0 + block, ny)
-                for qa in range(c0, c1, 4):
-                    r0 = X[qa]
-                    r1 = X[min(qa + 1, c1 - 1)]
-                    r2 = X[min(qa + 2, c1 - 1)]
-                    r3 = X[min(qa + 3, c1 - 1)]
-                    for j in range(j0, j1, 2):
-                        s = tile(r0, r1, r2, r3, Y[j], Y[min(j + 1, j1 - 1)])
-                        for t in range(8):
-                            qi = qa + (t >> 1)
-                            ji = j + (t & 1)
-                            if qi < c1 and ji < j1:
-                                out[qi, ji] = np.float64(s[t])
-
-    return jit(parallel=True)(topk), jit(parallel=True)(pairwise)
+#: uint8 implementation name -> the literal code the drivers are specialised on
+_UINT8_CODES = {"portable": 0, "avx2": 1, "avx512": 2}
 
 
-_UINT8_DRIVERS = {
-    "avx512": _make_uint8_drivers(_tile_uint8_avx512),
-    "avx2": _make_uint8_drivers(_tile_uint8_avx2),
-    "portable": _make_uint8_drivers(_tile_uint8_portable),
-}
+def _tile_uint8(impl, q0, q1, q2, q3, x0, x1):
+    """Exact 4 x 2 uint8 tile of implementation ``impl`` (a literal code, see overload)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_tile_uint8, jit_options={"nogil": True})
+def _tile_uint8_overload(impl, q0, q1, q2, q3, x0, x1):
+    # Resolved at compile time on the literal ``impl``: only the chosen tile is compiled,
+    # so a CPU without AVX2 never sees the x86 intrinsic, and each specialisation is a
+    # distinct signature that numba's cache can store.
+    if not isinstance(impl, types.IntegerLiteral):
+        return None
+    tile = {0: _tile_uint8_portable, 1: _tile_uint8_avx2, 2: _tile_uint8_avx512}[impl.literal_value]
+
+    def impl_fn(impl, q0, q1, q2, q3, x0, x1):
+        return tile(q0, q1, q2, q3, x0, x1)
+
+    return impl_fn
+
+
+@jit(parallel=True)
+def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl):
+    literally(impl)
+    nq = Q.shape[0]
+    nx = X.shape[0]
+    k = best_d.shape[1]
+    n_chunks = (nq + chunk - 1) // chunk
+    for ch in prange(n_chunks):
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, nq)
+        for j0 in range(0, nx, block):
+            j1 = min(j0 + block, nx)
+            for qa in range(c0, c1, 4):
+                r0 = Q[qa]
+                r1 = Q[min(qa + 1, c1 - 1)]
+                r2 = Q[min(qa + 2, c1 - 1)]
+                r3 = Q[min(qa + 3, c1 - 1)]
+                for j in range(j0, j1, 2):
+                    s = _tile_uint8(impl, r0, r1, r2, r3, X[j], X[min(j + 1, j1 - 1)])
+                    for t in range(8):
+                        qi = qa + (t >> 1)
+                        ji = j + (t & 1)
+                        if qi >= c1 or ji >= j1:
+                            continue
+                        e = np.float64(s[t])
+                        if e < best_d[qi, k - 1]:
+                            insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
+
+
+@jit(parallel=True)
+def _pairwise_uint8_kernel(X, Y, out, block, chunk, impl):
+    literally(impl)
+    nq = X.shape[0]
+    ny = Y.shape[0]
+    n_chunks = (nq + chunk - 1) // chunk
+    for ch in prange(n_chunks):
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, nq)
+        for j0 in range(0, ny, block):
+            j1 = min(j0 + block, ny)
+            for qa in range(c0, c1, 4):
+                r0 = X[qa]
+                r1 = X[min(qa + 1, c1 - 1)]
+                r2 = X[min(qa + 2, c1 - 1)]
+                r3 = X[min(qa + 3, c1 - 1)]
+                for j in range(j0, j1, 2):
+                    s = _tile_uint8(impl, r0, r1, r2, r3, Y[j], Y[min(j + 1, j1 - 1)])
+                    for t in range(8):
+                        qi = qa + (t >> 1)
+                        ji = j + (t & 1)
+                        if qi < c1 and ji < j1:
+                            out[qi, ji] = np.float64(s[t])
 
 
 def uint8_impl() -> str:
@@ -535,8 +551,9 @@ def uint8_impl() -> str:
         available.insert(0, "avx512")
     if UINT8_IMPL is None:
         return available[0]
-    if UINT8_IMPL not in _UINT8_IMPLS:
-        raise ValueError(f"UINT8_IMPL must be None or one of {_UINT8_IMPLS}, got {UINT8_IMPL!r}")
+    if UINT8_IMPL not in _UINT8_CODES:
+        names = tuple(_UINT8_CODES)
+        raise ValueError(f"UINT8_IMPL must be None or one of {names}, got {UINT8_IMPL!r}")
     if UINT8_IMPL not in available:
         raise ValueError(f"UINT8_IMPL={UINT8_IMPL!r} is not supported by this CPU")
     return UINT8_IMPL
@@ -563,8 +580,8 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     """Merge the exact (integer) L1 neighbours among uint8 rows ``X``; same contract."""
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
-    topk, _ = _UINT8_DRIVERS[uint8_impl()]
-    topk(Q, X, np.int64(offset), best_d, best_i, *_sizes(Q))
+    code = _UINT8_CODES[uint8_impl()]
+    _topk_uint8_kernel(Q, X, np.int64(offset), best_d, best_i, *_sizes(Q), code)
 
 
 def l1_pairwise_float(X, Y, out):
@@ -578,5 +595,4 @@ def l1_pairwise_uint8(X, Y, out):
     """``out[i, j] = sum |X[i] - Y[j]|`` for uint8 rows: exact integers in float64 ``out``."""
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
-    _, pairwise = _UINT8_DRIVERS[uint8_impl()]
-    pairwise(X, Y, out, *_sizes(X))
+    _pairwise_uint8_kernel(X, Y, out, *_sizes(X), _UINT8_CODES[uint8_impl()])
