@@ -562,3 +562,20 @@ def test_progress_writes_only_when_enabled():
     with Progress(4, "work", stream=quiet) as bar:  # StringIO is not a terminal
         bar.update(4)
     assert quiet.getvalue() == ""
+
+
+def test_sklearn_gridsearchcv_tunes_our_linear_models():
+    sk_ms = pytest.importorskip("sklearn.model_selection")
+    linear = pytest.importorskip("fastcls.linear")
+    rng = np.random.default_rng(9)
+    centres = rng.normal(scale=3.0, size=(3, 5))
+    y = rng.integers(0, 3, size=150)
+    X = (centres[y] + rng.normal(size=(150, 5))).astype(np.float32)
+    grid = sk_ms.GridSearchCV(
+        linear.Softmax(n_iters=40, seed=0),
+        {"learning_rate": [1e-3, 1e-1], "reg": [1e-4]},
+        cv=sk_ms.KFold(3),
+    ).fit(X, y)
+    assert grid.best_params_["learning_rate"] in (1e-3, 1e-1)
+    assert grid.best_estimator_.n_iters == 40
+    assert grid.best_score_ > 0.8
