@@ -12,8 +12,11 @@ the thread count.
 uint8, float32 or float64; every pixel is read as float64, uint8 through ``lut`` =
 :data:`UNIT_LUT` (``v / 255.0``, bitwise as
 :func:`fastcls.reference.features.to_float01`), floats unchanged.
-All arithmetic is float64 without fastmath, in the reference's order of operations, so
-the grayscale values, gradients and hues are bitwise those of the reference.
+All HOG arithmetic is float64 without fastmath, in the reference's order of operations,
+so the grayscale values and gradients are bitwise those of the reference. Hue bins
+equal the reference's bit for bit: float images take the reference's float64 formula
+(:func:`_hue_bin_exact`); uint8 images a vectorised float32 estimate on integer channel
+planes that defers to that formula near the bin edges (:func:`_hue_bins_uint8`).
 
 Orientation binning does not call ``atan2`` (as the reference,
 :func:`fastcls.reference.features.orientation_bins_reference`): a folded gradient ``g``
