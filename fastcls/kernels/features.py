@@ -15,8 +15,8 @@ uint8, float32 or float64; every pixel is read as float64, uint8 through ``lut``
 All HOG arithmetic is float64 without fastmath, in the reference's order of operations,
 so the grayscale values and gradients are bitwise those of the reference. Hue bins
 equal the reference's bit for bit: float images take the reference's float64 formula
-(:func:`_hue_bin_exact`); uint8 images a vectorised float32 estimate on integer channel
-planes that defers to that formula near the bin edges (:func:`_hue_bins_uint8`).
+(:func:`_hue_bin_exact`); uint8 images a vectorised float32 estimate on the integer
+channels that defers to that formula near the bin edges (:func:`_hue_bins_uint8`).
 
 Orientation binning does not call ``atan2`` (as the reference,
 :func:`fastcls.reference.features.orientation_bins_reference`): a folded gradient ``g``
@@ -198,32 +198,24 @@ FAST_HUE_MAX_NBIN = 256
 
 
 @jit
-def _hue_bins_uint8(img, nbin, lut, rgb, bidx):
-    """Hue bins of one (P, 3) uint8 image: a fast estimate, exact near the bin edges.
+def _hue_bins_uint8(row, nbin, lut, bidx):
+    """Hue bins of one uint8 image given as its flat bytes ``row`` (3P,) = r, g, b, r, ...
 
-    The channels are first split into int32 planes ``rgb`` (3, P). On the integers,
-    ``6 * hue = t / d`` exactly, with ``d = max - min`` and ``t`` in ``[0, 6d)`` chosen by
-    which channel is the maximum (decided as on the float64 values ``v / 255``, since
-    ``v -> v / 255`` is strictly increasing). ``floor(t * nbin / (6 d))`` is estimated in
-    float32 (vectorised); where the estimate lies within :data:`_NEAR_EDGE` of an integer
-    (an exact tie such as ``hue = 0.1``) the bin is recomputed with the reference's
-    float64 operations (:func:`_hue_bin_exact`), so every bin equals the reference's.
-    Requires ``nbin <= FAST_HUE_MAX_NBIN``.
+    On the integers, ``6 * hue = t / d`` exactly, with ``d = max - min`` and ``t`` in
+    ``[0, 6d)`` chosen by which channel is the maximum (decided as on the float64 values
+    ``v / 255``, since ``v -> v / 255`` is strictly increasing). ``floor(t * nbin / (6 d))``
+    is estimated in float32 (vectorised, int32 channel arithmetic); where the estimate
+    lies within :data:`_NEAR_EDGE` of an integer (an exact tie such as ``hue = 0.1``) the
+    bin is recomputed with the reference's float64 operations (:func:`_hue_bin_exact`), so
+    every bin equals the reference's. Requires ``nbin <= FAST_HUE_MAX_NBIN``.
     """
-    P = img.shape[0]
-    R = rgb[0]
-    G = rgb[1]
-    B = rgb[2]
-    for p in range(P):
-        R[p] = np.int32(img[p, 0])
-        G[p] = np.int32(img[p, 1])
-        B[p] = np.int32(img[p, 2])
+    P = row.shape[0] // 3
     scale = np.float32(nbin / 6.0)
     n_near = 0
     for p in range(P):
-        r = R[p]
-        g = G[p]
-        b = B[p]
+        r = np.int32(row[3 * p])
+        g = np.int32(row[3 * p + 1])
+        b = np.int32(row[3 * p + 2])
         vmax = max(r, max(g, b))
         d = vmax - min(r, min(g, b))
         isb = b == vmax
@@ -244,25 +236,29 @@ def _hue_bins_uint8(img, nbin, lut, rgb, bidx):
     if n_near > 0:
         for p in range(P):
             if bidx[p] < 0:
-                bidx[p] = _hue_bin_exact(lut[img[p, 0]], lut[img[p, 1]], lut[img[p, 2]], nbin)
+                bidx[p] = _hue_bin_exact(
+                    lut[row[3 * p]], lut[row[3 * p + 1]], lut[row[3 * p + 2]], nbin
+                )
 
 
-def _hue_bins(img, nbin, lut, rgb, bidx):  # pragma: no cover - replaced by the overload
+def _hue_bins(img, row, nbin, lut, bidx):  # pragma: no cover - replaced by the overload
     raise NotImplementedError
 
 
 @overload(_hue_bins)
-def _hue_bins_impl(img, nbin, lut, rgb, bidx):
+def _hue_bins_impl(img, row, nbin, lut, bidx):
+    """uint8 (and nbin <= FAST_HUE_MAX_NBIN): the fast path on the flat bytes ``row``;
+    otherwise the reference's float64 formula on the (P, 3) pixels ``img``."""
     if isinstance(img.dtype, types.Integer):
 
-        def impl(img, nbin, lut, rgb, bidx):
+        def impl(img, row, nbin, lut, bidx):
             if nbin <= FAST_HUE_MAX_NBIN:
-                _hue_bins_uint8(img, nbin, lut, rgb, bidx)
+                _hue_bins_uint8(row, nbin, lut, bidx)
             else:
                 _hue_bins_exact(img, nbin, lut, bidx)
 
         return impl
-    return lambda img, nbin, lut, rgb, bidx: _hue_bins_exact(img, nbin, lut, bidx)
+    return lambda img, row, nbin, lut, bidx: _hue_bins_exact(img, nbin, lut, bidx)
 
 
 #: up to this many bins, counting compares every pixel with every bin (vectorised);
@@ -301,16 +297,16 @@ def hue_histogram_batch(images, nbin, lut, out):
     N, H, W, C = images.shape
     P = H * W
     flat = images.reshape(N, P, C)
+    flat3 = images.reshape(N, P * C)
     npix = np.float64(P)
     nchunks = (N + _CHUNK - 1) // _CHUNK
     for t in prange(nchunks):
         lo = t * _CHUNK
         hi = min(N, lo + _CHUNK)
         bidx = np.empty(P, dtype=np.int32)
-        rgb = np.empty((3, P), dtype=np.int32)
         counts = np.empty(nbin, dtype=np.int64)
         for i in range(lo, hi):
-            _hue_bins(flat[i], nbin, lut, rgb, bidx)
+            _hue_bins(flat[i], flat3[i], nbin, lut, bidx)
             _count_bins(bidx, nbin, counts)
             for k in range(nbin):
                 out[i, k] = counts[k] / npix
