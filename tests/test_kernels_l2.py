@@ -288,3 +288,26 @@ def test_pairwise_api_uses_kernel():
     with l2_params(DIRECT_MAX_WORK=0):
         got = fastcls.pairwise_distances(X, Y, "l2")
     np.testing.assert_allclose(got, pairwise_distances_reference(X, Y, "l2"), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_paths_agree_bit_for_bit_on_duplicates(dtype):
+    """Non-dyadic floats (summation order matters) with duplicates across tiles.
+
+    The first tile takes the GEMM + rerank path, the second the direct path: a row and
+    its copy must get identical distances, so the lower index comes first.
+    """
+    rng = np.random.default_rng(15)
+    n_q, D = 12, 67
+    X = rng.standard_normal((250, D)).astype(dtype)
+    X[200:212] = X[:12]  # copies in the second tile of rows in the first
+    Q = (X[:12] + 1e-3 * rng.standard_normal((n_q, D))).astype(dtype)
+    with l2_params(DIRECT_MAX_WORK=n_q * 50 * D, N_EXTRA=3):
+        d, i = kernel_knn(Q, X, 4, train_tile=200)
+    assert (i[:, 0] == np.arange(12)).all() and (i[:, 1] == 200 + np.arange(12)).all()
+    np.testing.assert_array_equal(d[:, 0], d[:, 1])
+    with l2_params(DIRECT_MAX_WORK=10**12):  # everything direct
+        d2, i2 = kernel_knn(Q, X, 4, train_tile=250)
+    np.testing.assert_array_equal(i, i2)
+    np.testing.assert_array_equal(d, d2)
+    assert_matches_reference(d, i, Q, X, 4)
