@@ -534,6 +534,47 @@ def _pairwise_uint8_kernel(X, Y, out, block, chunk, impl):
                             out[qi, ji] = np.float64(s[t])
 
 
+# Entry points with the implementation code as a constant: calling the drivers with a
+# literal from jitted code types it as a literal once, at compile time (calling them
+# from Python with ``literally`` would redo the literal dispatch, ~0.1 s, every call).
+@jit
+def _topk_uint8_portable(Q, X, offset, best_d, best_i, block, chunk):
+    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 0)
+
+
+@jit
+def _topk_uint8_avx2(Q, X, offset, best_d, best_i, block, chunk):
+    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 1)
+
+
+@jit
+def _topk_uint8_avx512(Q, X, offset, best_d, best_i, block, chunk):
+    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 2)
+
+
+@jit
+def _pairwise_uint8_portable(X, Y, out, block, chunk):
+    _pairwise_uint8_kernel(X, Y, out, block, chunk, 0)
+
+
+@jit
+def _pairwise_uint8_avx2(X, Y, out, block, chunk):
+    _pairwise_uint8_kernel(X, Y, out, block, chunk, 1)
+
+
+@jit
+def _pairwise_uint8_avx512(X, Y, out, block, chunk):
+    _pairwise_uint8_kernel(X, Y, out, block, chunk, 2)
+
+
+#: implementation name -> (top-k entry point, pairwise entry point)
+_UINT8_ENTRIES = {
+    "portable": (_topk_uint8_portable, _pairwise_uint8_portable),
+    "avx2": (_topk_uint8_avx2, _pairwise_uint8_avx2),
+    "avx512": (_topk_uint8_avx512, _pairwise_uint8_avx512),
+}
+
+
 def uint8_impl() -> str:
     """The uint8 implementation used: :data:`UINT8_IMPL` if set, else the best available.
 
@@ -580,8 +621,8 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     """Merge the exact (integer) L1 neighbours among uint8 rows ``X``; same contract."""
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
-    code = _UINT8_CODES[uint8_impl()]
-    _topk_uint8_kernel(Q, X, np.int64(offset), best_d, best_i, *_sizes(Q), code)
+    topk = _UINT8_ENTRIES[uint8_impl()][0]
+    topk(Q, X, np.int64(offset), best_d, best_i, *_sizes(Q))
 
 
 def l1_pairwise_float(X, Y, out):
@@ -595,4 +636,5 @@ def l1_pairwise_uint8(X, Y, out):
     """``out[i, j] = sum |X[i] - Y[j]|`` for uint8 rows: exact integers in float64 ``out``."""
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
-    _pairwise_uint8_kernel(X, Y, out, *_sizes(X), _UINT8_CODES[uint8_impl()])
+    pairwise = _UINT8_ENTRIES[uint8_impl()][1]
+    pairwise(X, Y, out, *_sizes(X))
