@@ -50,9 +50,10 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     learning_rate : float or "auto", default "auto"
-        Step size. ``"auto"`` uses ``0.5 / mean_i ||x_i||^2`` (times the batch-independent
-        scale of the gradient), which trains standardised features and raw 0..255 pixels
-        alike; give a number to follow the lectures (e.g. ``1e-7`` on CIFAR pixels).
+        Step size. ``"auto"`` uses ``k / mean_i ||x_i||^2`` with ``k = 1`` for the SVM and
+        ``k = 4`` for the softmax (whose loss has curvature at most ``||x||^2 / 2``), so that
+        standardised features and raw 0..255 pixels train alike; give a number to follow
+        the lectures (e.g. ``1e-7`` on CIFAR pixels).
     reg : float, default 1e-4
         Regularisation strength (>= 0).
     penalty : {"l2", "l1", "elasticnet"}, default "l2"
@@ -60,8 +61,10 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         Elastic-net weight of the squared term: ``reg * sum(beta * W**2 + |W|)``.
     n_iters : int, default 1500
         Number of SGD steps.
-    batch_size : int or None, default 200
-        Rows per step, sampled with replacement. ``None``: full-batch gradient descent.
+    batch_size : int, "auto" or None, default "auto"
+        Rows per step, sampled with replacement (an int larger than the data is an
+        error). ``"auto"``: ``min(200, n_samples)``, the lectures' 200. ``None``:
+        full-batch gradient descent.
     momentum : float, default 0.0
         Classical momentum ``v = momentum * v - lr * g; W += v`` (0: vanilla SGD).
     lr_schedule : {"constant", "step"}, default "constant"
@@ -72,6 +75,12 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
     fit_intercept : bool, default True
         Learn a bias ``b_`` (not regularised). ``False``: ``b_`` is zero; the bias trick
         (a column of ones in ``X``) is the alternative.
+    center : bool, default True
+        With ``fit_intercept``, run SGD on mean-centred features, as the lectures do by
+        hand (the mean is folded into the bias at every step: ``X`` is not copied).
+        Raw pixels (all positive, large mean) then train as fast as standardised
+        features. ``W_`` and ``b_`` always apply to the raw ``X``. ``False``: plain SGD
+        on ``X`` (the exact lecture loop).
     init_scale : float, default 1e-3
         Standard deviation of the initial weights.
     seed : None, int or numpy Generator
@@ -95,6 +104,7 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _loss_kind: int = -1
+    _auto_lr_factor: float = 1.0
 
     def __init__(
         self,
@@ -103,12 +113,13 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         penalty: str = "l2",
         beta: float = 1.0,
         n_iters: int = 1500,
-        batch_size: int | None = 200,
+        batch_size: int | str | None = "auto",
         momentum: float = 0.0,
         lr_schedule: str = "constant",
         lr_decay: float = 0.95,
         lr_step: int | None = None,
         fit_intercept: bool = True,
+        center: bool = True,
         init_scale: float = 1e-3,
         seed: Any = None,
         verbose: bool | int = False,
@@ -125,6 +136,7 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         self.lr_decay = lr_decay
         self.lr_step = lr_step
         self.fit_intercept = fit_intercept
+        self.center = center
         self.init_scale = init_scale
         self.seed = seed
         self.verbose = verbose
@@ -149,6 +161,13 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         p["n_iters"] = V.check_int(self.n_iters, "n_iters", min_value=1)
         if self.batch_size is None:
             p["batch_size"] = None
+        elif isinstance(self.batch_size, str):
+            if self.batch_size != "auto":
+                raise ValueError(
+                    "batch_size must be a positive integer, 'auto' or None, "
+                    f"got {self.batch_size!r}"
+                )
+            p["batch_size"] = min(200, n_samples)
         else:
             bs = V.check_int(self.batch_size, "batch_size", min_value=1)
             if bs > n_samples:
@@ -171,6 +190,9 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             p["lr_step"] = V.check_int(self.lr_step, "lr_step", min_value=1)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise TypeError(f"fit_intercept must be a bool, got {self.fit_intercept!r}")
+        if not isinstance(self.center, (bool, np.bool_)):
+            raise TypeError(f"center must be a bool, got {self.center!r}")
+        p["center"] = bool(self.center)
         p["init_scale"] = V.check_float(self.init_scale, "init_scale", min_value=0.0)
         p["rng"] = V.check_random_state(self.seed)
         if isinstance(self.verbose, bool) or self.verbose is None:
@@ -215,25 +237,36 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         rng = p["rng"]
         W = (p["init_scale"] * rng.standard_normal((D, C))).astype(dtype)
         b = np.zeros(C, dtype=dtype) if self.fit_intercept else None
+        mu = None
+        if self.fit_intercept and p["center"]:
+            mu = Xa.mean(axis=0, dtype=np.float64)
         lr0 = p["learning_rate"]
         if lr0 == "auto":
             sq = float(np.einsum("ij,ij->", Xa, Xa, dtype=np.float64)) / n
-            lr0 = 0.5 / max(sq + (1.0 if self.fit_intercept else 0.0), 1e-12)
+            if mu is not None:  # mean squared norm of the centred rows
+                sq = max(sq - float(mu @ mu), 0.0)
+            lr0 = self._auto_lr_factor / max(sq + (1.0 if self.fit_intercept else 0.0), 1e-12)
         vW = np.zeros_like(W) if p["momentum"] > 0 else None
         vb = np.zeros_like(b) if (b is not None and vW is not None) else None
         n_iters = p["n_iters"]
         history = np.empty(n_iters)
         every = p["verbose_every"]
         t0 = time.perf_counter()
-        with num_threads(self.n_jobs):
+        # divergence is reported by the FloatingPointError below, not by numpy warnings
+        with num_threads(self.n_jobs), np.errstate(over="ignore", invalid="ignore"):
             for it in range(n_iters):
                 idx = None
                 if p["batch_size"] is not None:
                     idx = rng.integers(0, n, size=p["batch_size"])
+                # centred model: scores = (x - mu) W + b = x W + (b - mu W); its gradient
+                # is sum (x_i - mu) g_i^T = (raw gradient) - mu db^T: no centred copy of X
+                bias = b if mu is None else (b - mu @ W).astype(dtype)
                 out = _fused(
-                    self._loss_kind, W, Xa, y_enc, p["reg"], b, p["penalty"], p["beta"], idx
+                    self._loss_kind, W, Xa, y_enc, p["reg"], bias, p["penalty"], p["beta"], idx
                 )
                 loss, dW = out[0], out[1]
+                if mu is not None:
+                    dW -= np.outer(mu, out[2]).astype(dtype)
                 lr = learning_rate_at(p["lr_schedule"], lr0, it, p["lr_decay"], p["lr_step"])
                 if vW is None:
                     W -= dtype.type(lr) * dW
@@ -262,6 +295,8 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
                         flush=True,
                     )
         self.W_ = W
+        if mu is not None:
+            b = (b - mu @ W).astype(dtype)
         self.b_ = b if b is not None else np.zeros(C, dtype=dtype)
         self.classes_ = classes
         self.n_features_in_ = D
@@ -293,7 +328,8 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,), labels from ``classes_``
         """
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)  # checks fitted first
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax of the scores: probabilities for :class:`Softmax`. For :class:`LinearSVM`
@@ -345,3 +381,4 @@ class Softmax(LinearClassifier):
     """
 
     _loss_kind = 1  # fastcls.kernels.losses.SOFTMAX
+    _auto_lr_factor = 4.0
