@@ -209,3 +209,33 @@ def test_random_search_returns_the_best_try():
         random_search(f, (4,), 3, 0.1)
     with pytest.raises(ValueError, match="scale"):
         random_search(f, (4, 3), 3, 0.0)
+
+
+# ----------------------------------------------------------------------------- plots
+def test_plots_loss_curve_and_weight_templates():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastcls import plots
+
+    ds = fastcls.datasets.load_default()
+    clf = fastcls.Softmax(n_iters=50, seed=0).fit(ds.images[:300], ds.labels[:300])
+    ax = plots.plot_loss_curve(clf, smooth=10)
+    assert len(ax.lines) == 2 and ax.get_xlabel() == "iteration"
+    fig = plots.plot_weight_templates(clf, image_shape=(8, 8))
+    assert len(fig.axes) == 10 and fig.axes[3].get_title() == "3"
+    T = plots.weight_templates(clf.W_, (8, 8))
+    assert T.shape == (10, 8, 8) and T.min() >= 0 and T.max() <= 1
+    # bias row (bias trick) dropped; RGB templates; constant column -> 0.5
+    Wb = np.vstack([np.random.default_rng(0).random((12, 2)), np.ones((1, 2))])
+    Wb[:, 1] = 0.0
+    T = plots.weight_templates(Wb, (2, 2, 3))
+    assert T.shape == (2, 2, 2, 3) and np.all(T[1] == 0.5)
+    with pytest.raises(ValueError, match="pixels"):
+        plots.weight_templates(np.ones((10, 2)), (8, 8))
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_loss_curve([])
+    plt.close("all")
