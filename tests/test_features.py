@@ -323,6 +323,15 @@ def test_other_dtypes_and_layouts():
         np.testing.assert_array_equal(f(h16), f(h16.astype(np.float32)))
 
 
+def test_memmap_input(tmp_path):
+    rng = np.random.default_rng(13)
+    m = np.memmap(tmp_path / "images.u8", dtype=np.uint8, mode="w+", shape=(5, 16, 16, 3))
+    m[:] = rng.integers(0, 256, m.shape)
+    plain = np.array(m)
+    np.testing.assert_array_equal(hog(m, cell=4), hog(plain, cell=4))
+    np.testing.assert_array_equal(color_histogram_hsv(m), color_histogram_hsv(plain))
+
+
 def test_thread_count_does_not_change_results():
     rng = np.random.default_rng(8)
     images = rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
