@@ -131,12 +131,13 @@ def _hog_image(gray, H, W, dest, edge_cos, edge_sin, area, gx, gy, mag, bidx, hi
 def hog_batch(images, cell, bins, edge_cos, edge_sin, lut, out):
     """HOG of every image of ``images`` (N, H, W, C) into ``out`` (N, ncy*ncx*bins) float64.
 
-    ``edge_cos`` / ``edge_sin`` come from :func:`orientation_edges`.
+    ``edge_cos`` / ``edge_sin`` (bins - 1,) come from
+    :func:`fastcls.reference.features.orientation_edges`; ``lut`` is :data:`UNIT_LUT`.
     """
     N, H, W, C = images.shape
     P = H * W
     flat = images.reshape(N, P, C)
-    # per-pixel destination offsets (same computation as hog_destinations)
+    # offset of each pixel's cell histogram in the output row (-1: beyond the last cell)
     ncy = H // cell
     ncx = W // cell
     dest = np.empty(P, dtype=np.int64)
