@@ -188,7 +188,6 @@ def _make_kernels(exact):
     @jit
     def rerank(Q, X, offset, qn, cand_s, cand_j, t_prev, err, best_d, best_i, n_fallback):
         nq = Q.shape[0]
-        nx = X.shape[0]
         k = best_d.shape[1]
         m = cand_s.shape[1]
         for q in range(nq):
@@ -210,24 +209,30 @@ def _make_kernels(exact):
                 for c in range(k):
                     best_d[q, c] = tmp_d[c]
                     best_i[q, c] = tmp_i[c]
-            else:
+            else:  # recomputed over the whole tile afterwards (direct, blocked)
                 n_fallback[q] = 1
-                bd = best_d[q]
-                bi = best_i[q]
-                for j in range(nx):
-                    r = exact(Q, q, X, j)
-                    if r < bd[k - 1]:
-                        insert_sorted(bd, bi, r, offset + j)
 
-    def direct_impl(Q, X, offset, best_d, best_i):
+    def direct_impl(Q, X, offset, best_d, best_i, qidx):
+        """Exact scan of every row for the queries ``qidx``, blocked for reuse.
+
+        Chunks of 16 queries walk blocks of 32 training rows (a block is read once
+        per chunk, from cache for the other 15); each query still sees the rows in
+        increasing index, so equal distances keep the lower index.
+        """
         k = best_d.shape[1]
-        for q in prange(Q.shape[0]):
-            bd = best_d[q]
-            bi = best_i[q]
-            for j in range(X.shape[0]):
-                r = exact(Q, q, X, j)
-                if r < bd[k - 1]:
-                    insert_sorted(bd, bi, r, offset + j)
+        nx = X.shape[0]
+        nsel = qidx.shape[0]
+        for c in prange((nsel + 15) // 16):
+            t0 = c * 16
+            t1 = min(nsel, t0 + 16)
+            for j0 in range(0, nx, 32):
+                nb = min(32, nx - j0)
+                for t in range(t0, t1):
+                    q = qidx[t]
+                    for jj in range(nb):
+                        r = exact(Q, q, X, j0 + jj)
+                        if r < best_d[q, k - 1]:
+                            insert_sorted(best_d[q], best_i[q], r, offset + j0 + jj)
 
     direct = jit(parallel=True)(direct_impl)
     direct_serial = jit(direct_impl)
@@ -376,7 +381,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     m = min(k + N_EXTRA, nx)
     if nq * nx * D <= DIRECT_MAX_WORK or m >= nx or (D + 16) * u >= 0.5:
         STATS["direct_calls"] += 1
-        direct(Q, X, offset, best_d, best_i)
+        direct(Q, X, offset, best_d, best_i, np.arange(nq))
         return
     STATS["gemm_calls"] += 1
     import numba
@@ -409,7 +414,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
             np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
             S = (np.sqrt(qn) + xmax) ** 2
             if not np.isfinite(S).all() or float(S.max()) > s_max:
-                direct_serial(Qt, X, offset, bd, bi)
+                direct_serial(Qt, X, offset, bd, bi, np.arange(qe - qs))
                 continue
             err = coef * S + e_abs
             kth = bd[:, k - 1]
@@ -426,7 +431,10 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
                 _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
             fb = np.zeros(qe - qs, dtype=np.int64)
             rerank(Qt, X, offset, qn, cand_s, cand_j, t_prev, err, bd, bi, fb)
-            n_fallback += int(fb.sum())
+            redo = np.flatnonzero(fb)
+            if redo.size:
+                direct_serial(Qt, X, offset, bd, bi, redo)
+                n_fallback += int(redo.size)
         return n_fallback
 
     with _blas_threads(1):
