@@ -99,3 +99,46 @@ def test_knn_l1(benchmark, data, dtype, impl):
         ref_d, ref_i = fastcls.kneighbors(Q[:3], X, K, metric="l1", backend="numpy")
         np.testing.assert_array_equal(i[:3], ref_i)
         np.testing.assert_array_equal(d[:3], ref_d)
+
+
+def interleaved(rounds: int = 3) -> None:
+    """Alternate fastcls (float32, uint8) and FAISS runs and print per-round ratios.
+
+    On a shared machine the load drifts between pytest-benchmark's groups; ratios of
+    runs taken back to back are steadier. ``python bench/bench_knn_l1.py``.
+    """
+    import time
+
+    import faiss
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (N_TRAIN, N_FEATURES), dtype=np.uint8)
+    Q = rng.integers(0, 256, (N_QUERIES, N_FEATURES), dtype=np.uint8)
+    Xf, Qf = X.astype(np.float32), Q.astype(np.float32)
+    fastcls.set_num_threads(None)
+    faiss.omp_set_num_threads(fastcls.get_num_threads())
+    runs = {
+        "fastcls-float32": lambda: fastcls.kneighbors(Qf, Xf, K, metric="l1"),
+        "fastcls-uint8": lambda: fastcls.kneighbors(Q, X, K, metric="l1"),
+        "faiss-float32": lambda: faiss.knn(Qf, Xf, K, metric=faiss.METRIC_L1),
+    }
+    fastcls.kneighbors(Qf[:4], Xf[:64], K, metric="l1")  # JIT warm-up
+    fastcls.kneighbors(Q[:4], X[:64], K, metric="l1")
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {name: float(np.median(t)) for name, t in times.items()}
+    print(f"{N_QUERIES}x{N_TRAIN}x{N_FEATURES}, k={K}, threads={fastcls.get_num_threads()}")
+    for name, t in med.items():
+        rounds_s = [round(x, 2) for x in times[name]]
+        print(f"  {name:16s} median {t * 1e3:9.1f} ms   rounds (s) {rounds_s}")
+    for name in ("fastcls-float32", "fastcls-uint8"):
+        ratios = [f / t for f, t in zip(times["faiss-float32"], times[name], strict=True)]
+        print(f"  faiss / {name}: median per-round ratio {np.median(ratios):.1f}x")
+
+
+if __name__ == "__main__":
+    interleaved()
