@@ -45,8 +45,8 @@ def data():
 
 
 @pytest.mark.parametrize("metric", ["l1", "l2"])
-@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
-@pytest.mark.parametrize("train_tile", [1, 16, 100, None])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("train_tile", [1, 37, None])
 def test_memmap_equals_in_memory(tmp_path, data, metric, dtype, train_tile):
     X, Q = data
     X, Q = X.astype(dtype), Q.astype(dtype)
