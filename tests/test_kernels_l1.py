@@ -74,12 +74,20 @@ def make_data(rng, n_q, n_x, D, dtype, kind):
     return np.ascontiguousarray(Q.astype(dtype)), np.ascontiguousarray(X.astype(dtype))
 
 
-def run_streamed(Q, X, k, tile):
-    """The kernel over training tiles of ``tile`` rows with global offsets (as the API)."""
+def run_streamed(Q, X, k, tile, shortcut=False):
+    """The kernel over training tiles of ``tile`` rows with global offsets (as the API).
+
+    ``shortcut=False`` keeps float pixel values on the float kernel (the one under test).
+    """
     kernel = l1.l1_topk_uint8 if Q.dtype == np.uint8 else l1.l1_topk_float
     best_d, best_i = new_topk(Q.shape[0], k)
-    for start in range(0, X.shape[0], tile):
-        kernel(Q, np.ascontiguousarray(X[start : start + tile]), start, best_d, best_i)
+    previous = l1.UINT8_SHORTCUT
+    l1.UINT8_SHORTCUT = shortcut
+    try:
+        for start in range(0, X.shape[0], tile):
+            kernel(Q, np.ascontiguousarray(X[start : start + tile]), start, best_d, best_i)
+    finally:
+        l1.UINT8_SHORTCUT = previous
     return best_d, best_i
 
 
@@ -303,3 +311,37 @@ def test_empty_inputs_are_noops():
     best_d, best_i = new_topk(2, 2)
     l1.l1_topk_uint8(np.zeros((2, 4), np.uint8), np.zeros((0, 4), np.uint8), 0, best_d, best_i)
     assert np.all(best_i == -1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["random", "extremes", "duplicates", "constant"])
+def test_pixel_floats_take_the_exact_uint8_shortcut(dtype, kind, monkeypatch):
+    rng = np.random.default_rng(19)
+    Q, X = make_data(rng, 10, 60, 45, np.uint8, kind)
+    Qf, Xf = Q.astype(dtype), X.astype(dtype)
+    expected = run_streamed(Qf, Xf, 8, 25, shortcut=False)
+
+    def refuse(*args):
+        raise AssertionError("the float kernel ran on pixel values")
+
+    monkeypatch.setattr(l1, "_topk_float_kernel", refuse)
+    d, i = run_streamed(Qf, Xf, 8, 25, shortcut=True)
+    np.testing.assert_array_equal(i, expected[1])
+    np.testing.assert_array_equal(d, expected[0])
+    out = np.empty((10, 60), dtype)
+    l1.l1_pairwise_float(Qf, Xf, out)
+    np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "l1"))
+
+
+@pytest.mark.parametrize("bad", [0.5, -1.0, 256.0, -0.25])
+def test_non_pixel_values_stay_on_the_float_kernel(bad, monkeypatch):
+    rng = np.random.default_rng(23)
+    Q, X = make_data(rng, 6, 30, 20, np.uint8, "random")
+    Qf, Xf = Q.astype(np.float32), X.astype(np.float32)
+    Xf[17, 3] = bad  # one value is enough
+    called = []
+    kernel = l1._topk_float_kernel
+    monkeypatch.setattr(l1, "_topk_float_kernel", lambda *a: called.append(1) or kernel(*a))
+    d, i = run_streamed(Qf, Xf, 5, 30, shortcut=True)
+    assert called
+    assert_matches_reference(Qf, Xf, 5, d, i)

@@ -83,6 +83,11 @@ With ``m = EXTRA_CANDIDATES = 8`` the certificate holds for practically every qu
 real and random data (``gamma_3072(2**-24) = 1.8e-4`` relative): the exact work is
 ``(k + m) * D`` per query and tile, against ``n_tile * D`` for the scan.
 
+Pixel data stored as floats (every value of Q and of the tile an integer in 0..255, as
+CIFAR-10 after ``astype(np.float32)``) skip all this when :data:`UINT8_SHORTCUT` is on:
+one pass checks and copies them to uint8 and the exact uint8 kernel runs (same exact
+integer distances, about 5x faster); any other value sends the call to the float path.
+
 The pairwise kernels write the fast sums: ``l1_pairwise_float`` on float32 inputs
 returns float32 values with relative error at most ``gamma_D(2**-24)`` (about ``1.8e-4``
 for ``D = 3072``, typically ``1e-6``), on float64 inputs float64 values within
@@ -112,6 +117,9 @@ EXTRA_CANDIDATES = 8
 #: uint8 implementation: None = best available (see :func:`uint8_impl`), or one of
 #: "avx512", "avx2", "portable" to force it (tests use it)
 UINT8_IMPL: str | None = None
+
+#: float top-k on pixel values (all integers in 0..255) runs the exact uint8 kernel
+UINT8_SHORTCUT = True
 
 #: int32 accumulators of the portable uint8 kernel are flushed every this many features
 _I32_SEGMENT = 1 << 23  # 255 * 2**23 < 2**31
@@ -601,14 +609,53 @@ def uint8_impl() -> str:
 
 
 # --------------------------------------------------------------------------- public kernels
+@jit(parallel=True)
+def _exact_uint8_copy(A, out):
+    """Copy ``A`` into uint8 ``out``; True iff every value is an integer in 0..255.
+
+    Each row stops at its first value that is not (non-integer data cost next to nothing).
+    """
+    ok = np.ones(A.shape[0], dtype=np.bool_)
+    for i in prange(A.shape[0]):
+        row = A[i]
+        o = out[i]
+        for d in range(row.shape[0]):
+            v = row[d]
+            if not (v >= 0 and v <= 255) or np.floor(v) != v:
+                ok[i] = False
+                break
+            o[d] = np.uint8(v)
+    for i in range(A.shape[0]):
+        if not ok[i]:
+            return False
+    return True
+
+
+def _as_exact_uint8(A):
+    """``A`` as uint8 when all its values are integers in 0..255 (else None)."""
+    if A.size == 0:
+        return None
+    out = np.empty(A.shape, dtype=np.uint8)
+    return out if _exact_uint8_copy(A, out) else None
+
+
 def l1_topk_float(Q, X, offset, best_d, best_i):
     """Merge the exact L1 neighbours among rows ``X`` (global ids ``offset + j``).
 
     Q (n_q, D) and X (n_x, D) C-contiguous, both float32 or both float64; ``best_d``
     (n_q, k) float64 and ``best_i`` (n_q, k) int64 updated in place (module docstring).
+    Pixel data stored as floats (every value an integer in 0..255, e.g. CIFAR-10 after
+    ``astype(float)``) take the exact uint8 kernel when :data:`UINT8_SHORTCUT` is on:
+    the distances are the same exact integers, found about 5x faster.
     """
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
+    if UINT8_SHORTCUT:
+        Qu = _as_exact_uint8(Q)
+        Xu = None if Qu is None else _as_exact_uint8(X)
+        if Xu is not None:
+            l1_topk_uint8(Qu, Xu, offset, best_d, best_i)
+            return
     c = lower_bound_factor(Q.shape[1], Q.dtype)
     big = float(np.finfo(Q.dtype).max)
     _topk_float_kernel(
@@ -626,9 +673,19 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
 
 
 def l1_pairwise_float(X, Y, out):
-    """``out[i, j] = sum |X[i] - Y[j]|`` as fast sums in the input precision."""
+    """``out[i, j] = sum |X[i] - Y[j]|`` as fast sums in the input precision.
+
+    Pixel values (integers in 0..255) take the uint8 kernel when
+    :data:`UINT8_SHORTCUT` is on: exact integers (rounded to ``out``'s dtype).
+    """
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
+    if UINT8_SHORTCUT:
+        Xu = _as_exact_uint8(X)
+        Yu = None if Xu is None else _as_exact_uint8(Y)
+        if Yu is not None:
+            _UINT8_ENTRIES[uint8_impl()][1](Xu, Yu, out, *_sizes(Xu))
+            return
     _pairwise_float_kernel(X, Y, out, X.dtype.type(0), *_sizes(X))
 
 
