@@ -13,6 +13,9 @@ run times them side by side. The slow peers (the NumPy reference, scikit-learn) 
 a slice of the queries: their parameter id says so (``[q100]``) and
 ``extra_info["scale"]`` is the factor that converts their time to the full query count.
 FAISS has no uint8 L1: in the uint8 group it searches the same values as float32.
+The float32 values here are pixels (integers 0..255), so plain ``fastcls`` takes the
+exact uint8 shortcut of :mod:`fastcls.kernels.l1`; ``fastcls-floatkernel`` switches the
+shortcut off and times the register-tiled float kernel itself.
 Every implementation uses all cores (``fastcls.set_num_threads(None)`` also sets
 FAISS's OpenMP pool); fastcls is JIT-warmed on a small input before timing.
 """
@@ -30,7 +33,7 @@ SMALL = os.environ.get("FASTCLS_BENCH_SMALL", "").strip().lower() in {"1", "true
 N_QUERIES, N_TRAIN, N_FEATURES, K = (50, 500, 3072, 10) if SMALL else (1000, 10000, 3072, 10)
 #: queries given to the slow peers (their time is scaled to N_QUERIES)
 SLICES = {"numpy": 10 if not SMALL else 5, "sklearn": 100 if not SMALL else 25}
-ROUNDS = {"fastcls": 5, "faiss": 3, "numpy": 1, "sklearn": 1}
+ROUNDS = {"fastcls": 5, "fastcls-floatkernel": 3, "faiss": 3, "numpy": 1, "sklearn": 1}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,23 @@ def data():
 def _fastcls(Q, X):
     fastcls.kneighbors(Q[:4], X[:64], K, metric="l1")  # JIT warm-up, untimed
     return lambda: fastcls.kneighbors(Q, X, K, metric="l1")
+
+
+def _fastcls_float_kernel(Q, X):
+    """fastcls with the pixel shortcut off: the float kernel itself (float32 group only)."""
+    if Q.dtype == np.uint8:
+        pytest.skip("the float kernel is timed in the float32 group")
+    from fastcls.kernels import l1
+
+    def run():
+        previous, l1.UINT8_SHORTCUT = l1.UINT8_SHORTCUT, False
+        try:
+            return fastcls.kneighbors(Q, X, K, metric="l1")
+        finally:
+            l1.UINT8_SHORTCUT = previous
+
+    fastcls.kneighbors(Q[:4] + np.float32(0.5), X[:64], K, metric="l1")  # JIT warm-up
+    return run
 
 
 def _numpy(Q, X):
@@ -69,7 +89,13 @@ def _sklearn(Q, X):
     return lambda: nn.kneighbors(Qs)
 
 
-IMPLEMENTATIONS = {"fastcls": _fastcls, "numpy": _numpy, "faiss": _faiss, "sklearn": _sklearn}
+IMPLEMENTATIONS = {
+    "fastcls": _fastcls,
+    "fastcls-floatkernel": _fastcls_float_kernel,
+    "numpy": _numpy,
+    "faiss": _faiss,
+    "sklearn": _sklearn,
+}
 
 
 def _ids(name: str) -> str:
@@ -117,9 +143,11 @@ def interleaved(rounds: int = 3) -> None:
     Xf, Qf = X.astype(np.float32), Q.astype(np.float32)
     fastcls.set_num_threads(None)
     faiss.omp_set_num_threads(fastcls.get_num_threads())
+    float_kernel = _fastcls_float_kernel(Qf, Xf)
     runs = {
         "fastcls-float32": lambda: fastcls.kneighbors(Qf, Xf, K, metric="l1"),
         "fastcls-uint8": lambda: fastcls.kneighbors(Q, X, K, metric="l1"),
+        "fastcls-floatkernel": float_kernel,
         "faiss-float32": lambda: faiss.knn(Qf, Xf, K, metric=faiss.METRIC_L1),
     }
     fastcls.kneighbors(Qf[:4], Xf[:64], K, metric="l1")  # JIT warm-up
@@ -135,7 +163,7 @@ def interleaved(rounds: int = 3) -> None:
     for name, t in med.items():
         rounds_s = [round(x, 2) for x in times[name]]
         print(f"  {name:16s} median {t * 1e3:9.1f} ms   rounds (s) {rounds_s}")
-    for name in ("fastcls-float32", "fastcls-uint8"):
+    for name in ("fastcls-float32", "fastcls-floatkernel", "fastcls-uint8"):
         ratios = [f / t for f, t in zip(times["faiss-float32"], times[name], strict=True)]
         print(f"  faiss / {name}: median per-round ratio {np.median(ratios):.1f}x")
 
