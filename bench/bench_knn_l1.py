@@ -127,7 +127,7 @@ def test_knn_l1(benchmark, data, dtype, impl):
         np.testing.assert_array_equal(d[:3], ref_d)
 
 
-def interleaved(rounds: int = 3) -> None:
+def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
     """Alternate fastcls (float32, uint8) and FAISS runs and print per-round ratios.
 
     On a shared machine the load drifts between pytest-benchmark's groups; ratios of
@@ -141,7 +141,7 @@ def interleaved(rounds: int = 3) -> None:
     X = rng.integers(0, 256, (N_TRAIN, N_FEATURES), dtype=np.uint8)
     Q = rng.integers(0, 256, (N_QUERIES, N_FEATURES), dtype=np.uint8)
     Xf, Qf = X.astype(np.float32), Q.astype(np.float32)
-    fastcls.set_num_threads(None)
+    fastcls.set_num_threads(n_jobs)
     faiss.omp_set_num_threads(fastcls.get_num_threads())
     float_kernel = _fastcls_float_kernel(Qf, Xf)
     runs = {
@@ -169,4 +169,6 @@ def interleaved(rounds: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    interleaved()
+    import sys
+
+    interleaved(n_jobs=int(sys.argv[1]) if len(sys.argv) > 1 else None)
