@@ -14,7 +14,8 @@ query's running top-k by ``(distance, index)``; the distances merged in are *exa
 
 Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
 -----------------------------------------------------------------------
-1. **Centre.** ``c`` = the tile's mean (rounded to integers for uint8), ``X' = X - c``,
+1. **Centre.** ``c`` = the mean of up to 1024 evenly spaced rows of the tile (rounded
+   to integers for uint8, so uint8 centring is exact), ``X' = X - c``,
    ``Q' = Q - c`` in the working precision ``w`` (float32 for float32 and uint8 inputs,
    float64 for float64). Distances are translation invariant, and centring makes the
    norms, hence the cancellation error of the GEMM trick, small.
@@ -32,9 +33,9 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
    copy of the query's top-k. The copy is accepted iff
    ``|q'|^2 + t_final - E > (k-th exact distance)`` (strict), which proves that no
    rejected row can beat *or tie* the k-th (see below); otherwise that query is
-   recomputed exactly over the whole tile (the original top-k is untouched, so
-   nothing is merged twice). Results therefore depend on neither tile sizes, thread
-   counts nor BLAS summation order.
+   recomputed exactly over the whole tile by the blocked direct scan (its original
+   top-k is untouched, so nothing is merged twice). Results therefore depend on
+   neither tile sizes, thread counts nor BLAS summation order.
 
 Error bound ``E``
 -----------------
@@ -78,9 +79,20 @@ result is exact. ``sqeuclidean_pairwise_float`` uses a float64 GEMM on centred d
 entry is within ``2^-30`` relative of the exact value before rounding to ``out``'s
 dtype, and never negative.
 
-Threads: the GEMM runs with as many BLAS threads as numba uses
-(:func:`fastcls.set_num_threads`), set through a cached ``threadpoolctl``
-controller; the numba kernels are parallel over queries (private buffers, no races).
+Threads
+-------
+With ``n = numba.get_num_threads()`` (:func:`fastcls.set_num_threads`), the queries
+are split into ``n`` contiguous chunks and each chunk runs the whole pipeline (GEMM,
+selection, rerank, fallback) in its own Python thread, with BLAS limited to one
+thread (a cached ``threadpoolctl`` controller) and serial numba kernels (``nogil``;
+NumPy's GEMM releases the GIL too). Alternating a multi-threaded OpenBLAS GEMM with
+numba's OpenMP regions was up to 1.5x slower on 2 shared cores: each pool's idle
+threads spin while the other works. Queries are independent, so results do not
+depend on ``n``. The direct path (small calls) and the pairwise kernels use numba's
+parallel loops and BLAS with ``n`` threads instead.
+
+Diagnostics: :data:`STATS` counts GEMM-path calls, direct calls and queries that the
+certificate refused (recomputed by the direct scan).
 """
 
 from __future__ import annotations
@@ -116,7 +128,7 @@ def _gamma(n: int, u: float) -> float:
 
 
 # --------------------------------------------------------------------------- exact pairs
-@jit(inline="always", fastmath=REDUCE)
+@jit(fastmath=REDUCE)  # not inlined by numba: an inlined body loses its fastmath flags
 def _sq_exact_float(A, i, B, j):
     """Squared distance of rows ``A[i]``, ``B[j]`` accumulated in float64.
 
@@ -132,7 +144,7 @@ def _sq_exact_float(A, i, B, j):
     return s
 
 
-@jit(inline="always", fastmath=REDUCE)
+@jit(fastmath=REDUCE)
 def _sq_exact_uint8(A, i, B, j):
     """Exact squared distance of uint8 rows ``A[i]``, ``B[j]`` (widened first)."""
     s = 0
