@@ -296,48 +296,37 @@ def _search_and_test(
     return best
 
 
+def _plots_module(ctx: Context) -> Any:
+    """:mod:`fastcls.plots`, or None (noted once) when this install lacks it."""
+    try:
+        from fastcls import plots
+    except ImportError:
+        note = "loss / template plots skipped: fastcls.plots is not available"
+        if note not in ctx.notes:
+            ctx.notes.append(note)
+        return None
+    return plots
+
+
 def _plot_loss(ctx: Context, model: Any, name: str, filename: str) -> None:
     hist = np.asarray(getattr(model, "loss_history_", []), dtype=float)
     if not ctx.plots_enabled() or hist.size == 0:
         return
-    try:
-        from fastcls import plots
-
-        fig = plots.plot_loss_curve(hist, title=f"{name} training loss").figure
-    except (ImportError, AttributeError):
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(hist)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("loss")
-        ax.set_title(f"{name} training loss")
-    ctx.save(fig, filename)
+    plots = _plots_module(ctx)
+    if plots is None:
+        return
+    ax = plots.plot_loss_curve(hist, smooth=max(1, hist.size // 50), title=f"{name} training loss")
+    ctx.save(ax.figure, filename)
 
 
 def _plot_templates(ctx: Context, model: Any, name: str, filename: str) -> None:
-    W = getattr(model, "W_", None)
-    if not ctx.plots_enabled() or W is None:
+    if not ctx.plots_enabled() or getattr(model, "W_", None) is None:
         return
-    try:
-        from fastcls import plots
-
-        fig = plots.plot_weight_templates(
-            W, ctx.image_shape, class_names=ctx.class_names, title=f"{name} templates"
-        ).figure
-    except (ImportError, AttributeError, TypeError):
-        import matplotlib.pyplot as plt
-
-        W = np.asarray(W)
-        n_classes = W.shape[1]
-        fig, axes = plt.subplots(1, n_classes, figsize=(1.3 * n_classes, 1.8))
-        lo, hi = float(W.min()), float(W.max())
-        for c, ax in enumerate(np.atleast_1d(axes)):
-            img = 255.0 * (W[:, c].reshape(ctx.image_shape) - lo) / max(hi - lo, 1e-12)
-            ax.imshow(img.astype(np.uint8), cmap="gray" if img.ndim == 2 else None)
-            ax.set_title(ctx.class_names[c], fontsize=8)
-            ax.axis("off")
-        fig.suptitle(f"{name} weight templates")
+    plots = _plots_module(ctx)
+    if plots is None:
+        return
+    fig = plots.plot_weight_templates(model.W_, ctx.image_shape, class_names=ctx.class_names)
+    fig.suptitle(f"{name} weight templates")
     ctx.save(fig, filename)
 
 
