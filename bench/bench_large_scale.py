@@ -18,7 +18,8 @@ Groups (``benchmark.group``):
   ``peak - baseline <= queries + 128 MiB``.
 * ``omp-mix``: alternating FAISS and numba calls in one process, in child processes
   with different OpenMP wait settings; ``extra_info["ratio"]`` = alternating time /
-  (FAISS alone + numba alone).
+  (FAISS alone + numba alone), and ``*_idle_burn_ms``: CPU time the process burns
+  during 200 ms of sleep right after a FAISS / numba call (idle threads spinning).
 * ``dask|...``: single process vs a LocalCluster of 2 worker processes.
 
 Each child process prints one JSON line; figures are medians of repeated runs.
@@ -245,7 +246,21 @@ def _mix_child(reps: int) -> dict:
         alone_n.append(tn)
         mixed.append(tm)
         ratios.append(tm / (tf + tn))
+
+    # the mechanism, independent of the machine's load: CPU time that idle OpenMP
+    # workers burn (busy-waiting) while the main thread sleeps right after a call
+    def idle_burn_ms(fn):
+        burns = []
+        for _ in range(5):
+            fn()
+            c0 = time.process_time()
+            time.sleep(0.2)
+            burns.append(1e3 * (time.process_time() - c0))
+        return float(np.median(burns))
+
     return {
+        "faiss_idle_burn_ms": idle_burn_ms(faiss_call),
+        "numba_idle_burn_ms": idle_burn_ms(numba_call),
         "faiss_ms": 1e3 * float(np.median(alone_f)),
         "numba_ms": 1e3 * float(np.median(alone_n)),
         "mixed_ms": 1e3 * float(np.median(mixed)),
