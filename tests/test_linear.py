@@ -91,12 +91,12 @@ def test_same_batches_as_a_plain_numpy_sgd_loop(cls):
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_deterministic_for_seed_and_thread_count(cls):
-    X, y = blobs(n=2000, D=300, C=10, seed=3)  # large enough for the parallel kernel
-    a = cls(n_iters=20, batch_size=800, seed=5, n_jobs=1).fit(X, y)
-    b = cls(n_iters=20, batch_size=800, seed=5, n_jobs=2).fit(X, y)
+    X, y = blobs(n=2000, D=900, C=10, seed=3)  # large enough for the parallel kernel
+    a = cls(n_iters=10, batch_size=2000, seed=5, n_jobs=1).fit(X, y)
+    b = cls(n_iters=10, batch_size=2000, seed=5, n_jobs=2).fit(X, y)
     np.testing.assert_array_equal(a.W_, b.W_)
     np.testing.assert_array_equal(a.loss_history_, b.loss_history_)
-    c = cls(n_iters=20, batch_size=800, seed=6).fit(X, y)
+    c = cls(n_iters=10, batch_size=2000, seed=6).fit(X, y)
     assert not np.array_equal(a.W_, c.W_)
 
 

@@ -190,7 +190,7 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
     """Tasks depend on the row count only: bit-identical results for any thread count."""
     from fastcls.kernels import losses as K
 
-    X, y, W, b = problem(7, 3000, 120, 10, dtype)
+    X, y, W, b = problem(7, 3000, 600, 10, dtype)
     assert X.shape[0] * X.shape[1] * W.shape[1] >= K.PARALLEL_MIN_WORK  # parallel path
     results = []
     for n in (1, 2):
@@ -199,7 +199,7 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
     # the serial twin on the same partition
     bounds = K.task_bounds(3000)
     T = len(bounds) - 1
-    part, pdb, pl = np.empty((T, 10, 120)), np.empty((T, 10)), np.empty(T)
+    part, pdb, pl = np.empty((T, 10, 600)), np.empty((T, 10)), np.empty(T)
     kid = K.SVM if kind == "svm" else K.SOFTMAX
     WT = np.ascontiguousarray(W.T)
     K.linear_loss_grad_rows_serial(X, y, np.arange(3000), WT, b, kid, bounds, part, pdb, pl)

@@ -349,9 +349,13 @@ def reduce_partials(part, scale, out):
                 out[d0 + d, c] = tmp[c, d] * scale
 
 
-#: below this many multiply-adds (rows x D x C) a call runs the serial twins: waking
-#: the thread pool costs more than the work (and much more on a busy machine)
-PARALLEL_MIN_WORK = 1 << 21
+#: below this many multiply-adds (rows x D x C; 2^24 is about 0.4 ms of one core) a call
+#: runs the serial twins. Waking the thread pool costs a few microseconds on an idle
+#: machine, but on a shared one a parallel region waits for every thread to be
+#: scheduled: measured here (2 busy cores) 50-60 ms per call at N=256, and SGD with
+#: batches of 200 rows ran 5x slower than the NumPy loop with two parallel regions per
+#: step. Batches of SGD size therefore run on the calling thread.
+PARALLEL_MIN_WORK = 1 << 24
 
 #: serial twins (same code, same task partition, hence bit-identical results)
 linear_loss_grad_rows_serial = jit(fastmath=FMA)(linear_loss_grad_rows.py_func)
