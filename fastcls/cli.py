@@ -217,12 +217,11 @@ LINEAR_ITERS, QUICK_LINEAR_ITERS = 1000, 200
 
 def linear_grid(X_train: np.ndarray, quick: bool = False) -> dict[str, list[float]]:
     """The demo's (learning rate, reg) grid for training rows ``X_train`` (standardised)."""
-    base = 1.0 / max(float(np.mean(np.einsum("ij,ij->i", X_train, X_train))), 1e-12)
-    mults = QUICK_LR_MULTIPLIERS if quick else LR_MULTIPLIERS
-    return {
-        "learning_rate": [float(f"{m * base:.2g}") for m in mults],
-        "reg": list(QUICK_REGS if quick else REGS),
-    }
+    from fastcls.model_selection import default_linear_grid
+
+    if quick:
+        return default_linear_grid(X_train, QUICK_LR_MULTIPLIERS, QUICK_REGS)
+    return default_linear_grid(X_train, LR_MULTIPLIERS, REGS)
 
 
 def standardize(X_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:

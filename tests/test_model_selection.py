@@ -20,6 +20,7 @@ from fastcls.model_selection import (
     CVResult,
     Progress,
     cross_validate_knn,
+    default_linear_grid,
     kfold_indices,
     search_linear,
     train_val_test_split,
@@ -484,6 +485,28 @@ def test_search_grid_tries_every_pair_and_picks_the_best():
     results, best = res  # unpacks like the notebooks' (results, best_model)
     assert results is res.results and best is res.best_model_
     assert "*" in res.table()
+
+
+def test_search_default_grid_scales_learning_rates_with_the_data():
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(40, 16))
+    y = np.arange(40) % 2
+    mean_sq = np.mean(np.sum(X**2, axis=1))
+    grid = default_linear_grid(X)
+    np.testing.assert_allclose(
+        grid["learning_rate"], [0.5 / mean_sq, 2 / mean_sq, 8 / mean_sq], rtol=0.05
+    )
+    assert grid["reg"] == [1e-4, 1e-3, 1e-2]
+    res = search_linear(_ToyLinear(), X, y, X, y, progress=False)
+    assert list(res.results) == [(lr, r) for lr in grid["learning_rate"] for r in grid["reg"]]
+    # a key left out of grid takes the default values
+    res = search_linear(_ToyLinear(), X, y, X, y, grid={"reg": [0.5]}, progress=False)
+    assert [k[0] for k in res.results] == grid["learning_rate"]
+    # pixels 0..255: the scale follows (the lectures' ~1e-7 on raw CIFAR pixels)
+    pixels = np.full((5, 3072), 128, dtype=np.uint8)
+    assert default_linear_grid(pixels)["learning_rate"][0] == pytest.approx(
+        0.5 / (3072 * 128**2), rel=0.05
+    )
 
 
 def test_search_random_is_log_uniform_in_range_and_seeded():
