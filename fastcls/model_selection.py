@@ -377,10 +377,6 @@ class CVResult:
             When matplotlib is missing (``pip install 'fastcls[plots]'``).
         """
         try:
-            import matplotlib
-
-            if ax is None:
-                matplotlib.use(matplotlib.get_backend())
             import matplotlib.pyplot as plt
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("plotting needs matplotlib: pip install 'fastcls[plots]'") from exc
