@@ -464,8 +464,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="choose k-NN and linear classifiers by CV / validation, test once, plot",
         description=(
             "Split train/val/test; 5-fold cross-validation of k-NN over k for L1 and L2; "
-            "learning-rate / regularisation search for LinearSVM and Softmax; evaluate the "
-            "chosen models once on the test set; print a table and save plots."
+            "learning-rate / regularisation search for LinearSVM and Softmax; the same on "
+            "HOG features; evaluate the chosen models once on the test set; print a table "
+            "and save plots."
         ),
     )
     demo.add_argument(
@@ -478,7 +479,10 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--subsample",
         action="store_true",
-        help="CIFAR-10: the lecture's 5000 training / 500 test images",
+        help=(
+            "CIFAR-10: the lecture's subsample, 5000 training / 500 validation / 500 test "
+            "images (default: 49000 / 1000 / the 10000 test images)"
+        ),
     )
     demo.add_argument(
         "--out",
