@@ -169,3 +169,55 @@ def test_knn_l2_near_duplicates(benchmark, impl):
     print(f"\nnear-duplicates recall@{K} vs float64 reference: {impl} = {recall:.3f}")
     if impl == "fastcls":
         np.testing.assert_array_equal(i, ref_i)
+
+
+# --------------------------------------------------------------------------- A/B runner
+def interleaved_ab(threads: int, reps: int) -> dict[str, float]:
+    """fastcls float32, faiss.knn float32 and fastcls uint8 alternating in every rep.
+
+    On a shared machine this is fairer than pytest-benchmark groups, whose
+    implementations run minutes apart under different load. Returns median ms.
+    """
+    import time
+
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (N_TRAIN, N_FEATURES), dtype=np.uint8)
+    Q = rng.integers(0, 256, (N_QUERIES, N_FEATURES), dtype=np.uint8)
+    Xf, Qf = X.astype(np.float32), Q.astype(np.float32)
+    fastcls.set_num_threads(threads)
+    runs = {
+        "fastcls-float32": lambda: fastcls.kneighbors(Qf, Xf, K, n_jobs=threads),
+        "faiss-float32": lambda: faiss.knn(Qf, Xf, K),
+        "fastcls-uint8": lambda: fastcls.kneighbors(Q, X, K, n_jobs=threads),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with threadpool_limits(limits=threads):
+        for fn in runs.values():  # warm-up (JIT, scratch buffers, thread pools)
+            fn()
+        for _ in range(reps):
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    med = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+    fa = np.array(times["faiss-float32"])
+    print(f"threads={threads} reps={reps} shape={N_QUERIES}x{N_TRAIN}x{N_FEATURES} k={K}")
+    for name in runs:
+        per_rep = float(np.median(np.array(times[name]) / fa))
+        ratio = med[name] / med["faiss-float32"]
+        print(
+            f"  {name:16s} median {med[name]:8.1f} ms   / faiss: {ratio:.3f}"
+            f" (median per-rep ratio {per_rep:.3f})"
+        )
+    return med
+
+
+if __name__ == "__main__":  # python bench/bench_knn_l2.py [threads] [reps]
+    import sys
+
+    interleaved_ab(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 2, int(sys.argv[2]) if len(sys.argv) > 2 else 9
+    )
