@@ -154,9 +154,12 @@ def test_kneighbors_method_and_params(blobs):
     assert (idx[:, 0] == np.arange(5)).all()  # each point is its own nearest neighbour
     assert clf.get_params() == {
         "backend": "numba",
+        "efSearch": None,
+        "index": "Flat",
         "k": 3,
         "metric": "l2",
         "n_jobs": None,
+        "nprobe": None,
         "weights": "uniform",
     }
     assert clf.set_params(k=5).k == 5
