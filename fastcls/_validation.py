@@ -118,14 +118,27 @@ def _exact_float_dtype(arr: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+#: largest accepted magnitude of a float input: beyond it, squared distances over a few
+#: thousand features (or linear scores) overflow float64 and rankings become meaningless.
+MAX_ABS_VALUE = 1e150
+
+
 def assert_all_finite(X: np.ndarray, name: str) -> None:
-    """Raise ``ValueError`` if ``X`` holds NaN or infinity (checked in row chunks)."""
+    """Raise ``ValueError`` if ``X`` holds NaN, infinity, or values beyond ``MAX_ABS_VALUE``.
+
+    Checked in row chunks, so a memmap is never loaded whole.
+    """
     if X.dtype.kind != "f":
         return
     n = X.shape[0] if X.ndim else 1
     flat = X.reshape(n, -1) if X.ndim else X.reshape(1, 1)
     for start in range(0, max(n, 1), _FINITE_CHUNK_ROWS):
         block = np.asarray(flat[start : start + _FINITE_CHUNK_ROWS])
+        if block.size == 0:
+            continue
+        peak = np.abs(block).max()
+        if peak <= MAX_ABS_VALUE:  # False for NaN too
+            continue
         if not np.isfinite(block).all():
             bad = np.argwhere(~np.isfinite(block))[0]
             what = "NaN" if np.isnan(block[tuple(bad)]) else "infinity"
@@ -133,6 +146,12 @@ def assert_all_finite(X: np.ndarray, name: str) -> None:
                 f"{name} contains {what} (first at row {start + int(bad[0])}); "
                 "remove or impute non-finite values first"
             )
+        bad = np.argwhere(np.abs(block) > MAX_ABS_VALUE)[0]
+        raise ValueError(
+            f"{name} contains a value of magnitude {float(peak):.3g} (first at row "
+            f"{start + int(bad[0])}); fastcls accepts |values| <= {MAX_ABS_VALUE:g}, since larger "
+            "ones overflow float64 distances and scores: rescale the data"
+        )
 
 
 def check_array(

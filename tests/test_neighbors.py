@@ -230,6 +230,7 @@ def test_feature_count_mismatch():
         (np.zeros((1, 3)), np.zeros((4, 3)), 1, "cos", ValueError, "metric must be one of"),
         (np.array([["a", "b"]]), np.zeros((4, 2)), 1, "l2", TypeError, "Q must have a numeric"),
         (np.zeros((1, 2), complex), np.zeros((4, 2)), 1, "l2", ValueError, "Complex data"),
+        (np.full((1, 2), 1e200), np.zeros((4, 2)), 1, "l2", ValueError, "magnitude 1e\\+200"),
     ],
 )
 def test_kneighbors_bad_inputs(Q, X, k, metric, exc, match):
