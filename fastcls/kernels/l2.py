@@ -27,9 +27,11 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
    well-predicted branch; a branch-free 16-wide pre-check measured 3x slower).
    ``t_prev`` lets rows that provably cannot enter the running top-k from earlier
    tiles be skipped (``G_k - |q'|^2 + 2 E``).
-3. **Exact rerank + certificate.** Candidates are visited in increasing ``s``; each
-   one whose lower bound ``|q'|^2 + s - E`` does not already exceed the current k-th
-   exact distance is recomputed exactly and merged by ``(distance, index)`` into a
+3. **Exact rerank + certificate.** A candidate is recomputed exactly iff its lower
+   bound ``|q'|^2 + s - E`` does not exceed ``U``, the k-th smallest of the
+   candidates' upper bounds and the exact distances already held (the others provably
+   lie beyond the k-th); these pairs are computed in training-row order, so X is
+   streamed rather than read at random, and merged by ``(distance, index)`` into a
    copy of the query's top-k. The copy is accepted iff
    ``|q'|^2 + t_final - E > (k-th exact distance)`` (strict), which proves that no
    rejected row can beat *or tie* the k-th (see below); otherwise that query is
@@ -199,24 +201,62 @@ def _make_kernels(exact):
 
     @jit
     def rerank(Q, X, offset, qn, cand_s, cand_j, t_prev, err, best_d, best_i, n_fallback):
+        """Exact rerank of the candidates that can matter, then the certificate.
+
+        1. plan: per query, ``U`` = k-th smallest of the candidates' upper bounds
+           ``|q'|^2 + s + E`` and the exact distances already held; a candidate is
+           reranked iff its lower bound ``|q'|^2 + s - E <= U`` (the others provably
+           exceed the k-th exact distance);
+        2. compute those exact distances in increasing training-row order (X is
+           streamed once instead of read row by row at random);
+        3. per query, merge by ``(distance, index)`` into a copy of its top-k and
+           accept iff ``|q'|^2 + t_final - E > k-th``; else flag it for the direct scan.
+        """
         nq = Q.shape[0]
         k = best_d.shape[1]
         m = cand_s.shape[1]
+        n_sel = np.zeros(nq, dtype=np.int64)
+        bounds = np.empty(m + k)
+        for q in range(nq):
+            e = err[q]
+            base = qn[q]
+            nb = 0
+            for c in range(m):
+                if cand_j[q, c] < 0:
+                    break
+                bounds[nb] = base + np.float64(cand_s[q, c]) + e
+                nb += 1
+            for c in range(k):
+                bounds[nb] = best_d[q, c]
+                nb += 1
+            U = np.sort(bounds[:nb])[k - 1]
+            for c in range(m):
+                if cand_j[q, c] < 0 or base + np.float64(cand_s[q, c]) - e > U:
+                    break  # sorted by s: the lower bounds only grow
+                n_sel[q] += 1
+        n_pairs = 0
+        for q in range(nq):
+            n_pairs += n_sel[q]
+        pair_q = np.empty(n_pairs, dtype=np.int64)
+        pair_j = np.empty(n_pairs, dtype=np.int64)
+        p = 0
+        for q in range(nq):
+            for c in range(n_sel[q]):
+                pair_q[p] = q
+                pair_j[p] = cand_j[q, c]
+                p += 1
+        dist = np.empty(n_pairs)
+        for t in np.argsort(pair_j):
+            dist[t] = exact(Q, pair_q[t], X, pair_j[t])
+        p = 0
         for q in range(nq):
             tmp_d = best_d[q].copy()
             tmp_i = best_i[q].copy()
-            e = err[q]
-            base = qn[q]
-            for c in range(m):
-                j = cand_j[q, c]
-                if j < 0:
-                    break
-                if base + np.float64(cand_s[q, c]) - e > tmp_d[k - 1]:
-                    break  # sorted by s: no later candidate can enter either
-                r = exact(Q, q, X, j)
-                insert_sorted_by_pair(tmp_d, tmp_i, r, offset + j)
+            for _ in range(n_sel[q]):
+                insert_sorted_by_pair(tmp_d, tmp_i, dist[p], offset + pair_j[p])
+                p += 1
             t_final = min(np.float64(cand_s[q, m - 1]), np.float64(t_prev[q]))
-            certified = t_final == np.inf or base + t_final - e > tmp_d[k - 1]
+            certified = t_final == np.inf or qn[q] + t_final - err[q] > tmp_d[k - 1]
             if certified:
                 for c in range(k):
                     best_d[q, c] = tmp_d[c]
