@@ -311,3 +311,26 @@ def test_paths_agree_bit_for_bit_on_duplicates(dtype):
     np.testing.assert_array_equal(i, i2)
     np.testing.assert_array_equal(d, d2)
     assert_matches_reference(d, i, Q, X, 4)
+
+
+def test_concurrent_calls_agree_and_restore_blas_threads():
+    """Calls from several Python threads (as Dask does) give the serial answer, and
+    the BLAS thread count is as it was before, after calls from any thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    rng = np.random.default_rng(16)
+    Q, X = make_data(rng, 40, 600, 64, np.float32, "duplicates")
+    with l2_params(DIRECT_MAX_WORK=0):
+        expect = kernel_knn(Q, X, 5, train_tile=250)
+        before = blas_threads()  # the first call may load another BLAS (scipy's)
+        with ThreadPoolExecutor(4) as ex:
+            results = list(ex.map(lambda _: kernel_knn(Q, X, 5, train_tile=250), range(8)))
+    for d, i in results:
+        np.testing.assert_array_equal(i, expect[1])
+        np.testing.assert_array_equal(d, expect[0])
+    assert blas_threads() == before

@@ -375,6 +375,40 @@ def _blas_threads(n: int | None = None):
         return contextlib.nullcontext()
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMITER = None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """BLAS limited to one thread while any top-k call of this module runs.
+
+    Reference-counted, so overlapping calls restore the original setting once, when
+    the last one leaves. Only calls from the main thread change it: the OpenBLAS
+    here (0.3.31, pthreads) does not honour ``openblas_set_num_threads`` from other
+    threads symmetrically (a worker could lower it and never raise it back), so
+    calls from worker threads (Dask) leave the process-wide setting alone.
+    """
+    global _BLAS_USERS, _BLAS_LIMITER
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_LIMITER = _blas_threads(1)
+            _BLAS_LIMITER.__enter__()
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMITER.__exit__(None, None, None)
+                _BLAS_LIMITER = None
+
+
 _EXECUTOR = None
 _EXECUTOR_LOCK = threading.Lock()
 
@@ -489,7 +523,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
                 n_fallback += int(redo.size)
         return n_fallback
 
-    with _blas_threads(1):
+    with _single_threaded_blas():
         n_fallback_total = sum(_map_chunks(queries, nq, n_threads))
     STATS["fallback_queries"] += n_fallback_total
 
