@@ -1,8 +1,9 @@
 """Fused loss + gradient kernels for the linear classifiers (multiclass SVM, softmax).
 
 One pass over the rows of ``X``: for a group of four rows the kernel computes the
-scores (four rows x two classes at a time, eight independent SIMD accumulators
-across ``D``), the hinge or softmax derivative of each row, and the rank-4 update
+scores (four rows x four classes at a time, sixteen independent SIMD accumulators
+across ``D``, then pairs of classes), the hinge or softmax derivative of each row, and
+the rank-4 update
 ``dW^T[c] += sum_r g[r, c] * x_r`` while the four rows are still in L1 cache. ``X``
 is read once from memory per call; no ``N x C`` temporary exists.
 
@@ -93,7 +94,7 @@ def _row_derivative(s, yi, kind, g):
 
 @jit(fastmath=FMA, inline="always")
 def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
-    """``s[r, c] += x_r[d0:d1] . WT[c, d0:d1]`` (four rows x two classes per pass)."""
+    """``s[r, c] += x_r[d0:d1] . WT[c, d0:d1]`` (four rows x four, then two, classes per pass)."""
     C = WT.shape[0]
     y0 = x0[d0:d1]
     y1 = x1[d0:d1]
@@ -101,6 +102,70 @@ def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
     y3 = x3[d0:d1]
     n = d1 - d0
     c = 0
+    while c + 4 <= C:
+        w0 = WT[c, d0:d1]
+        w1 = WT[c + 1, d0:d1]
+        w2 = WT[c + 2, d0:d1]
+        w3 = WT[c + 3, d0:d1]
+        z = w0[0] - w0[0]
+        a00 = z
+        a01 = z
+        a02 = z
+        a03 = z
+        a10 = z
+        a11 = z
+        a12 = z
+        a13 = z
+        a20 = z
+        a21 = z
+        a22 = z
+        a23 = z
+        a30 = z
+        a31 = z
+        a32 = z
+        a33 = z
+        for d in range(n):
+            u0 = y0[d]
+            u1 = y1[d]
+            u2 = y2[d]
+            u3 = y3[d]
+            v0 = w0[d]
+            v1 = w1[d]
+            v2 = w2[d]
+            v3 = w3[d]
+            a00 += u0 * v0
+            a01 += u0 * v1
+            a02 += u0 * v2
+            a03 += u0 * v3
+            a10 += u1 * v0
+            a11 += u1 * v1
+            a12 += u1 * v2
+            a13 += u1 * v3
+            a20 += u2 * v0
+            a21 += u2 * v1
+            a22 += u2 * v2
+            a23 += u2 * v3
+            a30 += u3 * v0
+            a31 += u3 * v1
+            a32 += u3 * v2
+            a33 += u3 * v3
+        s[0, c] += a00
+        s[0, c + 1] += a01
+        s[0, c + 2] += a02
+        s[0, c + 3] += a03
+        s[1, c] += a10
+        s[1, c + 1] += a11
+        s[1, c + 2] += a12
+        s[1, c + 3] += a13
+        s[2, c] += a20
+        s[2, c + 1] += a21
+        s[2, c + 2] += a22
+        s[2, c + 3] += a23
+        s[3, c] += a30
+        s[3, c + 1] += a31
+        s[3, c + 2] += a32
+        s[3, c + 3] += a33
+        c += 4
     while c + 2 <= C:
         w0 = WT[c, d0:d1]
         w1 = WT[c + 1, d0:d1]
@@ -166,7 +231,7 @@ def _scores4(x0, x1, x2, x3, WT, b, s):
 
 @jit(fastmath=FMA, inline="always")
 def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
-    """``acc[c, d0:d1] += sum_r gw[r, c] * x_r[d0:d1]`` (rank-4, two classes per pass)."""
+    """``acc[c, d0:d1] += sum_r gw[r, c] * x_r[d0:d1]`` (rank-4, four then two classes a pass)."""
     C = acc.shape[0]
     y0 = x0[d0:d1]
     y1 = x1[d0:d1]
@@ -174,6 +239,37 @@ def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
     y3 = x3[d0:d1]
     n = d1 - d0
     c = 0
+    while c + 4 <= C:
+        g00 = gw[0, c]
+        g10 = gw[1, c]
+        g20 = gw[2, c]
+        g30 = gw[3, c]
+        g01 = gw[0, c + 1]
+        g11 = gw[1, c + 1]
+        g21 = gw[2, c + 1]
+        g31 = gw[3, c + 1]
+        g02 = gw[0, c + 2]
+        g12 = gw[1, c + 2]
+        g22 = gw[2, c + 2]
+        g32 = gw[3, c + 2]
+        g03 = gw[0, c + 3]
+        g13 = gw[1, c + 3]
+        g23 = gw[2, c + 3]
+        g33 = gw[3, c + 3]
+        a0 = acc[c, d0:d1]
+        a1 = acc[c + 1, d0:d1]
+        a2 = acc[c + 2, d0:d1]
+        a3 = acc[c + 3, d0:d1]
+        for d in range(n):
+            u0 = y0[d]
+            u1 = y1[d]
+            u2 = y2[d]
+            u3 = y3[d]
+            a0[d] += g00 * u0 + g10 * u1 + g20 * u2 + g30 * u3
+            a1[d] += g01 * u0 + g11 * u1 + g21 * u2 + g31 * u3
+            a2[d] += g02 * u0 + g12 * u1 + g22 * u2 + g32 * u3
+            a3[d] += g03 * u0 + g13 * u1 + g23 * u2 + g33 * u3
+        c += 4
     while c + 2 <= C:
         g00 = gw[0, c]
         g10 = gw[1, c]
