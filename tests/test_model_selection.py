@@ -305,14 +305,15 @@ def test_cv_equals_refitting_the_classifier(metric, weights):
         np.testing.assert_array_equal(res.fold_accuracies[key], acc, err_msg=str(key))
 
 
-def test_cv_numpy_backend_and_threads_agree():
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_cv_numpy_backend_and_threads_agree(weights):
     rng = np.random.default_rng(2)
     X, y = _tied_data(rng, 80, 7, 4, 3, np.uint8, duplicates=10)
     ks = [1, 3, 4, 10]
-    base = cross_validate_knn(X, y, ks, n_folds=5)
-    other = cross_validate_knn(X, y, ks, n_folds=5, backend="numpy")
+    base = cross_validate_knn(X, y, ks, n_folds=5, weights=weights)
+    other = cross_validate_knn(X, y, ks, n_folds=5, weights=weights, backend="numpy")
     with fastcls.num_threads(1):
-        single = cross_validate_knn(X, y, ks, n_folds=5)
+        single = cross_validate_knn(X, y, ks, n_folds=5, weights=weights)
     for key, acc in base.fold_accuracies.items():
         np.testing.assert_array_equal(other.fold_accuracies[key], acc)
         np.testing.assert_array_equal(single.fold_accuracies[key], acc)
