@@ -31,6 +31,12 @@ _LAZY_NAMES = {
     "softmax_loss": "fastcls.losses",
     "recall_at_k": "fastcls.backends.faiss",
     "load": "fastcls.io",
+    "save": "fastcls.io",
+    "load_default": "fastcls.datasets",
+    "load_cifar10": "fastcls.datasets",
+    "extract_features": "fastcls.features",
+    "FeatureScaler": "fastcls.features",
+    "cross_validate_knn": "fastcls.model_selection",
 }
 _SUBMODULES = (
     "datasets",

@@ -30,11 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from fastcls._config import REDUCE, jit
-
-#: REDUCE plus "contract" (fused multiply-add). Without it the dot products and rank-4
-#: updates compile to separate vmulps + vaddps. Belongs in fastcls._config (requested).
-FMA = frozenset(REDUCE | {"contract"})
+from fastcls._config import FMA, jit
 
 #: loss kinds understood by the kernel
 SVM = 0

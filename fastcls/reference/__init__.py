@@ -4,6 +4,16 @@ Nothing here is fast. Every kernel in :mod:`fastcls.kernels` is tested against t
 function of the same purpose in this package.
 """
 
+from fastcls.reference.features import (
+    color_histogram_hsv_reference,
+    gradients_reference,
+    hog_reference,
+    orientation_bins_reference,
+    orientation_edges,
+    rgb_to_gray_reference,
+    rgb_to_hue_reference,
+    to_float01,
+)
 from fastcls.reference.knn import (
     kneighbors_reference,
     knn_predict_reference,
@@ -16,8 +26,27 @@ from fastcls.reference.knn import (
     l2_distances_two_loops,
     pairwise_distances_reference,
 )
+from fastcls.reference.losses import (
+    linear_loss_reference,
+    penalty_reference,
+    softmax_loss_naive,
+    softmax_loss_vectorized,
+    svm_loss_naive,
+    svm_loss_vectorized,
+)
+from fastcls.reference.model_selection import (
+    cross_validate_knn_reference,
+    kfold_reference,
+    majority_vote_all_k_reference,
+    weighted_vote_all_k_reference,
+)
 
 __all__ = [
+    "color_histogram_hsv_reference",
+    "cross_validate_knn_reference",
+    "gradients_reference",
+    "hog_reference",
+    "kfold_reference",
     "kneighbors_reference",
     "knn_predict_reference",
     "knn_vote_reference",
@@ -27,5 +56,18 @@ __all__ = [
     "l2_distances_no_loops",
     "l2_distances_one_loop",
     "l2_distances_two_loops",
+    "linear_loss_reference",
+    "majority_vote_all_k_reference",
+    "orientation_bins_reference",
+    "orientation_edges",
     "pairwise_distances_reference",
+    "penalty_reference",
+    "rgb_to_gray_reference",
+    "rgb_to_hue_reference",
+    "softmax_loss_naive",
+    "softmax_loss_vectorized",
+    "svm_loss_naive",
+    "svm_loss_vectorized",
+    "to_float01",
+    "weighted_vote_all_k_reference",
 ]
