@@ -164,6 +164,7 @@ def check_array(
     min_features: int = 1,
     dtypes: tuple[np.dtype, ...] = KERNEL_DTYPES,
     copy: bool = False,
+    check_finite: bool = True,
 ) -> np.ndarray:
     """Validate a data matrix and return it as a C-contiguous 2-D kernel-ready array.
 
@@ -183,6 +184,10 @@ def check_array(
         float16 -> float32).
     copy : bool
         Force a copy.
+    check_finite : bool
+        Scan for NaN / infinity / overflow-prone magnitudes. A caller may pass False only
+        when a non-finite value in ``X`` provably makes its result non-finite and it then
+        calls :func:`assert_all_finite` itself (the scan costs a pass over ``X``).
 
     Returns
     -------
@@ -220,7 +225,8 @@ def check_array(
         arr = _exact_float_dtype(arr, name)
         if arr.dtype not in dtypes:
             arr = arr.astype(dtypes[-1] if np.dtype(np.float64) not in dtypes else np.float64)
-    assert_all_finite(arr, name)
+    if check_finite:
+        assert_all_finite(arr, name)
     if copy:
         arr = np.array(arr, order="C", copy=True)
     elif not arr.flags.c_contiguous:

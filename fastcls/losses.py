@@ -70,7 +70,8 @@ def check_loss_inputs(
     Wa = V.check_array(
         W, "W", allow_images=False, dtypes=(np.dtype(np.float32), np.dtype(np.float64))
     )
-    Xa = V.check_array(X, "X")
+    # X is scanned for NaN/inf only if the result is not finite (see _finite_or_raise)
+    Xa = V.check_array(X, "X", check_finite=False)
     if Xa.shape[1] != Wa.shape[0]:
         raise ValueError(
             f"X has {Xa.shape[1]} features but W has {Wa.shape[0]} rows; W must be (D, C) "
@@ -141,6 +142,21 @@ def penalty_value_grad(
     )
 
 
+def _finite_or_raise(X: np.ndarray, idx: np.ndarray, data_loss: float, dW: np.ndarray) -> None:
+    """Deferred validation of ``X``: a pass over ``X`` only when the result is not finite.
+
+    Every row used contributes ``x * dscores`` to every entry of its row of ``dW``, and
+    ``nan * 0`` and ``inf * 0`` are NaN (the kernels never use ``nnan``/``ninf``), so a
+    NaN or infinity in a used row always makes ``dW`` non-finite. A finite result thus
+    proves the rows used were finite, and the scan (as costly as the kernel's own pass)
+    is skipped. Otherwise the rows used are checked and a clear error names ``X``.
+    """
+    if np.isfinite(data_loss) and np.isfinite(dW).all():
+        return
+    rows = X if idx.shape[0] == X.shape[0] else X[np.unique(idx)]
+    V.assert_all_finite(rows, "X")
+
+
 def _fused(kind: int, W, X, y, reg, b, penalty, beta, idx):
     from fastcls.kernels import losses as K
 
@@ -160,6 +176,7 @@ def _fused(kind: int, W, X, y, reg, b, penalty, beta, idx):
     loss_grad(X, y, idx, WT, bias, kind, bounds, part, part_db, part_loss)
     reduce(part, 1.0 / m, dW64)
     data_loss = float(part_loss.sum()) / m  # T values, in task order
+    _finite_or_raise(X, idx, data_loss, dW64)
     pen, dpen = penalty_value_grad(W, reg, penalty, beta)
     dW = (dW64 + dpen).astype(W.dtype)
     loss = data_loss + pen

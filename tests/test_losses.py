@@ -274,3 +274,22 @@ def test_bad_inputs_raise_clear_errors(loss, kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         loss(**args)
+
+
+@pytest.mark.parametrize("loss_fn", [fastcls.svm_loss, fastcls.softmax_loss])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("n", [7, 3000])  # serial and parallel kernels
+def test_non_finite_rows_are_caught_after_the_kernel(loss_fn, dtype, bad, n):
+    """X is scanned only when the result is not finite: a bad used row must still raise."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 12)).astype(dtype)
+    X[3, 5] = bad
+    y = rng.integers(0, 4, n)
+    for W in (np.zeros((12, 4), dtype), rng.standard_normal((12, 4)).astype(dtype)):
+        for idx in (None, np.array([0, 3, 3, 1])):
+            with pytest.raises(ValueError, match="X contains"):
+                loss_fn(W, X, y, 0.1, idx=idx)
+        # a mini-batch that avoids the bad row is computed as usual
+        loss, dW = loss_fn(W, X, y, 0.1, idx=np.array([0, 1, 2]))
+        assert np.isfinite(loss) and np.isfinite(dW).all()
