@@ -260,7 +260,9 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
                     idx = rng.integers(0, n, size=p["batch_size"])
                 # centred model: scores = (x - mu) W + b = x W + (b - mu W); its gradient
                 # is sum (x_i - mu) g_i^T = (raw gradient) - mu db^T: no centred copy of X
-                bias = b if mu is None else (b - mu @ W).astype(dtype)
+                # einsum, not BLAS: a BLAS call here wakes OpenBLAS's threads, whose
+                # spinning then slows the numba parallel region that follows
+                bias = b if mu is None else (b - np.einsum("d,dc->c", mu, W)).astype(dtype)
                 out = _fused(
                     self._loss_kind, W, Xa, y_enc, p["reg"], bias, p["penalty"], p["beta"], idx
                 )

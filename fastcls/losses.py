@@ -133,11 +133,11 @@ def penalty_value_grad(
     """Penalty value and gradient in float64 (subgradient of ``|w|`` at 0 is 0)."""
     W64 = W.astype(np.float64, copy=False)
     if penalty == "l2":
-        return float(reg * np.vdot(W64, W64)), (2.0 * reg) * W64
+        return float(reg * np.sum(W64 * W64)), (2.0 * reg) * W64
     if penalty == "l1":
         return float(reg * np.abs(W64).sum()), reg * np.sign(W64)
     return (
-        float(reg * (beta * np.vdot(W64, W64) + np.abs(W64).sum())),
+        float(reg * (beta * np.sum(W64 * W64) + np.abs(W64).sum())),
         reg * (2.0 * beta * W64 + np.sign(W64)),
     )
 

@@ -441,13 +441,14 @@ def reduce_partials(part, scale, out):
                 out[d0 + d, c] = tmp[c, d] * scale
 
 
-#: below this many multiply-adds (rows x D x C; 2^24 is about 0.4 ms of one core) a call
-#: runs the serial twins. Waking the thread pool costs a few microseconds on an idle
-#: machine, but on a shared one a parallel region waits for every thread to be
-#: scheduled: measured here (2 busy cores) 50-60 ms per call at N=256, and SGD with
-#: batches of 200 rows ran 5x slower than the NumPy loop with two parallel regions per
-#: step. Batches of SGD size therefore run on the calling thread.
-PARALLEL_MIN_WORK = 1 << 24
+#: below this many multiply-adds (rows x D x C; 2^22 is about 0.1 ms of one core) a call
+#: runs the serial twins, since waking the thread pool is not worth it. SGD batches of
+#: 200 CIFAR rows (6e6) run in parallel: 223 us vs 476 us serial, measured on an idle
+#: 2-core machine. On a busy one a parallel region waits for every thread to be
+#: scheduled (50-60 ms per call was seen with 6 other jobs running), and OpenBLAS
+#: threads left spinning by a BLAS call just before have the same effect: the callers
+#: (losses.py, linear.py) therefore make no BLAS calls between kernel calls.
+PARALLEL_MIN_WORK = 1 << 22
 
 #: serial twins (same code, same task partition, hence bit-identical results)
 linear_loss_grad_rows_serial = jit(fastmath=FMA)(linear_loss_grad_rows.py_func)
