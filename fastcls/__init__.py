@@ -37,6 +37,9 @@ _LAZY_NAMES = {
     "extract_features": "fastcls.features",
     "FeatureScaler": "fastcls.features",
     "cross_validate_knn": "fastcls.model_selection",
+    "kfold_indices": "fastcls.model_selection",
+    "search_linear": "fastcls.model_selection",
+    "train_val_test_split": "fastcls.model_selection",
 }
 _SUBMODULES = (
     "datasets",
