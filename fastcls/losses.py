@@ -35,20 +35,14 @@ PENALTIES = ("l2", "l1", "elasticnet")
 _workspace = threading.local()
 
 
-def _buffers(T: int, C: int, D: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _buffers(T: int, C: int, D: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-thread reusable kernel outputs (avoids page-faulting megabytes every call)."""
     key = (T, C, D)
     cache = getattr(_workspace, "cache", None)
     if cache is None or cache[0] != key:
-        cache = (
-            key,
-            np.empty((T, C, D)),
-            np.empty((T, C)),
-            np.empty(T),
-            np.empty((D, C)),
-        )
+        cache = (key, np.empty((T, C, D)), np.empty((T, C)), np.empty(T))
         _workspace.cache = cache
-    return cache[1], cache[2], cache[3], cache[4]
+    return cache[1], cache[2], cache[3]
 
 
 def check_loss_inputs(
@@ -127,23 +121,8 @@ def _check_encoded_labels(y: Any, n: int, C: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def penalty_value_grad(
-    W: np.ndarray, reg: float, penalty: str, beta: float
-) -> tuple[float, np.ndarray]:
-    """Penalty value and gradient in float64 (subgradient of ``|w|`` at 0 is 0)."""
-    W64 = W.astype(np.float64, copy=False)
-    if penalty == "l2":
-        return float(reg * np.sum(W64 * W64)), (2.0 * reg) * W64
-    if penalty == "l1":
-        return float(reg * np.abs(W64).sum()), reg * np.sign(W64)
-    return (
-        float(reg * (beta * np.sum(W64 * W64) + np.abs(W64).sum())),
-        reg * (2.0 * beta * W64 + np.sign(W64)),
-    )
-
-
-def _finite_or_raise(X: np.ndarray, idx: np.ndarray, data_loss: float, dW: np.ndarray) -> None:
-    """Deferred validation of ``X``: a pass over ``X`` only when the result is not finite.
+def _check_used_rows(X: np.ndarray, idx: np.ndarray) -> None:
+    """Deferred validation of ``X``, called only when the result is not finite.
 
     Every row used contributes ``x * dscores`` to every entry of its row of ``dW``, and
     ``nan * 0`` and ``inf * 0`` are NaN (the kernels never use ``nnan``/``ninf``), so a
@@ -151,8 +130,6 @@ def _finite_or_raise(X: np.ndarray, idx: np.ndarray, data_loss: float, dW: np.nd
     proves the rows used were finite, and the scan (as costly as the kernel's own pass)
     is skipped. Otherwise the rows used are checked and a clear error names ``X``.
     """
-    if np.isfinite(data_loss) and np.isfinite(dW).all():
-        return
     rows = X if idx.shape[0] == X.shape[0] else X[np.unique(idx)]
     V.assert_all_finite(rows, "X")
 
@@ -166,19 +143,19 @@ def _fused(kind: int, W, X, y, reg, b, penalty, beta, idx):
     m = idx.shape[0]
     bounds = K.task_bounds(m)
     T = bounds.shape[0] - 1
-    part, part_db, part_loss, dW64 = _buffers(T, C, D)
+    part, part_db, part_loss = _buffers(T, C, D)
     WT = np.ascontiguousarray(W.T)
     bias = b if b is not None else np.zeros(C, dtype=W.dtype)
     if m * D * C >= K.PARALLEL_MIN_WORK:
-        loss_grad, reduce = K.linear_loss_grad_rows, K.reduce_partials
+        loss_grad = K.linear_loss_grad_rows
     else:
-        loss_grad, reduce = K.linear_loss_grad_rows_serial, K.reduce_partials_serial
+        loss_grad = K.linear_loss_grad_rows_serial
     loss_grad(X, y, idx, WT, bias, kind, bounds, part, part_db, part_loss)
-    reduce(part, 1.0 / m, dW64)
+    dW = np.empty_like(W)
+    pen, finite = K.finish_gradient(part, 1.0 / m, W, reg, K.PENALTY_CODES[penalty], beta, dW)
     data_loss = float(part_loss.sum()) / m  # T values, in task order
-    _finite_or_raise(X, idx, data_loss, dW64)
-    pen, dpen = penalty_value_grad(W, reg, penalty, beta)
-    dW = (dW64 + dpen).astype(W.dtype)
+    if not (finite and np.isfinite(data_loss)):
+        _check_used_rows(X, idx)
     loss = data_loss + pen
     if b is None:
         return loss, dW

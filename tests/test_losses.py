@@ -293,3 +293,37 @@ def test_non_finite_rows_are_caught_after_the_kernel(loss_fn, dtype, bad, n):
         # a mini-batch that avoids the bad row is computed as usual
         loss, dW = loss_fn(W, X, y, 0.1, idx=np.array([0, 1, 2]))
         assert np.isfinite(loss) and np.isfinite(dW).all()
+
+
+@given(
+    T=st.integers(1, 5),
+    C=st.integers(1, 6),
+    D=st.integers(1, 40),
+    penalty=st.sampled_from(["l2", "l1", "elasticnet"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    zeros=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_finish_gradient_equals_reduction_plus_penalty_reference(
+    T, C, D, penalty, dtype, zeros, seed
+):
+    from fastcls.kernels.losses import PENALTY_CODES, finish_gradient
+    from fastcls.reference.losses import penalty_reference
+
+    rng = np.random.default_rng(seed)
+    part = rng.standard_normal((T, C, D))
+    W = rng.standard_normal((D, C)).astype(dtype)
+    if zeros:
+        W[::2] = 0  # the subgradient of |w| at 0 is 0
+    reg, beta, scale = 0.3, 0.7, 1.0 / 37
+    dW = np.empty_like(W)
+    pen, finite = finish_gradient(part, scale, W, reg, PENALTY_CODES[penalty], beta, dW)
+    ref_pen, ref_grad = penalty_reference(W, reg, penalty, beta)
+    expect = part.sum(axis=0).T * scale + ref_grad
+    assert finite
+    assert dW.dtype == dtype
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(dW, expect.astype(dtype), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(pen, ref_pen, rtol=1e-12)
+    part[0, 0, 0] = np.nan
+    assert not finish_gradient(part, scale, W, reg, PENALTY_CODES[penalty], beta, dW)[1]

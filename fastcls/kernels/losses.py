@@ -411,34 +411,47 @@ def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_lo
         part_loss[t] = loss
 
 
-#: columns per task of the partial-gradient reduction
-_REDUCE_COLS = 256
+#: penalty codes understood by :func:`finish_gradient`
+PENALTY_CODES = {"l2": 0, "l1": 1, "elasticnet": 2}
 
 
-@jit(parallel=True)
-def reduce_partials(part, scale, out):
-    """``out[d, c] = scale * sum_t part[t, c, d]``, summed in task order (deterministic).
+@jit
+def finish_gradient(part, scale, W, reg, penalty, beta, dW):
+    """Reduce the per-task partials and add the penalty, in one serial pass.
 
-    part : (T, C, D) float64; out : (D, C) float64 (the gradient layout of ``W``).
+    ``dW[d, c] = scale * sum_t part[t, c, d] + penalty gradient(W[d, c])`` in float64
+    (partials summed in task order, so the result does not depend on the thread count),
+    cast to ``dW``'s dtype. One compiled pass replaces a reduction, a penalty and a cast
+    done as separate NumPy calls: in SGD steps of 200 rows those cost a third of a step.
+
+    part : (T, C, D) float64; W, dW : (D, C); penalty : a code of ``PENALTY_CODES``.
+    Returns ``(penalty value, every entry of dW finite)``.
     """
     T = part.shape[0]
     C = part.shape[1]
     D = part.shape[2]
-    n_chunks = (D + _REDUCE_COLS - 1) // _REDUCE_COLS
-    for k in prange(n_chunks):
-        d0 = k * _REDUCE_COLS
-        d1 = min(D, d0 + _REDUCE_COLS)
-        n = d1 - d0
-        tmp = np.zeros((C, n), dtype=np.float64)
-        for t in range(T):
-            for c in range(C):
-                src = part[t, c, d0:d1]
-                dst = tmp[c]
-                for d in range(n):
-                    dst[d] += src[d]
-        for d in range(n):
-            for c in range(C):
-                out[d0 + d, c] = tmp[c, d] * scale
+    pen = 0.0
+    finite = True
+    for d in range(D):
+        for c in range(C):
+            g = 0.0
+            for t in range(T):
+                g += part[t, c, d]
+            g *= scale
+            w = np.float64(W[d, c])
+            if penalty == 0:
+                pen += w * w
+                gp = 2.0 * reg * w
+            elif penalty == 1:
+                pen += abs(w)
+                gp = reg * np.sign(w)
+            else:
+                pen += beta * w * w + abs(w)
+                gp = reg * (2.0 * beta * w + np.sign(w))
+            dW[d, c] = g + gp
+            if not np.isfinite(dW[d, c]):
+                finite = False
+    return reg * pen, finite
 
 
 #: below this many multiply-adds (rows x D x C; 2^22 is about 0.1 ms of one core) a call
@@ -452,4 +465,3 @@ PARALLEL_MIN_WORK = 1 << 22
 
 #: serial twins (same code, same task partition, hence bit-identical results)
 linear_loss_grad_rows_serial = jit(fastmath=FMA)(linear_loss_grad_rows.py_func)
-reduce_partials_serial = jit(reduce_partials.py_func)
