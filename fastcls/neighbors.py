@@ -79,8 +79,14 @@ def _validate_pair(Q: Any, X: Any, names: tuple[str, str]) -> tuple[np.ndarray, 
 
 # --------------------------------------------------------------------------- backends
 def _kneighbors_numba(
-    Q: np.ndarray, X: np.ndarray, k: int, metric: str, train_tile: int | None = None
+    Q: np.ndarray,
+    X: np.ndarray,
+    k: int,
+    metric: str,
+    train_tile: int | None = None,
+    progress: bool | None = False,
 ) -> tuple[np.ndarray, np.ndarray]:
+    from fastcls._progress import Progress
     from fastcls.backends import iter_row_tiles
     from fastcls.kernels.knn import TOPK_KERNELS
     from fastcls.kernels.topk import new_topk
@@ -90,8 +96,11 @@ def _kneighbors_numba(
     rows = train_tile or _default_train_tile(X)
     # a memmap (or any row-sliceable array) is read one tile at a time, converted to
     # the queries' dtype; a memmap tile's pages are released once it is searched
-    for start, tile in iter_row_tiles(X, rows, Q.dtype):
-        kernel(Q, tile, start, best_d, best_i)
+    n_tiles = -(-X.shape[0] // rows)
+    with Progress(n_tiles, f"k-NN search ({metric})", enabled=progress) as bar:
+        for start, tile in iter_row_tiles(X, rows, Q.dtype):
+            kernel(Q, tile, start, best_d, best_i)
+            bar.update()
     if metric == "l2":
         np.sqrt(best_d, out=best_d)
     return best_d, best_i
@@ -138,7 +147,7 @@ SEARCH_BACKENDS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
 
 #: keyword options each backend accepts beyond (Q, X, k, metric, train_tile)
 BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "numba": (),
+    "numba": ("progress",),
     "numpy": (),
     "faiss": ("index", "nprobe", "efSearch"),
     "dask": ("client",),
@@ -232,6 +241,8 @@ def kneighbors(
         Training rows per streamed tile (default: about 64 MiB of rows). Results do
         not depend on it.
     **backend_options
+        ``backend="numba"``: ``progress`` (a progress bar on stderr, one step per
+        training tile; ``None`` shows it when stderr is a terminal; default off).
         ``backend="faiss"``: ``index`` (an ``index_factory`` string, default
         ``"Flat"``), ``nprobe``, ``efSearch``. ``backend="dask"``: ``client``.
 

@@ -259,3 +259,15 @@ def test_integer_dtypes_are_converted_exactly():
     assert d[0, 1] == 70000 + 299
     with pytest.raises(ValueError, match="too large to convert to float64 exactly"):
         fastcls.kneighbors(np.array([[2**60]]), np.array([[0]]), 1)
+
+
+def test_progress_bar_counts_training_tiles(capsys):
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, (100, 8)).astype(np.uint8)
+    d, i = fastcls.kneighbors(X[:5], X, 2, "l1", train_tile=40, progress=True)
+    err = capsys.readouterr().err
+    assert "k-NN search (l1)" in err and "3/3" in err
+    fastcls.kneighbors(X[:5], X, 2, "l1", train_tile=40)  # off by default
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TypeError, match="takes no option"):
+        fastcls.kneighbors(X[:5], X, 2, "l1", backend="numpy", progress=True)
