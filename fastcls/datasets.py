@@ -575,6 +575,15 @@ def _batch_files(
     return list(files)
 
 
+def _require_batch(source: _DirSource | _TarSource, name: str, limit: int | None, arg: str) -> None:
+    """Raise ``FileNotFoundError`` naming the missing batch file and where to get it."""
+    if not source.has(name):
+        raise FileNotFoundError(
+            f"CIFAR-10 batch file missing: {source.where(name)} (needed for {arg}="
+            f"{limit}); re-download from {CIFAR10_URL}"
+        )
+
+
 def _binary_counts(
     source: _DirSource | _TarSource, files: list[str], limit: int | None, arg: str
 ) -> list[tuple[str, int]]:
@@ -584,11 +593,7 @@ def _binary_counts(
     for name in files:
         if limit is not None and total >= limit:
             break
-        if not source.has(name):
-            raise FileNotFoundError(
-                f"CIFAR-10 batch file missing: {source.where(name)} (needed for {arg}="
-                f"{limit}); re-download from {CIFAR10_URL}"
-            )
+        _require_batch(source, name, limit, arg)
         size = source.size(name)
         if size == 0 or size % _RECORD_BYTES:
             raise ValueError(
@@ -654,11 +659,7 @@ def _read_python(
     for name in files:
         if limit is not None and total >= limit:
             break
-        if not source.has(name):
-            raise FileNotFoundError(
-                f"CIFAR-10 batch file missing: {source.where(name)} (needed for {arg}="
-                f"{limit}); re-download from {CIFAR10_URL}"
-            )
+        _require_batch(source, name, limit, arg)
         with source.open(name) as f:
             obj = _restricted_load(f, source.where(name))
         data, labels = _parse_python_batch(obj, source.where(name))
