@@ -244,10 +244,16 @@ def common_dtype(
     """
     if A.dtype == B.dtype:
         return A, B
-    target = np.result_type(A.dtype, B.dtype)
-    if target not in (np.float32, np.float64):
-        target = np.dtype(np.float64)
+    target = shared_kernel_dtype(A.dtype, B.dtype)
     return np.ascontiguousarray(A, dtype=target), np.ascontiguousarray(B, dtype=target)
+
+
+def shared_kernel_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
+    """The one kernel dtype two kernel dtypes are brought to (see :func:`common_dtype`)."""
+    if a == b:
+        return np.dtype(a)
+    target = np.result_type(a, b)
+    return target if target in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 def check_same_n_features(A: np.ndarray, B: np.ndarray, names: tuple[str, str]) -> None:

@@ -64,10 +64,7 @@ def _promote_query(Q: np.ndarray, X: Any) -> np.ndarray:
     """
     if Q.dtype == X.dtype:
         return Q
-    target = np.result_type(Q.dtype, X.dtype)
-    if target not in (np.float32, np.float64):
-        target = np.dtype(np.float64)
-    return np.ascontiguousarray(Q, dtype=target)
+    return np.ascontiguousarray(Q, dtype=V.shared_kernel_dtype(Q.dtype, X.dtype))
 
 
 def _validate_pair(Q: Any, X: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
