@@ -7,9 +7,30 @@ attributes end with an underscore. scikit-learn is not imported at runtime.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
+
+_Est = TypeVar("_Est", bound="BaseEstimator")
+
+
+class FittedState(NamedTuple):
+    """What a fitted estimator learned, in a form that can be stored without pickle.
+
+    Attributes
+    ----------
+    arrays : dict of str to ndarray
+        Plain numeric, bool or fixed-width unicode arrays (never ``dtype=object``).
+    metadata : dict
+        JSON-serialisable values only (``None``, bool, int, float, str, lists and
+        dicts of those).
+
+    Together with ``get_params()`` this is everything :func:`fastcls.io.save` writes;
+    ``type(model)(**params).set_fitted_state(state)`` rebuilds an identical model.
+    """
+
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, Any]
 
 
 class BaseEstimator:
@@ -39,6 +60,24 @@ class BaseEstimator:
                 )
             setattr(self, name, value)
         return self
+
+    def get_fitted_state(self) -> FittedState:
+        """The fitted state: arrays plus JSON-able metadata (see :class:`FittedState`).
+
+        Raises
+        ------
+        NotFittedError
+            The estimator has not been fitted.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fitted state to export")
+
+    def set_fitted_state(self: _Est, state: FittedState) -> _Est:
+        """Restore a state made by :meth:`get_fitted_state`; returns ``self``.
+
+        The state is checked against itself and the parameters before anything is
+        set: a malformed state raises ``ValueError`` and leaves the estimator as it was.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a fitted state")
 
     def __repr__(self) -> str:
         defaults = {
@@ -93,3 +132,61 @@ class ClassifierMixin:
             classifier_tags=ClassifierTags(),
             input_tags=InputTags(three_d_array=True),
         )
+
+
+def classes_to_state(classes: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Encode sorted labels ``classes_`` as a pickle-free array plus metadata.
+
+    Integer, bool, float and unicode labels are stored as they are; bytes labels as
+    unicode code points of their latin-1 decoding (every byte value round-trips);
+    object arrays of Python ints or strs as int64 / unicode. The metadata records the
+    original kind so :func:`classes_from_state` restores the same dtype.
+    """
+    classes = np.asarray(classes)
+    kind = classes.dtype.kind
+    if kind == "S":
+        stored = np.array([c.decode("latin-1") for c in classes.tolist()], dtype=str)
+        return stored, {"labels_kind": "bytes", "labels_dtype": classes.dtype.str}
+    if kind in "biufU":
+        return classes, {"labels_kind": "array", "labels_dtype": classes.dtype.str}
+    if kind == "O":
+        items = classes.tolist()
+        if all(isinstance(c, str) for c in items):
+            return np.array(items, dtype=str), {"labels_kind": "object-str", "labels_dtype": "|O"}
+        if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in items):
+            return (
+                np.array(items, dtype=np.int64),
+                {"labels_kind": "object-int", "labels_dtype": "|O"},
+            )
+    raise TypeError(
+        f"classes_ of dtype {classes.dtype} cannot be stored: labels must be integers, "
+        "floats, bools, str or bytes"
+    )
+
+
+def classes_from_state(stored: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`classes_to_state`; raises ``ValueError`` on a mismatch."""
+    kind = metadata.get("labels_kind", "array")
+    stored = np.asarray(stored)
+    if stored.ndim != 1 or stored.shape[0] < 1:
+        raise ValueError(f"classes must be a non-empty 1-D array, got shape {stored.shape}")
+    if kind == "bytes":
+        if stored.dtype.kind != "U":
+            raise ValueError("bytes labels must be stored as unicode")
+        return np.array([c.encode("latin-1") for c in stored.tolist()])
+    if kind == "object-str":
+        if stored.dtype.kind != "U":
+            raise ValueError("string labels must be stored as unicode")
+        return np.array(stored.tolist(), dtype=object)
+    if kind == "object-int":
+        if stored.dtype.kind not in "iu":
+            raise ValueError("integer labels must be stored as integers")
+        return np.array(stored.tolist(), dtype=object)
+    if kind != "array":
+        raise ValueError(f"unknown labels_kind {kind!r}")
+    if stored.dtype.kind not in "biufU":
+        raise ValueError(f"labels of dtype {stored.dtype} are not allowed")
+    expected = metadata.get("labels_dtype")
+    if expected is not None and np.dtype(expected) != stored.dtype:
+        raise ValueError(f"labels have dtype {stored.dtype}, metadata says {expected}")
+    return stored
