@@ -134,3 +134,100 @@ class num_threads:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             set_num_threads(self._previous)
+
+
+# --------------------------------------------------------------------------- tunables
+class Tunables:
+    """Every run-time tunable of fastcls, in one object (:data:`settings`).
+
+    These are read by the Python dispatch code at each call (never frozen into a
+    compiled kernel), so changing one takes effect at the next call. Results never
+    depend on them: they trade memory against speed, or force a code path (tests use
+    :func:`override` to force small tiles and every CPU path).
+
+    Naming scheme: ``<area>_<what>_<unit>``, where the unit is ``rows`` (a count of
+    array rows), ``bytes`` (a memory budget from which a row count is derived) or
+    ``work`` (a count of multiply-adds); ``0`` in a ``rows`` setting means "derive it
+    from the matching ``bytes`` budget".
+    """
+
+    #: k-NN: bytes of training rows streamed per tile by every search backend
+    knn_train_tile_bytes: int = 64 * 2**20
+    #: k-NN, ``backend="numpy"``: queries per tile (bounds the reference's matrix)
+    knn_numpy_query_tile_rows: int = 256
+
+    #: L1: training rows per cache block (0: about ``l1_block_bytes`` of rows)
+    l1_block_rows: int = 0
+    #: L1: queries per parallel chunk (0: about ``l1_query_chunk_bytes`` of rows,
+    #: the chunk count a multiple of the thread count)
+    l1_query_chunk_rows: int = 0
+    l1_block_bytes: int = 192 * 1024
+    l1_query_chunk_bytes: int = 1024 * 1024
+    #: L1 float: extra candidates kept beyond k before the exact rerank
+    l1_extra_candidates: int = 8
+    #: L1 uint8 micro-kernel: None = best for this CPU, or "avx512" / "avx2" / "portable"
+    l1_uint8_impl: str | None = None
+    #: L1 float on whole numbers 0..255: take the exact uint8 kernel
+    l1_uint8_shortcut: bool = True
+
+    #: L2: queries per GEMM tile
+    l2_query_tile_rows: int = 1024
+    #: L2: training rows per GEMM block
+    l2_train_block_rows: int = 2048
+    #: L2: candidates kept beyond k for the certified rerank
+    l2_extra_candidates: int = 16
+    #: L2: problems of at most this many multiply-adds take the direct (no GEMM) path
+    l2_direct_max_work: int = 4_000_000
+    #: L2: training rows averaged for the centring vector
+    l2_centre_rows: int = 1024
+
+    #: validation: rows scanned per chunk by the NaN / infinity check
+    finite_check_rows: int = 4096
+
+    #: CIFAR-10 reader: largest archive member or batch file accepted, in bytes
+    cifar_max_member_bytes: int = 256 * 2**20
+
+    def names(self) -> list[str]:
+        """Names of every tunable."""
+        return sorted(n for n in vars(Tunables) if not n.startswith("_") and n != "names")
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.names())
+        return f"Tunables({body})"
+
+
+#: the process-wide tunables (see :class:`Tunables`)
+settings = Tunables()
+
+
+class override:
+    """Context manager that sets tunables of :data:`settings` and restores them.
+
+    Unknown names raise ``TypeError`` (a typo must not silently test the default).
+
+    Examples
+    --------
+    >>> from fastcls._config import override, settings
+    >>> with override(l2_query_tile_rows=8):
+    ...     settings.l2_query_tile_rows
+    8
+    >>> settings.l2_query_tile_rows
+    1024
+    """
+
+    def __init__(self, **values: Any) -> None:
+        unknown = sorted(set(values) - set(settings.names()))
+        if unknown:
+            raise TypeError(f"unknown tunable(s) {unknown}; known: {settings.names()}")
+        self.values = values
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> Tunables:
+        self._saved = {n: getattr(settings, n) for n in self.values}
+        for n, v in self.values.items():
+            setattr(settings, n, v)
+        return settings
+
+    def __exit__(self, *exc: object) -> None:
+        for n, v in self._saved.items():
+            setattr(settings, n, v)

@@ -1,0 +1,175 @@
+"""Process-wide run-time resources shared by the kernels' Python drivers.
+
+One place for what outlives a single call:
+
+* :func:`cpu_features` -- the host CPU's feature flags, read once and cached; the
+  micro-kernel choice of every module (:func:`best_simd`) derives from it.
+* :func:`scratch` -- per-thread reusable buffers, so large tiles are not page-faulted
+  and zeroed by the OS on every call; :func:`release_scratch` frees them.
+* :func:`single_threaded_blas` -- BLAS limited to one thread while a fastcls pipeline
+  that interleaves GEMMs with numba kernels runs (OpenBLAS threads spin after a call
+  and steal the cores of the next numba parallel region).
+* :func:`map_chunks` -- a small shared thread pool that runs a whole pipeline per
+  contiguous chunk (numba kernels are nogil and NumPy's GEMM releases the GIL).
+
+Nothing here is compiled; importing it imports neither numba nor threadpoolctl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "cpu_features",
+    "best_simd",
+    "SIMD_LEVELS",
+    "scratch",
+    "release_scratch",
+    "blas_threads",
+    "single_threaded_blas",
+    "map_chunks",
+]
+
+# --------------------------------------------------------------------------- CPU
+#: SIMD levels a micro-kernel can be written for, best first
+SIMD_LEVELS = ("avx512", "avx2", "portable")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> frozenset[str]:
+    """Feature flags of the host CPU as LLVM names them (``"avx2"``, ``"avx512bw"`` ...).
+
+    Read once per process from llvmlite (the compiler numba uses, so the flags are
+    exactly what compiled code may use) and cached.
+    """
+    import llvmlite.binding as ll
+
+    flags = ll.get_host_cpu_features()
+    return frozenset(name for name, on in flags.items() if on)
+
+
+def best_simd(required: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """SIMD levels this CPU can run, best first, always ending with ``"portable"``.
+
+    Parameters
+    ----------
+    required : dict, optional
+        The CPU flags each level needs; default: ``avx512`` needs ``avx512f`` and
+        ``avx512bw``, ``avx2`` needs ``avx2``.
+    """
+    required = required or {"avx512": ("avx512f", "avx512bw"), "avx2": ("avx2",)}
+    have = cpu_features()
+    levels = [lvl for lvl in SIMD_LEVELS[:-1] if all(f in have for f in required.get(lvl, ()))]
+    return (*levels, "portable")
+
+
+# --------------------------------------------------------------------------- scratch
+_SCRATCH = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A per-thread reusable buffer of ``shape`` and ``dtype`` (uninitialised).
+
+    Holds at most one buffer per ``name`` per thread; a request for more elements
+    replaces it. Callers must not keep the array past their call.
+    """
+    n = int(np.prod(shape))
+    dt = np.dtype(dtype)
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or buf.dtype != dt or buf.size < n:
+        buf = np.empty(n, dtype=dt)
+        setattr(_SCRATCH, name, buf)
+    return buf[:n].reshape(shape)
+
+
+def release_scratch() -> None:
+    """Free the calling thread's scratch buffers (they are otherwise kept for reuse)."""
+    _SCRATCH.__dict__.clear()
+
+
+# --------------------------------------------------------------------------- BLAS
+_CONTROLLER: Any = None
+
+
+def blas_threads(n: int | None = None) -> contextlib.AbstractContextManager[Any]:
+    """Context limiting BLAS to ``n`` threads (default: numba's count)."""
+    global _CONTROLLER
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        if n is None:
+            import numba
+
+            n = int(numba.get_num_threads())
+        return _CONTROLLER.limit(limits=n, user_api="blas")  # type: ignore[no-any-return]
+    except Exception:  # pragma: no cover - threadpoolctl missing or broken
+        return contextlib.nullcontext()
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMITER: Any = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS limited to one thread while any caller is inside this context.
+
+    Reference-counted, so overlapping calls restore the original setting once, when
+    the last one leaves. Only calls from the main thread change it: OpenBLAS 0.3.31
+    (pthreads) does not honour ``openblas_set_num_threads`` from other threads
+    symmetrically (a worker could lower it and never raise it back), so calls from
+    worker threads (Dask) leave the process-wide setting alone.
+    """
+    global _BLAS_USERS, _BLAS_LIMITER
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_LIMITER = blas_threads(1)
+            _BLAS_LIMITER.__enter__()
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMITER.__exit__(None, None, None)
+                _BLAS_LIMITER = None
+
+
+# --------------------------------------------------------------------------- thread pool
+_EXECUTOR: Any = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def map_chunks(fn: Callable[[int, int], Any], n_items: int, n_threads: int) -> list[Any]:
+    """Run ``fn(start, stop)`` over ``n_threads`` contiguous chunks of ``range(n_items)``.
+
+    Python threads each run a whole pipeline on their chunk with single-threaded
+    BLAS and serial numba code: no OpenMP / OpenBLAS pools that spin against each
+    other between short steps. Results come back in chunk order.
+    """
+    global _EXECUTOR
+    bounds = np.linspace(0, n_items, min(n_threads, n_items) + 1).astype(int)
+    chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    if len(chunks) <= 1:
+        return [fn(a, b) for a, b in chunks]
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None or _EXECUTOR._max_workers < len(chunks):
+            from concurrent.futures import ThreadPoolExecutor
+
+            _EXECUTOR = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="fastcls")
+        ex = _EXECUTOR
+    futures = [ex.submit(fn, a, b) for a, b in chunks]
+    return [f.result() for f in futures]
