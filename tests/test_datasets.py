@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastcls import datasets
+from fastcls.datasets import cifar10
 
 
 # --------------------------------------------------------------------------- load_default
@@ -244,7 +245,7 @@ def test_reference_conversion_is_the_documented_layout():
 def test_channel_transpose_is_independent_of_chunk_size(chunk):
     rows = np.random.default_rng(7).integers(0, 256, (300, 3073), dtype=np.uint8)[:, 1:]
     out = np.empty((300, 32, 32, 3), dtype=np.uint8)
-    datasets._to_hwc(rows, out, chunk=chunk)
+    cifar10._to_hwc(rows, out, chunk=chunk)
     np.testing.assert_array_equal(out, _reference_hwc(rows))
 
 
@@ -283,10 +284,10 @@ def test_load_cifar10_formats_and_locations(cifar, fmt, where):
 
 def test_auto_prefers_binary_when_both_present(cifar, monkeypatch):
     calls = []
-    original = datasets._READERS.copy()
+    original = cifar10._READERS.copy()
     for name, fn in original.items():
         monkeypatch.setitem(
-            datasets._READERS, name, lambda *a, _n=name, _f=fn: calls.append(_n) or _f(*a)
+            cifar10._READERS, name, lambda *a, _n=name, _f=fn: calls.append(_n) or _f(*a)
         )
     _assert_loaded(datasets.load_cifar10(cifar["bin_dir"].parent), cifar["expected"])
     assert set(calls) == {"binary"}
@@ -532,7 +533,7 @@ def test_oversized_tar_member_is_refused(tmp_path, monkeypatch):
     train, test = _make_batches()
     folder = _write_binary(tmp_path / "cifar-10-batches-bin", train, test)
     archive = _tar(folder, tmp_path / "a.tar.gz")
-    monkeypatch.setattr(datasets, "_MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(cifar10, "_MAX_MEMBER_BYTES", 1000)
     with pytest.raises(ValueError, match="declares .* bytes, far more than a CIFAR-10 batch"):
         datasets.load_cifar10(archive)
 

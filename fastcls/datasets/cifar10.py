@@ -1,195 +1,39 @@
-"""Datasets: the embedded default dataset and safe CIFAR-10 loading.
+"""CIFAR-10 from the published files: both formats, extracted or archived, safely.
 
-* :func:`load_default` returns a small real image dataset shipped inside the package
-  (the 1797 8x8 handwritten digits of the UCI optdigits test set), so demos and docs
-  work offline with nothing else installed.
-* :func:`load_cifar10` reads CIFAR-10 from the published *binary* batches or the
-  *python* batches, extracted or straight from the ``.tar.gz`` archive (members are
-  read in memory, never extracted, so archive paths cannot escape anywhere). The
-  python batches are pickles: they are read with :class:`RestrictedUnpickler`, which
-  admits only the few NumPy globals an array pickle needs, so a crafted file cannot
-  run code.
+:func:`load_cifar10` reads the *binary* batches (records of 1 label byte + 3072 pixel
+bytes) or the *python* batches (pickled dicts), from the batch folder, its parent, or
+the downloaded ``.tar.gz`` archive. Archive members are read in memory, never extracted,
+so archive paths cannot escape anywhere, and a member larger than
+``_MAX_MEMBER_BYTES`` is refused. The python batches are read with
+:class:`~fastcls.datasets.safe_pickle.RestrictedUnpickler`, so a crafted file cannot run
+code. :func:`cifar10_class_names` reads the class names from the meta file.
 
-Nothing here compiles numba code or imports anything beyond NumPy and the standard
-library.
+Imports only NumPy and the standard library; compiles nothing.
 """
 
 from __future__ import annotations
 
-import functools
-import gzip
-import importlib.resources
 import io
 import os
 import pickle
 import struct
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from fastcls._validation import check_choice, check_int
+from fastcls.datasets.safe_pickle import RestrictedUnpickler, UnsafePickleError
 
 __all__ = [
     "CIFAR10_CLASSES",
-    "Dataset",
-    "RestrictedUnpickler",
-    "UnsafePickleError",
+    "CIFAR10_URL",
+    "FORMATS",
     "cifar10_class_names",
     "load_cifar10",
-    "load_default",
 ]
 
-#: the embedded default dataset (inside the ``fastcls/data`` folder of the package)
-_DEFAULT_FILE = "digits.csv.gz"
-
-_DEFAULT_DESCRIPTION = """\
-Optical recognition of handwritten digits (UCI optdigits, test set).
-
-1797 grayscale images of 8x8 pixels, integer values 0..16 (the number of "on"
-pixels in each 4x4 block of a 32x32 bitmap), labels 0..9, about 180 images per
-class, written by 13 people.
-
-Source: E. Alpaydin, C. Kaynak, "Optical Recognition of Handwritten Digits",
-UCI Machine Learning Repository, 1998, https://doi.org/10.24432/C50P49
-(CC BY 4.0). File packaged by scikit-learn (BSD-3-Clause); see
-fastcls/data/LICENSE-digits.txt."""
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A small labelled image dataset held in memory.
-
-    Attributes
-    ----------
-    images : ndarray of shape (n_samples, height, width) or (n_samples, height, width, channels)
-        The images, dtype uint8.
-    labels : ndarray of shape (n_samples,), int64
-        Class index of each image, ``0 .. len(target_names) - 1``.
-    target_names : tuple of str
-        Name of each class, indexed by label.
-    description : str
-        What the data are, where they come from and how to cite them.
-
-    Examples
-    --------
-    >>> from fastcls.datasets import load_default
-    >>> ds = load_default()
-    >>> X, y = ds.as_arrays()
-    >>> X.shape, y.shape
-    ((1797, 64), (1797,))
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    target_names: tuple[str, ...]
-    description: str
-
-    @property
-    def X(self) -> np.ndarray:
-        """Images flattened to rows: ndarray of shape (n_samples, n_features), uint8.
-
-        A view of :attr:`images` (no copy): writing to it writes to the images.
-        """
-        return self.images.reshape(self.images.shape[0], -1)
-
-    @property
-    def y(self) -> np.ndarray:
-        """Alias of :attr:`labels`, shape (n_samples,), int64."""
-        return self.labels
-
-    @property
-    def n_samples(self) -> int:
-        """Number of images."""
-        return int(self.images.shape[0])
-
-    def as_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(X, y)``: flattened images (n_samples, n_features) uint8 and labels.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features), uint8
-            Row ``i`` is ``images[i]`` flattened in row-major order (a view).
-        y : ndarray of shape (n_samples,), int64
-            The labels.
-        """
-        return self.X, self.labels
-
-    def __len__(self) -> int:
-        return self.n_samples
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset(images={self.images.shape} {self.images.dtype}, "
-            f"labels={self.labels.shape} {self.labels.dtype}, "
-            f"classes={len(self.target_names)})"
-        )
-
-
-@functools.lru_cache(maxsize=1)
-def _parse_default() -> tuple[np.ndarray, np.ndarray]:
-    """Parse the embedded CSV once; the cached arrays are read-only."""
-    resource = importlib.resources.files("fastcls") / "data" / _DEFAULT_FILE
-    with resource.open("rb") as raw, gzip.open(raw, "rb") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
-    if table.shape != (1797, 65):  # a damaged install must not pass silently
-        raise RuntimeError(
-            f"the embedded dataset {_DEFAULT_FILE} is damaged: expected 1797 rows of 65 "
-            f"values, got shape {table.shape}; reinstall fastcls"
-        )
-    pixels, labels = table[:, :64], table[:, 64]
-    if pixels.min() < 0 or pixels.max() > 16 or labels.min() < 0 or labels.max() > 9:
-        raise RuntimeError(
-            f"the embedded dataset {_DEFAULT_FILE} is damaged: values out of range; "
-            "reinstall fastcls"
-        )
-    images = np.ascontiguousarray(pixels.astype(np.uint8).reshape(-1, 8, 8))
-    labels = np.ascontiguousarray(labels)
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
-
-
-def load_default() -> Dataset:
-    """Load the embedded default dataset: 1797 handwritten digits, 8x8 pixels.
-
-    The UCI optdigits test set (E. Alpaydin, C. Kaynak, 1998, CC BY 4.0) ships inside
-    the package, so this works offline with nothing else installed. Pixel values are
-    kept as the data define them: integers **0..16** (counts of "on" pixels per 4x4
-    block), not rescaled to 0..255. The file is parsed once per process (a few
-    milliseconds); every call returns fresh, writable copies, so callers may modify
-    them freely.
-
-    Returns
-    -------
-    Dataset
-        ``images`` of shape (1797, 8, 8) uint8 with values 0..16, ``labels`` of shape
-        (1797,) int64 with values 0..9, ``target_names`` ``("0", ..., "9")`` and a
-        ``description`` with the citation. ``Dataset.X`` / ``Dataset.as_arrays()``
-        give the images flattened to shape (1797, 64).
-
-    Examples
-    --------
-    >>> from fastcls.datasets import load_default
-    >>> digits = load_default()
-    >>> digits.images.shape, digits.images.dtype.name, int(digits.images.max())
-    ((1797, 8, 8), 'uint8', 16)
-    >>> X, y = digits.as_arrays()
-    >>> X.shape, y.dtype.name, digits.target_names[y[0]]
-    ((1797, 64), 'int64', '0')
-    """
-    images, labels = _parse_default()
-    return Dataset(
-        images=images.copy(),
-        labels=labels.copy(),
-        target_names=tuple(str(d) for d in range(10)),
-        description=_DEFAULT_DESCRIPTION,
-    )
-
-
-# =========================================================================== CIFAR-10
 #: the ten CIFAR-10 classes, indexed by label (the order of ``batches.meta``)
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane",
@@ -223,119 +67,7 @@ _TEST_FILES = {"binary": ("test_batch.bin",), "python": ("test_batch",)}
 _META_FILES = {"binary": "batches.meta.txt", "python": "batches.meta"}
 
 
-# --------------------------------------------------------------------------- safe pickles
-def _numpy_attr(modules: tuple[str, ...], name: str) -> object | None:
-    import importlib
-
-    for mod in modules:
-        try:
-            return getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            continue
-    return None
-
-
-class UnsafePickleError(pickle.UnpicklingError, ValueError):
-    """A pickle asked for a global (or a call) that :class:`RestrictedUnpickler` refuses.
-
-    A subclass of :class:`pickle.UnpicklingError` and of :class:`ValueError`, so code
-    that handles malformed files with ``except ValueError`` handles these too.
-    """
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` restricted to latin-1: how protocol-2 pickles written by
-    Python 3 spell a ``bytes`` object (the array's raw data)."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "iso-8859-1"):
-        raise UnsafePickleError(
-            f"refused _codecs.encode({type(text).__name__}, {encoding!r}): only the latin-1 "
-            "encoding of a string, which pickles of bytes use, is allowed"
-        )
-    return text.encode("latin1")
-
-
-def _empty_bytes(*args: object) -> bytes:
-    """``bytes()`` with no argument: how protocol-2 pickles written by Python 3 spell
-    ``b""`` (any argument, which could allocate, is refused)."""
-    if args:
-        raise UnsafePickleError("refused bytes(...) with arguments: only bytes() is allowed")
-    return b""
-
-
-@functools.lru_cache(maxsize=1)
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    core = ("numpy._core.multiarray", "numpy.core.multiarray")
-    numeric = ("numpy._core.numeric", "numpy.core.numeric")
-    reconstruct = _numpy_attr(core, "_reconstruct")
-    scalar = _numpy_attr(core, "scalar")
-    frombuffer = _numpy_attr(numeric, "_frombuffer")
-    allowed: dict[tuple[str, str], object] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _latin1_encode,
-        ("__builtin__", "bytes"): _empty_bytes,
-        ("builtins", "bytes"): _empty_bytes,
-    }
-    for mod in core:
-        if reconstruct is not None:
-            allowed[(mod, "_reconstruct")] = reconstruct
-        if scalar is not None:
-            allowed[(mod, "scalar")] = scalar
-    for mod in numeric:
-        if frombuffer is not None:
-            allowed[(mod, "_frombuffer")] = frombuffer
-    return allowed
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that admits only what NumPy array pickles need.
-
-    Builtin containers and scalars (dict, list, tuple, str, bytes, int, float, bool,
-    None) need no global and load as usual. The only globals resolved are:
-
-    * ``numpy.ndarray`` and ``numpy.dtype``;
-    * ``numpy[._]core.multiarray._reconstruct`` and ``.scalar`` (array and scalar
-      pickles of every protocol up to 4, Python 2 ones included);
-    * ``numpy[._]core.numeric._frombuffer`` (protocol-5 array pickles);
-    * ``_codecs.encode`` restricted to latin-1, and ``bytes`` called with no argument
-      (how protocol-2 pickles written by Python 3 store ``bytes`` and ``b""``).
-
-    Every other global (``os.system``, ``builtins.eval``, ``collections.OrderedDict``,
-    ...) raises :class:`UnsafePickleError` (a :class:`pickle.UnpicklingError` and a
-    :class:`ValueError`) naming it, *before* anything is
-    imported or called, so a crafted pickle cannot run code. The names are resolved
-    from a fixed table, never by importing the module the pickle names.
-
-    Examples
-    --------
-    >>> import io, pickle
-    >>> import numpy as np
-    >>> blob = pickle.dumps({b"data": np.zeros((2, 3), np.uint8), b"labels": [1, 2]}, 2)
-    >>> RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()[b"labels"]
-    [1, 2]
-    >>> evil = b"cos\\nsystem\\n(S'echo pwned'\\ntR."
-    >>> try:
-    ...     RestrictedUnpickler(io.BytesIO(evil)).load()
-    ... except pickle.UnpicklingError as exc:
-    ...     print(exc)  # doctest: +ELLIPSIS
-    refused to load global 'os.system': ...
-    """
-
-    def find_class(self, module: str, name: str) -> object:
-        obj = _allowed_globals().get((module, name))
-        if obj is None:
-            raise UnsafePickleError(
-                f"refused to load global '{module}.{name}': only NumPy array pickles "
-                "(numpy.ndarray, numpy.dtype, numpy.core.multiarray._reconstruct) are "
-                "allowed in a CIFAR-10 batch; this file is not a genuine batch or was "
-                "tampered with"
-            )
-        return obj
-
-    def persistent_load(self, pid: object) -> object:
-        raise UnsafePickleError("refused a persistent id: not allowed in a CIFAR-10 batch")
-
-
+# --------------------------------------------------------------------------- batches
 def _restricted_load(f: BinaryIO, where: str) -> object:
     """Unpickle ``f`` with :class:`RestrictedUnpickler` (Python-2 strings as bytes)."""
     try:
