@@ -34,7 +34,6 @@ __all__ = [
     "load_cifar10",
 ]
 
-#: the ten CIFAR-10 classes, indexed by label (the order of ``batches.meta``)
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane",
     "automobile",
@@ -47,8 +46,11 @@ CIFAR10_CLASSES: tuple[str, ...] = (
     "ship",
     "truck",
 )
+"""The ten CIFAR-10 class names, indexed by label (the order of ``batches.meta``)."""
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+"""Where the CIFAR-10 files are published (named in every file-not-found message)."""
 FORMATS = ("auto", "binary", "python")
+"""The values :func:`load_cifar10` accepts for ``format``."""
 
 _IMAGE_BYTES = 32 * 32 * 3  # 3072: 1024 red, then 1024 green, then 1024 blue, row-major
 _RECORD_BYTES = 1 + _IMAGE_BYTES  # binary format: one label byte, then the pixels
