@@ -234,9 +234,7 @@ def check_array(
     return arr
 
 
-def common_dtype(
-    A: np.ndarray, B: np.ndarray, names: tuple[str, str]
-) -> tuple[np.ndarray, np.ndarray]:
+def common_dtype(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bring two validated arrays to one kernel dtype without changing values.
 
     uint8 with uint8 stays uint8; any float mix goes to the wider float (uint8 mixed
@@ -399,3 +397,11 @@ def check_random_state(seed: Any) -> np.random.Generator:
     if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
         return np.random.default_rng(seed)
     raise TypeError(f"seed must be None, an int or a numpy Generator, got {_describe(seed)}")
+
+
+# --- added for linear/features
+def check_bool(value: Any, name: str) -> bool:
+    """Check a boolean flag (``bool`` or ``numpy.bool_``; ints and strings refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)

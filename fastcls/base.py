@@ -17,6 +17,9 @@ _Est = TypeVar("_Est", bound="BaseEstimator")
 class FittedState(NamedTuple):
     """What a fitted estimator learned, in a form that can be stored without pickle.
 
+    Together with ``get_params()`` this is everything :func:`fastcls.io.save` writes;
+    ``type(model)(**params).set_fitted_state(state)`` rebuilds an identical model.
+
     Attributes
     ----------
     arrays : dict of str to ndarray
@@ -24,9 +27,6 @@ class FittedState(NamedTuple):
     metadata : dict
         JSON-serialisable values only (``None``, bool, int, float, str, lists and
         dicts of those).
-
-    Together with ``get_params()`` this is everything :func:`fastcls.io.save` writes;
-    ``type(model)(**params).set_fitted_state(state)`` rebuilds an identical model.
     """
 
     arrays: dict[str, np.ndarray]
@@ -138,9 +138,9 @@ def classes_to_state(classes: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Encode sorted labels ``classes_`` as a pickle-free array plus metadata.
 
     Integer, bool, float and unicode labels are stored as they are; bytes labels as
-    unicode code points of their latin-1 decoding (every byte value round-trips);
-    object arrays of Python ints or strs as int64 / unicode. The metadata records the
-    original kind so :func:`classes_from_state` restores the same dtype.
+    unicode code points of their latin-1 decoding (every byte value round-trips) and
+    restored as bytes; object arrays of Python ints or strs as int64 / unicode, and
+    restored so (equal labels, no Python objects).
     """
     classes = np.asarray(classes)
     kind = classes.dtype.kind
@@ -174,14 +174,14 @@ def classes_from_state(stored: np.ndarray, metadata: dict[str, Any]) -> np.ndarr
         if stored.dtype.kind != "U":
             raise ValueError("bytes labels must be stored as unicode")
         return np.array([c.encode("latin-1") for c in stored.tolist()])
-    if kind == "object-str":
+    if kind == "object-str":  # restored as a unicode array (same labels, no objects)
         if stored.dtype.kind != "U":
             raise ValueError("string labels must be stored as unicode")
-        return np.array(stored.tolist(), dtype=object)
+        return stored
     if kind == "object-int":
         if stored.dtype.kind not in "iu":
             raise ValueError("integer labels must be stored as integers")
-        return np.array(stored.tolist(), dtype=object)
+        return stored
     if kind != "array":
         raise ValueError(f"unknown labels_kind {kind!r}")
     if stored.dtype.kind not in "biufU":

@@ -1,26 +1,26 @@
-"""Save and load fitted models: ``.npz`` arrays + JSON metadata, never pickle.
+"""Save and load fitted estimators: ``.npz`` arrays + JSON metadata, never pickle.
+
+Any fastcls estimator is saved through its public state pair
+(``get_params()`` + :meth:`~fastcls.base.BaseEstimator.get_fitted_state`) and
+rebuilt through ``type(model)(**params).set_fitted_state(state)``; this module never
+reads an estimator's private attributes.
 
 Format ``fastcls-model``, version :data:`FORMAT_VERSION`. One uncompressed (or, with
 ``compress=True``, deflated) ``.npz`` archive holding:
 
 ``metadata``
     a 0-d unicode array with a JSON object: ``format``, ``format_version``,
-    ``class``, ``params`` (the constructor parameters), ``n_features_in_``,
-    ``n_samples_fit_``, ``backend``, ``classes_dtype``, ``fastcls_version`` and
-    ``arrays`` (the names of the arrays below that the file holds).
-``classes``
-    the sorted labels, as an integer, float, bool or fixed-width unicode array
-    (object arrays of strings are stored as unicode; never as objects).
-``y``
-    the encoded training labels (int64, ``0..n_classes-1``).
-``fit_X``
-    the training rows (kernel dtype), unless the model searches a FAISS index and
-    ``include_data`` is left at its default.
-``faiss_index``
-    ``faiss.serialize_index`` bytes as a uint8 array (``backend="faiss"``).
+    ``class``, ``params`` (the constructor parameters), ``state`` (the fitted
+    state's JSON metadata), ``backend`` (k-NN), ``fastcls_version`` and ``arrays`` (the names of the
+    state's arrays stored beside it).
+one entry per state array
+    e.g. for :class:`~fastcls.KNearestNeighbor`: ``classes`` (labels, never
+    objects), ``y`` (encoded labels), ``fit_X`` (training rows) and/or
+    ``faiss_index`` (``faiss.serialize_index`` bytes).
 
 :func:`load` opens the archive with ``allow_pickle=False``, so a file can never
-execute code, and refuses unknown formats and versions with a clear error.
+execute code, refuses unknown formats and versions with a clear error, and reads
+version-1 files (k-NN models written by fastcls 0.1.0).
 
 Examples
 --------
@@ -42,34 +42,34 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save", "load", "read_metadata"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MODEL_CLASSES", "save", "load", "read_metadata"]
 
 #: the ``format`` field of every file this module writes
 FORMAT_NAME = "fastcls-model"
 #: bumped whenever the layout changes incompatibly; :func:`load` refuses other versions
-FORMAT_VERSION = 1
-_SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+_SUPPORTED_VERSIONS = (1, 2)
+
+#: class name stored in a file -> module defining it (imported on load)
+MODEL_CLASSES: dict[str, str] = {
+    "KNearestNeighbor": "fastcls.neighbors",
+    "LinearSVM": "fastcls.linear",
+    "Softmax": "fastcls.linear",
+    "FeatureScaler": "fastcls.features",
+}
 
 
-def _model_classes() -> dict[str, type]:
-    from fastcls.neighbors import KNearestNeighbor
+def _model_class(name: Any, path: Any = None) -> type:
+    import importlib
 
-    return {"KNearestNeighbor": KNearestNeighbor}
-
-
-def _plain_classes(classes: np.ndarray) -> np.ndarray:
-    """Labels as a non-object array (so it loads without pickle)."""
-    classes = np.asarray(classes)
-    if classes.dtype.kind != "O":
-        if classes.dtype.kind == "S":
-            return classes.astype(str)
-        return classes
-    items = classes.tolist()
-    if all(isinstance(c, str) for c in items):
-        return np.array(items, dtype=str)
-    if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in items):
-        return np.array(items, dtype=np.int64)
-    raise TypeError("classes_ must hold only integers or only strings to be saved")
+    module = MODEL_CLASSES.get(name) if isinstance(name, str) else None
+    if module is None:
+        where = f"{path!s}: " if path is not None else ""
+        raise ValueError(
+            f"{where}unknown model class {name!r}; fastcls saves {sorted(MODEL_CLASSES)}"
+        )
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -89,18 +89,18 @@ def _json_params(params: dict[str, Any]) -> dict[str, Any]:
 def save(
     model: Any, path: str | os.PathLike, *, include_data: bool | None = None, compress: bool = False
 ) -> None:
-    """Save a fitted k-NN model to ``path`` (``.npz`` + JSON metadata, no pickle).
+    """Save a fitted estimator to ``path`` (``.npz`` + JSON metadata, no pickle).
 
     Parameters
     ----------
-    model : KNearestNeighbor
-        A fitted model.
+    model : KNearestNeighbor, LinearSVM, Softmax or FeatureScaler
+        A fitted estimator.
     path : str or path-like
         Written as given (numpy appends ``.npz`` to a name without it).
     include_data : bool, optional
-        Store the training rows. Default: yes, except for ``backend="faiss"``, whose
-        index (stored as ``faiss.serialize_index`` bytes) holds what search needs.
-        A memmap or lazy training set is read into the archive tile by tile.
+        k-NN only: store the training rows. Default: yes, except for
+        ``backend="faiss"``, whose index (stored as ``faiss.serialize_index`` bytes)
+        holds what search needs. A memmap or lazy training set is read whole.
     compress : bool, default False
         Deflate the archive (smaller, slower to write and read).
 
@@ -110,29 +110,20 @@ def save(
     >>> clf = fastcls.KNearestNeighbor().fit(np.eye(3), [0, 1, 2])
     >>> fastcls.io.save(clf, os.path.join(tempfile.mkdtemp(), "m.npz"))
     """
-    from fastcls._validation import check_is_fitted
-
-    registry = _model_classes()
     cls_name = type(model).__name__
-    if registry.get(cls_name) is not type(model):
-        raise TypeError(f"save supports {sorted(registry)}, got {cls_name}")
-    check_is_fitted(model, ("classes_",))
+    if cls_name not in MODEL_CLASSES or _model_class(cls_name) is not type(model):
+        raise TypeError(f"save supports {sorted(MODEL_CLASSES)}, got {cls_name}")
     params = _json_params(model.get_params())
-    backend = params.get("backend")
-    arrays: dict[str, np.ndarray] = {
-        "classes": _plain_classes(model.classes_),
-        "y": np.asarray(model._y, dtype=np.int64),
-    }
-    has_index = getattr(model, "_faiss_index", None) is not None and backend == "faiss"
-    if include_data is None:
-        include_data = not has_index
-    if include_data:
-        X = model._fit_X
-        arrays["fit_X"] = X if isinstance(X, np.ndarray) else X[0 : X.shape[0]]
-    if has_index:
-        from fastcls.backends.faiss import serialize_index
-
-        arrays["faiss_index"] = serialize_index(model._faiss_index)
+    if include_data is not None:
+        state = model.get_fitted_state(include_data=include_data)
+    else:
+        state = model.get_fitted_state()
+    arrays = dict(state.arrays)
+    if "metadata" in arrays:
+        raise ValueError("a fitted state may not name an array 'metadata'")
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype.kind == "O":
+            raise TypeError(f"state array {name!r} holds Python objects; it cannot be saved")
     from fastcls import __version__
 
     meta = {
@@ -140,10 +131,8 @@ def save(
         "format_version": FORMAT_VERSION,
         "class": cls_name,
         "params": params,
-        "n_features_in_": int(model.n_features_in_),
-        "n_samples_fit_": int(model.n_samples_fit_),
-        "backend": backend,
-        "classes_dtype": arrays["classes"].dtype.str,
+        "state": state.metadata,
+        "backend": params.get("backend"),  # informative, as in version 1
         "fastcls_version": __version__,
         "arrays": sorted(arrays),
     }
@@ -181,7 +170,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load(path: str | os.PathLike) -> Any:
-    """Load a model saved by :func:`save` / ``model.save(path)``.
+    """Load an estimator saved by :func:`save` / ``model.save(path)``.
 
     The archive is read with ``allow_pickle=False``: loading never unpickles.
 
@@ -191,7 +180,7 @@ def load(path: str | os.PathLike) -> Any:
 
     Returns
     -------
-    KNearestNeighbor
+    KNearestNeighbor, LinearSVM, Softmax or FeatureScaler
         Fitted, with identical predictions to the saved model.
 
     Raises
@@ -207,7 +196,7 @@ def load(path: str | os.PathLike) -> Any:
     >>> fastcls.load(path).classes_.tolist()
     [3, 4]
     """
-    from fastcls import _validation as V
+    from fastcls.base import FittedState
 
     try:
         npz = np.load(path, allow_pickle=False)
@@ -219,29 +208,37 @@ def load(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path!s} is not a fastcls model file (not an .npz archive)")
     with npz:
         meta = _read_meta(npz, path)
-        registry = _model_classes()
-        cls = registry.get(meta.get("class"))
-        if cls is None:
-            raise ValueError(f"{path!s}: unknown model class {meta.get('class')!r}")
-        model = cls().set_params(**meta["params"])
-        missing = {"classes", "y"} - set(npz.files)
+        cls = _model_class(meta.get("class"), path)
+        if meta["format_version"] == 1:
+            meta = _upgrade_v1(meta, npz.files)
+        params = meta.get("params")
+        state_meta = meta.get("state")
+        names = meta.get("arrays")
+        if not isinstance(params, dict) or not isinstance(state_meta, dict):
+            raise ValueError(f"{path!s}: metadata lacks params or state")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{path!s}: metadata 'arrays' must list array names")
+        missing = sorted(set(names) - set(npz.files))
         if missing:
-            raise ValueError(f"{path!s}: missing arrays {sorted(missing)}")
-        model._metric = V.check_metric(model.metric)
-        model.classes_ = npz["classes"]
-        model._y = npz["y"].astype(np.int64, copy=False)
-        model.n_features_in_ = int(meta["n_features_in_"])
-        model.n_samples_fit_ = int(meta["n_samples_fit_"])
-        if "fit_X" in npz.files:
-            model._fit_X = np.ascontiguousarray(npz["fit_X"])
-        if "faiss_index" in npz.files:
-            from fastcls.backends.faiss import deserialize_index
+            raise ValueError(f"{path!s}: missing arrays {missing}")
+        arrays = {name: npz[name] for name in names}
+    try:
+        model = cls().set_params(**params)
+        return model.set_fitted_state(FittedState(arrays, state_meta))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path!s}: {exc}") from exc
 
-            model._faiss_index = deserialize_index(npz["faiss_index"])
-        if not hasattr(model, "_fit_X") and not hasattr(model, "_faiss_index"):
-            raise ValueError(f"{path!s}: holds neither training rows nor a FAISS index")
-        if model._y.shape != (model.n_samples_fit_,):
-            raise ValueError(
-                f"{path!s}: {model._y.shape[0]} labels for {model.n_samples_fit_} rows"
-            )
-    return model
+
+def _upgrade_v1(meta: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    """Version-1 metadata (k-NN only) in the version-2 layout."""
+    arrays = [n for n in ("classes", "y", "fit_X", "faiss_index") if n in files]
+    return {
+        **meta,
+        "state": {
+            "n_features_in_": meta.get("n_features_in_"),
+            "n_samples_fit_": meta.get("n_samples_fit_"),
+            "backend_arrays": [n for n in arrays if n in ("fit_X", "faiss_index")],
+            "labels_kind": "array",
+        },
+        "arrays": arrays,
+    }

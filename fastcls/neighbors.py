@@ -16,145 +16,16 @@ first; equal votes -> smallest label.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from fastcls import _validation as V
 from fastcls._config import num_threads, resolve_n_jobs
-from fastcls.base import BaseEstimator, ClassifierMixin
+from fastcls.backends import build_backend, check_backend, check_train_rows, get_backend
+from fastcls.base import BaseEstimator, ClassifierMixin, FittedState
 
-BACKENDS = ("numba", "numpy", "faiss", "dask")
 WEIGHTS = ("uniform", "distance")
-
-#: rows of the training set read per streamed tile, by default: ~64 MiB of data
-_TRAIN_TILE_BYTES = 64 * 2**20
-#: queries per tile for the numpy reference backend (bounds its distance matrix)
-_NUMPY_QUERY_TILE = 256
-
-
-def _surrogate(metric: str) -> str:
-    return "sqeuclidean" if metric == "l2" else metric
-
-
-def _family(dtype: np.dtype) -> str:
-    return "uint8" if dtype == np.uint8 else "float"
-
-
-def _default_train_tile(X: np.ndarray) -> int:
-    row_bytes = max(1, X.shape[1] * X.dtype.itemsize)
-    return max(1024, _TRAIN_TILE_BYTES // row_bytes)
-
-
-def _check_train(X: Any, name: str = "X") -> Any:
-    """Validate training rows: an array (memmaps kept on disk) or a lazy row source."""
-    from fastcls.backends import LazyRows, is_row_source
-
-    if is_row_source(X):  # h5py / zarr / dask ...: shape and dtype now, values per tile
-        return LazyRows(X, name)
-    return V.check_array(X, name)
-
-
-def _promote_query(Q: np.ndarray, X: Any) -> np.ndarray:
-    """Bring the queries to the kernel dtype shared with ``X``; ``X`` converts per tile.
-
-    Same rule as :func:`fastcls._validation.common_dtype`, without converting (and
-    so loading) a memory-mapped or lazy training set as a whole.
-    """
-    if Q.dtype == X.dtype:
-        return Q
-    return np.ascontiguousarray(Q, dtype=V.shared_kernel_dtype(Q.dtype, X.dtype))
-
-
-def _validate_pair(Q: Any, X: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    Qa = V.check_array(Q, names[0])
-    Xa = V.check_array(X, names[1])
-    V.check_same_n_features(Qa, Xa, names)
-    return V.common_dtype(Qa, Xa, names)
-
-
-# --------------------------------------------------------------------------- backends
-def _kneighbors_numba(
-    Q: np.ndarray,
-    X: np.ndarray,
-    k: int,
-    metric: str,
-    train_tile: int | None = None,
-    progress: bool | None = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    from fastcls._progress import Progress
-    from fastcls.backends import iter_row_tiles
-    from fastcls.kernels.knn import TOPK_KERNELS
-    from fastcls.kernels.topk import new_topk
-
-    kernel = TOPK_KERNELS[(_surrogate(metric), _family(Q.dtype))]
-    best_d, best_i = new_topk(Q.shape[0], k)
-    rows = train_tile or _default_train_tile(X)
-    # a memmap (or any row-sliceable array) is read one tile at a time, converted to
-    # the queries' dtype; a memmap tile's pages are released once it is searched
-    n_tiles = -(-X.shape[0] // rows)
-    with Progress(n_tiles, f"k-NN search ({metric})", enabled=progress) as bar:
-        for start, tile in iter_row_tiles(X, rows, Q.dtype):
-            kernel(Q, tile, start, best_d, best_i)
-            bar.update()
-    if metric == "l2":
-        np.sqrt(best_d, out=best_d)
-    return best_d, best_i
-
-
-def _kneighbors_numpy(
-    Q: np.ndarray, X: np.ndarray, k: int, metric: str, train_tile: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    from fastcls.reference.knn import kneighbors_reference
-
-    X = X[0 : X.shape[0]] if not isinstance(X, np.ndarray) else X  # a LazyRows source
-    dist = np.empty((Q.shape[0], k))
-    idx = np.empty((Q.shape[0], k), dtype=np.int64)
-    for s in range(0, Q.shape[0], _NUMPY_QUERY_TILE):
-        dist[s : s + _NUMPY_QUERY_TILE], idx[s : s + _NUMPY_QUERY_TILE] = kneighbors_reference(
-            Q[s : s + _NUMPY_QUERY_TILE], X, k, metric
-        )
-    return dist, idx
-
-
-def _kneighbors_faiss(
-    Q: np.ndarray, X: Any, k: int, metric: str, train_tile: int | None = None, **options: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    from fastcls.backends.faiss import kneighbors_faiss
-
-    return kneighbors_faiss(Q, X, k, metric, train_tile, **options)
-
-
-def _kneighbors_dask(
-    Q: np.ndarray, X: Any, k: int, metric: str, train_tile: int | None = None, **options: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    from fastcls.distributed import search_shards
-
-    return search_shards(Q, X, k, metric, train_tile=train_tile, **options)
-
-
-#: backend name -> search(Q, X, k, metric, train_tile) -> (distances, indices)
-SEARCH_BACKENDS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
-    "numba": _kneighbors_numba,
-    "numpy": _kneighbors_numpy,
-    "faiss": _kneighbors_faiss,
-    "dask": _kneighbors_dask,
-}
-
-#: keyword options each backend accepts beyond (Q, X, k, metric, train_tile)
-BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "numba": ("progress",),
-    "numpy": (),
-    "faiss": ("index", "nprobe", "efSearch"),
-    "dask": ("client",),
-}
-
-
-def _check_backend(backend: Any) -> str:
-    if not isinstance(backend, str) or backend not in SEARCH_BACKENDS:
-        raise ValueError(f"backend must be one of {tuple(SEARCH_BACKENDS)}, got {backend!r}")
-    return backend
 
 
 # --------------------------------------------------------------------------- functions
@@ -193,13 +64,16 @@ def pairwise_distances(
         Xa = V.check_array(X, "X")
         Ya = Xa
     else:
-        Xa, Ya = _validate_pair(X, Y, ("X", "Y"))
-    from fastcls.kernels.knn import PAIRWISE_KERNELS
+        Xa = V.check_array(X, "X")
+        Ya = V.check_array(Y, "Y")
+        V.check_same_n_features(Xa, Ya, ("X", "Y"))
+        Xa, Ya = V.common_dtype(Xa, Ya)
+    from fastcls.kernels.knn import pairwise_kernel
 
     out_dtype = np.float32 if Xa.dtype == np.float32 else np.float64
     out = np.empty((Xa.shape[0], Ya.shape[0]), dtype=out_dtype)
     with num_threads(n_jobs):
-        PAIRWISE_KERNELS[(_surrogate(metric), _family(Xa.dtype))](Xa, np.asarray(Ya), out)
+        pairwise_kernel(metric, Xa.dtype)(Xa, np.asarray(Ya), out)
     if metric == "l2":
         np.sqrt(out, out=out)
     return out
@@ -258,22 +132,24 @@ def kneighbors(
     array([[1, 0]])
     """
     metric = V.check_metric(metric)
-    backend = _check_backend(backend)
-    unknown = sorted(set(backend_options) - set(BACKEND_OPTIONS.get(backend, ())))
+    cls = get_backend(backend)
+    build_options = {n: v for n, v in backend_options.items() if n not in cls.search_options}
+    search_options = {n: v for n, v in backend_options.items() if n in cls.search_options}
+    unknown = sorted(set(build_options) - set(cls.build_options))
     if unknown:
         raise TypeError(
             f"backend {backend!r} takes no option(s) {unknown}; its options are "
-            f"{list(BACKEND_OPTIONS.get(backend, ()))}"
+            f"{list(cls.build_options + cls.search_options)}"
         )
-    Xa = _check_train(X, "X")
+    Xa = check_train_rows(X, "X")
     Qa = V.check_array(Q, "Q")
     V.check_same_n_features(Qa, Xa, ("Q", "X"))
-    Qa = _promote_query(Qa, Xa)
     k = V.check_k(k, Xa.shape[0])
     if train_tile is not None:
         train_tile = V.check_int(train_tile, "train_tile", min_value=1)
     with num_threads(n_jobs):
-        return SEARCH_BACKENDS[backend](Qa, Xa, k, metric, train_tile, **backend_options)
+        index = build_backend(backend, Xa, metric, train_tile=train_tile, **build_options)
+        return index.search(Qa, k, **search_options)
 
 
 # --------------------------------------------------------------------------- classifier
@@ -357,27 +233,38 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        self._metric = V.check_metric(self.metric)
+        metric = V.check_metric(self.metric)
         V.check_choice(self.weights, "weights", WEIGHTS)
-        _check_backend(self.backend)
+        check_backend(self.backend)
         V.check_int(self.k, "k", min_value=1)
         resolve_n_jobs(self.n_jobs)
-        for name in ("nprobe", "efSearch"):
-            if getattr(self, name) is not None:
-                V.check_int(getattr(self, name), name, min_value=1)
-        Xa = _check_train(X, "X")
+        self._backend_options("search")  # validated now, read at each search
+        Xa = check_train_rows(X, "X")
         classes, y_enc = V.check_labels(y, Xa.shape[0])
-        if self.backend == "faiss":
-            from fastcls.backends.faiss import build_index
-
-            with num_threads(self.n_jobs):
-                self._faiss_index = build_index(Xa, self._metric, self.index)
-        self._fit_X = Xa
+        with num_threads(self.n_jobs):
+            index = build_backend(self.backend, Xa, metric, **self._backend_options())
+        self._metric = metric
+        self._index = index
         self._y = y_enc
         self.classes_ = classes
         self.n_features_in_ = int(Xa.shape[1])
         self.n_samples_fit_ = int(Xa.shape[0])
         return self
+
+    def _backend_options(self, kind: str = "build") -> dict[str, Any]:
+        """This model's parameters that the chosen backend takes as options of ``kind``.
+
+        Search options (e.g. FAISS's ``nprobe``) are read at each search, so
+        ``set_params`` after ``fit`` takes effect without refitting.
+        """
+        cls = get_backend(self.backend)
+        names = cls.build_options if kind == "build" else cls.search_options
+        params = self.get_params()
+        options = {name: params[name] for name in names if name in params}
+        for name, value in options.items():
+            if kind == "search" and value is not None:
+                V.check_int(value, name, min_value=1)
+        return options
 
     def _check_query(self, X: Any) -> np.ndarray:
         V.check_is_fitted(self, ("classes_",))
@@ -405,18 +292,86 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         Qa = self._check_query(X)
         k = V.check_k(self.k if k is None else k, self.n_samples_fit_)
         with num_threads(self.n_jobs):
-            dist, idx = self._search(Qa, k)
+            dist, idx = self._index.search(Qa, k, **self._backend_options("search"))
         return (dist, idx) if return_distance else idx
 
-    def _search(self, Qa: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.backend == "faiss":  # the index built at fit (or loaded)
-            from fastcls.backends.faiss import search_index
+    # -- fitted state
+    def get_fitted_state(self, include_data: bool | None = None) -> FittedState:
+        """Everything ``fit`` learned, as arrays plus JSON-able metadata.
 
-            return search_index(
-                self._faiss_index, Qa, k, self._metric, nprobe=self.nprobe, efSearch=self.efSearch
+        Parameters
+        ----------
+        include_data : bool, optional
+            Store the training rows. Default: yes, except for backends that keep
+            their own index (``"faiss"``: its serialised index holds what search needs).
+
+        Returns
+        -------
+        FittedState
+            Arrays ``classes``, ``y`` (encoded labels) and the backend's arrays
+            (``fit_X`` and/or ``faiss_index``); metadata ``n_features_in_``,
+            ``n_samples_fit_``, the label kind and the backend's array names.
+        """
+        from fastcls.base import classes_to_state
+
+        V.check_is_fitted(self, ("classes_",))
+        classes, label_meta = classes_to_state(self.classes_)
+        backend_arrays = self._index.export_arrays(include_data)
+        arrays = {"classes": classes, "y": np.asarray(self._y, dtype=np.int64), **backend_arrays}
+        meta = {
+            "n_features_in_": int(self.n_features_in_),
+            "n_samples_fit_": int(self.n_samples_fit_),
+            "backend_arrays": sorted(backend_arrays),
+            **label_meta,
+        }
+        return FittedState(arrays, meta)
+
+    def set_fitted_state(self, state: FittedState) -> KNearestNeighbor:
+        """Restore a state from :meth:`get_fitted_state` (checked first); returns ``self``.
+
+        Raises
+        ------
+        ValueError
+            The state is inconsistent with itself or with this model's parameters.
+        """
+        from fastcls.base import classes_from_state
+
+        arrays, meta = state
+        for name in ("classes", "y"):
+            if name not in arrays:
+                raise ValueError(f"fitted state lacks the array {name!r}")
+        metric = V.check_metric(self.metric)
+        V.check_choice(self.weights, "weights", WEIGHTS)
+        cls = get_backend(check_backend(self.backend))
+        classes = classes_from_state(arrays["classes"], meta)
+        n = meta.get("n_samples_fit_")
+        d = meta.get("n_features_in_")
+        if not (isinstance(n, int) and isinstance(d, int) and n >= 1 and d >= 1):
+            raise ValueError("n_samples_fit_ and n_features_in_ must be positive integers")
+        y = np.asarray(arrays["y"])
+        if y.dtype.kind not in "iu" or y.shape != (n,):
+            raise ValueError(f"y must be {n} integer labels, got {y.dtype} of shape {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= classes.shape[0]):
+            raise ValueError(f"y holds codes outside 0..{classes.shape[0] - 1}")
+        backend_arrays = {name: arrays[name] for name in meta.get("backend_arrays", ())}
+        if "fit_X" in backend_arrays:
+            fit_X = V.check_array(backend_arrays["fit_X"], "fit_X")
+            if fit_X.shape != (n, d):
+                raise ValueError(f"fit_X has shape {fit_X.shape}, expected {(n, d)}")
+            backend_arrays["fit_X"] = fit_X
+        index = cls.from_arrays(backend_arrays, metric, **self._backend_options())
+        if (index.n_samples, index.n_features) != (n, d):
+            raise ValueError(
+                f"the stored {self.backend} index holds {index.n_samples} x {index.n_features} "
+                f"rows, expected {n} x {d}"
             )
-        Qa = _promote_query(Qa, self._fit_X)
-        return SEARCH_BACKENDS[self.backend](Qa, self._fit_X, k, self._metric, None)
+        self._metric = metric
+        self._index = index
+        self._y = y.astype(np.int64, copy=False)
+        self.classes_ = classes
+        self.n_features_in_ = d
+        self.n_samples_fit_ = n
+        return self
 
     def save(self, path: Any) -> None:
         """Save the fitted model to ``path`` (``.npz`` + JSON metadata, never pickle).
@@ -437,25 +392,11 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         from fastcls.kernels.vote import vote_proba
 
         dist, idx = self.kneighbors(X)
-        labels = self._y[idx]
+        # approximate backends may find fewer than k rows (index -1): those slots get
+        # label -1, which the vote skips (a query with none found gets uniform shares)
+        labels = np.where(idx >= 0, self._y[np.maximum(idx, 0)], -1)
         with num_threads(self.n_jobs):
-            proba = vote_proba(labels, dist, len(self.classes_), self.weights == "distance")
-        missing = idx < 0  # approximate FAISS indexes may find fewer than k rows
-        if missing.any():
-            from fastcls.reference.knn import knn_vote_reference
-
-            for q in np.flatnonzero(missing.any(axis=1)):
-                found = ~missing[q]
-                if found.any():
-                    proba[q] = knn_vote_reference(
-                        labels[q : q + 1, found],
-                        dist[q : q + 1, found],
-                        len(self.classes_),
-                        self.weights,
-                    )[0]
-                else:  # nothing found: no information, uniform shares
-                    proba[q] = 1.0 / len(self.classes_)
-        return proba
+            return vote_proba(labels, dist, len(self.classes_), self.weights == "distance")
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (ties in the vote -> the smallest label).

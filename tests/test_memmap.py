@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastcls
-from fastcls.backends import LazyRows, is_row_source, iter_row_tiles, release_pages
+from fastcls.backends.rows import LazyRows, is_row_source, iter_row_tiles, release_pages
 
 
 def _memmap(tmp_path, X, name="x.npy", mode="r"):
@@ -62,13 +62,13 @@ def test_classifier_on_memmap_and_mixed_dtypes(tmp_path, data):
     mm = _memmap(tmp_path, X)
     y = np.arange(X.shape[0]) % 3
     clf = fastcls.KNearestNeighbor(k=5, metric="l1").fit(mm, y)
-    assert np.shares_memory(clf._fit_X, mm)  # kept on disk, not copied
+    assert np.shares_memory(clf._index.X, mm)  # kept on disk, not copied
     ref = fastcls.KNearestNeighbor(k=5, metric="l1").fit(X, y)
     np.testing.assert_array_equal(clf.predict(Q), ref.predict(Q))
     # float queries against uint8 rows on disk: only the queries are converted
     Qf = Q.astype(np.float32) + 0.25
     np.testing.assert_array_equal(clf.kneighbors(Qf)[1], ref.kneighbors(Qf)[1])
-    assert isinstance(clf._fit_X, np.memmap) and clf._fit_X.dtype == np.uint8
+    assert isinstance(clf._index.X, np.memmap) and clf._index.X.dtype == np.uint8
 
 
 @given(
@@ -106,7 +106,7 @@ def test_lazy_rows_validation():
     with pytest.raises(ValueError, match="k=9 is larger"):
         fastcls.kneighbors(np.ones((1, 3)), Rows(np.ones((5, 3))), 9)
     clf = fastcls.KNearestNeighbor(k=1).fit(Rows(np.eye(3)), [0, 1, 2])
-    assert isinstance(clf._fit_X, LazyRows)
+    assert isinstance(clf._index.X, LazyRows)
     assert clf.predict(np.eye(3)).tolist() == [0, 1, 2]
     assert not is_row_source(np.eye(2)) and not is_row_source([[1, 2]])
 

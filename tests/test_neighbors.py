@@ -176,7 +176,7 @@ def test_memmap_training_data_is_not_copied(tmp_path):
     mm.flush()
     ro = np.load(tmp_path / "x.npy", mmap_mode="r")
     clf = fastcls.KNearestNeighbor(k=3, metric="l1").fit(ro, np.arange(100) % 3)
-    assert isinstance(clf._fit_X, np.memmap)
+    assert isinstance(clf._index.X, np.memmap)
     d, i = fastcls.kneighbors(X[:10], ro, 3, "l1", train_tile=16)
     dr, ir = kneighbors_reference(X[:10], X, 3, "l1")
     np.testing.assert_array_equal(i, ir)

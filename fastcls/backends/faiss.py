@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from fastcls import _validation as V
+from fastcls.backends.base import SearchBackend
 
 __all__ = [
+    "FaissBackend",
     "EXTRA_HINT",
     "import_faiss",
     "to_float32",
@@ -267,8 +269,8 @@ def kneighbors_faiss(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Search backend ``"faiss"``: build an index on ``X``, search ``Q``.
 
-    Same signature as the other entries of :data:`fastcls.neighbors.SEARCH_BACKENDS`
-    (``train_tile`` is unused: FAISS holds the index in RAM), plus the index options.
+    A one-shot :class:`FaissBackend` (``train_tile`` is unused: FAISS holds the
+    index in RAM).
     """
     built = build_index(X, metric, index)
     return search_index(built, Q, k, metric, nprobe=nprobe, efSearch=efSearch)
@@ -332,3 +334,78 @@ def deserialize_index(data: np.ndarray) -> Any:
     """Inverse of :func:`serialize_index`."""
     faiss = import_faiss()
     return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+
+
+class FaissBackend(SearchBackend):
+    """Search a FAISS index built on the training rows (``backend="faiss"``).
+
+    Build option: ``index`` (an ``index_factory`` string, default ``"Flat"``, exact
+    to float32); the index is built (and trained when it needs it) once, at
+    construction. Search options: ``nprobe`` (IVF) and ``efSearch`` (HNSW).
+    """
+
+    name = "faiss"
+    build_options = ("index",)
+    search_options = ("nprobe", "efSearch")
+
+    def __init__(
+        self,
+        X: Any,
+        metric: str,
+        *,
+        train_tile: int | None = None,
+        index: str | None = "Flat",
+    ) -> None:
+        super().__init__(X, metric, train_tile=train_tile)
+        self.index_string = _check_index_string("Flat" if index is None else index)
+        self.exact = self.index_string == "Flat"
+        self.index = build_index(X, metric, self.index_string)
+
+    def search_promoted(
+        self, Q: np.ndarray, k: int, **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search the FAISS index (``nprobe`` / ``efSearch`` options)."""
+        return search_index(
+            self.index,
+            Q,
+            k,
+            self.metric,
+            nprobe=options.get("nprobe"),
+            efSearch=options.get("efSearch"),
+        )
+
+    def export_arrays(self, include_data: bool | None = None) -> dict[str, np.ndarray]:
+        """The serialised index, plus the training rows when ``include_data``."""
+        arrays = {"faiss_index": serialize_index(self.index)}
+        if include_data and self.X is not None:
+            arrays.update(super().export_arrays())
+        return arrays
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], metric: str, **options: Any
+    ) -> FaissBackend:
+        """Restore the serialised index (or rebuild it from ``fit_X`` when absent)."""
+        if "faiss_index" not in arrays:
+            if "fit_X" not in arrays:
+                raise ValueError("backend 'faiss' needs a stored index or the training rows")
+            return cls(np.ascontiguousarray(arrays["fit_X"]), metric, **options)
+        built = deserialize_index(arrays["faiss_index"])
+        X = np.ascontiguousarray(arrays["fit_X"]) if "fit_X" in arrays else None
+        self = cls.__new__(cls)
+        SearchBackend.__init__(
+            self, X if X is not None else _Shape(int(built.ntotal), int(built.d)), metric
+        )
+        self.X = X
+        self.index_string = _check_index_string(options.get("index") or "Flat")
+        self.exact = self.index_string == "Flat"
+        self.index = built
+        return self
+
+
+class _Shape:
+    """Shape and dtype stand-in for an index restored without its training rows."""
+
+    def __init__(self, n: int, d: int) -> None:
+        self.shape = (n, d)
+        self.dtype = np.dtype(np.float32)

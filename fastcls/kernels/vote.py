@@ -19,6 +19,8 @@ def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
     Uniform: the fraction of the k neighbours in each class. Distance-weighted:
     weights ``1/d``; when a query has neighbours at distance exactly 0, only those
     vote (uniformly), which is the limit of ``1/d`` and avoids dividing by zero.
+    Slots with a negative label (an approximate search that found fewer than k
+    rows) do not vote; a query with no neighbour at all gets uniform shares.
     """
     nq, k = nbr_labels.shape
     out = np.zeros((nq, n_classes))
@@ -26,23 +28,29 @@ def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
         if distance_weighted:
             n_zero = 0
             for j in range(k):
-                if nbr_dist[q, j] == 0.0:
+                if nbr_labels[q, j] >= 0 and nbr_dist[q, j] == 0.0:
                     n_zero += 1
             if n_zero > 0:
                 for j in range(k):
-                    if nbr_dist[q, j] == 0.0:
+                    if nbr_labels[q, j] >= 0 and nbr_dist[q, j] == 0.0:
                         out[q, nbr_labels[q, j]] += 1.0
             else:
                 for j in range(k):
-                    out[q, nbr_labels[q, j]] += 1.0 / nbr_dist[q, j]
+                    if nbr_labels[q, j] >= 0:
+                        out[q, nbr_labels[q, j]] += 1.0 / nbr_dist[q, j]
         else:
             for j in range(k):
-                out[q, nbr_labels[q, j]] += 1.0
+                if nbr_labels[q, j] >= 0:
+                    out[q, nbr_labels[q, j]] += 1.0
         total = 0.0
         for c in range(n_classes):
             total += out[q, c]
-        for c in range(n_classes):
-            out[q, c] /= total
+        if total > 0.0:
+            for c in range(n_classes):
+                out[q, c] /= total
+        else:  # no neighbour found (approximate search): no information
+            for c in range(n_classes):
+                out[q, c] = 1.0 / n_classes
     return out
 
 

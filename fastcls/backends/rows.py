@@ -1,0 +1,250 @@
+"""Training rows as every search backend reads them: validated, streamed tile by tile.
+
+Training rows can be an ndarray, a ``np.memmap`` or any row-sliceable array-like
+(:class:`LazyRows`: h5py, zarr, dask ...). :func:`iter_row_tiles` yields them one
+tile at a time, converted to the kernel dtype, and releases the pages of a
+memory-mapped tile once it has been searched, so the resident memory of a search
+stays at the inputs held in RAM plus O(tile), however large the file on disk.
+"""
+
+from __future__ import annotations
+
+import mmap
+import numbers
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from fastcls import _validation as V
+
+__all__ = [
+    "LazyRows",
+    "is_row_source",
+    "iter_row_tiles",
+    "release_pages",
+    "kernel_dtype",
+    "check_train_rows",
+    "promote_query",
+    "default_train_tile",
+]
+
+
+def kernel_dtype(dtype: Any, name: str = "X") -> np.dtype:
+    """Kernel dtype that a declared ``dtype`` maps to, without looking at values.
+
+    uint8 / float32 / float64 stay; bool -> uint8; float16 -> float32; other integers
+    -> float64 (exact below 2**53). Used for sources whose values are not read at fit.
+    """
+    dt = np.dtype(dtype)
+    if dt in V.KERNEL_DTYPES:
+        return dt
+    if dt.kind == "b":
+        return np.dtype(np.uint8)
+    if dt.kind == "f" and dt.itemsize < 4:
+        return np.dtype(np.float32)
+    if dt.kind in "iu" and dt.itemsize <= 4:
+        return np.dtype(np.float64)
+    if dt.kind in "iu":  # int64: exact only below 2**53, checked tile by tile
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} must have a numeric (integer or real floating) dtype of at most 64 bits, "
+        f"got dtype {dt}"
+    )
+
+
+def check_train_rows(X: Any, name: str = "X") -> Any:
+    """Validate training rows: an ndarray (memmaps kept on disk) or a :class:`LazyRows`.
+
+    Any non-ndarray 2-D row-sliceable array-like (h5py, zarr, dask ...) is wrapped in
+    :class:`LazyRows`: its shape and dtype are checked now, its values tile by tile.
+    """
+    if is_row_source(X):
+        return LazyRows(X, name)
+    return V.check_array(X, name)
+
+
+def promote_query(Q: np.ndarray, train_dtype: Any) -> np.ndarray:
+    """Bring validated queries to the kernel dtype they share with the training rows.
+
+    The rule is :func:`fastcls._validation.shared_kernel_dtype`; the training rows are
+    converted tile by tile as they are read, never as a whole (a memmap stays on disk).
+    """
+    dt = V.shared_kernel_dtype(Q.dtype, np.dtype(train_dtype))
+    if Q.dtype == dt:
+        return Q
+    return np.ascontiguousarray(Q, dtype=dt)
+
+
+def default_train_tile(X: Any) -> int:
+    """Training rows per streamed tile: about ``settings.knn_train_tile_bytes`` of rows."""
+    from fastcls._config import settings
+
+    row_bytes = max(1, int(X.shape[1]) * np.dtype(X.dtype).itemsize)
+    return max(1024, int(settings.knn_train_tile_bytes) // row_bytes)
+
+
+def is_row_source(X: Any) -> bool:
+    """True for a non-ndarray 2-D array-like sliceable by rows (h5py, zarr, dask ...)."""
+    if isinstance(X, (np.ndarray, list, tuple)) or X is None:
+        return False
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        return False  # sparse matrices are refused by check_array with a clear message
+    shape = getattr(X, "shape", None)
+    return (
+        hasattr(X, "__getitem__")
+        and hasattr(X, "dtype")
+        and isinstance(shape, tuple)
+        and len(shape) == 2
+        and all(isinstance(s, numbers.Integral) for s in shape)
+    )
+
+
+class LazyRows:
+    """A validated, lazily read 2-D training set (rows are read tile by tile).
+
+    Wraps any object with ``shape`` (2-D), ``dtype`` and ``__getitem__`` on row slices
+    (an h5py dataset, a zarr or dask array ...). Shape and dtype are checked at
+    construction; values are converted to :func:`kernel_dtype` and checked for NaN /
+    infinity tile by tile, as they are read.
+
+    Parameters
+    ----------
+    source : array-like of shape (n_samples, n_features)
+    name : str
+        Argument name for error messages.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcls.backends.rows import LazyRows
+    >>> class Rows:  # any row-sliceable object
+    ...     def __init__(self, a): self.a, self.shape, self.dtype = a, a.shape, a.dtype
+    ...     def __getitem__(self, s): return self.a[s]
+    >>> rows = LazyRows(Rows(np.arange(6, dtype=np.int16).reshape(3, 2)))
+    >>> rows.shape, rows.dtype, rows[1:3].tolist()
+    ((3, 2), dtype('float64'), [[2.0, 3.0], [4.0, 5.0]])
+    """
+
+    ndim = 2
+
+    def __init__(self, source: Any, name: str = "X") -> None:
+        if isinstance(source, LazyRows):
+            source = source.source
+        if not is_row_source(source):
+            raise TypeError(
+                f"{name} must be an array or a 2-D array-like with shape, dtype and row "
+                f"slicing, got {type(source).__name__}"
+            )
+        n, d = (int(s) for s in source.shape)
+        if n < 1 or d < 1:
+            raise ValueError(
+                f"{name} must have at least 1 sample and 1 feature, got shape {(n, d)}"
+            )
+        self.source = source
+        self.name = name
+        self.shape = (n, d)
+        self.dtype = kernel_dtype(getattr(source.dtype, "numpy_dtype", source.dtype), name)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if not isinstance(rows, slice):
+            raise TypeError("LazyRows supports row slices only")
+        start, stop, step = rows.indices(self.shape[0])
+        block = self.source[start:stop:step]
+        if hasattr(block, "compute"):  # dask
+            block = block.compute()
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != self.shape[1]:
+            raise ValueError(
+                f"{self.name}[{start}:{stop}] returned shape {block.shape}; "
+                f"expected (rows, {self.shape[1]})"
+            )
+        if block.dtype.kind in "iu" and block.dtype.itemsize == 8 and block.size:
+            if np.abs(block).max() >= 2**53:
+                raise ValueError(
+                    f"{self.name} holds integers too large to convert to float64 exactly"
+                )
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        V.assert_all_finite(block, self.name)
+        return block
+
+    def __repr__(self) -> str:
+        return f"LazyRows({type(self.source).__name__}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _mmap_of(arr: np.ndarray) -> mmap.mmap | None:
+    base = arr
+    while base is not None:
+        mm = getattr(base, "_mmap", None)
+        if isinstance(mm, mmap.mmap):
+            return mm
+        if isinstance(base, mmap.mmap):
+            return base
+        base = getattr(base, "base", None)
+    return None
+
+
+def release_pages(arr: np.ndarray) -> bool:
+    """Drop the pages of a memory-mapped array from this process's resident set.
+
+    ``madvise(MADV_DONTNEED)`` on the page-aligned range that ``arr`` spans inside its
+    mapping. The file and the OS page cache keep the data; a later read faults the
+    pages back in. Only read-only (``mode="r"``) and shared writable (``"r+"``,
+    ``"w+"``) maps are released: for copy-on-write maps (``"c"``) it would discard
+    private changes, so they are left alone.
+
+    Returns
+    -------
+    bool
+        Whether pages were released.
+    """
+    if not isinstance(arr, np.ndarray) or arr.size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    mm = _mmap_of(arr)
+    if mm is None or getattr(arr, "mode", "r") == "c" or mm.closed:
+        return False
+    try:
+        base_addr = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    except (TypeError, ValueError):  # pragma: no cover - closed or exotic maps
+        return False
+    lo = arr.ctypes.data - base_addr
+    # extent touched by the view (all strides are non-negative for row slices)
+    extent = (
+        sum((s - 1) * abs(st) for s, st in zip(arr.shape, arr.strides, strict=True)) + arr.itemsize
+    )
+    hi = lo + extent
+    page = mmap.PAGESIZE
+    lo = max(0, (lo // page) * page)
+    hi = min(len(mm), -(-hi // page) * page)
+    if hi <= lo:
+        return False
+    mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    return True
+
+
+def iter_row_tiles(X: Any, rows: int, dtype: Any | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, tile)`` over the rows of ``X``, ``rows`` at a time.
+
+    ``tile`` is C-contiguous, of ``dtype`` (default: ``X.dtype``). For a ``np.memmap``
+    the tile is a view on the mapping (no copy when the dtype matches), and its pages
+    are released (:func:`release_pages`) when the consumer asks for the next tile, so
+    at most one tile of the file is resident at a time.
+
+    Parameters
+    ----------
+    X : ndarray, np.memmap or :class:`LazyRows` of shape (n, D)
+    rows : int
+        Rows per tile (>= 1).
+    dtype : numpy dtype, optional
+    """
+    n = X.shape[0]
+    rows = max(1, int(rows))
+    for start in range(0, n, rows):
+        raw = X[start : start + rows]
+        tile = np.ascontiguousarray(raw, dtype=dtype)
+        yield start, tile
+        if isinstance(X, np.ndarray):
+            release_pages(raw)
