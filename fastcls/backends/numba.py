@@ -1,0 +1,86 @@
+"""The default search backend: fused distance + top-k numba kernels.
+
+Queries are searched against the training rows one streamed tile at a time
+(:func:`fastcls.backends.rows.iter_row_tiles`), each tile merged into running
+sorted top-k buffers, so memory stays at the inputs plus O(tile) and an
+``n_queries x n_train`` matrix is never built. Distances are exact float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fastcls.backends.base import SearchBackend
+from fastcls.backends.rows import default_train_tile, iter_row_tiles
+
+__all__ = ["NumbaBackend", "search_rows"]
+
+
+def search_rows(
+    Q: np.ndarray,
+    X: Any,
+    k: int,
+    metric: str,
+    *,
+    offset: int = 0,
+    train_tile: int | None = None,
+    progress: bool | None = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each query among the rows of ``X`` with the fused kernels.
+
+    Parameters
+    ----------
+    Q : ndarray (n_queries, D)
+        Queries in the kernel dtype the rows are converted to.
+    X : ndarray, np.memmap or LazyRows (n_rows, D)
+    k : int
+        Slots per query; rows of the result that ``X`` cannot fill hold ``(inf, -1)``.
+    metric : {"l1", "l2", "sqeuclidean"}
+        ``"l2"`` returns square roots of the ranked squared distances.
+    offset : int
+        Global index of the first row of ``X`` (shards of a larger set).
+    train_tile : int, optional
+        Rows per streamed tile (default :func:`~fastcls.backends.rows.default_train_tile`).
+    progress : bool or None
+        A progress bar over tiles on stderr (``None``: when stderr is a terminal).
+
+    Returns
+    -------
+    distances : ndarray (n_queries, k), float64
+    indices : ndarray (n_queries, k), int64
+    """
+    from fastcls._progress import Progress
+    from fastcls.kernels.knn import topk_kernel
+    from fastcls.kernels.topk import new_topk
+
+    kernel = topk_kernel(metric, Q.dtype)
+    best_d, best_i = new_topk(Q.shape[0], k)
+    rows = train_tile or default_train_tile(X)
+    n_tiles = -(-X.shape[0] // rows)
+    with Progress(n_tiles, f"k-NN search ({metric})", enabled=progress) as bar:
+        for start, tile in iter_row_tiles(X, rows, Q.dtype):
+            kernel(Q, tile, offset + start, best_d, best_i)
+            bar.update()
+    if metric == "l2":
+        np.sqrt(best_d, out=best_d)
+    return best_d, best_i
+
+
+class NumbaBackend(SearchBackend):
+    """Exact search with fastcls's fused kernels (``backend="numba"``, the default).
+
+    Keeps the training rows by reference (a memmap stays on disk and is streamed).
+    """
+
+    name = "numba"
+    search_options = ("progress",)
+
+    def search_promoted(
+        self, Q: np.ndarray, k: int, **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search with the fused kernels, streaming the training rows tile by tile."""
+        return search_rows(
+            Q, self.X, k, self.metric, train_tile=self.train_tile, progress=options.get("progress")
+        )
