@@ -55,7 +55,7 @@ def numerical_gradient(
     x = _check_x(x)
     h = V.check_float(h, "h", min_value=0.0, strict_min=True)
     grad = np.zeros(x.shape, dtype=np.float64)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
         i = it.multi_index
         old = x[i]

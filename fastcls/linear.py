@@ -2,9 +2,11 @@
 
 :class:`LinearSVM` (multiclass hinge) and :class:`Softmax` (cross-entropy) share
 :class:`LinearClassifier`: ``scores = X @ W_ + b_`` with ``W_`` of shape (D, C).
-Each SGD step calls the fused loss + gradient kernel of :mod:`fastcls.kernels.losses`
-on the sampled rows *by index* (the mini-batch is never copied). Inputs are validated
-once per ``fit``, not once per step.
+Each class names its loss in ``loss_name`` (a key of :data:`fastcls.losses.LOSSES`).
+``fit`` validates the inputs and parameters once, encodes the labels, and hands the
+training loop to :func:`fastcls.optim.sgd`, whose every step calls
+:func:`fastcls.losses.loss_and_gradient` (the fused kernel) on the sampled rows *by
+index* (the mini-batch is never copied).
 
 Mini-batches are drawn exactly as the lecture code does (with replacement), from one
 seeded ``numpy.random.Generator`` that is used in this order:
@@ -18,17 +20,22 @@ So a plain NumPy loop with ``np.random.default_rng(seed)`` sees the very same ba
 
 from __future__ import annotations
 
-import sys
-import time
-from typing import Any
+import numbers
+from typing import Any, ClassVar
 
 import numpy as np
 
 from fastcls import _validation as V
 from fastcls._config import num_threads
-from fastcls.base import BaseEstimator, ClassifierMixin
-from fastcls.losses import PENALTIES, _fused
-from fastcls.optim import SCHEDULES, learning_rate_at
+from fastcls.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    FittedState,
+    classes_from_state,
+    classes_to_state,
+)
+from fastcls.losses import LOSSES, PENALTIES, loss_and_gradient
+from fastcls.optim import SCHEDULES, LossGradFunction, sgd
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -39,6 +46,39 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z
+
+
+def _linear_objective(
+    loss: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    reg: float,
+    penalty: str,
+    beta: float,
+    mu: np.ndarray | None,
+) -> LossGradFunction:
+    """The SGD objective ``loss_grad(W, b, rows)`` of a linear model on validated data.
+
+    With ``mu`` (centred training), the model is ``scores = (x - mu) W + b``, computed as
+    ``x W + (b - mu W)``; its gradient ``sum (x_i - mu) g_i^T`` is the raw gradient minus
+    ``mu db^T``: ``X`` is never copied.
+    """
+    dtype = X.dtype
+
+    def loss_grad(
+        W: np.ndarray, b: np.ndarray | None, rows: np.ndarray | None
+    ) -> tuple[float, np.ndarray, np.ndarray | None]:
+        # einsum, not BLAS: a BLAS call here wakes OpenBLAS's threads, whose spinning
+        # then slows the numba parallel region that follows
+        bias = b
+        if mu is not None and b is not None:
+            bias = (b - np.einsum("d,dc->c", mu, W)).astype(dtype)
+        value, dW, db = loss_and_gradient(loss, W, X, y, reg, bias, penalty, beta, rows)
+        if mu is not None and db is not None:
+            dW -= np.outer(mu, db).astype(dtype)
+        return value, dW, db
+
+    return loss_grad
 
 
 class LinearClassifier(ClassifierMixin, BaseEstimator):
@@ -103,8 +143,10 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         The initial learning rate actually used (resolves ``"auto"``).
     """
 
-    _loss_kind: int = -1
-    _auto_lr_factor: float = 1.0
+    #: the loss, a key of :data:`fastcls.losses.LOSSES` (set by each subclass)
+    loss_name: ClassVar[str] = ""
+    #: ``k`` of the ``"auto"`` learning rate ``k / mean ||x||^2``
+    _auto_lr_factor: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -188,11 +230,8 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             p["lr_step"] = -(-n_samples // bs)
         else:
             p["lr_step"] = V.check_int(self.lr_step, "lr_step", min_value=1)
-        if not isinstance(self.fit_intercept, (bool, np.bool_)):
-            raise TypeError(f"fit_intercept must be a bool, got {self.fit_intercept!r}")
-        if not isinstance(self.center, (bool, np.bool_)):
-            raise TypeError(f"center must be a bool, got {self.center!r}")
-        p["center"] = bool(self.center)
+        p["fit_intercept"] = V.check_bool(self.fit_intercept, "fit_intercept")
+        p["center"] = V.check_bool(self.center, "center")
         p["init_scale"] = V.check_float(self.init_scale, "init_scale", min_value=0.0)
         p["rng"] = V.check_random_state(self.seed)
         if isinstance(self.verbose, bool) or self.verbose is None:
@@ -224,6 +263,11 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        if self.loss_name not in LOSSES:
+            raise TypeError(
+                f"{type(self).__name__} names no loss (loss_name={self.loss_name!r}): use "
+                f"LinearSVM or Softmax, or a subclass whose loss_name is one of {tuple(LOSSES)}"
+            )
         Xa = self._check_X(X)
         n, D = Xa.shape
         classes, y_enc = V.check_labels(y, n)
@@ -235,76 +279,48 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         C = classes.shape[0]
         dtype = Xa.dtype
         rng = p["rng"]
-        W = (p["init_scale"] * rng.standard_normal((D, C))).astype(dtype)
-        b = np.zeros(C, dtype=dtype) if self.fit_intercept else None
+        # the documented stream: W first, then sgd draws the batches from the same rng
+        W0 = (p["init_scale"] * rng.standard_normal((D, C))).astype(dtype)
+        b0 = np.zeros(C, dtype=dtype) if p["fit_intercept"] else None
         mu = None
-        if self.fit_intercept and p["center"]:
+        if p["fit_intercept"] and p["center"]:
             mu = Xa.mean(axis=0, dtype=np.float64)
         lr0 = p["learning_rate"]
         if lr0 == "auto":
             sq = float(np.einsum("ij,ij->", Xa, Xa, dtype=np.float64)) / n
             if mu is not None:  # mean squared norm of the centred rows
                 sq = max(sq - float(mu @ mu), 0.0)
-            lr0 = self._auto_lr_factor / max(sq + (1.0 if self.fit_intercept else 0.0), 1e-12)
-        vW = np.zeros_like(W) if p["momentum"] > 0 else None
-        vb = np.zeros_like(b) if (b is not None and vW is not None) else None
-        n_iters = p["n_iters"]
-        history = np.empty(n_iters)
-        every = p["verbose_every"]
-        t0 = time.perf_counter()
-        # divergence is reported by the FloatingPointError below, not by numpy warnings
-        with num_threads(self.n_jobs), np.errstate(over="ignore", invalid="ignore"):
-            for it in range(n_iters):
-                idx = None
-                if p["batch_size"] is not None:
-                    idx = rng.integers(0, n, size=p["batch_size"])
-                # centred model: scores = (x - mu) W + b = x W + (b - mu W); its gradient
-                # is sum (x_i - mu) g_i^T = (raw gradient) - mu db^T: no centred copy of X
-                # einsum, not BLAS: a BLAS call here wakes OpenBLAS's threads, whose
-                # spinning then slows the numba parallel region that follows
-                bias = b if mu is None else (b - np.einsum("d,dc->c", mu, W)).astype(dtype)
-                out = _fused(
-                    self._loss_kind, W, Xa, y_enc, p["reg"], bias, p["penalty"], p["beta"], idx
-                )
-                loss, dW = out[0], out[1]
-                if mu is not None:
-                    dW -= np.outer(mu, out[2]).astype(dtype)
-                lr = learning_rate_at(p["lr_schedule"], lr0, it, p["lr_decay"], p["lr_step"])
-                if vW is None:
-                    W -= dtype.type(lr) * dW
-                    if b is not None:
-                        b -= dtype.type(lr) * out[2]
-                else:
-                    vW *= dtype.type(p["momentum"])
-                    vW -= dtype.type(lr) * dW
-                    W += vW
-                    if b is not None:
-                        vb *= dtype.type(p["momentum"])
-                        vb -= dtype.type(lr) * out[2]
-                        b += vb
-                history[it] = loss
-                if not np.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss became {loss} at iteration {it}: learning_rate={lr:g} is "
-                        "too large for this data (try a smaller one, or 'auto')"
-                    )
-                if every and ((it + 1) % every == 0 or it == n_iters - 1):
-                    rate = (it + 1) / max(time.perf_counter() - t0, 1e-9)
-                    print(
-                        f"{type(self).__name__} iter {it + 1}/{n_iters} loss {loss:.5g} "
-                        f"lr {lr:.3g} ({rate:.0f} it/s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        self.W_ = W
-        if mu is not None:
+            lr0 = self._auto_lr_factor / max(sq + (1.0 if p["fit_intercept"] else 0.0), 1e-12)
+        loss_grad = _linear_objective(
+            self.loss_name, Xa, y_enc, p["reg"], p["penalty"], p["beta"], mu
+        )
+        with num_threads(self.n_jobs):
+            res = sgd(
+                loss_grad,
+                W0,
+                b0,
+                n,
+                learning_rate=float(lr0),
+                n_iters=p["n_iters"],
+                batch_size=p["batch_size"],
+                momentum=p["momentum"],
+                schedule=p["lr_schedule"],
+                lr_decay=p["lr_decay"],
+                lr_step=p["lr_step"],
+                seed=rng,
+                verbose=p["verbose_every"],
+                name=type(self).__name__,
+            )
+        W, b = res.W, res.b
+        if mu is not None and b is not None:
             b = (b - mu @ W).astype(dtype)
+        self.W_ = W
         self.b_ = b if b is not None else np.zeros(C, dtype=dtype)
         self.classes_ = classes
         self.n_features_in_ = D
-        self.loss_history_ = history
-        self.learning_rate_ = float(lr0)
-        self.n_iter_ = n_iters
+        self.loss_history_ = res.loss_history
+        self.learning_rate_ = float(res.learning_rate)
+        self.n_iter_ = res.n_iter
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -344,6 +360,94 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         """
         return softmax(self.decision_function(X).astype(np.float64))
 
+    # ------------------------------------------------------------------ state
+    def get_fitted_state(self) -> FittedState:
+        """What ``fit`` learned, as plain arrays and JSON-able metadata.
+
+        Arrays: ``W`` (n_features, n_classes) and ``b`` (n_classes,) in the training
+        dtype, ``classes`` (see :func:`fastcls.base.classes_to_state`), ``loss_history``
+        (n_iter,) float64. Metadata: ``loss`` (``loss_name``), ``n_features_in``,
+        ``learning_rate``, ``n_iter`` and the labels' kind and dtype. The arrays are
+        copies.
+
+        Returns
+        -------
+        FittedState
+
+        Raises
+        ------
+        NotFittedError
+            The model has not been fitted.
+        """
+        V.check_is_fitted(self, _FITTED)
+        classes, labels_meta = classes_to_state(self.classes_)
+        arrays = {
+            "W": np.array(self.W_, copy=True),
+            "b": np.array(self.b_, copy=True),
+            "classes": np.array(classes, copy=True),
+            "loss_history": np.array(self.loss_history_, dtype=np.float64, copy=True),
+        }
+        metadata = {
+            "loss": self.loss_name,
+            "n_features_in": int(self.n_features_in_),
+            "learning_rate": float(self.learning_rate_),
+            "n_iter": int(self.n_iter_),
+            **labels_meta,
+        }
+        return FittedState(arrays, metadata)
+
+    def set_fitted_state(self, state: FittedState) -> LinearClassifier:
+        """Restore what :meth:`get_fitted_state` returned; returns ``self``.
+
+        Everything is checked before anything is assigned: the arrays and metadata that
+        must be present, dtypes (float32 / float64 weights, ``b`` of the same dtype),
+        shapes (``W`` (n_features_in, n_classes), ``b`` (n_classes,), ``loss_history``
+        (n_iter,)), finite values, labels (non-empty, 1-D, at least two, sorted and
+        distinct) and the loss (it must be this class's ``loss_name``).
+
+        Raises
+        ------
+        TypeError
+            ``state`` is not a ``(arrays, metadata)`` pair of dicts.
+        ValueError
+            A field is missing or malformed (the message names it); the model is left
+            as it was.
+        """
+        arrays, meta = _state_parts(state, _ARRAY_FIELDS, _META_FIELDS)
+        if meta["loss"] != self.loss_name:
+            raise ValueError(
+                f"fitted state field 'loss' is {meta['loss']!r} but {type(self).__name__} "
+                f"trains the {self.loss_name!r} loss"
+            )
+        n_features = _state_int(meta, "n_features_in", 1)
+        n_iter = _state_int(meta, "n_iter", 1)
+        lr = meta["learning_rate"]
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) < np.inf:
+            raise ValueError(
+                f"fitted state field 'learning_rate' must be a positive finite number, got {lr!r}"
+            )
+        try:
+            classes = classes_from_state(arrays["classes"], meta)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"fitted state field 'classes': {exc}") from exc
+        _check_state_classes(classes, "classes", min_classes=2)
+        C = classes.shape[0]
+        W = _state_float_array(arrays, "W", (n_features, C))
+        b = _state_float_array(arrays, "b", (C,))
+        if b.dtype != W.dtype:
+            raise ValueError(
+                f"fitted state field 'b' has dtype {b.dtype} but 'W' has {W.dtype}; they must match"
+            )
+        history = _state_float_array(arrays, "loss_history", (n_iter,))
+        self.W_ = np.array(W, order="C", copy=True)
+        self.b_ = np.array(b, order="C", copy=True)
+        self.classes_ = np.array(classes, copy=True)
+        self.n_features_in_ = n_features
+        self.loss_history_ = np.array(history, dtype=np.float64, copy=True)
+        self.learning_rate_ = float(lr)
+        self.n_iter_ = n_iter
+        return self
+
 
 class LinearSVM(LinearClassifier):
     """Multiclass linear SVM (Weston-Watkins hinge, margin 1) trained by mini-batch SGD.
@@ -361,7 +465,7 @@ class LinearSVM(LinearClassifier):
     True
     """
 
-    _loss_kind = 0  # fastcls.kernels.losses.SVM
+    loss_name = "svm"
 
 
 class Softmax(LinearClassifier):
@@ -382,5 +486,78 @@ class Softmax(LinearClassifier):
     np.float64(1.0)
     """
 
-    _loss_kind = 1  # fastcls.kernels.losses.SOFTMAX
+    loss_name = "softmax"
     _auto_lr_factor = 4.0
+
+
+# --------------------------------------------------------------------------- fitted state
+_FITTED = ("W_", "b_", "classes_", "n_features_in_", "loss_history_", "learning_rate_", "n_iter_")
+_ARRAY_FIELDS = ("W", "b", "classes", "loss_history")
+_META_FIELDS = ("loss", "n_features_in", "learning_rate", "n_iter")
+
+
+def _state_parts(
+    state: Any, array_fields: tuple[str, ...], meta_fields: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The ``(arrays, metadata)`` of ``state``, with every required field present and the
+    arrays plain (numeric, bool or unicode: never object)."""
+    try:
+        arrays, meta = state
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"state must be a FittedState (arrays, metadata), got {type(state).__name__}"
+        ) from None
+    if not isinstance(arrays, dict) or not isinstance(meta, dict):
+        raise TypeError("state must be a FittedState whose arrays and metadata are dicts")
+    for name in array_fields:
+        if name not in arrays:
+            raise ValueError(f"fitted state lacks the array {name!r}")
+        arr = arrays[name]
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufU":
+            what = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise ValueError(
+                f"fitted state field {name!r} must be a numeric or unicode ndarray, got {what}"
+            )
+    unknown = sorted(set(arrays) - set(array_fields))
+    if unknown:
+        raise ValueError(f"fitted state holds unknown arrays {unknown}; expected {array_fields}")
+    for name in meta_fields:
+        if name not in meta:
+            raise ValueError(f"fitted state lacks the metadata field {name!r}")
+    return arrays, meta
+
+
+def _state_int(meta: dict[str, Any], name: str, min_value: int) -> int:
+    value = meta[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < min_value:
+        raise ValueError(
+            f"fitted state field {name!r} must be an integer >= {min_value}, got {value!r}"
+        )
+    return int(value)
+
+
+def _state_float_array(
+    arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...]
+) -> np.ndarray:
+    arr = arrays[name]
+    if arr.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"fitted state field {name!r} must be float32 or float64, got {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"fitted state field {name!r} must have shape {shape}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"fitted state field {name!r} holds NaN or infinity")
+    return arr
+
+
+def _check_state_classes(classes: np.ndarray, name: str, min_classes: int) -> None:
+    if classes.ndim != 1 or classes.shape[0] < min_classes:
+        raise ValueError(
+            f"fitted state field {name!r} must be 1-D with at least {min_classes} labels, "
+            f"got shape {classes.shape}"
+        )
+    try:
+        distinct_sorted = bool(np.array_equal(np.unique(classes), classes))
+    except TypeError:
+        distinct_sorted = False
+    if not distinct_sorted:
+        raise ValueError(f"fitted state field {name!r} must hold sorted, distinct labels")

@@ -19,30 +19,55 @@ the lectures).
 
 ``idx=`` selects a mini-batch of rows (repetitions allowed): the kernel gathers those
 rows itself, so the batch is never copied. The loss is then averaged over ``len(idx)``.
+
+Dispatch by name
+----------------
+:data:`LOSSES` maps each loss name (``"svm"``, ``"softmax"``) to its public function.
+:func:`loss_and_gradient` computes the named loss on inputs already validated by
+:func:`check_loss_inputs` (what an optimiser calls at every step, with no per-step
+validation); the linear classifiers name their loss in ``loss_name``.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fastcls import _validation as V
+from fastcls._runtime import scratch
 
+__all__ = [
+    "LOSSES",
+    "PENALTIES",
+    "LossGradient",
+    "check_loss_inputs",
+    "loss_and_gradient",
+    "softmax_loss",
+    "svm_loss",
+]
+
+#: penalties on ``W`` understood by every loss (see the table above)
 PENALTIES = ("l2", "l1", "elasticnet")
 
-_workspace = threading.local()
 
+class LossGradient(NamedTuple):
+    """What :func:`loss_and_gradient` returns.
 
-def _buffers(T: int, C: int, D: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-thread reusable kernel outputs (avoids page-faulting megabytes every call)."""
-    key = (T, C, D)
-    cache = getattr(_workspace, "cache", None)
-    if cache is None or cache[0] != key:
-        cache = (key, np.empty((T, C, D)), np.empty((T, C)), np.empty(T))
-        _workspace.cache = cache
-    return cache[1], cache[2], cache[3]
+    Attributes
+    ----------
+    loss : float
+        Data loss averaged over the rows used, plus the penalty.
+    dW : ndarray of shape (D, C)
+        Gradient with respect to ``W``, in the dtype of ``W``.
+    db : ndarray of shape (C,) or None
+        Gradient with respect to the bias; ``None`` when no bias was given.
+    """
+
+    loss: float
+    dW: np.ndarray
+    db: np.ndarray | None
 
 
 def check_loss_inputs(
@@ -71,9 +96,8 @@ def check_loss_inputs(
             f"X has {Xa.shape[1]} features but W has {Wa.shape[0]} rows; W must be (D, C) "
             f"= ({Xa.shape[1]}, n_classes)"
         )
-    dtype = (
-        np.float32 if Wa.dtype == np.float32 and Xa.dtype in (np.float32, np.uint8) else np.float64
-    )
+    # float32 when W is float32 and X float32 or uint8 pixels (exact in float32), else float64
+    dtype = V.shared_kernel_dtype(Wa.dtype, Xa.dtype)
     Wa = np.ascontiguousarray(Wa, dtype=dtype)
     Xa = np.ascontiguousarray(Xa, dtype=dtype)
     n, C = Xa.shape[0], Wa.shape[1]
@@ -134,33 +158,102 @@ def _check_used_rows(X: np.ndarray, idx: np.ndarray) -> None:
     V.assert_all_finite(rows, "X")
 
 
-def _fused(kind: int, W, X, y, reg, b, penalty, beta, idx):
+def loss_and_gradient(
+    loss: str,
+    W: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    reg: float,
+    b: np.ndarray | None = None,
+    penalty: str = "l2",
+    beta: float = 1.0,
+    rows: np.ndarray | None = None,
+) -> LossGradient:
+    """Loss and gradient of the loss named ``loss`` on inputs that are already validated.
+
+    The dispatch behind :func:`svm_loss`, :func:`softmax_loss` and the SGD training of
+    :class:`fastcls.LinearSVM` / :class:`fastcls.Softmax`: one fused kernel pass over the
+    rows used. Nothing is validated or converted (an optimiser calls this once per
+    step); pass what :func:`check_loss_inputs` returns.
+
+    Parameters
+    ----------
+    loss : str
+        A key of :data:`LOSSES` (``"svm"`` or ``"softmax"``).
+    W : ndarray of shape (D, C), float32 or float64, C-contiguous
+    X : ndarray of shape (N, D), dtype of ``W``, C-contiguous
+    y : ndarray of shape (N,), int64
+        Class indices in ``0..C-1``.
+    reg : float
+        Penalty strength (>= 0).
+    b : ndarray of shape (C,), dtype of ``W``, optional
+        Bias; its gradient is returned as ``db``.
+    penalty : {"l2", "l1", "elasticnet"}, default "l2"
+    beta : float, default 1.0
+        Elastic-net weight of the squared term.
+    rows : ndarray of int64, shape (M,), optional
+        Rows of ``X`` forming the mini-batch (repetitions allowed, in ``0..N-1``);
+        default: every row.
+
+    Returns
+    -------
+    LossGradient
+        ``(loss, dW, db)``, with ``db`` None when ``b`` is None.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``loss`` or ``penalty``; ``X`` holds NaN or infinity in a row used (this
+        scan runs only when the result is not finite).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcls.losses import check_loss_inputs, loss_and_gradient
+    >>> X = np.ones((4, 2)); y = np.array([0, 1, 2, 0])
+    >>> W, X, y, reg, b, penalty, beta, rows = check_loss_inputs(np.zeros((2, 3)), X, y, 0.0)
+    >>> out = loss_and_gradient("svm", W, X, y, reg, b, penalty, beta, rows)
+    >>> float(out.loss), out.dW.shape, out.db
+    (2.0, (2, 3), None)
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
     from fastcls.kernels import losses as K
 
     D, C = W.shape
-    if idx is None:
-        idx = np.arange(X.shape[0], dtype=np.int64)
-    m = idx.shape[0]
+    if rows is None:
+        rows = np.arange(X.shape[0], dtype=np.int64)
+    m = rows.shape[0]
     bounds = K.task_bounds(m)
     T = bounds.shape[0] - 1
-    part, part_db, part_loss = _buffers(T, C, D)
+    # per-thread reusable kernel outputs (avoids page-faulting megabytes every call)
+    part = scratch("losses_part", (T, C, D), np.float64)
+    part_db = scratch("losses_part_db", (T, C), np.float64)
+    part_loss = scratch("losses_part_loss", (T,), np.float64)
     WT = np.ascontiguousarray(W.T)
     bias = b if b is not None else np.zeros(C, dtype=W.dtype)
     if m * D * C >= K.PARALLEL_MIN_WORK:
         loss_grad = K.linear_loss_grad_rows
     else:
         loss_grad = K.linear_loss_grad_rows_serial
-    loss_grad(X, y, idx, WT, bias, kind, bounds, part, part_db, part_loss)
+    loss_grad(X, y, rows, WT, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss)
     dW = np.empty_like(W)
     pen, finite = K.finish_gradient(part, 1.0 / m, W, reg, K.PENALTY_CODES[penalty], beta, dW)
     data_loss = float(part_loss.sum()) / m  # T values, in task order
     if not (finite and np.isfinite(data_loss)):
-        _check_used_rows(X, idx)
-    loss = data_loss + pen
+        _check_used_rows(X, rows)
+    value = data_loss + pen
     if b is None:
-        return loss, dW
+        return LossGradient(value, dW, None)
     db = (part_db.sum(axis=0) / m).astype(W.dtype)
-    return loss, dW, db
+    return LossGradient(value, dW, db)
+
+
+def _public_result(out: LossGradient) -> tuple[Any, ...]:
+    """The ``(loss, dW)`` / ``(loss, dW, db)`` tuple of the public loss functions."""
+    return (out.loss, out.dW) if out.db is None else (out.loss, out.dW, out.db)
 
 
 def svm_loss(
@@ -216,11 +309,9 @@ def svm_loss(
     >>> dW.shape
     (8, 3)
     """
-    from fastcls.kernels.losses import SVM
-
-    args = check_loss_inputs(W, X, y, reg, b, penalty, beta, idx)
-    Wa, Xa, ya, reg, ba, penalty, beta, ia = args
-    return _fused(SVM, Wa, Xa, ya, reg, ba, penalty, beta, ia)
+    return _public_result(
+        loss_and_gradient("svm", *check_loss_inputs(W, X, y, reg, b, penalty, beta, idx))
+    )
 
 
 def softmax_loss(
@@ -258,8 +349,14 @@ def softmax_loss(
     >>> round(float(loss), 6) == round(float(np.log(3)), 6)  # uniform probabilities: ln C
     True
     """
-    from fastcls.kernels.losses import SOFTMAX
+    return _public_result(
+        loss_and_gradient("softmax", *check_loss_inputs(W, X, y, reg, b, penalty, beta, idx))
+    )
 
-    args = check_loss_inputs(W, X, y, reg, b, penalty, beta, idx)
-    Wa, Xa, ya, reg, ba, penalty, beta, ia = args
-    return _fused(SOFTMAX, Wa, Xa, ya, reg, ba, penalty, beta, ia)
+
+#: a public loss function: ``fn(W, X, y, reg, penalty, *, beta, b, idx) -> (loss, dW[, db])``
+LossFunction = Callable[..., tuple[Any, ...]]
+
+#: the losses by name: the registry :func:`loss_and_gradient` dispatches on and the names
+#: the linear classifiers give in their ``loss_name``
+LOSSES: dict[str, LossFunction] = {"svm": svm_loss, "softmax": softmax_loss}

@@ -22,7 +22,11 @@ running float32 sum over 10000 rows drifted to 1e-4 relative error).
 Public kernel names:
 
 * ``linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss)``
+* ``finish_gradient(part, scale, W, reg, penalty, beta, dW)``: reduce the partials, add
+  the penalty.
 * ``task_bounds(n_rows)`` (plain Python): the deterministic row partition.
+* ``LOSS_CODES`` / ``PENALTY_CODES``: the integer codes the kernels take, by name (the
+  only place these integers appear).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from fastcls._config import FMA, jit
 #: loss kinds understood by the kernel
 SVM = 0
 SOFTMAX = 1
+#: kernel code of each loss, by the names of :data:`fastcls.losses.LOSSES`
+LOSS_CODES = {"svm": SVM, "softmax": SOFTMAX}
 
 #: rows accumulated in the working precision before flushing to float64
 SUB_ROWS = 256
