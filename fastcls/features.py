@@ -40,13 +40,14 @@ everywhere: their histogram is ``[1, 0, ..., 0]``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from fastcls import _validation as V
-from fastcls.base import BaseEstimator
+from fastcls.base import BaseEstimator, FittedState
 
 __all__ = [
     "FeatureScaler",
@@ -212,9 +213,8 @@ def hog(images: Any, cell: int = 8, bins: int = 9) -> np.ndarray:
             f"cell={cell} is larger than the images ({H}x{W} pixels); use cell <= {min(H, W)}"
         )
     from fastcls.kernels import features as K
-    from fastcls.reference.features import orientation_edges
 
-    edge_cos, edge_sin = orientation_edges(bins)
+    edge_cos, edge_sin = K.orientation_edges(bins)
     out = np.empty((N, (H // cell) * (W // cell) * bins), dtype=np.float64)
     K.hog_batch(arr, cell, bins, edge_cos, edge_sin, K.UNIT_LUT, out)
     return out
@@ -315,20 +315,19 @@ class FeatureScaler(BaseEstimator):
 
         ``y`` is ignored (accepted for pipeline compatibility). Returns ``self``.
         """
-        for flag in ("with_mean", "with_std"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        with_mean = V.check_bool(self.with_mean, "with_mean")
+        with_std = V.check_bool(self.with_std, "with_std")
         Xa = V.check_array(X, "X", allow_images=False)
         d = Xa.shape[1]
-        mean = Xa.mean(axis=0, dtype=np.float64) if self.with_mean else np.zeros(d)
-        if self.with_std:
+        mean = Xa.mean(axis=0, dtype=np.float64) if with_mean else np.zeros(d)
+        if with_std:
             scale = Xa.std(axis=0, dtype=np.float64)
             scale[scale == 0.0] = 1.0
         else:
             scale = np.ones(d)
         self.mean_ = np.asarray(mean, dtype=np.float64)
         self.scale_ = np.asarray(scale, dtype=np.float64)
-        self.n_features_in_ = d
+        self.n_features_in_ = int(d)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -348,6 +347,82 @@ class FeatureScaler(BaseEstimator):
         Xa = V.check_array(X, "X", allow_images=False)
         V.check_n_features(Xa, self, "X")
         return Xa.astype(np.float64) * self.scale_ + self.mean_
+
+    def get_fitted_state(self) -> FittedState:
+        """The fitted statistics: arrays ``mean`` and ``scale`` (n_features,) float64,
+        metadata ``n_features_in``. The arrays are copies.
+
+        Raises
+        ------
+        NotFittedError
+            The scaler has not been fitted.
+        """
+        V.check_is_fitted(self, ("mean_", "scale_", "n_features_in_"))
+        arrays = {
+            "mean": np.array(self.mean_, dtype=np.float64, copy=True),
+            "scale": np.array(self.scale_, dtype=np.float64, copy=True),
+        }
+        return FittedState(arrays, {"n_features_in": int(self.n_features_in_)})
+
+    def set_fitted_state(self, state: FittedState) -> FeatureScaler:
+        """Restore what :meth:`get_fitted_state` returned; returns ``self``.
+
+        Checked before anything is assigned: ``mean`` and ``scale`` float64 of shape
+        (n_features_in,), finite, ``scale > 0``; with ``with_mean=False`` the mean must
+        be zero and with ``with_std=False`` the scale one (what :meth:`fit` produces).
+
+        Raises
+        ------
+        TypeError
+            ``state`` is not a ``(arrays, metadata)`` pair of dicts, or ``with_mean`` /
+            ``with_std`` is not a bool.
+        ValueError
+            A field is missing or malformed (the message names it); the scaler is left
+            as it was.
+        """
+        with_mean = V.check_bool(self.with_mean, "with_mean")
+        with_std = V.check_bool(self.with_std, "with_std")
+        try:
+            arrays, meta = state
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"state must be a FittedState (arrays, metadata), got {type(state).__name__}"
+            ) from None
+        if not isinstance(arrays, dict) or not isinstance(meta, dict):
+            raise TypeError("state must be a FittedState whose arrays and metadata are dicts")
+        unknown = sorted(set(arrays) - {"mean", "scale"})
+        if unknown:
+            raise ValueError(f"fitted state holds unknown arrays {unknown}; expected mean, scale")
+        if "n_features_in" not in meta:
+            raise ValueError("fitted state lacks the metadata field 'n_features_in'")
+        d = meta["n_features_in"]
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or int(d) < 1:
+            raise ValueError(
+                f"fitted state field 'n_features_in' must be an integer >= 1, got {d!r}"
+            )
+        checked = {}
+        for name in ("mean", "scale"):
+            arr = arrays.get(name)
+            if not isinstance(arr, np.ndarray):
+                raise ValueError(f"fitted state lacks the array {name!r}")
+            if arr.dtype != np.float64 or arr.shape != (d,):
+                raise ValueError(
+                    f"fitted state field {name!r} must be float64 of shape ({d},), "
+                    f"got {arr.dtype} of shape {arr.shape}"
+                )
+            if not np.isfinite(arr).all():
+                raise ValueError(f"fitted state field {name!r} holds NaN or infinity")
+            checked[name] = arr
+        if not (checked["scale"] > 0).all():
+            raise ValueError("fitted state field 'scale' must be > 0 everywhere")
+        if not with_mean and checked["mean"].any():
+            raise ValueError("fitted state field 'mean' must be zero when with_mean=False")
+        if not with_std and not (checked["scale"] == 1.0).all():
+            raise ValueError("fitted state field 'scale' must be one when with_std=False")
+        self.mean_ = np.array(checked["mean"], copy=True)
+        self.scale_ = np.array(checked["scale"], copy=True)
+        self.n_features_in_ = int(d)
+        return self
 
 
 # --------------------------------------------------------------------------- pipeline

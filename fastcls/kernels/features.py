@@ -6,6 +6,7 @@ one thread from start to end (its output row is private), so results do not depe
 the thread count.
 
 * ``hog_batch(images, cell, bins, edge_cos, edge_sin, lut, out)``
+* ``orientation_edges(bins)`` (plain Python): the edge vectors ``hog_batch`` takes
 * ``hue_histogram_batch(images, nbin, lut, out)`` (RGB only; grayscale needs no kernel)
 
 ``images`` is (N, H, W, C) with C = 3 (RGB) or C = 1 (grayscale, HOG only), of dtype
@@ -23,8 +24,10 @@ Orientation binning does not call ``atan2`` (as the reference,
 (upper half-plane, angle in [0, 180)) lies at or beyond the bin edge ``theta_k`` exactly
 when ``cos(theta_k) * gy - sin(theta_k) * gx >= 0``, so the bin is the number of edges
 ``k = 1 .. bins-1`` that pass this test, with the edge vectors of
-:func:`fastcls.reference.features.orientation_edges` passed in by the caller. The
-products are rounded separately (no fused multiply-add), as in NumPy.
+:func:`orientation_edges` passed in by the caller (the same vectors as
+:func:`fastcls.reference.features.orientation_edges`, which the reference defines on its
+own; a test checks that they are bitwise equal). The products are rounded separately
+(no fused multiply-add), as in NumPy.
 """
 
 from __future__ import annotations
@@ -46,6 +49,25 @@ _CHUNK = 16
 
 #: ``UNIT_LUT[v] == v / 255.0`` (bitwise: the division is done here, once per value)
 UNIT_LUT = np.arange(256, dtype=np.float64) / 255.0
+
+
+def orientation_edges(bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors ``(cos, sin)`` of the inner bin edges ``theta_k = k * 180 / bins``.
+
+    ``k = 1 .. bins-1``; two float64 C-contiguous arrays of shape (bins - 1,). The
+    edges at exactly 45, 90 and 135 degrees (decided in integers) get exact vectors
+    (``(0, 1)`` and equal components), so that gradients with ``gx == 0`` or
+    ``|gx| == |gy|`` fall exactly on them. Plain Python, not compiled: the caller
+    computes it once per call of :func:`hog_batch`.
+    """
+    k = np.arange(1, bins, dtype=np.int64)
+    theta = np.pi * k / bins
+    c, s = np.cos(theta), np.sin(theta)
+    h = np.sqrt(0.5)
+    c[2 * k == bins], s[2 * k == bins] = 0.0, 1.0
+    c[4 * k == bins], s[4 * k == bins] = h, h
+    c[4 * k == 3 * bins], s[4 * k == 3 * bins] = -h, h
+    return np.ascontiguousarray(c), np.ascontiguousarray(s)
 
 
 def _unit(v, lut):  # pragma: no cover - replaced by the overload in compiled code
@@ -131,8 +153,8 @@ def _hog_image(gray, H, W, dest, edge_cos, edge_sin, area, gx, gy, mag, bidx, hi
 def hog_batch(images, cell, bins, edge_cos, edge_sin, lut, out):
     """HOG of every image of ``images`` (N, H, W, C) into ``out`` (N, ncy*ncx*bins) float64.
 
-    ``edge_cos`` / ``edge_sin`` (bins - 1,) come from
-    :func:`fastcls.reference.features.orientation_edges`; ``lut`` is :data:`UNIT_LUT`.
+    ``edge_cos`` / ``edge_sin`` (bins - 1,) come from :func:`orientation_edges`;
+    ``lut`` is :data:`UNIT_LUT`.
     """
     N, H, W, C = images.shape
     P = H * W

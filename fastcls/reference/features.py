@@ -85,6 +85,10 @@ def orientation_edges(bins):
     The edges at exactly 45, 90 and 135 degrees (decided in integers) get exact vectors
     (``(0, 1)`` and equal components), so that gradients with ``gx == 0`` or
     ``|gx| == |gy|`` fall exactly on them.
+
+    Defined here on its own, like every reference: the production code uses its own
+    copy, :func:`fastcls.kernels.features.orientation_edges`, and a test checks that
+    the two are bitwise equal.
     """
     k = np.arange(1, bins, dtype=np.int64)
     theta = np.pi * k / bins
