@@ -187,6 +187,9 @@ class Tunables:
     #: CIFAR-10 reader: largest archive member or batch file accepted, in bytes
     cifar_max_member_bytes: int = 256 * 2**20
 
+    #: FAISS backend: training rows converted to float32 and added per chunk
+    faiss_add_chunk_rows: int = 16384
+
     def names(self) -> list[str]:
         """Names of every tunable."""
         return sorted(n for n in vars(Tunables) if not n.startswith("_") and n != "names")

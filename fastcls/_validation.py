@@ -27,7 +27,6 @@ METRIC_ALIASES = {
 }
 METRICS = ("l1", "l2", "sqeuclidean")
 
-_FINITE_CHUNK_ROWS = 4096
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -132,8 +131,11 @@ def assert_all_finite(X: np.ndarray, name: str) -> None:
         return
     n = X.shape[0] if X.ndim else 1
     flat = X.reshape(n, -1) if X.ndim else X.reshape(1, 1)
-    for start in range(0, max(n, 1), _FINITE_CHUNK_ROWS):
-        block = np.asarray(flat[start : start + _FINITE_CHUNK_ROWS])
+    from fastcls._config import settings
+
+    rows = max(1, int(settings.finite_check_rows))
+    for start in range(0, max(n, 1), rows):
+        block = np.asarray(flat[start : start + rows])
         if block.size == 0:
             continue
         # max and min need no temporary (np.abs would copy the block); NaN fails the test

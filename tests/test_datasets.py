@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fastcls import datasets
+from fastcls import _config, datasets
 from fastcls.datasets import cifar10
 
 
@@ -533,7 +533,7 @@ def test_oversized_tar_member_is_refused(tmp_path, monkeypatch):
     train, test = _make_batches()
     folder = _write_binary(tmp_path / "cifar-10-batches-bin", train, test)
     archive = _tar(folder, tmp_path / "a.tar.gz")
-    monkeypatch.setattr(cifar10, "_MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(_config.settings, "cifar_max_member_bytes", 1000)
     with pytest.raises(ValueError, match="declares .* bytes, far more than a CIFAR-10 batch"):
         datasets.load_cifar10(archive)
 

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastcls
+from fastcls._config import override, settings
 from fastcls.kernels import l1
 from fastcls.kernels.topk import new_topk
 from fastcls.reference import kneighbors_reference, pairwise_distances_reference
@@ -81,13 +82,9 @@ def run_streamed(Q, X, k, tile, shortcut=False):
     """
     kernel = l1.l1_topk_uint8 if Q.dtype == np.uint8 else l1.l1_topk_float
     best_d, best_i = new_topk(Q.shape[0], k)
-    previous = l1.UINT8_SHORTCUT
-    l1.UINT8_SHORTCUT = shortcut
-    try:
+    with override(l1_uint8_shortcut=shortcut):
         for start in range(0, X.shape[0], tile):
             kernel(Q, np.ascontiguousarray(X[start : start + tile]), start, best_d, best_i)
-    finally:
-        l1.UINT8_SHORTCUT = previous
     return best_d, best_i
 
 
@@ -194,9 +191,9 @@ def test_tile_sizes_and_candidates_do_not_change_results(dtype, monkeypatch):
     Q, X = make_data(rng, 23, 97, 70, dtype, "duplicates")
     expected = run_streamed(Q, X, 9, 97)
     for block, chunk, extra in [(2, 4, 0), (6, 8, 1), (64, 12, 8), (1000, 1000, 30)]:
-        monkeypatch.setattr(l1, "BLOCK_ROWS", block)
-        monkeypatch.setattr(l1, "QUERY_CHUNK", chunk)
-        monkeypatch.setattr(l1, "EXTRA_CANDIDATES", extra)
+        monkeypatch.setattr(settings, "l1_block_rows", block)
+        monkeypatch.setattr(settings, "l1_query_chunk_rows", chunk)
+        monkeypatch.setattr(settings, "l1_extra_candidates", extra)
         for tile in (1, 13, 97):
             d, i = run_streamed(Q, X, 9, tile)
             np.testing.assert_array_equal(i, expected[1])
@@ -242,7 +239,7 @@ def test_uint8_implementations_agree(impl, D, monkeypatch):
     """psadbw (AVX-512 / AVX2) and the portable int32 kernel give the same exact result."""
     rng = np.random.default_rng(D)
     Q, X = make_data(rng, 9, 70, D, np.uint8, "extremes" if D % 2 else "random")
-    monkeypatch.setattr(l1, "UINT8_IMPL", impl)
+    monkeypatch.setattr(settings, "l1_uint8_impl", impl)
     assert l1.uint8_impl() == impl
     d, i = run_streamed(Q, X, 5, 30)
     assert_matches_reference(Q, X, 5, d, i)
@@ -252,16 +249,16 @@ def test_uint8_implementations_agree(impl, D, monkeypatch):
 
 
 def test_uint8_impl_choice(monkeypatch):
-    import llvmlite.binding as ll
+    from fastcls import _runtime
 
     assert l1.uint8_impl() == _available_impls()[-1]
-    monkeypatch.setattr(l1, "UINT8_IMPL", "sse9")
-    with pytest.raises(ValueError, match="UINT8_IMPL must be None or one of"):
+    monkeypatch.setattr(settings, "l1_uint8_impl", "sse9")
+    with pytest.raises(ValueError, match="l1_uint8_impl must be None or one of"):
         l1.uint8_impl()
-    monkeypatch.setattr(ll, "get_host_cpu_features", lambda: {})
-    monkeypatch.setattr(l1, "UINT8_IMPL", None)
+    monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset())
+    monkeypatch.setattr(settings, "l1_uint8_impl", None)
     assert l1.uint8_impl() == "portable"  # a CPU without AVX2 gets the portable kernel
-    monkeypatch.setattr(l1, "UINT8_IMPL", "avx2")
+    monkeypatch.setattr(settings, "l1_uint8_impl", "avx2")
     with pytest.raises(ValueError, match="not supported by this CPU"):
         l1.uint8_impl()
 

@@ -12,14 +12,13 @@ certificate and its exact fallback run.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import fastcls
+from fastcls._config import override
 from fastcls.kernels import l2
 from fastcls.kernels.topk import new_topk
 from fastcls.reference import kneighbors_reference, pairwise_distances_reference
@@ -29,17 +28,18 @@ DIMS = (1, 2, 3, 7, 8, 9, 16, 31, 64, 100)
 KINDS = ("random", "duplicates", "zeros", "ties", "extremes", "offset", "near-duplicates")
 
 
-@contextlib.contextmanager
+#: the L2 tunables of fastcls._config.settings under short names
+_L2_SETTINGS = {
+    "DIRECT_MAX_WORK": "l2_direct_max_work",
+    "QUERY_TILE": "l2_query_tile_rows",
+    "TRAIN_BLOCK": "l2_train_block_rows",
+    "N_EXTRA": "l2_extra_candidates",
+}
+
+
 def l2_params(**kw):
-    """Temporarily set module parameters of fastcls.kernels.l2 (tile sizes, paths)."""
-    old = {name: getattr(l2, name) for name in kw}
-    for name, value in kw.items():
-        setattr(l2, name, value)
-    try:
-        yield
-    finally:
-        for name, value in old.items():
-            setattr(l2, name, value)
+    """Temporarily set the L2 tunables (tile sizes, paths) of fastcls._config.settings."""
+    return override(**{_L2_SETTINGS[name]: value for name, value in kw.items()})
 
 
 #: force the GEMM path with several query tiles and training blocks

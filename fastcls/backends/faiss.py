@@ -60,8 +60,6 @@ GOMP_SPINCOUNT = "10000"
 
 #: index_factory prefixes that need ``index.train`` before ``add``
 _FAISS_METRICS = {"l2": "METRIC_L2", "sqeuclidean": "METRIC_L2", "l1": "METRIC_L1"}
-#: training rows added per chunk (bounds the float32 copy of a memmap / uint8 source)
-_ADD_CHUNK_ROWS = 16384
 
 
 def import_faiss() -> Any:
@@ -173,8 +171,12 @@ def build_index(
                 f"faiss could not train index {index!r} on {sample.shape[0]} rows: {exc}"
             ) from exc
         del sample
-    for start in range(0, n, _ADD_CHUNK_ROWS):
-        idx.add(to_float32(X[start : start + _ADD_CHUNK_ROWS]))
+    from fastcls._config import settings
+
+    # chunks bound the float32 copy of a memmap / uint8 source
+    chunk = max(1, int(settings.faiss_add_chunk_rows))
+    for start in range(0, n, chunk):
+        idx.add(to_float32(X[start : start + chunk]))
     return idx
 
 

@@ -4,7 +4,8 @@
 bytes) or the *python* batches (pickled dicts), from the batch folder, its parent, or
 the downloaded ``.tar.gz`` archive. Archive members are read in memory, never extracted,
 so archive paths cannot escape anywhere, and a member larger than
-``_MAX_MEMBER_BYTES`` is refused. The python batches are read with
+``settings.cifar_max_member_bytes`` (:mod:`fastcls._config`) is refused. The python
+batches are read with
 :class:`~fastcls.datasets.safe_pickle.RestrictedUnpickler`, so a crafted file cannot run
 code. :func:`cifar10_class_names` reads the class names from the meta file.
 
@@ -23,6 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fastcls._config import settings
 from fastcls._validation import check_choice, check_int
 from fastcls.datasets.safe_pickle import RestrictedUnpickler, UnsafePickleError
 
@@ -57,7 +59,6 @@ _RECORD_BYTES = 1 + _IMAGE_BYTES  # binary format: one label byte, then the pixe
 _N_CLASSES = 10
 #: a member of a .tar.gz larger than this is refused (real batches are ~31 MB): reading
 #: an archive must not be a way to exhaust memory with a decompression bomb
-_MAX_MEMBER_BYTES = 256 * 2**20
 
 _FOLDERS = {"binary": "cifar-10-batches-bin", "python": "cifar-10-batches-py"}
 _ARCHIVES = {"binary": "cifar-10-binary.tar.gz", "python": "cifar-10-python.tar.gz"}
@@ -183,7 +184,7 @@ class _TarSource:
 
     Nothing is extracted to disk, so member names (``../`` and the like) are never used
     as paths; only regular files named like a CIFAR-10 batch inside a ``cifar-10-batches-*``
-    folder are read, each at most ``_MAX_MEMBER_BYTES``.
+    folder are read, each at most ``settings.cifar_max_member_bytes``.
     """
 
     def __init__(self, archive: Path, fmt: str, members: dict[str, bytes]) -> None:
@@ -204,7 +205,7 @@ class _TarSource:
                         continue
                     for f in formats:
                         if parts[-2] == _FOLDERS[f] and parts[-1] in wanted[f]:
-                            if member.size > _MAX_MEMBER_BYTES:
+                            if member.size > settings.cifar_max_member_bytes:
                                 raise ValueError(
                                     f"{archive}: member {member.name} declares {member.size} "
                                     "bytes, far more than a CIFAR-10 batch; refused"

@@ -18,7 +18,7 @@ Layout of the computation
 Parallel over contiguous chunks of queries only (``prange``), so every query's result
 is computed by one thread from the same data in the same order: results do not depend
 on the thread count or on any tile size. Each thread walks the training rows in
-blocks of :data:`BLOCK_ROWS` rows (they stay in its L2 cache) and, inside a block,
+blocks of ``settings.l1_block_rows`` rows (they stay in its L2 cache) and, inside a block,
 computes a register tile of 4 queries x 2 training rows (8 independent accumulators)
 with one ``for d in range(D)`` loop over pre-sliced rows, so that each loaded SIMD
 vector of features is used 2 or 4 times. Remainder queries / rows are handled by
@@ -31,7 +31,7 @@ clamping the row index (the duplicated lanes are computed and ignored).
   ``@intrinsic`` written in LLVM IR (``llvm.x86.avx512.psad.bw.512`` on 64-byte
   vectors or ``llvm.x86.avx2.psad.bw`` on 32-byte vectors), with a scalar tail. CPUs
   without AVX2 get an int32-widening register-tiled kernel. :func:`uint8_impl` makes
-  the choice; :data:`UINT8_IMPL` forces one (tests use it). uint8 sums are exact
+  the choice; ``settings.l1_uint8_impl`` forces one (tests use it). uint8 sums are exact
   integers, so the uint8 top-k needs no correction step.
 
 Why the float top-k is exact (the certification argument)
@@ -79,12 +79,12 @@ For each query and each training tile ``X`` the kernel then
    ``<`` in index order). This fallback is exact by the same bound and costs one fast
    pass plus one exact sum per near-tie.
 
-With ``m = EXTRA_CANDIDATES = 8`` the certificate holds for practically every query on
+With ``m = settings.l1_extra_candidates = 8`` the certificate holds for practically every query on
 real and random data (``gamma_3072(2**-24) = 1.8e-4`` relative): the exact work is
 ``(k + m) * D`` per query and tile, against ``n_tile * D`` for the scan.
 
 Pixel data stored as floats (every value of Q and of the tile an integer in 0..255, as
-CIFAR-10 after ``astype(np.float32)``) skip all this when :data:`UINT8_SHORTCUT` is on:
+CIFAR-10 after ``astype(np.float32)``) skip all this when ``settings.l1_uint8_shortcut`` is on:
 one pass checks and copies them to uint8 and the exact uint8 kernel runs (same exact
 integer distances, about 5x faster); any other value sends the call to the float path.
 
@@ -100,38 +100,21 @@ import numpy as np
 from numba import literally, prange, types
 from numba.extending import intrinsic, overload
 
-from fastcls._config import REDUCE, jit
+from fastcls._config import REDUCE, jit, settings
+from fastcls._runtime import best_simd
+from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
-#: training rows per cache block walked by each thread; 0 = automatic (about
-#: :data:`BLOCK_BYTES` of rows). Results do not depend on it.
-BLOCK_ROWS = 0
-#: queries per parallel chunk; 0 = automatic (at most about :data:`CHUNK_BYTES` of
-#: query rows, so a chunk and a block stay in a core's L2). Results do not depend on it.
-QUERY_CHUNK = 0
-#: bytes of training rows per automatic block, and of query rows per automatic chunk
-BLOCK_BYTES = 192 * 1024
-CHUNK_BYTES = 1024 * 1024
-#: extra candidates kept beyond k by the float top-k before the exact rerank
-EXTRA_CANDIDATES = 8
-#: uint8 implementation: None = best available (see :func:`uint8_impl`), or one of
-#: "avx512", "avx2", "portable" to force it (tests use it)
-UINT8_IMPL: str | None = None
-
-#: float top-k on pixel values (all integers in 0..255) runs the exact uint8 kernel
-UINT8_SHORTCUT = True
+# Block and chunk sizes, the extra candidates and the uint8 micro-kernel choice are
+# run-time tunables in fastcls._config.settings (l1_block_rows, l1_query_chunk_rows,
+# l1_block_bytes, l1_query_chunk_bytes, l1_extra_candidates, l1_uint8_impl,
+# l1_uint8_shortcut). Results never depend on them.
 
 #: int32 accumulators of the portable uint8 kernel are flushed every this many features
 _I32_SEGMENT = 1 << 23  # 255 * 2**23 < 2**31
 
 
 # --------------------------------------------------------------------------- parameters
-def gamma(n: int, u: float) -> float:
-    """Higham's ``gamma_n = n u / (1 - n u)`` (``inf`` when ``n u >= 1``)."""
-    nu = n * u
-    return nu / (1.0 - nu) if nu < 1.0 else float("inf")
-
-
 def lower_bound_factor(n_features: int, dtype: np.dtype) -> float:
     """Factor ``c`` with ``exact_float64_distance >= c * fast_sum`` (module docstring).
 
@@ -148,34 +131,35 @@ def lower_bound_factor(n_features: int, dtype: np.dtype) -> float:
         ``(1 - gamma_D(2**-53)) / (1 + gamma_D(u)) * (1 - 8 * 2**-53)``, or 0.0 when the
         bound is vacuous (then every row is a candidate: still exact, only slower).
     """
-    u = 2.0**-24 if np.dtype(dtype) == np.float32 else 2.0**-53
+    u = U32 if np.dtype(dtype) == np.float32 else U64
     n = max(int(n_features), 1)
-    g_fast, g_exact = gamma(n, u), gamma(n, 2.0**-53)
+    g_fast, g_exact = gamma(n, u), gamma(n, U64)
     if not (g_fast < 1.0 and g_exact < 1.0):
         return 0.0
     return (1.0 - g_exact) / (1.0 + g_fast) * (1.0 - 8 * 2.0**-53)
 
 
 def _query_chunk(n_queries: int, row_bytes: int) -> int:
-    """Queries per parallel chunk: QUERY_CHUNK, or a multiple of 4 chosen so that a
-    chunk stays under CHUNK_BYTES and the chunk count is a multiple of the thread count
-    (prange splits iterations statically)."""
-    if QUERY_CHUNK > 0:
-        return int(QUERY_CHUNK)
+    """Queries per parallel chunk: ``settings.l1_query_chunk_rows``, or a multiple of 4
+    chosen so that a chunk stays under ``settings.l1_query_chunk_bytes`` and the chunk
+    count is a multiple of the thread count (prange splits iterations statically)."""
+    if settings.l1_query_chunk_rows > 0:
+        return int(settings.l1_query_chunk_rows)
     from fastcls._config import get_num_threads
 
     threads = get_num_threads()
-    cap = max(4, CHUNK_BYTES // max(row_bytes, 1))
+    cap = max(4, int(settings.l1_query_chunk_bytes) // max(row_bytes, 1))
     n_chunks = threads * -(-n_queries // (threads * cap))
     per = -(-n_queries // n_chunks)
     return max(4, -(-per // 4) * 4)
 
 
 def _block_rows(row_bytes: int) -> int:
-    """Training rows per cache block: BLOCK_ROWS, or an even count of about BLOCK_BYTES."""
-    if BLOCK_ROWS > 0:
-        return int(BLOCK_ROWS)
-    return max(2, (BLOCK_BYTES // max(row_bytes, 1)) // 2 * 2)
+    """Training rows per cache block: ``settings.l1_block_rows``, or an even count of
+    about ``settings.l1_block_bytes``."""
+    if settings.l1_block_rows > 0:
+        return int(settings.l1_block_rows)
+    return max(2, (int(settings.l1_block_bytes) // max(row_bytes, 1)) // 2 * 2)
 
 
 def _sizes(A) -> tuple[int, int]:
@@ -584,28 +568,22 @@ _UINT8_ENTRIES = {
 
 
 def uint8_impl() -> str:
-    """The uint8 implementation used: :data:`UINT8_IMPL` if set, else the best available.
+    """The uint8 implementation used: ``settings.l1_uint8_impl`` if set, else the best.
 
     ``"avx512"`` (``vpsadbw`` on zmm) needs AVX-512BW, ``"avx2"`` (on ymm) needs AVX2,
     ``"portable"`` (int32-widening tiles) runs anywhere. Forcing an implementation the
     CPU lacks raises ``ValueError`` instead of crashing in LLVM.
     """
-    import llvmlite.binding as ll
-
-    features = ll.get_host_cpu_features()
-    available = ["portable"]
-    if features.get("avx2", False):
-        available.insert(0, "avx2")
-    if features.get("avx512bw", False) and features.get("avx512f", False):
-        available.insert(0, "avx512")
-    if UINT8_IMPL is None:
+    available = best_simd()
+    forced = settings.l1_uint8_impl
+    if forced is None:
         return available[0]
-    if UINT8_IMPL not in _UINT8_CODES:
+    if forced not in _UINT8_CODES:
         names = tuple(_UINT8_CODES)
-        raise ValueError(f"UINT8_IMPL must be None or one of {names}, got {UINT8_IMPL!r}")
-    if UINT8_IMPL not in available:
-        raise ValueError(f"UINT8_IMPL={UINT8_IMPL!r} is not supported by this CPU")
-    return UINT8_IMPL
+        raise ValueError(f"l1_uint8_impl must be None or one of {names}, got {forced!r}")
+    if forced not in available:
+        raise ValueError(f"l1_uint8_impl={forced!r} is not supported by this CPU")
+    return forced
 
 
 # --------------------------------------------------------------------------- public kernels
@@ -645,12 +623,12 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     Q (n_q, D) and X (n_x, D) C-contiguous, both float32 or both float64; ``best_d``
     (n_q, k) float64 and ``best_i`` (n_q, k) int64 updated in place (module docstring).
     Pixel data stored as floats (every value an integer in 0..255, e.g. CIFAR-10 after
-    ``astype(float)``) take the exact uint8 kernel when :data:`UINT8_SHORTCUT` is on:
+    ``astype(float)``) take the exact uint8 kernel when ``settings.l1_uint8_shortcut`` is on:
     the distances are the same exact integers, found about 5x faster.
     """
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
-    if UINT8_SHORTCUT:
+    if settings.l1_uint8_shortcut:
         Qu = _as_exact_uint8(Q)
         Xu = None if Qu is None else _as_exact_uint8(X)
         if Xu is not None:
@@ -660,7 +638,7 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     big = float(np.finfo(Q.dtype).max)
     _topk_float_kernel(
         Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big,
-        int(EXTRA_CANDIDATES), *_sizes(Q),
+        int(settings.l1_extra_candidates), *_sizes(Q),
     )  # fmt: skip
 
 
@@ -676,11 +654,11 @@ def l1_pairwise_float(X, Y, out):
     """``out[i, j] = sum |X[i] - Y[j]|`` as fast sums in the input precision.
 
     Pixel values (integers in 0..255) take the uint8 kernel when
-    :data:`UINT8_SHORTCUT` is on: exact integers (rounded to ``out``'s dtype).
+    ``settings.l1_uint8_shortcut`` is on: exact integers (rounded to ``out``'s dtype).
     """
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
-    if UINT8_SHORTCUT:
+    if settings.l1_uint8_shortcut:
         Xu = _as_exact_uint8(X)
         Yu = None if Xu is None else _as_exact_uint8(Y)
         if Yu is not None:

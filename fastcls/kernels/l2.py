@@ -19,12 +19,13 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
    ``Q' = Q - c`` in the working precision ``w`` (float32 for float32 and uint8 inputs,
    float64 for float64). Distances are translation invariant, and centring makes the
    norms, hence the cancellation error of the GEMM trick, small.
-2. **GEMM + fused selection.** Per query tile (``QUERY_TILE`` rows) and training
-   block (``TRAIN_BLOCK`` rows): ``G = (-2 Q') X'^T`` (sgemm / dgemm; scaling by -2 is
-   exact), then, while the block is fresh, each query scans ``s_j = |x'_j|^2 + G_qj``
-   (in ``w``) and inserts it into a sorted candidate list of ``k + N_EXTRA`` entries
-   when it beats the rejection threshold ``t = min(last candidate, t_prev)`` (a
-   well-predicted branch; a branch-free 16-wide pre-check measured 3x slower).
+2. **GEMM + fused selection.** Per query tile (``settings.l2_query_tile_rows``) and
+   training block (``settings.l2_train_block_rows``): ``G = (-2 Q') X'^T`` (sgemm /
+   dgemm; scaling by -2 is exact), then, while the block is fresh, each query scans
+   ``s_j = |x'_j|^2 + G_qj`` (in ``w``) and inserts it into a sorted candidate list of
+   ``k + settings.l2_extra_candidates`` entries when it beats the rejection threshold
+   ``t = min(last candidate, t_prev)`` (a well-predicted branch; a branch-free 16-wide
+   pre-check measured 3x slower).
    ``t_prev`` lets rows that provably cannot enter the running top-k from earlier
    tiles be skipped (``G_k - |q'|^2 + 2 E``).
 3. **Exact rerank + certificate.** A candidate is recomputed exactly iff its lower
@@ -99,34 +100,27 @@ certificate refused (recomputed by the direct scan).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 
 import numpy as np
 from numba import prange
 
-from fastcls._config import REDUCE, jit
+from fastcls._config import REDUCE, jit, settings
+from fastcls._runtime import blas_threads, map_chunks, scratch, single_threaded_blas
+from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
-#: queries per GEMM tile (about 1000 keeps sgemm near its peak; 256 was 2.2x slower)
-QUERY_TILE = 1024
-#: training rows per GEMM block; the selection runs over each block right after it
-TRAIN_BLOCK = 2048
-#: candidates kept beyond k per query
-N_EXTRA = 16
-#: below this many multiply-adds (n_q * n_x * D) a call takes the direct exact path
-DIRECT_MAX_WORK = 4_000_000
+# Tile sizes and path thresholds are run-time tunables in fastcls._config.settings:
+# l2_query_tile_rows (queries per GEMM tile: about 1000 keeps sgemm near its peak,
+# 256 was 2.2x slower), l2_train_block_rows (training rows per GEMM block; the
+# selection runs over each block right after it), l2_extra_candidates (kept beyond
+# k per query), l2_direct_max_work (below this many multiply-adds a call takes the
+# direct exact path) and l2_centre_rows.
+
 #: entries of pairwise results are recomputed exactly unless the bound is below this
 PAIRWISE_REL = 2.0**-30
 
 _CHUNK = 16
-_U32 = 2.0**-24
-_U64 = 2.0**-53
-
-
-def _gamma(n: int, u: float) -> float:
-    return n * u / (1.0 - n * u)
 
 
 # --------------------------------------------------------------------------- exact pairs
@@ -336,112 +330,10 @@ def _finish_pairwise(G, xn, yn, out):
             out[i, j] = v if v > 0.0 else 0.0
 
 
-# --------------------------------------------------------------------------- threads
-_CONTROLLER = None
-_SCRATCH = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """A per-thread reusable buffer (uninitialised): large tiles are not page-faulted
-    and zeroed by the OS on every call. Holds at most one buffer per name per thread."""
-    n = int(np.prod(shape))
-    dt = np.dtype(dtype)
-    buf = getattr(_SCRATCH, name, None)
-    if buf is None or buf.dtype != dt or buf.size < n:
-        buf = np.empty(n, dtype=dt)
-        setattr(_SCRATCH, name, buf)
-    return buf[:n].reshape(shape)
-
-
-def release_scratch() -> None:
-    """Free the calling thread's scratch buffers (they are otherwise kept for reuse)."""
-    _SCRATCH.__dict__.clear()
-
-
-def _blas_threads(n: int | None = None):
-    """Context limiting BLAS to ``n`` threads (default: numba's count), cached controller."""
-    global _CONTROLLER
-    try:
-        if _CONTROLLER is None:
-            from threadpoolctl import ThreadpoolController
-
-            _CONTROLLER = ThreadpoolController()
-        if n is None:
-            import numba
-
-            n = int(numba.get_num_threads())
-        return _CONTROLLER.limit(limits=n, user_api="blas")
-    except Exception:  # pragma: no cover - threadpoolctl missing or broken
-        return contextlib.nullcontext()
-
-
-_BLAS_LOCK = threading.Lock()
-_BLAS_USERS = 0
-_BLAS_LIMITER = None
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """BLAS limited to one thread while any top-k call of this module runs.
-
-    Reference-counted, so overlapping calls restore the original setting once, when
-    the last one leaves. Only calls from the main thread change it: the OpenBLAS
-    here (0.3.31, pthreads) does not honour ``openblas_set_num_threads`` from other
-    threads symmetrically (a worker could lower it and never raise it back), so
-    calls from worker threads (Dask) leave the process-wide setting alone.
-    """
-    global _BLAS_USERS, _BLAS_LIMITER
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    with _BLAS_LOCK:
-        if _BLAS_USERS == 0:
-            _BLAS_LIMITER = _blas_threads(1)
-            _BLAS_LIMITER.__enter__()
-        _BLAS_USERS += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS_USERS -= 1
-            if _BLAS_USERS == 0:
-                _BLAS_LIMITER.__exit__(None, None, None)
-                _BLAS_LIMITER = None
-
-
-_EXECUTOR = None
-_EXECUTOR_LOCK = threading.Lock()
-
-
-def _map_chunks(fn, n_items: int, n_threads: int) -> list:
-    """Run ``fn(start, stop)`` over ``n_threads`` contiguous chunks of ``range(n_items)``.
-
-    Python threads (numba kernels are nogil, NumPy's GEMM releases the GIL) each run
-    a whole pipeline on their chunk with single-threaded BLAS and serial numba code:
-    no OpenMP / OpenBLAS pools that spin against each other between short steps.
-    """
-    global _EXECUTOR
-    bounds = np.linspace(0, n_items, min(n_threads, n_items) + 1).astype(int)
-    chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-    if len(chunks) <= 1:
-        return [fn(a, b) for a, b in chunks]
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None or _EXECUTOR._max_workers < len(chunks):
-            from concurrent.futures import ThreadPoolExecutor
-
-            _EXECUTOR = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="fastcls")
-        ex = _EXECUTOR
-    futures = [ex.submit(fn, a, b) for a, b in chunks]
-    return [f.result() for f in futures]
-
-
 # --------------------------------------------------------------------------- top-k
-#: rows averaged for the centring vector (any shared vector is exact; a mean is good)
-_CENTRE_ROWS = 1024
-
-
 def _centre(X: np.ndarray, wdtype: type, integer: bool) -> np.ndarray:
-    step = max(1, X.shape[0] // _CENTRE_ROWS)
+    # rows averaged for the centring vector: any shared vector is exact, a mean is good
+    step = max(1, X.shape[0] // max(1, int(settings.l2_centre_rows)))
     c = X[::step].mean(axis=0, dtype=np.float64)
     if integer:
         c = np.rint(c)
@@ -463,9 +355,9 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     else:
         rerank, direct, direct_serial = _rerank_float, _direct_float, _direct_serial_float
     wdtype = np.float64 if Q.dtype == np.float64 else np.float32
-    u = _U64 if wdtype is np.float64 else _U32
-    m = min(k + N_EXTRA, nx)
-    if nq * nx * D <= DIRECT_MAX_WORK or m >= nx or (D + 16) * u >= 0.5:
+    u = U64 if wdtype is np.float64 else U32
+    m = min(k + int(settings.l2_extra_candidates), nx)
+    if nq * nx * D <= settings.l2_direct_max_work or m >= nx or (D + 16) * u >= 0.5:
         STATS["direct_calls"] += 1
         direct(Q, X, offset, best_d, best_i, np.arange(nq))
         return
@@ -474,17 +366,17 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
 
     n_threads = int(numba.get_num_threads())
     c = _centre(X, wdtype, uint8)
-    Xc = _scratch("xc", (nx, D), wdtype)
+    Xc = scratch("xc", (nx, D), wdtype)
     xn = np.empty(nx)
-    _map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
+    map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
     xmax = math.sqrt(float(xn.max()))
     with np.errstate(over="ignore"):  # overflow -> the direct path below
         xn_w = xn.astype(wdtype)
-    coef = (_gamma(D + 16, u) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
+    coef = (gamma(D + 16, u) + gamma(3 * D + 16, U64)) * (1.0 + 2.0**-20)
     e_abs = (3 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
-    qt = max(1, int(QUERY_TILE))
-    tb = max(_CHUNK, int(TRAIN_BLOCK))
+    qt = max(1, int(settings.l2_query_tile_rows))
+    tb = max(_CHUNK, int(settings.l2_train_block_rows))
 
     def queries(q0: int, q1: int) -> int:
         """The whole pipeline for queries q0:q1 (one thread): returns #fallbacks."""
@@ -494,7 +386,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
             Qt = Q[qs:qe]
             bd = best_d[qs:qe]
             bi = best_i[qs:qe]
-            Qc = _scratch("qc", (qe - qs, D), wdtype)
+            Qc = scratch("qc", (qe - qs, D), wdtype)
             qn = np.empty(qe - qs)
             _centre_rows_serial(Qt, c, Qc, qn)
             np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
@@ -512,7 +404,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
             for bs in range(0, nx, tb):
                 be = min(nx, bs + tb)
                 if G is None or G.shape[1] != be - bs:
-                    G = _scratch("g", (qe - qs, be - bs), wdtype)
+                    G = scratch("g", (qe - qs, be - bs), wdtype)
                 np.matmul(Qc, Xc[bs:be].T, out=G)
                 _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
             fb = np.zeros(qe - qs, dtype=np.int64)
@@ -523,8 +415,8 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
                 n_fallback += int(redo.size)
         return n_fallback
 
-    with _single_threaded_blas():
-        n_fallback_total = sum(_map_chunks(queries, nq, n_threads))
+    with single_threaded_blas():
+        n_fallback_total = sum(map_chunks(queries, nq, n_threads))
     STATS["fallback_queries"] += n_fallback_total
 
 
@@ -549,16 +441,16 @@ def _pairwise(X, Y, out, uint8: bool) -> None:
     if nX == 0 or nY == 0:
         return
     direct = _pairwise_direct_uint8 if uint8 else _pairwise_direct_float
-    if nX * nY * D <= DIRECT_MAX_WORK or (3 * D + 16) * _U64 >= 0.5:
+    if nX * nY * D <= settings.l2_direct_max_work or (3 * D + 16) * U64 >= 0.5:
         direct(X, Y, out)
         return
     c = _centre(Y, np.float64, uint8)
     Yc = np.empty((nY, D))
     yn = np.empty(nY)
     _centre_rows(Y, c, Yc, yn)
-    coef = (_gamma(3 * D + 16, _U64) + _gamma(3 * D + 16, _U64)) * (1.0 + 2.0**-20)
-    qt = max(1, int(QUERY_TILE))
-    with _blas_threads():
+    coef = (gamma(3 * D + 16, U64) + gamma(3 * D + 16, U64)) * (1.0 + 2.0**-20)
+    qt = max(1, int(settings.l2_query_tile_rows))
+    with blas_threads():
         for s in range(0, nX, qt):
             e = min(nX, s + qt)
             Xc = np.empty((e - s, D))
