@@ -6,6 +6,7 @@ reproducible); ``HYPOTHESIS_PROFILE=thorough`` runs many more examples.
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -17,3 +18,20 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+# --------------------------------------------------------------------------- the table
+# Tests parametrize ``func`` and ``library`` (and ``metric`` where the function has
+# one) over fastcls.testing.IMPLEMENTATIONS and ask for ``implementation``: the table's
+# entry, or a skip when its optional dependency is missing or it lacks the metric.
+@pytest.fixture
+def implementation(request, func, library):
+    from fastcls.testing import IMPLEMENTATIONS
+
+    impl = IMPLEMENTATIONS[func][library]
+    if not impl.available():
+        pytest.skip(f"{library} needs {impl.requires}")
+    metric = request.getfixturevalue("metric") if "metric" in request.fixturenames else None
+    if not impl.supports(metric):
+        pytest.skip(f"{library} does not compute {func} with metric={metric!r}")
+    return impl

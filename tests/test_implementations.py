@@ -1,6 +1,8 @@
 """Table-driven correctness: every implementation of fastcls.testing.IMPLEMENTATIONS
 agrees with the NumPy reference on random and adversarial data at small sizes.
 
+Each test parametrizes ``func`` and ``library`` and receives the table's entry as the
+``implementation`` fixture (tests/conftest.py), skipped when a peer is not installed.
 The same table drives the benchmarks in ``bench/``: what is timed there is checked
 here. k-NN results may order equal distances their own way (only ``"exact"``
 implementations must break ties as the reference does); values are compared to the
@@ -35,15 +37,6 @@ def libraries(func: str) -> list[str]:
     return list(IMPLEMENTATIONS[func])
 
 
-def _require(func: str, library: str, metric: str | None = None):
-    impl = IMPLEMENTATIONS[func][library]
-    if not impl.available():
-        pytest.skip(f"{library} needs {impl.requires}")
-    if not impl.supports(metric):
-        pytest.skip(f"{library} does not compute {func} with metric={metric!r}")
-    return impl
-
-
 def _knn_cases():
     for case in ADVERSARIAL_CASES:
         for dtype in ("uint8", "float32", "float64"):
@@ -71,8 +64,9 @@ def _check_knn(func_out, Q, X, metric, impl):
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
 @pytest.mark.parametrize("library", libraries("kneighbors"))
-def test_kneighbors_random(library, dtype, metric):
-    impl = _require("kneighbors", library, metric)
+@pytest.mark.parametrize("func", ["kneighbors"])
+def test_kneighbors_random(implementation, dtype, metric):
+    impl = implementation
     Q, X = knn_problem(7, 50, 24, dtype, seed=3)
     _check_knn(impl(Q, X, k=K, metric=metric)(), Q, X, metric, impl)
 
@@ -80,8 +74,9 @@ def test_kneighbors_random(library, dtype, metric):
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(("case", "dtype"), list(_knn_cases()))
 @pytest.mark.parametrize("library", libraries("kneighbors"))
-def test_kneighbors_adversarial(library, case, dtype, metric):
-    impl = _require("kneighbors", library, metric)
+@pytest.mark.parametrize("func", ["kneighbors"])
+def test_kneighbors_adversarial(implementation, case, dtype, metric):
+    impl = implementation
     Q, X = adversarial_knn(case, 12, 60, 16, dtype, seed=5)
     _check_knn(impl(Q, X, k=K, metric=metric)(), Q, X, metric, impl)
 
@@ -89,9 +84,10 @@ def test_kneighbors_adversarial(library, case, dtype, metric):
 @pytest.mark.parametrize("metric", ["l2", "sqeuclidean"])
 @pytest.mark.parametrize("case", ["ties", "duplicates", "large-offset", "zero-rows"])
 @pytest.mark.parametrize("library", libraries("kneighbors"))
-def test_kneighbors_adversarial_gemm_size(library, case, metric):
+@pytest.mark.parametrize("func", ["kneighbors"])
+def test_kneighbors_adversarial_gemm_size(implementation, case, metric):
     """Large enough for fastcls's float32 GEMM path with its certified rerank."""
-    impl = _require("kneighbors", library, metric)
+    impl = implementation
     Q, X = adversarial_knn(case, 40, 1100, 100, "float32", seed=7)
     _check_knn(impl(Q, X, k=K, metric=metric)(), Q, X, metric, impl)
 
@@ -103,8 +99,9 @@ def test_kneighbors_adversarial_gemm_size(library, case, metric):
     + list(_knn_cases()),
 )
 @pytest.mark.parametrize("library", libraries("pairwise_distances"))
-def test_pairwise_distances(library, case, dtype, metric):
-    impl = _require("pairwise_distances", library, metric)
+@pytest.mark.parametrize("func", ["pairwise_distances"])
+def test_pairwise_distances(implementation, case, dtype, metric):
+    impl = implementation
     if case == "random":
         Q, X = knn_problem(6, 30, 20, dtype, seed=11)
     else:
@@ -131,8 +128,8 @@ def _loss_problems():
     ("func", "library"),
     [(f, lib) for f in ("svm_loss", "softmax_loss") for lib in libraries(f)],
 )
-def test_losses(func, library, case):
-    impl = _require(func, library)
+def test_losses(implementation, func, case):
+    impl = implementation
     if case == "random":
         W, X, y = linear_problem(64, 33, 5, seed=2)
     else:
@@ -158,8 +155,8 @@ def _image_sets():
     ("func", "library"),
     [(f, lib) for f in ("hog", "color_histogram_hsv") for lib in libraries(f)],
 )
-def test_features(func, library, case):
-    impl = _require(func, library)
+def test_features(implementation, func, case):
+    impl = implementation
     ims = images(5, seed=4) if case == "random" else adversarial_images(case, 6, 16, 24, seed=4)
     got = impl(ims)()
     want = IMPLEMENTATIONS[func]["reference"](ims)()
@@ -193,8 +190,9 @@ def _tie_at_kth(X, metric, k, fold):
 @pytest.mark.parametrize("metric", ["l1", "l2"])
 @pytest.mark.parametrize("case", ["random", "ties", "duplicates", "zero-rows"])
 @pytest.mark.parametrize("library", libraries("cross_validate_knn"))
-def test_cross_validate_knn(library, case, metric):
-    impl = _require("cross_validate_knn", library, metric)
+@pytest.mark.parametrize("func", ["cross_validate_knn"])
+def test_cross_validate_knn(implementation, case, metric):
+    impl = implementation
     X, y = _cv_data(case)
     got = impl(X, y, ks=KS, metric=metric, n_folds=N_FOLDS)()
     want = IMPLEMENTATIONS["cross_validate_knn"]["reference"](
