@@ -493,3 +493,100 @@ def test_feature_scaler():
         FeatureScaler().fit(np.array([[np.nan, 1.0]]))
     with pytest.raises(TypeError, match="with_mean must be a bool"):
         FeatureScaler(with_mean="yes").fit(X)
+
+
+# --------------------------------------------------------------------------- architecture
+@pytest.mark.parametrize("bins", [1, 2, 3, 4, 5, 8, 9, 12, 16, 36, 180])
+def test_kernel_orientation_edges_equal_the_reference_bitwise(bins):
+    from fastcls.kernels.features import orientation_edges as kernel_edges
+
+    for got, want in zip(kernel_edges(bins), orientation_edges(bins), strict=True):
+        assert got.dtype == want.dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+
+
+def test_production_modules_do_not_import_the_reference():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(fastcls.__file__).parent
+    for name in ("features.py", "linear.py", "losses.py", "optim.py", "gradcheck.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                mods = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(m.startswith("fastcls.reference") for m in mods), (name, mods)
+
+
+# --------------------------------------------------------------------------- scaler state
+@pytest.mark.parametrize("with_mean", [True, False])
+@pytest.mark.parametrize("with_std", [True, False])
+def test_feature_scaler_fitted_state_round_trip(with_mean, with_std):
+    import json
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(2.0, 3.0, (25, 6)).astype(np.float32)
+    X[:, 1] = 4.0
+    s = FeatureScaler(with_mean=with_mean, with_std=with_std).fit(X)
+    state = s.get_fitted_state()
+    json.dumps(state.metadata)
+    assert all(a.dtype == np.float64 for a in state.arrays.values())
+    new = FeatureScaler(**s.get_params()).set_fitted_state(state)
+    state.arrays["mean"][:] = 99.0  # the scaler owns copies
+    np.testing.assert_array_equal(new.transform(X), s.transform(X))
+    np.testing.assert_array_equal(new.inverse_transform(X), s.inverse_transform(X))
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    first6 = [lambda x: x.reshape(len(x), -1)[:, :6]]  # six columns, as the scaler expects
+    np.testing.assert_array_equal(
+        extract_features(images, first6, normalize=new),
+        extract_features(images, first6, normalize=s),
+    )
+    assert new.n_features_in_ == 6 and type(new.n_features_in_) is int
+
+
+@pytest.mark.parametrize(
+    ("change", "params", "match"),
+    [
+        ({"mean": None}, {}, "lacks the array 'mean'"),
+        ({"n_features_in": None}, {}, "lacks the metadata field 'n_features_in'"),
+        ({"n_features_in": 0}, {}, "'n_features_in' must be an integer >= 1"),
+        ({"n_features_in": 5}, {}, r"'mean' must be float64 of shape \(5,\)"),
+        ({"mean": np.zeros(4, np.float32)}, {}, "'mean' must be float64"),
+        ({"scale": np.ones((4, 1))}, {}, "'scale' must be float64 of shape"),
+        ({"scale": np.array([1.0, np.nan, 1.0, 1.0])}, {}, "'scale' holds NaN"),
+        ({"scale": np.array([1.0, 0.0, 1.0, 1.0])}, {}, "'scale' must be > 0"),
+        ({"extra": np.ones(4)}, {}, "unknown arrays"),
+        ({}, {"with_mean": False}, "'mean' must be zero when with_mean=False"),
+        ({}, {"with_std": False}, "'scale' must be one when with_std=False"),
+    ],
+)
+def test_feature_scaler_malformed_state_raises_and_changes_nothing(change, params, match):
+    from fastcls.base import FittedState
+
+    X = np.arange(20.0).reshape(5, 4) ** 1.5
+    state = FeatureScaler().fit(X).get_fitted_state()
+    arrays, meta = dict(state.arrays), dict(state.metadata)
+    for key, value in change.items():
+        target = meta if key == "n_features_in" else arrays
+        if value is None:
+            del target[key]
+        else:
+            target[key] = value
+    victim = FeatureScaler(**params).fit(X[:, ::-1].copy())
+    mean, out = victim.mean_.copy(), victim.transform(X)
+    with pytest.raises(ValueError, match=match):
+        victim.set_fitted_state(FittedState(arrays, meta))
+    np.testing.assert_array_equal(victim.mean_, mean)
+    np.testing.assert_array_equal(victim.transform(X), out)
+    fresh = FeatureScaler(**params)
+    with pytest.raises(ValueError, match=match):
+        fresh.set_fitted_state(FittedState(arrays, meta))
+    assert not hasattr(fresh, "mean_")
+    with pytest.raises(TypeError, match="FittedState"):
+        fresh.set_fitted_state(42)
+    with pytest.raises(NotFittedError):
+        fresh.get_fitted_state()

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import fastcls
-from fastcls.optim import learning_rate_at, random_search
+from fastcls.base import FittedState
+from fastcls.linear import LinearClassifier
+from fastcls.losses import LOSSES, loss_and_gradient
+from fastcls.optim import SGDResult, learning_rate_at, random_search, sgd
 from fastcls.reference.losses import linear_loss_reference
 
 CLASSES = [fastcls.LinearSVM, fastcls.Softmax]
@@ -209,6 +212,179 @@ def test_random_search_returns_the_best_try():
         random_search(f, (4,), 3, 0.1)
     with pytest.raises(ValueError, match="scale"):
         random_search(f, (4, 3), 3, 0.0)
+
+
+def test_classes_name_their_loss_in_the_registry():
+    assert fastcls.LinearSVM.loss_name == "svm" and fastcls.Softmax.loss_name == "softmax"
+    assert set(LOSSES) == {"svm", "softmax"}
+    X, y = blobs()
+    with pytest.raises(TypeError, match="names no loss"):
+        LinearClassifier(n_iters=2).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fit_is_optim_sgd_on_the_documented_stream(cls, dtype):
+    """fit == optim.sgd driven by loss_and_gradient, bit for bit (no intercept, no centring)."""
+    X, y = blobs(dtype=dtype)
+    kw = {"learning_rate": 0.05, "reg": 0.01, "n_iters": 40, "batch_size": 16, "momentum": 0.5}
+    clf = cls(fit_intercept=False, seed=3, **kw).fit(X, y)
+    rng = np.random.default_rng(3)
+    W0 = (1e-3 * rng.standard_normal((4, 3))).astype(dtype)
+
+    def loss_grad(W, b, rows):
+        return loss_and_gradient(cls.loss_name, W, X, y, 0.01, None, "l2", 1.0, rows)
+
+    res = sgd(
+        loss_grad,
+        W0,
+        None,
+        len(y),
+        learning_rate=0.05,
+        n_iters=40,
+        batch_size=16,
+        momentum=0.5,
+        lr_step=8,
+        seed=rng,
+    )
+    assert isinstance(res, SGDResult) and res.b is None and res.n_iter == 40
+    np.testing.assert_array_equal(res.W, clf.W_)
+    np.testing.assert_array_equal(res.loss_history, clf.loss_history_)
+    assert res.W.dtype == dtype and not np.shares_memory(res.W, W0)
+
+
+def test_sgd_full_batch_draws_nothing_and_validates():
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+
+    def loss_grad(W, b, rows):
+        assert rows is None
+        return float(((W - 1.0) ** 2).sum()), 2 * (W - 1.0), 2 * (b - 2.0)
+
+    res = sgd(loss_grad, np.zeros((2, 2)), np.zeros(2), 5, learning_rate=0.5, n_iters=2, seed=rng)
+    assert rng.bit_generator.state == before
+    np.testing.assert_array_equal(res.W, 1.0)
+    np.testing.assert_array_equal(res.b, 2.0)
+    np.testing.assert_array_equal(res.loss_history, [4.0, 0.0])
+    ok = {"learning_rate": 0.1, "n_iters": 1}
+    for kwargs, exc, match in [
+        ({"learning_rate": 0.0}, ValueError, "learning_rate must be > 0"),
+        ({"n_iters": 0}, ValueError, "n_iters must be >= 1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"momentum": 1.0}, ValueError, r"momentum must be in \[0, 1\)"),
+        ({"schedule": "cosine"}, ValueError, "schedule must be one of"),
+        ({"lr_step": 0}, ValueError, "lr_step must be >= 1"),
+        ({"seed": "x"}, TypeError, "seed must be"),
+    ]:
+        with pytest.raises(exc, match=match):
+            sgd(loss_grad, np.zeros((2, 2)), None, 5, **{**ok, **kwargs})
+    with pytest.raises(TypeError, match="W0 must be a floating-point"):
+        sgd(loss_grad, np.zeros((2, 2), dtype=int), None, 5, **ok)
+    with pytest.raises(TypeError, match="loss_grad must be callable"):
+        sgd(None, np.zeros((2, 2)), None, 5, **ok)
+
+
+# ----------------------------------------------------------------------------- fitted state
+LABELS = {
+    "int": np.array([-3, 7, 12]),
+    "str": np.array(["cat", "dog", "eel"]),
+    "bytes": np.array([b"cat", b"dog", b"eel"]),
+}
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("labels", list(LABELS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fitted_state_round_trip(cls, labels, dtype):
+    import json
+
+    X, y = blobs(dtype=dtype)
+    yl = LABELS[labels][y]
+    clf = cls(n_iters=30, batch_size=16, seed=2, reg=0.01).fit(X, yl)
+    state = clf.get_fitted_state()
+    assert isinstance(state, FittedState)
+    assert all(a.dtype.kind != "O" for a in state.arrays.values())
+    json.dumps(state.metadata)
+    new = cls(**clf.get_params()).set_fitted_state(state)
+    state.arrays["W"][:] = 0  # the model owns copies
+    for method in ("predict", "decision_function", "predict_proba"):
+        a, b = getattr(clf, method)(X), getattr(new, method)(X)
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    for attr in ("W_", "b_", "classes_", "loss_history_"):
+        assert getattr(new, attr).dtype == getattr(clf, attr).dtype
+        np.testing.assert_array_equal(getattr(new, attr), getattr(clf, attr))
+    for attr in ("n_features_in_", "learning_rate_", "n_iter_"):
+        assert getattr(new, attr) == getattr(clf, attr)
+    assert new.score(X, yl) == clf.score(X, yl)
+
+
+def _mutate(state, arrays=None, drop=(), **meta):
+    new_arrays = {k: v for k, v in state.arrays.items() if k not in drop}
+    new_arrays.update(arrays or {})
+    new_meta = {k: v for k, v in state.metadata.items() if k not in drop}
+    new_meta.update(meta)
+    return FittedState(new_arrays, new_meta)
+
+
+@pytest.fixture(scope="module")
+def svm_state():
+    X, y = blobs()
+    return fastcls.LinearSVM(n_iters=10, batch_size=16, seed=0).fit(X, y).get_fitted_state()
+
+
+BAD_STATES = [
+    ({"drop": ("W",)}, "lacks the array 'W'"),
+    ({"drop": ("n_iter",)}, "lacks the metadata field 'n_iter'"),
+    ({"arrays": {"W": np.ones((3, 3), np.float32)}}, r"'W' must have shape \(4, 3\)"),
+    ({"arrays": {"W": np.ones((4, 3), np.int64)}}, "'W' must be float32 or float64"),
+    ({"arrays": {"W": np.full((4, 3), np.nan, np.float32)}}, "'W' holds NaN"),
+    ({"arrays": {"W": np.ones((4, 3), object)}}, "'W' must be a numeric or unicode"),
+    ({"arrays": {"b": np.ones(3, np.float64)}}, "'b' has dtype float64 but 'W'"),
+    ({"arrays": {"b": np.ones(2, np.float32)}}, r"'b' must have shape \(3,\)"),
+    ({"arrays": {"b": np.array([0, np.inf, 0], np.float32)}}, "'b' holds NaN or infinity"),
+    ({"arrays": {"classes": np.array([[0, 1, 2]])}}, "'classes'"),
+    ({"arrays": {"classes": np.array([], dtype=np.int64)}}, "'classes'"),
+    ({"arrays": {"classes": np.array([2, 1, 0])}}, "'classes' must hold sorted, distinct"),
+    ({"arrays": {"classes": np.array([0, 0, 1])}}, "'classes' must hold sorted, distinct"),
+    ({"arrays": {"classes": np.array([0, 1])}}, r"'W' must have shape \(4, 2\)"),
+    ({"arrays": {"classes": np.array([0])}}, "'classes' must be 1-D with at least 2"),
+    ({"arrays": {"loss_history": np.ones(9)}}, r"'loss_history' must have shape \(10,\)"),
+    ({"arrays": {"extra": np.ones(2)}}, "unknown arrays"),
+    ({"labels_kind": "pickle"}, "'classes'"),
+    ({"labels_dtype": "<U3"}, "'classes'"),
+    ({"loss": "softmax"}, "'loss' is 'softmax' but LinearSVM"),
+    ({"n_features_in": True}, "'n_features_in' must be an integer >= 1"),
+    ({"n_features_in": 5}, r"'W' must have shape \(5, 3\)"),
+    ({"n_iter": 0}, "'n_iter' must be an integer >= 1"),
+    ({"learning_rate": -1.0}, "'learning_rate' must be a positive finite number"),
+    ({"learning_rate": "auto"}, "'learning_rate' must be a positive finite number"),
+]
+
+
+@pytest.mark.parametrize("change,match", BAD_STATES)
+def test_malformed_fitted_state_raises_and_changes_nothing(svm_state, change, match):
+    bad = _mutate(svm_state, **change)
+    fresh = fastcls.LinearSVM()
+    with pytest.raises(ValueError, match=match):
+        fresh.set_fitted_state(bad)
+    assert not hasattr(fresh, "W_") and not hasattr(fresh, "classes_")
+    X, y = blobs(seed=1)
+    fitted = fastcls.LinearSVM(n_iters=5, seed=1).fit(X, y)
+    W, scores = fitted.W_.copy(), fitted.decision_function(X)
+    with pytest.raises(ValueError, match=match):
+        fitted.set_fitted_state(bad)
+    np.testing.assert_array_equal(fitted.W_, W)
+    np.testing.assert_array_equal(fitted.decision_function(X), scores)
+
+
+def test_fitted_state_errors_for_wrong_containers_and_unfitted_models():
+    with pytest.raises(fastcls.NotFittedError, match="not fitted"):
+        fastcls.Softmax().get_fitted_state()
+    with pytest.raises(TypeError, match="FittedState"):
+        fastcls.Softmax().set_fitted_state(None)
+    with pytest.raises(TypeError, match="dicts"):
+        fastcls.Softmax().set_fitted_state(FittedState([], {}))
 
 
 # ----------------------------------------------------------------------------- plots

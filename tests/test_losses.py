@@ -327,3 +327,37 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
     np.testing.assert_allclose(pen, ref_pen, rtol=1e-12)
     part[0, 0, 0] = np.nan
     assert not finish_gradient(part, scale, W, reg, PENALTY_CODES[penalty], beta, dW)[1]
+
+
+# ----------------------------------------------------------------------------- dispatch by name
+@pytest.mark.parametrize("name", ["svm", "softmax"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_loss_and_gradient_is_the_registry_dispatch(name, with_bias):
+    from fastcls.losses import LOSSES, LossGradient, check_loss_inputs, loss_and_gradient
+
+    X, y, W, b = problem(5, 40, 7, 4, np.float64)
+    b = b if with_bias else None
+    idx = np.array([3, 3, 0, 39, 12])
+    args = check_loss_inputs(W, X, y, 0.2, b, "elasticnet", 0.3, idx)
+    out = loss_and_gradient(name, *args)
+    assert isinstance(out, LossGradient)
+    public = LOSSES[name](W, X, y, 0.2, "elasticnet", beta=0.3, b=b, idx=idx)
+    assert out.loss == public[0]
+    np.testing.assert_array_equal(out.dW, public[1])
+    if with_bias:
+        np.testing.assert_array_equal(out.db, public[2])
+    else:
+        assert out.db is None and len(public) == 2
+    full = loss_and_gradient(name, *args[:-1])  # rows=None: every row
+    assert full.loss == LOSSES[name](W, X, y, 0.2, "elasticnet", beta=0.3, b=b)[0]
+
+
+def test_loss_and_gradient_refuses_unknown_names():
+    from fastcls.losses import check_loss_inputs, loss_and_gradient
+
+    X, y, W, _ = problem(0, 5, 3, 2, np.float64)
+    args = check_loss_inputs(W, X, y, 0.0)
+    with pytest.raises(ValueError, match=r"loss must be one of \('svm', 'softmax'\)"):
+        loss_and_gradient("hinge", *args)
+    with pytest.raises(ValueError, match="penalty must be one of"):
+        loss_and_gradient("svm", *args[:5], "l0")
