@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 #: fastmath flags for reductions (sums of |a-b| or (a-b)^2): reassociation lets
 #: LLVM vectorise the loop; nsz is harmless for sums of non-negative terms.
@@ -43,7 +43,7 @@ def jit(
     *,
     parallel: bool = False,
     fastmath: Any = STRICT,
-    inline: str = "never",
+    inline: Literal["never", "always"] = "never",
 ) -> Any:
     """``numba.njit`` with the project's policy (nogil, cache opt-in).
 
@@ -52,7 +52,9 @@ def jit(
     import numba
 
     def wrap(f: Callable) -> Any:
-        fm = set(fastmath) if isinstance(fastmath, (set, frozenset)) else fastmath
+        fm: bool | set[str] = (
+            set(fastmath) if isinstance(fastmath, (set, frozenset)) else bool(fastmath)
+        )
         return numba.njit(
             nogil=True,
             cache=cache_enabled(),
@@ -105,7 +107,7 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
     """Map ``n_jobs`` (None, -1 or a positive int) to a concrete thread count."""
     import numba
 
-    max_threads = int(numba.config.NUMBA_NUM_THREADS)
+    max_threads = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     if n_jobs is None or n_jobs == -1:
         return max_threads
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int,)) or n_jobs == 0 or n_jobs < -1:

@@ -109,7 +109,7 @@ def blas_threads(n: int | None = None) -> contextlib.AbstractContextManager[Any]
             import numba
 
             n = int(numba.get_num_threads())
-        return _CONTROLLER.limit(limits=n, user_api="blas")  # type: ignore[no-any-return]
+        return _CONTROLLER.limit(limits=n, user_api="blas")
     except Exception:  # pragma: no cover - threadpoolctl missing or broken
         return contextlib.nullcontext()
 

@@ -59,7 +59,7 @@ MODEL_CLASSES: dict[str, str] = {
 }
 
 
-def _model_class(name: Any, path: Any = None) -> type:
+def _model_class(name: Any, path: Any = None) -> Any:
     import importlib
 
     module = MODEL_CLASSES.get(name) if isinstance(name, str) else None
@@ -68,8 +68,7 @@ def _model_class(name: Any, path: Any = None) -> type:
         raise ValueError(
             f"{where}unknown model class {name!r}; fastcls saves {sorted(MODEL_CLASSES)}"
         )
-    cls: type = getattr(importlib.import_module(module), name)
-    return cls
+    return getattr(importlib.import_module(module), name)
 
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def weight_templates(W: Any, image_shape: Sequence[int]) -> np.ndarray:
             f"W has {Wa.shape[0]} rows but image_shape {shape} has {size} pixels "
             f"(or {size + 1} with a bias row)"
         )
-    T = Wa.T.reshape((Wa.shape[1],) + shape)
+    T = Wa.T.reshape((Wa.shape[1], *shape))
     lo = T.reshape(T.shape[0], -1).min(axis=1)
     hi = T.reshape(T.shape[0], -1).max(axis=1)
     span = hi - lo

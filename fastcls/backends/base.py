@@ -43,7 +43,7 @@ class SearchBackend(abc.ABC):
     #: keyword options accepted by :meth:`search`
     search_options: ClassVar[tuple[str, ...]] = ()
     #: whether results are exact (equal to the NumPy reference)
-    exact: ClassVar[bool] = True
+    exact: bool = True
 
     def __init__(
         self, X: Any, metric: str, *, train_tile: int | None = None, **options: Any

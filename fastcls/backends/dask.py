@@ -341,7 +341,8 @@ def kneighbors(
             raise ValueError(f"X must be 2-D (n_train, n_features), got shape {X.shape}")
         if any(np.isnan(c).any() for c in X.chunks):
             raise ValueError("X has unknown chunk sizes; call X.compute_chunk_sizes() first")
-        shape, dtype, Xv = tuple(int(s) for s in X.shape), kernel_dtype(X.dtype, "X"), X
+        shape = (int(X.shape[0]), int(X.shape[1]))
+        dtype, Xv = kernel_dtype(X.dtype, "X"), X
     elif isinstance(X, (list, tuple)):
         if not X:
             raise ValueError("X must hold at least one shard")

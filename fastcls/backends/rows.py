@@ -130,7 +130,7 @@ class LazyRows:
 
     def __init__(self, source: Any, name: str = "X") -> None:
         if isinstance(source, LazyRows):
-            source = source.source
+            source = source.wrapped
         if not is_row_source(source):
             raise TypeError(
                 f"{name} must be an array or a 2-D array-like with shape, dtype and row "
@@ -141,10 +141,15 @@ class LazyRows:
             raise ValueError(
                 f"{name} must have at least 1 sample and 1 feature, got shape {(n, d)}"
             )
-        self.source = source
+        self.source: Any = source
         self.name = name
         self.shape = (n, d)
         self.dtype = kernel_dtype(getattr(source.dtype, "numpy_dtype", source.dtype), name)
+
+    @property
+    def wrapped(self) -> Any:
+        """The row source this object reads from."""
+        return self.source
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -176,7 +181,7 @@ class LazyRows:
 
 
 def _mmap_of(arr: np.ndarray) -> mmap.mmap | None:
-    base = arr
+    base: Any = arr
     while base is not None:
         mm = getattr(base, "_mmap", None)
         if isinstance(mm, mmap.mmap):
