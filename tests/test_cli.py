@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from fastcls import cli
-from fastcls.cli import Row, format_table, main, standardize
+from fastcls import pipeline
+from fastcls.cli import format_table, main
+from fastcls.pipeline import ResultRow
 
 try:
     import matplotlib  # noqa: F401
@@ -19,13 +20,6 @@ try:
     HAVE_MPL = True
 except ImportError:  # pragma: no cover - depends on the environment
     HAVE_MPL = False
-
-try:
-    import fastcls.linear  # noqa: F401
-
-    HAVE_LINEAR = True
-except ImportError:  # pragma: no cover - until the linear classifiers land
-    HAVE_LINEAR = False
 
 
 @pytest.fixture(scope="module")
@@ -74,26 +68,24 @@ def test_demo_quick_writes_results_json(quick_demo):
     models = [r["model"] for r in result["rows"]]
     assert "k-NN (raw pixels)" in models
     cv = result["details"]["knn_cv"]
-    assert cv["ks"] == list(cli.QUICK_KS) and set(cv["metrics"]) == {"l1", "l2"}
+    assert cv["ks"] == list(pipeline.QUICK_KS) and set(cv["metrics"]) == {"l1", "l2"}
     assert all(len(v) == 5 for v in cv["fold_accuracies"].values())
     best = cv["best_params"]
     mean_best = np.mean(cv["fold_accuracies"][f"{best['metric']}:{best['k']}"])
     assert mean_best == pytest.approx(max(np.mean(v) for v in cv["fold_accuracies"].values()))
-    if HAVE_LINEAR:
-        assert result["skipped"] == {}
-        for name in ("LinearSVM", "Softmax"):
-            assert f"{name} (raw pixels)" in models
-            assert f"{name} (features)" in models
+    assert result["skipped"] == {}
+    for name in ("LinearSVM", "Softmax"):
+        assert f"{name} (raw pixels)" in models
+        assert f"{name} (features)" in models
 
 
 @pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is not installed")
 def test_demo_quick_saves_plots(quick_demo):
     _, text, out = quick_demo
     assert (out / "knn_cv.png").stat().st_size > 1000
-    if HAVE_LINEAR:
-        for name in ("linearsvm", "softmax"):
-            assert (out / f"{name}_loss.png").stat().st_size > 1000
-            assert (out / f"{name}_templates.png").stat().st_size > 1000
+    for name in ("linearsvm", "softmax"):
+        assert (out / f"{name}_loss.png").stat().st_size > 1000
+        assert (out / f"{name}_templates.png").stat().st_size > 1000
     assert "plots:" in text
 
 
@@ -162,7 +154,7 @@ def test_demo_on_cifar10_files(tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "CIFAR-10"
-    assert result["sizes"] == dict(zip(("train", "val", "test"), cli.CIFAR_QUICK, strict=True))
+    assert result["sizes"] == dict(zip(("train", "val", "test"), pipeline.CIFAR_QUICK, strict=True))
     knn = result["rows"][0]
     assert knn["test_acc"] > 0.5  # well-separated synthetic classes
 
@@ -214,24 +206,11 @@ def test_python_dash_m_entry_point():
 
 def test_format_table_aligns_columns():
     rows = [
-        Row("k-NN (raw pixels)", "metric=l2, k=3", 0.98, 0.975, 1.234, "5-fold CV 0.9800"),
-        Row("Softmax (features)", "lr=0.01, reg=0.0001", 0.9, 0.91, 12.5, "val search (9)"),
+        ResultRow("k-NN (raw pixels)", "metric=l2, k=3", 0.98, 0.975, 1.234, "5-fold CV 0.9800"),
+        ResultRow("Softmax (features)", "lr=0.01, reg=0.0001", 0.9, 0.91, 12.5, "val search (9)"),
     ]
     lines = format_table(rows).splitlines()
     assert len(lines) == 4 and set(lines[1]) <= {"-", " "}
     # right-aligned numeric columns end at the same position
     assert lines[2].index("0.9750") + 6 == lines[3].index("0.9100") + 6
     assert len({len(line) for line in lines[1:]}) == 1
-
-
-def test_standardize_uses_training_statistics_only():
-    rng = np.random.default_rng(0)
-    tr = rng.integers(0, 17, size=(50, 8, 8), dtype=np.uint8)
-    te = rng.integers(0, 17, size=(7, 8, 8), dtype=np.uint8)
-    a, b = standardize(tr, te)
-    assert a.dtype == b.dtype == np.float32 and a.shape == (50, 64) and b.shape == (7, 64)
-    np.testing.assert_allclose(a.mean(axis=0), 0.0, atol=1e-5)
-    assert a.std() == pytest.approx(1.0, rel=1e-4)
-    flat = tr.reshape(50, -1).astype(np.float64)
-    expected = (te.reshape(7, -1) - flat.mean(0)) / (flat - flat.mean(0)).std()
-    np.testing.assert_allclose(b, expected, rtol=1e-5, atol=1e-5)
