@@ -141,6 +141,11 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         Loss of each step (on its mini-batch, penalty included).
     learning_rate_ : float
         The initial learning rate actually used (resolves ``"auto"``).
+    n_iter_ : int
+        Number of SGD steps taken.
+    loss_name : str
+        Class attribute: the loss, a key of :data:`fastcls.losses.LOSSES` (``"svm"`` for
+        :class:`LinearSVM`, ``"softmax"`` for :class:`Softmax`).
     """
 
     #: the loss, a key of :data:`fastcls.losses.LOSSES` (set by each subclass)
