@@ -1,8 +1,9 @@
 """Exact L2 k-NN: fastcls vs the NumPy reference vs FAISS vs scikit-learn.
 
 Workload: random uint8 pixels, 1000 queries x 10000 training rows x 3072 features,
-k = 10 (CIFAR-10 shaped); the float32 group uses the same values as float32. Set
-``FASTCLS_BENCH_SMALL=1`` for a smoke-sized run (50 x 500 x 3072) and
+k = 10 (CIFAR-10 shaped, :func:`fastcls.testing.knn_problem`); the float32 group uses
+the same values as float32. Set ``FASTCLS_BENCH_SMALL=1`` (see
+:func:`fastcls.testing.bench_small`) for a smoke-sized run (50 x 500 x 3072) and
 ``FASTCLS_BENCH_THREADS=n`` to pin every implementation to ``n`` threads (default:
 all cores).
 
@@ -10,11 +11,15 @@ Run::
 
     pytest bench/bench_knn_l2.py --benchmark-enable -p no:cacheprovider
 
-Groups ``knn-l2-float32`` and ``knn-l2-uint8`` time, side by side:
+Groups ``kneighbors-l2|<shape>-float32`` and ``kneighbors-l2|<shape>-uint8`` time, side
+by side, the L2 implementations of :data:`fastcls.testing.IMPLEMENTATIONS` ``["kneighbors"]``
+(the table that ``tests/test_implementations.py`` checks):
 
 * ``fastcls``: ``fastcls.kneighbors(Q, X, k, "l2")`` (centred sgemm + fused selection +
   certified exact rerank; exact);
-* ``numpy``: the lecture's vectorised reference, ``l2_distances_no_loops`` (float64 GEMM
+* ``reference``: :func:`fastcls.reference.kneighbors_reference` (float64, a loop over the
+  queries) on a slice of the queries (id ``[q10]``; ``extra_info["scale"]`` converts);
+* ``numpy-no-loops``: the lecture's vectorised reference, ``l2_distances_no_loops`` (float64 GEMM
   trick) + a stable argsort, on the full problem (80 MB distance matrix);
 * ``faiss``: ``faiss.knn(Q, X, k)`` (float32, METRIC_L2; approximate in the last bits);
 * ``sklearn``: ``NearestNeighbors(algorithm="brute").fit(X).kneighbors(Q)``.
@@ -23,7 +28,8 @@ FAISS has no uint8 search: in the uint8 group it searches the same values as flo
 Thread counts: numba and FAISS through ``fastcls.set_num_threads``, BLAS and OpenMP
 (NumPy, scikit-learn) through ``threadpoolctl``. fastcls is JIT-warmed before timing.
 
-Group ``knn-l2-near-duplicates`` is an accuracy readout more than a timing: two far
+Group ``kneighbors-l2-near-duplicates|<shape>`` (data from
+:func:`fastcls.testing.near_duplicates`) is an accuracy readout more than a timing: two far
 apart clusters of near-duplicate rows (x + eps on one feature), where float32 GEMM
 distances lose the order. ``extra_info["recall"]`` is the fraction of the float64
 reference's neighbour ids (with ties resolved by index) that each implementation
@@ -40,14 +46,21 @@ import numpy as np
 import pytest
 
 import fastcls
-from fastcls.reference import kneighbors_reference, l2_distances_no_loops
+from fastcls.testing import IMPLEMENTATIONS, bench_small, knn_problem, near_duplicates
 
-SMALL = os.environ.get("FASTCLS_BENCH_SMALL", "").strip().lower() in {"1", "true", "yes", "on"}
+SMALL = bench_small()
 THREADS = int(os.environ.get("FASTCLS_BENCH_THREADS", "0")) or None
 N_QUERIES, N_TRAIN, N_FEATURES, K = (50, 500, 3072, 10) if SMALL else (1000, 10000, 3072, 10)
+METRIC = "l2"
 #: near-duplicates: n_queries x D >= 128000, or faiss takes its exact non-GEMM path
 ND_QUERIES, ND_TRAIN, ND_FEATURES = (128, 400, 1024) if SMALL else (128, 4000, 1024)
-ROUNDS = {"fastcls": 5, "faiss": 5, "numpy": 1, "sklearn": 1}
+ROUNDS = {"fastcls": 5, "faiss": 5, "reference": 1, "numpy-no-loops": 1, "sklearn": 1}
+#: queries given to the slow peers (their time is scaled to N_QUERIES)
+SLICES = {"reference": 10 if not SMALL else 5}
+#: the shared table's L2 k-NN implementations
+TABLE = {n: impl for n, impl in IMPLEMENTATIONS["kneighbors"].items() if impl.supports(METRIC)}
+#: options per library: every implementation pinned to THREADS
+OPTIONS = {"fastcls": {"n_jobs": THREADS}, "sklearn": {"n_jobs": THREADS or -1}}
 
 
 def _limits():
@@ -58,60 +71,17 @@ def _limits():
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    X = rng.integers(0, 256, (N_TRAIN, N_FEATURES), dtype=np.uint8)
-    Q = rng.integers(0, 256, (N_QUERIES, N_FEATURES), dtype=np.uint8)
+    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
     fastcls.set_num_threads(THREADS)
     return {"uint8": (Q, X), "float32": (Q.astype(np.float32), X.astype(np.float32))}
 
 
-def near_duplicates(n_q=ND_QUERIES, n_x=ND_TRAIN, D=ND_FEATURES, seed=1):
-    """Two far-apart clusters of near-duplicates: x + k * 2**-12 on one feature."""
-    rng = np.random.default_rng(seed)
-    b1 = rng.integers(0, 256, D).astype(np.float64)
-    b2 = rng.integers(0, 256, D).astype(np.float64)
-    X = np.where(np.arange(n_x)[:, None] % 2 == 0, b1, b2)
-    X[np.arange(n_x), rng.integers(0, D, n_x)] += rng.integers(1, 64, n_x) * 2.0**-12
-    Q = b1 + rng.integers(-3, 4, (n_q, D))
-    return Q.astype(np.float32), X.astype(np.float32)
-
-
-# --------------------------------------------------------------------------- implementations
-def _fastcls(Q, X):
-    fastcls.kneighbors(Q[:4], X[:64], K, metric="l2", n_jobs=THREADS)  # JIT warm-up
-    fastcls.kneighbors(Q[:64], X[:1024], K, metric="l2", n_jobs=THREADS)  # GEMM path too
-    return lambda: fastcls.kneighbors(Q, X, K, metric="l2", n_jobs=THREADS)
-
-
-def _numpy(Q, X):
-    def run():
-        dists = l2_distances_no_loops(Q, X)
-        idx = np.argsort(dists, axis=1, kind="stable")[:, :K]
-        return np.take_along_axis(dists, idx, axis=1), idx
-
-    return run
-
-
-def _faiss(Q, X):
-    faiss = pytest.importorskip("faiss")
-    fastcls.set_num_threads(THREADS)  # sets FAISS's thread count too, now that it is loaded
-    Qf = np.ascontiguousarray(Q, dtype=np.float32)
-    Xf = np.ascontiguousarray(X, dtype=np.float32)
-
-    def run():
-        d, i = faiss.knn(Qf, Xf, K)
-        return np.sqrt(np.maximum(d, 0)), i
-
-    return run
-
-
-def _sklearn(Q, X):
-    neighbors = pytest.importorskip("sklearn.neighbors")
-    nn = neighbors.NearestNeighbors(n_neighbors=K, algorithm="brute").fit(X)
-    return lambda: nn.kneighbors(Q)
-
-
-IMPLEMENTATIONS = {"fastcls": _fastcls, "numpy": _numpy, "faiss": _faiss, "sklearn": _sklearn}
+def _setup(library, Q, X):
+    impl = TABLE[library]
+    if not impl.available():
+        pytest.skip(f"{library} needs {impl.requires}")
+    Qs = Q[: SLICES.get(library, Q.shape[0])]
+    return impl(Qs, X, k=K, metric=METRIC, **OPTIONS.get(library, {}))
 
 
 def _recall(idx, ref_idx) -> float:
@@ -119,25 +89,32 @@ def _recall(idx, ref_idx) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in pairs]))
 
 
-@pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
+def _ids(name: str) -> str:
+    return f"{name}[q{SLICES[name]}]" if name in SLICES else name
+
+
+@pytest.mark.parametrize("impl", list(TABLE), ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "uint8"])
 def test_knn_l2(benchmark, data, dtype, impl):
     Q, X = data[dtype]
-    fn = IMPLEMENTATIONS[impl](Q, X)
-    benchmark.group = f"knn-l2-{dtype}"
+    fn = _setup(impl, Q, X)
+    n_q = SLICES.get(impl, N_QUERIES)
+    benchmark.group = f"kneighbors-{METRIC}|{N_QUERIES}x{N_TRAIN}x{N_FEATURES}-{dtype}"
     benchmark.extra_info.update(
         {
             "shape": f"{N_QUERIES}x{N_TRAIN}x{N_FEATURES}",
             "k": K,
+            "queries_timed": n_q,
+            "scale": N_QUERIES / n_q,
             "threads": fastcls.get_num_threads(),
             "input": "float32" if impl == "faiss" else dtype,
         }
     )
     with _limits():
         warm = 1 if impl in ("fastcls", "faiss") else 0
-        benchmark.pedantic(fn, rounds=ROUNDS[impl], iterations=1, warmup_rounds=warm)
+        benchmark.pedantic(fn, rounds=ROUNDS.get(impl, 1), iterations=1, warmup_rounds=warm)
         d, i = fn()
-    ref_d, ref_i = kneighbors_reference(Q[:5], X, K, "l2")
+    ref_d, ref_i = TABLE["reference"](Q[:5], X, k=K, metric=METRIC)()
     benchmark.extra_info["recall_first5"] = _recall(i[:5], ref_i)
     if impl == "fastcls":  # the timed result is the exact one
         np.testing.assert_array_equal(i[:5], ref_i)
@@ -146,17 +123,17 @@ def test_knn_l2(benchmark, data, dtype, impl):
 
 @pytest.mark.parametrize("impl", ["fastcls", "faiss"])
 def test_knn_l2_near_duplicates(benchmark, impl):
-    Q, X = near_duplicates()
+    Q, X = near_duplicates(ND_QUERIES, ND_TRAIN, ND_FEATURES)
     fastcls.set_num_threads(THREADS)
-    fn = IMPLEMENTATIONS[impl](Q, X)
-    benchmark.group = "knn-l2-near-duplicates"
+    fn = _setup(impl, Q, X)
+    benchmark.group = f"kneighbors-{METRIC}-near-duplicates|{ND_QUERIES}x{ND_TRAIN}x{ND_FEATURES}"
     from fastcls.kernels import l2
 
     before = l2.STATS["fallback_queries"]
     with _limits():
         benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
         _, i = fn()
-    _, ref_i = kneighbors_reference(Q, X, K, "l2")
+    _, ref_i = TABLE["reference"](Q, X, k=K, metric=METRIC)()
     recall = _recall(i, ref_i)
     benchmark.extra_info.update(
         {
@@ -183,9 +160,7 @@ def interleaved_ab(threads: int, reps: int) -> dict[str, float]:
     import faiss
     from threadpoolctl import threadpool_limits
 
-    rng = np.random.default_rng(0)
-    X = rng.integers(0, 256, (N_TRAIN, N_FEATURES), dtype=np.uint8)
-    Q = rng.integers(0, 256, (N_QUERIES, N_FEATURES), dtype=np.uint8)
+    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
     Xf, Qf = X.astype(np.float32), Q.astype(np.float32)
     fastcls.set_num_threads(threads)
     runs = {
