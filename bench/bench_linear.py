@@ -5,8 +5,9 @@ Run explicitly (benchmarks are disabled in the normal test run)::
     pytest bench/bench_linear.py --benchmark-enable -p no:cacheprovider
     FASTCLS_BENCH_SMALL=1 pytest bench/bench_linear.py --benchmark-enable  # CI smoke sizes
 
-Groups (``benchmark.group = "linear-loss|N=..."``): one loss + gradient evaluation at
-D=3073, C=10, float32, for
+Groups (``benchmark.group = "svm_loss|N=..."`` / ``"softmax_loss|N=..."``): one loss +
+gradient evaluation at D=3073, C=10, float32 (:func:`fastcls.testing.linear_problem`), for
+the implementations of :data:`fastcls.testing.IMPLEMENTATIONS` and the float32 NumPy code:
 
 * ``fastcls``: :func:`fastcls.svm_loss` / :func:`fastcls.softmax_loss` (fused kernel),
 * ``numpy-f32``: the lecture's vectorised code in float32 (``X @ W``, mask, ``X.T @ dS``),
@@ -20,15 +21,13 @@ float32 data: :meth:`fastcls.LinearSVM.fit` against the straightforward NumPy lo
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import fastcls
-from fastcls.reference.losses import softmax_loss_vectorized, svm_loss_vectorized
+from fastcls.testing import IMPLEMENTATIONS, Implementation, bench_small, linear_problem
 
-SMALL = os.environ.get("FASTCLS_BENCH_SMALL", "").strip() not in ("", "0")
+SMALL = bench_small()
 D, C = (257, 10) if SMALL else (3073, 10)
 SIZES = (256, 1000) if SMALL else (256, 10000)
 TRAIN = (2000, 50, 64) if SMALL else (49000, 1500, 200)  # rows, iterations, batch
@@ -36,10 +35,8 @@ KINDS = ("svm", "softmax")
 
 
 def make_problem(N: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((N, D), dtype=np.float32)
-    y = rng.integers(0, C, N)
-    W = (rng.standard_normal((D, C)) * 1e-3).astype(np.float32)
+    """``(X, y, W)`` of :func:`fastcls.testing.linear_problem`."""
+    W, X, y = linear_problem(N, D, C, seed=seed)
     return X, y, W
 
 
@@ -71,48 +68,37 @@ def numpy_softmax_f32(W, X, y, reg):
     return loss, dW
 
 
-def torch_loss(kind):
-    torch = pytest.importorskip("torch")
-
-    def run(W, X, y, reg):
-        Wt = torch.from_numpy(W).requires_grad_(True)
-        Xt = torch.from_numpy(X)
-        yt = torch.from_numpy(y)
-        s = Xt @ Wt
-        if kind == "svm":
-            m = torch.clamp(s - s.gather(1, yt[:, None]) + 1, min=0)
-            m = m.scatter(1, yt[:, None], 0.0)
-            loss = m.sum() / X.shape[0]
-        else:
-            loss = torch.nn.functional.cross_entropy(s, yt)
-        loss = loss + reg * (Wt * Wt).sum()
-        loss.backward()
-        return float(loss), Wt.grad.numpy()
-
-    return run
+def _numpy_f32(kind):
+    fn = numpy_svm_f32 if kind == "svm" else numpy_softmax_f32
+    return lambda W, X, y, *, reg: lambda: fn(W, X, y, reg)
 
 
+#: the shared table's loss implementations, plus the lecture's float32 NumPy code
 IMPLS = {
-    "fastcls": lambda kind: fastcls.svm_loss if kind == "svm" else fastcls.softmax_loss,
-    "numpy-f32": lambda kind: numpy_svm_f32 if kind == "svm" else numpy_softmax_f32,
-    "reference": lambda kind: svm_loss_vectorized if kind == "svm" else softmax_loss_vectorized,
-    "torch": torch_loss,
+    kind: {
+        **IMPLEMENTATIONS[f"{kind}_loss"],
+        "numpy-f32": Implementation("numpy-f32", _numpy_f32(kind), precision="float32"),
+    }
+    for kind in KINDS
 }
 
 
-@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("impl", list(IMPLS["svm"]))
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("N", SIZES)
 def test_loss_grad(benchmark, N, kind, impl):
     X, y, W = make_problem(N)
-    fn = IMPLS[impl](kind)
-    ref = fn(W, X, y, 0.1)  # warm the JIT (and check against the fused kernel)
+    entry = IMPLS[kind][impl]
+    if not entry.available():
+        pytest.skip(f"{impl} needs {entry.requires}")
+    fn = entry(W, X, y, reg=0.1)
+    ref = fn()  # warm the JIT (and check against the fused kernel)
     if impl != "fastcls":
-        mine = IMPLS["fastcls"](kind)(W, X, y, 0.1)
+        mine = IMPLS[kind]["fastcls"](W, X, y, reg=0.1)()
         np.testing.assert_allclose(mine[1], ref[1], rtol=1e-4, atol=1e-4 * np.abs(ref[1]).max())
-    benchmark.group = f"linear-loss|{kind}|N={N}|D={D}|C={C}"
+    benchmark.group = f"{kind}_loss|N={N}|D={D}|C={C}"
     benchmark.extra_info.update({"N": N, "D": D, "C": C, "threads": fastcls.get_num_threads()})
-    benchmark(fn, W, X, y, 0.1)
+    benchmark(fn)
 
 
 # ------------------------------------------------------------------ training
