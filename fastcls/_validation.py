@@ -105,16 +105,47 @@ def _exact_float_dtype(arr: np.ndarray, name: str) -> np.ndarray:
         # longdouble etc.: float64 may round, refuse rather than change results
         raise TypeError(f"{name} has dtype {arr.dtype}; use float32 or float64")
     # integers: float64 represents every integer of magnitude < 2**53 exactly
+    if arr.size and kind == "u" and int(arr.max()) <= 255:
+        return arr.astype(np.uint8)
+    check_integers_exact_in_float64(arr, name)
+    return arr.astype(np.float64)
+
+
+def declared_kernel_dtype(dtype: Any, name: str = "X") -> np.dtype:
+    """Kernel dtype that a declared ``dtype`` maps to, without looking at values.
+
+    uint8 / float32 / float64 stay; bool -> uint8; float16 -> float32; other integers
+    -> float64 (exact below 2**53, checked as values are read). Used for lazy row
+    sources whose values are not read at fit; arrays in memory go through
+    :func:`check_array`, which also narrows unsigned integers that fit in 0..255 to
+    uint8 (same values, so the same results).
+    """
+    dt = np.dtype(dtype)
+    if dt in KERNEL_DTYPES:
+        return dt
+    if dt.kind == "b":
+        return np.dtype(np.uint8)
+    if dt.kind == "f" and dt.itemsize < 4:
+        return np.dtype(np.float32)
+    if dt.kind in "iu" and dt.itemsize <= 4:
+        return np.dtype(np.float64)
+    if dt.kind in "iu":  # int64: exact only below 2**53, checked tile by tile
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} must have a numeric (integer or real floating) dtype of at most 64 bits, "
+        f"got dtype {dt}"
+    )
+
+
+def check_integers_exact_in_float64(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` if integer ``arr`` holds a magnitude float64 cannot represent."""
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
-        if kind == "u" and hi <= 255:
-            return arr.astype(np.uint8)
         if max(abs(lo), abs(hi)) >= 2**53:
             raise ValueError(
                 f"{name} holds integers too large to convert to float64 exactly "
                 f"(max magnitude {max(abs(lo), abs(hi))})"
             )
-    return arr.astype(np.float64)
 
 
 #: largest accepted magnitude of a float input: beyond it, squared distances over a few

@@ -7,6 +7,7 @@ attributes end with an underscore. scikit-learn is not imported at runtime.
 from __future__ import annotations
 
 import inspect
+import numbers
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -173,7 +174,10 @@ def classes_from_state(stored: np.ndarray, metadata: dict[str, Any]) -> np.ndarr
     if kind == "bytes":
         if stored.dtype.kind != "U":
             raise ValueError("bytes labels must be stored as unicode")
-        return np.array([c.encode("latin-1") for c in stored.tolist()])
+        width = np.dtype(metadata.get("labels_dtype", "S"))
+        if width.kind != "S":
+            raise ValueError(f"bytes labels need a bytes labels_dtype, got {width}")
+        return np.array([c.encode("latin-1") for c in stored.tolist()], dtype=width)
     if kind == "object-str":  # restored as a unicode array (same labels, no objects)
         if stored.dtype.kind != "U":
             raise ValueError("string labels must be stored as unicode")
@@ -190,3 +194,49 @@ def classes_from_state(stored: np.ndarray, metadata: dict[str, Any]) -> np.ndarr
     if expected is not None and np.dtype(expected) != stored.dtype:
         raise ValueError(f"labels have dtype {stored.dtype}, metadata says {expected}")
     return stored
+
+
+def check_state_fields(
+    state: Any, array_fields: tuple[str, ...], meta_fields: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The ``(arrays, metadata)`` of ``state``, every required field present, no unknown
+    array, and the arrays plain (numeric, bool or unicode: never object).
+
+    Raises ``TypeError`` when ``state`` is not a pair of dicts and ``ValueError``
+    naming the field otherwise. Every estimator's ``set_fitted_state`` starts here.
+    """
+    try:
+        arrays, meta = state
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"state must be a FittedState (arrays, metadata), got {type(state).__name__}"
+        ) from None
+    if not isinstance(arrays, dict) or not isinstance(meta, dict):
+        raise TypeError("state must be a FittedState whose arrays and metadata are dicts")
+    for name in array_fields:
+        if name not in arrays:
+            raise ValueError(f"fitted state lacks the array {name!r}")
+        arr = arrays[name]
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufU":
+            what = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise ValueError(
+                f"fitted state field {name!r} must be a numeric or unicode ndarray, got {what}"
+            )
+    unknown = sorted(set(arrays) - set(array_fields))
+    if unknown:
+        raise ValueError(f"fitted state holds unknown arrays {unknown}; expected {array_fields}")
+    for name in meta_fields:
+        if name not in meta:
+            raise ValueError(f"fitted state lacks the metadata field {name!r}")
+    return arrays, meta
+
+
+
+def state_int(meta: dict[str, Any], name: str, min_value: int) -> int:
+    """Metadata field ``name`` as an int ``>= min_value`` (``ValueError`` naming it)."""
+    value = meta[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < min_value:
+        raise ValueError(
+            f"fitted state field {name!r} must be an integer >= {min_value}, got {value!r}"
+        )
+    return int(value)

@@ -40,14 +40,13 @@ everywhere: their histogram is ``[1, 0, ..., 0]``.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from fastcls import _validation as V
-from fastcls.base import BaseEstimator, FittedState
+from fastcls.base import BaseEstimator, FittedState, check_state_fields, state_int
 
 __all__ = [
     "FeatureScaler",
@@ -382,24 +381,8 @@ class FeatureScaler(BaseEstimator):
         """
         with_mean = V.check_bool(self.with_mean, "with_mean")
         with_std = V.check_bool(self.with_std, "with_std")
-        try:
-            arrays, meta = state
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"state must be a FittedState (arrays, metadata), got {type(state).__name__}"
-            ) from None
-        if not isinstance(arrays, dict) or not isinstance(meta, dict):
-            raise TypeError("state must be a FittedState whose arrays and metadata are dicts")
-        unknown = sorted(set(arrays) - {"mean", "scale"})
-        if unknown:
-            raise ValueError(f"fitted state holds unknown arrays {unknown}; expected mean, scale")
-        if "n_features_in" not in meta:
-            raise ValueError("fitted state lacks the metadata field 'n_features_in'")
-        d = meta["n_features_in"]
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or int(d) < 1:
-            raise ValueError(
-                f"fitted state field 'n_features_in' must be an integer >= 1, got {d!r}"
-            )
+        arrays, meta = check_state_fields(state, ("mean", "scale"), ("n_features_in",))
+        d = state_int(meta, "n_features_in", 1)
         checked = {}
         for name in ("mean", "scale"):
             arr = arrays.get(name)

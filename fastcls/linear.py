@@ -31,8 +31,10 @@ from fastcls.base import (
     BaseEstimator,
     ClassifierMixin,
     FittedState,
+    check_state_fields,
     classes_from_state,
     classes_to_state,
+    state_int,
 )
 from fastcls.losses import LOSSES, PENALTIES, loss_and_gradient
 from fastcls.optim import SCHEDULES, LossGradFunction, sgd
@@ -418,14 +420,14 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             A field is missing or malformed (the message names it); the model is left
             as it was.
         """
-        arrays, meta = _state_parts(state, _ARRAY_FIELDS, _META_FIELDS)
+        arrays, meta = check_state_fields(state, _ARRAY_FIELDS, _META_FIELDS)
         if meta["loss"] != self.loss_name:
             raise ValueError(
                 f"fitted state field 'loss' is {meta['loss']!r} but {type(self).__name__} "
                 f"trains the {self.loss_name!r} loss"
             )
-        n_features = _state_int(meta, "n_features_in", 1)
-        n_iter = _state_int(meta, "n_iter", 1)
+        n_features = state_int(meta, "n_features_in", 1)
+        n_iter = state_int(meta, "n_iter", 1)
         lr = meta["learning_rate"]
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) < np.inf:
             raise ValueError(
@@ -499,46 +501,6 @@ class Softmax(LinearClassifier):
 _FITTED = ("W_", "b_", "classes_", "n_features_in_", "loss_history_", "learning_rate_", "n_iter_")
 _ARRAY_FIELDS = ("W", "b", "classes", "loss_history")
 _META_FIELDS = ("loss", "n_features_in", "learning_rate", "n_iter")
-
-
-def _state_parts(
-    state: Any, array_fields: tuple[str, ...], meta_fields: tuple[str, ...]
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The ``(arrays, metadata)`` of ``state``, with every required field present and the
-    arrays plain (numeric, bool or unicode: never object)."""
-    try:
-        arrays, meta = state
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"state must be a FittedState (arrays, metadata), got {type(state).__name__}"
-        ) from None
-    if not isinstance(arrays, dict) or not isinstance(meta, dict):
-        raise TypeError("state must be a FittedState whose arrays and metadata are dicts")
-    for name in array_fields:
-        if name not in arrays:
-            raise ValueError(f"fitted state lacks the array {name!r}")
-        arr = arrays[name]
-        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufU":
-            what = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
-            raise ValueError(
-                f"fitted state field {name!r} must be a numeric or unicode ndarray, got {what}"
-            )
-    unknown = sorted(set(arrays) - set(array_fields))
-    if unknown:
-        raise ValueError(f"fitted state holds unknown arrays {unknown}; expected {array_fields}")
-    for name in meta_fields:
-        if name not in meta:
-            raise ValueError(f"fitted state lacks the metadata field {name!r}")
-    return arrays, meta
-
-
-def _state_int(meta: dict[str, Any], name: str, min_value: int) -> int:
-    value = meta[name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < min_value:
-        raise ValueError(
-            f"fitted state field {name!r} must be an integer >= {min_value}, got {value!r}"
-        )
-    return int(value)
 
 
 def _state_float_array(

@@ -334,26 +334,33 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         ValueError
             The state is inconsistent with itself or with this model's parameters.
         """
-        from fastcls.base import classes_from_state
+        from fastcls.base import check_state_fields, classes_from_state, state_int
 
-        arrays, meta = state
-        for name in ("classes", "y"):
-            if name not in arrays:
-                raise ValueError(f"fitted state lacks the array {name!r}")
+        # which backend arrays are stored is itself part of the state: read it first
+        meta0 = state[1] if isinstance(state, tuple) and len(state) == 2 else None
+        backend_names = meta0.get("backend_arrays", []) if isinstance(meta0, dict) else []
+        if not isinstance(backend_names, list) or not set(backend_names) <= {
+            "fit_X",
+            "faiss_index",
+        }:
+            raise ValueError(f"fitted state field 'backend_arrays' is malformed: {backend_names}")
+        arrays, meta = check_state_fields(
+            state,
+            ("classes", "y", *backend_names),
+            ("n_samples_fit_", "n_features_in_", "backend_arrays"),
+        )
+        n = state_int(meta, "n_samples_fit_", 1)
+        d = state_int(meta, "n_features_in_", 1)
         metric = V.check_metric(self.metric)
         V.check_choice(self.weights, "weights", WEIGHTS)
         cls = get_backend(check_backend(self.backend))
         classes = classes_from_state(arrays["classes"], meta)
-        n = meta.get("n_samples_fit_")
-        d = meta.get("n_features_in_")
-        if not (isinstance(n, int) and isinstance(d, int) and n >= 1 and d >= 1):
-            raise ValueError("n_samples_fit_ and n_features_in_ must be positive integers")
         y = np.asarray(arrays["y"])
         if y.dtype.kind not in "iu" or y.shape != (n,):
             raise ValueError(f"y must be {n} integer labels, got {y.dtype} of shape {y.shape}")
         if y.size and (y.min() < 0 or y.max() >= classes.shape[0]):
             raise ValueError(f"y holds codes outside 0..{classes.shape[0] - 1}")
-        backend_arrays = {name: arrays[name] for name in meta.get("backend_arrays", ())}
+        backend_arrays = {name: arrays[name] for name in backend_names}
         if "fit_X" in backend_arrays:
             fit_X = V.check_array(backend_arrays["fit_X"], "fit_X")
             if fit_X.shape != (n, d):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fastcls import _validation as V
+from fastcls._validation import declared_kernel_dtype as kernel_dtype
 
 __all__ = [
     "LazyRows",
@@ -28,29 +29,6 @@ __all__ = [
     "promote_query",
     "default_train_tile",
 ]
-
-
-def kernel_dtype(dtype: Any, name: str = "X") -> np.dtype:
-    """Kernel dtype that a declared ``dtype`` maps to, without looking at values.
-
-    uint8 / float32 / float64 stay; bool -> uint8; float16 -> float32; other integers
-    -> float64 (exact below 2**53). Used for sources whose values are not read at fit.
-    """
-    dt = np.dtype(dtype)
-    if dt in V.KERNEL_DTYPES:
-        return dt
-    if dt.kind == "b":
-        return np.dtype(np.uint8)
-    if dt.kind == "f" and dt.itemsize < 4:
-        return np.dtype(np.float32)
-    if dt.kind in "iu" and dt.itemsize <= 4:
-        return np.dtype(np.float64)
-    if dt.kind in "iu":  # int64: exact only below 2**53, checked tile by tile
-        return np.dtype(np.float64)
-    raise TypeError(
-        f"{name} must have a numeric (integer or real floating) dtype of at most 64 bits, "
-        f"got dtype {dt}"
-    )
 
 
 def check_train_rows(X: Any, name: str = "X") -> Any:
@@ -167,11 +145,8 @@ class LazyRows:
                 f"{self.name}[{start}:{stop}] returned shape {block.shape}; "
                 f"expected (rows, {self.shape[1]})"
             )
-        if block.dtype.kind in "iu" and block.dtype.itemsize == 8 and block.size:
-            if np.abs(block).max() >= 2**53:
-                raise ValueError(
-                    f"{self.name} holds integers too large to convert to float64 exactly"
-                )
+        if block.dtype.kind in "iu" and block.dtype.itemsize == 8:
+            V.check_integers_exact_in_float64(block, self.name)
         block = np.ascontiguousarray(block, dtype=self.dtype)
         V.assert_all_finite(block, self.name)
         return block
