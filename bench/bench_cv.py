@@ -3,7 +3,10 @@
 Workload (issue 4): 5000 x 3072 uint8 images (CIFAR-sized, synthetic, 10 classes),
 k in [1, 3, 5, 8, 10, 12, 15, 20, 50, 100], 5 contiguous folds, per metric.
 
-Implementations, side by side (``benchmark.group = "cv|<metric>|<shape>"``):
+Implementations, side by side (``benchmark.group = "cross_validate_knn-<metric>|<shape>"``);
+``fastcls`` and ``sklearn_gridsearch`` are the entries of
+:data:`fastcls.testing.IMPLEMENTATIONS` ``["cross_validate_knn"]`` (checked by
+``tests/test_implementations.py``), on :func:`fastcls.testing.cifar_like` data:
 
 * ``fastcls``: :func:`fastcls.model_selection.cross_validate_knn`: one neighbour search
   per fold for ``k_max`` neighbours, every k voted from the same sorted lists.
@@ -26,15 +29,14 @@ Run::
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-from fastcls.model_selection import cross_validate_knn, kfold_indices
+from fastcls.model_selection import kfold_indices
+from fastcls.testing import IMPLEMENTATIONS, bench_small, cifar_like, env_flag
 
-SMALL = os.environ.get("FASTCLS_BENCH_SMALL", "") == "1"
-SLOW = os.environ.get("FASTCLS_BENCH_SLOW", "") == "1"
+SMALL = bench_small()
+SLOW = env_flag("FASTCLS_BENCH_SLOW")
 N, D = (500, 192) if SMALL else (5000, 3072)
 N_CLASSES = 10
 N_FOLDS = 5
@@ -45,20 +47,14 @@ ROUNDS = {"fastcls": 3, "numpy_per_fold": 1, "sklearn_gridsearch": 1, "sklearn_o
 
 
 def make_data(n: int = N, d: int = D, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-like uint8 images: a shared mean image, faint class templates, heavy noise."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(64, 192, size=d)
-    centres = base + rng.normal(0.0, 3.0, size=(N_CLASSES, d))
-    y = rng.integers(0, N_CLASSES, size=n)
-    X = np.clip(centres[y] + rng.normal(0.0, 50.0, size=(n, d)), 0, 255).astype(np.uint8)
-    return X, y
+    """CIFAR-like uint8 images (:func:`fastcls.testing.cifar_like`)."""
+    return cifar_like(n, d, N_CLASSES, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     X, y = make_data()
-    # warm the JIT (compilation is not what is measured)
-    cross_validate_knn(X[:60], y[:60], [1, 3], n_folds=N_FOLDS)
+    TABLE["fastcls"](X[:60], y[:60], ks=[1, 3], metric="l2", n_folds=N_FOLDS)  # JIT warm-up
     return X, y
 
 
@@ -66,14 +62,15 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 def truth(data) -> dict[str, dict[int, np.ndarray]]:
     """fastcls's fold accuracies per metric: what every peer must reproduce."""
     X, y = data
-    res = cross_validate_knn(X, y, KS, metrics=("l1", "l2"), n_folds=N_FOLDS)
-    return {m: {k: res.fold_accuracies[(m, k)] for k in KS} for m in ("l1", "l2")}
+    return {m: run_fastcls(X, y, m) for m in ("l1", "l2")}
 
 
 # --------------------------------------------------------------------------- implementations
+TABLE = IMPLEMENTATIONS["cross_validate_knn"]
+
+
 def run_fastcls(X, y, metric):
-    res = cross_validate_knn(X, y, KS, metrics=(metric,), n_folds=N_FOLDS)
-    return {k: res.fold_accuracies[(metric, k)] for k in KS}
+    return TABLE["fastcls"](X, y, ks=KS, metric=metric, n_folds=N_FOLDS)()
 
 
 def _numpy_distances(Q, T, metric):
@@ -99,22 +96,6 @@ def run_numpy_per_fold(X, y, metric):
     return acc
 
 
-def run_sklearn_gridsearch(X, y, metric):
-    from sklearn.model_selection import GridSearchCV, KFold
-    from sklearn.neighbors import KNeighborsClassifier
-
-    search = GridSearchCV(
-        KNeighborsClassifier(algorithm="brute", metric=SK_METRIC[metric]),
-        {"n_neighbors": KS},
-        cv=KFold(N_FOLDS),
-    ).fit(X.astype(np.float32), y)
-    res = search.cv_results_
-    return {
-        k: np.array([res[f"split{f}_test_score"][i] for f in range(N_FOLDS)])
-        for i, k in enumerate(res["param_n_neighbors"])
-    }
-
-
 def run_sklearn_one_fit(X, y, metric):
     """One of GridSearchCV's 50 fits: fold 0, k = 10."""
     from sklearn.neighbors import KNeighborsClassifier
@@ -125,11 +106,21 @@ def run_sklearn_one_fit(X, y, metric):
     return {10: np.array([clf.fit(Xf[tr], y[tr]).score(Xf[va], y[va])])}
 
 
+def _table(library):
+    """Set up the shared table's entry (untimed); the benchmark times the call."""
+    return lambda X, y, metric: TABLE[library](X, y, ks=KS, metric=metric, n_folds=N_FOLDS)
+
+
+def _plain(run):
+    return lambda X, y, metric: lambda: run(X, y, metric)
+
+
+#: implementation -> setup(X, y, metric) -> zero-argument callable
 IMPLS = {
-    "fastcls": run_fastcls,
-    "numpy_per_fold": run_numpy_per_fold,
-    "sklearn_gridsearch": run_sklearn_gridsearch,
-    "sklearn_one_fit": run_sklearn_one_fit,
+    "fastcls": _table("fastcls"),
+    "numpy_per_fold": _plain(run_numpy_per_fold),
+    "sklearn_gridsearch": _table("sklearn"),
+    "sklearn_one_fit": _plain(run_sklearn_one_fit),
 }
 
 
@@ -141,13 +132,12 @@ def test_cv_knn(benchmark, data, truth, impl, metric):
     if impl == "sklearn_gridsearch" and metric == "l1" and not (SMALL or SLOW):
         pytest.skip("full-size L1 GridSearchCV takes many minutes; FASTCLS_BENCH_SLOW=1 runs it")
     X, y = data
-    benchmark.group = f"cv|{metric}|{N}x{D}"
+    benchmark.group = f"cross_validate_knn-{metric}|{N}x{D}"
     benchmark.extra_info.update(
         {"n_folds": N_FOLDS, "ks": KS, "fits": N_FOLDS * len(KS) if "grid" in impl else None}
     )
-    got = benchmark.pedantic(
-        IMPLS[impl], args=(X, y, metric), rounds=ROUNDS[impl], iterations=1, warmup_rounds=0
-    )
+    fn = IMPLS[impl](X, y, metric)
+    got = benchmark.pedantic(fn, rounds=ROUNDS[impl], iterations=1, warmup_rounds=0)
     differ = [
         (int(k), f)
         for k in got
