@@ -37,21 +37,13 @@ import numpy as np
 import pytest
 
 import fastcls
+from fastcls.testing import bench_small, clustered
 
-SMALL = os.environ.get("FASTCLS_BENCH_SMALL", "").strip() == "1"
+SMALL = bench_small()
 K = 10
 
 
 # ----------------------------------------------------------------------------- helpers
-def clustered(n: int, d: int, n_centres: int, seed: int) -> np.ndarray:
-    """Gaussian mixture: realistic enough for approximate indexes (pure noise is not)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0.0, 1.0, (n_centres, d)).astype(np.float32)
-    X = centres[rng.integers(0, n_centres, n)]
-    X += rng.normal(0.0, 0.35, (n, d)).astype(np.float32)
-    return X
-
-
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -93,7 +85,7 @@ _BUILT: dict[str, tuple] = {}  # index string -> (index, build seconds), shared 
 
 @pytest.fixture(scope="module")
 def recall_data():
-    X = clustered(N_TRAIN + N_Q, DIM, 200, seed=0)
+    X = clustered(N_TRAIN + N_Q, DIM, 200, seed=0)  # fastcls.testing.clustered
     Xtr, Q = X[:N_TRAIN].copy(), X[N_TRAIN:].copy()
     _, exact = fastcls.kneighbors(Q, Xtr, K, "l2")
     return Xtr, Q, exact
@@ -209,8 +201,6 @@ def _mix_child(reps: int) -> dict:
     if os.environ.get("FASTCLS_MIX_IMPORT") == "faiss-first":
         import faiss  # noqa: F401  (loaded before fastcls: default spin)
     from fastcls.backends.faiss import build_index, import_faiss, search_index
-    from fastcls.kernels.knn import TOPK_KERNELS
-    from fastcls.kernels.topk import new_topk
 
     import_faiss()
     rng = np.random.default_rng(0)
@@ -220,14 +210,13 @@ def _mix_child(reps: int) -> dict:
     Xu = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
     Qu = rng.integers(0, 256, (40, 3072), dtype=np.uint8)
     index = build_index(Xf, "l2", "Flat")
-    kern = TOPK_KERNELS[("l1", "uint8")]
+    n_jobs = fastcls.get_num_threads()
 
     def faiss_call():
         search_index(index, Qf, K, "l2")
 
-    def numba_call():
-        bd, bi = new_topk(Qu.shape[0], K)
-        kern(Qu, Xu, 0, bd, bi)
+    def numba_call():  # the fused uint8 L1 kernel through the public API
+        fastcls.kneighbors(Qu, Xu, K, "l1", n_jobs=n_jobs)
 
     def timed(fns, n_calls=10):
         t0 = time.perf_counter()
