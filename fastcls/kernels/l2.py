@@ -103,7 +103,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import blas_threads, map_chunks, scratch, single_threaded_blas
@@ -151,20 +152,29 @@ def _sq_exact_uint8(A, i, B, j):
 
 
 # --------------------------------------------------------------------------- helpers
-def _centre_rows_impl(A, c, out, norms):
+@jit(fastmath=REDUCE)
+def _centre_row(A, i, c, out, norms):
     """``out[i] = A[i] - c`` (in out's dtype) and ``norms[i] = sum out[i]^2`` (float64)."""
-    D = A.shape[1]
+    s = 0.0
+    for d in range(A.shape[1]):
+        out[i, d] = A[i, d] - c[d]
+        w = np.float64(out[i, d])
+        s += w * w
+    norms[i] = s
+
+
+@jit(parallel=True)
+def _centre_rows(A, c, out, norms):
+    """:func:`_centre_row` for every row, in parallel."""
     for i in prange(A.shape[0]):
-        s = 0.0
-        for d in range(D):
-            out[i, d] = A[i, d] - c[d]
-            w = np.float64(out[i, d])
-            s += w * w
-        norms[i] = s
+        _centre_row(A, i, c, out, norms)
 
 
-_centre_rows = jit(parallel=True, fastmath=REDUCE)(_centre_rows_impl)
-_centre_rows_serial = jit(fastmath=REDUCE)(_centre_rows_impl)
+@jit
+def _centre_rows_serial(A, c, out, norms):
+    """:func:`_centre_row` for every row, on the calling thread."""
+    for i in range(A.shape[0]):
+        _centre_row(A, i, c, out, norms)
 
 
 @jit
@@ -190,135 +200,144 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
                 t = min(cs[m - 1], tp)
 
 
-def _make_kernels(exact):
-    """The rerank/certify and direct kernels for one exact pair function."""
+def _sq_exact(A, i, B, j):
+    """Exact squared distance of rows ``A[i]``, ``B[j]``: the float or the uint8 loop.
 
-    @jit
-    def rerank(Q, X, offset, qn, cand_s, cand_j, t_prev, err, best_d, best_i, n_fallback):
-        """Exact rerank of the candidates that can matter, then the certificate.
+    A dispatch point for the kernels below (resolved at compile time by the
+    overload), so every kernel is one plain module-level function that numba caches.
+    """
+    raise NotImplementedError  # pragma: no cover - only called from compiled code
 
-        1. plan: per query, ``U`` = k-th smallest of the candidates' upper bounds
-           ``|q'|^2 + s + E`` and the exact distances already held; a candidate is
-           reranked iff its lower bound ``|q'|^2 + s - E <= U`` (the others provably
-           exceed the k-th exact distance);
-        2. compute those exact distances in increasing training-row order (X is
-           streamed once instead of read row by row at random);
-        3. per query, merge by ``(distance, index)`` into a copy of its top-k and
-           accept iff ``|q'|^2 + t_final - E > k-th``; else flag it for the direct scan.
-        """
-        nq = Q.shape[0]
-        k = best_d.shape[1]
-        m = cand_s.shape[1]
-        n_sel = np.zeros(nq, dtype=np.int64)
-        bounds = np.empty(m + k)
-        for q in range(nq):
-            e = err[q]
-            base = qn[q]
-            nb = 0
-            for c in range(m):
-                if cand_j[q, c] < 0:
-                    break
-                bounds[nb] = base + np.float64(cand_s[q, c]) + e
-                nb += 1
+
+@overload(_sq_exact, jit_options={"nogil": True})
+def _sq_exact_overload(A, i, B, j):
+    if isinstance(A.dtype, types.Integer):
+        return lambda A, i, B, j: _sq_exact_uint8(A, i, B, j)
+    return lambda A, i, B, j: _sq_exact_float(A, i, B, j)
+
+
+@jit
+def _rerank(Q, X, offset, qn, cand_s, cand_j, t_prev, err, best_d, best_i, n_fallback):
+    """Exact rerank of the candidates that can matter, then the certificate.
+
+    1. plan: per query, ``U`` = k-th smallest of the candidates' upper bounds
+       ``|q'|^2 + s + E`` and the exact distances already held; a candidate is
+       reranked iff its lower bound ``|q'|^2 + s - E <= U`` (the others provably
+       exceed the k-th exact distance);
+    2. compute those exact distances in increasing training-row order (X is
+       streamed once instead of read row by row at random);
+    3. per query, merge by ``(distance, index)`` into a copy of its top-k and
+       accept iff ``|q'|^2 + t_final - E > k-th``; else flag it for the direct scan.
+    """
+    nq = Q.shape[0]
+    k = best_d.shape[1]
+    m = cand_s.shape[1]
+    n_sel = np.zeros(nq, dtype=np.int64)
+    bounds = np.empty(m + k)
+    for q in range(nq):
+        e = err[q]
+        base = qn[q]
+        nb = 0
+        for c in range(m):
+            if cand_j[q, c] < 0:
+                break
+            bounds[nb] = base + np.float64(cand_s[q, c]) + e
+            nb += 1
+        for c in range(k):
+            bounds[nb] = best_d[q, c]
+            nb += 1
+        U = np.sort(bounds[:nb])[k - 1]
+        for c in range(m):
+            if cand_j[q, c] < 0 or base + np.float64(cand_s[q, c]) - e > U:
+                break  # sorted by s: the lower bounds only grow
+            n_sel[q] += 1
+    n_pairs = 0
+    for q in range(nq):
+        n_pairs += n_sel[q]
+    pair_q = np.empty(n_pairs, dtype=np.int64)
+    pair_j = np.empty(n_pairs, dtype=np.int64)
+    p = 0
+    for q in range(nq):
+        for c in range(n_sel[q]):
+            pair_q[p] = q
+            pair_j[p] = cand_j[q, c]
+            p += 1
+    dist = np.empty(n_pairs)
+    for t in np.argsort(pair_j):
+        dist[t] = _sq_exact(Q, pair_q[t], X, pair_j[t])
+    p = 0
+    for q in range(nq):
+        tmp_d = best_d[q].copy()
+        tmp_i = best_i[q].copy()
+        for _ in range(n_sel[q]):
+            insert_sorted_by_pair(tmp_d, tmp_i, dist[p], offset + pair_j[p])
+            p += 1
+        t_final = min(np.float64(cand_s[q, m - 1]), np.float64(t_prev[q]))
+        certified = t_final == np.inf or qn[q] + t_final - err[q] > tmp_d[k - 1]
+        if certified:
             for c in range(k):
-                bounds[nb] = best_d[q, c]
-                nb += 1
-            U = np.sort(bounds[:nb])[k - 1]
-            for c in range(m):
-                if cand_j[q, c] < 0 or base + np.float64(cand_s[q, c]) - e > U:
-                    break  # sorted by s: the lower bounds only grow
-                n_sel[q] += 1
-        n_pairs = 0
-        for q in range(nq):
-            n_pairs += n_sel[q]
-        pair_q = np.empty(n_pairs, dtype=np.int64)
-        pair_j = np.empty(n_pairs, dtype=np.int64)
-        p = 0
-        for q in range(nq):
-            for c in range(n_sel[q]):
-                pair_q[p] = q
-                pair_j[p] = cand_j[q, c]
-                p += 1
-        dist = np.empty(n_pairs)
-        for t in np.argsort(pair_j):
-            dist[t] = exact(Q, pair_q[t], X, pair_j[t])
-        p = 0
-        for q in range(nq):
-            tmp_d = best_d[q].copy()
-            tmp_i = best_i[q].copy()
-            for _ in range(n_sel[q]):
-                insert_sorted_by_pair(tmp_d, tmp_i, dist[p], offset + pair_j[p])
-                p += 1
-            t_final = min(np.float64(cand_s[q, m - 1]), np.float64(t_prev[q]))
-            certified = t_final == np.inf or qn[q] + t_final - err[q] > tmp_d[k - 1]
-            if certified:
-                for c in range(k):
-                    best_d[q, c] = tmp_d[c]
-                    best_i[q, c] = tmp_i[c]
-            else:  # recomputed over the whole tile afterwards (direct, blocked)
-                n_fallback[q] = 1
-
-    def direct_impl(Q, X, offset, best_d, best_i, qidx):
-        """Exact scan of every row for the queries ``qidx``, blocked for reuse.
-
-        Chunks of 16 queries walk blocks of 32 training rows (a block is read once
-        per chunk, from cache for the other 15); each query still sees the rows in
-        increasing index, so equal distances keep the lower index.
-        """
-        k = best_d.shape[1]
-        nx = X.shape[0]
-        nsel = qidx.shape[0]
-        for c in prange((nsel + 15) // 16):
-            t0 = c * 16
-            t1 = min(nsel, t0 + 16)
-            for j0 in range(0, nx, 32):
-                nb = min(32, nx - j0)
-                for t in range(t0, t1):
-                    q = qidx[t]
-                    for jj in range(nb):
-                        r = exact(Q, q, X, j0 + jj)
-                        if r < best_d[q, k - 1]:
-                            insert_sorted(best_d[q], best_i[q], r, offset + j0 + jj)
-
-    direct = jit(parallel=True)(direct_impl)
-    direct_serial = jit(direct_impl)
-
-    @jit(parallel=True)
-    def pairwise_fix(X, Y, out, xn, yn, coef, e_abs, rel):
-        """Recompute exactly every entry whose error bound is not ``<= rel * value``."""
-        for i in prange(X.shape[0]):
-            nxi = math.sqrt(xn[i])
-            for j in range(Y.shape[0]):
-                v = np.float64(out[i, j])
-                s = nxi + math.sqrt(yn[j])
-                bound = coef * s * s + e_abs
-                if not (bound <= rel * v):
-                    v = exact(X, i, Y, j)
-                out[i, j] = v
-
-    @jit(parallel=True)
-    def pairwise_direct(X, Y, out):
-        for i in prange(X.shape[0]):
-            for j in range(Y.shape[0]):
-                out[i, j] = exact(X, i, Y, j)
-
-    return rerank, direct, direct_serial, pairwise_fix, pairwise_direct
+                best_d[q, c] = tmp_d[c]
+                best_i[q, c] = tmp_i[c]
+        else:  # recomputed over the whole tile afterwards (direct, blocked)
+            n_fallback[q] = 1
 
 
-(
-    _rerank_float,
-    _direct_float,
-    _direct_serial_float,
-    _pairwise_fix_float,
-    _pairwise_direct_float,
-) = _make_kernels(_sq_exact_float)
-(
-    _rerank_uint8,
-    _direct_uint8,
-    _direct_serial_uint8,
-    _pairwise_fix_uint8,
-    _pairwise_direct_uint8,
-) = _make_kernels(_sq_exact_uint8)
+@jit
+def _direct_chunk(Q, X, offset, best_d, best_i, qidx, c):
+    """Exact scan of every row for the queries ``qidx[16 c : 16 c + 16]``, blocked.
+
+    The chunk of 16 queries walks blocks of 32 training rows (a block is read once
+    per chunk, from cache for the other 15); each query still sees the rows in
+    increasing index, so equal distances keep the lower index.
+    """
+    k = best_d.shape[1]
+    nx = X.shape[0]
+    t0 = c * 16
+    t1 = min(qidx.shape[0], t0 + 16)
+    for j0 in range(0, nx, 32):
+        nb = min(32, nx - j0)
+        for t in range(t0, t1):
+            q = qidx[t]
+            for jj in range(nb):
+                r = _sq_exact(Q, q, X, j0 + jj)
+                if r < best_d[q, k - 1]:
+                    insert_sorted(best_d[q], best_i[q], r, offset + j0 + jj)
+
+
+@jit(parallel=True)
+def _direct(Q, X, offset, best_d, best_i, qidx):
+    """:func:`_direct_chunk` over every chunk of 16 queries, in parallel."""
+    for c in prange((qidx.shape[0] + 15) // 16):
+        _direct_chunk(Q, X, offset, best_d, best_i, qidx, c)
+
+
+@jit
+def _direct_serial(Q, X, offset, best_d, best_i, qidx):
+    """:func:`_direct_chunk` over every chunk of 16 queries, on the calling thread."""
+    for c in range((qidx.shape[0] + 15) // 16):
+        _direct_chunk(Q, X, offset, best_d, best_i, qidx, c)
+
+
+@jit(parallel=True)
+def _pairwise_fix(X, Y, out, xn, yn, coef, e_abs, rel):
+    """Recompute exactly every entry whose error bound is not ``<= rel * value``."""
+    for i in prange(X.shape[0]):
+        nxi = math.sqrt(xn[i])
+        for j in range(Y.shape[0]):
+            v = np.float64(out[i, j])
+            s = nxi + math.sqrt(yn[j])
+            bound = coef * s * s + e_abs
+            if not (bound <= rel * v):
+                v = _sq_exact(X, i, Y, j)
+            out[i, j] = v
+
+
+@jit(parallel=True)
+def _pairwise_direct(X, Y, out):
+    """Every entry of the squared-distance matrix, exactly."""
+    for i in prange(X.shape[0]):
+        for j in range(Y.shape[0]):
+            out[i, j] = _sq_exact(X, i, Y, j)
 
 
 @jit(parallel=True)
@@ -350,10 +369,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     k = best_d.shape[1]
     if nq == 0 or nx == 0:
         return
-    if uint8:
-        rerank, direct, direct_serial = _rerank_uint8, _direct_uint8, _direct_serial_uint8
-    else:
-        rerank, direct, direct_serial = _rerank_float, _direct_float, _direct_serial_float
+    rerank, direct, direct_serial = _rerank, _direct, _direct_serial
     wdtype = np.float64 if Q.dtype == np.float64 else np.float32
     u = U64 if wdtype is np.float64 else U32
     m = min(k + int(settings.l2_extra_candidates), nx)
@@ -440,7 +456,7 @@ def _pairwise(X, Y, out, uint8: bool) -> None:
     nY = Y.shape[0]
     if nX == 0 or nY == 0:
         return
-    direct = _pairwise_direct_uint8 if uint8 else _pairwise_direct_float
+    direct = _pairwise_direct
     if nX * nY * D <= settings.l2_direct_max_work or (3 * D + 16) * U64 >= 0.5:
         direct(X, Y, out)
         return
@@ -464,7 +480,7 @@ def _pairwise(X, Y, out, uint8: bool) -> None:
             _finish_pairwise(blk, xn, yn, blk)
             if not uint8:  # uint8: integers below 2^53, the GEMM trick is already exact
                 e_abs = (3 * D + 16) * 2.0**-1060
-                _pairwise_fix_float(X[s:e], Y, blk, xn, yn, coef, e_abs, PAIRWISE_REL)
+                _pairwise_fix(X[s:e], Y, blk, xn, yn, coef, e_abs, PAIRWISE_REL)
             if out.dtype != np.float64:
                 out[s:e] = blk
 
