@@ -8,9 +8,13 @@ choices below apply uniformly:
   literally in a kernel. ``REDUCE`` allows reassociation, which distance reductions
   need to vectorise; ``nnan``/``ninf`` are never used because inputs are validated
   but intermediate infinities (e.g. the top-k sentinels) must keep their meaning.
-* numba's on-disk cache is opt-in through the environment variable
-  ``FASTCLS_NUMBA_CACHE=1`` (CI switches it on; parallel caching has bitten
-  others, so it stays off by default).
+* numba's on-disk cache is **on by default**: a kernel is compiled once per machine
+  and loaded from disk afterwards. ``FASTCLS_NUMBA_CACHE=0`` turns it off.
+  ``NUMBA_CACHE_DIR`` moves it; otherwise numba writes next to the installed package
+  (``__pycache__``) or, when that folder is not writable, to a per-user cache folder
+  (``~/.cache/numba`` or the platform's equivalent). numba keys every entry on the
+  source file's timestamp and on the CPU name and features, so an edited source or
+  another CPU recompiles instead of loading stale or foreign machine code.
 * the thread count is set through :func:`set_num_threads` only; importing fastcls
   never changes numba's global settings.
 """
@@ -30,12 +34,15 @@ FMA: frozenset[str] = REDUCE | {"contract"}
 #: no fastmath at all (the default for everything that is not a reduction).
 STRICT: bool = False
 
-_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def cache_enabled() -> bool:
-    """Whether numba's on-disk cache is switched on (``FASTCLS_NUMBA_CACHE=1``)."""
-    return os.environ.get("FASTCLS_NUMBA_CACHE", "").strip().lower() in _TRUE
+    """Whether numba's on-disk cache is used: yes unless ``FASTCLS_NUMBA_CACHE=0``.
+
+    Read when a kernel module is first imported (kernels are decorated then).
+    """
+    return os.environ.get("FASTCLS_NUMBA_CACHE", "").strip().lower() not in _FALSE
 
 
 def jit(
@@ -45,7 +52,7 @@ def jit(
     fastmath: Any = STRICT,
     inline: Literal["never", "always"] = "never",
 ) -> Any:
-    """``numba.njit`` with the project's policy (nogil, cache opt-in).
+    """``numba.njit`` with the project's policy (nogil, on-disk cache unless opted out).
 
     Compilation is lazy: decorating compiles nothing, so ``import fastcls`` stays cheap.
     """

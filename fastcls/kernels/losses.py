@@ -332,7 +332,76 @@ def _update1(x0, gw, acc):
             a[d] += g0 * x0[d]
 
 
-@jit(parallel=True, fastmath=FMA)
+@jit(fastmath=FMA)
+def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t):
+    """Task ``t`` of :func:`linear_loss_grad_rows`: its rows' loss and gradient sums."""
+    C = WT.shape[0]
+    D = WT.shape[1]
+    acc = np.zeros_like(WT)
+    gw = np.zeros((4, C), dtype=WT.dtype)
+    s = np.zeros((4, C), dtype=np.float64)
+    g = np.zeros((4, C), dtype=np.float64)
+    pt = part[t]
+    pdb = part_db[t]
+    for c in range(C):
+        pdb[c] = 0.0
+    loss = 0.0
+    start = bounds[t]
+    stop = bounds[t + 1]
+    first = True
+    for s0 in range(start, stop, SUB_ROWS):
+        s1 = min(s0 + SUB_ROWS, stop)
+        if not first:
+            acc[:] = 0
+        i = s0
+        while i + 4 <= s1:
+            r0 = idx[i]
+            r1 = idx[i + 1]
+            r2 = idx[i + 2]
+            r3 = idx[i + 3]
+            x0 = X[r0]
+            x1 = X[r1]
+            x2 = X[r2]
+            x3 = X[r3]
+            _scores4(x0, x1, x2, x3, WT, b, s)
+            loss += _row_derivative(s[0], y[r0], kind, g[0])
+            loss += _row_derivative(s[1], y[r1], kind, g[1])
+            loss += _row_derivative(s[2], y[r2], kind, g[2])
+            loss += _row_derivative(s[3], y[r3], kind, g[3])
+            for r in range(4):
+                for c in range(C):
+                    gw[r, c] = g[r, c]
+                    pdb[c] += g[r, c]
+            _update4(x0, x1, x2, x3, gw, acc)
+            i += 4
+        while i < s1:
+            r0 = idx[i]
+            x0 = X[r0]
+            _scores1(x0, WT, b, s)
+            loss += _row_derivative(s[0], y[r0], kind, g[0])
+            for c in range(C):
+                gw[0, c] = g[0, c]
+                pdb[c] += g[0, c]
+            _update1(x0, gw, acc)
+            i += 1
+        # flush the sub-block (working precision) into the task's float64 partial
+        if first:
+            for c in range(C):
+                for d in range(D):
+                    pt[c, d] = acc[c, d]
+            first = False
+        else:
+            for c in range(C):
+                for d in range(D):
+                    pt[c, d] += acc[c, d]
+    if first:  # empty task
+        for c in range(C):
+            for d in range(D):
+                pt[c, d] = 0.0
+    part_loss[t] = loss
+
+
+@jit(parallel=True)
 def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss):
     """Fused data loss and gradient over the rows ``X[idx]``, per task.
 
@@ -349,72 +418,15 @@ def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_lo
     part_db : (T, C) float64 out: per-task sums of ``g_i``
     part_loss : (T,) float64 out: per-task sums of the row losses
     """
-    C = WT.shape[0]
-    D = WT.shape[1]
-    n_tasks = bounds.shape[0] - 1
-    for t in prange(n_tasks):
-        acc = np.zeros_like(WT)
-        gw = np.zeros((4, C), dtype=WT.dtype)
-        s = np.zeros((4, C), dtype=np.float64)
-        g = np.zeros((4, C), dtype=np.float64)
-        pt = part[t]
-        pdb = part_db[t]
-        for c in range(C):
-            pdb[c] = 0.0
-        loss = 0.0
-        start = bounds[t]
-        stop = bounds[t + 1]
-        first = True
-        for s0 in range(start, stop, SUB_ROWS):
-            s1 = min(s0 + SUB_ROWS, stop)
-            if not first:
-                acc[:] = 0
-            i = s0
-            while i + 4 <= s1:
-                r0 = idx[i]
-                r1 = idx[i + 1]
-                r2 = idx[i + 2]
-                r3 = idx[i + 3]
-                x0 = X[r0]
-                x1 = X[r1]
-                x2 = X[r2]
-                x3 = X[r3]
-                _scores4(x0, x1, x2, x3, WT, b, s)
-                loss += _row_derivative(s[0], y[r0], kind, g[0])
-                loss += _row_derivative(s[1], y[r1], kind, g[1])
-                loss += _row_derivative(s[2], y[r2], kind, g[2])
-                loss += _row_derivative(s[3], y[r3], kind, g[3])
-                for r in range(4):
-                    for c in range(C):
-                        gw[r, c] = g[r, c]
-                        pdb[c] += g[r, c]
-                _update4(x0, x1, x2, x3, gw, acc)
-                i += 4
-            while i < s1:
-                r0 = idx[i]
-                x0 = X[r0]
-                _scores1(x0, WT, b, s)
-                loss += _row_derivative(s[0], y[r0], kind, g[0])
-                for c in range(C):
-                    gw[0, c] = g[0, c]
-                    pdb[c] += g[0, c]
-                _update1(x0, gw, acc)
-                i += 1
-            # flush the sub-block (working precision) into the task's float64 partial
-            if first:
-                for c in range(C):
-                    for d in range(D):
-                        pt[c, d] = acc[c, d]
-                first = False
-            else:
-                for c in range(C):
-                    for d in range(D):
-                        pt[c, d] += acc[c, d]
-        if first:  # empty task
-            for c in range(C):
-                for d in range(D):
-                    pt[c, d] = 0.0
-        part_loss[t] = loss
+    for t in prange(bounds.shape[0] - 1):
+        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t)
+
+
+@jit
+def linear_loss_grad_rows_serial(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss):
+    """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits)."""
+    for t in range(bounds.shape[0] - 1):
+        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t)
 
 
 #: penalty codes understood by :func:`finish_gradient`
@@ -469,5 +481,3 @@ def finish_gradient(part, scale, W, reg, penalty, beta, dW):
 #: (losses.py, linear.py) therefore make no BLAS calls between kernel calls.
 PARALLEL_MIN_WORK = 1 << 22
 
-#: serial twins (same code, same task partition, hence bit-identical results)
-linear_loss_grad_rows_serial = jit(fastmath=FMA)(linear_loss_grad_rows.py_func)
