@@ -42,6 +42,7 @@ _LAZY_NAMES = {
     "train_val_test_split": "fastcls.model_selection",
 }
 _SUBMODULES = (
+    "backends",
     "datasets",
     "distributed",
     "features",
@@ -53,8 +54,10 @@ _SUBMODULES = (
     "model_selection",
     "neighbors",
     "optim",
+    "pipeline",
     "plots",
     "reference",
+    "testing",
 )
 
 __all__ = [

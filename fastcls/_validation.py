@@ -6,6 +6,7 @@ the kernels. Messages name the argument and say what was expected.
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 from typing import Any
@@ -438,3 +439,164 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {value!r}")
     return bool(value)
+
+
+# --------------------------------------------------------------------------- model selection
+
+
+def check_split_size(value: Any, name: str, n: int) -> int:
+    """A split size as a count (int >= 1) or a fraction (float in (0, 1)) of ``n``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be an int (a count) or a float in (0, 1) (a fraction), "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if isinstance(value, numbers.Integral):
+        count = check_int(value, name, min_value=1, max_value=n)
+    else:
+        frac = check_float(value, name, min_value=0.0, max_value=1.0, strict_min=True)
+        if frac >= 1.0:
+            raise ValueError(f"{name} as a fraction must be < 1, got {frac}")
+        count = int(math.ceil(frac * n))
+    return count
+
+
+def check_n_folds(n_folds: Any, n: int) -> int:
+    """``n_folds`` as an int in ``2..n`` (one fold validates, the others train)."""
+    n_folds = check_int(n_folds, "n_folds")
+    if n_folds < 2:
+        raise ValueError(
+            f"n_folds must be at least 2 (one fold to validate, one to train), got {n_folds}"
+        )
+    if n_folds > n:
+        raise ValueError(
+            f"n_folds={n_folds} is larger than the number of samples ({n}); use n_folds <= {n}"
+        )
+    return n_folds
+
+
+def check_ks(ks: Any, max_k: int) -> np.ndarray:
+    """``ks`` (an int or a sequence of them) as a sorted unique int64 array in 1..max_k."""
+    if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
+        ks = [ks]
+    try:
+        values = list(ks)
+    except TypeError:
+        raise TypeError(f"ks must be a sequence of positive integers, got {ks!r}") from None
+    if not values:
+        raise ValueError("ks must hold at least one k, got an empty sequence")
+    checked = sorted({check_int(k, "ks", min_value=1) for k in values})
+    if checked[-1] > max_k:
+        raise ValueError(
+            f"ks holds k={checked[-1]}, larger than the smallest training part of a fold "
+            f"({max_k} samples); use k <= {max_k} or fewer folds"
+        )
+    return np.asarray(checked, dtype=np.int64)
+
+
+def check_metrics(metrics: Any) -> tuple[str, ...]:
+    """``metrics`` (a name or a sequence of names) as unique canonical metric names."""
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    try:
+        values = list(metrics)
+    except TypeError:
+        raise TypeError(
+            f"metrics must be a metric name or a sequence of them, got {metrics!r}"
+        ) from None
+    if not values:
+        raise ValueError("metrics must hold at least one metric, got an empty sequence")
+    out: list[str] = []
+    for m in values:
+        c = check_metric(m)
+        if c not in out:
+            out.append(c)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- images
+def check_images(images: Any, name: str = "images") -> np.ndarray:
+    """Validate an image batch and return it as a C-contiguous (N, H, W, C) array.
+
+    Parameters
+    ----------
+    images : array-like of shape (N, H, W, 3), (N, H, W, 1) or (N, H, W)
+        uint8 pixels, float pixels in ``[0, 1]``, or integers in 0..255.
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray of shape (N, H, W, C), C in {1, 3}
+        dtype uint8, float32 or float64, finite, C-contiguous (no copy when the input
+        already is).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric or boolean dtype, or a float dtype wider than float64.
+    ValueError
+        Wrong number of dimensions or channels, empty batch, NaN / infinity, float
+        values outside ``[0, 1]``, integers outside 0..255.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcls.features import check_images
+    >>> check_images(np.zeros((2, 8, 8), dtype=np.uint8)).shape
+    (2, 8, 8, 1)
+    """
+    arr = as_numeric_array(images, name)
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name} must hold uint8 or float pixels, got dtype bool")
+    if arr.ndim == 3:
+        if arr.shape[-1] == 3:
+            raise ValueError(
+                f"{name} has shape {arr.shape}, which is ambiguous: pass one RGB image as "
+                f"{name}[None] (shape (1, H, W, 3)), or grayscale images of width 3 as "
+                f"{name}[..., None] (shape (N, H, 3, 1))"
+            )
+        arr = arr[..., None]
+    elif arr.ndim == 4:
+        if arr.shape[-1] not in (1, 3):
+            hint = "; drop the alpha channel with images[..., :3]" if arr.shape[-1] == 4 else ""
+            raise ValueError(
+                f"{name} must have 3 (RGB) or 1 (grayscale) channels in its last axis, "
+                f"got shape {arr.shape}{hint}"
+            )
+    else:
+        hint = "; pass a single image as images[None]" if arr.ndim == 2 else ""
+        raise ValueError(
+            f"{name} must be a batch of shape (N, H, W, 3), (N, H, W, 1) or (N, H, W), "
+            f"got an array of shape {arr.shape}{hint}"
+        )
+    if min(arr.shape[:3]) < 1:
+        raise ValueError(
+            f"{name} must hold at least one image of at least 1x1 pixels, got shape {arr.shape}"
+        )
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype not in (np.float32, np.float64):
+            if arr.dtype.itemsize < 4:
+                arr = arr.astype(np.float32)
+            else:
+                raise TypeError(f"{name} has dtype {arr.dtype}; use uint8, float32 or float64")
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            assert_all_finite(arr, name)
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{name} holds float pixels outside [0, 1] (min {lo:g}, max {hi:g}); scale "
+                "float images to [0, 1] (e.g. divide 0..255 data by 255) or pass uint8"
+            )
+    elif arr.dtype != np.uint8:  # other integers: exact when every value is in 0..255
+        lo, hi = int(np.min(arr)), int(np.max(arr))
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"{name} holds integer pixels outside 0..255 (min {lo}, max {hi}); "
+                "pass uint8 pixels or floats in [0, 1]"
+            )
+        arr = arr.astype(np.uint8)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from fastcls import _validation as V
+from fastcls._validation import check_images
 from fastcls.base import BaseEstimator, FittedState, check_state_fields, state_int
 
 __all__ = [
@@ -59,96 +60,9 @@ __all__ = [
 #: a feature function: images (N, H, W[, C]) -> features (N, F)
 FeatureFunction = Callable[[np.ndarray], np.ndarray]
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # --------------------------------------------------------------------------- validation
-def check_images(images: Any, name: str = "images") -> np.ndarray:
-    """Validate an image batch and return it as a C-contiguous (N, H, W, C) array.
-
-    Parameters
-    ----------
-    images : array-like of shape (N, H, W, 3), (N, H, W, 1) or (N, H, W)
-        uint8 pixels, float pixels in ``[0, 1]``, or integers in 0..255.
-    name : str
-        Argument name used in error messages.
-
-    Returns
-    -------
-    numpy.ndarray of shape (N, H, W, C), C in {1, 3}
-        dtype uint8, float32 or float64, finite, C-contiguous (no copy when the input
-        already is).
-
-    Raises
-    ------
-    TypeError
-        Non-numeric or boolean dtype, or a float dtype wider than float64.
-    ValueError
-        Wrong number of dimensions or channels, empty batch, NaN / infinity, float
-        values outside ``[0, 1]``, integers outside 0..255.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> check_images(np.zeros((2, 8, 8), dtype=np.uint8)).shape
-    (2, 8, 8, 1)
-    """
-    arr = V.as_numeric_array(images, name)
-    if arr.dtype.kind == "b":
-        raise TypeError(f"{name} must hold uint8 or float pixels, got dtype bool")
-    if arr.ndim == 3:
-        if arr.shape[-1] == 3:
-            raise ValueError(
-                f"{name} has shape {arr.shape}, which is ambiguous: pass one RGB image as "
-                f"{name}[None] (shape (1, H, W, 3)), or grayscale images of width 3 as "
-                f"{name}[..., None] (shape (N, H, 3, 1))"
-            )
-        arr = arr[..., None]
-    elif arr.ndim == 4:
-        if arr.shape[-1] not in (1, 3):
-            hint = "; drop the alpha channel with images[..., :3]" if arr.shape[-1] == 4 else ""
-            raise ValueError(
-                f"{name} must have 3 (RGB) or 1 (grayscale) channels in its last axis, "
-                f"got shape {arr.shape}{hint}"
-            )
-    else:
-        hint = "; pass a single image as images[None]" if arr.ndim == 2 else ""
-        raise ValueError(
-            f"{name} must be a batch of shape (N, H, W, 3), (N, H, W, 1) or (N, H, W), "
-            f"got an array of shape {arr.shape}{hint}"
-        )
-    if min(arr.shape[:3]) < 1:
-        raise ValueError(
-            f"{name} must hold at least one image of at least 1x1 pixels, got shape {arr.shape}"
-        )
-    kind = arr.dtype.kind
-    if kind == "f":
-        if arr.dtype not in _FLOAT_DTYPES:
-            if arr.dtype.itemsize < 4:
-                arr = arr.astype(np.float32)
-            else:
-                raise TypeError(f"{name} has dtype {arr.dtype}; use uint8, float32 or float64")
-        lo, hi = float(np.min(arr)), float(np.max(arr))
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            V.assert_all_finite(arr, name)
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"{name} holds float pixels outside [0, 1] (min {lo:g}, max {hi:g}); scale "
-                "float images to [0, 1] (e.g. divide 0..255 data by 255) or pass uint8"
-            )
-    elif arr.dtype != np.uint8:  # other integers: exact when every value is in 0..255
-        lo, hi = int(np.min(arr)), int(np.max(arr))
-        if lo < 0 or hi > 255:
-            raise ValueError(
-                f"{name} holds integer pixels outside 0..255 (min {lo}, max {hi}); "
-                "pass uint8 pixels or floats in [0, 1]"
-            )
-        arr = arr.astype(np.uint8)
-    if not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr)
-    return arr
-
-
 # --------------------------------------------------------------------------- features
 def hog(images: Any, cell: int = 8, bins: int = 9) -> np.ndarray:
     """Histogram of oriented gradients of every image (no block normalisation).

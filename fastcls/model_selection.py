@@ -17,7 +17,6 @@ and touch the test set once, at the end.
 from __future__ import annotations
 
 import itertools
-import math
 import numbers
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,23 +40,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- splits
-def _check_size(value: Any, name: str, n: int) -> int:
-    """A split size as a count (int >= 1) or a fraction (float in (0, 1)) of ``n``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be an int (a count) or a float in (0, 1) (a fraction), "
-            f"got {value!r} ({type(value).__name__})"
-        )
-    if isinstance(value, numbers.Integral):
-        count = V.check_int(value, name, min_value=1, max_value=n)
-    else:
-        frac = V.check_float(value, name, min_value=0.0, max_value=1.0, strict_min=True)
-        if frac >= 1.0:
-            raise ValueError(f"{name} as a fraction must be < 1, got {frac}")
-        count = int(math.ceil(frac * n))
-    return count
-
-
 def _largest_remainder(counts: np.ndarray, total: int) -> np.ndarray:
     """Split ``total`` over classes in proportion to ``counts`` (Hamilton's method).
 
@@ -123,8 +105,8 @@ def train_val_test_split(
     classes, y_enc = V.check_labels(y_arr, n)
     if not isinstance(stratify, (bool, np.bool_)):
         raise TypeError(f"stratify must be True or False, got {stratify!r}")
-    n_val = _check_size(val_size, "val_size", n)
-    n_test = _check_size(test_size, "test_size", n)
+    n_val = V.check_split_size(val_size, "val_size", n)
+    n_test = V.check_split_size(test_size, "test_size", n)
     if n_val + n_test >= n:
         raise ValueError(
             f"val_size + test_size leave no training samples: {n_val} + {n_test} >= "
@@ -201,7 +183,7 @@ def kfold_indices(
     [[0, 1, 2], [3, 4]]
     """
     n = V.check_int(n, "n", min_value=1)
-    n_folds = _check_n_folds(n_folds, n)
+    n_folds = V.check_n_folds(n_folds, n)
     if not isinstance(shuffle, (bool, np.bool_)):
         raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
     order = V.check_random_state(seed).permutation(n) if shuffle else np.arange(n)
@@ -211,19 +193,6 @@ def kfold_indices(
         mask[chunk] = True
         folds.append((np.flatnonzero(~mask), np.flatnonzero(mask)))
     return folds
-
-
-def _check_n_folds(n_folds: Any, n: int) -> int:
-    n_folds = V.check_int(n_folds, "n_folds")
-    if n_folds < 2:
-        raise ValueError(
-            f"n_folds must be at least 2 (one fold to validate, one to train), got {n_folds}"
-        )
-    if n_folds > n:
-        raise ValueError(
-            f"n_folds={n_folds} is larger than the number of samples ({n}); use n_folds <= {n}"
-        )
-    return n_folds
 
 
 # --------------------------------------------------------------------------- k-NN CV
@@ -336,43 +305,6 @@ class CVResult:
         return ax
 
 
-def _check_ks(ks: Any, max_k: int) -> np.ndarray:
-    if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
-        ks = [ks]
-    try:
-        values = list(ks)
-    except TypeError:
-        raise TypeError(f"ks must be a sequence of positive integers, got {ks!r}") from None
-    if not values:
-        raise ValueError("ks must hold at least one k, got an empty sequence")
-    checked = sorted({V.check_int(k, "ks", min_value=1) for k in values})
-    if checked[-1] > max_k:
-        raise ValueError(
-            f"ks holds k={checked[-1]}, larger than the smallest training part of a fold "
-            f"({max_k} samples); use k <= {max_k} or fewer folds"
-        )
-    return np.asarray(checked, dtype=np.int64)
-
-
-def _check_metrics(metrics: Any) -> tuple[str, ...]:
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    try:
-        values = list(metrics)
-    except TypeError:
-        raise TypeError(
-            f"metrics must be a metric name or a sequence of them, got {metrics!r}"
-        ) from None
-    if not values:
-        raise ValueError("metrics must hold at least one metric, got an empty sequence")
-    out: list[str] = []
-    for m in values:
-        c = V.check_metric(m)
-        if c not in out:
-            out.append(c)
-    return tuple(out)
-
-
 def _vote_all_k(
     labels: np.ndarray, dist: np.ndarray, ks: np.ndarray, n_classes: int, weights: str
 ) -> np.ndarray:
@@ -458,12 +390,12 @@ def cross_validate_knn(
     n = Xa.shape[0]
     _, y_enc = V.check_labels(y, n)
     n_classes = int(y_enc.max()) + 1
-    n_folds = _check_n_folds(n_folds, n)
-    metrics_c = _check_metrics(metrics)
+    n_folds = V.check_n_folds(n_folds, n)
+    metrics_c = V.check_metrics(metrics)
     weights = V.check_choice(weights, "weights", ("uniform", "distance"))
     folds = kfold_indices(n, n_folds, shuffle=shuffle, seed=seed)
     min_train = min(tr.size for tr, _ in folds)
-    ks_arr = _check_ks(ks, min_train)
+    ks_arr = V.check_ks(ks, min_train)
     k_max = int(ks_arr[-1])
 
     fold_acc = {(m, k): np.empty(n_folds) for m in metrics_c for k in ks_arr.tolist()}
