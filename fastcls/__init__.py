@@ -4,8 +4,8 @@ k-nearest neighbours with exact L1 / L2 search (uint8 pixels or float features),
 linear SVM / softmax classifiers, cross-validation, features and CIFAR-10 loading,
 each backed by Numba kernels validated against a plain NumPy reference.
 
-Importing fastcls compiles nothing: kernels are compiled on first use (set
-``FASTCLS_NUMBA_CACHE=1`` to keep compiled kernels on disk between runs).
+Importing fastcls compiles nothing: kernels are compiled on first use and kept in
+numba's on-disk cache (``FASTCLS_NUMBA_CACHE=0`` turns the cache off).
 Submodules and the names below are imported lazily on first access.
 """
 
