@@ -40,6 +40,7 @@ _LAZY_NAMES = {
     "kfold_indices": "fastcls.model_selection",
     "search_linear": "fastcls.model_selection",
     "train_val_test_split": "fastcls.model_selection",
+    "warmup": "fastcls.precompile",
 }
 _SUBMODULES = (
     "backends",

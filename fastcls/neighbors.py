@@ -112,8 +112,9 @@ def kneighbors(
         Training rows per streamed tile (default: about 64 MiB of rows). Results do
         not depend on it.
     **backend_options
-        ``backend="numba"``: ``progress`` (a progress bar on stderr, one step per
-        training tile; ``None`` shows it when stderr is a terminal; default off).
+        ``backend="numba"``: ``progress`` (progress on stderr over training tiles
+        and query blocks, saying when kernels compile on first use; ``None`` shows
+        it when stderr is a terminal; default off).
         ``backend="faiss"``: ``index`` (an ``index_factory`` string, default
         ``"Flat"``), ``nprobe``, ``efSearch``. ``backend="dask"``: ``client``.
 
@@ -273,7 +274,12 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         return Xa
 
     def kneighbors(
-        self, X: Any, k: int | None = None, return_distance: bool = True
+        self,
+        X: Any,
+        k: int | None = None,
+        return_distance: bool = True,
+        *,
+        progress: bool | None = False,
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Nearest training rows of each query.
 
@@ -283,6 +289,10 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         k : int, optional
             Defaults to the model's ``k``.
         return_distance : bool, default True
+        progress : bool or None, default False
+            Progress on stderr over the search's steps (training tiles x query
+            blocks), saying when kernels compile on first use; ``None`` shows it when
+            stderr is a terminal. Backends that cannot report progress ignore it.
 
         Returns
         -------
@@ -291,8 +301,11 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         """
         Qa = self._check_query(X)
         k = V.check_k(self.k if k is None else k, self.n_samples_fit_)
+        options = self._backend_options("search")
+        if progress is not False and "progress" in type(self._index).search_options:
+            options["progress"] = progress
         with num_threads(self.n_jobs):
-            dist, idx = self._index.search(Qa, k, **self._backend_options("search"))
+            dist, idx = self._index.search(Qa, k, **options)
         return (dist, idx) if return_distance else idx
 
     # -- fitted state
@@ -389,8 +402,10 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
 
         save(self, path)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, *, progress: bool | None = False) -> np.ndarray:
         """Vote shares per class, columns ordered as ``classes_``.
+
+        ``progress`` as in :meth:`kneighbors`.
 
         Returns
         -------
@@ -398,15 +413,17 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         """
         from fastcls.kernels.vote import vote_proba
 
-        dist, idx = self.kneighbors(X)
+        dist, idx = self.kneighbors(X, progress=progress)
         # approximate backends may find fewer than k rows (index -1): those slots get
         # label -1, which the vote skips (a query with none found gets uniform shares)
         labels = np.where(idx >= 0, self._y[np.maximum(idx, 0)], -1)
         with num_threads(self.n_jobs):
             return vote_proba(labels, dist, len(self.classes_), self.weights == "distance")
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, *, progress: bool | None = False) -> np.ndarray:
         """Predicted labels (ties in the vote -> the smallest label).
+
+        ``progress`` as in :meth:`kneighbors`.
 
         Returns
         -------
@@ -414,5 +431,5 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         """
         from fastcls.kernels.vote import argmax_rows
 
-        proba = self.predict_proba(X)
+        proba = self.predict_proba(X, progress=progress)
         return self.classes_[argmax_rows(proba)]

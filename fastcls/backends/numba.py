@@ -17,6 +17,11 @@ from fastcls.backends.rows import default_train_tile, iter_row_tiles
 
 __all__ = ["NumbaBackend", "search_rows"]
 
+#: with progress shown, a search takes about this many steps (tiles x query blocks)
+PROGRESS_STEPS = 20
+#: ... but never query blocks smaller than this (a GEMM tile stays efficient)
+PROGRESS_MIN_QUERIES = 1024
+
 
 def search_rows(
     Q: np.ndarray,
@@ -59,10 +64,18 @@ def search_rows(
     best_d, best_i = new_topk(Q.shape[0], k)
     rows = train_tile or default_train_tile(X)
     n_tiles = -(-X.shape[0] // rows)
-    with Progress(n_tiles, f"k-NN search ({metric})", enabled=progress) as bar:
+    # with progress shown, long searches also step over query blocks (each query's
+    # top-k is independent, so results are identical) to report often enough
+    q_block = Q.shape[0]
+    if progress and n_tiles < PROGRESS_STEPS:
+        q_block = max(PROGRESS_MIN_QUERIES, -(-Q.shape[0] * n_tiles // PROGRESS_STEPS))
+    q_starts = range(0, Q.shape[0], q_block)
+    with Progress(n_tiles * len(q_starts), f"k-NN search ({metric})", enabled=progress) as bar:
         for start, tile in iter_row_tiles(X, rows, Q.dtype):
-            kernel(Q, tile, offset + start, best_d, best_i)
-            bar.update()
+            for qs in q_starts:
+                qe = min(Q.shape[0], qs + q_block)
+                kernel(Q[qs:qe], tile, offset + start, best_d[qs:qe], best_i[qs:qe])
+                bar.update()
     if metric == "l2":
         np.sqrt(best_d, out=best_d)
     return best_d, best_i
