@@ -43,11 +43,18 @@ SIMD_LEVELS = ("avx512", "avx2", "portable")
 
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> frozenset[str]:
-    """Feature flags of the host CPU as LLVM names them (``"avx2"``, ``"avx512bw"`` ...).
+    """Feature flags of the CPU numba compiles for, as LLVM names them (``"avx2"`` ...).
 
-    Read once per process from llvmlite (the compiler numba uses, so the flags are
-    exactly what compiled code may use) and cached.
+    The host CPU's flags (read once from llvmlite and cached), unless the user points
+    numba at another target with ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` (e.g. to
+    build a cache portable across machines): then exactly the features of that target,
+    so no micro-kernel uses an instruction the compiled code may not contain.
     """
+    from numba.core import config
+
+    if config.CPU_NAME is not None and config.CPU_NAME != "host":
+        spec = config.CPU_FEATURES or ""
+        return frozenset(f[1:] for f in spec.split(",") if f.startswith("+"))
     import llvmlite.binding as ll
 
     flags = ll.get_host_cpu_features()

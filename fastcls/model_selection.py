@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fastcls import _validation as V
-from fastcls._progress import Progress
+from fastcls._progress import Progress, compile_seconds
 
 __all__ = [
     "CVResult",
@@ -492,7 +492,10 @@ class SearchResult:
         The model fitted with ``best_params_``.
     best_val_accuracy_ : float
     times_ : dict
-        Seconds spent fitting + scoring each configuration.
+        Seconds spent fitting + scoring each configuration, numba compilation excluded.
+    compile_times_ : dict
+        Seconds of each configuration spent compiling kernels (non-zero only for the
+        first configurations of a process, when a kernel is not in the cache yet).
 
     Unpacks as ``results, best_model = search_linear(...)``.
     """
@@ -502,24 +505,35 @@ class SearchResult:
     best_model_: Any
     best_val_accuracy_: float
     times_: dict[tuple[float, float], float] = field(default_factory=dict)
+    compile_times_: dict[tuple[float, float], float] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Any]:
         yield self.results
         yield self.best_model_
 
     def table(self) -> str:
-        """Plain-text table, one row per configuration, best marked with ``*``."""
+        """Plain-text table, one row per configuration, best marked with ``*``.
+
+        ``time`` is the model's own time; a ``compile`` column shows the numba
+        compilation the first configurations paid, when there was any.
+        """
         best = (self.best_params_["learning_rate"], self.best_params_["reg"])
-        lines = [
+        compiled = any(v >= 0.005 for v in self.compile_times_.values())
+        head = (
             f"  {'learning_rate':>13} {'reg':>10} {'train acc':>9} {'val acc':>8} "
             f"{'final loss':>10} {'time':>7}"
-        ]
+        )
+        lines = [head + (f" {'compile':>8}" if compiled else "")]
         for key, (tr, va, loss) in self.results.items():
             mark = "*" if key == best else " "
-            lines.append(
+            line = (
                 f"{mark} {key[0]:>13.3g} {key[1]:>10.3g} {tr:>9.4f} {va:>8.4f} "
                 f"{loss:>10.4g} {self.times_.get(key, float('nan')):>6.2f}s"
             )
+            if compiled:
+                c = self.compile_times_.get(key, 0.0)
+                line += f" {c:>7.2f}s" if c >= 0.005 else f" {'-':>8}"
+            lines.append(line)
         return "\n".join(lines)
 
 
@@ -683,19 +697,21 @@ def search_linear(
 
     results: dict[tuple[float, float], tuple[float, float, float]] = {}
     times: dict[tuple[float, float], float] = {}
+    compile_times: dict[tuple[float, float], float] = {}
     best_key: tuple[float, float] | None = None
     best_model = None
     name = type(model).__name__
     with Progress(len(configs), f"search {name}", enabled=progress) as bar:
         for lr, reg in configs:
-            t0 = time.perf_counter()
+            c0, t0 = compile_seconds(), time.perf_counter()
             clf = _clone(model, learning_rate=lr, reg=reg, **extra)
             clf.fit(Xtr, y_train)
             train_acc = float(clf.score(Xtr, y_train))
             val_acc = float(clf.score(Xva, y_val))
             key = (float(lr), float(reg))
             results[key] = (train_acc, val_acc, _final_loss(clf))
-            times[key] = time.perf_counter() - t0
+            compile_times[key] = compile_seconds() - c0
+            times[key] = time.perf_counter() - t0 - compile_times[key]
             # NaN accuracies never win; ties keep the first configuration tried
             if best_key is None or val_acc > results[best_key][1]:
                 best_key, best_model = key, clf
@@ -707,4 +723,5 @@ def search_linear(
         best_model_=best_model,
         best_val_accuracy_=results[best_key][1],
         times_=times,
+        compile_times_=compile_times,
     )

@@ -232,6 +232,7 @@ def test_report_to_dict_is_the_results_json_format(quick_report):
         "test_acc": report.rows[0].test_acc,
         "seconds": report.rows[0].seconds,
         "selection": report.rows[0].selection,
+        "compile_seconds": report.rows[0].compile_seconds,
     }
 
 
