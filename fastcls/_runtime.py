@@ -52,8 +52,9 @@ def cpu_features() -> frozenset[str]:
     """
     from numba.core import config
 
-    if config.CPU_NAME is not None and config.CPU_NAME != "host":
-        spec = config.CPU_FEATURES or ""
+    cpu_name = getattr(config, "CPU_NAME", None)
+    if cpu_name is not None and cpu_name != "host":
+        spec = getattr(config, "CPU_FEATURES", None) or ""
         return frozenset(f[1:] for f in spec.split(",") if f.startswith("+"))
     import llvmlite.binding as ll
 
