@@ -94,7 +94,7 @@ def _row_derivative(s, yi, kind, g):
     return np.log(total) - (s[yi] - smax)
 
 
-@jit(fastmath=FMA, inline="always")
+@jit(fastmath=FMA)
 def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
     """``s[r, c] += x_r[d0:d1] . WT[c, d0:d1]`` (four rows x four, then two, classes per pass)."""
     C = WT.shape[0]
@@ -219,7 +219,7 @@ def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
         s[3, c] += a30
 
 
-@jit(inline="always")
+@jit
 def _scores4(x0, x1, x2, x3, WT, b, s):
     """``s[r, c] = x_r . WT[c] + b[c]`` for four rows, ``D`` walked in L1-sized chunks."""
     C = WT.shape[0]
@@ -231,7 +231,7 @@ def _scores4(x0, x1, x2, x3, WT, b, s):
         _scores4_chunk(x0, x1, x2, x3, WT, d0, min(d0 + D_CHUNK, D), s)
 
 
-@jit(fastmath=FMA, inline="always")
+@jit(fastmath=FMA)
 def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
     """``acc[c, d0:d1] += sum_r gw[r, c] * x_r[d0:d1]`` (rank-4, four then two classes a pass)."""
     C = acc.shape[0]
@@ -301,7 +301,7 @@ def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
             a[d] += g0 * y0[d] + g1 * y1[d] + g2 * y2[d] + g3 * y3[d]
 
 
-@jit(inline="always")
+@jit
 def _update4(x0, x1, x2, x3, gw, acc):
     """``acc[c] += sum_r gw[r, c] * x_r``, ``D`` walked in L1-sized chunks."""
     D = acc.shape[1]
@@ -309,7 +309,7 @@ def _update4(x0, x1, x2, x3, gw, acc):
         _update4_chunk(x0, x1, x2, x3, gw, acc, d0, min(d0 + D_CHUNK, D))
 
 
-@jit(fastmath=FMA, inline="always")
+@jit(fastmath=FMA)
 def _scores1(x0, WT, b, s):
     C = WT.shape[0]
     D = WT.shape[1]
@@ -321,7 +321,7 @@ def _scores1(x0, WT, b, s):
         s[0, c] = a + b[c]
 
 
-@jit(fastmath=FMA, inline="always")
+@jit(fastmath=FMA)
 def _update1(x0, gw, acc):
     C = acc.shape[0]
     D = acc.shape[1]

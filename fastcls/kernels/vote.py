@@ -7,12 +7,11 @@ Labels are encoded ``0..n_classes-1``; ties in a vote go to the smallest label
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from fastcls._config import jit
 
 
-@jit(parallel=True)
+@jit
 def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
     """Class scores (n_queries, n_classes), each row summing to 1.
 
@@ -24,7 +23,7 @@ def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
     """
     nq, k = nbr_labels.shape
     out = np.zeros((nq, n_classes))
-    for q in prange(nq):
+    for q in range(nq):
         if distance_weighted:
             n_zero = 0
             for j in range(k):
@@ -54,12 +53,12 @@ def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
     return out
 
 
-@jit(parallel=True)
+@jit
 def argmax_rows(scores):
     """Index of the first maximum of each row (ties -> smallest class)."""
     nq, nc = scores.shape
     out = np.empty(nq, dtype=np.int64)
-    for q in prange(nq):
+    for q in range(nq):
         best = 0
         for c in range(1, nc):
             if scores[q, c] > scores[q, best]:
@@ -68,7 +67,7 @@ def argmax_rows(scores):
     return out
 
 
-@jit(parallel=True)
+@jit
 def majority_vote_all_k(nbr_labels, ks, n_classes):
     """Majority-vote predictions for every k in ``ks`` from one sorted neighbour list.
 
@@ -78,7 +77,7 @@ def majority_vote_all_k(nbr_labels, ks, n_classes):
     """
     n = nbr_labels.shape[0]
     out = np.empty((ks.shape[0], n), dtype=np.int64)
-    for i in prange(n):
+    for i in range(n):
         counts = np.zeros(n_classes, dtype=np.int64)
         t = 0
         for j in range(nbr_labels.shape[1]):
@@ -93,7 +92,7 @@ def majority_vote_all_k(nbr_labels, ks, n_classes):
     return out
 
 
-@jit(parallel=True)
+@jit
 def weighted_vote_all_k(nbr_labels, nbr_dist, ks, n_classes):
     """Distance-weighted predictions for every k in ``ks`` from one sorted neighbour list.
 
@@ -108,7 +107,7 @@ def weighted_vote_all_k(nbr_labels, nbr_dist, ks, n_classes):
     """
     n = nbr_labels.shape[0]
     out = np.empty((ks.shape[0], n), dtype=np.int64)
-    for i in prange(n):
+    for i in range(n):
         wsum = np.zeros(n_classes)
         zeros = np.zeros(n_classes)
         n_zero = 0
