@@ -17,16 +17,8 @@ How it works (the same on one laptop and on N machines):
 
 Because every list is ordered by ``(distance, index)`` with exact float64 distances,
 the result is identical to single-process search whatever the sharding, the merge
-order or the number of workers.
-
-Examples
---------
->>> import numpy as np
->>> from fastcls.backends.dask import kneighbors
->>> X = np.arange(12.0).reshape(6, 2)
->>> d, i = kneighbors(X[:1] + 0.1, X, k=2, metric="l1")   # no client: in-process shards
->>> i
-array([[0, 1]])
+order or the number of workers. Users import these names from
+:mod:`fastcls.distributed`; the example there runs without a cluster.
 """
 
 from __future__ import annotations
