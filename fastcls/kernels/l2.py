@@ -399,13 +399,12 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     k = best_d.shape[1]
     if nq == 0 or nx == 0:
         return
-    rerank, direct, direct_serial = _rerank, _direct, _direct_serial
     wdtype = np.float64 if Q.dtype == np.float64 else np.float32
     u = U64 if wdtype is np.float64 else U32
     m = min(k + int(settings.l2_extra_candidates), nx)
     if nq * nx * D <= settings.l2_direct_max_work or m >= nx or (D + 16) * u >= 0.5:
         STATS["direct_calls"] += 1
-        direct(Q, X, offset, best_d, best_i, np.arange(nq))
+        _direct(Q, X, offset, best_d, best_i, np.arange(nq))
         return
     STATS["gemm_calls"] += 1
     import numba
@@ -438,7 +437,7 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
             np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
             S = (np.sqrt(qn) + xmax) ** 2
             if not np.isfinite(S).all() or float(S.max()) > s_max:
-                direct_serial(Qt, X, offset, bd, bi, np.arange(qe - qs))
+                _direct_serial(Qt, X, offset, bd, bi, np.arange(qe - qs))
                 continue
             err = coef * S + e_abs
             kth = bd[:, k - 1]
@@ -454,10 +453,10 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
                 np.matmul(Qc, Xc[bs:be].T, out=G)
                 _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
             fb = np.zeros(qe - qs, dtype=np.int64)
-            rerank(Qt, X, offset, qn, cand_s, cand_j, t_prev, err, bd, bi, fb)
+            _rerank(Qt, X, offset, qn, cand_s, cand_j, t_prev, err, bd, bi, fb)
             redo = np.flatnonzero(fb)
             if redo.size:
-                direct_serial(Qt, X, offset, bd, bi, redo)
+                _direct_serial(Qt, X, offset, bd, bi, redo)
                 n_fallback += int(redo.size)
         return n_fallback
 
@@ -486,9 +485,8 @@ def _pairwise(X, Y, out, uint8: bool) -> None:
     nY = Y.shape[0]
     if nX == 0 or nY == 0:
         return
-    direct = _pairwise_direct
     if nX * nY * D <= settings.l2_direct_max_work or (3 * D + 16) * U64 >= 0.5:
-        direct(X, Y, out)
+        _pairwise_direct(X, Y, out)
         return
     c = _centre(Y, np.float64, uint8)
     Yc = np.empty((nY, D))
@@ -503,7 +501,7 @@ def _pairwise(X, Y, out, uint8: bool) -> None:
             xn = np.empty(e - s)
             _centre_rows(X[s:e], c, Xc, xn)
             if not np.isfinite(xn).all() or float(xn.max()) + float(yn.max()) > 2.0**1000:
-                direct(X[s:e], Y, out[s:e])
+                _pairwise_direct(X[s:e], Y, out[s:e])
                 continue
             blk = out[s:e] if out.dtype == np.float64 else np.empty((e - s, nY))
             np.matmul(Xc, Yc.T, out=blk)
