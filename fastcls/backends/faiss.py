@@ -43,7 +43,6 @@ __all__ = [
     "to_float32",
     "build_index",
     "search_index",
-    "kneighbors_faiss",
     "recall_at_k",
     "serialize_index",
     "deserialize_index",
@@ -258,26 +257,6 @@ def search_index(
     return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
 
-def kneighbors_faiss(
-    Q: np.ndarray,
-    X: Any,
-    k: int,
-    metric: str,
-    train_tile: int | None = None,
-    *,
-    index: str = "Flat",
-    nprobe: int | None = None,
-    efSearch: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Search backend ``"faiss"``: build an index on ``X``, search ``Q``.
-
-    A one-shot :class:`FaissBackend` (``train_tile`` is unused: FAISS holds the
-    index in RAM).
-    """
-    built = build_index(X, metric, index)
-    return search_index(built, Q, k, metric, nprobe=nprobe, efSearch=efSearch)
-
-
 def recall_at_k(approx_indices: Any, exact_indices: Any, k: int | None = None) -> float:
     """Mean fraction of the exact k nearest neighbours that an approximate search found.
 
@@ -357,11 +336,19 @@ class FaissBackend(SearchBackend):
         *,
         train_tile: int | None = None,
         index: str | None = "Flat",
+        built_index: Any = None,
     ) -> None:
-        super().__init__(X, metric, train_tile=train_tile)
         self.index_string = _check_index_string("Flat" if index is None else index)
+        if built_index is None:
+            built_index = build_index(X, metric, self.index_string)
+        self.index = built_index
+        # restored without its training rows, the index alone gives the size: a
+        # zero-stride stand-in (no memory) carries shape and dtype, and X stays None
+        shape = (int(built_index.ntotal), int(built_index.d))
+        rows = X if X is not None else np.broadcast_to(np.float32(0), shape)
+        super().__init__(rows, metric, train_tile=train_tile)
+        self.X = X
         self.exact = self.index_string == "Flat"
-        self.index = build_index(X, metric, self.index_string)
 
     def search_promoted(
         self, Q: np.ndarray, k: int, **options: Any
@@ -392,22 +379,6 @@ class FaissBackend(SearchBackend):
             if "fit_X" not in arrays:
                 raise ValueError("backend 'faiss' needs a stored index or the training rows")
             return cls(np.ascontiguousarray(arrays["fit_X"]), metric, **options)
-        built = deserialize_index(arrays["faiss_index"])
         X = np.ascontiguousarray(arrays["fit_X"]) if "fit_X" in arrays else None
-        self = cls.__new__(cls)
-        SearchBackend.__init__(
-            self, X if X is not None else _Shape(int(built.ntotal), int(built.d)), metric
-        )
-        self.X = X
-        self.index_string = _check_index_string(options.get("index") or "Flat")
-        self.exact = self.index_string == "Flat"
-        self.index = built
-        return self
-
-
-class _Shape:
-    """Shape and dtype stand-in for an index restored without its training rows."""
-
-    def __init__(self, n: int, d: int) -> None:
-        self.shape = (n, d)
-        self.dtype = np.dtype(np.float32)
+        built = deserialize_index(arrays["faiss_index"])
+        return cls(X, metric, index=options.get("index"), built_index=built)
