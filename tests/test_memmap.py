@@ -144,20 +144,77 @@ def test_tiles_are_released_from_resident_memory(tmp_path):
     )
 
 
-def test_release_pages_is_safe(tmp_path, data):
+def test_release_pages_only_read_only_maps(tmp_path, data):
     X, _ = data
     assert not release_pages(X)  # not a memmap
+    assert not release_pages(X[:0])
     ro = _memmap(tmp_path, X, "a.npy", "r")
     assert release_pages(ro[10:20])
+    assert release_pages(np.ascontiguousarray(ro[10:20]))  # plain view: traced to the map
     np.testing.assert_array_equal(ro, X)
     cow = _memmap(tmp_path, X, "b.npy", "c")
     cow[0, 0] = 99  # private change: releasing would lose it, so it is not released
     assert not release_pages(cow)
+    view = np.ascontiguousarray(cow)  # a plain ndarray whose base chain ends in the map
+    assert type(view) is np.ndarray and not hasattr(view, "mode")
+    assert not release_pages(view) and not release_pages(view[:5])
     assert cow[0, 0] == 99
     rw = _memmap(tmp_path, X, "c.npy", "r+")
-    rw[1, 1] = 42
-    assert release_pages(rw)  # shared map: the change lives in the file
+    rw[1, 1] = 42  # unflushed edit of a shared writable map: left alone too
+    assert not release_pages(rw) and not release_pages(np.ascontiguousarray(rw))
     assert rw[1, 1] == 42
+
+
+def _tile_releases(monkeypatch):
+    """Record every release_pages call of iter_row_tiles and whether it released."""
+    from fastcls.backends import rows
+
+    calls: list[bool] = []
+    real = rows.release_pages
+
+    def spy(arr):
+        calls.append(real(arr))
+        return calls[-1]
+
+    monkeypatch.setattr(rows, "release_pages", spy)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["c", "r+"])
+def test_edited_mapping_answers_the_same_twice(tmp_path, data, monkeypatch, mode):
+    # the caller edits the mapped training rows in memory (a private copy-on-write
+    # edit, or an unflushed shared one) and searches a plain ndarray view of them:
+    # the edits must survive every search, so the same query answers the same twice
+    X, Q = data
+    mapped = _memmap(tmp_path, X, f"{mode}.npy", mode)
+    rows_to_edit = np.arange(0, X.shape[0], 3)
+    mapped[rows_to_edit] = Q[0]  # every third row becomes the first query
+    train = np.ascontiguousarray(mapped)
+    assert type(train) is np.ndarray and np.shares_memory(train, mapped)
+    edited = np.array(mapped)  # an in-memory copy of what the caller holds
+    calls = _tile_releases(monkeypatch)
+    expect = fastcls.kneighbors(Q, edited, 5, "l1")
+    first = fastcls.kneighbors(Q, train, 5, "l1", train_tile=16)
+    second = fastcls.kneighbors(Q, train, 5, "l1", train_tile=16)
+    for got in (first, second):
+        np.testing.assert_array_equal(got[1], expect[1])
+        np.testing.assert_array_equal(got[0], expect[0])
+    assert first[0][0, 0] == 0.0  # the edited rows were found
+    np.testing.assert_array_equal(train, edited)
+    assert calls and not any(calls)  # tiles were offered for release, none released
+
+
+def test_read_only_map_is_still_released(tmp_path, data, monkeypatch):
+    X, Q = data
+    ro = np.ascontiguousarray(_memmap(tmp_path, X, "ro.npy", "r"))
+    expect = fastcls.kneighbors(Q, X, 5, "l1")
+    calls = _tile_releases(monkeypatch)
+    got = fastcls.kneighbors(Q, ro, 5, "l1", train_tile=16)
+    np.testing.assert_array_equal(got[1], expect[1])
+    assert len(calls) == -(-X.shape[0] // 16) and all(calls)  # every tile
+    calls.clear()
+    fastcls.kneighbors(Q, X, 5, "l1", train_tile=16)  # in memory: nothing to release
+    assert calls and not any(calls)
 
 
 def test_faiss_index_from_memmap(tmp_path, data):

@@ -3,8 +3,9 @@
 Training rows can be an ndarray, a ``np.memmap`` or any row-sliceable array-like
 (:class:`LazyRows`: h5py, zarr, dask ...). :func:`iter_row_tiles` yields them one
 tile at a time, converted to the kernel dtype, and releases the pages of a
-memory-mapped tile once it has been searched, so the resident memory of a search
-stays at the inputs held in RAM plus O(tile), however large the file on disk.
+read-only memory-mapped tile once it has been searched, so the resident memory of a
+search stays at the inputs held in RAM plus O(tile), however large the file on disk
+(copy-on-write and writable maps are never released: see :func:`release_pages`).
 """
 
 from __future__ import annotations
@@ -156,25 +157,63 @@ class LazyRows:
 
 
 def _mmap_of(arr: np.ndarray) -> mmap.mmap | None:
+    """The ``mmap.mmap`` at the end of ``arr``'s base chain, or ``None``.
+
+    Follows ``.base`` through views, ``np.memmap`` objects (``_mmap``) and memoryviews
+    (``.obj``), so a plain ndarray view of a mapping (``np.ascontiguousarray`` of a
+    memmap, ``np.frombuffer(mm)``) is traced to the mapping it really reads.
+    """
     base: Any = arr
-    while base is not None:
+    for _ in range(64):  # base chains are short; the bound only guards against cycles
+        if base is None:
+            return None
+        if isinstance(base, mmap.mmap):
+            return base
         mm = getattr(base, "_mmap", None)
         if isinstance(mm, mmap.mmap):
             return mm
-        if isinstance(base, mmap.mmap):
-            return base
-        base = getattr(base, "base", None)
-    return None
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return None  # pragma: no cover - a pathological chain: do not release
+
+
+def _is_read_only_mapping(mm: mmap.mmap) -> bool:
+    """Whether ``mm`` cannot be written through: its buffer is read-only.
+
+    ``mmap.ACCESS_READ`` (``np.memmap`` mode ``"r"``, ``np.load(mmap_mode="r")``) and
+    ``prot=PROT_READ`` maps export a read-only buffer; ``ACCESS_COPY`` (mode ``"c"``),
+    ``ACCESS_WRITE`` (``"r+"``, ``"w+"``) and default maps a writable one. The mmap
+    object does not expose its access mode, and the buffer flag is the property that
+    matters: a mapping nobody can write holds nothing but the file's bytes.
+    """
+    try:
+        with memoryview(mm) as view:
+            return bool(view.readonly)
+    except (TypeError, ValueError):  # closed map
+        return False
 
 
 def release_pages(arr: np.ndarray) -> bool:
-    """Drop the pages of a memory-mapped array from this process's resident set.
+    """Drop the pages of a read-only memory-mapped array from this process's resident set.
 
     ``madvise(MADV_DONTNEED)`` on the page-aligned range that ``arr`` spans inside its
     mapping. The file and the OS page cache keep the data; a later read faults the
-    pages back in. Only read-only (``mode="r"``) and shared writable (``"r+"``,
-    ``"w+"``) maps are released: for copy-on-write maps (``"c"``) it would discard
-    private changes, so they are left alone.
+    pages back in. Only pages that cannot hold anything but the file's bytes are
+    released: the mapping at the end of ``arr``'s base chain (a plain ndarray view of
+    a memmap included) must be read-only (``np.memmap`` mode ``"r"``,
+    ``np.load(..., mmap_mode="r")``, ``mmap.ACCESS_READ``).
+
+    Left alone, and why:
+
+    * copy-on-write maps (mode ``"c"``, ``mmap.ACCESS_COPY``): ``MADV_DONTNEED`` throws
+      the private copies of edited pages away, so the caller's edits would silently
+      revert to the file's bytes (the same query would answer differently the second
+      time);
+    * writable shared maps (``"r+"``, ``"w+"``, ``mmap.ACCESS_WRITE``): on Linux the
+      dirty pages are carried to the page cache and reach the file, so no data would be
+      lost, but that is Linux's behaviour, not a promise of ``madvise`` everywhere, and
+      a mapping the caller is writing to is not the large read-only data set this
+      release exists for; so the rule stays "read-only, or not at all";
+    * in-memory arrays, closed maps, empty views.
 
     Returns
     -------
@@ -184,7 +223,7 @@ def release_pages(arr: np.ndarray) -> bool:
     if not isinstance(arr, np.ndarray) or arr.size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
         return False
     mm = _mmap_of(arr)
-    if mm is None or getattr(arr, "mode", "r") == "c" or mm.closed:
+    if mm is None or mm.closed or not _is_read_only_mapping(mm):
         return False
     try:
         base_addr = np.frombuffer(mm, dtype=np.uint8).ctypes.data
@@ -196,8 +235,10 @@ def release_pages(arr: np.ndarray) -> bool:
         sum((s - 1) * abs(st) for s, st in zip(arr.shape, arr.strides, strict=True)) + arr.itemsize
     )
     hi = lo + extent
+    if lo < 0 or hi > len(mm):  # pragma: no cover - not a view inside this mapping
+        return False
     page = mmap.PAGESIZE
-    lo = max(0, (lo // page) * page)
+    lo = (lo // page) * page
     hi = min(len(mm), -(-hi // page) * page)
     if hi <= lo:
         return False
@@ -210,8 +251,8 @@ def iter_row_tiles(X: Any, rows: int, dtype: Any | None = None) -> Iterator[tupl
 
     ``tile`` is C-contiguous, of ``dtype`` (default: ``X.dtype``). For a ``np.memmap``
     the tile is a view on the mapping (no copy when the dtype matches), and its pages
-    are released (:func:`release_pages`) when the consumer asks for the next tile, so
-    at most one tile of the file is resident at a time.
+    are released (:func:`release_pages`, read-only mappings only) when the consumer asks
+    for the next tile, so at most one tile of the file is resident at a time.
 
     Parameters
     ----------
