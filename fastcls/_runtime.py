@@ -28,6 +28,9 @@ import numpy as np
 __all__ = [
     "cpu_features",
     "best_simd",
+    "kernel_report",
+    "KERNEL_CHOICES",
+    "REPORTED_FEATURES",
     "SIMD_LEVELS",
     "scratch",
     "release_scratch",
@@ -75,6 +78,57 @@ def best_simd(required: dict[str, tuple[str, ...]] | None = None) -> tuple[str, 
     have = cpu_features()
     levels = [lvl for lvl in SIMD_LEVELS[:-1] if all(f in have for f in required.get(lvl, ()))]
     return (*levels, "portable")
+
+
+#: kernel choices :func:`kernel_report` lists: label -> ``"module:function"``, a function
+#: of no arguments returning the implementation name used (e.g. ``"avx512"``). A kernel
+#: module with a run-time choice adds its line here.
+KERNEL_CHOICES: dict[str, str] = {
+    "k-NN L1 uint8": "fastcls.kernels.l1:uint8_impl",
+    "k-NN L2 uint8": "fastcls.kernels.l2int:int_impl",
+}
+#: the CPU flags that decide a kernel choice somewhere (reported by :func:`kernel_report`)
+REPORTED_FEATURES = (
+    "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni",
+    "avxvnni", "avx512bf16", "amx-int8",
+)  # fmt: skip
+
+
+def kernel_report() -> dict[str, Any]:
+    """What the kernels run on here: target CPU, its SIMD flags, each kernel choice.
+
+    Returns
+    -------
+    dict
+        ``cpu_target`` (numba's target CPU name: ``"host"`` unless ``NUMBA_CPU_NAME``
+        says otherwise), ``features`` (the flags of :data:`REPORTED_FEATURES` the
+        target has), ``simd_levels`` (:func:`best_simd`) and ``kernels``: for each line
+        of :data:`KERNEL_CHOICES` the implementation chosen (a module that is not there
+        is left out; a choice that fails says why). Importing the kernel modules
+        compiles nothing.
+    """
+    import importlib
+
+    from numba.core import config
+
+    have = cpu_features()
+    kernels: dict[str, str] = {}
+    for label, target in KERNEL_CHOICES.items():
+        module, _, name = target.partition(":")
+        try:
+            choose = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        try:
+            kernels[label] = str(choose())
+        except Exception as exc:  # a forced choice this CPU lacks, say
+            kernels[label] = f"unavailable ({type(exc).__name__}: {exc})"
+    return {
+        "cpu_target": getattr(config, "CPU_NAME", None) or "host",
+        "features": [f for f in REPORTED_FEATURES if f in have],
+        "simd_levels": list(best_simd()),
+        "kernels": kernels,
+    }
 
 
 # --------------------------------------------------------------------------- scratch

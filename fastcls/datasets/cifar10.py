@@ -33,6 +33,7 @@ __all__ = [
     "CIFAR10_URL",
     "FORMATS",
     "cifar10_class_names",
+    "cifar10_sizes",
     "load_cifar10",
 ]
 
@@ -559,3 +560,46 @@ def cifar10_class_names(
     if len(names) != _N_CLASSES:
         raise ValueError(f"{where} lists {len(names)} class names; CIFAR-10 has {_N_CLASSES}")
     return names
+
+
+def cifar10_sizes(root: str | os.PathLike[str], format: str = "auto") -> dict[str, int]:
+    """How many training and test images the CIFAR-10 files at ``root`` hold.
+
+    Counts the batch files that are there (a partial download counts too), so a caller
+    can take a subset of what exists; :func:`load_cifar10` then reads it.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        As for :func:`load_cifar10`.
+    format : {"auto", "binary", "python"}, default "auto"
+
+    Returns
+    -------
+    dict
+        ``{"train": n_train, "test": n_test}``; the full data set has 50000 and 10000.
+
+    Raises
+    ------
+    FileNotFoundError
+        No CIFAR-10 files at ``root``.
+    ValueError
+        A binary batch whose size is not a whole number of records, or a malformed
+        python batch (python batches are unpickled, restricted, to be counted).
+    """
+    fmt = check_choice(format, "format", FORMATS)
+    source = _open_source(root, fmt)
+    counts = {}
+    for part, files in (("train", _TRAIN_FILES), ("test", _TEST_FILES)):
+        total = 0
+        for name in files[source.format]:
+            if not source.has(name):
+                continue
+            if source.format == "binary":
+                total += _binary_counts(source, [name], None, part)[0][1]
+            else:
+                with source.open(name) as f:
+                    obj = _restricted_load(f, source.where(name))
+                total += _parse_python_batch(obj, source.where(name))[0].shape[0]
+        counts[part] = total
+    return counts
