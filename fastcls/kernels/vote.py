@@ -16,8 +16,11 @@ def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
     """Class scores (n_queries, n_classes), each row summing to 1.
 
     Uniform: the fraction of the k neighbours in each class. Distance-weighted:
-    weights ``1/d``; when a query has neighbours at distance exactly 0, only those
-    vote (uniformly), which is the limit of ``1/d`` and avoids dividing by zero.
+    shares proportional to ``1/d``, computed as ``d_min/d`` with ``d_min`` the
+    query's smallest voting distance (the same shares, and the nearest neighbour
+    weighs exactly 1), so a subnormal distance never makes a weight infinite and
+    the shares NaN. When a query has neighbours at distance exactly 0, only those
+    vote (uniformly), which is the limit of ``1/d`` (scikit-learn's rule too).
     Slots with a negative label (an approximate search that found fewer than k
     rows) do not vote; a query with no neighbour at all gets uniform shares.
     """
@@ -26,17 +29,22 @@ def vote_proba(nbr_labels, nbr_dist, n_classes, distance_weighted):
     for q in range(nq):
         if distance_weighted:
             n_zero = 0
+            d_min = np.inf
             for j in range(k):
-                if nbr_labels[q, j] >= 0 and nbr_dist[q, j] == 0.0:
-                    n_zero += 1
+                if nbr_labels[q, j] >= 0:
+                    if nbr_dist[q, j] == 0.0:
+                        n_zero += 1
+                    elif nbr_dist[q, j] < d_min:
+                        d_min = nbr_dist[q, j]
             if n_zero > 0:
                 for j in range(k):
                     if nbr_labels[q, j] >= 0 and nbr_dist[q, j] == 0.0:
                         out[q, nbr_labels[q, j]] += 1.0
             else:
+                # d_min / d <= 1 never overflows, while 1 / d does for subnormal d
                 for j in range(k):
                     if nbr_labels[q, j] >= 0:
-                        out[q, nbr_labels[q, j]] += 1.0 / nbr_dist[q, j]
+                        out[q, nbr_labels[q, j]] += d_min / nbr_dist[q, j]
         else:
             for j in range(k):
                 if nbr_labels[q, j] >= 0:
@@ -99,7 +107,8 @@ def weighted_vote_all_k(nbr_labels, nbr_dist, ks, n_classes):
     ``nbr_labels`` / ``nbr_dist`` are (n, k_max) sorted by distance; returns
     (len(ks), n) labels. The vote for each k is exactly :func:`vote_proba` with
     ``distance_weighted=True`` on the first k neighbours followed by
-    :func:`argmax_rows`: weights ``1/d`` summed in neighbour order; when some of the
+    :func:`argmax_rows`: weights ``d_min/d`` summed in neighbour order (``d_min`` is
+    the first neighbour's distance, the smallest as the list is sorted); when some of the
     first k neighbours lie at distance exactly 0, only those vote (uniformly); the
     scores are normalised by their total (summed in class order) before the argmax,
     so rounding matches the classifier's; ties -> the smallest label.
@@ -118,7 +127,8 @@ def weighted_vote_all_k(nbr_labels, nbr_dist, ks, n_classes):
                 zeros[nbr_labels[i, j]] += 1.0
                 n_zero += 1
             else:
-                wsum[nbr_labels[i, j]] += 1.0 / d
+                # once a zero is seen only the zeros vote, so wsum then goes unused
+                wsum[nbr_labels[i, j]] += nbr_dist[i, 0] / d
             while t < ks.shape[0] and ks[t] == j + 1:
                 scores = zeros if n_zero > 0 else wsum
                 total = 0.0

@@ -134,8 +134,9 @@ def knn_predict_reference(dists, y_train, k=1):
 def knn_vote_reference(nbr_labels, nbr_dist, n_classes, weights="uniform"):
     """Class probabilities from neighbour labels (n_queries, k) and distances.
 
-    ``weights="distance"``: weights 1/d, except that a query with neighbours at
-    distance exactly 0 lets only those vote (uniformly).
+    ``weights="distance"``: shares proportional to 1/d, computed as ``min(d) / d``
+    (equal shares; no overflow for subnormal d), except that a query with neighbours
+    at distance exactly 0 lets only those vote (uniformly).
     """
     nbr_labels = np.asarray(nbr_labels)
     nbr_dist = np.asarray(nbr_dist, dtype=np.float64)
@@ -145,8 +146,7 @@ def knn_vote_reference(nbr_labels, nbr_dist, n_classes, weights="uniform"):
             w = np.ones(nbr_labels.shape[1])
         else:
             zero = nbr_dist[q] == 0
-            with np.errstate(divide="ignore"):
-                w = zero.astype(float) if zero.any() else 1.0 / nbr_dist[q]
+            w = zero.astype(float) if zero.any() else nbr_dist[q].min() / nbr_dist[q]
         for lab, wj in zip(nbr_labels[q], w, strict=True):
             proba[q, lab] += wj
         proba[q] /= proba[q].sum()
