@@ -189,6 +189,18 @@ class Tunables:
     l2_direct_max_work: int = 4_000_000
     #: L2: training rows averaged for the centring vector
     l2_centre_rows: int = 1024
+    #: L2 uint8 integer micro-kernel: None = best for this CPU, or "vnni" / "avx2" /
+    #: "portable" (fastcls.kernels.l2int)
+    l2_uint8_impl: str | None = None
+    #: L2 float on whole numbers 0..255: take the exact integer kernel
+    l2_uint8_shortcut: bool = True
+    #: L2 integer kernel: training rows per cache block (0: about ``l2_int_block_bytes``)
+    l2_int_block_rows: int = 0
+    l2_int_block_bytes: int = 24 * 1024
+    #: L2 integer kernel: queries per parallel chunk (0: about ``l2_int_query_chunk_bytes``,
+    #: the chunk count a multiple of the thread count)
+    l2_int_query_chunk_rows: int = 0
+    l2_int_query_chunk_bytes: int = 1024 * 1024
 
     #: validation: rows scanned per chunk by the NaN / infinity check
     finite_check_rows: int = 4096

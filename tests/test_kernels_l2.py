@@ -37,9 +37,14 @@ _L2_SETTINGS = {
 }
 
 
-def l2_params(**kw):
-    """Temporarily set the L2 tunables (tile sizes, paths) of fastcls._config.settings."""
-    return override(**{_L2_SETTINGS[name]: value for name, value in kw.items()})
+def l2_params(shortcut=False, **kw):
+    """Temporarily set the L2 tunables (tile sizes, paths) of fastcls._config.settings.
+
+    The whole-number shortcut to the integer kernel is off unless asked for, so float
+    data made of integers still test the GEMM path.
+    """
+    values = {_L2_SETTINGS[name]: value for name, value in kw.items()}
+    return override(l2_uint8_shortcut=shortcut, **values)
 
 
 #: force the GEMM path with several query tiles and training blocks
@@ -334,3 +339,181 @@ def test_concurrent_calls_agree_and_restore_blas_threads():
         np.testing.assert_array_equal(i, expect[1])
         np.testing.assert_array_equal(d, expect[0])
     assert blas_threads() == before
+
+
+# --------------------------------------------------------------------------- integer L2
+from fastcls.kernels import l2int  # noqa: E402
+
+INT_IMPLS = l2int.available_impls()
+INT_DIMS = (1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 129, 784)
+
+
+def int_knn(Q, X, k, train_tile, impl=None, block=4, chunk=4):
+    """Stream uint8 X through the integer kernel with small blocks and chunks."""
+    best_d, best_i = new_topk(Q.shape[0], k)
+    with override(l2_uint8_impl=impl, l2_int_block_rows=block, l2_int_query_chunk_rows=chunk):
+        for start in range(0, X.shape[0], train_tile):
+            tile = np.ascontiguousarray(X[start : start + train_tile])
+            l2int.sqeuclidean_topk_int(Q, tile, start, best_d, best_i)
+    return best_d, best_i
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(INT_DIMS),
+    st.integers(1, 40),
+    st.integers(1, 11),
+    st.sampled_from(INT_IMPLS),
+    st.sampled_from(("random", "duplicates", "zeros", "ties", "extremes", "near-duplicates")),
+    st.data(),
+)
+def test_int_kernel_equals_reference(seed, D, n_x, n_q, impl, kind, data):
+    rng = np.random.default_rng(seed)
+    Q, X = make_data(rng, n_q, n_x, D, np.uint8, kind)
+    k = data.draw(st.integers(1, n_x), label="k")
+    tile = data.draw(st.integers(1, n_x), label="train_tile")
+    block = data.draw(st.sampled_from([1, 2, 4, 8, 0]), label="block")
+    chunk = data.draw(st.sampled_from([1, 4, 8, 0]), label="chunk")
+    d, i = int_knn(Q, X, k, tile, impl, block, chunk)
+    assert_matches_reference(d, i, Q, X, k)
+
+
+@pytest.mark.parametrize("impl", INT_IMPLS)
+@pytest.mark.parametrize("D", [1, 7, 16, 63, 64, 65, 784, 3072 + 5])
+def test_int_kernel_all_255_and_zero_rows(impl, D):
+    """Extreme magnitudes (every product 255^2) and zero rows, tails of every length."""
+    rng = np.random.default_rng(D)
+    X = rng.integers(0, 256, (29, D)).astype(np.uint8)
+    X[[0, 7, 8, 20]] = 255
+    X[[3, 9, 21]] = 0
+    Q = rng.integers(0, 256, (10, D)).astype(np.uint8)
+    Q[[0, 4]] = 255
+    Q[[1, 5]] = 0
+    Q[6] = X[7]
+    for k in (1, 4, 29):
+        d, i = int_knn(Q, X, k, 13, impl)
+        assert_matches_reference(d, i, Q, X, k)
+
+
+@pytest.mark.parametrize("impl", INT_IMPLS)
+@pytest.mark.parametrize("D", [32768 + 1, 33025, 70001])
+def test_int_kernel_large_d_stays_exact(impl, D):
+    """Above 33000 features an int32 sum of 255^2 products would overflow: segments."""
+    rng = np.random.default_rng(D)
+    X = np.full((6, D), 255, dtype=np.uint8)
+    X[1] = 0
+    X[2, : D // 2] = 0
+    X[3] = rng.integers(0, 256, D)
+    X[4] = 254
+    Q = np.full((5, D), 255, dtype=np.uint8)
+    Q[1] = 0
+    Q[2] = rng.integers(0, 256, D)
+    Q[3] = X[3]
+    Q[3, -1] ^= 1
+    d, i = int_knn(Q, X, 6, 4, impl, block=0, chunk=0)
+    assert_matches_reference(d, i, Q, X, 6)
+    assert d[0, -1] == 255.0**2 * D  # all-255 query against the zero row
+
+
+@pytest.mark.parametrize("D", [5, 64, 100, 784])
+def test_int_path_equals_float_path(D):
+    """Same whole-number values: the integer kernel, the float32/float64 GEMM path and
+    the float shortcut give identical distances and indices."""
+    rng = np.random.default_rng(20 + D)
+    Q, X = make_data(rng, 21, 300, D, np.uint8, "duplicates")
+    du, iu = kernel_knn(Q, X, 7, train_tile=110)
+    for dtype in (np.float32, np.float64):
+        for shortcut in (False, True):
+            with l2_params(shortcut=shortcut, DIRECT_MAX_WORK=0, QUERY_TILE=8, TRAIN_BLOCK=64):
+                df, i_f = kernel_knn(Q.astype(dtype), X.astype(dtype), 7, train_tile=110)
+            np.testing.assert_array_equal(iu, i_f)
+            np.testing.assert_array_equal(du, df)
+
+
+def test_float_shortcut_takes_the_int_kernel(monkeypatch):
+    """Whole numbers 0..255 in float arrays go to the integer kernel, others do not."""
+    calls = []
+    real = l2.sqeuclidean_topk_int
+    monkeypatch.setattr(l2, "sqeuclidean_topk_int", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(21)
+    Q, X = make_data(rng, 6, 50, 40, np.float32, "extremes")
+    with l2_params(shortcut=True):
+        d, i = kernel_knn(Q, X, 3, train_tile=50)
+    assert calls == [1]
+    assert_matches_reference(d, i, Q, X, 3)
+    Q[0, 0] = 0.5  # not a pixel value: the float path
+    with l2_params(shortcut=True):
+        d, i = kernel_knn(Q, X, 3, train_tile=50)
+    assert calls == [1]
+    assert_matches_reference(d, i, Q, X, 3)
+
+
+@pytest.mark.parametrize("impl", INT_IMPLS)
+def test_int_kernel_invariant_to_tiles_and_threads(impl):
+    rng = np.random.default_rng(22)
+    Q, X = make_data(rng, 37, 211, 100, np.uint8, "duplicates")
+    ref = int_knn(Q, X, 9, 211, impl, 0, 0)
+    for threads in (1, 2):
+        for tile, block, chunk in ((29, 4, 4), (211, 1, 1), (100, 16, 12), (211, 0, 0)):
+            with fastcls.num_threads(threads):
+                d, i = int_knn(Q, X, 9, tile, impl, block, chunk)
+            np.testing.assert_array_equal(i, ref[1])
+            np.testing.assert_array_equal(d, ref[0])
+    assert_matches_reference(*ref, Q, X, 9)
+
+
+def test_int_impl_choice(monkeypatch):
+    from fastcls import _runtime
+
+    assert l2int.int_impl() == INT_IMPLS[0]
+    with override(l2_uint8_impl="sse9"), pytest.raises(ValueError, match="l2_uint8_impl must"):
+        l2int.int_impl()
+    monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset({"avx2"}))
+    assert l2int.int_impl() == "avx2"  # AVX2 without AVX-512 VNNI (AMD Zen 3)
+    monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset())
+    assert l2int.int_impl() == "portable"
+    with override(l2_uint8_impl="vnni"), pytest.raises(ValueError, match="not supported"):
+        l2int.int_impl()
+    paths = l2.selected_paths()
+    assert paths["l2_uint8"].startswith("portable:")
+
+
+_AVX2_ONLY = (
+    "+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+movbe,+pclmul,+popcnt,"
+    "+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"
+)
+
+
+@pytest.mark.slow
+def test_int_kernel_on_an_avx2_only_target(tmp_path):
+    """Compiled for Haswell (AVX2, no AVX-512): the AVX2 kernel is chosen and exact."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from fastcls.kernels import l2int
+from fastcls.kernels.topk import new_topk
+from fastcls.reference import kneighbors_reference
+assert l2int.int_impl() == "avx2", l2int.int_impl()
+rng = np.random.default_rng(0)
+for D in (16, 17, 784, 33025):
+    Q = rng.integers(0, 256, (9, D)).astype(np.uint8)
+    X = rng.integers(0, 256, (31, D)).astype(np.uint8)
+    X[3] = 255; Q[2] = 255; X[4] = 0
+    bd, bi = new_topk(9, 5)
+    l2int.sqeuclidean_topk_int(Q, X, 0, bd, bi)
+    dr, ir = kneighbors_reference(Q, X, 5, "sqeuclidean")
+    assert (bi == ir).all() and (bd == dr).all(), D
+print("ok")
+"""
+    env = dict(
+        os.environ,
+        NUMBA_CPU_NAME="haswell",
+        NUMBA_CPU_FEATURES=_AVX2_ONLY,
+        NUMBA_CACHE_DIR=str(tmp_path),
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"

@@ -609,7 +609,7 @@ def _exact_uint8_copy(A, out):
     return True
 
 
-def _as_exact_uint8(A):
+def as_exact_uint8(A):
     """``A`` as uint8 when all its values are integers in 0..255 (else None)."""
     if A.size == 0:
         return None
@@ -629,8 +629,8 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
     if settings.l1_uint8_shortcut:
-        Qu = _as_exact_uint8(Q)
-        Xu = None if Qu is None else _as_exact_uint8(X)
+        Qu = as_exact_uint8(Q)
+        Xu = None if Qu is None else as_exact_uint8(X)
         if Xu is not None:
             l1_topk_uint8(Qu, Xu, offset, best_d, best_i)
             return
@@ -659,8 +659,8 @@ def l1_pairwise_float(X, Y, out):
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
     if settings.l1_uint8_shortcut:
-        Xu = _as_exact_uint8(X)
-        Yu = None if Xu is None else _as_exact_uint8(Y)
+        Xu = as_exact_uint8(X)
+        Yu = None if Xu is None else as_exact_uint8(Y)
         if Yu is not None:
             _UINT8_ENTRIES[uint8_impl()][1](Xu, Yu, out, *_sizes(Xu))
             return

@@ -4,7 +4,14 @@ Public kernel names (the dispatch table in :mod:`fastcls.kernels.knn` uses them)
 
 * ``sqeuclidean_topk_float(Q, X, offset, best_d, best_i)`` : float32 / float64
 * ``sqeuclidean_topk_uint8(Q, X, offset, best_d, best_i)`` : uint8, exact integers
+  computed by the integer micro-kernels of :mod:`fastcls.kernels.l2int` (VNNI /
+  AVX2 / portable; no GEMM, no rerank). Float rows holding whole numbers 0..255
+  take it too (``settings.l2_uint8_shortcut``); :func:`selected_paths` names the
+  micro-kernels chosen on this CPU.
 * ``sqeuclidean_pairwise_float(X, Y, out)``, ``sqeuclidean_pairwise_uint8(X, Y, out)``
+
+The rest of this docstring describes the float path (the uint8 centring rule below
+serves the pairwise kernel and the direct path).
 
 They are plain Python functions that orchestrate a GEMM through NumPy (OpenBLAS) and
 the numba kernels of this module (norms, fused selection, exact rerank). The top-k
@@ -108,6 +115,7 @@ from numba.extending import overload
 
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import blas_threads, map_chunks, scratch, single_threaded_blas
+from fastcls.kernels.l2int import sqeuclidean_topk_int
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
@@ -470,13 +478,60 @@ def sqeuclidean_topk_float(Q, X, offset, best_d, best_i) -> None:
 
     Q (n_q, D), X (n_x, D): C-contiguous, both float32 or both float64. ``best_d``
     (n_q, k) float64 and ``best_i`` (n_q, k) int64 are updated in place.
+    Pixel data stored as floats (every value of Q and X an integer in 0..255) take the
+    exact integer kernel when ``settings.l2_uint8_shortcut`` is on: the distances are
+    the same exact integers.
     """
+    if Q.shape[0] == 0 or X.shape[0] == 0:
+        return
+    if settings.l2_uint8_shortcut:
+        from fastcls.kernels.l1 import as_exact_uint8
+
+        Qu = as_exact_uint8(Q)
+        Xu = None if Qu is None else as_exact_uint8(X)
+        if Xu is not None:
+            sqeuclidean_topk_int(Qu, Xu, offset, best_d, best_i)
+            return
     _topk(Q, X, offset, best_d, best_i, uint8=False)
 
 
 def sqeuclidean_topk_uint8(Q, X, offset, best_d, best_i) -> None:
-    """As :func:`sqeuclidean_topk_float` for uint8 rows (exact integer distances)."""
-    _topk(Q, X, offset, best_d, best_i, uint8=True)
+    """As :func:`sqeuclidean_topk_float` for uint8 rows: exact integer distances.
+
+    ``|q|^2 + |x|^2 - 2 q.x`` in integer arithmetic, the cross term by the register-tiled
+    micro-kernel of :mod:`fastcls.kernels.l2int` chosen for this CPU (no rerank).
+    """
+    sqeuclidean_topk_int(Q, X, offset, best_d, best_i)
+
+
+def selected_paths() -> dict[str, str]:
+    """The micro-kernels this process uses on this CPU, by kernel family.
+
+    Keys ``"l1_uint8"`` and ``"l2_uint8"`` (the integer kernels: uint8 rows and
+    float rows holding whole numbers 0..255) and ``"l2_float"``; values name the
+    implementation and its instructions (``fastcls info`` prints them). Forced
+    choices (``settings.l1_uint8_impl`` / ``l2_uint8_impl``) are reported as such.
+
+    Examples
+    --------
+    >>> from fastcls.kernels.l2 import selected_paths
+    >>> sorted(selected_paths())
+    ['l1_uint8', 'l2_float', 'l2_uint8']
+    """
+    from fastcls.kernels import l1, l2int
+
+    l1_names = {
+        "avx512": "vpsadbw zmm (AVX-512BW), 4x2 register tile",
+        "avx2": "vpsadbw ymm (AVX2), 4x2 register tile",
+        "portable": "int32 loop, 4x2 register tile",
+    }
+    l1_impl = l1.uint8_impl()
+    l2_impl = l2int.int_impl()
+    return {
+        "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}",
+        "l2_uint8": f"{l2_impl}: {l2int.INT_DESCRIPTIONS[l2_impl]}",
+        "l2_float": "BLAS sgemm/dgemm on centred rows + fused selection + certified exact rerank",
+    }
 
 
 # --------------------------------------------------------------------------- pairwise

@@ -1,0 +1,450 @@
+"""Exact integer squared-L2 top-k for uint8 rows: ``|q|^2 + |x|^2 - 2 q.x`` in integers.
+
+Public kernel: ``sqeuclidean_topk_int(Q, X, offset, best_d, best_i)`` (uint8 Q and X,
+the top-k contract of :mod:`fastcls.kernels.topk`). :func:`int_impl` names the chosen
+micro-kernel; ``settings.l2_uint8_impl`` forces one (tests run each in turn).
+
+Every quantity is an integer: the norms in int64, the cross term ``q.x`` as an integer
+matrix product with int32 accumulators, the distance in int64, then stored as float64
+(exact below ``2^53``). So the result is the reference's distance bit for bit and no
+rerank or certificate is needed; ties keep the lower index by the scan order.
+
+Micro-kernels (register tiles of ``NQ`` queries x ``NX`` training rows, every loaded
+vector used ``NX`` or ``NQ`` times; called through a numba ``@intrinsic`` in LLVM IR,
+like the ``vpsadbw`` L1 kernel):
+
+* ``"vnni"`` (AVX-512 VNNI, 4 x 4, 64-byte vectors): ``vpdpbusd`` multiplies unsigned
+  by *signed* bytes and adds groups of 4 products into int32 lanes (64 multiply-adds
+  per instruction). The queries are shifted once, ``q_s = q - 128`` (``q ^ 0x80`` read
+  as int8), and ``q.x = q_s.x + 128 * sum(x)``: the row sums come with the norms.
+* ``"avx2"`` (AVX2, 4 x 2, 16-byte steps): bytes zero-extended to int16
+  (``vpmovzxbw``) and ``vpmaddwd`` (16 multiply-adds per instruction on ymm).
+* ``"portable"`` (any CPU, 4 x 2): an int32 loop LLVM vectorises as it can.
+
+Feature counts that are not a multiple of the vector width take one extra vector that
+*ends* at the last feature (it overlaps the previous one); the query bytes of the
+overlap are zeroed by a lane mask, so each product is counted once. Calls with fewer
+features than one vector take the portable kernel.
+
+int32 bounds: per product ``|q_s x| <= 128 * 255`` (vnni) or ``255^2`` (avx2,
+portable); the int32 accumulators are reduced to int64 every ``_SEG_BYTES = 32768``
+features (``255^2 * (32768 + 16) < 2^31``), so any ``D`` is exact.
+
+Layout: parallel over contiguous chunks of queries (``prange``); each thread walks
+the training rows in cache blocks (``settings.l2_int_block_rows`` / ``_bytes``) and,
+per tile, merges the ``NQ x NX`` exact distances into the running top-k of each
+query in increasing row order. Results depend on no tile size or thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import literally, prange, types
+from numba.extending import intrinsic, overload
+
+from fastcls._config import jit, settings
+from fastcls.kernels.topk import insert_sorted
+
+#: int32 accumulators are reduced to int64 at least every this many features
+_SEG_BYTES = 32768
+
+#: implementation name -> literal code the drivers are specialised on
+INT_CODES = {"portable": 0, "avx2": 1, "vnni": 2}
+
+#: human-readable description of each implementation (``fastcls info``)
+INT_DESCRIPTIONS = {
+    "vnni": "vpdpbusd zmm (AVX-512 VNNI), 4x4 register tile",
+    "avx2": "vpmaddwd ymm on zero-extended int16 (AVX2), 4x2 register tile",
+    "portable": "int32 loop (LLVM auto-vectorised), 4x2 register tile",
+}
+
+#: CPU flags each implementation needs
+_REQUIRED = {"vnni": ("avx512f", "avx512bw", "avx512vnni"), "avx2": ("avx2",)}
+
+
+# --------------------------------------------------------------------------- intrinsics
+def _make_dot_intrinsic(isa: str, nq: int, nx: int):
+    """Numba intrinsic: the ``nq x nx`` integer dot products of a register tile.
+
+    ``dots(Qb, X, qa, qlast, ja, jlast)`` -> UniTuple(int64, nq * nx), entry
+    ``a * nx + b`` = ``Qb[min(qa + a, qlast)] . X[min(ja + b, jlast)]`` over all
+    ``D = X.shape[1] >= width`` bytes (rows of 2-D C-contiguous uint8 arrays). For
+    ``"vnni"`` the bytes of ``Qb`` are read as int8 (the caller shifted them).
+    """
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    if isa == "vnni":
+        width = 64
+        vacc = ir.VectorType(i32, 16)
+        vload = ir.VectorType(i8, 64)
+    else:
+        width = 16
+        vacc = ir.VectorType(i32, 8)
+        vload = ir.VectorType(i8, 16)
+    seg_vectors = _SEG_BYTES // width
+
+    @intrinsic
+    def dots(typingctx, Qb, X, qa, qlast, ja, jlast):
+        sig = types.UniTuple(types.int64, nq * nx)(
+            Qb, X, types.int64, types.int64, types.int64, types.int64
+        )
+
+        def codegen(context, builder, signature, args):
+            qarr = context.make_array(signature.args[0])(context, builder, args[0])
+            xarr = context.make_array(signature.args[1])(context, builder, args[1])
+            qstride = cgutils.unpack_tuple(builder, qarr.strides, 2)[0]
+            xstride = cgutils.unpack_tuple(builder, xarr.strides, 2)[0]
+            D = cgutils.unpack_tuple(builder, xarr.shape, 2)[1]
+            qa_, qlast_, ja_, jlast_ = args[2:6]
+
+            def row_ptrs(arr, stride, first, last, n):
+                out = []
+                for r in range(n):
+                    row = builder.add(first, ir.Constant(i64, r))
+                    lt = builder.icmp_signed("<", row, last)
+                    row = builder.select(lt, row, last)
+                    out.append(builder.gep(arr.data, [builder.mul(row, stride)], source_etype=i8))
+                return out
+
+            qp = row_ptrs(qarr, qstride, qa_, qlast_, nq)
+            xp = row_ptrs(xarr, xstride, ja_, jlast_, nx)
+            if isa == "vnni":
+                fn = cgutils.get_or_insert_function(
+                    builder.module,
+                    ir.FunctionType(vacc, [vacc, vacc, vacc]),
+                    "llvm.x86.avx512.vpdpbusd.512",
+                )
+            else:
+                v16 = ir.VectorType(i16, 16)
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vacc, [v16, v16]), "llvm.x86.avx2.pmadd.wd"
+                )
+            reduce_fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(i32, [vacc]),
+                f"llvm.vector.reduce.add.v{vacc.count}i32",
+            )
+            accs = [
+                cgutils.alloca_once_value(builder, ir.Constant(vacc, None)) for _ in range(nq * nx)
+            ]
+            totals = [
+                cgutils.alloca_once_value(builder, ir.Constant(i64, 0)) for _ in range(nq * nx)
+            ]
+
+            def step(off, mask):
+                """Accumulate one vector of every row at byte offset ``off``."""
+                qv = []
+                for p in qp:
+                    v = builder.load(builder.gep(p, [off], source_etype=i8), align=1, typ=vload)
+                    if mask is not None:
+                        v = builder.select(mask, v, ir.Constant(vload, None))
+                    qv.append(v)
+                xv = [
+                    builder.load(builder.gep(p, [off], source_etype=i8), align=1, typ=vload)
+                    for p in xp
+                ]
+                if isa == "vnni":
+                    qv = [builder.bitcast(v, vacc) for v in qv]
+                    xv = [builder.bitcast(v, vacc) for v in xv]
+                else:
+                    v16 = ir.VectorType(i16, 16)
+                    qv = [builder.zext(v, v16) for v in qv]
+                    xv = [builder.zext(v, v16) for v in xv]
+                for a in range(nq):
+                    for b in range(nx):
+                        acc = accs[a * nx + b]
+                        if isa == "vnni":  # unsigned x bytes first, signed q bytes second
+                            new = builder.call(fn, [builder.load(acc), xv[b], qv[a]])
+                        else:
+                            new = builder.add(builder.load(acc), builder.call(fn, [qv[a], xv[b]]))
+                        builder.store(new, acc)
+
+            def flush():
+                for acc, tot in zip(accs, totals, strict=True):
+                    s = builder.sext(builder.call(reduce_fn, [builder.load(acc)]), i64)
+                    builder.store(builder.add(builder.load(tot), s), tot)
+                    builder.store(ir.Constant(vacc, None), acc)
+
+            wconst = ir.Constant(i64, width)
+            nfull = builder.sdiv(D, wconst)
+            rem = builder.srem(D, wconst)
+            segv = ir.Constant(i64, seg_vectors)
+            # number of segments: ceil(nfull / segv), at least 1
+            nseg = builder.sdiv(builder.add(nfull, ir.Constant(i64, seg_vectors - 1)), segv)
+            one = ir.Constant(i64, 1)
+            nseg = builder.select(builder.icmp_signed("<", nseg, one), one, nseg)
+            with cgutils.for_range(builder, nseg, intp=i64) as seg:
+                v0 = builder.mul(seg.index, segv)
+                v1 = builder.add(v0, segv)
+                v1 = builder.select(builder.icmp_signed("<", v1, nfull), v1, nfull)
+                n_here = builder.sub(v1, v0)
+                with cgutils.for_range(builder, n_here, intp=i64) as loop:
+                    off = builder.mul(builder.add(v0, loop.index), wconst)
+                    step(off, None)
+                is_last = builder.icmp_signed("==", seg.index, builder.sub(nseg, one))
+                has_tail = builder.icmp_signed(">", rem, ir.Constant(i64, 0))
+                with builder.if_then(builder.and_(is_last, has_tail)):
+                    # one vector ending at byte D; its first width - rem bytes are counted
+                    lanes = ir.Constant(ir.VectorType(i8, width), list(range(width)))
+                    first = builder.trunc(builder.sub(wconst, rem), i8)
+                    splat = builder.insert_element(
+                        ir.Constant(ir.VectorType(i8, width), None), first, ir.Constant(i32, 0)
+                    )
+                    splat = builder.shuffle_vector(
+                        splat,
+                        ir.Constant(ir.VectorType(i8, width), None),
+                        ir.Constant(ir.VectorType(i32, width), [0] * width),
+                    )
+                    mask = builder.icmp_unsigned(">=", lanes, splat)
+                    step(builder.sub(D, wconst), mask)
+                flush()
+            sums = [builder.load(t) for t in totals]
+            return context.make_tuple(builder, signature.return_type, sums)
+
+        return sig, codegen
+
+    return dots
+
+
+_dots_vnni = _make_dot_intrinsic("vnni", 4, 4)
+_dots_avx2 = _make_dot_intrinsic("avx2", 4, 2)
+
+
+@jit
+def _dots_portable_seg(q0, q1, q2, q3, x0, x1):
+    """int32 dot products of a 4 x 2 tile over at most ``_SEG_BYTES`` features."""
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.int32(0)
+    for d in range(q0.shape[0]):
+        b0 = np.int32(x0[d])
+        b1 = np.int32(x1[d])
+        a = np.int32(q0[d])
+        s00 = np.int32(s00 + a * b0)
+        s01 = np.int32(s01 + a * b1)
+        a = np.int32(q1[d])
+        s10 = np.int32(s10 + a * b0)
+        s11 = np.int32(s11 + a * b1)
+        a = np.int32(q2[d])
+        s20 = np.int32(s20 + a * b0)
+        s21 = np.int32(s21 + a * b1)
+        a = np.int32(q3[d])
+        s30 = np.int32(s30 + a * b0)
+        s31 = np.int32(s31 + a * b1)
+    return s00, s01, s10, s11, s20, s21, s30, s31
+
+
+@jit
+def _dots_portable(Qb, X, qa, qlast, ja, jlast):
+    """Portable 4 x 2 tile of exact dot products (int32 per segment, int64 total)."""
+    D = X.shape[1]
+    q0 = Qb[qa]
+    q1 = Qb[min(qa + 1, qlast)]
+    q2 = Qb[min(qa + 2, qlast)]
+    q3 = Qb[min(qa + 3, qlast)]
+    x0 = X[ja]
+    x1 = X[min(ja + 1, jlast)]
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.int64(0)
+    for start in range(0, D, _SEG_BYTES):
+        end = min(start + _SEG_BYTES, D)
+        t = _dots_portable_seg(
+            q0[start:end], q1[start:end], q2[start:end], q3[start:end],
+            x0[start:end], x1[start:end],
+        )  # fmt: skip
+        s00 += t[0]
+        s01 += t[1]
+        s10 += t[2]
+        s11 += t[3]
+        s20 += t[4]
+        s21 += t[5]
+        s30 += t[6]
+        s31 += t[7]
+    return s00, s01, s10, s11, s20, s21, s30, s31
+
+
+def _dots(impl, Qb, X, qa, qlast, ja, jlast):
+    """Tile of exact dot products of implementation ``impl`` (a literal code)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_dots, jit_options={"nogil": True})
+def _dots_overload(impl, Qb, X, qa, qlast, ja, jlast):
+    # resolved at compile time on the literal: only the chosen tile is compiled, so a CPU
+    # without AVX2 never sees an x86 intrinsic
+    if not isinstance(impl, types.IntegerLiteral):
+        return None
+    fn = {0: _dots_portable, 1: _dots_avx2, 2: _dots_vnni}[impl.literal_value]
+
+    def impl_fn(impl, Qb, X, qa, qlast, ja, jlast):
+        return fn(Qb, X, qa, qlast, ja, jlast)
+
+    return impl_fn
+
+
+def _tile_nx(impl):
+    """Training rows per register tile of implementation ``impl``."""
+    raise NotImplementedError  # pragma: no cover
+
+
+@overload(_tile_nx, jit_options={"nogil": True})
+def _tile_nx_overload(impl):
+    if not isinstance(impl, types.IntegerLiteral):
+        return None
+    nx = 4 if impl.literal_value == 2 else 2
+    return lambda impl: nx
+
+
+# --------------------------------------------------------------------------- drivers
+@jit(parallel=True)
+def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, impl):
+    """Fused exact distances + top-k; ``d = qn + xn - 2 (dot + xc)`` in int64."""
+    literally(impl)
+    nq = Qb.shape[0]
+    nx = X.shape[0]
+    k = best_d.shape[1]
+    tnx = _tile_nx(impl)
+    w = xn - 2 * xc  # d = qn + w - 2 dot
+    n_chunks = (nq + chunk - 1) // chunk
+    for ch in prange(n_chunks):
+        buf = np.empty(16, dtype=np.int64)
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, nq)
+        for j0 in range(0, nx, block):
+            j1 = min(j0 + block, nx)
+            for qa in range(c0, c1, 4):
+                for j in range(j0, j1, tnx):
+                    s = _dots(impl, Qb, X, qa, c1 - 1, j, j1 - 1)
+                    for t in range(4 * tnx):
+                        buf[t] = s[t]
+                    na = min(4, c1 - qa)
+                    nb = min(tnx, j1 - j)
+                    for a in range(na):
+                        qi = qa + a
+                        bq = qn[qi]
+                        thr = best_d[qi, k - 1]
+                        for b in range(nb):
+                            e = np.float64(bq + w[j + b] - 2 * buf[a * tnx + b])
+                            if e < thr:
+                                insert_sorted(best_d[qi], best_i[qi], e, offset + j + b)
+                                thr = best_d[qi, k - 1]
+
+
+@jit
+def _topk_int_portable(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk):
+    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, 0)
+
+
+@jit
+def _topk_int_avx2(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk):
+    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, 1)
+
+
+@jit
+def _topk_int_vnni(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk):
+    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, 2)
+
+
+_ENTRIES = {"portable": _topk_int_portable, "avx2": _topk_int_avx2, "vnni": _topk_int_vnni}
+#: bytes per vector step of each implementation (fewer features: portable)
+_WIDTH = {"portable": 1, "avx2": 16, "vnni": 64}
+
+
+@jit(parallel=True)
+def _norms_sums(A, norms, sums):
+    """``norms[i] = sum A[i]^2`` and ``sums[i] = sum A[i]`` in int64 (exact)."""
+    for i in prange(A.shape[0]):
+        s2 = np.int64(0)
+        s1 = np.int64(0)
+        for d in range(A.shape[1]):
+            v = np.int64(A[i, d])
+            s2 += v * v
+            s1 += v
+        norms[i] = s2
+        sums[i] = s1
+
+
+@jit(parallel=True)
+def _shift_norms(A, out, norms):
+    """``out = A ^ 0x80`` (the bytes of ``A - 128`` as int8) and the int64 norms of ``A``."""
+    for i in prange(A.shape[0]):
+        s2 = np.int64(0)
+        for d in range(A.shape[1]):
+            v = A[i, d]
+            out[i, d] = v ^ np.uint8(0x80)
+            w = np.int64(v)
+            s2 += w * w
+        norms[i] = s2
+
+
+# --------------------------------------------------------------------------- choice
+def available_impls() -> tuple[str, ...]:
+    """Integer L2 implementations this CPU can run, best first (always ends "portable")."""
+    from fastcls._runtime import cpu_features
+
+    have = cpu_features()
+    names = [n for n in ("vnni", "avx2") if all(f in have for f in _REQUIRED[n])]
+    return (*names, "portable")
+
+
+def int_impl() -> str:
+    """The implementation used: ``settings.l2_uint8_impl`` if set, else the best.
+
+    Forcing one the CPU lacks raises ``ValueError`` instead of crashing in LLVM.
+    """
+    available = available_impls()
+    forced = settings.l2_uint8_impl
+    if forced is None:
+        return available[0]
+    if forced not in INT_CODES:
+        raise ValueError(f"l2_uint8_impl must be None or one of {tuple(INT_CODES)}, got {forced!r}")
+    if forced not in available:
+        raise ValueError(f"l2_uint8_impl={forced!r} is not supported by this CPU")
+    return forced
+
+
+def _sizes(n_queries: int, D: int) -> tuple[int, int]:
+    """(training rows per cache block, queries per parallel chunk)."""
+    from fastcls._config import get_num_threads
+
+    block = int(settings.l2_int_block_rows)
+    if block <= 0:
+        block = max(4, int(settings.l2_int_block_bytes) // max(D, 1) // 4 * 4)
+    chunk = int(settings.l2_int_query_chunk_rows)
+    if chunk <= 0:
+        threads = get_num_threads()
+        cap = max(4, int(settings.l2_int_query_chunk_bytes) // max(D, 1))
+        n_chunks = threads * -(-n_queries // (threads * cap))
+        per = -(-n_queries // n_chunks)
+        chunk = max(4, -(-per // 4) * 4)
+    return block, chunk
+
+
+# --------------------------------------------------------------------------- public
+def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
+    """Merge the exact squared-L2 neighbours among uint8 rows ``X`` (ids ``offset + j``).
+
+    Q (n_q, D), X (n_x, D): C-contiguous uint8. ``best_d`` (n_q, k) float64 and
+    ``best_i`` (n_q, k) int64 are updated in place (contract of
+    :mod:`fastcls.kernels.topk`).
+    """
+    nq, D = Q.shape
+    nx = X.shape[0]
+    if nq == 0 or nx == 0:
+        return
+    impl = int_impl()
+    if D < _WIDTH[impl]:
+        impl = "portable"
+    qn = np.empty(nq, dtype=np.int64)
+    xn = np.empty(nx, dtype=np.int64)
+    xs = np.empty(nx, dtype=np.int64)
+    _norms_sums(X, xn, xs)
+    if impl == "vnni":
+        Qb = np.empty_like(Q)
+        _shift_norms(Q, Qb, qn)
+        xc = xs * 128  # q.x = (q - 128).x + 128 sum(x)
+    else:
+        Qb = Q
+        _norms_sums(Q, qn, np.empty(nq, dtype=np.int64))
+        xc = np.zeros(nx, dtype=np.int64)
+    block, chunk = _sizes(nq, D)
+    _ENTRIES[impl](Qb, X, qn, xn, xc, np.int64(offset), best_d, best_i, block, chunk)
