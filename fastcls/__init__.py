@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 from fastcls._config import get_num_threads, num_threads, set_num_threads
-from fastcls._validation import NotFittedError
+from fastcls._validation import DataRangeWarning, NotFittedError
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ _LAZY_NAMES = {
     "softmax_loss": "fastcls.losses",
     "recall_at_k": "fastcls.backends.faiss",
     "load": "fastcls.io",
+    "ModelFileError": "fastcls.io",
     "save": "fastcls.io",
     "load_default": "fastcls.datasets",
     "load_cifar10": "fastcls.datasets",
@@ -62,6 +63,7 @@ _SUBMODULES = (
 )
 
 __all__ = [
+    "DataRangeWarning",
     "NotFittedError",
     "get_num_threads",
     "num_threads",

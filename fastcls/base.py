@@ -135,13 +135,31 @@ class ClassifierMixin:
         )
 
 
+class FittedStateError(ValueError):
+    """A fitted state that :meth:`BaseEstimator.set_fitted_state` refuses.
+
+    A ``ValueError``; :attr:`field` names the array, metadata field or parameter at
+    fault (``None`` when the state as a whole is wrong). :func:`fastcls.load` turns it
+    into a :class:`fastcls.ModelFileError` that also names the file.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+#: where each labels kind is restored from (see :func:`classes_to_state`)
+LABELS_KINDS = ("array", "bytes", "object-str", "object-int")
+
+
 def classes_to_state(classes: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Encode sorted labels ``classes_`` as a pickle-free array plus metadata.
 
     Integer, bool, float and unicode labels are stored as they are; bytes labels as
     unicode code points of their latin-1 decoding (every byte value round-trips) and
-    restored as bytes; object arrays of Python ints or strs as int64 / unicode, and
-    restored so (equal labels, no Python objects).
+    restored as bytes of the same width; object arrays of Python ints or strs as int64 /
+    unicode, and restored as object arrays of Python ints / strs (the same labels, the
+    same type).
     """
     classes = np.asarray(classes)
     kind = classes.dtype.kind
@@ -155,45 +173,114 @@ def classes_to_state(classes: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         if all(isinstance(c, str) for c in items):
             return np.array(items, dtype=str), {"labels_kind": "object-str", "labels_dtype": "|O"}
         if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in items):
-            return (
-                np.array(items, dtype=np.int64),
-                {"labels_kind": "object-int", "labels_dtype": "|O"},
-            )
+            if all(-(2**63) <= int(c) < 2**63 for c in items):
+                return (
+                    np.array(items, dtype=np.int64),
+                    {"labels_kind": "object-int", "labels_dtype": "|O"},
+                )
     raise TypeError(
-        f"classes_ of dtype {classes.dtype} cannot be stored: labels must be integers, "
-        "floats, bools, str or bytes"
+        f"classes_ of dtype {classes.dtype} cannot be stored: labels must be integers "
+        "(within int64 when held as Python objects), floats, bools, str or bytes"
     )
 
 
+def _labels_dtype(metadata: dict[str, Any]) -> np.dtype | None:
+    raw = metadata.get("labels_dtype")
+    if raw is None:
+        return None
+    try:
+        # only plain dtype strings: never a structured, sub-array or object dtype
+        dt = np.dtype(raw) if isinstance(raw, str) and len(raw) <= 16 else None
+    except (TypeError, ValueError, SyntaxError):
+        dt = None
+    if dt is None or dt.fields is not None or dt.subdtype is not None:
+        raise FittedStateError(
+            f"fitted state field 'labels_dtype' is malformed: {raw!r}", "labels_dtype"
+        )
+    return dt
+
+
 def classes_from_state(stored: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`classes_to_state`; raises ``ValueError`` on a mismatch."""
+    """Inverse of :func:`classes_to_state`; raises :class:`FittedStateError` on a mismatch.
+
+    The restored labels are checked: 1-D, non-empty, finite (floats), distinct and
+    sorted (what ``fit`` produces), of the kind and dtype the metadata names.
+    """
     kind = metadata.get("labels_kind", "array")
-    stored = np.asarray(stored)
+    if not isinstance(stored, np.ndarray):
+        raise FittedStateError("fitted state field 'classes' must be an ndarray", "classes")
     if stored.ndim != 1 or stored.shape[0] < 1:
-        raise ValueError(f"classes must be a non-empty 1-D array, got shape {stored.shape}")
+        raise FittedStateError(
+            f"fitted state field 'classes' must be a non-empty 1-D array, got shape {stored.shape}",
+            "classes",
+        )
+    expected = _labels_dtype(metadata)
+    out: np.ndarray
     if kind == "bytes":
         if stored.dtype.kind != "U":
-            raise ValueError("bytes labels must be stored as unicode")
-        width = np.dtype(metadata.get("labels_dtype", "S"))
-        if width.kind != "S":
-            raise ValueError(f"bytes labels need a bytes labels_dtype, got {width}")
-        return np.array([c.encode("latin-1") for c in stored.tolist()], dtype=width)
-    if kind == "object-str":  # restored as a unicode array (same labels, no objects)
-        if stored.dtype.kind != "U":
-            raise ValueError("string labels must be stored as unicode")
-        return stored
-    if kind == "object-int":
-        if stored.dtype.kind not in "iu":
-            raise ValueError("integer labels must be stored as integers")
-        return stored
-    if kind != "array":
-        raise ValueError(f"unknown labels_kind {kind!r}")
-    if stored.dtype.kind not in "biufU":
-        raise ValueError(f"labels of dtype {stored.dtype} are not allowed")
-    expected = metadata.get("labels_dtype")
-    if expected is not None and np.dtype(expected) != stored.dtype:
-        raise ValueError(f"labels have dtype {stored.dtype}, metadata says {expected}")
-    return stored
+            raise FittedStateError(
+                "fitted state field 'classes': bytes labels must be stored as unicode", "classes"
+            )
+        width = expected if expected is not None else np.dtype("S")
+        texts = stored.tolist()
+        # numpy drops trailing NULs of bytes: such a label would merge with another
+        if width.kind != "S" or any(
+            len(t) > width.itemsize or t.endswith("\0") or any(ord(ch) > 255 for ch in t)
+            for t in texts
+        ):
+            raise FittedStateError(
+                f"fitted state field 'labels_dtype' ({width}) cannot hold the stored bytes labels",
+                "labels_dtype",
+            )
+        out = np.array([t.encode("latin-1") for t in texts], dtype=width)
+    elif kind in ("object-str", "object-int"):
+        want = "U" if kind == "object-str" else "iu"
+        if stored.dtype.kind not in want:
+            raise FittedStateError(
+                f"fitted state field 'classes': labels of kind {kind!r} cannot be stored as "
+                f"{stored.dtype}",
+                "classes",
+            )
+        out = np.empty(stored.shape[0], dtype=object)
+        out[:] = stored.tolist()  # Python str / int objects, as fit saw them
+    elif kind == "array":
+        if stored.dtype.kind not in "biufU":
+            raise FittedStateError(
+                f"fitted state field 'classes': labels of dtype {stored.dtype} are not allowed",
+                "classes",
+            )
+        if expected is not None and expected != stored.dtype:
+            raise FittedStateError(
+                f"fitted state field 'classes' has dtype {stored.dtype}, metadata says {expected}",
+                "classes",
+            )
+        out = stored
+    else:
+        raise FittedStateError(
+            f"fitted state field 'classes': unknown labels_kind {kind!r}", "labels_kind"
+        )
+    if stored.dtype.kind == "f" and not np.isfinite(stored).all():
+        raise FittedStateError("fitted state field 'classes' holds NaN or infinity", "classes")
+    try:
+        # fit's classes_ come from np.unique: sorted and distinct
+        ok = stored.shape[0] == 1 or bool(np.all(stored[1:] > stored[:-1]))
+    except TypeError:
+        ok = False
+    if not ok:
+        raise FittedStateError(
+            "fitted state field 'classes' must hold sorted, distinct labels", "classes"
+        )
+    return out
+
+
+def check_state_classes(classes: np.ndarray, name: str, min_classes: int) -> None:
+    """Labels from :func:`classes_from_state`, at least ``min_classes`` of them."""
+    if classes.ndim != 1 or classes.shape[0] < min_classes:
+        raise FittedStateError(
+            f"fitted state field {name!r} must be 1-D with at least {min_classes} labels, "
+            f"got shape {classes.shape}",
+            name,
+        )
 
 
 def check_state_fields(
@@ -202,8 +289,9 @@ def check_state_fields(
     """The ``(arrays, metadata)`` of ``state``, every required field present, no unknown
     array, and the arrays plain (numeric, bool or unicode: never object).
 
-    Raises ``TypeError`` when ``state`` is not a pair of dicts and ``ValueError``
-    naming the field otherwise. Every estimator's ``set_fitted_state`` starts here.
+    Raises ``TypeError`` when ``state`` is not a pair of dicts and
+    :class:`FittedStateError` naming the field otherwise. Every estimator's
+    ``set_fitted_state`` starts here.
     """
     try:
         arrays, meta = state
@@ -215,28 +303,73 @@ def check_state_fields(
         raise TypeError("state must be a FittedState whose arrays and metadata are dicts")
     for name in array_fields:
         if name not in arrays:
-            raise ValueError(f"fitted state lacks the array {name!r}")
+            raise FittedStateError(f"fitted state lacks the array {name!r}", name)
         arr = arrays[name]
         if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufU":
             what = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
-            raise ValueError(
-                f"fitted state field {name!r} must be a numeric or unicode ndarray, got {what}"
+            raise FittedStateError(
+                f"fitted state field {name!r} must be a numeric or unicode ndarray, got {what}",
+                name,
             )
     unknown = sorted(set(arrays) - set(array_fields))
     if unknown:
-        raise ValueError(f"fitted state holds unknown arrays {unknown}; expected {array_fields}")
+        raise FittedStateError(
+            f"fitted state holds unknown arrays {unknown}; expected {array_fields}", unknown[0]
+        )
     for name in meta_fields:
         if name not in meta:
-            raise ValueError(f"fitted state lacks the metadata field {name!r}")
+            raise FittedStateError(f"fitted state lacks the metadata field {name!r}", name)
     return arrays, meta
 
 
-
-def state_int(meta: dict[str, Any], name: str, min_value: int) -> int:
-    """Metadata field ``name`` as an int ``>= min_value`` (``ValueError`` naming it)."""
+def state_int(meta: dict[str, Any], name: str, min_value: int, max_value: int | None = None) -> int:
+    """Metadata field ``name`` as an int in ``[min_value, max_value]``
+    (:class:`FittedStateError` naming it)."""
     value = meta[name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < min_value:
-        raise ValueError(
-            f"fitted state field {name!r} must be an integer >= {min_value}, got {value!r}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or int(value) < min_value
+        or (max_value is not None and int(value) > max_value)
+    ):
+        bound = f">= {min_value}" if max_value is None else f"in {min_value}..{max_value}"
+        raise FittedStateError(
+            f"fitted state field {name!r} must be an integer {bound}, got {value!r}", name
         )
     return int(value)
+
+
+def state_array(
+    arrays: dict[str, np.ndarray],
+    name: str,
+    shape: tuple[int, ...],
+    dtypes: tuple[Any, ...],
+    *,
+    finite: bool = True,
+) -> np.ndarray:
+    """Array field ``name``, checked: one of ``dtypes``, exactly ``shape``, finite
+    (floats, when ``finite``). Raises :class:`FittedStateError` naming it."""
+    arr = arrays[name]
+    if not isinstance(arr, np.ndarray) or arr.dtype not in [np.dtype(d) for d in dtypes]:
+        what = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+        allowed = " or ".join(str(np.dtype(d)) for d in dtypes)
+        raise FittedStateError(f"fitted state field {name!r} must be {allowed}, got {what}", name)
+    if arr.shape != shape:
+        raise FittedStateError(
+            f"fitted state field {name!r} must have shape {shape}, got {arr.shape}", name
+        )
+    if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise FittedStateError(f"fitted state field {name!r} holds NaN or infinity", name)
+    return arr
+
+
+def state_param(name: str, check: Any, *args: Any, **kwargs: Any) -> Any:
+    """``check(*args, **kwargs)``, its ``ValueError`` / ``TypeError`` re-raised as a
+    :class:`FittedStateError` naming parameter ``name``: parameters restored with a state
+    are checked as ``fit`` checks them."""
+    try:
+        return check(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, FittedStateError):
+            raise
+        raise FittedStateError(f"parameter {name}: {exc}", f"params.{name}") from exc

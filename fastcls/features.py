@@ -293,33 +293,39 @@ class FeatureScaler(BaseEstimator):
             A field is missing or malformed (the message names it); the scaler is left
             as it was.
         """
-        with_mean = V.check_bool(self.with_mean, "with_mean")
-        with_std = V.check_bool(self.with_std, "with_std")
+        from fastcls.base import FittedStateError, state_array, state_param
+
+        with_mean = state_param("with_mean", V.check_bool, self.with_mean, "with_mean")
+        with_std = state_param("with_std", V.check_bool, self.with_std, "with_std")
         arrays, meta = check_state_fields(state, ("mean", "scale"), ("n_features_in",))
         d = state_int(meta, "n_features_in", 1)
-        checked = {}
-        for name in ("mean", "scale"):
-            arr = arrays.get(name)
-            if not isinstance(arr, np.ndarray):
-                raise ValueError(f"fitted state lacks the array {name!r}")
-            if arr.dtype != np.float64 or arr.shape != (d,):
-                raise ValueError(
-                    f"fitted state field {name!r} must be float64 of shape ({d},), "
-                    f"got {arr.dtype} of shape {arr.shape}"
-                )
-            if not np.isfinite(arr).all():
-                raise ValueError(f"fitted state field {name!r} holds NaN or infinity")
-            checked[name] = arr
+        checked = {
+            name: state_array(arrays, name, (d,), (np.float64,)) for name in ("mean", "scale")
+        }
         if not (checked["scale"] > 0).all():
-            raise ValueError("fitted state field 'scale' must be > 0 everywhere")
+            raise FittedStateError("fitted state field 'scale' must be > 0 everywhere", "scale")
         if not with_mean and checked["mean"].any():
-            raise ValueError("fitted state field 'mean' must be zero when with_mean=False")
+            raise FittedStateError(
+                "fitted state field 'mean' must be zero when with_mean=False", "mean"
+            )
         if not with_std and not (checked["scale"] == 1.0).all():
-            raise ValueError("fitted state field 'scale' must be one when with_std=False")
+            raise FittedStateError(
+                "fitted state field 'scale' must be one when with_std=False", "scale"
+            )
         self.mean_ = np.array(checked["mean"], copy=True)
         self.scale_ = np.array(checked["scale"], copy=True)
         self.n_features_in_ = int(d)
         return self
+
+    def save(self, path: Any, *, compress: bool = False) -> None:
+        """Save the fitted model to exactly ``path`` (``.npz`` layout + JSON, never pickle).
+
+        Atomic; reload with :func:`fastcls.load`. See :func:`fastcls.io.save` and
+        ``docs/saving.md``.
+        """
+        from fastcls.io import save
+
+        save(self, path, compress=compress)
 
 
 # --------------------------------------------------------------------------- pipeline

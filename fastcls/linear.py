@@ -325,6 +325,8 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         self.b_ = b if b is not None else np.zeros(C, dtype=dtype)
         self.classes_ = classes
         self.n_features_in_ = D
+        # for the query checks (one image given for a batch, queries on another scale)
+        self._fit_profile = V.FitProfile(self.W_, V.value_range(Xa), V.image_shape(X))
         self.loss_history_ = res.loss_history
         self.learning_rate_ = float(res.learning_rate)
         self.n_iter_ = res.n_iter
@@ -342,8 +344,10 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_classes), dtype of ``W_``
         """
         V.check_is_fitted(self, ("W_", "b_", "classes_"))
-        Xa = V.check_array(X, "X")
-        V.check_n_features(Xa, self)
+        profile = getattr(self, "_fit_profile", None)
+        # weights restored since fit (set_fitted_state): what fit saw no longer applies
+        profile = profile.for_owner(self.W_) if profile is not None else None
+        Xa = V.check_query(X, self, "X", profile)
         return Xa.astype(self.W_.dtype, copy=False) @ self.W_ + self.b_
 
     def predict(self, X: Any) -> np.ndarray:
@@ -420,32 +424,40 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             A field is missing or malformed (the message names it); the model is left
             as it was.
         """
+        from fastcls._config import resolve_n_jobs
+        from fastcls.base import FittedStateError, check_state_classes, state_array, state_param
+
         arrays, meta = check_state_fields(state, _ARRAY_FIELDS, _META_FIELDS)
         if meta["loss"] != self.loss_name:
-            raise ValueError(
+            raise FittedStateError(
                 f"fitted state field 'loss' is {meta['loss']!r} but {type(self).__name__} "
-                f"trains the {self.loss_name!r} loss"
+                f"trains the {self.loss_name!r} loss",
+                "loss",
             )
+        # the parameters are checked as fit checks them (the sample count only bounds
+        # batch_size, which a restored model never uses: no bound here)
+        state_param("params", self._check_params, 2**62)
+        state_param("n_jobs", resolve_n_jobs, self.n_jobs)
         n_features = state_int(meta, "n_features_in", 1)
         n_iter = state_int(meta, "n_iter", 1)
         lr = meta["learning_rate"]
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) < np.inf:
-            raise ValueError(
-                f"fitted state field 'learning_rate' must be a positive finite number, got {lr!r}"
+            raise FittedStateError(
+                f"fitted state field 'learning_rate' must be a positive finite number, got {lr!r}",
+                "learning_rate",
             )
-        try:
-            classes = classes_from_state(arrays["classes"], meta)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"fitted state field 'classes': {exc}") from exc
-        _check_state_classes(classes, "classes", min_classes=2)
+        classes = classes_from_state(arrays["classes"], meta)
+        check_state_classes(classes, "classes", min_classes=2)
         C = classes.shape[0]
-        W = _state_float_array(arrays, "W", (n_features, C))
-        b = _state_float_array(arrays, "b", (C,))
+        W = state_array(arrays, "W", (n_features, C), _FLOAT_DTYPES)
+        b = state_array(arrays, "b", (C,), _FLOAT_DTYPES)
         if b.dtype != W.dtype:
-            raise ValueError(
-                f"fitted state field 'b' has dtype {b.dtype} but 'W' has {W.dtype}; they must match"
+            raise FittedStateError(
+                f"fitted state field 'b' has dtype {b.dtype} but 'W' has {W.dtype}; "
+                "they must match",
+                "b",
             )
-        history = _state_float_array(arrays, "loss_history", (n_iter,))
+        history = state_array(arrays, "loss_history", (n_iter,), (np.float64,))
         self.W_ = np.array(W, order="C", copy=True)
         self.b_ = np.array(b, order="C", copy=True)
         self.classes_ = np.array(classes, copy=True)
@@ -454,6 +466,16 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate_ = float(lr)
         self.n_iter_ = n_iter
         return self
+
+    def save(self, path: Any, *, compress: bool = False) -> None:
+        """Save the fitted model to exactly ``path`` (``.npz`` layout + JSON, never pickle).
+
+        Atomic; reload with :func:`fastcls.load`. See :func:`fastcls.io.save` and
+        ``docs/saving.md``.
+        """
+        from fastcls.io import save
+
+        save(self, path, compress=compress)
 
 
 class LinearSVM(LinearClassifier):
@@ -501,30 +523,3 @@ class Softmax(LinearClassifier):
 _FITTED = ("W_", "b_", "classes_", "n_features_in_", "loss_history_", "learning_rate_", "n_iter_")
 _ARRAY_FIELDS = ("W", "b", "classes", "loss_history")
 _META_FIELDS = ("loss", "n_features_in", "learning_rate", "n_iter")
-
-
-def _state_float_array(
-    arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...]
-) -> np.ndarray:
-    arr = arrays[name]
-    if arr.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"fitted state field {name!r} must be float32 or float64, got {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(f"fitted state field {name!r} must have shape {shape}, got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"fitted state field {name!r} holds NaN or infinity")
-    return arr
-
-
-def _check_state_classes(classes: np.ndarray, name: str, min_classes: int) -> None:
-    if classes.ndim != 1 or classes.shape[0] < min_classes:
-        raise ValueError(
-            f"fitted state field {name!r} must be 1-D with at least {min_classes} labels, "
-            f"got shape {classes.shape}"
-        )
-    try:
-        distinct_sorted = bool(np.array_equal(np.unique(classes), classes))
-    except TypeError:
-        distinct_sorted = False
-    if not distinct_sorted:
-        raise ValueError(f"fitted state field {name!r} must hold sorted, distinct labels")

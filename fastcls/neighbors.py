@@ -51,7 +51,15 @@ def pairwise_distances(
     -------
     ndarray (n_X, n_Y)
         float32 for float32 inputs, float64 otherwise. uint8 inputs give exact
-        integer values for ``"l1"`` and ``"sqeuclidean"``.
+        integer values for ``"l1"`` and ``"sqeuclidean"``. For float32 inputs,
+        ``"l2"`` and ``"sqeuclidean"`` are computed in float64 and rounded once to
+        float32 (so 1e20 or 1e-30 apart gives 1e20 or 1e-30, not inf or 0).
+
+    Raises
+    ------
+    ValueError
+        A float32 result that float32 cannot hold (beyond about 3.4e38, or a non-zero
+        ``"sqeuclidean"`` value below about 1.2e-38): pass float64 inputs for such data.
 
     Examples
     --------
@@ -72,11 +80,56 @@ def pairwise_distances(
 
     out_dtype = np.float32 if Xa.dtype == np.float32 else np.float64
     out = np.empty((Xa.shape[0], Ya.shape[0]), dtype=out_dtype)
+    kernel = pairwise_kernel(metric, Xa.dtype)
     with num_threads(n_jobs):
-        pairwise_kernel(metric, Xa.dtype)(Xa, np.asarray(Ya), out)
-    if metric == "l2":
-        np.sqrt(out, out=out)
+        if out_dtype == np.float32 and metric != "l1":
+            _pairwise_sq_via_float64(kernel, Xa, np.asarray(Ya), out, metric == "l2")
+        else:
+            kernel(Xa, np.asarray(Ya), out)
+            if metric == "l2":
+                np.sqrt(out, out=out)
+    if out_dtype == np.float32 and not np.isfinite(out).all():
+        # finite inputs: only a distance beyond float32's range gives inf here
+        raise ValueError(
+            f"pairwise distances ({metric}) of these float32 inputs exceed float32's range "
+            f"({float(np.finfo(np.float32).max):.3g}); pass X and Y as float64 to get them"
+        )
     return out
+
+
+#: bytes of the float64 row block used for float32 squared distances
+_PAIRWISE_BLOCK_BYTES = 32 << 20
+_F32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _pairwise_sq_via_float64(
+    kernel: Any, X: np.ndarray, Y: np.ndarray, out: np.ndarray, take_sqrt: bool
+) -> None:
+    """Squared distances of float32 rows into float64 blocks, rounded once into ``out``.
+
+    A squared distance between float32 values can leave float32's range (1e20 apart:
+    1e40; 1e-30 apart: 1e-60) while the distance itself is a float32: storing the
+    squares in float32 gave inf and 0. Blocks of at least 256 rows keep the
+    kernel's per-call set-up (centring ``Y``) negligible next to its GEMM.
+    """
+    rows = max(256, _PAIRWISE_BLOCK_BYTES // max(1, 8 * Y.shape[0]))
+    block = np.empty((min(rows, X.shape[0]), Y.shape[0]))
+    for s in range(0, X.shape[0], rows):
+        e = min(X.shape[0], s + rows)
+        b = block[: e - s]
+        kernel(X[s:e], Y, b)
+        if take_sqrt:
+            np.sqrt(b, out=b)
+        elif np.any((b > 0.0) & (b < _F32_TINY)):
+            # a squared distance below float32's normal range would read as 0 (or a
+            # few-bit subnormal): rows that differ would look identical
+            raise ValueError(
+                "squared distances (sqeuclidean) of these float32 inputs fall below "
+                f"float32's normal range ({_F32_TINY:.3g}); pass X and Y as float64, or "
+                "use metric='l2'"
+            )
+        with np.errstate(over="ignore"):  # beyond float32: inf, reported by the caller
+            out[s:e] = b
 
 
 def kneighbors(
@@ -250,6 +303,8 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.n_features_in_ = int(Xa.shape[1])
         self.n_samples_fit_ = int(Xa.shape[0])
+        # for the query checks (one image given for a batch, queries on another scale)
+        self._fit_profile = V.FitProfile(index, V.value_range(Xa), V.image_shape(X))
         return self
 
     def _backend_options(self, kind: str = "build") -> dict[str, Any]:
@@ -269,9 +324,10 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
 
     def _check_query(self, X: Any) -> np.ndarray:
         V.check_is_fitted(self, ("classes_",))
-        Xa = V.check_array(X, "X")
-        V.check_n_features(Xa, self)
-        return Xa
+        profile = getattr(self, "_fit_profile", None)
+        # a state restored since fit has another index: what fit saw no longer applies
+        profile = profile.for_owner(self._index) if profile is not None else None
+        return V.check_query(X, self, "X", profile)
 
     def kneighbors(
         self,
@@ -347,16 +403,28 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         ValueError
             The state is inconsistent with itself or with this model's parameters.
         """
-        from fastcls.base import check_state_fields, classes_from_state, state_int
+        from fastcls.base import (
+            FittedStateError,
+            check_state_fields,
+            classes_from_state,
+            state_array,
+            state_int,
+            state_param,
+        )
 
         # which backend arrays are stored is itself part of the state: read it first
         meta0 = state[1] if isinstance(state, tuple) and len(state) == 2 else None
         backend_names = meta0.get("backend_arrays", []) if isinstance(meta0, dict) else []
-        if not isinstance(backend_names, list) or not set(backend_names) <= {
-            "fit_X",
-            "faiss_index",
-        }:
-            raise ValueError(f"fitted state field 'backend_arrays' is malformed: {backend_names}")
+        if (
+            not isinstance(backend_names, list)
+            or not all(isinstance(b, str) for b in backend_names)
+            or len(set(backend_names)) != len(backend_names)
+            or not set(backend_names) <= {"fit_X", "faiss_index"}
+        ):
+            raise FittedStateError(
+                f"fitted state field 'backend_arrays' is malformed: {backend_names!r}",
+                "backend_arrays",
+            )
         arrays, meta = check_state_fields(
             state,
             ("classes", "y", *backend_names),
@@ -364,26 +432,52 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         )
         n = state_int(meta, "n_samples_fit_", 1)
         d = state_int(meta, "n_features_in_", 1)
-        metric = V.check_metric(self.metric)
-        V.check_choice(self.weights, "weights", WEIGHTS)
-        cls = get_backend(check_backend(self.backend))
+        # the parameters, checked as fit and predict check them (k against the stored n)
+        metric = state_param("metric", V.check_metric, self.metric)
+        state_param("weights", V.check_choice, self.weights, "weights", WEIGHTS)
+        backend = state_param("backend", check_backend, self.backend)
+        state_param("k", V.check_k, self.k, n)
+        state_param("n_jobs", resolve_n_jobs, self.n_jobs)
+        build_options = state_param("index", self._backend_options, "build")
+        state_param("search options", self._backend_options, "search")
+        cls = get_backend(backend)
         classes = classes_from_state(arrays["classes"], meta)
-        y = np.asarray(arrays["y"])
+        y = arrays["y"]
         if y.dtype.kind not in "iu" or y.shape != (n,):
-            raise ValueError(f"y must be {n} integer labels, got {y.dtype} of shape {y.shape}")
-        if y.size and (y.min() < 0 or y.max() >= classes.shape[0]):
-            raise ValueError(f"y holds codes outside 0..{classes.shape[0] - 1}")
+            raise FittedStateError(
+                f"fitted state field 'y' must be {n} integer labels, got {y.dtype} of shape "
+                f"{y.shape}",
+                "y",
+            )
+        n_classes = classes.shape[0]
+        # codes index the vote's per-class counters: one outside 0..C-1 writes out of bounds
+        if y.min() < 0 or y.max() >= n_classes:
+            raise FittedStateError(
+                f"fitted state field 'y' holds codes outside 0..{n_classes - 1}", "y"
+            )
+        if not np.bincount(y.astype(np.int64), minlength=n_classes).all():
+            raise FittedStateError(
+                "fitted state field 'classes' names a label that no training row has", "classes"
+            )
         backend_arrays = {name: arrays[name] for name in backend_names}
         if "fit_X" in backend_arrays:
-            fit_X = V.check_array(backend_arrays["fit_X"], "fit_X")
-            if fit_X.shape != (n, d):
-                raise ValueError(f"fit_X has shape {fit_X.shape}, expected {(n, d)}")
-            backend_arrays["fit_X"] = fit_X
-        index = cls.from_arrays(backend_arrays, metric, **self._backend_options())
+            fit_X = state_array(arrays, "fit_X", (n, d), V.KERNEL_DTYPES)
+            state_param("fit_X", V.assert_all_finite, fit_X, "fit_X")
+            backend_arrays["fit_X"] = np.ascontiguousarray(fit_X)
+        try:
+            index = cls.from_arrays(
+                backend_arrays, metric, n_samples=n, n_features=d, **build_options
+            )
+        except FittedStateError:
+            raise
+        except (TypeError, ValueError) as exc:
+            field = backend_names[-1] if backend_names else "backend_arrays"
+            raise FittedStateError(f"fitted state field {field!r}: {exc}", field) from exc
         if (index.n_samples, index.n_features) != (n, d):
-            raise ValueError(
+            raise FittedStateError(
                 f"the stored {self.backend} index holds {index.n_samples} x {index.n_features} "
-                f"rows, expected {n} x {d}"
+                f"rows, expected {n} x {d}",
+                backend_names[-1] if backend_names else "backend_arrays",
             )
         self._metric = metric
         self._index = index
@@ -393,14 +487,15 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         self.n_samples_fit_ = n
         return self
 
-    def save(self, path: Any) -> None:
-        """Save the fitted model to ``path`` (``.npz`` + JSON metadata, never pickle).
+    def save(self, path: Any, *, include_data: bool | None = None, compress: bool = False) -> None:
+        """Save the fitted model to exactly ``path`` (``.npz`` layout + JSON, never pickle).
 
-        Reload with :func:`fastcls.load`; see :func:`fastcls.io.save` for the format.
+        Atomic; reload with :func:`fastcls.load`. See :func:`fastcls.io.save` for the
+        options and ``docs/saving.md`` for the format.
         """
         from fastcls.io import save
 
-        save(self, path)
+        save(self, path, include_data=include_data, compress=compress)
 
     def predict_proba(self, X: Any, *, progress: bool | None = False) -> np.ndarray:
         """Vote shares per class, columns ordered as ``classes_``.

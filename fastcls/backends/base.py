@@ -107,12 +107,27 @@ class SearchBackend(abc.ABC):
 
     @classmethod
     def from_arrays(
-        cls, arrays: dict[str, np.ndarray], metric: str, **options: Any
+        cls,
+        arrays: dict[str, np.ndarray],
+        metric: str,
+        *,
+        n_samples: int,
+        n_features: int,
+        **options: Any,
     ) -> SearchBackend:
-        """Rebuild a backend from :meth:`export_arrays` output (already validated)."""
+        """Rebuild a backend from :meth:`export_arrays` output.
+
+        The caller (:meth:`fastcls.KNearestNeighbor.set_fitted_state`) has validated
+        ``fit_X`` when present (dtype, shape ``(n_samples, n_features)``, finite);
+        backends check any array of their own against ``n_samples`` / ``n_features``
+        before using it and raise ``ValueError`` naming it.
+        """
         if "fit_X" not in arrays:
             raise ValueError(f"backend {cls.name!r} needs the training rows (fit_X)")
-        return cls(np.ascontiguousarray(arrays["fit_X"]), metric, **options)
+        X = np.ascontiguousarray(arrays["fit_X"])
+        if X.shape != (n_samples, n_features):
+            raise ValueError(f"fit_X has shape {X.shape}, expected {(n_samples, n_features)}")
+        return cls(X, metric, **options)
 
     def __repr__(self) -> str:
         return (

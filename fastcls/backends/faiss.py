@@ -15,6 +15,13 @@ Conversions (explicit, documented):
   so equal distances list the lower training index first (as every fastcls backend).
 * Approximate indexes may find fewer than ``k`` neighbours for a query (e.g. IVF with
   a small ``nprobe``): missing slots hold index ``-1`` and distance ``inf``.
+* Ranges: FAISS accumulates distances in float32, so data (at fit) and queries (at
+  search) whose largest ``|value|`` would overflow them (or, for training data, make
+  every distance underflow to 0) are refused with a ``ValueError`` naming the accepted
+  range (:func:`float32_safe_range`), never silently turned into ``inf`` / ``-1``.
+* ``metric="l1"`` works only with flat-vector indexes (:data:`L1_INDEX_TYPES`:
+  ``"Flat"``, ``"IVF<n>,Flat"``, ``"HNSW<M>"``, ``"NSG<R>,Flat"``); other index
+  strings are refused when built, with the reason.
 
 Threads: faiss's OpenMP pool follows :func:`fastcls.set_num_threads` / ``n_jobs``
 (set at import and on every :func:`fastcls.num_threads` change). faiss and numba each
@@ -28,6 +35,7 @@ imported, fastcls therefore caps the spin of faiss's runtime with
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from typing import Any
 
@@ -46,6 +54,8 @@ __all__ = [
     "recall_at_k",
     "serialize_index",
     "deserialize_index",
+    "check_index_bytes",
+    "check_index_structure",
 ]
 
 #: what to install when faiss is missing
@@ -105,6 +115,94 @@ def _metric_type(faiss: Any, metric: str) -> int:
     return getattr(faiss, _FAISS_METRICS[metric])
 
 
+#: index classes whose distance code honours ``METRIC_L1`` (checked against brute
+#: force on faiss-cpu 1.x): flat vectors, searched exhaustively, by inverted lists
+#: or by a graph. Quantised codes (PQ, SQ, ...), refinement and pre-transforms are
+#: L2 / inner-product only: faiss builds them for METRIC_L1, then raises a C++
+#: error at search (IVF-PQ, IVF-SQ, Refine) or aborts the process (HNSW-SQ), or
+#: silently compares another distance (PQ, a rotation before Flat).
+L1_INDEX_TYPES = ("IndexFlat", "IndexFlatL1", "IndexIVFFlat", "IndexHNSWFlat", "IndexNSGFlat")
+
+
+def _index_parts(faiss: Any, index: Any) -> list[str]:
+    """Class names of ``index`` and of the indexes it contains (quantiser, storage ...)."""
+    names: list[str] = []
+    todo = [index]
+    while todo and len(names) < 16:
+        idx = faiss.downcast_index(todo.pop())
+        names.append(type(idx).__name__)
+        for attr in ("quantizer", "storage", "index", "base_index", "refine_index"):
+            sub = getattr(idx, attr, None)
+            if sub is not None and hasattr(sub, "ntotal"):
+                todo.append(sub)
+    return names
+
+
+def check_metric_support(faiss: Any, index: Any, index_string: str, metric: str) -> None:
+    """Refuse an index that FAISS builds for ``metric`` but cannot search with it.
+
+    Called on the empty index right after ``index_factory``, before any training or
+    adding (some unsupported combinations abort the process there).
+    """
+    if metric != "l1":
+        return
+    unsupported = [n for n in _index_parts(faiss, index) if n not in L1_INDEX_TYPES]
+    if unsupported:
+        raise ValueError(
+            f"index={index_string!r} cannot be used with metric='l1': it is built from "
+            f"{', '.join(sorted(set(unsupported)))}, whose codes FAISS compares in L2 or inner "
+            "product only (its search would fail or rank by another distance). With "
+            "metric='l1' use 'Flat' (exact), 'IVF<nlist>,Flat', 'HNSW<M>' or 'NSG<R>,Flat', "
+            "or backend='numba' (exact)"
+        )
+
+
+#: FAISS accumulates distances in float32: data magnitudes (largest ``|value|``) it can
+#: compare for ``D`` features without overflow or total underflow, by metric family.
+def float32_safe_range(metric: str, n_features: int) -> tuple[float, float]:
+    """``(smallest, largest)`` non-zero data magnitude FAISS compares correctly.
+
+    Largest: every distance between rows of magnitude ``<= M`` stays below float32's
+    maximum (``D (2M)^2 <= 2^126`` for squared L2, ``2DM <= 2^126`` for L1). Smallest:
+    below it every squared L2 (or L1) distance underflows float32, so all distances
+    would read 0 and the ranking would be arbitrary.
+    """
+    d = max(1, int(n_features))
+    if metric == "l1":
+        return 2.0**-100, 2.0**125 / d
+    return 2.0**-60, 2.0**62 / float(np.sqrt(d))
+
+
+def check_float32_range(A: Any, metric: str, name: str) -> float:
+    """Refuse rows whose magnitude overflows FAISS's float32 distances; return it.
+
+    The magnitude (largest ``|value|``) is taken before any float32 cast, so 1e100
+    is reported as such rather than as ``inf``.
+    """
+    arr = np.asarray(A)
+    peak = float(max(abs(float(arr.max())), abs(float(arr.min())))) if arr.size else 0.0
+    check_magnitude(peak, metric, arr.shape[-1], name, lower=False)
+    return peak
+
+
+def check_magnitude(peak: float, metric: str, n_features: int, name: str, *, lower: bool) -> None:
+    """``ValueError`` naming ``name`` and the accepted range unless ``peak`` is in it.
+
+    ``lower``: also refuse a non-zero ``peak`` below the underflow limit (checked on
+    the whole training set; tiny queries against normal data are fine).
+    """
+    lo, hi = float32_safe_range(metric, n_features)
+    if peak > hi or (lower and 0.0 < peak < lo):
+        family = "L1" if metric == "l1" else "squared L2"
+        raise ValueError(
+            f"{name}: values of magnitude up to {peak:.3g}; backend='faiss' computes "
+            f"{family} distances in float32, which {'overflow' if peak > hi else 'underflow'} "
+            f"for such data; with {n_features} features it accepts data whose largest "
+            f"|value| lies in [{lo:.3g}, {hi:.3g}] (or all zeros). Rescale the data, or use "
+            "backend='numba' (exact float64)"
+        )
+
+
 def _check_index_string(index: Any) -> str:
     if not isinstance(index, str) or not index.strip():
         raise ValueError(
@@ -154,14 +252,18 @@ def build_index(
         raise ValueError(
             f"faiss could not build index {index!r} for metric {metric!r}: {exc}"
         ) from exc
+    check_metric_support(faiss, idx, index, metric)
     if not idx.is_trained:
         budget = min(n, 100_000) if train_size is None else int(train_size)
         budget = max(1, min(n, budget))
         if budget == n:
-            sample = to_float32(X[0:n])
+            raw = X[0:n]
         else:
             rows = np.linspace(0, n - 1, budget).round().astype(np.int64)
-            sample = to_float32(np.concatenate([np.asarray(X[r : r + 1]) for r in rows]))
+            raw = np.concatenate([np.asarray(X[r : r + 1]) for r in rows])
+        check_float32_range(raw, metric, "X")
+        sample = to_float32(raw)
+        del raw
         _set_training_seed(faiss, idx, seed)
         try:
             idx.train(sample)
@@ -174,8 +276,16 @@ def build_index(
 
     # chunks bound the float32 copy of a memmap / uint8 source
     chunk = max(1, int(settings.faiss_add_chunk_rows))
+    peak = 0.0
     for start in range(0, n, chunk):
-        idx.add(to_float32(X[start : start + chunk]))
+        rows = X[start : start + chunk]
+        # before the float32 cast: 1e100 would become inf, and every search -1
+        peak = max(peak, check_float32_range(rows, metric, "X"))
+        try:
+            idx.add(to_float32(rows))
+        except Exception as exc:  # e.g. an IDMap index, which needs ids
+            raise ValueError(f"faiss could not add rows to index {index!r}: {exc}") from exc
+    check_magnitude(peak, metric, d, "X", lower=True)
     return idx
 
 
@@ -244,6 +354,7 @@ def search_index(
         Rows sorted by ``(distance, index)``; unfound slots are ``(inf, -1)``.
     """
     set_search_parameters(index, nprobe=nprobe, efSearch=efSearch)
+    check_float32_range(Q, metric, "the queries")
     dist32, idx = index.search(to_float32(Q), int(k))
     dist = dist32.astype(np.float64)
     idx = idx.astype(np.int64, copy=False)
@@ -312,9 +423,147 @@ def serialize_index(index: Any) -> np.ndarray:
 
 
 def deserialize_index(data: np.ndarray) -> Any:
-    """Inverse of :func:`serialize_index`."""
+    """Inverse of :func:`serialize_index` (no checks: see :func:`check_index_bytes`)."""
     faiss = import_faiss()
     return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+
+
+#: the header every serialised FAISS index starts with (``write_index_header``):
+#: fourcc, d (int32), ntotal (int64), two dummies (int64, 1 << 20), is_trained (uint8),
+#: metric_type (int32); a float32 metric_arg follows when metric_type > 1
+_HEADER = struct.Struct("<4siqqqBi")
+_HEADER_DUMMY = 1 << 20
+#: fourcc of a flat index by faiss metric type (L2 / inner product have their own)
+_FLAT_FOURCC = {0: b"IxFI", 1: b"IxF2"}
+_FAISS_METRIC_TYPES = {"l2": 1, "sqeuclidean": 1, "l1": 2}
+
+
+def check_index_bytes(
+    data: Any, metric: str, n_samples: int, n_features: int, *, flat: bool
+) -> None:
+    """Check serialised index bytes before faiss reads them; ``ValueError`` if wrong.
+
+    faiss's reader trusts the sizes it reads: tampered bytes can make it allocate
+    without bound or build a structure that reads out of bounds at search time. So:
+
+    * every index: the header (a fourcc of the right family, ``d == n_features``,
+      ``ntotal == n_samples``, the fixed dummy fields, ``is_trained``, the metric);
+    * a ``"Flat"`` index: its whole layout (a vector of exactly ``ntotal * d`` finite
+      float32 values and nothing after it), so faiss reads nothing unchecked.
+
+    Approximate indexes (IVF, HNSW, PQ ...) are checked again after reading by
+    :func:`check_index_structure`; their body is parsed by faiss itself.
+    """
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 1:
+        raise ValueError("faiss_index must be a 1-D uint8 array (faiss.serialize_index bytes)")
+    if data.shape[0] < _HEADER.size:
+        raise ValueError(f"faiss_index is truncated ({data.shape[0]} bytes)")
+    fourcc, d, ntotal, dummy1, dummy2, trained, mtype = _HEADER.unpack_from(
+        data[: _HEADER.size].tobytes()
+    )
+    want_type = _FAISS_METRIC_TYPES[metric]
+    if not (fourcc[:1] == b"I" and fourcc.isalnum()):
+        raise ValueError(f"faiss_index does not start with a faiss index fourcc ({fourcc!r})")
+    if (d, ntotal) != (n_features, n_samples):
+        raise ValueError(
+            f"faiss_index holds {ntotal} vectors of dimension {d}, the model {n_samples} of "
+            f"dimension {n_features}"
+        )
+    if (dummy1, dummy2, trained) != (_HEADER_DUMMY, _HEADER_DUMMY, 1) or mtype != want_type:
+        raise ValueError(
+            f"faiss_index header is malformed (is_trained={trained}, metric_type={mtype}, "
+            f"expected metric_type {want_type} for metric {metric!r})"
+        )
+    is_flat_fourcc = fourcc in (_FLAT_FOURCC.get(want_type, b"IxFl"), b"IxFl")
+    if flat != is_flat_fourcc:
+        raise ValueError(
+            f"faiss_index is a {fourcc.decode('ascii')} index, but the model's index "
+            f"parameter says {'Flat' if flat else 'an approximate index'}"
+        )
+    if not flat:
+        return
+    pos = _HEADER.size + (4 if mtype > 1 else 0)
+    count = n_samples * n_features
+    if data.shape[0] != pos + 8 + 4 * count:
+        raise ValueError(
+            f"faiss_index has {data.shape[0]} bytes; a flat index of {n_samples} x "
+            f"{n_features} has {pos + 8 + 4 * count}"
+        )
+    (size,) = struct.unpack_from("<Q", bytes(data[pos : pos + 8]))
+    if size != count:
+        raise ValueError(f"faiss_index stores {size} values, expected {count}")
+    values = data[pos + 8 :].view(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("faiss_index holds NaN or infinite vectors")
+
+
+def check_index_structure(index: Any, metric: str, n_samples: int, n_features: int) -> None:
+    """Check a deserialised index against the model; ``ValueError`` if inconsistent.
+
+    Size, dimension and metric of every index; for IVF indexes, that the inverted lists
+    hold each training row exactly once; for HNSW, that every graph link, level and
+    offset is in range (an out-of-range link is read out of bounds at search time).
+    """
+    faiss = import_faiss()
+    if (int(index.d), int(index.ntotal)) != (n_features, n_samples) or not index.is_trained:
+        raise ValueError(
+            f"faiss_index holds {index.ntotal} vectors of dimension {index.d}, expected "
+            f"{n_samples} x {n_features}"
+        )
+    if int(index.metric_type) != _FAISS_METRIC_TYPES[metric]:
+        raise ValueError(f"faiss_index metric_type {index.metric_type} is not {metric!r}")
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except Exception:  # faiss raises when the index holds no IVF
+        ivf = None
+    if ivf is not None:
+        _check_ivf(faiss, ivf, n_samples, n_features)
+    hnsw_index = faiss.downcast_index(index)
+    if hasattr(hnsw_index, "hnsw"):
+        _check_hnsw(faiss, hnsw_index, n_samples)
+
+
+def _check_ivf(faiss: Any, ivf: Any, n: int, d: int) -> None:
+    nlist = int(ivf.nlist)
+    quantizer = ivf.quantizer
+    if int(quantizer.ntotal) != nlist or int(quantizer.d) != int(ivf.d) or ivf.d != d:
+        raise ValueError("faiss_index: the IVF quantizer does not match its lists")
+    invlists = ivf.invlists
+    if int(invlists.nlist) != nlist:
+        raise ValueError("faiss_index: the IVF inverted lists do not match nlist")
+    ids = []
+    for lst in range(nlist):
+        size = int(invlists.list_size(lst))
+        if size:
+            ids.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+    found = np.sort(np.concatenate(ids)) if ids else np.empty(0, np.int64)
+    if found.shape[0] != n or not np.array_equal(found, np.arange(n)):
+        raise ValueError("faiss_index: the IVF lists do not hold each training row once")
+
+
+def _check_hnsw(faiss: Any, index: Any, n: int) -> None:
+    h = index.hnsw
+    levels = faiss.vector_to_array(h.levels).astype(np.int64)
+    offsets = faiss.vector_to_array(h.offsets).astype(np.int64)
+    neighbors = faiss.vector_to_array(h.neighbors).astype(np.int64)
+    cum = faiss.vector_to_array(h.cum_nneighbor_per_level).astype(np.int64)
+    ok = (
+        levels.shape == (n,)
+        and offsets.shape == (n + 1,)
+        and (levels >= 1).all()
+        and (levels < cum.shape[0]).all()
+        and offsets[0] == 0
+        and np.array_equal(np.diff(offsets), cum[np.minimum(levels, cum.shape[0] - 1)])
+        and offsets[-1] == neighbors.shape[0]
+        and neighbors.size > 0
+        and (neighbors >= -1).all()
+        and (neighbors < n).all()
+        and 0 <= int(h.entry_point) < n
+        and int(h.max_level) == int(levels.max()) - 1
+    )
+    storage = getattr(index, "storage", None)
+    if not ok or storage is None or int(storage.ntotal) != n or int(storage.d) != int(index.d):
+        raise ValueError("faiss_index: the HNSW graph is inconsistent with its vectors")
 
 
 class FaissBackend(SearchBackend):
@@ -372,13 +621,40 @@ class FaissBackend(SearchBackend):
 
     @classmethod
     def from_arrays(
-        cls, arrays: dict[str, np.ndarray], metric: str, **options: Any
+        cls,
+        arrays: dict[str, np.ndarray],
+        metric: str,
+        *,
+        n_samples: int,
+        n_features: int,
+        **options: Any,
     ) -> FaissBackend:
-        """Restore the serialised index (or rebuild it from ``fit_X`` when absent)."""
-        if "faiss_index" not in arrays:
-            if "fit_X" not in arrays:
-                raise ValueError("backend 'faiss' needs a stored index or the training rows")
-            return cls(np.ascontiguousarray(arrays["fit_X"]), metric, **options)
+        """Restore the serialised index (or rebuild it from ``fit_X`` when absent).
+
+        The bytes are checked by :func:`check_index_bytes` before faiss reads them and
+        the index by :func:`check_index_structure` after; with ``fit_X`` stored too,
+        a flat index must hold exactly its float32 rows.
+        """
         X = np.ascontiguousarray(arrays["fit_X"]) if "fit_X" in arrays else None
-        built = deserialize_index(arrays["faiss_index"])
-        return cls(X, metric, index=options.get("index"), built_index=built)
+        if X is not None and X.shape != (n_samples, n_features):
+            raise ValueError(f"fit_X has shape {X.shape}, expected {(n_samples, n_features)}")
+        index_string = _check_index_string(
+            "Flat" if options.get("index") is None else options["index"]
+        )
+        if "faiss_index" not in arrays:
+            if X is None:
+                raise ValueError("backend 'faiss' needs a stored index or the training rows")
+            return cls(X, metric, index=index_string)
+        data = arrays["faiss_index"]
+        flat = index_string == "Flat"
+        check_index_bytes(data, metric, n_samples, n_features, flat=flat)
+        try:
+            built = deserialize_index(data)
+        except RuntimeError as exc:  # faiss's reader refused the bytes
+            raise ValueError(f"faiss could not read faiss_index: {exc}") from exc
+        check_index_structure(built, metric, n_samples, n_features)
+        if flat and X is not None:
+            pos = data.shape[0] - 4 * n_samples * n_features
+            if not np.array_equal(data[pos:].view(np.float32).reshape(X.shape), to_float32(X)):
+                raise ValueError("faiss_index does not hold the stored training rows fit_X")
+        return cls(X, metric, index=index_string, built_index=built)
