@@ -73,9 +73,14 @@ _META_FILES = {"binary": "batches.meta.txt", "python": "batches.meta"}
 
 # --------------------------------------------------------------------------- batches
 def _restricted_load(f: BinaryIO, where: str) -> object:
-    """Unpickle ``f`` with :class:`RestrictedUnpickler` (Python-2 strings as bytes)."""
+    """Unpickle ``f`` with :class:`RestrictedUnpickler` (Python-2 strings as bytes).
+
+    The decoded size is capped at ``settings.cifar_max_member_bytes``, like the file.
+    """
     try:
-        return RestrictedUnpickler(f, encoding="bytes").load()
+        return RestrictedUnpickler(
+            f, encoding="bytes", max_decoded_bytes=settings.cifar_max_member_bytes
+        ).load()
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{where}: {exc}") from None
     except (
@@ -135,8 +140,16 @@ def _parse_python_batch(obj: object, where: str) -> tuple[np.ndarray, np.ndarray
         raise ValueError(
             f"{where}: 'labels' must be a list of integers, got {type(raw_labels).__name__}"
         )
-    if any(isinstance(v, bool) for v in raw_labels):
-        raise ValueError(f"{where}: 'labels' must be integers, got booleans")
+    if len(raw_labels) != data.shape[0]:
+        raise ValueError(
+            f"{where} has {data.shape[0]} images but {len(raw_labels)} labels; they must match"
+        )
+    # element types first: np.asarray of nested lists would expand whatever they hold
+    if not isinstance(raw_labels, np.ndarray):
+        if any(isinstance(v, bool) for v in raw_labels):
+            raise ValueError(f"{where}: 'labels' must be integers, got booleans")
+        if not all(isinstance(v, (int, np.integer)) for v in raw_labels):
+            raise ValueError(f"{where}: 'labels' must be a flat list of integers")
     labels = np.asarray(raw_labels)
     if labels.size == 0:
         labels = labels.astype(np.int64)
@@ -297,6 +310,17 @@ def _open_source(root: object, fmt: str) -> _DirSource | _TarSource:
 
 
 # --------------------------------------------------------------------------- readers
+def _check_member_size(source: _DirSource | _TarSource, name: str) -> None:
+    """Refuse a python batch or meta file larger than ``settings.cifar_max_member_bytes``
+    (archive members are checked as they are scanned; this covers extracted folders)."""
+    size = source.size(name)
+    if size > settings.cifar_max_member_bytes:
+        raise ValueError(
+            f"{source.where(name)} has {size} bytes, far more than a CIFAR-10 batch "
+            "(~31 MB); refused (settings.cifar_max_member_bytes)"
+        )
+
+
 def _batch_files(
     files: tuple[str, ...], source: _DirSource | _TarSource, limit: int | None
 ) -> list[str]:
@@ -396,6 +420,7 @@ def _read_python(
         if limit is not None and total >= limit:
             break
         _require_batch(source, name, limit, arg)
+        _check_member_size(source, name)
         with source.open(name) as f:
             obj = _restricted_load(f, source.where(name))
         data, labels = _parse_python_batch(obj, source.where(name))
@@ -543,6 +568,7 @@ def cifar10_class_names(
     if not source.has(meta):
         return CIFAR10_CLASSES
     where = source.where(meta)
+    _check_member_size(source, meta)
     with source.open(meta) as f:
         if source.format == "python":
             obj = _restricted_load(f, where)
