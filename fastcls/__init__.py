@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 from fastcls._config import get_num_threads, num_threads, set_num_threads
-from fastcls._validation import NotFittedError
+from fastcls._validation import DataRangeWarning, NotFittedError
 
 __version__ = "0.1.0"
 
@@ -63,6 +63,7 @@ _SUBMODULES = (
 )
 
 __all__ = [
+    "DataRangeWarning",
     "NotFittedError",
     "get_num_threads",
     "num_threads",

@@ -34,6 +34,18 @@ class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used before ``fit`` (as in scikit-learn)."""
 
 
+class DataRangeWarning(UserWarning):
+    """Queries lie on another scale than the data the model was fitted on.
+
+    Warned by ``predict`` / ``predict_proba`` / ``kneighbors`` / ``decision_function``
+    when the values of the query batch span at most 1/16 of the training data's span
+    (uint8 pixels 0..255 at fit, floats in [0, 1] at predict), or lie outside the
+    training interval by more than its span (the reverse mistake). Such queries are
+    all nearest to the same few training rows, so every prediction is one class.
+    Silence it with ``warnings.simplefilter("ignore", fastcls.DataRangeWarning)``.
+    """
+
+
 _SKLEARN_COMPATIBLE_ERROR: type | None = None
 
 
@@ -77,6 +89,10 @@ def as_numeric_array(X: Any, name: str) -> np.ndarray:
             arr = np.asarray(X)
         except Exception as exc:  # ragged lists and the like
             raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+    if not arr.dtype.isnative and arr.dtype.kind in "biuf":
+        # big-endian data (a file written elsewhere, '>f4'): the same values in the
+        # native byte order, which is what every kernel reads (a copy)
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     kind = arr.dtype.kind
     if kind == "c":
         raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}")
@@ -122,6 +138,8 @@ def declared_kernel_dtype(dtype: Any, name: str = "X") -> np.dtype:
     uint8 (same values, so the same results).
     """
     dt = np.dtype(dtype)
+    if not dt.isnative and dt.kind in "biuf":  # big-endian: converted tile by tile
+        dt = dt.newbyteorder("=")
     if dt in KERNEL_DTYPES:
         return dt
     if dt.kind == "b":
@@ -233,7 +251,12 @@ def check_array(
     if arr.ndim == 2:
         pass
     elif allow_images and arr.ndim in (3, 4):
-        arr = arr.reshape(arr.shape[0], -1)
+        if arr.shape[0] < min_samples:  # named before flattening (reshape(0, -1) fails)
+            raise ValueError(
+                f"{name} is an image batch of shape {arr.shape} holding {arr.shape[0]} "
+                f"image(s) while a minimum of {min_samples} is required"
+            )
+        arr = arr.reshape(arr.shape[0], math.prod(arr.shape[1:]))
     else:
         expected = "2-D (n_samples, n_features)"
         if allow_images:
@@ -374,6 +397,8 @@ def check_labels(y: Any, n_samples: int, name: str = "y") -> tuple[np.ndarray, n
             f"{name} is None: this estimator requires y to be passed, but the target y is None"
         )
     arr = np.asarray(y)
+    if not arr.dtype.isnative and arr.dtype.kind in "biuf":  # big-endian labels
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim == 2 and arr.shape[1] == 1:
         raise ValueError(
             f"{name} must be 1-D of shape ({n_samples},), got shape {arr.shape}; use y.ravel()"
@@ -422,6 +447,162 @@ def check_n_features(X: np.ndarray, estimator: Any, name: str = "X") -> None:
             f"{name} has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
             f"{n_features_in} features as input (the number it was fitted with)"
         )
+
+
+# --------------------------------------------------------------------------- queries
+def value_range(X: Any) -> tuple[float, float] | None:
+    """``(min, max)`` of a validated 2-D array (row chunks: a memmap is never loaded).
+
+    ``None`` for an empty array or a lazy row source (values unknown until read).
+    """
+    if not isinstance(X, np.ndarray) or X.size == 0:
+        return None
+    from fastcls._config import settings
+
+    rows = max(1, int(settings.finite_check_rows))
+    lo, hi = math.inf, -math.inf
+    for start in range(0, X.shape[0], rows):
+        block = X[start : start + rows]
+        lo = min(lo, float(block.min()))
+        hi = max(hi, float(block.max()))
+    return lo, hi
+
+
+def image_shape(X: Any) -> tuple[int, int, int] | None:
+    """``(H, W, C)`` of an image batch ``X`` (N, H, W[, C]); ``None`` for anything else.
+
+    Grayscale ``(N, H, W)`` reads as ``C = 1``. Only the ``shape`` attribute is read.
+    """
+    shape = getattr(X, "shape", None)
+    if not isinstance(shape, tuple) or len(shape) not in (3, 4):
+        return None
+    h, w, c = (int(v) for v in (*shape[1:], 1)[:3])
+    return h, w, c
+
+
+class FitProfile:
+    """What query checks remember of the data a model was fitted on.
+
+    Parameters
+    ----------
+    owner : object
+        The fitted object the profile belongs to (an estimator's search index or
+        weights): a state restored later replaces it, and the profile then no longer
+        applies (:meth:`for_owner`).
+    value_range : (float, float) or None
+        Training data ``(min, max)``; ``None`` when unknown (lazy rows).
+    image_shape : (H, W, C) or None
+        Image shape of an image batch fitted on, else ``None``.
+    """
+
+    __slots__ = ("owner", "value_range", "image_shape")
+
+    def __init__(
+        self,
+        owner: Any,
+        value_range: tuple[float, float] | None,
+        image_shape: tuple[int, int, int] | None,
+    ) -> None:
+        self.owner = owner
+        self.value_range = value_range
+        self.image_shape = image_shape
+
+    def for_owner(self, owner: Any) -> FitProfile | None:
+        """``self`` if it was recorded for ``owner``, else ``None``."""
+        return self if self.owner is owner else None
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside fastcls (warnings point at user code)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastcls"):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def check_query(
+    X: Any, estimator: Any, name: str = "X", profile: FitProfile | None = None
+) -> np.ndarray:
+    """Validate the queries of a fitted estimator and return them as a 2-D batch.
+
+    On top of :func:`check_array` and :func:`check_n_features`:
+
+    * one sample given where a batch is expected (a single image ``(H, W, C)`` or a
+      1-D row with ``n_features_in_`` values) is refused with a message that says
+      to pass ``X[None]`` (one rule for every estimator: a batch in, a batch out);
+    * images of another shape than the images fitted on (same number of values,
+      e.g. channels first) are refused;
+    * a :class:`DataRangeWarning` is issued when the queries' values lie on another
+      scale than the training data (see its docstring for the rule).
+
+    ``profile`` is what fit recorded (:class:`FitProfile`); without it only the
+    feature count is checked.
+    """
+    arr = as_numeric_array(X, name)
+    n_in = int(estimator.n_features_in_)
+    fit_shape = profile.image_shape if profile is not None else None
+    batch_width = math.prod(arr.shape[1:]) if arr.ndim >= 2 else None
+    one_image = fit_shape is not None and image_shape(arr[None]) == fit_shape
+    # a 2-D array is a batch with the wrong width unless it is one fitted-shape image
+    looks_single = arr.ndim == 1 or arr.ndim >= 3 or one_image
+    if looks_single and arr.size == n_in and batch_width != n_in:
+        what = "one image of the shape this model was fitted on" if one_image else "one sample"
+        hint = " (Reshape your data with x.reshape(1, -1))" if arr.ndim == 1 else ""
+        raise ValueError(
+            f"{name} has shape {arr.shape}: {what} ({n_in} values), but "
+            f"{type(estimator).__name__} takes a batch; pass {name}[None] (shape "
+            f"{(1, *arr.shape)}) for one {'image' if one_image else 'sample'}{hint}"
+        )
+    Xa = check_array(arr, name)
+    check_n_features(Xa, estimator, name)
+    got_shape = image_shape(arr)
+    if fit_shape is not None and got_shape is not None and got_shape != fit_shape:
+        raise ValueError(
+            f"{name} holds images of shape {got_shape} (H, W, C) but "
+            f"{type(estimator).__name__} was fitted on images of shape {fit_shape}: the "
+            "same number of values in another layout (channels first?) would be compared "
+            "pixel for pixel with the wrong pixels; transpose the images to the fitted layout"
+        )
+    fit_range = profile.value_range if profile is not None else None
+    if fit_range is not None:
+        warning = query_range_warning(value_range(Xa), fit_range, name)
+        if warning:
+            import warnings
+
+            warnings.warn(warning, DataRangeWarning, stacklevel=_user_stacklevel())
+    return Xa
+
+
+def query_range_warning(
+    query_range: tuple[float, float] | None, fit_range: tuple[float, float], name: str = "X"
+) -> str | None:
+    """The :class:`DataRangeWarning` message for queries on another scale, or ``None``.
+
+    With training interval ``[a, b]`` (span ``s = b - a > 0``) and query interval
+    ``[lo, hi]``: warn when ``0 < hi - lo <= s / 16`` (queries squeezed into a small
+    part of the training scale) or when the queries reach beyond the training
+    interval by more than ``s`` (``hi > b + s`` or ``lo < a - s``). A constant query
+    batch (``hi == lo``, e.g. one blank image) inside the range is not warned about.
+    """
+    if query_range is None:
+        return None
+    a, b = fit_range
+    lo, hi = query_range
+    span = b - a
+    if not span > 0:
+        return None
+    narrow = 0 < hi - lo <= span / 16
+    beyond = hi - b > span or a - lo > span
+    if not (narrow or beyond):
+        return None
+    return (
+        f"{name} holds values in [{lo:.4g}, {hi:.4g}] but the model was fitted on values in "
+        f"[{a:.4g}, {b:.4g}]: the queries are on another scale (e.g. pixels in [0, 1] "
+        "against 0..255), which typically makes every prediction the same class; scale "
+        "the queries as the training data was scaled"
+    )
 
 
 def check_random_state(seed: Any) -> np.random.Generator:

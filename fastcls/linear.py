@@ -325,6 +325,8 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         self.b_ = b if b is not None else np.zeros(C, dtype=dtype)
         self.classes_ = classes
         self.n_features_in_ = D
+        # for the query checks (one image given for a batch, queries on another scale)
+        self._fit_profile = V.FitProfile(self.W_, V.value_range(Xa), V.image_shape(X))
         self.loss_history_ = res.loss_history
         self.learning_rate_ = float(res.learning_rate)
         self.n_iter_ = res.n_iter
@@ -342,8 +344,10 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_classes), dtype of ``W_``
         """
         V.check_is_fitted(self, ("W_", "b_", "classes_"))
-        Xa = V.check_array(X, "X")
-        V.check_n_features(Xa, self)
+        profile = getattr(self, "_fit_profile", None)
+        # weights restored since fit (set_fitted_state): what fit saw no longer applies
+        profile = profile.for_owner(self.W_) if profile is not None else None
+        Xa = V.check_query(X, self, "X", profile)
         return Xa.astype(self.W_.dtype, copy=False) @ self.W_ + self.b_
 
     def predict(self, X: Any) -> np.ndarray:

@@ -22,7 +22,13 @@ import numpy as np
 
 from fastcls import _validation as V
 from fastcls._config import num_threads, resolve_n_jobs
-from fastcls.backends import build_backend, check_backend, check_train_rows, get_backend
+from fastcls.backends import (
+    build_backend,
+    check_backend,
+    check_train_rows,
+    get_backend,
+    tiny_data_scale,
+)
 from fastcls.base import BaseEstimator, ClassifierMixin, FittedState
 
 WEIGHTS = ("uniform", "distance")
@@ -51,7 +57,15 @@ def pairwise_distances(
     -------
     ndarray (n_X, n_Y)
         float32 for float32 inputs, float64 otherwise. uint8 inputs give exact
-        integer values for ``"l1"`` and ``"sqeuclidean"``.
+        integer values for ``"l1"`` and ``"sqeuclidean"``. For float32 inputs,
+        ``"l2"`` and ``"sqeuclidean"`` are computed in float64 and rounded once to
+        float32 (so 1e20 or 1e-30 apart gives 1e20 or 1e-30, not inf or 0).
+
+    Raises
+    ------
+    ValueError
+        A float32 result that float32 cannot hold (beyond about 3.4e38, or a non-zero
+        ``"sqeuclidean"`` value below about 1.2e-38): pass float64 inputs for such data.
 
     Examples
     --------
@@ -72,11 +86,65 @@ def pairwise_distances(
 
     out_dtype = np.float32 if Xa.dtype == np.float32 else np.float64
     out = np.empty((Xa.shape[0], Ya.shape[0]), dtype=out_dtype)
+    kernel = pairwise_kernel(metric, Xa.dtype)
+    # float64 data too small for squared distances: computed exactly rescaled
+    scale = tiny_data_scale(Xa, Ya) if metric != "l1" else 1.0
+    if scale != 1.0:
+        Xs = Xa * scale
+        Xa, Ya = Xs, (Xs if Y is None else Ya * scale)
     with num_threads(n_jobs):
-        pairwise_kernel(metric, Xa.dtype)(Xa, np.asarray(Ya), out)
-    if metric == "l2":
-        np.sqrt(out, out=out)
+        if out_dtype == np.float32 and metric != "l1":
+            _pairwise_sq_via_float64(kernel, Xa, np.asarray(Ya), out, metric == "l2")
+        else:
+            kernel(Xa, np.asarray(Ya), out)
+            if metric == "l2":
+                np.sqrt(out, out=out)
+    if out_dtype == np.float32 and not np.isfinite(out).all():
+        # finite inputs: only a distance beyond float32's range gives inf here
+        raise ValueError(
+            f"pairwise distances ({metric}) of these float32 inputs exceed float32's range "
+            f"({float(np.finfo(np.float32).max):.3g}); pass X and Y as float64 to get them"
+        )
+    if scale != 1.0:
+        out /= scale
+        if metric == "sqeuclidean":  # twice rather than by scale**2, which can overflow
+            out /= scale
     return out
+
+
+#: bytes of the float64 row block used for float32 squared distances
+_PAIRWISE_BLOCK_BYTES = 32 << 20
+_F32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _pairwise_sq_via_float64(
+    kernel: Any, X: np.ndarray, Y: np.ndarray, out: np.ndarray, take_sqrt: bool
+) -> None:
+    """Squared distances of float32 rows into float64 blocks, rounded once into ``out``.
+
+    A squared distance between float32 values can leave float32's range (1e20 apart:
+    1e40; 1e-30 apart: 1e-60) while the distance itself is a float32: storing the
+    squares in float32 gave inf and 0. Blocks of at least 256 rows keep the
+    kernel's per-call set-up (centring ``Y``) negligible next to its GEMM.
+    """
+    rows = max(256, _PAIRWISE_BLOCK_BYTES // max(1, 8 * Y.shape[0]))
+    block = np.empty((min(rows, X.shape[0]), Y.shape[0]))
+    for s in range(0, X.shape[0], rows):
+        e = min(X.shape[0], s + rows)
+        b = block[: e - s]
+        kernel(X[s:e], Y, b)
+        if take_sqrt:
+            np.sqrt(b, out=b)
+        elif np.any((b > 0.0) & (b < _F32_TINY)):
+            # a squared distance below float32's normal range would read as 0 (or a
+            # few-bit subnormal): rows that differ would look identical
+            raise ValueError(
+                "squared distances (sqeuclidean) of these float32 inputs fall below "
+                f"float32's normal range ({_F32_TINY:.3g}); pass X and Y as float64, or "
+                "use metric='l2'"
+            )
+        with np.errstate(over="ignore"):  # beyond float32: inf, reported by the caller
+            out[s:e] = b
 
 
 def kneighbors(
@@ -250,6 +318,8 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.n_features_in_ = int(Xa.shape[1])
         self.n_samples_fit_ = int(Xa.shape[0])
+        # for the query checks (one image given for a batch, queries on another scale)
+        self._fit_profile = V.FitProfile(index, V.value_range(Xa), V.image_shape(X))
         return self
 
     def _backend_options(self, kind: str = "build") -> dict[str, Any]:
@@ -269,9 +339,10 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
 
     def _check_query(self, X: Any) -> np.ndarray:
         V.check_is_fitted(self, ("classes_",))
-        Xa = V.check_array(X, "X")
-        V.check_n_features(Xa, self)
-        return Xa
+        profile = getattr(self, "_fit_profile", None)
+        # a state restored since fit has another index: what fit saw no longer applies
+        profile = profile.for_owner(self._index) if profile is not None else None
+        return V.check_query(X, self, "X", profile)
 
     def kneighbors(
         self,

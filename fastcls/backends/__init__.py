@@ -33,6 +33,7 @@ from fastcls.backends.rows import (
     promote_query,
     release_pages,
 )
+from fastcls.backends.scaling import tiny_data_scale
 
 __all__ = [
     "BACKENDS",
@@ -48,6 +49,7 @@ __all__ = [
     "kernel_dtype",
     "promote_query",
     "release_pages",
+    "tiny_data_scale",
 ]
 
 #: backend name -> ``"module:Class"`` (imported on first use) or the class itself

@@ -15,6 +15,13 @@ Conversions (explicit, documented):
   so equal distances list the lower training index first (as every fastcls backend).
 * Approximate indexes may find fewer than ``k`` neighbours for a query (e.g. IVF with
   a small ``nprobe``): missing slots hold index ``-1`` and distance ``inf``.
+* Ranges: FAISS accumulates distances in float32, so data (at fit) and queries (at
+  search) whose largest ``|value|`` would overflow them (or, for training data, make
+  every distance underflow to 0) are refused with a ``ValueError`` naming the accepted
+  range (:func:`float32_safe_range`), never silently turned into ``inf`` / ``-1``.
+* ``metric="l1"`` works only with flat-vector indexes (:data:`L1_INDEX_TYPES`:
+  ``"Flat"``, ``"IVF<n>,Flat"``, ``"HNSW<M>"``, ``"NSG<R>,Flat"``); other index
+  strings are refused when built, with the reason.
 
 Threads: faiss's OpenMP pool follows :func:`fastcls.set_num_threads` / ``n_jobs``
 (set at import and on every :func:`fastcls.num_threads` change). faiss and numba each
@@ -108,6 +115,94 @@ def _metric_type(faiss: Any, metric: str) -> int:
     return getattr(faiss, _FAISS_METRICS[metric])
 
 
+#: index classes whose distance code honours ``METRIC_L1`` (checked against brute
+#: force on faiss-cpu 1.x): flat vectors, searched exhaustively, by inverted lists
+#: or by a graph. Quantised codes (PQ, SQ, ...), refinement and pre-transforms are
+#: L2 / inner-product only: faiss builds them for METRIC_L1, then raises a C++
+#: error at search (IVF-PQ, IVF-SQ, Refine) or aborts the process (HNSW-SQ), or
+#: silently compares another distance (PQ, a rotation before Flat).
+L1_INDEX_TYPES = ("IndexFlat", "IndexFlatL1", "IndexIVFFlat", "IndexHNSWFlat", "IndexNSGFlat")
+
+
+def _index_parts(faiss: Any, index: Any) -> list[str]:
+    """Class names of ``index`` and of the indexes it contains (quantiser, storage ...)."""
+    names: list[str] = []
+    todo = [index]
+    while todo and len(names) < 16:
+        idx = faiss.downcast_index(todo.pop())
+        names.append(type(idx).__name__)
+        for attr in ("quantizer", "storage", "index", "base_index", "refine_index"):
+            sub = getattr(idx, attr, None)
+            if sub is not None and hasattr(sub, "ntotal"):
+                todo.append(sub)
+    return names
+
+
+def check_metric_support(faiss: Any, index: Any, index_string: str, metric: str) -> None:
+    """Refuse an index that FAISS builds for ``metric`` but cannot search with it.
+
+    Called on the empty index right after ``index_factory``, before any training or
+    adding (some unsupported combinations abort the process there).
+    """
+    if metric != "l1":
+        return
+    unsupported = [n for n in _index_parts(faiss, index) if n not in L1_INDEX_TYPES]
+    if unsupported:
+        raise ValueError(
+            f"index={index_string!r} cannot be used with metric='l1': it is built from "
+            f"{', '.join(sorted(set(unsupported)))}, whose codes FAISS compares in L2 or inner "
+            "product only (its search would fail or rank by another distance). With "
+            "metric='l1' use 'Flat' (exact), 'IVF<nlist>,Flat', 'HNSW<M>' or 'NSG<R>,Flat', "
+            "or backend='numba' (exact)"
+        )
+
+
+#: FAISS accumulates distances in float32: data magnitudes (largest ``|value|``) it can
+#: compare for ``D`` features without overflow or total underflow, by metric family.
+def float32_safe_range(metric: str, n_features: int) -> tuple[float, float]:
+    """``(smallest, largest)`` non-zero data magnitude FAISS compares correctly.
+
+    Largest: every distance between rows of magnitude ``<= M`` stays below float32's
+    maximum (``D (2M)^2 <= 2^126`` for squared L2, ``2DM <= 2^126`` for L1). Smallest:
+    below it every squared L2 (or L1) distance underflows float32, so all distances
+    would read 0 and the ranking would be arbitrary.
+    """
+    d = max(1, int(n_features))
+    if metric == "l1":
+        return 2.0**-100, 2.0**125 / d
+    return 2.0**-60, 2.0**62 / float(np.sqrt(d))
+
+
+def check_float32_range(A: Any, metric: str, name: str) -> float:
+    """Refuse rows whose magnitude overflows FAISS's float32 distances; return it.
+
+    The magnitude (largest ``|value|``) is taken before any float32 cast, so 1e100
+    is reported as such rather than as ``inf``.
+    """
+    arr = np.asarray(A)
+    peak = float(max(abs(float(arr.max())), abs(float(arr.min())))) if arr.size else 0.0
+    check_magnitude(peak, metric, arr.shape[-1], name, lower=False)
+    return peak
+
+
+def check_magnitude(peak: float, metric: str, n_features: int, name: str, *, lower: bool) -> None:
+    """``ValueError`` naming ``name`` and the accepted range unless ``peak`` is in it.
+
+    ``lower``: also refuse a non-zero ``peak`` below the underflow limit (checked on
+    the whole training set; tiny queries against normal data are fine).
+    """
+    lo, hi = float32_safe_range(metric, n_features)
+    if peak > hi or (lower and 0.0 < peak < lo):
+        family = "L1" if metric == "l1" else "squared L2"
+        raise ValueError(
+            f"{name}: values of magnitude up to {peak:.3g}; backend='faiss' computes "
+            f"{family} distances in float32, which {'overflow' if peak > hi else 'underflow'} "
+            f"for such data; with {n_features} features it accepts data whose largest "
+            f"|value| lies in [{lo:.3g}, {hi:.3g}] (or all zeros). Rescale the data, or use "
+            "backend='numba' (exact float64)"
+        )
+
+
 def _check_index_string(index: Any) -> str:
     if not isinstance(index, str) or not index.strip():
         raise ValueError(
@@ -157,14 +252,18 @@ def build_index(
         raise ValueError(
             f"faiss could not build index {index!r} for metric {metric!r}: {exc}"
         ) from exc
+    check_metric_support(faiss, idx, index, metric)
     if not idx.is_trained:
         budget = min(n, 100_000) if train_size is None else int(train_size)
         budget = max(1, min(n, budget))
         if budget == n:
-            sample = to_float32(X[0:n])
+            raw = X[0:n]
         else:
             rows = np.linspace(0, n - 1, budget).round().astype(np.int64)
-            sample = to_float32(np.concatenate([np.asarray(X[r : r + 1]) for r in rows]))
+            raw = np.concatenate([np.asarray(X[r : r + 1]) for r in rows])
+        check_float32_range(raw, metric, "X")
+        sample = to_float32(raw)
+        del raw
         _set_training_seed(faiss, idx, seed)
         try:
             idx.train(sample)
@@ -177,8 +276,16 @@ def build_index(
 
     # chunks bound the float32 copy of a memmap / uint8 source
     chunk = max(1, int(settings.faiss_add_chunk_rows))
+    peak = 0.0
     for start in range(0, n, chunk):
-        idx.add(to_float32(X[start : start + chunk]))
+        rows = X[start : start + chunk]
+        # before the float32 cast: 1e100 would become inf, and every search -1
+        peak = max(peak, check_float32_range(rows, metric, "X"))
+        try:
+            idx.add(to_float32(rows))
+        except Exception as exc:  # e.g. an IDMap index, which needs ids
+            raise ValueError(f"faiss could not add rows to index {index!r}: {exc}") from exc
+    check_magnitude(peak, metric, d, "X", lower=True)
     return idx
 
 
@@ -247,6 +354,7 @@ def search_index(
         Rows sorted by ``(distance, index)``; unfound slots are ``(inf, -1)``.
     """
     set_search_parameters(index, nprobe=nprobe, efSearch=efSearch)
+    check_float32_range(Q, metric, "the queries")
     dist32, idx = index.search(to_float32(Q), int(k))
     dist = dist32.astype(np.float64)
     idx = idx.astype(np.int64, copy=False)

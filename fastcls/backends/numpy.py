@@ -26,10 +26,24 @@ class NumpyBackend(SearchBackend):
         self, Q: np.ndarray, k: int, **options: Any
     ) -> tuple[np.ndarray, np.ndarray]:
         """Search with the NumPy reference, one query tile at a time."""
+        from fastcls.backends.scaling import scaled_search, search_scale
+
+        scale = search_scale(self, Q)  # float64 data too small for squares: rescaled
+        if scale != 1.0:
+            return scaled_search(
+                lambda Qs, Xs: self._search(Qs, Xs[0 : self.n_samples], k),
+                Q,
+                self.X,
+                scale,
+                self.metric,
+            )
+        X = self.X if isinstance(self.X, np.ndarray) else self.X[0 : self.n_samples]
+        return self._search(Q, X, k)
+
+    def _search(self, Q: np.ndarray, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         from fastcls._config import settings
         from fastcls.reference.knn import kneighbors_reference
 
-        X = self.X if isinstance(self.X, np.ndarray) else self.X[0 : self.n_samples]
         tile = max(1, int(settings.knn_numpy_query_tile_rows))
         dist = np.empty((Q.shape[0], k))
         idx = np.empty((Q.shape[0], k), dtype=np.int64)
