@@ -34,16 +34,28 @@ from __future__ import annotations
 
 import functools
 import os
+import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from fastcls import num_threads
 from fastcls._progress import compile_seconds
-from fastcls.datasets import CIFAR10_CLASSES, load_cifar10, load_default
+from fastcls.datasets import (
+    CIFAR10_CLASSES,
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
+    cifar10_sizes,
+    find_mnist_files,
+    load_cifar10,
+    load_default,
+    load_image_folder,
+    load_mnist,
+)
 from fastcls.features import FeatureScaler, color_histogram_hsv, extract_features, hog
 from fastcls.linear import LinearSVM, Softmax
 from fastcls.model_selection import (
@@ -61,10 +73,15 @@ __all__ = [
     "CIFAR_FULL",
     "CIFAR_QUICK",
     "CIFAR_SUBSAMPLE",
+    "DATASETS",
     "DEMO_KS",
     "DEMO_LINEAR_MODELS",
     "DEMO_METRICS",
     "DEMO_SEARCH",
+    "FASHION_MNIST_PATH",
+    "MNIST_FULL",
+    "MNIST_QUICK",
+    "MNIST_SUBSAMPLE",
     "QUICK_KS",
     "QUICK_SEARCH",
     "SECTIONS",
@@ -75,11 +92,14 @@ __all__ = [
     "ResultRow",
     "SearchSpace",
     "Splits",
+    "TrainTest",
     "demo_feature_functions",
+    "detect_format",
     "evaluate_knn_cv",
     "evaluate_linear_search",
     "fit_pixel_scaler",
     "load_demo_data",
+    "load_train_test",
     "run_demo",
     "save_demo_plots",
     "select_then_test",
@@ -95,10 +115,19 @@ DEMO_METRICS = ("l1", "l2")
 CIFAR_FULL = (49000, 1000, 10000)
 CIFAR_SUBSAMPLE = (5000, 500, 500)
 CIFAR_QUICK = (1000, 200, 200)
+#: MNIST-format sizes (train, val, test) in file order: the last 10000 training images
+#: validate, and the chosen models are refitted on all 60000 before the test
+MNIST_FULL = (50000, 10000, 10000)
+MNIST_SUBSAMPLE = (5000, 500, 500)
+MNIST_QUICK = (1000, 200, 200)
 #: images of the embedded digits kept by a quick run
 QUICK_DIGITS = 600
 #: the demo's sections, in the order they run
 SECTIONS = ("knn", "linear", "features")
+#: data set names the demo and the command line accept (``"default"`` is ``"digits"``)
+DATASETS = ("digits", "cifar10", "mnist", "fashion-mnist", "images")
+#: where Debian's ``dataset-fashion-mnist`` package installs the files
+FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
 #: the table's name of the raw-pixel k-NN row (its CV is the report's ``knn_cv``)
 _KNN_PIXELS = "k-NN (raw pixels)"
 #: the linear classifiers the demo searches, in table order
@@ -139,22 +168,44 @@ DEMO_SEARCH = SearchSpace()
 QUICK_SEARCH = SearchSpace(ks=QUICK_KS, lr_multipliers=(2.0, 8.0), regs=(1e-4,), n_iters=200)
 
 
+def _positive_or_none(value: Any, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Settings of :func:`run_demo` (validated at construction).
 
     Parameters
     ----------
-    data : {"default", "cifar10"}
-        The embedded digits, or CIFAR-10 read from ``path``.
+    data : {"digits", "cifar10", "mnist", "fashion-mnist", "images", "auto"}
+        The embedded digits (``"default"`` is a synonym), or a data set read from
+        ``path``: CIFAR-10, MNIST-format files (MNIST, Fashion-MNIST), or an image folder
+        with ``train/`` and ``test/`` sub-folders of class folders; ``"auto"`` infers
+        which from ``path`` (:func:`detect_format`).
     path : str, optional
-        CIFAR-10 folder or archive; required with ``data="cifar10"``.
+        Where the data are; required except for the digits and for ``"fashion-mnist"``
+        (default :data:`FASHION_MNIST_PATH`, where Debian's package installs it).
     subsample : bool
-        CIFAR-10: the lectures' 5000 / 500 / 500 subsample instead of 49000 / 1000 /
-        10000 (:data:`CIFAR_SUBSAMPLE`, :data:`CIFAR_FULL`).
+        A subset (:data:`CIFAR_SUBSAMPLE`, :data:`MNIST_SUBSAMPLE`, at most what the
+        files hold) instead of the full data set (:data:`CIFAR_FULL`,
+        :data:`MNIST_FULL`), which the files must then hold.
     quick : bool
-        A reduced run: 600 digits or :data:`CIFAR_QUICK` images, and
-        :data:`QUICK_SEARCH` instead of :data:`DEMO_SEARCH` (unless ``search`` is given).
+        A reduced run: 600 digits or :data:`CIFAR_QUICK` / :data:`MNIST_QUICK` images,
+        and :data:`QUICK_SEARCH` instead of :data:`DEMO_SEARCH` (unless ``search``).
+    n_train, n_val, n_test : int, optional
+        Replace one size of the split chosen above (file data sets only); training and
+        validation images are read from the training files, in file order (an image
+        folder's training images are shuffled with ``seed`` first).
+    refit : bool, optional
+        Refit each chosen model on training + validation images before its test.
+        None: yes for MNIST-format data (the published 60000 / 10000 protocol), no
+        otherwise (the lectures' CIFAR-10 protocol trains on 49000).
+    image_size : int, optional
+        Image folders: resize every image to ``image_size`` x ``image_size``.
+    color : {"rgb", "gray"}
+        Image folders: colour or grey images.
     folds : int
         Cross-validation folds, at least 2.
     seed : int
@@ -162,7 +213,7 @@ class DemoConfig:
     n_jobs : int, optional
         Threads (None: all cores, -1 too).
     sections : tuple of str
-        Which of :data:`SECTIONS` to run; they run in that order whatever the order here.
+        Which of :data:`SECTIONS` to run (at least one); they run in that order.
     plot_dir : str, optional
         Folder for the figures (see :func:`save_demo_plots`); None draws none.
     progress : bool or None
@@ -175,6 +226,12 @@ class DemoConfig:
     path: str | None = None
     subsample: bool = False
     quick: bool = False
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    refit: bool | None = None
+    image_size: int | None = None
+    color: str = "rgb"
     folds: int = 5
     seed: int = 0
     n_jobs: int | None = None
@@ -184,10 +241,21 @@ class DemoConfig:
     search: SearchSpace | None = None
 
     def __post_init__(self) -> None:
-        if self.data not in ("default", "cifar10"):
-            raise ValueError(f"data must be 'default' or 'cifar10', got {self.data!r}")
-        if self.data == "cifar10" and self.path is None:
-            raise ValueError("path is required with data='cifar10' (the CIFAR-10 folder)")
+        if self.data not in ("default", "auto", *DATASETS):
+            raise ValueError(f"data must be one of {('auto', *DATASETS)}, got {self.data!r}")
+        if self.data in ("cifar10", "mnist", "images", "auto") and self.path is None:
+            raise ValueError(f"path is required with data={self.data!r} (where the files are)")
+        if self.data in ("default", "digits") and any(
+            v is not None for v in (self.n_train, self.n_val, self.n_test)
+        ):
+            raise ValueError(
+                "n_train, n_val and n_test apply to data read from files, not to the "
+                "embedded digits (split 60/20/20)"
+            )
+        for name in ("n_train", "n_val", "n_test", "image_size"):
+            _positive_or_none(getattr(self, name), name)
+        if self.color not in ("rgb", "gray"):
+            raise ValueError(f"color must be 'rgb' or 'gray', got {self.color!r}")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise ValueError(f"folds must be an integer of at least 2, got {self.folds!r}")
         if self.n_jobs is not None and (
@@ -199,6 +267,8 @@ class DemoConfig:
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown:
             raise ValueError(f"sections must be among {SECTIONS}, got {unknown}")
+        if not self.sections:
+            raise ValueError(f"every section is skipped: nothing to run (sections: {SECTIONS})")
 
     @property
     def search_space(self) -> SearchSpace:
@@ -236,6 +306,13 @@ class Splits:
         """The same labels with other inputs (e.g. features of the same images)."""
         return replace(self, X_train=X_train, X_val=X_val, X_test=X_test)
 
+    def train_and_val(self) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation parts together (for refitting a chosen model)."""
+        return (
+            np.concatenate([self.X_train, self.X_val]),
+            np.concatenate([self.y_train, self.y_val]),
+        )
+
 
 @dataclass(frozen=True)
 class DemoData:
@@ -247,14 +324,279 @@ class DemoData:
     description: str
     #: seconds :func:`load_demo_data` took (counted in the demo's total time)
     load_seconds: float = 0.0
+    #: refit the chosen models on training + validation before testing
+    refit: bool = False
+
+
+@dataclass(frozen=True)
+class TrainTest:
+    """A data set's training and test parts, as the command line reads them.
+
+    Attributes
+    ----------
+    X_train, X_test : ndarray
+        Images (n, H, W[, C]) or rows (n, D), as stored (uint8 for image formats).
+    y_train, y_test : ndarray
+        Labels (int64 for image formats; as stored for ``.npz`` files).
+    class_names : tuple of str or None
+        Names indexed by label, when the format has them.
+    description : str
+        What was read, from where.
+    format : str
+        ``"digits"``, ``"cifar10"``, ``"mnist"``, ``"images"`` or ``"npz"``.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...] | None
+    description: str
+    format: str
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one input: (H, W[, C]) for images, (D,) for rows."""
+        return tuple(int(s) for s in self.X_train.shape[1:])
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """``{"train": n_train, "test": n_test}``."""
+        return {"train": int(self.X_train.shape[0]), "test": int(self.X_test.shape[0])}
+
+
+_CIFAR_NAMES = (
+    "data_batch_1", "data_batch_1.bin", "test_batch", "test_batch.bin",
+    "cifar-10-batches-bin", "cifar-10-batches-py",
+    "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz",
+)  # fmt: skip
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The data set format at ``path``: ``"cifar10"``, ``"mnist"``, ``"images"`` or ``"npz"``.
+
+    A ``.npz`` file is ``"npz"``; a tar archive or a folder holding CIFAR-10 batches (or
+    their folder or archive) is ``"cifar10"``; a folder holding the four MNIST-format
+    files is ``"mnist"``; a folder with ``train/`` and ``test/`` sub-folders is
+    ``"images"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        None of these: the message lists what was looked for.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if p.is_file():
+        if p.suffix.lower() == ".npz":
+            return "npz"
+        if tarfile.is_tarfile(p):
+            return "cifar10"
+        raise ValueError(
+            f"cannot tell the format of the file {p}: expected a .npz file (X and y) or a "
+            "CIFAR-10 .tar.gz archive"
+        )
+    if find_mnist_files(p) is not None:
+        return "mnist"
+    if any((p / name).exists() for name in _CIFAR_NAMES):
+        return "cifar10"
+    if (p / "train").is_dir() and (p / "test").is_dir():
+        return "images"
+    raise ValueError(
+        f"cannot tell the data format of the folder {p}: it holds no CIFAR-10 batches, no "
+        "MNIST-format files (train-images-idx3-ubyte[.gz] ...) and no train/ and test/ "
+        "image folders"
+    )
+
+
+def _resolve(data: str | None, path: str | os.PathLike[str] | None) -> tuple[str, str | None]:
+    """``(format, path)`` of a data set name and / or a path."""
+    if data in (None, "auto"):
+        if path is None:
+            raise ValueError("give a data set name or a path")
+        return detect_format(path), os.fspath(path)
+    if data == "default":
+        data = "digits"
+    if data == "fashion-mnist":
+        return "mnist", os.fspath(path) if path is not None else FASHION_MNIST_PATH
+    if data in ("digits", "cifar10", "mnist", "images", "npz"):
+        return data, None if path is None else os.fspath(path)
+    raise ValueError(f"unknown data set {data!r}; expected one of {DATASETS}")
+
+
+def _read_npz(path: str, part: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...] | None]:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} ({part} data) is not a readable .npz file: {exc}") from None
+    if not hasattr(npz, "files"):
+        raise ValueError(f"{path} ({part} data) is a .npy array, not a .npz file with X and y")
+    with npz:
+        missing = [k for k in ("X", "y") if k not in npz.files]
+        if missing:
+            raise ValueError(
+                f"{path} ({part} data) has no {' and no '.join(missing)} array (it holds "
+                f"{sorted(npz.files)}); save it with numpy.savez(path, X=..., y=...)"
+            )
+        X, y = npz["X"], npz["y"]
+        names = None
+        if "class_names" in npz.files:
+            names = tuple(str(v) for v in np.asarray(npz["class_names"]).ravel())
+    if X.ndim < 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{path} ({part} data): X must be (n, D) or images (n, H, W[, C]) and y (n,), "
+            f"got X {X.shape} and y {y.shape}"
+        )
+    return X, y, names
+
+
+def _first(n: int | None, X: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if n is None:
+        return X, y
+    if n > X.shape[0]:
+        raise ValueError(f"n_{what}={n} but the {what} data hold only {X.shape[0]} images")
+    return X[:n], y[:n]
+
+
+def load_train_test(
+    data: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    train: str | os.PathLike[str] | None = None,
+    test: str | os.PathLike[str] | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    image_size: int | None = None,
+    color: str = "rgb",
+    seed: int = 0,
+) -> TrainTest:
+    """Read the training and test parts of a data set (the command line's data spec).
+
+    Parameters
+    ----------
+    data : str, optional
+        ``"digits"`` (the embedded digits, split 80 / 20 % at random with ``seed``), a
+        name of :data:`DATASETS` read from ``path``, or ``"auto"`` / None: infer the
+        format from ``path`` (:func:`detect_format`).
+    path : str or os.PathLike, optional
+        A CIFAR-10 folder or archive, an MNIST-format folder, an image folder with
+        ``train/`` and ``test/`` sub-folders of class folders, or a ``.npz`` file.
+    train, test : str or os.PathLike, optional
+        Instead of ``data``: two ``.npz`` files, each holding ``X`` (rows or images) and
+        ``y`` (and optionally ``class_names``).
+    n_train, n_test : int, optional
+        Keep the first ``n_train`` / ``n_test`` images of each part.
+    image_size : int, optional
+        Image folders: resize to ``image_size`` x ``image_size``.
+    color : {"rgb", "gray"}
+        Image folders: colour or grey.
+    seed : int
+        The digits' split.
+
+    Returns
+    -------
+    TrainTest
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing or malformed files (the message names them), or an unknown format.
+    ImportError
+        Image folders without Pillow (the ``images`` extra).
+    """
+    if train is not None or test is not None:
+        if data is not None or path is not None:
+            raise ValueError("give either a data set or train and test files, not both")
+        if train is None or test is None:
+            raise ValueError("train and test files go together: give both")
+        X_tr, y_tr, names = _read_npz(os.fspath(train), "training")
+        X_te, y_te, _ = _read_npz(os.fspath(test), "test")
+        if X_tr.shape[1:] != X_te.shape[1:]:
+            raise ValueError(
+                f"training inputs have shape {X_tr.shape[1:]} per sample but test inputs "
+                f"{X_te.shape[1:]}; they must match"
+            )
+        X_tr, y_tr = _first(n_train, X_tr, y_tr, "train")
+        X_te, y_te = _first(n_test, X_te, y_te, "test")
+        return TrainTest(X_tr, y_tr, X_te, y_te, names, f"{train} / {test}", "npz")
+    fmt, where = _resolve(data, path)
+    if fmt == "digits":
+        ds = load_default()
+        order = np.random.default_rng(seed).permutation(ds.images.shape[0])
+        n_te = ds.images.shape[0] // 5
+        te, tr = order[:n_te], order[n_te:]
+        X_tr, y_tr = _first(n_train, ds.images[tr], ds.labels[tr], "train")
+        X_te, y_te = _first(n_test, ds.images[te], ds.labels[te], "test")
+        desc = "embedded digits (UCI optdigits)"
+        return TrainTest(X_tr, y_tr, X_te, y_te, tuple(ds.target_names), desc, "digits")
+    assert where is not None
+    if fmt == "npz":
+        raise ValueError(
+            f"{where} is one .npz file; give a training and a test file (--train, --test)"
+        )
+    if fmt == "cifar10":
+        X_tr, y_tr, X_te, y_te = load_cifar10(where, n_train=n_train, n_test=n_test)
+        return TrainTest(X_tr, y_tr, X_te, y_te, CIFAR10_CLASSES, f"CIFAR-10 ({where})", fmt)
+    if fmt == "mnist":
+        X_tr, y_tr, X_te, y_te = load_mnist(where, n_train=n_train, n_test=n_test)
+        fashion = data == "fashion-mnist" or "fashion" in where.lower()
+        names = FASHION_MNIST_CLASSES if fashion else MNIST_CLASSES
+        desc = f"{'Fashion-MNIST' if fashion else 'MNIST-format data'} ({where})"
+        return TrainTest(X_tr, y_tr, X_te, y_te, names, desc, fmt)
+    root = Path(where).expanduser()
+    tr_ds = load_image_folder(root / "train", image_size, color)
+    te_ds = load_image_folder(root / "test", image_size, color, classes=tr_ds.target_names)
+    if tr_ds.images.shape[1:] != te_ds.images.shape[1:]:
+        raise ValueError(
+            f"training images are {tr_ds.images.shape[1:]} but test images "
+            f"{te_ds.images.shape[1:]}; pass an image size to resize both"
+        )
+    # class folders are read one after the other: shuffle once, so that taking the
+    # first n (and the demo's validation images) takes every class
+    rng = np.random.default_rng(seed)
+    p_tr, p_te = rng.permutation(len(tr_ds.labels)), rng.permutation(len(te_ds.labels))
+    X_tr, y_tr = _first(n_train, tr_ds.images[p_tr], tr_ds.labels[p_tr], "train")
+    X_te, y_te = _first(n_test, te_ds.images[p_te], te_ds.labels[p_te], "test")
+    return TrainTest(X_tr, y_tr, X_te, y_te, tr_ds.target_names, f"image folder {root}", fmt)
+
+
+def _demo_sizes(config: DemoConfig, fmt: str, where: str) -> tuple[int, int, int] | None:
+    """(train, val, test) sizes of a file data set, or None to split an image folder."""
+    if fmt == "images" and not (config.quick or config.subsample):
+        return None
+    full, sub, quick = (
+        (CIFAR_FULL, CIFAR_SUBSAMPLE, CIFAR_QUICK)
+        if fmt == "cifar10"
+        else (MNIST_FULL, MNIST_SUBSAMPLE, MNIST_QUICK)
+    )
+    sizes = list(quick if config.quick else sub if config.subsample else full)
+    explicit = [config.n_train, config.n_val, config.n_test]
+    if (config.quick or config.subsample) and fmt == "cifar10":
+        # a subset: take what the files hold (a partial download will do)
+        have = cifar10_sizes(where)
+        if config.n_train is None and config.n_val is None and have["train"] < sum(sizes[:2]):
+            sizes[1] = max(1, have["train"] // 10)
+            sizes[0] = have["train"] - sizes[1]
+        if config.n_test is None:
+            sizes[2] = min(sizes[2], have["test"])
+    return (
+        explicit[0] or sizes[0],
+        explicit[1] or sizes[1],
+        explicit[2] or sizes[2],
+    )
 
 
 def load_demo_data(config: DemoConfig) -> DemoData:
     """Load the demo's data set and split it into training, validation and test parts.
 
     The embedded digits are split 60 / 20 / 20 %, stratified, with ``config.seed``
-    (a quick run first keeps 600 random images). CIFAR-10 follows the lectures: the
-    first training images train, the next ones validate, the test batch tests.
+    (a quick run first keeps 600 random images). CIFAR-10 and MNIST-format files follow
+    the published order: the first training images train, the next ones validate, the
+    test files test. An image folder's shuffled training images give a tenth to
+    validation.
 
     Parameters
     ----------
@@ -263,15 +605,17 @@ def load_demo_data(config: DemoConfig) -> DemoData:
     Returns
     -------
     DemoData
-        Images uint8 of shape (n, 8, 8) (digits) or (n, 32, 32, 3) (CIFAR-10).
+        Images uint8 of shape (n, 8, 8) (digits), (n, 32, 32, 3) (CIFAR-10),
+        (n, 28, 28) (MNIST) or (n, H, W, C) (image folders).
 
     Raises
     ------
     OSError, ValueError
-        CIFAR-10 cannot be read from ``config.path``.
+        The data cannot be read from ``config.path``, or hold fewer images than asked.
     """
     t0 = time.perf_counter()
-    if config.data == "default":
+    fmt, where = _resolve(config.data, config.path)
+    if fmt == "digits":
         ds = load_default()
         images, labels = ds.images, ds.labels
         if config.quick:
@@ -286,19 +630,46 @@ def load_demo_data(config: DemoConfig) -> DemoData:
             tuple(ds.target_names),
             "embedded digits (UCI optdigits)",
             time.perf_counter() - t0,
+            refit=bool(config.refit),
         )
-    n_tr, n_va, n_te = (
-        CIFAR_QUICK if config.quick else CIFAR_SUBSAMPLE if config.subsample else CIFAR_FULL
-    )
-    assert config.path is not None  # DemoConfig checked it
-    X_all, y_all, X_te, y_te = load_cifar10(config.path, n_train=n_tr + n_va, n_test=n_te)
-    splits = Splits(X_all[:n_tr], y_all[:n_tr], X_all[n_tr:], y_all[n_tr:], X_te, y_te)
+    if fmt == "npz":
+        raise ValueError(f"{where}: the demo reads data sets, not .npz files")
+    assert where is not None
+    name = config.data if config.data in DATASETS else fmt  # keeps "fashion-mnist"
+    sizes = _demo_sizes(config, fmt, where)
+    if sizes is None:  # a whole image folder: a tenth of the training images validates
+        data = load_train_test(
+            name, where, n_test=config.n_test, image_size=config.image_size,
+            color=config.color, seed=config.seed,
+        )  # fmt: skip
+        n_all = data.X_train.shape[0]
+        n_va = config.n_val or max(1, n_all // 10)
+        n_tr = config.n_train or n_all - n_va
+    else:
+        n_tr, n_va, n_te = sizes
+        data = load_train_test(
+            name, where, n_train=n_tr + n_va, n_test=n_te, image_size=config.image_size,
+            color=config.color, seed=config.seed,
+        )  # fmt: skip
+    if n_tr + n_va > data.X_train.shape[0]:
+        raise ValueError(
+            f"{n_tr} training + {n_va} validation images asked but the training data hold "
+            f"only {data.X_train.shape[0]}"
+        )
+    X_all, y_all = data.X_train, data.y_train
+    splits = Splits(
+        X_all[:n_tr], y_all[:n_tr], X_all[n_tr : n_tr + n_va], y_all[n_tr : n_tr + n_va],
+        data.X_test, data.y_test,
+    )  # fmt: skip
+    refit = config.refit if config.refit is not None else fmt == "mnist"
+    names = data.class_names or tuple(str(c) for c in np.unique(y_all))
     return DemoData(
         splits,
-        tuple(X_all.shape[1:]),
-        tuple(CIFAR10_CLASSES),
-        "CIFAR-10",
+        data.image_shape,
+        names,
+        data.description,
         time.perf_counter() - t0,
+        refit=refit,
     )
 
 
@@ -427,6 +798,7 @@ def select_then_test(
     fit_best: Callable[[S], tuple[Any, float]],
     X_test: np.ndarray,
     y_test: np.ndarray,
+    refit: Callable[[Any], Any] | None = None,
 ) -> Evaluation[S]:
     """Run a hyperparameter search, take its best model, score it on the test set once.
 
@@ -438,15 +810,19 @@ def select_then_test(
         The fitted best model and its validation accuracy.
     X_test : ndarray of shape (n_test, D) or images (n_test, H, W[, C])
     y_test : ndarray of shape (n_test,)
+    refit : callable (estimator) -> estimator, optional
+        Refits the chosen model on more data (training + validation) before the test.
 
     Returns
     -------
     Evaluation
-        With ``seconds`` covering the search, the fit and both scores.
+        With ``seconds`` covering the search, the fit(s) and both scores.
     """
     c0, t0 = compile_seconds(), time.perf_counter()
     result = search()
     estimator, val_accuracy = fit_best(result)
+    if refit is not None:
+        estimator = refit(estimator)
     test_accuracy = float(estimator.score(X_test, y_test))  # the test set, once
     return Evaluation(
         estimator=estimator,
@@ -466,6 +842,7 @@ def evaluate_knn_cv(
     n_folds: int = 5,
     *,
     progress: bool | None = None,
+    refit: bool = False,
 ) -> Evaluation[CVResult]:
     """k-NN: ``k`` and metric by k-fold CV on the training part, then val and test once.
 
@@ -481,12 +858,15 @@ def evaluate_knn_cv(
         Folds of :func:`~fastcls.model_selection.cross_validate_knn`.
     progress : bool or None
         Progress bar on stderr (None: only when stderr is a terminal).
+    refit : bool
+        Fit the chosen model on training + validation parts before the test.
 
     Returns
     -------
     Evaluation[CVResult]
         ``estimator`` is a :class:`~fastcls.KNearestNeighbor` fitted on the training
-        part with the best ``{"metric", "k"}``; ``val_accuracy`` its validation score.
+        part (and the validation part with ``refit``) with the best ``{"metric",
+        "k"}``; ``val_accuracy`` the validation score of the one fitted on training.
     """
 
     def search() -> CVResult:
@@ -501,7 +881,9 @@ def evaluate_knn_cv(
         clf.fit(splits.X_train, splits.y_train)
         return clf, clf.score(splits.X_val, splits.y_val)
 
-    return select_then_test(search, fit_best, splits.X_test, splits.y_test)
+    return select_then_test(
+        search, fit_best, splits.X_test, splits.y_test, _refit_on(splits) if refit else None
+    )
 
 
 def evaluate_linear_search(
@@ -511,6 +893,7 @@ def evaluate_linear_search(
     *,
     seed: int | None = None,
     progress: bool | None = None,
+    refit: bool = False,
 ) -> Evaluation[SearchResult]:
     """A linear classifier: learning rate and reg by search on val, then test once.
 
@@ -527,11 +910,15 @@ def evaluate_linear_search(
         Seed of the search (and of each model's SGD when its own seed is None).
     progress : bool or None
         Progress bar on stderr (None: only when stderr is a terminal).
+    refit : bool
+        Fit the best configuration again on training + validation parts (same seed)
+        before the test.
 
     Returns
     -------
     Evaluation[SearchResult]
-        ``estimator`` is the search's best model (fitted on the training part).
+        ``estimator`` is the search's best model (fitted on the training part, or on
+        training + validation with ``refit``).
     """
 
     def search() -> SearchResult:
@@ -543,7 +930,19 @@ def evaluate_linear_search(
     def fit_best(res: SearchResult) -> tuple[Any, float]:
         return res.best_model_, res.best_val_accuracy_
 
-    return select_then_test(search, fit_best, splits.X_test, splits.y_test)
+    return select_then_test(
+        search, fit_best, splits.X_test, splits.y_test, _refit_on(splits) if refit else None
+    )
+
+
+def _refit_on(splits: Splits) -> Callable[[Any], Any]:
+    """A ``refit`` for :func:`select_then_test`: a fresh copy fitted on train + val."""
+
+    def refit(estimator: Any) -> Any:
+        X, y = splits.train_and_val()
+        return type(estimator)(**estimator.get_params()).fit(X, y)
+
+    return refit
 
 
 # --------------------------------------------------------------------------- the demo
@@ -584,6 +983,8 @@ class DemoReport:
         Paths of the saved figures.
     total_seconds : float
         Loading, every section and the plots.
+    refit : bool
+        Whether the chosen models were refitted on training + validation before the test.
     """
 
     config: DemoConfig
@@ -596,6 +997,7 @@ class DemoReport:
     notes: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     total_seconds: float = 0.0
+    refit: bool = False
 
     def details(self) -> dict[str, Any]:
         """Every configuration's scores: raw-pixel k-NN CV and each linear search."""
@@ -628,6 +1030,7 @@ class DemoReport:
         return {
             "dataset": self.dataset,
             "sizes": dict(self.sizes),
+            "refit": self.refit,
             "rows": [asdict(r) for r in self.rows],
             # results.json format: sections that could not run; every section can now
             "skipped": {},
@@ -638,9 +1041,7 @@ class DemoReport:
         }
 
 
-def _knn_row(
-    name: str, ev: Evaluation[CVResult], seconds: float, compile_s: float
-) -> ResultRow:
+def _knn_row(name: str, ev: Evaluation[CVResult], seconds: float, compile_s: float) -> ResultRow:
     cv = ev.search
     return ResultRow(
         model=name,
@@ -679,7 +1080,9 @@ def _linear_models(
     grid = space.linear_grid(splits.X_train)
     for name, cls in DEMO_LINEAR_MODELS.items():
         model = cls(n_iters=space.n_iters, batch_size=space.batch_size, seed=config.seed)
-        ev = evaluate_linear_search(model, splits, grid, seed=config.seed, progress=config.progress)
+        ev = evaluate_linear_search(
+            model, splits, grid, seed=config.seed, progress=config.progress, refit=report.refit
+        )
         log(f"-- {name} on {label}: {len(ev.search.results)} configurations")
         log(ev.search.table())
         _add(report, _linear_row(f"{name} ({label})", ev), ev)
@@ -691,7 +1094,9 @@ def _section_knn(report: DemoReport, splits: Splits, log: Callable[[str], None])
         f"\n== k-NN: {config.folds}-fold cross-validation of k in {list(ks)} for L1 and L2 "
         f"({splits.X_train.shape[0]} training samples)"
     )
-    ev = evaluate_knn_cv(splits, ks, DEMO_METRICS, config.folds, progress=config.progress)
+    ev = evaluate_knn_cv(
+        splits, ks, DEMO_METRICS, config.folds, progress=config.progress, refit=report.refit
+    )
     cv = ev.search
     log(cv.table())
     log(
@@ -733,10 +1138,20 @@ def _section_features(report: DemoReport, splits: Splits, log: Callable[[str], N
     )
     features = splits.with_inputs(F_tr, F_va, F_te)
     ks = config.search_space.ks
-    ev = evaluate_knn_cv(features, ks, DEMO_METRICS, config.folds, progress=config.progress)
+    log(
+        f"-- k-NN on features: {config.folds}-fold cross-validation of k in {list(ks)} for "
+        "L1 and L2"
+    )
+    ev = evaluate_knn_cv(
+        features, ks, DEMO_METRICS, config.folds, progress=config.progress, refit=report.refit
+    )
     row = _knn_row("k-NN (features)", ev, ev.seconds + t_feat, ev.compile_seconds + c_feat)
     _add(report, row, ev)
-    log(f"-- k-NN on features: chosen metric={ev.best_params['metric']} k={ev.best_params['k']}")
+    log(ev.search.table())
+    log(
+        f"chosen: metric={ev.best_params['metric']} k={ev.best_params['k']} "
+        f"(CV mean {ev.search.best_score_:.4f})"
+    )
     _linear_models(report, features, "features", log)
 
 
@@ -797,6 +1212,7 @@ def run_demo(
         sizes=splits.sizes,
         image_shape=data.image_shape,
         class_names=data.class_names,
+        refit=data.refit,
     )
     sizes = splits.sizes
     say(
@@ -804,6 +1220,11 @@ def run_demo(
         f"{sizes['test']} test images of shape {data.image_shape}, "
         f"{len(data.class_names)} classes"
     )
+    if data.refit:
+        say(
+            f"(each chosen model is refitted on the {sizes['train'] + sizes['val']} training "
+            "+ validation images before its test)"
+        )
     with num_threads(config.n_jobs):
         for name in SECTIONS:
             if name in config.sections:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,10 +21,12 @@ from fastcls.pipeline import (
     DemoReport,
     Splits,
     demo_feature_functions,
+    detect_format,
     evaluate_knn_cv,
     evaluate_linear_search,
     fit_pixel_scaler,
     load_demo_data,
+    load_train_test,
     run_demo,
     save_demo_plots,
     select_then_test,
@@ -160,9 +163,14 @@ def test_select_then_test_scores_the_test_set_once():
         ({"folds": 1}, "folds must be an integer of at least 2"),
         ({"folds": 2.5}, "folds must be an integer"),
         ({"n_jobs": 0}, "n_jobs must be a positive integer, -1 or None"),
-        ({"data": "mnist"}, "data must be 'default' or 'cifar10'"),
+        ({"data": "svhn"}, "data must be one of"),
         ({"data": "cifar10"}, "path is required"),
+        ({"data": "mnist"}, "path is required"),
         ({"sections": ("knn", "svm")}, "sections must be among"),
+        ({"sections": ()}, "every section is skipped"),
+        ({"n_train": 100}, "not to the embedded digits"),
+        ({"data": "fashion-mnist", "n_test": 0}, "n_test must be a positive integer"),
+        ({"data": "images", "path": ".", "color": "cmyk"}, "color must be"),
     ],
 )
 def test_demo_config_rejects_bad_values(kwargs, message):
@@ -209,8 +217,7 @@ def test_run_demo_logs_through_the_callback_only(quick_report, capsys):
     assert messages[0].startswith("fastcls demo on embedded digits")
     assert any(m.startswith("\n== k-NN: 5-fold") for m in messages)
     assert any(m.startswith("-- Softmax on raw pixels") for m in messages)
-    quiet = run_demo(DemoConfig(quick=True, sections=(), progress=False))
-    assert quiet.rows == [] and quiet.sizes == {"train": 360, "val": 120, "test": 120}
+    assert report.sizes == {"train": 360, "val": 120, "test": 120}
     assert capsys.readouterr().out == ""
 
 
@@ -218,7 +225,8 @@ def test_report_to_dict_is_the_results_json_format(quick_report):
     report, _ = quick_report
     result = json.loads(json.dumps(report.to_dict(), default=float))
     assert list(result) == [
-        "dataset", "sizes", "rows", "skipped", "notes", "plots", "details", "total_seconds",
+        "dataset", "sizes", "refit", "rows", "skipped", "notes", "plots", "details",
+        "total_seconds",
     ]  # fmt: skip
     assert list(result["details"]) == [
         "knn_cv",
@@ -271,3 +279,73 @@ def test_splits_with_inputs_keeps_the_labels(quick_data):
     s = quick_data.splits
     f = s.with_inputs(np.zeros((360, 2)), np.zeros((120, 2)), np.zeros((120, 2)))
     assert isinstance(f, Splits) and f.y_test is s.y_test and f.X_val.shape == (120, 2)
+
+
+# --------------------------------------------------------------------------- refit, data
+def test_refit_fits_the_chosen_models_on_train_and_val(quick_data, pixels):
+    s = quick_data.splits
+    ev = evaluate_knn_cv(s, QUICK_KS, DEMO_METRICS, 3, progress=False, refit=True)
+    plain = evaluate_knn_cv(s, QUICK_KS, DEMO_METRICS, 3, progress=False)
+    assert ev.best_params == plain.best_params and ev.val_accuracy == plain.val_accuracy
+    assert ev.estimator.n_samples_fit_ == 480 and plain.estimator.n_samples_fit_ == 360
+    X, y = s.train_and_val()
+    best = KNearestNeighbor(**ev.best_params).fit(X, y)
+    assert ev.test_accuracy == best.score(s.X_test, s.y_test)
+    model = Softmax(n_iters=50, batch_size=100, seed=0)
+    grid = QUICK_SEARCH.linear_grid(pixels.X_train)
+    ev = evaluate_linear_search(model, pixels, grid, seed=0, progress=False, refit=True)
+    Xp, yp = pixels.train_and_val()
+    again = Softmax(**ev.estimator.get_params()).fit(Xp, yp)
+    np.testing.assert_array_equal(ev.estimator.W_, again.W_)
+    assert ev.estimator.learning_rate == ev.best_params["learning_rate"]
+
+
+def _mnist_folder(root, n_train=80, n_test=30):
+    import gzip
+    import struct
+
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    shapes = {"train": n_train, "t10k": n_test}
+    for part, n in shapes.items():
+        X = rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)
+        y = (np.arange(n) % 10).astype(np.uint8)
+        for kind, arr in (("images-idx3", X), ("labels-idx1", y)):
+            head = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+            (root / f"{part}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + arr.tobytes()))
+    return root
+
+
+def test_detect_format_and_load_train_test(tmp_path):
+    folder = _mnist_folder(tmp_path / "fashion")
+    assert detect_format(folder) == "mnist"
+    data = load_train_test(None, folder, n_train=50)
+    assert data.sizes == {"train": 50, "test": 30} and data.image_shape == (8, 8)
+    assert data.format == "mnist" and data.class_names is not None
+    assert data.description.startswith("Fashion-MNIST")  # "fashion" in the path
+    (tmp_path / "x.npz").write_bytes(b"")
+    assert detect_format(tmp_path / "x.npz") == "npz"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="cannot tell the data format"):
+        detect_format(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError):
+        detect_format(tmp_path / "nowhere")
+    digits = load_train_test("digits", seed=1)
+    assert digits.sizes == {"train": 1438, "test": 359}
+    again = load_train_test("digits", seed=1)
+    np.testing.assert_array_equal(digits.y_test, again.y_test)
+
+
+def test_mnist_demo_data_splits_in_file_order_and_refits(tmp_path):
+    folder = _mnist_folder(tmp_path / "m")
+    config = DemoConfig(data="mnist", path=str(folder), n_train=40, n_val=20, n_test=25)
+    data = load_demo_data(config)
+    assert data.splits.sizes == {"train": 40, "val": 20, "test": 25} and data.refit
+    from fastcls.datasets import load_mnist
+
+    X, y, Xt, _ = load_mnist(folder)
+    np.testing.assert_array_equal(data.splits.X_val, X[40:60])
+    np.testing.assert_array_equal(data.splits.X_test, Xt[:25])
+    assert not load_demo_data(replace(config, refit=False)).refit
+    with pytest.raises(ValueError, match="holds 80 items, fewer than the 90"):
+        load_demo_data(replace(config, n_train=70))

@@ -32,7 +32,7 @@ from fastcls.datasets.cifar10 import (
 from fastcls.datasets.cifar10 import CIFAR10_URL as CIFAR10_URL
 from fastcls.datasets.cifar10 import FORMATS as FORMATS
 from fastcls.datasets.digits import Dataset, load_default
-from fastcls.datasets.images import IMAGE_SUFFIXES, load_image_folder
+from fastcls.datasets.images import IMAGE_SUFFIXES, load_image, load_image_folder
 from fastcls.datasets.mnist import (
     FASHION_MNIST_CLASSES,
     MNIST_CLASSES,
@@ -55,6 +55,7 @@ __all__ = [
     "load_cifar10",
     "find_mnist_files",
     "load_default",
+    "load_image",
     "load_image_folder",
     "load_mnist",
     "read_idx",

@@ -23,7 +23,7 @@ import numpy as np
 from fastcls._validation import check_choice, check_int
 from fastcls.datasets.digits import Dataset
 
-__all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "load_image", "load_image_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 """File name endings read as images (any case); other files are ignored."""
@@ -55,6 +55,41 @@ def _check_size(size: Any) -> tuple[int, int] | None:
             size[1], "size[1]", min_value=1
         )
     raise TypeError(f"size must be None, an int or a (height, width) pair, got {size!r}")
+
+
+def _decode(Image: Any, path: Path, hw: tuple[int, int] | None, mode: str) -> np.ndarray:
+    with Image.open(path) as im:
+        im = im.convert(mode)
+        if hw is not None and im.size != (hw[1], hw[0]):
+            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+        out = np.asarray(im, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def load_image(
+    path: str | os.PathLike[str], size: int | tuple[int, int] | None = None, color: str = "rgb"
+) -> np.ndarray:
+    """One image file as uint8 ``(H, W, 3)`` (``color="rgb"``) or ``(H, W, 1)`` (``"gray"``).
+
+    ``size`` and ``color`` as for :func:`load_image_folder`.
+
+    Raises
+    ------
+    ImportError
+        Pillow is not installed (the ``images`` extra).
+    ValueError
+        The file cannot be decoded (the message names it).
+    """
+    hw = _check_size(size)
+    mode = {"rgb": "RGB", "gray": "L"}[check_choice(color, "color", ("rgb", "gray"))]
+    p = Path(os.fspath(path)).expanduser()
+    Image = _pillow()
+    try:
+        return _decode(Image, p, hw, mode)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(
+            f"{p} could not be read as an image ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -147,11 +182,7 @@ def load_image_folder(
     bad: list[str] = []
     for f, _ in files:
         try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if hw is not None and im.size != (hw[1], hw[0]):
-                    im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-                decoded.append(np.asarray(im, dtype=np.uint8))
+            decoded.append(_decode(Image, f, hw, mode))
         except (OSError, ValueError, SyntaxError) as exc:  # Pillow's decoding errors
             bad.append(f"{f} ({type(exc).__name__}: {exc})")
     if bad:
@@ -168,8 +199,6 @@ def load_image_folder(
                 "to resize them all"
             )
     images = np.stack(decoded)
-    if images.ndim == 3:  # "L" images: one channel
-        images = images[..., None]
     labels = np.array([label for _, label in files], dtype=np.int64)
     description = (
         f"image folder {root}: {len(files)} images of {len(names)} classes, "
