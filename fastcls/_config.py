@@ -211,6 +211,13 @@ class Tunables:
     #: FAISS backend: training rows converted to float32 and added per chunk
     faiss_add_chunk_rows: int = 16384
 
+    #: linear losses: micro-kernel, None = best for this CPU, or "avx512" / "avx2" / "portable"
+    linear_kernel_impl: str | None = None
+    #: linear losses: rows per cache block (a positive multiple of 4)
+    linear_row_block_rows: int = 32
+    #: linear losses: calls of fewer multiply-adds (rows x D x C) run on the calling thread
+    linear_parallel_min_work: int = 1 << 22
+
     def names(self) -> list[str]:
         """Names of every tunable."""
         return sorted(n for n in vars(Tunables) if not n.startswith("_") and n != "names")

@@ -234,21 +234,67 @@ def loss_and_gradient(
     part_loss = scratch("losses_part_loss", (T,), np.float64)
     WT = np.ascontiguousarray(W.T)
     bias = b if b is not None else np.zeros(C, dtype=W.dtype)
-    if m * D * C >= K.PARALLEL_MIN_WORK:
+    ctile = K.CLASS_TILES[K.kernel_impl()]
+    rblock = K.row_block()
+    if K.use_parallel(m, D, C):
         loss_grad = K.linear_loss_grad_rows
     else:
         loss_grad = K.linear_loss_grad_rows_serial
-    loss_grad(X, y, rows, WT, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss)
-    dW = np.empty_like(W)
-    pen, finite = K.finish_gradient(part, 1.0 / m, W, reg, K.PENALTY_CODES[penalty], beta, dW)
-    data_loss = float(part_loss.sum()) / m  # T values, in task order
-    if not (finite and np.isfinite(data_loss)):
-        _check_used_rows(X, rows)
-    value = data_loss + pen
-    if b is None:
-        return LossGradient(value, dW, None)
-    db = (part_db.sum(axis=0) / m).astype(W.dtype)
-    return LossGradient(value, dW, db)
+    code = K.LOSS_CODES[loss]
+    loss_grad(X, y, rows, WT, bias, code, bounds, part, part_db, part_loss, ctile, rblock)
+    dWT = np.empty((C, D), dtype=W.dtype)
+    db = np.empty(C, dtype=W.dtype)
+    data_loss, pen, finite = K.finish_gradient(
+        part, part_db, part_loss, 1.0 / m, WT, reg, K.PENALTY_CODES[penalty], beta, dWT, db
+    )
+    if not finite:
+        _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
+        return _overflow_fallback(loss, W, X, y, reg, b, penalty, beta, rows)
+    dW = np.ascontiguousarray(dWT.T)
+    return LossGradient(data_loss + pen, dW, None if b is None else db)
+
+
+def _overflow_fallback(
+    loss: str,
+    W: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    reg: float,
+    b: np.ndarray | None,
+    penalty: str,
+    beta: float,
+    rows: np.ndarray,
+) -> LossGradient:
+    """A non-finite result from finite inputs: float32 arithmetic overflowed.
+
+    Float32 inputs far from 1 (``X`` near 1e20, say) make float32 scores or gradient sums
+    overflow although the result fits: recompute in float64 (only this rare call pays
+    for a copy of the rows used) and return it in float32 if it fits. What overflows
+    float64 too, or a gradient beyond float32's range, raises ``FloatingPointError``.
+    """
+    if W.dtype == np.float32:
+        out = loss_and_gradient(
+            loss,
+            W.astype(np.float64),
+            X[rows].astype(np.float64),
+            y[rows],
+            reg,
+            None if b is None else b.astype(np.float64),
+            penalty,
+            beta,
+        )  # raises if float64 overflows too
+        big = max(float(np.abs(out.dW).max()), 0.0 if out.db is None else float(np.abs(out.db).max()))
+        if big > float(np.finfo(np.float32).max):
+            raise FloatingPointError(
+                f"the {loss} loss gradient reaches {big:.3g}, beyond float32's range "
+                f"(3.4e38): pass float64 W and X, or scale the data down"
+            )
+        db = None if out.db is None else out.db.astype(np.float32)
+        return LossGradient(out.loss, out.dW.astype(np.float32), db)
+    raise FloatingPointError(
+        f"the {loss} loss or its gradient overflows float64 (the scores X @ W + b exceed "
+        f"1.8e308, or a penalty term does): scale X or W down"
+    )
 
 
 def _public_result(out: LossGradient) -> tuple[Any, ...]:

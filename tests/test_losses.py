@@ -202,9 +202,11 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
     part, pdb, pl = np.empty((T, 10, 600)), np.empty((T, 10)), np.empty(T)
     kid = K.SVM if kind == "svm" else K.SOFTMAX
     WT = np.ascontiguousarray(W.T)
-    K.linear_loss_grad_rows_serial(X, y, np.arange(3000), WT, b, kid, bounds, part, pdb, pl)
+    ctile, rb = K.CLASS_TILES[K.kernel_impl()], K.row_block()
+    rows = np.arange(3000)
+    K.linear_loss_grad_rows_serial(X, y, rows, WT, b, kid, bounds, part, pdb, pl, ctile, rb)
     part2, pdb2, pl2 = np.empty_like(part), np.empty_like(pdb), np.empty_like(pl)
-    K.linear_loss_grad_rows(X, y, np.arange(3000), WT, b, kid, bounds, part2, pdb2, pl2)
+    K.linear_loss_grad_rows(X, y, rows, WT, b, kid, bounds, part2, pdb2, pl2, ctile, rb)
     np.testing.assert_array_equal(part, part2)
     np.testing.assert_array_equal(pl, pl2)
     for r in results[1:]:
@@ -312,21 +314,31 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
 
     rng = np.random.default_rng(seed)
     part = rng.standard_normal((T, C, D))
+    part_db = rng.standard_normal((T, C))
+    part_loss = rng.random(T)
     W = rng.standard_normal((D, C)).astype(dtype)
     if zeros:
         W[::2] = 0  # the subgradient of |w| at 0 is 0
     reg, beta, scale = 0.3, 0.7, 1.0 / 37
-    dW = np.empty_like(W)
-    pen, finite = finish_gradient(part, scale, W, reg, PENALTY_CODES[penalty], beta, dW)
+    WT = np.ascontiguousarray(W.T)
+    dWT, db = np.empty_like(WT), np.empty(C, dtype)
+    code = PENALTY_CODES[penalty]
+    data, pen, finite = finish_gradient(part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db)
     ref_pen, ref_grad = penalty_reference(W, reg, penalty, beta)
     expect = part.sum(axis=0).T * scale + ref_grad
     assert finite
-    assert dW.dtype == dtype
+    assert dWT.dtype == dtype and db.dtype == dtype
     rtol = 1e-6 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(dW, expect.astype(dtype), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(dWT.T, expect.astype(dtype), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(db, (part_db.sum(axis=0) * scale).astype(dtype), rtol=rtol)
+    np.testing.assert_allclose(data, part_loss.sum() * scale, rtol=1e-12)
     np.testing.assert_allclose(pen, ref_pen, rtol=1e-12)
-    part[0, 0, 0] = np.nan
-    assert not finish_gradient(part, scale, W, reg, PENALTY_CODES[penalty], beta, dW)[1]
+    for arr in (part, part_db, part_loss):
+        flat = arr.reshape(-1)
+        saved, flat[0] = flat[0], np.nan
+        out = finish_gradient(part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db)
+        assert not out[2]
+        flat[0] = saved
 
 
 # ----------------------------------------------------------------------------- dispatch by name

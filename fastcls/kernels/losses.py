@@ -1,32 +1,68 @@
 """Fused loss + gradient kernels for the linear classifiers (multiclass SVM, softmax).
 
-One pass over the rows of ``X``: for a group of four rows the kernel computes the
-scores (four rows x four classes at a time, sixteen independent SIMD accumulators
-across ``D``, then pairs of classes), the hinge or softmax derivative of each row, and
-the rank-4 update
-``dW^T[c] += sum_r g[r, c] * x_r`` while the four rows are still in L1 cache. ``X``
-is read once from memory per call; no ``N x C`` temporary exists.
+One pass over the rows of ``X`` per call. Rows are taken in *blocks* of ``rblock`` rows
+(``settings.linear_row_block_rows``, 32 by default): for a block the kernel
 
-Kernels work on the *transposed* weights ``WT`` (C, D), so that every inner loop runs
-over contiguous memory along ``D``; the API transposes ``W`` (D, C) and back (cheap:
-``D*C`` values).
+1. computes the scores of every row of the block, ``D`` walked in chunks of
+   ``D_CHUNK`` columns so that the chunk of the weights (C x 512 values, 20 KiB in
+   float32) stays in L1 while every row of the block passes over it: a register tile
+   of 4 rows x ``ctile`` classes (``4 * ctile`` independent SIMD accumulators along
+   ``D``), the tile's sums added to float64 scores;
+2. takes the hinge or softmax derivative of each row (float64);
+3. adds the rank-4 updates ``dW^T[c] += sum_r g[r, c] * x_r``, again chunk by chunk, so
+   that the chunk of the gradient accumulator stays in L1 while the block's rows (in
+   L2 since step 1) pass over it.
 
-Determinism: the rows are split into at most ``MAX_TASKS`` tasks whose boundaries
-depend only on the number of rows (never on the thread count). Each task sums its
-rows' gradients in the working precision over sub-blocks of ``SUB_ROWS`` rows and
-flushes each sub-block into its own float64 partial; the partials are then summed in
-task order. Results are therefore bit-identical for any number of threads, and a
-float32 gradient never accumulates more than ``SUB_ROWS`` rows in float32 (a single
-running float32 sum over 10000 rows drifted to 1e-4 relative error).
+``X`` is read from memory once per call; no ``N x C`` temporary exists. Blocking by row
+block instead of by group of four rows cuts the traffic of the weights and of the
+accumulator (123 KiB each at D=3073, C=10) between L2 and the core by ``rblock / 4``.
+
+The micro-kernel per CPU class
+------------------------------
+The tile width ``ctile`` is the only thing that differs between CPU classes, and it is a
+run-time argument (one compiled function serves all: no extra compile time):
+
+* ``"avx512"`` (``ctile = 4``): a 4 x 4 tile for the scores, 16 accumulators plus 8
+  operands: needs the 32 vector registers of AVX-512 (LLVM then uses ymm16-31 even where
+  it prefers 256-bit vectors);
+* ``"avx2"`` (``ctile = 2``): a 4 x 2 tile, 8 accumulators plus 6 operands: fits the 16
+  ymm registers of AVX2 (the 4 x 4 tile spilled 9 accumulators to the stack there, every
+  FMA then waited on a store-to-load round trip: the 0.7x-of-NumPy of issue 14);
+* ``"portable"`` (``ctile = 1``): 4 rows x 1 class, 4 accumulators: any register file.
+
+The gradient update uses 4 rows x ``min(ctile, 2)`` classes: measured on 256 rows x 3073
+(float32), its 4 x 4 form took 475 us against 334 us for 4 x 2 on the AVX-512 build and
+330 vs 352 us on the AVX2 build; a rank-8 x 2 update took 308 us (not worth a second
+specialisation). The scores: 253 us (4 x 4) / 286 (4 x 2) natively, 312 (4 x 4,
+spilling) / 282 (4 x 2) on AVX2.
+
+:func:`kernel_impl` chooses by the CPU features numba compiles for (``NUMBA_CPU_NAME`` /
+``NUMBA_CPU_FEATURES`` included); ``settings.linear_kernel_impl`` forces one (tests run
+each). The vector width is LLVM's choice for the target (8 float32 lanes on AVX2; on
+AVX-512 CPUs that LLVM tunes for 256-bit vectors, also 8: on the measured Xeon, 512-bit
+vectors forced through ``-prefer-256-bit`` ran no faster, 25.4 vs 26.2 ms at N=10000).
+
+Determinism and accuracy: the rows are split into at most ``MAX_TASKS`` tasks whose
+boundaries depend only on the number of rows (never on the thread count). Each task
+sums its rows' gradients in the working precision over sub-blocks of ``SUB_ROWS`` rows
+and flushes each sub-block into its own float64 partial; the partials are then summed
+in task order. Results are therefore bit-identical for any number of threads and for
+the parallel and serial twins, and a float32 gradient never accumulates more than
+``SUB_ROWS`` rows in float32 (a single running float32 sum over 10000 rows drifted to
+1e-4 relative error). The tile and the row block change the order of float32 sums
+(results then differ in the last bits, within the tested 1e-5).
 
 Public kernel names:
 
-* ``linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss)``
-* ``finish_gradient(part, scale, W, reg, penalty, beta, dW)``: reduce the partials, add
-  the penalty.
-* ``task_bounds(n_rows)`` (plain Python): the deterministic row partition.
-* ``LOSS_CODES`` / ``PENALTY_CODES``: the integer codes the kernels take, by name (the
-  only place these integers appear).
+* ``linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss,
+  ctile, rblock)`` and its serial twin ``linear_loss_grad_rows_serial``;
+* ``finish_gradient(part, scale, WT, reg, penalty, beta, dWT)``: reduce the partials,
+  add the penalty (transposed layout);
+* ``sgd_linear_steps(...)``: a chunk of SGD steps, entirely compiled (used by
+  :mod:`fastcls.optim`);
+* ``task_bounds(n_rows)``, ``kernel_impl()``, ``use_parallel(...)`` (plain Python);
+* ``LOSS_CODES`` / ``PENALTY_CODES`` / ``CLASS_TILES``: the integer codes the kernels
+  take, by name (the only place these integers appear).
 """
 
 from __future__ import annotations
@@ -34,7 +70,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from fastcls._config import FMA, jit
+from fastcls._config import FMA, jit, settings
+from fastcls._runtime import best_simd
 
 #: loss kinds understood by the kernel
 SVM = 0
@@ -44,12 +81,15 @@ LOSS_CODES = {"svm": SVM, "softmax": SOFTMAX}
 
 #: rows accumulated in the working precision before flushing to float64
 SUB_ROWS = 256
-#: columns per inner pass: 4 rows + 10 weight rows of a chunk stay in L1
+#: columns per inner pass: a chunk of the 10 weight rows (or accumulator rows) stays in L1
 D_CHUNK = 512
 #: most tasks (float64 partial gradients) per call; independent of the thread count
 MAX_TASKS = 16
 #: fewest rows per task (below this, fewer tasks)
 MIN_TASK_ROWS = 64
+
+#: classes per register tile (4 rows x ctile classes), by micro-kernel name
+CLASS_TILES = {"avx512": 4, "avx2": 2, "portable": 1}
 
 
 def task_bounds(n_rows: int) -> np.ndarray:
@@ -59,6 +99,41 @@ def task_bounds(n_rows: int) -> np.ndarray:
     bounds = np.array([min(n_rows, 4 * ((groups * t) // n_tasks)) for t in range(n_tasks + 1)])
     bounds[-1] = n_rows
     return bounds.astype(np.int64)
+
+
+def kernel_impl() -> str:
+    """The micro-kernel used: ``settings.linear_kernel_impl`` if set, else the CPU's best.
+
+    ``"avx512"`` needs AVX-512 (32 vector registers), ``"avx2"`` AVX2, ``"portable"`` runs
+    anywhere. Every one is correct on any CPU (they differ in register pressure only),
+    but forcing one the CPU lacks is refused, as for the other micro-kernels.
+    """
+    available = best_simd({"avx512": ("avx512f",), "avx2": ("avx2", "fma")})
+    forced = settings.linear_kernel_impl
+    if forced is None:
+        return available[0]
+    if forced not in CLASS_TILES:
+        raise ValueError(
+            f"linear_kernel_impl must be None or one of {tuple(CLASS_TILES)}, got {forced!r}"
+        )
+    if forced not in available:
+        raise ValueError(f"linear_kernel_impl={forced!r} is not supported by this CPU")
+    return forced
+
+
+def row_block() -> int:
+    """Rows per block (``settings.linear_row_block_rows``), a positive multiple of 4."""
+    rb = int(settings.linear_row_block_rows)
+    if rb < 4 or rb % 4:
+        raise ValueError(f"linear_row_block_rows must be a positive multiple of 4, got {rb}")
+    return rb
+
+
+def use_parallel(n_rows: int, D: int, C: int) -> bool:
+    """Whether a call on ``n_rows`` rows runs the parallel twin (see ``PARALLEL_MIN_WORK``)."""
+    import numba
+
+    return numba.get_num_threads() > 1 and n_rows * D * C >= settings.linear_parallel_min_work
 
 
 @jit(inline="always")
@@ -95,8 +170,8 @@ def _row_derivative(s, yi, kind, g):
 
 
 @jit(fastmath=FMA)
-def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
-    """``s[r, c] += x_r[d0:d1] . WT[c, d0:d1]`` (four rows x four, then two, classes per pass)."""
+def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s, j, ctile):
+    """``s[j + r, c] += x_r[d0:d1] . WT[c, d0:d1]``, classes ``ctile`` (4, 2, 1) at a time."""
     C = WT.shape[0]
     y0 = x0[d0:d1]
     y1 = x1[d0:d1]
@@ -104,7 +179,7 @@ def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
     y3 = x3[d0:d1]
     n = d1 - d0
     c = 0
-    while c + 4 <= C:
+    while ctile >= 4 and c + 4 <= C:
         w0 = WT[c, d0:d1]
         w1 = WT[c + 1, d0:d1]
         w2 = WT[c + 2, d0:d1]
@@ -151,24 +226,24 @@ def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
             a31 += u3 * v1
             a32 += u3 * v2
             a33 += u3 * v3
-        s[0, c] += a00
-        s[0, c + 1] += a01
-        s[0, c + 2] += a02
-        s[0, c + 3] += a03
-        s[1, c] += a10
-        s[1, c + 1] += a11
-        s[1, c + 2] += a12
-        s[1, c + 3] += a13
-        s[2, c] += a20
-        s[2, c + 1] += a21
-        s[2, c + 2] += a22
-        s[2, c + 3] += a23
-        s[3, c] += a30
-        s[3, c + 1] += a31
-        s[3, c + 2] += a32
-        s[3, c + 3] += a33
+        s[j, c] += a00
+        s[j, c + 1] += a01
+        s[j, c + 2] += a02
+        s[j, c + 3] += a03
+        s[j + 1, c] += a10
+        s[j + 1, c + 1] += a11
+        s[j + 1, c + 2] += a12
+        s[j + 1, c + 3] += a13
+        s[j + 2, c] += a20
+        s[j + 2, c + 1] += a21
+        s[j + 2, c + 2] += a22
+        s[j + 2, c + 3] += a23
+        s[j + 3, c] += a30
+        s[j + 3, c + 1] += a31
+        s[j + 3, c + 2] += a32
+        s[j + 3, c + 3] += a33
         c += 4
-    while c + 2 <= C:
+    while ctile >= 2 and c + 2 <= C:
         w0 = WT[c, d0:d1]
         w1 = WT[c + 1, d0:d1]
         z = w0[0] - w0[0]
@@ -191,16 +266,16 @@ def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
             a21 += y2[d] * v
             a30 += y3[d] * u
             a31 += y3[d] * v
-        s[0, c] += a00
-        s[0, c + 1] += a01
-        s[1, c] += a10
-        s[1, c + 1] += a11
-        s[2, c] += a20
-        s[2, c + 1] += a21
-        s[3, c] += a30
-        s[3, c + 1] += a31
+        s[j, c] += a00
+        s[j, c + 1] += a01
+        s[j + 1, c] += a10
+        s[j + 1, c + 1] += a11
+        s[j + 2, c] += a20
+        s[j + 2, c + 1] += a21
+        s[j + 3, c] += a30
+        s[j + 3, c + 1] += a31
         c += 2
-    if c < C:
+    while c < C:
         w0 = WT[c, d0:d1]
         z = w0[0] - w0[0]
         a00 = z
@@ -213,27 +288,16 @@ def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s):
             a10 += y1[d] * u
             a20 += y2[d] * u
             a30 += y3[d] * u
-        s[0, c] += a00
-        s[1, c] += a10
-        s[2, c] += a20
-        s[3, c] += a30
-
-
-@jit
-def _scores4(x0, x1, x2, x3, WT, b, s):
-    """``s[r, c] = x_r . WT[c] + b[c]`` for four rows, ``D`` walked in L1-sized chunks."""
-    C = WT.shape[0]
-    D = WT.shape[1]
-    for r in range(4):
-        for c in range(C):
-            s[r, c] = b[c]
-    for d0 in range(0, D, D_CHUNK):
-        _scores4_chunk(x0, x1, x2, x3, WT, d0, min(d0 + D_CHUNK, D), s)
+        s[j, c] += a00
+        s[j + 1, c] += a10
+        s[j + 2, c] += a20
+        s[j + 3, c] += a30
+        c += 1
 
 
 @jit(fastmath=FMA)
-def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
-    """``acc[c, d0:d1] += sum_r gw[r, c] * x_r[d0:d1]`` (rank-4, four then two classes a pass)."""
+def _update4_chunk(x0, x1, x2, x3, gw, j, acc, d0, d1, ctile):
+    """``acc[c, d0:d1] += sum_r gw[j + r, c] * x_r[d0:d1]`` (rank 4), ``ctile`` classes a pass."""
     C = acc.shape[0]
     y0 = x0[d0:d1]
     y1 = x1[d0:d1]
@@ -241,23 +305,23 @@ def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
     y3 = x3[d0:d1]
     n = d1 - d0
     c = 0
-    while c + 4 <= C:
-        g00 = gw[0, c]
-        g10 = gw[1, c]
-        g20 = gw[2, c]
-        g30 = gw[3, c]
-        g01 = gw[0, c + 1]
-        g11 = gw[1, c + 1]
-        g21 = gw[2, c + 1]
-        g31 = gw[3, c + 1]
-        g02 = gw[0, c + 2]
-        g12 = gw[1, c + 2]
-        g22 = gw[2, c + 2]
-        g32 = gw[3, c + 2]
-        g03 = gw[0, c + 3]
-        g13 = gw[1, c + 3]
-        g23 = gw[2, c + 3]
-        g33 = gw[3, c + 3]
+    while ctile >= 4 and c + 4 <= C:
+        g00 = gw[j, c]
+        g10 = gw[j + 1, c]
+        g20 = gw[j + 2, c]
+        g30 = gw[j + 3, c]
+        g01 = gw[j, c + 1]
+        g11 = gw[j + 1, c + 1]
+        g21 = gw[j + 2, c + 1]
+        g31 = gw[j + 3, c + 1]
+        g02 = gw[j, c + 2]
+        g12 = gw[j + 1, c + 2]
+        g22 = gw[j + 2, c + 2]
+        g32 = gw[j + 3, c + 2]
+        g03 = gw[j, c + 3]
+        g13 = gw[j + 1, c + 3]
+        g23 = gw[j + 2, c + 3]
+        g33 = gw[j + 3, c + 3]
         a0 = acc[c, d0:d1]
         a1 = acc[c + 1, d0:d1]
         a2 = acc[c + 2, d0:d1]
@@ -272,15 +336,15 @@ def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
             a2[d] += g02 * u0 + g12 * u1 + g22 * u2 + g32 * u3
             a3[d] += g03 * u0 + g13 * u1 + g23 * u2 + g33 * u3
         c += 4
-    while c + 2 <= C:
-        g00 = gw[0, c]
-        g10 = gw[1, c]
-        g20 = gw[2, c]
-        g30 = gw[3, c]
-        g01 = gw[0, c + 1]
-        g11 = gw[1, c + 1]
-        g21 = gw[2, c + 1]
-        g31 = gw[3, c + 1]
+    while ctile >= 2 and c + 2 <= C:
+        g00 = gw[j, c]
+        g10 = gw[j + 1, c]
+        g20 = gw[j + 2, c]
+        g30 = gw[j + 3, c]
+        g01 = gw[j, c + 1]
+        g11 = gw[j + 1, c + 1]
+        g21 = gw[j + 2, c + 1]
+        g31 = gw[j + 3, c + 1]
         a = acc[c, d0:d1]
         e = acc[c + 1, d0:d1]
         for d in range(n):
@@ -291,56 +355,71 @@ def _update4_chunk(x0, x1, x2, x3, gw, acc, d0, d1):
             a[d] += g00 * u0 + g10 * u1 + g20 * u2 + g30 * u3
             e[d] += g01 * u0 + g11 * u1 + g21 * u2 + g31 * u3
         c += 2
-    if c < C:
-        g0 = gw[0, c]
-        g1 = gw[1, c]
-        g2 = gw[2, c]
-        g3 = gw[3, c]
+    while c < C:
+        g0 = gw[j, c]
+        g1 = gw[j + 1, c]
+        g2 = gw[j + 2, c]
+        g3 = gw[j + 3, c]
         a = acc[c, d0:d1]
         for d in range(n):
             a[d] += g0 * y0[d] + g1 * y1[d] + g2 * y2[d] + g3 * y3[d]
+        c += 1
 
 
 @jit
-def _update4(x0, x1, x2, x3, gw, acc):
-    """``acc[c] += sum_r gw[r, c] * x_r``, ``D`` walked in L1-sized chunks."""
-    D = acc.shape[1]
-    for d0 in range(0, D, D_CHUNK):
-        _update4_chunk(x0, x1, x2, x3, gw, acc, d0, min(d0 + D_CHUNK, D))
+def _block(X, y, idx, r0, nr, WT, b, kind, ctile, s, g, gw, acc, pdb):
+    """Rows ``idx[r0:r0+nr]``: scores, derivatives, gradient into ``acc``; returns their loss.
 
-
-@jit(fastmath=FMA)
-def _scores1(x0, WT, b, s):
+    Rows are taken four at a time; a last group of fewer than four repeats its last row
+    with a zero weight in the update (the repeat is a row in use, so it is finite
+    whenever the result is meaningful, and ``0 * x`` adds nothing).
+    """
     C = WT.shape[0]
     D = WT.shape[1]
-    for c in range(C):
-        w0 = WT[c]
-        a = w0[0] - w0[0]
-        for d in range(D):
-            a += x0[d] * w0[d]
-        s[0, c] = a + b[c]
+    last = nr - 1
+    # the update's 4 x 4 tile ran slower than 4 x 2 on both AVX2 and AVX-512 builds
+    # (475 vs 334 us for 256 rows natively): at most 2 classes a pass
+    utile = min(ctile, 2)
+    for r in range(nr):
+        for c in range(C):
+            s[r, c] = b[c]
+    for d0 in range(0, D, D_CHUNK):
+        d1 = min(d0 + D_CHUNK, D)
+        for j in range(0, nr, 4):
+            x0 = X[idx[r0 + j]]
+            x1 = X[idx[r0 + min(j + 1, last)]]
+            x2 = X[idx[r0 + min(j + 2, last)]]
+            x3 = X[idx[r0 + min(j + 3, last)]]
+            _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s, j, ctile)
+    loss = 0.0
+    for r in range(nr):
+        loss += _row_derivative(s[r], y[idx[r0 + r]], kind, g[r])
+        for c in range(C):
+            gw[r, c] = g[r, c]
+            pdb[c] += g[r, c]
+    for r in range(nr, nr + (-nr) % 4):
+        for c in range(C):
+            gw[r, c] = 0.0
+    for d0 in range(0, D, D_CHUNK):
+        d1 = min(d0 + D_CHUNK, D)
+        for j in range(0, nr, 4):
+            x0 = X[idx[r0 + j]]
+            x1 = X[idx[r0 + min(j + 1, last)]]
+            x2 = X[idx[r0 + min(j + 2, last)]]
+            x3 = X[idx[r0 + min(j + 3, last)]]
+            _update4_chunk(x0, x1, x2, x3, gw, j, acc, d0, d1, utile)
+    return loss
 
 
-@jit(fastmath=FMA)
-def _update1(x0, gw, acc):
-    C = acc.shape[0]
-    D = acc.shape[1]
-    for c in range(C):
-        g0 = gw[0, c]
-        a = acc[c]
-        for d in range(D):
-            a[d] += g0 * x0[d]
-
-
-@jit(fastmath=FMA)
-def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t):
+@jit
+def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock):
     """Task ``t`` of :func:`linear_loss_grad_rows`: its rows' loss and gradient sums."""
     C = WT.shape[0]
     D = WT.shape[1]
     acc = np.zeros_like(WT)
-    gw = np.zeros((4, C), dtype=WT.dtype)
-    s = np.zeros((4, C), dtype=np.float64)
-    g = np.zeros((4, C), dtype=np.float64)
+    s = np.empty((rblock, C), dtype=np.float64)
+    g = np.empty((rblock, C), dtype=np.float64)
+    gw = np.empty((rblock, C), dtype=WT.dtype)
     pt = part[t]
     pdb = part_db[t]
     for c in range(C):
@@ -353,37 +432,9 @@ def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t)
         s1 = min(s0 + SUB_ROWS, stop)
         if not first:
             acc[:] = 0
-        i = s0
-        while i + 4 <= s1:
-            r0 = idx[i]
-            r1 = idx[i + 1]
-            r2 = idx[i + 2]
-            r3 = idx[i + 3]
-            x0 = X[r0]
-            x1 = X[r1]
-            x2 = X[r2]
-            x3 = X[r3]
-            _scores4(x0, x1, x2, x3, WT, b, s)
-            loss += _row_derivative(s[0], y[r0], kind, g[0])
-            loss += _row_derivative(s[1], y[r1], kind, g[1])
-            loss += _row_derivative(s[2], y[r2], kind, g[2])
-            loss += _row_derivative(s[3], y[r3], kind, g[3])
-            for r in range(4):
-                for c in range(C):
-                    gw[r, c] = g[r, c]
-                    pdb[c] += g[r, c]
-            _update4(x0, x1, x2, x3, gw, acc)
-            i += 4
-        while i < s1:
-            r0 = idx[i]
-            x0 = X[r0]
-            _scores1(x0, WT, b, s)
-            loss += _row_derivative(s[0], y[r0], kind, g[0])
-            for c in range(C):
-                gw[0, c] = g[0, c]
-                pdb[c] += g[0, c]
-            _update1(x0, gw, acc)
-            i += 1
+        for r0 in range(s0, s1, rblock):
+            nr = min(rblock, s1 - r0)
+            loss += _block(X, y, idx, r0, nr, WT, b, kind, ctile, s, g, gw, acc, pdb)
         # flush the sub-block (working precision) into the task's float64 partial
         if first:
             for c in range(C):
@@ -402,7 +453,7 @@ def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t)
 
 
 @jit(parallel=True)
-def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss):
+def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock):
     """Fused data loss and gradient over the rows ``X[idx]``, per task.
 
     Parameters (all C-contiguous, no validation)
@@ -417,16 +468,24 @@ def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_lo
     part : (T, C, D) float64 out: per-task *sums* of ``x_i g_i^T`` (transposed)
     part_db : (T, C) float64 out: per-task sums of ``g_i``
     part_loss : (T,) float64 out: per-task sums of the row losses
+    ctile : int, classes per register tile (a value of ``CLASS_TILES``)
+    rblock : int, rows per block (a positive multiple of 4)
     """
     for t in prange(bounds.shape[0] - 1):
-        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t)
+        _loss_grad_task(
+            X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+        )
 
 
 @jit
-def linear_loss_grad_rows_serial(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss):
+def linear_loss_grad_rows_serial(
+    X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+):
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits)."""
     for t in range(bounds.shape[0] - 1):
-        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t)
+        _loss_grad_task(
+            X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+        )
 
 
 #: penalty codes understood by :func:`finish_gradient`
@@ -434,29 +493,32 @@ PENALTY_CODES = {"l2": 0, "l1": 1, "elasticnet": 2}
 
 
 @jit
-def finish_gradient(part, scale, W, reg, penalty, beta, dW):
+def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db):
     """Reduce the per-task partials and add the penalty, in one serial pass.
 
-    ``dW[d, c] = scale * sum_t part[t, c, d] + penalty gradient(W[d, c])`` in float64
+    ``dWT[c, d] = scale * sum_t part[t, c, d] + penalty gradient(WT[c, d])`` in float64
     (partials summed in task order, so the result does not depend on the thread count),
-    cast to ``dW``'s dtype. One compiled pass replaces a reduction, a penalty and a cast
-    done as separate NumPy calls: in SGD steps of 200 rows those cost a third of a step.
+    cast to ``dWT``'s dtype; ``db[c] = scale * sum_t part_db[t, c]``. One compiled pass
+    replaces a reduction, a penalty and a cast done as separate NumPy calls: in SGD
+    steps of 200 rows those cost a third of a step.
 
-    part : (T, C, D) float64; W, dW : (D, C); penalty : a code of ``PENALTY_CODES``.
-    Returns ``(penalty value, every entry of dW finite)``.
+    part : (T, C, D) float64; part_db : (T, C) float64; part_loss : (T,) float64;
+    WT, dWT : (C, D); db : (C,), dtype of ``dWT``; penalty : a code of ``PENALTY_CODES``.
+    Returns ``(data loss = scale * sum_t part_loss[t], penalty value, every entry of
+    dWT and db and the data loss finite)``.
     """
     T = part.shape[0]
     C = part.shape[1]
     D = part.shape[2]
     pen = 0.0
     finite = True
-    for d in range(D):
-        for c in range(C):
+    for c in range(C):
+        for d in range(D):
             g = 0.0
             for t in range(T):
                 g += part[t, c, d]
             g *= scale
-            w = np.float64(W[d, c])
+            w = np.float64(WT[c, d])
             if penalty == 0:
                 pen += w * w
                 gp = 2.0 * reg * w
@@ -466,18 +528,113 @@ def finish_gradient(part, scale, W, reg, penalty, beta, dW):
             else:
                 pen += beta * w * w + abs(w)
                 gp = reg * (2.0 * beta * w + np.sign(w))
-            dW[d, c] = g + gp
-            if not np.isfinite(dW[d, c]):
+            dWT[c, d] = g + gp
+            if not np.isfinite(dWT[c, d]):
                 finite = False
-    return reg * pen, finite
+        g = 0.0
+        for t in range(T):
+            g += part_db[t, c]
+        db[c] = g * scale
+        if not np.isfinite(db[c]):
+            finite = False
+    data = 0.0
+    for t in range(T):
+        data += part_loss[t]
+    data *= scale
+    if not np.isfinite(data):
+        finite = False
+    return data, reg * pen, finite
+
+
+@jit
+def sgd_linear_steps(
+    X, y, batches, full, WT, b, vWT, vb, it0, n_steps, lrs, momentum, kind, reg, penalty,
+    beta, mu, centre, fit_bias, ctile, rblock, parallel, bounds, part, part_db, part_loss,
+    dWT, db, bias, history,
+):  # fmt: skip
+    """``n_steps`` SGD steps of a linear model, entirely compiled (no Python per step).
+
+    Step ``k`` (global iteration ``it = it0 + k``) uses the rows ``batches[k]`` (``full``:
+    ``batches[0]`` every step), computes the loss and gradient with the fused kernel
+    (``parallel`` chooses the twin), then updates ``WT`` (C, D) and ``b`` in their dtype,
+    exactly as :func:`fastcls.optim.sgd` does in NumPy: ``W -= lr * dW`` or, with
+    ``momentum > 0``, ``v = momentum * v; v -= lr * dW; W += v``. ``lrs[it]`` is the
+    step size (float64, cast to the dtype). ``history[it]`` receives the loss.
+
+    With ``centre`` the model is ``scores = (x - mu) W + b``, computed as
+    ``x W + (b - mu W)``; its gradient is the raw gradient minus ``db mu^T``. Without
+    ``fit_bias`` the bias is zero and ``b`` is left alone.
+
+    Returns the number of steps taken: ``n_steps``, or fewer when a step's loss or
+    gradient was not finite (that step's loss is recorded, its update applied).
+    """
+    C = WT.shape[0]
+    D = WT.shape[1]
+    dt = WT.dtype.type
+    mom = dt(momentum)
+    for k in range(n_steps):
+        it = it0 + k
+        rows = batches[0] if full else batches[k]
+        m = rows.shape[0]
+        for c in range(C):
+            if not fit_bias:
+                bias[c] = 0.0
+            elif centre:
+                t = 0.0
+                for d in range(D):
+                    t += mu[d] * np.float64(WT[c, d])
+                bias[c] = dt(np.float64(b[c]) - t)
+            else:
+                bias[c] = b[c]
+        if parallel:
+            linear_loss_grad_rows(
+                X, y, rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile, rblock
+            )
+        else:
+            linear_loss_grad_rows_serial(
+                X, y, rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile, rblock
+            )
+        data, pen, finite = finish_gradient(
+            part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
+        )
+        if centre and fit_bias:
+            for c in range(C):
+                dbc = np.float64(db[c])
+                for d in range(D):
+                    dWT[c, d] -= dt(mu[d] * dbc)
+        loss = data + pen
+        history[it] = loss
+        lr = dt(lrs[it])
+        if momentum == 0.0:
+            for c in range(C):
+                for d in range(D):
+                    WT[c, d] -= lr * dWT[c, d]
+            if fit_bias:
+                for c in range(C):
+                    b[c] -= lr * db[c]
+        else:
+            for c in range(C):
+                for d in range(D):
+                    v = vWT[c, d] * mom
+                    v -= lr * dWT[c, d]
+                    vWT[c, d] = v
+                    WT[c, d] += v
+            if fit_bias:
+                for c in range(C):
+                    v = vb[c] * mom
+                    v -= lr * db[c]
+                    vb[c] = v
+                    b[c] += v
+        if not (finite and np.isfinite(loss)):
+            return k + 1
+    return n_steps
 
 
 #: below this many multiply-adds (rows x D x C; 2^22 is about 0.1 ms of one core) a call
-#: runs the serial twins, since waking the thread pool is not worth it. SGD batches of
-#: 200 CIFAR rows (6e6) run in parallel: 223 us vs 476 us serial, measured on an idle
-#: 2-core machine. On a busy one a parallel region waits for every thread to be
-#: scheduled (50-60 ms per call was seen with 6 other jobs running), and OpenBLAS
-#: threads left spinning by a BLAS call just before have the same effect: the callers
-#: (losses.py, linear.py) therefore make no BLAS calls between kernel calls.
+#: runs the serial twin, since waking the thread pool is not worth it
+#: (``settings.linear_parallel_min_work`` holds the value used; see docs/performance.md
+#: for the crossover measured per CPU). On a busy machine a parallel region waits for
+#: every thread to be scheduled, and OpenBLAS threads left spinning by a BLAS call just
+#: before have the same effect: the callers (losses.py, optim.py) therefore make no
+#: BLAS calls between kernel calls.
 PARALLEL_MIN_WORK = 1 << 22
-
