@@ -164,6 +164,9 @@ class Tunables:
     knn_train_tile_bytes: int = 64 * 2**20
     #: k-NN, ``backend="numpy"``: queries per tile (bounds the reference's matrix)
     knn_numpy_query_tile_rows: int = 256
+    #: k-NN top-k selection: "auto" (by k and the row count), "insert" (sorted
+    #: insertion) or "blocks" (per-block lists merged in linear time, for large k)
+    knn_selection: str = "auto"
 
     #: L1: training rows per cache block (0: about ``l1_block_bytes`` of rows)
     l1_block_rows: int = 0

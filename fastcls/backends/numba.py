@@ -8,6 +8,7 @@ sorted top-k buffers, so memory stays at the inputs plus O(tile) and an
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -58,9 +59,11 @@ def search_rows(
     """
     from fastcls._progress import Progress
     from fastcls.kernels.knn import topk_kernel
-    from fastcls.kernels.topk import new_topk
+    from fastcls.kernels.topk import new_topk, use_block_selection
 
     kernel = topk_kernel(metric, Q.dtype)
+    if use_block_selection(k, X.shape[0]):
+        kernel = functools.partial(_select_by_blocks, kernel)
     best_d, best_i = new_topk(Q.shape[0], k)
     rows = train_tile or default_train_tile(X)
     n_tiles = -(-X.shape[0] // rows)
@@ -79,6 +82,33 @@ def search_rows(
     if metric == "l2":
         np.sqrt(best_d, out=best_d)
     return best_d, best_i
+
+
+def _select_by_blocks(
+    kernel: Any,
+    Q: np.ndarray,
+    tile: np.ndarray,
+    offset: int,
+    best_d: np.ndarray,
+    best_i: np.ndarray,
+) -> None:
+    """``kernel(Q, tile, offset, best_d, best_i)`` for large k, in linear-time merges.
+
+    The tile is cut into blocks of about ``sqrt(k)`` rows; the kernel finds each
+    block's sorted list (all its rows, so short insertions) and
+    :func:`~fastcls.kernels.topk.merge_sorted_topk` merges it into the running top-k
+    by ``(distance, index)``. Distances come from the same kernel, so results are
+    identical to a single call; the cost no longer grows as ``k x rows``.
+    """
+    from fastcls.kernels.topk import merge_sorted_topk, new_topk, selection_block_rows
+
+    k = best_d.shape[1]
+    rows = selection_block_rows(k)
+    for s in range(0, tile.shape[0], rows):
+        block = tile[s : s + rows]
+        bd, bi = new_topk(Q.shape[0], min(k, block.shape[0]))
+        kernel(Q, block, offset + s, bd, bi)
+        merge_sorted_topk(best_d, best_i, bd, bi)
 
 
 class NumbaBackend(SearchBackend):

@@ -349,10 +349,10 @@ _ENTRIES = {"portable": _topk_int_portable, "avx2": _topk_int_avx2, "vnni": _top
 _WIDTH = {"portable": 1, "avx2": 16, "vnni": 64}
 
 
-@jit(parallel=True)
-def _norms_sums(A, norms, sums):
-    """``norms[i] = sum A[i]^2`` and ``sums[i] = sum A[i]`` in int64 (exact)."""
-    for i in prange(A.shape[0]):
+@jit
+def _norms_sums_rows(A, norms, sums, i0, i1):
+    """``norms[i] = sum A[i]^2`` and ``sums[i] = sum A[i]`` in int64 for rows i0:i1."""
+    for i in range(i0, i1):
         s2 = np.int64(0)
         s1 = np.int64(0)
         for d in range(A.shape[1]):
@@ -364,9 +364,20 @@ def _norms_sums(A, norms, sums):
 
 
 @jit(parallel=True)
+def _norms_sums(A, norms, sums):
+    """:func:`_norms_sums_rows` over every row, in parallel blocks of 64 rows."""
+    n = A.shape[0]
+    for b in prange((n + 63) // 64):
+        _norms_sums_rows(A, norms, sums, b * 64, min(n, b * 64 + 64))
+
+
+@jit
 def _shift_norms(A, out, norms):
-    """``out = A ^ 0x80`` (the bytes of ``A - 128`` as int8) and the int64 norms of ``A``."""
-    for i in prange(A.shape[0]):
+    """``out = A ^ 0x80`` (the bytes of ``A - 128`` as int8) and the int64 norms of ``A``.
+
+    Serial: it runs over the queries of one call only.
+    """
+    for i in range(A.shape[0]):
         s2 = np.int64(0)
         for d in range(A.shape[1]):
             v = A[i, d]
@@ -374,6 +385,15 @@ def _shift_norms(A, out, norms):
             w = np.int64(v)
             s2 += w * w
         norms[i] = s2
+
+
+def _row_stats(A: np.ndarray, norms: np.ndarray, sums: np.ndarray) -> None:
+    """Norms and sums of uint8 rows; parallel only when the pass is large enough to pay
+    for waking the thread pool (small calls come in long series with large k)."""
+    if A.shape[0] * A.shape[1] >= 1 << 20:
+        _norms_sums(A, norms, sums)
+    else:
+        _norms_sums_rows(A, norms, sums, 0, A.shape[0])
 
 
 # --------------------------------------------------------------------------- choice
@@ -437,14 +457,14 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     qn = np.empty(nq, dtype=np.int64)
     xn = np.empty(nx, dtype=np.int64)
     xs = np.empty(nx, dtype=np.int64)
-    _norms_sums(X, xn, xs)
+    _row_stats(X, xn, xs)
     if impl == "vnni":
         Qb = np.empty_like(Q)
         _shift_norms(Q, Qb, qn)
         xc = xs * 128  # q.x = (q - 128).x + 128 sum(x)
     else:
         Qb = Q
-        _norms_sums(Q, qn, np.empty(nq, dtype=np.int64))
+        _row_stats(Q, qn, np.empty(nq, dtype=np.int64))
         xc = np.zeros(nx, dtype=np.int64)
     block, chunk = _sizes(nq, D)
     _ENTRIES[impl](Qb, X, qn, xn, xc, np.int64(offset), best_d, best_i, block, chunk)

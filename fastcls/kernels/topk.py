@@ -5,6 +5,12 @@ The running top-k of a query is a pair of rows ``(best_d[k], best_i[k])`` sorted
 rows in increasing global index and insert with a *strict* ``d < best_d[k-1]``, so an
 equal distance never displaces an earlier (lower) index: "lower index wins" falls out
 of the scan order with no extra comparison.
+
+Inserting into a sorted row costs ``O(k)`` per entry that enters, which is cheap
+while few rows enter (k much smaller than the rows scanned) but quadratic when k
+approaches the number of training rows. :func:`use_block_selection` decides when
+the search should instead take each block of a tile's top-k separately (short
+rows) and merge them with :func:`merge_sorted_topk` (linear time).
 """
 
 from __future__ import annotations
@@ -68,6 +74,91 @@ def merge_topk(best_d, best_i, other_d, other_i):
                 break  # other row is sorted: nothing later can enter either
 
 
+def use_block_selection(k: int, n_rows: int) -> bool:
+    """Whether a search of ``k`` neighbours among ``n_rows`` rows should select per block.
+
+    ``settings.knn_selection``: ``"insert"`` or ``"blocks"`` force a strategy;
+    ``"auto"`` compares rough costs: inserting, about ``k (1 + ln(n/k))`` entries
+    enter a sorted row of ``k`` (half a row shifted each) on random data; per block
+    of ``b = sqrt(k)`` rows, a block's sorted list (``n b / 2``) plus one linear merge
+    per block (``n k / b``). Either strategy gives identical results.
+    """
+    import math
+
+    from fastcls._config import settings
+
+    mode = settings.knn_selection
+    if mode not in ("auto", "insert", "blocks"):
+        raise ValueError(f"knn_selection must be 'auto', 'insert' or 'blocks', got {mode!r}")
+    if mode != "auto":
+        return mode == "blocks"
+    if k < 64 or n_rows <= k:
+        return k >= 64
+    inserting = k * (1.0 + math.log(n_rows / k)) * k / 2
+    blocks = 1.5 * n_rows * math.sqrt(k)
+    return inserting > 4 * blocks
+
+
+def selection_block_rows(k: int) -> int:
+    """Rows per block of the block selection: about ``sqrt(k)``, within 64..4096."""
+    import math
+
+    return int(min(4096, max(64, math.isqrt(max(k, 1)))))
+
+
 def new_topk(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Empty top-k buffers: distances +inf, indices -1."""
     return np.full((n_queries, k), np.inf), np.full((n_queries, k), -1, dtype=np.int64)
+
+
+@jit(inline="always")
+def _before(d1, i1, d2, i2):
+    """``(d1, i1) < (d2, i2)``, empty slots (index -1) after every real entry."""
+    if i2 < 0:
+        return i1 >= 0
+    if i1 < 0:
+        return False
+    return d1 < d2 or (d1 == d2 and i1 < i2)
+
+
+@jit(parallel=True)
+def merge_sorted_topk(best_d, best_i, other_d, other_i):
+    """Merge sorted lists into ``(best_d, best_i)`` in linear time, in place (large k).
+
+    As :func:`merge_topk`, but each query costs ``O(k + k_other)`` however many
+    entries enter, instead of ``O(k)`` per entering entry: a forward pass counts how
+    many of the k smallest come from each list, then a backward two-finger merge
+    writes them in place (no scratch row). ``other`` may have fewer columns.
+    """
+    nq, k = best_d.shape
+    ko = other_d.shape[1]
+    for q in prange(nq):
+        bd = best_d[q]
+        bi = best_i[q]
+        a = 0
+        b = 0
+        for _ in range(k):
+            ia = bi[a] if a < k else -1
+            ib = other_i[q, b] if b < ko else -1
+            if ia < 0 and ib < 0:
+                break
+            if _before(other_d[q, b] if ib >= 0 else np.inf, ib, bd[a] if ia >= 0 else np.inf, ia):
+                b += 1
+            else:
+                a += 1
+        for p in range(a + b, k):
+            bd[p] = np.inf
+            bi[p] = -1
+        p = a + b - 1
+        i = a - 1
+        j = b - 1
+        while j >= 0:  # the larger of best[i], other[j] goes to p (p >= i: nothing lost)
+            if i >= 0 and _before(other_d[q, j], other_i[q, j], bd[i], bi[i]):
+                bd[p] = bd[i]
+                bi[p] = bi[i]
+                i -= 1
+            else:
+                bd[p] = other_d[q, j]
+                bi[p] = other_i[q, j]
+                j -= 1
+            p -= 1
