@@ -474,6 +474,7 @@ def _save_cv_plot(cv: Any, out: str) -> str:
         raise CLIError(f"cannot create the output folder {out!r}: {exc.strerror}") from None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     cv.plot(ax=ax)
+    ax.set_xticks(cv.ks)
     path = os.path.join(out, "cv.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -1277,6 +1277,7 @@ def save_demo_plots(report: DemoReport, folder: str) -> list[str]:
     if knn is not None:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         knn.search.plot(ax=ax)
+        ax.set_xticks(knn.search.ks)  # the k values tried, not matplotlib's 2.5 steps
         save(fig, "knn_cv.png")
     for name, ev in raw_linear:
         if ev is None:
@@ -1290,9 +1291,11 @@ def save_demo_plots(report: DemoReport, folder: str) -> list[str]:
             save(ax.figure, f"{slug}_loss.png")
         if getattr(model, "W_", None) is not None:
             fig = plots.plot_weight_templates(
-                model.W_, report.image_shape, class_names=report.class_names
+                model.W_,
+                report.image_shape,
+                class_names=report.class_names,
+                title=f"{name} weight templates",
             )
-            fig.suptitle(f"{name} weight templates")
             save(fig, f"{slug}_templates.png")
     report.plots.extend(saved)
     return saved

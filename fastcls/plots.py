@@ -29,7 +29,7 @@ def plot_loss_curve(
     ax: Any = None,
     *,
     smooth: int | None = None,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     label: str | None = None,
     title: str | None = "Training loss",
 ) -> Any:
@@ -40,9 +40,13 @@ def plot_loss_curve(
     loss_history : array-like of shape (n_iters,) or a fitted linear classifier
     ax : matplotlib Axes, optional
     smooth : int, optional
-        Window of a moving average drawn over the raw curve (mini-batch losses are noisy).
-    log_scale : bool
-        Logarithmic y axis.
+        Window of a moving average drawn over the raw curve (mini-batch losses are noisy);
+        the raw curve is then drawn faint behind it.
+    log_scale : bool or None, default None
+        Logarithmic y axis. None: logarithmic when every loss is positive and the
+        largest is more than 10 times the median of the second half (the first steps'
+        loss, e.g. about 9 for an SVM on 10 classes, would otherwise squash the rest of
+        the curve into a flat line).
     label, title : str, optional
 
     Returns
@@ -62,15 +66,21 @@ def plot_loss_curve(
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     it = np.arange(1, hist.size + 1)
-    ax.plot(it, hist, lw=0.8, alpha=0.5 if smooth else 1.0, label=label or "loss")
+    raw_style = {"lw": 0.6, "alpha": 0.35} if smooth else {"lw": 0.9, "alpha": 1.0}
+    ax.plot(it, hist, color="C0", label=label or "loss", **raw_style)
     if smooth:
         w = int(smooth)
         if w < 1:
             raise ValueError(f"smooth must be a positive integer, got {smooth!r}")
         if hist.size >= w:
             avg = np.convolve(hist, np.ones(w) / w, mode="valid")
-            ax.plot(it[w - 1 :], avg, lw=1.8, label=f"moving average ({w})")
+            ax.plot(it[w - 1 :], avg, color="C1", lw=1.8, label=f"moving average ({w})")
         ax.legend()
+    if log_scale is None:
+        tail = hist[hist.size // 2 :]
+        log_scale = bool(
+            np.all(hist > 0) and np.isfinite(hist).all() and hist.max() > 10 * np.median(tail)
+        )
     if log_scale:
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
@@ -117,6 +127,7 @@ def plot_weight_templates(
     ncols: int | None = None,
     fig: Any = None,
     cmap: str = "gray",
+    title: str | None = None,
 ) -> Any:
     """The learned weights shown as one image template per class (as in the lectures).
 
@@ -133,6 +144,9 @@ def plot_weight_templates(
     fig : matplotlib Figure, optional
     cmap : str
         Colour map for grey images.
+    title : str, optional
+        A figure title, placed above the class names (the figure's layout is
+        constrained so that the two never overlap).
 
     Returns
     -------
@@ -154,11 +168,16 @@ def plot_weight_templates(
     ncols = int(ncols) if ncols else min(C, 10)
     nrows = -(-C // ncols)
     if fig is None:
-        fig = plt.figure(figsize=(1.3 * ncols, 1.5 * nrows))
+        fig = plt.figure(figsize=(1.3 * ncols, 1.5 * nrows + (0.35 if title else 0.0)))
+    # constrained layout reserves room for the title above the panel titles; a figure
+    # title placed by hand (fig.suptitle after the panels) is drawn over them
+    fig.set_layout_engine("constrained")
     for k in range(C):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         img = T[k]
         ax.imshow(img if img.ndim == 3 else img, cmap=None if img.ndim == 3 else cmap)
         ax.set_title(str(class_names[k]), fontsize=9)
         ax.axis("off")
+    if title:
+        fig.suptitle(title)
     return fig

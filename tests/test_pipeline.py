@@ -349,3 +349,38 @@ def test_mnist_demo_data_splits_in_file_order_and_refits(tmp_path):
     assert not load_demo_data(replace(config, refit=False)).refit
     with pytest.raises(ValueError, match="holds 80 items, fewer than the 90"):
         load_demo_data(replace(config, n_train=70))
+
+
+# --------------------------------------------------------------------------- figures
+def test_weight_template_title_sits_above_the_panel_titles():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from fastcls import plots
+
+    W = np.random.default_rng(0).normal(size=(64, 10))
+    fig = plots.plot_weight_templates(W, (8, 8), title="LinearSVM weight templates")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        panel = ax.title.get_window_extent(renderer)
+        assert top.y0 >= panel.y1, "the figure title overlaps a panel title"
+    plt.close(fig)
+
+
+def test_loss_curve_log_scale_when_the_first_steps_dwarf_the_rest():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from fastcls import plots
+
+    rng = np.random.default_rng(0)
+    svm_like = np.r_[9.0, 0.1 + 0.02 * rng.random(999)]  # the LinearSVM curve's shape
+    ax = plots.plot_loss_curve(svm_like, smooth=20)
+    assert ax.get_yscale() == "log"
+    raw, avg = ax.lines
+    assert raw.get_alpha() < 0.5 and avg.get_alpha() in (None, 1.0)  # the raw curve is faint
+    flat = np.linspace(2.3, 0.5, 100)
+    assert plots.plot_loss_curve(flat).get_yscale() == "linear"
+    assert plots.plot_loss_curve(svm_like, log_scale=False).get_yscale() == "linear"
+    with_zero = svm_like.copy()
+    with_zero[5] = 0.0
+    assert plots.plot_loss_curve(with_zero).get_yscale() == "linear"
+    plt.close("all")
