@@ -481,7 +481,61 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
 class LinearSVM(LinearClassifier):
     """Multiclass linear SVM (Weston-Watkins hinge, margin 1) trained by mini-batch SGD.
 
-    See :class:`LinearClassifier` for the parameters.
+    Parameters
+    ----------
+    learning_rate : float or "auto", default "auto"
+        Step size. ``"auto"`` uses ``1 / mean_i ||x_i||^2``: about the largest stable step
+        of the hinge loss, so that standardised features and raw 0..255 pixels train alike;
+        give a number to follow the lectures (e.g. ``1e-7`` on raw CIFAR pixels).
+    reg : float, default 1e-4
+        Regularisation strength (>= 0).
+    penalty : {"l2", "l1", "elasticnet"}, default "l2"
+        ``reg * sum(W**2)``, ``reg * sum(|W|)`` or ``reg * sum(beta * W**2 + |W|)``.
+    beta : float, default 1.0
+        Elastic-net weight of the squared term.
+    n_iters : int, default 1500
+        Number of SGD steps.
+    batch_size : int, "auto" or None, default "auto"
+        Rows per step, sampled with replacement (an int larger than the data is an
+        error). ``"auto"``: ``min(200, n_samples)``, the lectures' 200. ``None``:
+        full-batch gradient descent.
+    momentum : float, default 0.0
+        Classical momentum ``v = momentum * v - lr * g; W += v`` (0: vanilla SGD).
+    lr_schedule : {"constant", "step"}, default "constant"
+        ``"step"``: multiply the rate by ``lr_decay`` every ``lr_step`` iterations.
+    lr_decay : float, default 0.95
+        Factor of the ``"step"`` schedule.
+    lr_step : int or None, default None
+        Iterations between decays; ``None``: one epoch (``ceil(n_samples / batch_size)``).
+    fit_intercept : bool, default True
+        Learn a bias ``b_`` (not regularised). ``False``: ``b_`` is zero; the bias trick
+        (a column of ones in ``X``) is the alternative.
+    center : bool, default True
+        With ``fit_intercept``, run SGD on mean-centred features, as the lectures do by
+        hand (``X`` is not copied); ``W_`` and ``b_`` always apply to the raw ``X``.
+        ``False``: plain SGD on ``X`` (the exact lecture loop).
+    init_scale : float, default 1e-3
+        Standard deviation of the initial weights.
+    seed : None, int or numpy Generator
+        Seeds the initial weights and the mini-batches.
+    verbose : bool or int, default False
+        Print a progress line to stderr every ``n_iters // 10`` steps (or every
+        ``verbose`` steps when an int > 1).
+    n_jobs : int or None
+        Threads for the kernels (None: all cores). Results do not depend on it.
+
+    Attributes
+    ----------
+    W_ : ndarray of shape (n_features, n_classes)
+    b_ : ndarray of shape (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    loss_history_ : ndarray of shape (n_iters,)
+        Loss of each step (on its mini-batch, penalty included).
+    learning_rate_ : float
+        The initial learning rate actually used (resolves ``"auto"``).
+    n_iter_ : int
+        Number of SGD steps taken.
 
     Examples
     --------
@@ -500,7 +554,61 @@ class LinearSVM(LinearClassifier):
 class Softmax(LinearClassifier):
     """Softmax (multinomial logistic regression) trained by mini-batch SGD.
 
-    See :class:`LinearClassifier` for the parameters.
+    Parameters
+    ----------
+    learning_rate : float or "auto", default "auto"
+        Step size. ``"auto"`` uses ``4 / mean_i ||x_i||^2`` (the softmax loss has curvature
+        at most ``||x||^2 / 2``), so that standardised features and raw 0..255 pixels train
+        alike; give a number to follow the lectures (e.g. ``1e-7`` on raw CIFAR pixels).
+    reg : float, default 1e-4
+        Regularisation strength (>= 0).
+    penalty : {"l2", "l1", "elasticnet"}, default "l2"
+        ``reg * sum(W**2)``, ``reg * sum(|W|)`` or ``reg * sum(beta * W**2 + |W|)``.
+    beta : float, default 1.0
+        Elastic-net weight of the squared term.
+    n_iters : int, default 1500
+        Number of SGD steps.
+    batch_size : int, "auto" or None, default "auto"
+        Rows per step, sampled with replacement (an int larger than the data is an
+        error). ``"auto"``: ``min(200, n_samples)``, the lectures' 200. ``None``:
+        full-batch gradient descent.
+    momentum : float, default 0.0
+        Classical momentum ``v = momentum * v - lr * g; W += v`` (0: vanilla SGD).
+    lr_schedule : {"constant", "step"}, default "constant"
+        ``"step"``: multiply the rate by ``lr_decay`` every ``lr_step`` iterations.
+    lr_decay : float, default 0.95
+        Factor of the ``"step"`` schedule.
+    lr_step : int or None, default None
+        Iterations between decays; ``None``: one epoch (``ceil(n_samples / batch_size)``).
+    fit_intercept : bool, default True
+        Learn a bias ``b_`` (not regularised). ``False``: ``b_`` is zero; the bias trick
+        (a column of ones in ``X``) is the alternative.
+    center : bool, default True
+        With ``fit_intercept``, run SGD on mean-centred features, as the lectures do by
+        hand (``X`` is not copied); ``W_`` and ``b_`` always apply to the raw ``X``.
+        ``False``: plain SGD on ``X`` (the exact lecture loop).
+    init_scale : float, default 1e-3
+        Standard deviation of the initial weights.
+    seed : None, int or numpy Generator
+        Seeds the initial weights and the mini-batches.
+    verbose : bool or int, default False
+        Print a progress line to stderr every ``n_iters // 10`` steps (or every
+        ``verbose`` steps when an int > 1).
+    n_jobs : int or None
+        Threads for the kernels (None: all cores). Results do not depend on it.
+
+    Attributes
+    ----------
+    W_ : ndarray of shape (n_features, n_classes)
+    b_ : ndarray of shape (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    loss_history_ : ndarray of shape (n_iters,)
+        Loss of each step (on its mini-batch, penalty included).
+    learning_rate_ : float
+        The initial learning rate actually used (resolves ``"auto"``).
+    n_iter_ : int
+        Number of SGD steps taken.
 
     Examples
     --------

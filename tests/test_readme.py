@@ -70,3 +70,16 @@ def test_strip_venv():
     assert strip_venv(cmd) == 'pip install ".[dev]" && pytest'
     with pytest.raises(AssertionError):
         strip_venv("pip install .")
+
+
+def test_linear_classifiers_document_their_parameters_in_place():
+    """``help(LinearSVM)`` lists every constructor parameter (not a pointer elsewhere)."""
+    import inspect
+
+    from fastcls.linear import LinearSVM, Softmax
+
+    for cls in (LinearSVM, Softmax):
+        doc = cls.__doc__ or ""
+        assert "Parameters\n    ----------" in doc
+        missing = [p for p in inspect.signature(cls).parameters if f"\n    {p} :" not in doc]
+        assert not missing, f"{cls.__name__} does not document {missing}"
