@@ -638,3 +638,18 @@ def test_every_subcommand_has_the_common_options(capsys):
         assert code == 0
         for option in ("--json", "--threads", "--quiet"):
             assert option in out, (command, option)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="dataset-fashion-mnist is not installed",
+)
+def test_knn_on_a_slice_of_the_real_fashion_mnist(capsys):
+    # Debian's files found by name alone; 2000 / 500 images keep this under a second
+    result, _ = _run_json(
+        ["knn", "--data", "fashion-mnist", "--n-train", "2000", "--n-test", "500", "--k", "5"],
+        capsys,
+    )
+    check_schema(result, "knn")
+    assert result["class_names"][9] == "Ankle boot"
+    assert 0.72 < result["accuracy"] < 0.9  # k-NN on 2000 images; ~0.86 on all 60000
