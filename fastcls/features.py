@@ -299,6 +299,14 @@ class FeatureScaler(BaseEstimator):
         with_std = state_param("with_std", V.check_bool, self.with_std, "with_std")
         arrays, meta = check_state_fields(state, ("mean", "scale"), ("n_features_in",))
         d = state_int(meta, "n_features_in", 1)
+        for name in ("mean", "scale"):
+            arr = arrays[name]
+            if arr.dtype != np.float64 or arr.shape != (d,):
+                raise FittedStateError(
+                    f"fitted state field {name!r} must be float64 of shape ({d},), "
+                    f"got {arr.dtype} of shape {arr.shape}",
+                    name,
+                )
         checked = {
             name: state_array(arrays, name, (d,), (np.float64,)) for name in ("mean", "scale")
         }

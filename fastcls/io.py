@@ -399,13 +399,13 @@ class _Archive:
             raise self.error(name, f"{info.file_size} bytes, more than the {max_bytes} allowed")
         try:
             with self.zf.open(info) as m:
-                return self._read_npy(name, info, m)
+                return self.read_npy(name, info, m)
         except ModelFileError:
             raise
         except Exception as exc:  # zlib.error, BadZipFile (CRC), EOFError, struct.error ...
             raise self.error(name, f"corrupted member ({type(exc).__name__}: {exc})") from exc
 
-    def _read_npy(self, name: str, info: zipfile.ZipInfo, m: Any) -> np.ndarray:
+    def read_npy(self, name: str, info: zipfile.ZipInfo, m: Any) -> np.ndarray:
         pre = _read_exact(m, 10)
         if len(pre) < 10 or pre[:6] != b"\x93NUMPY":
             raise self.error(name, "not a .npy member (bad magic)")
@@ -549,7 +549,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         return _read_meta(archive)
 
 
-def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
+def load(
+    path: str | os.PathLike, *, max_bytes: int | None = None, trust_index: bool = False
+) -> Any:
     """Load an estimator saved by :func:`save` / ``model.save(path)``.
 
     Nothing in the file is trusted, and nothing in it can run code: the archive is
@@ -566,6 +568,12 @@ def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
         Refuse archives that expand to more bytes than this. Default: 64 times the
         file's size, and at least 256 MiB (an uncompressed save is about 1x; a
         deflated one of very repetitive data may need more).
+    trust_index : bool, default False
+        k-NN with ``backend="faiss"``: fastcls checks the bytes of ``Flat``,
+        ``IVF<n>,Flat`` and ``HNSW<M>`` indexes completely before faiss reads them, and
+        refuses other index families (PQ, SQ ...), whose layout it does not parse,
+        unless this is True: then only their header is checked and faiss's own reader
+        parses the rest. Pass True only for files from a source you trust.
 
     Returns
     -------
@@ -628,6 +636,9 @@ def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
                     "the content does not match its SHA-256 digest (the file was corrupted "
                     "or edited)",
                 )
+    from fastcls.backends.base import TRUST_INDEX_BYTES
+
+    token = TRUST_INDEX_BYTES.set(bool(trust_index))
     try:
         restored = {name: _param_from_json(name, value) for name, value in params.items()}
         model = cls().set_params(**restored)
@@ -636,6 +647,8 @@ def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
         raise ModelFileError(path, exc.field, str(exc)) from exc
     except (ValueError, TypeError, OverflowError) as exc:
         raise ModelFileError(path, "params", str(exc)) from exc
+    finally:
+        TRUST_INDEX_BYTES.reset(token)
 
 
 def _json_object(archive: _Archive, meta: dict[str, Any], field: str) -> dict[str, Any]:

@@ -8,13 +8,20 @@ themselves, an index, a centred copy and norms, or shards scattered over workers
 from __future__ import annotations
 
 import abc
+import contextvars
 from typing import Any, ClassVar
 
 import numpy as np
 
 from fastcls.backends.rows import promote_query
 
-__all__ = ["SearchBackend"]
+__all__ = ["SearchBackend", "TRUST_INDEX_BYTES"]
+
+#: True while :func:`fastcls.load` runs with ``trust_index=True``: a backend may then
+#: hand serialised index bytes that it cannot check itself to its library's reader
+TRUST_INDEX_BYTES: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "fastcls_trust_index_bytes", default=False
+)
 
 
 class SearchBackend(abc.ABC):

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from fastcls import _validation as V
-from fastcls.backends.base import SearchBackend
+from fastcls.backends.base import TRUST_INDEX_BYTES, SearchBackend
 
 __all__ = [
     "FaissBackend",
@@ -439,62 +439,208 @@ _FAISS_METRIC_TYPES = {"l2": 1, "sqeuclidean": 1, "l1": 2}
 
 
 def check_index_bytes(
-    data: Any, metric: str, n_samples: int, n_features: int, *, flat: bool
+    data: Any,
+    metric: str,
+    n_samples: int,
+    n_features: int,
+    *,
+    flat: bool,
+    trusted: bool = False,
 ) -> None:
     """Check serialised index bytes before faiss reads them; ``ValueError`` if wrong.
 
     faiss's reader trusts the sizes it reads: tampered bytes can make it allocate
-    without bound or build a structure that reads out of bounds at search time. So:
+    without bound (a flipped list size in an IVF index hung it, zero-filling memory)
+    or build a structure that reads out of bounds at search time. So the bytes of the
+    index families fastcls documents are walked here, every size bounded by the bytes
+    that remain and every value checked, so faiss reads nothing unchecked:
 
-    * every index: the header (a fourcc of the right family, ``d == n_features``,
-      ``ntotal == n_samples``, the fixed dummy fields, ``is_trained``, the metric);
-    * a ``"Flat"`` index: its whole layout (a vector of exactly ``ntotal * d`` finite
-      float32 values and nothing after it), so faiss reads nothing unchecked.
+    * ``"Flat"`` (``IxF2`` / ``IxFI`` / ``IxFl``): ``ntotal x d`` finite float32 values;
+    * ``"IVF<n>,Flat"`` (``IwFl``): a flat quantizer of ``nlist`` centroids, no direct
+      map, array inverted lists (``ilar``, full or sparse sizes) of ``d`` floats per
+      code holding each training row exactly once;
+    * ``"HNSW<M>"`` (``IHNf``): levels, offsets and links in range, then flat storage.
 
-    Approximate indexes (IVF, HNSW, PQ ...) are checked again after reading by
-    :func:`check_index_structure`; their body is parsed by faiss itself.
+    Every index must match the model: ``d == n_features``, ``ntotal == n_samples``, the
+    metric, ``is_trained``, and the family that the ``index`` parameter names
+    (``flat``). Other families (PQ, SQ, refinement, transforms ...) are refused unless
+    ``trusted`` (``fastcls.load(..., trust_index=True)``), in which case only their
+    header is checked before faiss parses the rest.
     """
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 1:
         raise ValueError("faiss_index must be a 1-D uint8 array (faiss.serialize_index bytes)")
-    if data.shape[0] < _HEADER.size:
-        raise ValueError(f"faiss_index is truncated ({data.shape[0]} bytes)")
-    fourcc, d, ntotal, dummy1, dummy2, trained, mtype = _HEADER.unpack_from(
-        data[: _HEADER.size].tobytes()
-    )
-    want_type = _FAISS_METRIC_TYPES[metric]
-    if not (fourcc[:1] == b"I" and fourcc.isalnum()):
-        raise ValueError(f"faiss_index does not start with a faiss index fourcc ({fourcc!r})")
-    if (d, ntotal) != (n_features, n_samples):
-        raise ValueError(
-            f"faiss_index holds {ntotal} vectors of dimension {d}, the model {n_samples} of "
-            f"dimension {n_features}"
-        )
-    if (dummy1, dummy2, trained) != (_HEADER_DUMMY, _HEADER_DUMMY, 1) or mtype != want_type:
-        raise ValueError(
-            f"faiss_index header is malformed (is_trained={trained}, metric_type={mtype}, "
-            f"expected metric_type {want_type} for metric {metric!r})"
-        )
-    is_flat_fourcc = fourcc in (_FLAT_FOURCC.get(want_type, b"IxFl"), b"IxFl")
-    if flat != is_flat_fourcc:
+    reader = _IndexBytes(data)
+    fourcc = reader.index_header(_FAISS_METRIC_TYPES[metric], n_samples, n_features)
+    if flat != (fourcc in _FLAT_FOURCCS):
         raise ValueError(
             f"faiss_index is a {fourcc.decode('ascii')} index, but the model's index "
             f"parameter says {'Flat' if flat else 'an approximate index'}"
         )
-    if not flat:
-        return
-    pos = _HEADER.size + (4 if mtype > 1 else 0)
-    count = n_samples * n_features
-    if data.shape[0] != pos + 8 + 4 * count:
+    if fourcc not in _WALKERS:
+        if trusted:
+            return
         raise ValueError(
-            f"faiss_index has {data.shape[0]} bytes; a flat index of {n_samples} x "
-            f"{n_features} has {pos + 8 + 4 * count}"
+            f"faiss_index is a {fourcc.decode('ascii')} index, whose bytes fastcls cannot "
+            "check before faiss reads them (it checks Flat, IVF<n>,Flat and HNSW<M>); "
+            "load a file from a trusted source with fastcls.load(path, trust_index=True)"
         )
-    (size,) = struct.unpack_from("<Q", bytes(data[pos : pos + 8]))
-    if size != count:
-        raise ValueError(f"faiss_index stores {size} values, expected {count}")
-    values = data[pos + 8 :].view(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError("faiss_index holds NaN or infinite vectors")
+    _WALKERS[fourcc](reader, n_samples, n_features)
+    if reader.pos != data.shape[0]:
+        raise ValueError(f"faiss_index has {data.shape[0] - reader.pos} bytes after the index")
+
+
+class _IndexBytes:
+    """A cursor over serialised index bytes; every read bounded by what remains."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.pos = 0
+        self.metric_type = -1
+
+    def take(self, n: int, what: str) -> np.ndarray:
+        if n < 0 or self.pos + n > self.data.shape[0]:
+            raise ValueError(f"faiss_index is truncated (reading {what})")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def scalar(self, fmt: str, what: str) -> Any:
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, self.take(size, what).tobytes())[0]
+
+    def vector(self, dtype: Any, what: str, count: int | None = None) -> np.ndarray:
+        """A faiss vector: a uint64 length, then that many items (exactly ``count``)."""
+        dt = np.dtype(dtype)
+        size = self.scalar("<Q", what)
+        if count is not None and size != count:
+            raise ValueError(f"faiss_index: {what} holds {size} items, expected {count}")
+        if size > (self.data.shape[0] - self.pos) // dt.itemsize:
+            raise ValueError(f"faiss_index: {what} claims {size} items, more than the bytes left")
+        return self.take(size * dt.itemsize, what).view(dt)
+
+    def index_header(self, metric_type: int, ntotal: int, d: int) -> bytes:
+        head = self.take(_HEADER.size, "the header").tobytes()
+        fourcc, hd, hn, dummy1, dummy2, trained, mtype = _HEADER.unpack(head)
+        if not (fourcc[:1] == b"I" and fourcc.isalnum()):
+            raise ValueError(f"faiss_index does not start with a faiss index fourcc ({fourcc!r})")
+        if (hd, hn) != (d, ntotal):
+            raise ValueError(
+                f"faiss_index holds {hn} vectors of dimension {hd}, expected {ntotal} of "
+                f"dimension {d}"
+            )
+        if (dummy1, dummy2, trained) != (_HEADER_DUMMY, _HEADER_DUMMY, 1) or mtype != metric_type:
+            raise ValueError(
+                f"faiss_index header is malformed (is_trained={trained}, metric_type={mtype}, "
+                f"expected metric_type {metric_type})"
+            )
+        if mtype > 1:
+            arg = self.scalar("<f", "metric_arg")
+            if not np.isfinite(arg):
+                raise ValueError("faiss_index: metric_arg is not finite")
+        if fourcc in _FLAT_FOURCCS and fourcc != _FLAT_FOURCC.get(mtype, b"IxFl"):
+            raise ValueError(f"faiss_index: fourcc {fourcc!r} does not match metric_type {mtype}")
+        self.metric_type = mtype
+        return bytes(fourcc)
+
+    def floats(self, count: int, what: str) -> None:
+        values = self.take(4 * count, what).view(np.float32)
+        if not np.isfinite(values).all():
+            raise ValueError(f"faiss_index: {what} holds NaN or infinity")
+
+
+def _walk_flat(r: _IndexBytes, n: int, d: int) -> None:
+    size = r.scalar("<Q", "the flat vectors")
+    if size != n * d:
+        raise ValueError(f"faiss_index stores {size} values, expected {n * d}")
+    r.floats(n * d, "the flat vectors")
+
+
+def _walk_sub_flat(r: _IndexBytes, n: int, d: int, what: str) -> None:
+    fourcc = r.index_header(r.metric_type, n, d)
+    if fourcc not in _FLAT_FOURCCS:
+        raise ValueError(f"faiss_index: the {what} must be a flat index, got {fourcc!r}")
+    _walk_flat(r, n, d)
+
+
+def _walk_ivf_flat(r: _IndexBytes, n: int, d: int) -> None:
+    nlist = r.scalar("<Q", "nlist")
+    nprobe = r.scalar("<Q", "nprobe")
+    if not 1 <= nlist <= 2**24 or not 1 <= nprobe <= nlist:
+        raise ValueError(f"faiss_index: nlist={nlist} / nprobe={nprobe} out of range")
+    _walk_sub_flat(r, nlist, d, "IVF quantizer")
+    if r.scalar("<B", "the direct map type") != 0 or r.scalar("<Q", "the direct map") != 0:
+        raise ValueError("faiss_index: an IVF direct map is not expected")
+    if r.take(4, "the inverted lists").tobytes() != b"ilar":
+        raise ValueError("faiss_index: the IVF inverted lists must be array lists ('ilar')")
+    if r.scalar("<Q", "the lists' nlist") != nlist or r.scalar("<Q", "code_size") != 4 * d:
+        raise ValueError("faiss_index: the inverted lists do not match nlist or d")
+    kind = r.take(4, "the list sizes").tobytes()
+    sizes = np.zeros(nlist, dtype=np.int64)
+    if kind == b"full":
+        sizes[:] = r.vector(np.uint64, "the list sizes", nlist).astype(np.int64)
+    elif kind == b"sprs":
+        pairs = r.vector(np.uint64, "the sparse list sizes")
+        if pairs.shape[0] % 2:
+            raise ValueError("faiss_index: the sparse list sizes are not pairs")
+        lists, counts = pairs[0::2], pairs[1::2]
+        if (lists >= nlist).any() or np.unique(lists).shape[0] != lists.shape[0]:
+            raise ValueError("faiss_index: a sparse list number is out of range or repeated")
+        sizes[lists.astype(np.int64)] = np.minimum(counts, n + 1).astype(np.int64)
+    else:
+        raise ValueError(f"faiss_index: unknown list-size format {kind!r}")
+    if (sizes < 0).any() or int(sizes.sum()) != n:
+        raise ValueError(f"faiss_index: the inverted lists hold {int(sizes.sum())} rows, not {n}")
+    ids = []
+    for size in sizes[sizes > 0].tolist():
+        r.floats(size * d, "an inverted list")
+        ids.append(r.take(8 * size, "an inverted list's ids").view(np.int64))
+    found = np.sort(np.concatenate(ids))
+    if not np.array_equal(found, np.arange(n)):
+        raise ValueError("faiss_index: the IVF lists do not hold each training row once")
+
+
+def _walk_hnsw_flat(r: _IndexBytes, n: int, d: int) -> None:
+    probas = r.vector(np.float64, "assign_probas")
+    cum = r.vector(np.int32, "cum_nneighbor_per_level").astype(np.int64)
+    if (
+        not 1 <= cum.shape[0] <= 64
+        or cum.shape[0] != probas.shape[0] + 1
+        or not np.isfinite(probas).all()
+        or cum[0] != 0
+        or (np.diff(cum) < 0).any()
+        or cum[-1] > 2**16
+    ):
+        raise ValueError("faiss_index: the HNSW level parameters are malformed")
+    levels = r.vector(np.int32, "levels", n).astype(np.int64)
+    if (levels < 1).any() or (levels >= cum.shape[0]).any():
+        raise ValueError("faiss_index: an HNSW level is out of range")
+    offsets = r.vector(np.uint64, "offsets", n + 1)
+    expected = np.concatenate([[0], np.cumsum(cum[levels])])
+    if not np.array_equal(offsets.astype(np.int64), expected) or offsets[-1] >= 2**40:
+        raise ValueError("faiss_index: the HNSW offsets do not match the levels")
+    neighbors = r.vector(np.int32, "neighbors", int(expected[-1]))
+    if neighbors.size and ((neighbors < -1).any() or (neighbors >= n).any()):
+        raise ValueError("faiss_index: an HNSW link points outside the index")
+    entry, max_level, ef_construction, ef_search, _upper_beam = (
+        r.scalar("<i", f) for f in ("entry_point", "max_level", "efConstruction", "efSearch", "")
+    )
+    if (
+        not 0 <= entry < n
+        or max_level != int(levels.max()) - 1
+        or levels[entry] - 1 != max_level
+        or not 1 <= ef_construction <= 2**20
+        or not 1 <= ef_search <= 2**20
+    ):
+        raise ValueError("faiss_index: the HNSW entry point or search parameters are malformed")
+    _walk_sub_flat(r, n, d, "HNSW storage")
+
+
+_FLAT_FOURCCS = (b"IxF2", b"IxFI", b"IxFl")
+_WALKERS = {
+    **{fourcc: _walk_flat for fourcc in _FLAT_FOURCCS},
+    b"IwFl": _walk_ivf_flat,
+    b"IHNf": _walk_hnsw_flat,
+}
 
 
 def check_index_structure(index: Any, metric: str, n_samples: int, n_features: int) -> None:
@@ -647,7 +793,9 @@ class FaissBackend(SearchBackend):
             return cls(X, metric, index=index_string)
         data = arrays["faiss_index"]
         flat = index_string == "Flat"
-        check_index_bytes(data, metric, n_samples, n_features, flat=flat)
+        check_index_bytes(
+            data, metric, n_samples, n_features, flat=flat, trusted=TRUST_INDEX_BYTES.get()
+        )
         try:
             built = deserialize_index(data)
         except RuntimeError as exc:  # faiss's reader refused the bytes
