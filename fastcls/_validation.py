@@ -29,7 +29,6 @@ METRIC_ALIASES = {
 METRICS = ("l1", "l2", "sqeuclidean")
 
 
-
 class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used before ``fit`` (as in scikit-learn)."""
 
@@ -450,19 +449,27 @@ def check_n_features(X: np.ndarray, estimator: Any, name: str = "X") -> None:
 
 
 # --------------------------------------------------------------------------- queries
-def value_range(X: Any) -> tuple[float, float] | None:
-    """``(min, max)`` of a validated 2-D array (row chunks: a memmap is never loaded).
+#: :func:`value_range` reads at most about this many bytes of rows
+VALUE_RANGE_BYTES = 32 << 20
 
-    ``None`` for an empty array or a lazy row source (values unknown until read).
+
+def value_range(X: Any) -> tuple[float, float] | None:
+    """``(min, max)`` of a validated 2-D array, for :class:`DataRangeWarning`.
+
+    Exact for arrays up to :data:`VALUE_RANGE_BYTES`; beyond, taken over evenly
+    spaced rows of about that size (a scale check needs no more, and a large memmap
+    is then not read whole at ``fit``). ``None`` for an empty array or a lazy row
+    source (values unknown until read).
     """
     if not isinstance(X, np.ndarray) or X.size == 0:
         return None
     from fastcls._config import settings
 
-    rows = max(1, int(settings.finite_check_rows))
+    step = max(1, -(-X.nbytes // VALUE_RANGE_BYTES))
+    rows = max(1, int(settings.finite_check_rows)) * step
     lo, hi = math.inf, -math.inf
     for start in range(0, X.shape[0], rows):
-        block = X[start : start + rows]
+        block = X[start : start + rows : step]
         lo = min(lo, float(block.min()))
         hi = max(hi, float(block.max()))
     return lo, hi
