@@ -477,7 +477,10 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         backend_arrays = {name: arrays[name] for name in backend_names}
         if "fit_X" in backend_arrays:
             fit_X = state_array(arrays, "fit_X", (n, d), V.KERNEL_DTYPES)
-            state_param("fit_X", V.assert_all_finite, fit_X, "fit_X")
+            try:
+                V.assert_all_finite(fit_X, "fit_X")
+            except ValueError as exc:
+                raise FittedStateError(f"fitted state field 'fit_X': {exc}", "fit_X") from exc
             backend_arrays["fit_X"] = np.ascontiguousarray(fit_X)
         try:
             index = cls.from_arrays(
