@@ -16,7 +16,8 @@ choices below apply uniformly:
   source file's timestamp and on the CPU name and features, so an edited source or
   another CPU recompiles instead of loading stale or foreign machine code.
 * the thread count is set through :func:`set_num_threads` only; importing fastcls
-  never changes numba's global settings.
+  never changes numba's global settings. ``n_jobs=None`` everywhere means "inherit the
+  current setting", so ``with num_threads(1):`` governs every call inside it.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def jit(
 
 
 def get_num_threads() -> int:
-    """Number of threads fastcls kernels use (numba's current setting)."""
+    """Number of threads fastcls kernels use (numba's current setting, this thread)."""
     import numba
 
     return int(numba.get_num_threads())
@@ -89,19 +90,28 @@ def set_num_threads(n_jobs: int | None) -> int:
     Parameters
     ----------
     n_jobs : int or None
-        ``None`` or ``-1`` means all available cores (``numba.config.NUMBA_NUM_THREADS``);
-        a positive integer is clipped to that maximum.
+        A positive integer (clipped to ``numba.config.NUMBA_NUM_THREADS``, the cores
+        numba started with); ``-1`` for all of them; ``None`` leaves the setting as it
+        is (the rule of every ``n_jobs=None`` in fastcls: inherit).
 
     Returns
     -------
     int
         The previous thread count, so callers can restore it.
+
+    Notes
+    -----
+    numba's count is per Python thread: a thread started later (a Dask worker thread, a
+    ``concurrent.futures`` pool) starts at numba's default, all cores, not at this value.
     """
     import sys
 
     import numba
 
     previous = int(numba.get_num_threads())
+    if n_jobs is None:
+        resolve_n_jobs(n_jobs)
+        return previous
     n = resolve_n_jobs(n_jobs)
     numba.set_num_threads(n)
     faiss = sys.modules.get("faiss")
@@ -111,11 +121,20 @@ def set_num_threads(n_jobs: int | None) -> int:
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:
-    """Map ``n_jobs`` (None, -1 or a positive int) to a concrete thread count."""
+    """Map ``n_jobs`` to a concrete thread count.
+
+    ``None``: the current setting (``numba.get_num_threads()``: whatever
+    :func:`set_num_threads` or :class:`num_threads` chose, all cores by default);
+    ``-1``: all cores numba started with (``numba.config.NUMBA_NUM_THREADS``); a
+    positive integer: itself, clipped to that maximum. Anything else raises
+    ``ValueError``.
+    """
     import numba
 
+    if n_jobs is None:
+        return int(numba.get_num_threads())
     max_threads = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    if n_jobs is None or n_jobs == -1:
+    if n_jobs == -1 and not isinstance(n_jobs, bool):
         return max_threads
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int,)) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be None, -1 or a positive integer, got {n_jobs!r}")
@@ -123,13 +142,19 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
 
 
 class num_threads:
-    """Context manager that runs fastcls kernels with ``n`` threads, then restores.
+    """Context manager that runs fastcls kernels with ``n_jobs`` threads, then restores.
+
+    Every fastcls function and estimator left at ``n_jobs=None`` inherits the setting,
+    so one ``with fastcls.num_threads(1):`` governs everything called inside it;
+    ``num_threads(None)`` changes nothing. The setting is numba's, per Python thread
+    (see :func:`set_num_threads`).
 
     Examples
     --------
     >>> import fastcls
     >>> with fastcls.num_threads(1):
-    ...     pass
+    ...     fastcls.get_num_threads()
+    1
     """
 
     def __init__(self, n_jobs: int | None) -> None:
@@ -137,12 +162,17 @@ class num_threads:
         self._previous: int | None = None
 
     def __enter__(self) -> num_threads:
-        self._previous = set_num_threads(self.n_jobs)
+        from fastcls._runtime import check_fork_safe
+
+        check_fork_safe()  # fastcls enters this before running parallel kernels
+        if self.n_jobs is not None:  # None inherits: nothing to set or restore
+            self._previous = set_num_threads(self.n_jobs)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             set_num_threads(self._previous)
+            self._previous = None
 
 
 # --------------------------------------------------------------------------- tunables

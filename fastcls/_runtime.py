@@ -11,6 +11,10 @@ One place for what outlives a single call:
   and steal the cores of the next numba parallel region).
 * :func:`map_chunks` -- a small shared thread pool that runs a whole pipeline per
   contiguous chunk (numba kernels are nogil and NumPy's GEMM releases the GIL).
+* :func:`check_fork_safe` -- after ``os.fork()`` (multiprocessing's ``"fork"``), a
+  child whose parent had started numba's GNU OpenMP threading layer cannot run a
+  parallel kernel (numba would terminate it): fastcls raises a clear error instead.
+  A fork hook also gives the child a fresh thread pool and fresh locks.
 
 Nothing here is compiled; importing it imports neither numba nor threadpoolctl.
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +43,8 @@ __all__ = [
     "blas_threads",
     "single_threaded_blas",
     "map_chunks",
+    "check_fork_safe",
+    "threading_layer_in_use",
 ]
 
 # --------------------------------------------------------------------------- CPU
@@ -235,3 +243,87 @@ def map_chunks(fn: Callable[[int, int], Any], n_items: int, n_threads: int) -> l
         ex = _EXECUTOR
     futures = [ex.submit(fn, a, b) for a, b in chunks]
     return [f.result() for f in futures]
+
+
+# --------------------------------------------------------------------------- fork
+class _ForkState:
+    """What a forked child inherited: the numba threading layer its parent had started."""
+
+    layer_at_fork: str | None = None  # set in the parent just before each fork
+    inherited_layer: str | None = None  # set in the child: the parent's started layer
+    parent_pid: int | None = None
+
+
+def threading_layer_in_use() -> str | None:
+    """The numba threading layer this process has started (``"omp"``, ``"tbb"``,
+    ``"workqueue"``), or ``None`` when numba has run no parallel kernel yet.
+
+    Never imports numba and never starts a layer (``numba.threading_layer()`` raises
+    ``ValueError`` until the first parallel kernel runs).
+    """
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return None
+    try:
+        return str(numba.threading_layer())
+    except (ValueError, AttributeError):
+        return None
+
+
+def _before_fork() -> None:
+    _ForkState.layer_at_fork = threading_layer_in_use()
+
+
+def _after_fork_in_child() -> None:
+    """Run in the child of ``os.fork()``: forget what did not survive the fork."""
+    global _EXECUTOR, _EXECUTOR_LOCK, _BLAS_LOCK
+    # the pool's threads do not exist in the child: a submit would wait forever
+    _EXECUTOR = None
+    # a lock held by another thread at fork time would stay held forever
+    _EXECUTOR_LOCK = threading.Lock()
+    _BLAS_LOCK = threading.Lock()
+    _ForkState.inherited_layer = _ForkState.layer_at_fork
+    _ForkState.parent_pid = os.getppid()
+
+
+def _unsafe_after_fork(layer: str | None) -> bool:
+    """GNU OpenMP (numba's ``omp`` layer on Linux) cannot run in a forked child once the
+    parent started it; ``tbb`` and ``workqueue`` can (numba documents ``tbb`` as fork
+    safe; ``workqueue`` starts its threads again in the child, tested)."""
+    return layer == "omp" and sys.platform.startswith("linux")
+
+
+FORK_ADVICE = (
+    "use multiprocessing.get_context('spawn') or get_context('forkserver') (or "
+    "ProcessPoolExecutor(mp_context=...)) instead of 'fork', or start the parent with "
+    "NUMBA_THREADING_LAYER=workqueue (or tbb, if installed), or make the first fastcls "
+    "call in the children only"
+)
+
+
+def check_fork_safe() -> None:
+    """Raise ``RuntimeError`` in a forked child that cannot run numba's parallel kernels.
+
+    Called by fastcls before it runs parallel kernels: on entering
+    :class:`fastcls.num_threads` (every estimator and search function does), and in the
+    feature and loss drivers (:func:`map_chunks` runs serial kernels and needs none).
+    A no-op in every process that was not forked from a parent running GNU OpenMP;
+    numba's own settings are never changed.
+
+    Raises
+    ------
+    RuntimeError
+        The message says what happened and what to do instead.
+    """
+    if _ForkState.inherited_layer is not None and _unsafe_after_fork(_ForkState.inherited_layer):
+        raise RuntimeError(
+            f"fastcls cannot run its parallel kernels in this process (pid {os.getpid()}): "
+            f"it was forked from process {_ForkState.parent_pid} after numba had started "
+            "its GNU OpenMP threading layer ('omp'), which does not survive fork() (numba "
+            f"would terminate this process). To fix it, {FORK_ADVICE}. See the 'Processes "
+            "and threads' page of the fastcls documentation."
+        )
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -125,8 +125,10 @@ def hog(images: Any, cell: int = 8, bins: int = 9) -> np.ndarray:
         raise ValueError(
             f"cell={cell} is larger than the images ({H}x{W} pixels); use cell <= {min(H, W)}"
         )
+    from fastcls._runtime import check_fork_safe
     from fastcls.kernels import features as K
 
+    check_fork_safe()  # a parallel kernel: a clear error in an unsafe forked child
     edge_cos, edge_sin = K.orientation_edges(bins)
     out = np.empty((N, (H // cell) * (W // cell) * bins), dtype=np.float64)
     K.hog_batch(arr, cell, bins, edge_cos, edge_sin, K.UNIT_LUT, out)
@@ -177,8 +179,10 @@ def color_histogram_hsv(images: Any, nbin: int = 10) -> np.ndarray:
     if arr.shape[-1] == 1:  # grayscale: hue 0 everywhere
         out[:, 0] = 1.0
         return out
+    from fastcls._runtime import check_fork_safe
     from fastcls.kernels import features as K
 
+    check_fork_safe()  # a parallel kernel: a clear error in an unsafe forked child
     K.hue_histogram_batch(arr, nbin, K.UNIT_LUT, out)
     return out
 

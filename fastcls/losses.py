@@ -220,8 +220,10 @@ def loss_and_gradient(
         raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
     if penalty not in PENALTIES:
         raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+    from fastcls._runtime import check_fork_safe
     from fastcls.kernels import losses as K
 
+    check_fork_safe()  # a parallel kernel: a clear error in an unsafe forked child
     D, C = W.shape
     if rows is None:
         rows = np.arange(X.shape[0], dtype=np.int64)
