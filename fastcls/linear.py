@@ -131,7 +131,8 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         Print a progress line to stderr every ``n_iters // 10`` steps (or every
         ``verbose`` steps when an int > 1).
     n_jobs : int or None
-        Threads for the kernels (None: all cores). Results do not depend on it.
+        Threads for the kernels (None: the current :func:`fastcls.num_threads`
+        setting, all cores by default; -1: all cores). Results do not depend on it.
 
     Attributes
     ----------
@@ -522,7 +523,8 @@ class LinearSVM(LinearClassifier):
         Print a progress line to stderr every ``n_iters // 10`` steps (or every
         ``verbose`` steps when an int > 1).
     n_jobs : int or None
-        Threads for the kernels (None: all cores). Results do not depend on it.
+        Threads for the kernels (None: the current :func:`fastcls.num_threads`
+        setting, all cores by default; -1: all cores). Results do not depend on it.
 
     Attributes
     ----------
@@ -595,7 +597,8 @@ class Softmax(LinearClassifier):
         Print a progress line to stderr every ``n_iters // 10`` steps (or every
         ``verbose`` steps when an int > 1).
     n_jobs : int or None
-        Threads for the kernels (None: all cores). Results do not depend on it.
+        Threads for the kernels (None: the current :func:`fastcls.num_threads`
+        setting, all cores by default; -1: all cores). Results do not depend on it.
 
     Attributes
     ----------

@@ -362,7 +362,8 @@ def cross_validate_knn(
     backend : {"numba", "numpy"}, default "numba"
         Neighbour search backend of :func:`fastcls.kneighbors`.
     n_jobs : int, optional
-        Threads (None: all cores).
+        Threads (None: the current :func:`fastcls.num_threads` setting, all cores
+        by default; -1: all cores).
     progress : bool or None, default False
         Progress bar on stderr (None: only when stderr is a terminal).
 

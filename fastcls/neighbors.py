@@ -51,7 +51,8 @@ def pairwise_distances(
         Defaults to ``X``.
     metric : {"l2", "sqeuclidean", "l1"}
     n_jobs : int, optional
-        Threads (None: all cores).
+        Threads (None: the current :func:`fastcls.num_threads` setting, all cores
+        by default; -1: all cores).
 
     Returns
     -------
@@ -175,7 +176,8 @@ def kneighbors(
         in float32; ``"dask"`` (extra ``fastcls[dask]``) shards ``X`` over the
         workers of the current Dask client (see :mod:`fastcls.distributed`).
     n_jobs : int, optional
-        Threads (None: all cores).
+        Threads (None: the current :func:`fastcls.num_threads` setting, all cores
+        by default; -1: all cores).
     train_tile : int, optional
         Training rows per streamed tile (default: about 64 MiB of rows). Results do
         not depend on it.
@@ -238,7 +240,8 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         at fit (float32; extra ``fastcls[faiss]``); ``"dask"`` shards the training
         rows over the workers of the current Dask client (extra ``fastcls[dask]``).
     n_jobs : int, optional
-        Threads (None: all cores); governs numba's and FAISS's thread pools.
+        Threads (None: the current :func:`fastcls.num_threads` setting, all cores
+        by default; -1: all cores); governs numba's and FAISS's thread pools.
     index : str, default "Flat"
         ``backend="faiss"`` only: a ``faiss.index_factory`` string. ``"Flat"`` is
         exact; ``"IVF1024,Flat"``, ``"HNSW32"``, ``"IVF256,PQ16"`` ... are approximate

@@ -211,7 +211,8 @@ class DemoConfig:
     seed : int
         Seed of the split and of the searches.
     n_jobs : int, optional
-        Threads (None: all cores, -1 too).
+        Threads (None: the current :func:`fastcls.num_threads` setting, all cores
+        by default; -1: all cores).
     sections : tuple of str
         Which of :data:`SECTIONS` to run (at least one); they run in that order.
     plot_dir : str, optional

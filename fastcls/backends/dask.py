@@ -306,7 +306,8 @@ def kneighbors(
     train_tile : int, optional
         Rows per streamed tile inside each shard.
     n_jobs : int, optional
-        numba threads per shard task (None: numba's default in each worker). On one
+        numba threads per shard task (None: each worker's current setting, all cores by
+        default; -1: all cores). On one
         machine with several worker processes, use cores / processes.
 
     Returns
