@@ -699,8 +699,9 @@ def cmd_predict(args: argparse.Namespace, status: _Status) -> int:
     else:
         for p in pred.tolist():
             print(p)
-    if acc is not None:
-        print(f"accuracy {acc:.4f} on {len(pred)} labelled inputs", file=sys.stderr)
+    if acc is not None:  # stdout holds only the labels when they are printed
+        out = sys.stdout if args.output else sys.stderr
+        print(f"accuracy {acc:.4f} on {len(pred)} labelled inputs", file=out)
     return 0
 
 

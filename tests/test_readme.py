@@ -83,3 +83,45 @@ def test_linear_classifiers_document_their_parameters_in_place():
         assert "Parameters\n    ----------" in doc
         missing = [p for p in inspect.signature(cls).parameters if f"\n    {p} :" not in doc]
         assert not missing, f"{cls.__name__} does not document {missing}"
+
+
+def test_model_selection_page_states_what_its_code_gives():
+    """docs/model-selection.md, sections 1 and 2: the best k in the comment is the result."""
+    import ast
+
+    text = (ROOT / "docs" / "model-selection.md").read_text(encoding="utf-8")
+    part = text.split("## 3.", 1)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```", part, re.M | re.S)
+    # the imports, the split and the cross-validation (the other blocks are sketches)
+    keep = ("from fastcls.model_selection import", "train_val_test_split(X", "cross_validate_knn(X")
+    code = "\n".join(b for b in blocks if any(k in b for k in keep))
+    code = "\n".join(line for line in code.splitlines() if not line.startswith("res.plot"))
+    namespace: dict = {}
+    exec(compile(code, "model-selection.md", "exec"), namespace)
+    res = namespace["res"]
+    stated = re.search(r"^res\.best_params_\s+# (\{.*\})$", part, re.M)
+    assert stated, "the page no longer states the best parameters"
+    assert ast.literal_eval(stated.group(1)) == res.best_params_
+    score = re.search(r"^res\.best_score_\s+# its mean accuracy, ([0-9.]+)$", part, re.M)
+    assert score and round(res.best_score_, 4) == float(score.group(1))
+
+
+def test_readme_tour_command_lines_parse():
+    """The ``fastcls ...`` lines of the tour are valid command lines of today's CLI."""
+    import shlex
+
+    from fastcls.cli import _build_parser
+
+    text = README.read_text(encoding="utf-8")
+    tour = text.split("## A short tour", 1)[1].split("\n## ", 1)[0]
+    lines = [
+        line.split("#", 1)[0].strip()
+        for block in re.findall(r"^```bash\s*\n(.*?)^```", tour, re.M | re.S)
+        for line in block.splitlines()
+        if line.startswith("fastcls ")
+    ]
+    assert len(lines) >= 4, "the tour no longer shows the command line"
+    parser = _build_parser()
+    for line in lines:
+        args = parser.parse_args(shlex.split(line)[1:])  # SystemExit on a bad option
+        assert args.command in ("knn", "cv", "train", "predict", "info", "demo")
