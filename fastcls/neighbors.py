@@ -457,7 +457,7 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         state_param("k", V.check_k, self.k, n)
         state_param("n_jobs", resolve_n_jobs, self.n_jobs)
         build_options = state_param("index", self._backend_options, "build")
-        state_param("search options", self._backend_options, "search")
+        search_options = state_param("search options", self._backend_options, "search")
         cls = get_backend(backend)
         classes = classes_from_state(arrays["classes"], meta)
         y = arrays["y"]
@@ -494,6 +494,7 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         except (TypeError, ValueError) as exc:
             field = backend_names[-1] if backend_names else "backend_arrays"
             raise FittedStateError(f"fitted state field {field!r}: {exc}", field) from exc
+        state_param("search options", index.check_search_options, **search_options)
         if (index.n_samples, index.n_features) != (n, d):
             raise FittedStateError(
                 f"the stored {self.backend} index holds {index.n_samples} x {index.n_features} "

@@ -102,6 +102,10 @@ class SearchBackend(abc.ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` on queries already in the shared kernel dtype."""
 
+    def check_search_options(self, **options: Any) -> None:
+        """Raise ``ValueError`` if :attr:`search_options` values do not apply to this
+        backend as built (checked when a model is restored, before any search)."""
+
     # -- state (what :meth:`fastcls.KNearestNeighbor.get_fitted_state` stores)
     def export_arrays(self, include_data: bool | None = None) -> dict[str, np.ndarray]:
         """Arrays from which :meth:`from_arrays` rebuilds this backend.

@@ -758,6 +758,12 @@ class FaissBackend(SearchBackend):
             efSearch=options.get("efSearch"),
         )
 
+    def check_search_options(self, **options: Any) -> None:
+        """``nprobe`` / ``efSearch`` must apply to the index (IVF / HNSW)."""
+        set_search_parameters(
+            self.index, nprobe=options.get("nprobe"), efSearch=options.get("efSearch")
+        )
+
     def export_arrays(self, include_data: bool | None = None) -> dict[str, np.ndarray]:
         """The serialised index, plus the training rows when ``include_data``."""
         arrays = {"faiss_index": serialize_index(self.index)}
