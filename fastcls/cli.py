@@ -183,7 +183,7 @@ def _save_model(model: Any, path: str) -> str:
         save(model, path)
     except OSError as exc:
         raise CLIError(f"cannot save the model to {path}: {exc.strerror or exc}") from None
-    return path if path.endswith(".npz") else path + ".npz"
+    return path  # written exactly there (fastcls.io.save appends no suffix)
 
 
 # --------------------------------------------------------------------------- arguments
