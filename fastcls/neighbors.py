@@ -416,10 +416,21 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
     def set_fitted_state(self, state: FittedState) -> KNearestNeighbor:
         """Restore a state from :meth:`get_fitted_state` (checked first); returns ``self``.
 
+        Nothing is assigned before everything is checked: the parameters as ``fit``
+        checks them (and ``k <= n_samples_fit_``); labels (kind, dtype, sorted,
+        distinct); ``y`` integer codes of shape ``(n_samples_fit_,)`` inside
+        ``0..n_classes-1`` with every class present; ``fit_X`` of a kernel dtype and
+        of shape exactly ``(n_samples_fit_, n_features_in_)``, finite and in range;
+        the backend's own arrays (a FAISS index's bytes before faiss reads them) and
+        that search options apply to the restored index.
+
         Raises
         ------
-        ValueError
-            The state is inconsistent with itself or with this model's parameters.
+        TypeError
+            ``state`` is not a ``(arrays, metadata)`` pair of dicts.
+        fastcls.base.FittedStateError
+            (a ``ValueError``) The state is inconsistent with itself or with this
+            model's parameters; ``.field`` names the field.
         """
         from fastcls.base import (
             FittedStateError,
