@@ -104,7 +104,12 @@ class SearchBackend(abc.ABC):
 
     def check_search_options(self, **options: Any) -> None:
         """Raise ``ValueError`` if :attr:`search_options` values do not apply to this
-        backend as built (checked when a model is restored, before any search)."""
+        backend as built (checked when a model is restored, before any search).
+
+        The default accepts any: options validated by :meth:`check_options` apply to
+        every index the backend builds.
+        """
+        return None
 
     # -- state (what :meth:`fastcls.KNearestNeighbor.get_fitted_state` stores)
     def export_arrays(self, include_data: bool | None = None) -> dict[str, np.ndarray]:
