@@ -97,10 +97,21 @@ def as_numeric_array(X: Any, name: str) -> np.ndarray:
         raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}")
     if kind == "O":
         try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
+            converted = arr.astype(np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"{name} must hold numbers only: {exc}") from exc
-        kind = "f"
+        # the rule of every integer path: float64 holds integers exactly only below 2**53
+        # (Python ints in an object array would otherwise be rounded silently)
+        big = [
+            int(v)
+            for v in arr.flat
+            if isinstance(v, numbers.Integral)
+            and not isinstance(v, (bool, np.bool_))
+            and abs(int(v)) >= 2**53
+        ]
+        if big:
+            check_integers_exact_in_float64(np.array([max(big, key=abs)], dtype=object), name)
+        arr, kind = converted, "f"
     if kind not in "biuf":
         raise TypeError(
             f"{name} must have a numeric (integer or real floating) dtype, got dtype {arr.dtype}"

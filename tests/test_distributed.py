@@ -3,6 +3,8 @@ LocalCluster of 2 worker processes; tree merge order; missing-extra errors."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 
 import numpy as np
@@ -147,3 +149,137 @@ def test_cluster_classifier_votes_on_the_client(client):
         clf = fastcls.KNearestNeighbor(k=5, backend="dask").fit(train, y)
         np.testing.assert_array_equal(clf.predict(Q), ref.predict(Q))
         np.testing.assert_array_equal(clf.predict_proba(Q), ref.predict_proba(Q))
+
+
+# ------------------------------------------------------------------ one rule for integers
+@pytest.mark.parametrize("container", ["dask array", "list of shards", "object array"])
+def test_integers_beyond_2_53_are_refused_on_every_path(container):
+    X = np.arange(40, dtype=np.int64).reshape(10, 4)
+    X[7, 1] = 2**53 + 1  # float64 would round it to 2**53
+    Q = X[:2].astype(np.float64)
+    with pytest.raises(ValueError, match="integers too large to convert to float64"):
+        fastcls.kneighbors(Q, X, 2)  # the default path: the rule every path follows
+    if container == "dask array":
+        da = pytest.importorskip("dask.array")
+        train = da.from_array(X, chunks=(5, 4))
+    elif container == "list of shards":
+        train = [X[:5], X[5:]]
+    else:  # Python ints in an object array (np.array(rows.tolist(), dtype=object))
+        train = np.array(X.tolist(), dtype=object)
+        with pytest.raises(ValueError, match="integers too large to convert to float64"):
+            fastcls.kneighbors(Q, train, 2)
+        with pytest.raises(ValueError, match="integers too large to convert to float64"):
+            fastcls.KNearestNeighbor(k=1).fit(train, np.arange(10) % 2)
+    with pytest.raises(ValueError, match="integers too large to convert to float64"):
+        kneighbors(Q, train, 2)
+    if container == "dask array":  # the estimator, through LazyRows, reads tile by tile
+        clf = fastcls.KNearestNeighbor(k=1, backend="dask").fit(train, np.arange(10) % 2)
+        with pytest.raises(ValueError, match="integers too large to convert to float64"):
+            clf.predict(Q)
+    # below 2**53 every path converts exactly and agrees with the default path
+    X[7, 1] = 2**53 - 1
+    small = {
+        "dask array": lambda: pytest.importorskip("dask.array").from_array(X, chunks=(5, 4)),
+        "list of shards": lambda: [X[:5], X[5:]],
+        "object array": lambda: np.array(X.tolist(), dtype=object),
+    }[container]()
+    np.testing.assert_array_equal(kneighbors(Q, small, 3)[1], fastcls.kneighbors(Q, X, 3)[1])
+
+
+# ------------------------------------------------------------------ a worker lost mid-search
+class _FakeFuture:
+    def __init__(self, key, status="finished", error=None):
+        self.key, self.status, self._error = key, status, error
+
+    def result(self):
+        raise self._error
+
+
+class _LosingClient:
+    """A client whose worker ``tcp://b`` died holding shard 1: every task result fails."""
+
+    def __init__(self):
+        from distributed.client import FutureCancelledError
+
+        self.error = FutureCancelledError("merge_pair-1", "lost dependencies")
+
+    def scatter(self, data, **kw):
+        return _FakeFuture("q")
+
+    def submit(self, fn, *args, **kw):
+        return _FakeFuture(f"task-{len(args)}", error=self.error)
+
+    def who_has(self, futures):
+        return {"shard-0": ("tcp://a",)}  # shard 1's data is gone with its worker
+
+    def scheduler_info(self):
+        return {"workers": {"tcp://a": {}, "tcp://c": {}}}
+
+
+def test_lost_shard_error_names_the_rows_and_the_worker():
+    pytest.importorskip("distributed")
+    from fastcls.backends.dask import ShardLostError
+
+    shards = Shards(
+        futures=[_FakeFuture("shard-0"), _FakeFuture("shard-1", status="cancelled")],
+        offsets=(0, 233),
+        shape=(500, 8),
+        dtype=np.dtype(np.uint8),
+        workers=(("tcp://a",), ("tcp://b",)),
+    )
+    client = _LosingClient()
+    with pytest.raises(ShardLostError) as info:
+        kneighbors(np.zeros((2, 8), np.uint8), shards, 3, "l2", client)
+    err = info.value
+    assert isinstance(err, RuntimeError) and err.__cause__ is client.error
+    assert err.shards == ((1, 233, 500),) and err.workers == ("tcp://b",)
+    msg = str(err)
+    assert "shard 1 (training rows 233:500) held by tcp://b" in msg
+    assert "lost dependencies" in msg and "scatter the training rows again" in msg
+    # no future says which shard: the holder missing from the workers says it
+    shards = Shards(
+        futures=[_FakeFuture("shard-0"), _FakeFuture("shard-1")],
+        offsets=(0, 233),
+        shape=(500, 8),
+        dtype=np.dtype(np.uint8),
+        workers=(("tcp://a",), ("tcp://b",)),
+    )
+    with pytest.raises(ShardLostError, match=r"shard 1 \(training rows 233:500\) held by tcp://b"):
+        kneighbors(np.zeros((2, 8), np.uint8), shards, 3, "l2", client)
+
+
+def test_killed_worker_gives_a_clear_error():
+    distributed = pytest.importorskip("distributed")
+    import logging
+    import time
+
+    from fastcls.backends.dask import ShardLostError
+
+    X, Q = _data(31, n=600)
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        shards = scatter_shards(X, client, 2)
+        d0, i0 = kneighbors(Q, shards, 4, "l2", client, n_jobs=1)
+        np.testing.assert_array_equal(i0, fastcls.kneighbors(Q, X, 4, "l2")[1])
+        victim = shards.workers[1][0]
+        try:  # the worker process exits at once (its nanny starts a fresh, empty one)
+            client.run(os._exit, 1, workers=[victim])
+        except Exception:  # noqa: BLE001 - the connection to the dying worker breaks
+            pass
+        deadline = time.monotonic() + 30
+        while victim in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        where = re.escape(f"shard 1 (training rows 300:600) held by {victim}")
+        with pytest.raises(ShardLostError, match=where):
+            kneighbors(Q, shards, 4, "l2", client, n_jobs=1)
+        # the remedy the message gives works: scatter again, search again
+        again = kneighbors(Q, scatter_shards(X, client, 2), 4, "l2", client, n_jobs=1)
+        np.testing.assert_array_equal(again[1], i0)

@@ -23,6 +23,7 @@ order or the number of workers. Users import these names from
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from fastcls.backends.rows import (
 
 __all__ = [
     "DaskBackend",
+    "ShardLostError",
     "Shards",
     "scatter_shards",
     "kneighbors",
@@ -76,6 +78,22 @@ def _default_client() -> Any | None:
         return None
 
 
+class ShardLostError(RuntimeError):
+    """A Dask worker holding training rows was lost while a search needed them.
+
+    The message names each lost shard (its global training row range) and the worker
+    address(es) that held it, and what to do. ``shards`` holds the lost shards as
+    ``(shard number, first row, end row)``; ``workers`` the addresses that held them.
+    """
+
+    def __init__(
+        self, message: str, shards: tuple[tuple[int, int, int], ...], workers: tuple[str, ...]
+    ) -> None:
+        super().__init__(message)
+        self.shards = shards
+        self.workers = workers
+
+
 @dataclass(frozen=True)
 class Shards:
     """Row shards of a training set held by Dask workers (see :func:`scatter_shards`).
@@ -88,12 +106,16 @@ class Shards:
         Global index of each shard's first row.
     shape : tuple (n_rows, n_features)
     dtype : numpy dtype
+    workers : tuple of tuple of str
+        The worker addresses holding each shard when it was scattered (named in the
+        error if a worker dies).
     """
 
     futures: list
     offsets: tuple[int, ...]
     shape: tuple[int, int]
     dtype: np.dtype
+    workers: tuple[tuple[str, ...], ...] = ()
 
 
 def _split_rows(n: int, n_shards: int) -> list[tuple[int, int]]:
@@ -124,12 +146,13 @@ def scatter_shards(X: Any, client: Any, n_shards: int | None = None) -> Shards:
     n_shards = V.check_int(n_shards, "n_shards", min_value=1)
     ranges = _split_rows(Xa.shape[0], n_shards)
     pieces = [np.ascontiguousarray(Xa[a:b]) for a, b in ranges]
-    futures = client.scatter(pieces, hash=False)  # round-robin over workers
+    futures = list(client.scatter(pieces, hash=False))  # round-robin over workers
     return Shards(
-        futures=list(futures),
+        futures=futures,
         offsets=tuple(a for a, _ in ranges),
         shape=(int(Xa.shape[0]), int(Xa.shape[1])),
         dtype=Xa.dtype,
+        workers=tuple(_holders(client, futures)),
     )
 
 
@@ -161,6 +184,10 @@ def shard_topk(
     shard = np.asarray(shard)
     if shard.dtype != Q.dtype:
         V.assert_all_finite(shard, "X")
+        if shard.dtype.kind in "iu" and Q.dtype.kind == "f":
+            # the rule of every path: integers convert to float only where exact (a dask
+            # array's blocks reach here unvalidated; int64 beyond 2**53 would round)
+            V.check_integers_exact_in_float64(shard, f"X[{offset}:{offset + len(shard)}]")
     kernel = topk_kernel(metric, Q.dtype)
     best_d, best_i = new_topk(Q.shape[0], k)
     rows = train_tile or default_train_tile(shard)
@@ -235,6 +262,7 @@ def search_shards(
     if client is None:
         client = _default_client()
     surrogate_metric = metric
+    n_rows = sum(len(p) for p in X) if isinstance(X, (list, tuple)) else int(X.shape[0])
     if isinstance(X, Shards):
         if client is None:
             raise ValueError("X is a Shards object: pass the client that scattered it")
@@ -262,7 +290,10 @@ def search_shards(
             parts.append(shard_topk(Q, shard, off, k, surrogate_metric, train_tile, n_jobs))
         best_d, best_i = _tree(parts, merge_pair)
     else:
-        _import_distributed()
+        distributed = _import_distributed()
+        holders = _holders(client, parts_src)  # who holds each shard, for the error message
+        if isinstance(X, Shards) and len(X.workers) == len(holders):
+            holders = [now or then for now, then in zip(holders, X.workers, strict=True)]
         q = client.scatter(Q, broadcast=True, hash=False)
         parts = [
             client.submit(
@@ -272,12 +303,75 @@ def search_shards(
         ]
         keep: list = list(parts)
         final = _tree(parts, lambda a, b: client.submit(merge_pair, a, b, pure=False), keep)
-        best_d, best_i = final.result()
+        try:
+            best_d, best_i = final.result()
+        except (CancelledError, distributed.scheduler.KilledWorker) as exc:
+            ends = (*offsets[1:], n_rows)
+            lost = _lost_shards(client, parts_src, parts, holders)
+            raise _shard_lost_error(exc, lost, offsets, ends, holders) from exc
         del keep, parts, q
     best_d = np.array(best_d, copy=True)
     if metric == "l2":  # the kernels rank on squared distances
         np.sqrt(best_d, out=best_d)
     return best_d, np.asarray(best_i)
+
+
+def _holders(client: Any, sources: list) -> list[tuple[str, ...]]:
+    """The worker addresses holding each shard future now (empty when not yet known)."""
+    keys = [getattr(s, "key", None) for s in sources]
+    try:
+        who = client.who_has([s for s, key in zip(sources, keys, strict=True) if key is not None])
+    except Exception:  # pragma: no cover - scheduler unreachable: the message says less
+        who = {}
+    return [tuple(who.get(key, ())) if key is not None else () for key in keys]
+
+
+def _lost_shards(client: Any, sources: list, parts: list, holders: list) -> list[int]:
+    """Shards whose rows or task were lost: a cancelled / lost / failed future, or (when
+    no future says so) a holder that is no longer among the workers."""
+    bad = ("cancelled", "lost", "error")
+    lost = [
+        j
+        for j, (src, part) in enumerate(zip(sources, parts, strict=True))
+        if getattr(src, "status", None) in bad or getattr(part, "status", None) in bad
+    ]
+    if lost:
+        return lost
+    try:
+        alive = set(client.scheduler_info().get("workers", {}))
+    except Exception:  # pragma: no cover - scheduler unreachable
+        return []
+    return [j for j, held in enumerate(holders) if held and not set(held) & alive]
+
+
+def _shard_lost_error(
+    exc: BaseException,
+    lost: list[int],
+    offsets: tuple[int, ...],
+    ends: tuple[int, ...],
+    holders: list[tuple[str, ...]],
+) -> ShardLostError:
+    shards = tuple((j, offsets[j], ends[j]) for j in lost)
+    workers = tuple(sorted({w for j in lost for w in holders[j]}))
+    if shards:
+        what = ", ".join(
+            f"shard {j} (training rows {a}:{b})"
+            + (f" held by {', '.join(holders[j])}" if holders[j] else "")
+            for j, a, b in shards
+        )
+    else:
+        what = "a shard (which one the scheduler no longer says)"
+    return ShardLostError(
+        f"a Dask worker was lost during the search: {what} "
+        f"({type(exc).__name__}: {str(exc).rstrip('.')}). Rows scattered to a worker die "
+        "with it and cannot be recomputed: scatter the training rows again "
+        "(scatter_shards(X, client), or fit the estimator again) and repeat the search. "
+        "To survive the loss of a worker, pass a dask array built from a source the "
+        "workers can reread (its chunks are recomputed); if workers were killed for "
+        "memory, give them more or use more shards.",
+        shards,
+        workers,
+    )
 
 
 def kneighbors(
