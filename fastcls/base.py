@@ -148,6 +148,9 @@ class FittedStateError(ValueError):
         self.field = field
 
 
+#: widest bytes label a fitted state may declare (``labels_dtype``)
+MAX_LABEL_BYTES = 2**16
+
 #: where each labels kind is restored from (see :func:`classes_to_state`)
 LABELS_KINDS = ("array", "bytes", "object-str", "object-int")
 
@@ -222,6 +225,12 @@ def classes_from_state(stored: np.ndarray, metadata: dict[str, Any]) -> np.ndarr
                 "fitted state field 'classes': bytes labels must be stored as unicode", "classes"
             )
         width = expected if expected is not None else np.dtype("S")
+        if width.itemsize > MAX_LABEL_BYTES:  # the width alone would size the allocation
+            raise FittedStateError(
+                f"fitted state field 'labels_dtype' ({width}) is wider than "
+                f"{MAX_LABEL_BYTES} bytes per label",
+                "labels_dtype",
+            )
         texts = stored.tolist()
         # numpy drops trailing NULs of bytes: such a label would merge with another
         if width.kind != "S" or any(

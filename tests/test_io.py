@@ -422,6 +422,9 @@ def saved(tmp_path_factory, data):
         "knn": fastcls.KNearestNeighbor(k=3).fit(X, np.array(["a", "b", "c"])[np.arange(300) % 3]),
         "svm": fastcls.LinearSVM(n_iters=5, seed=0).fit(X, np.arange(300) % 4),
         "scaler": fastcls.FeatureScaler().fit(X),
+        "svm-bytes": fastcls.LinearSVM(n_iters=2).fit(
+            X, np.array([b"a", b"b"])[np.arange(300) % 2]
+        ),
     }
     paths = {}
     for name, model in models.items():
@@ -477,6 +480,9 @@ TAMPERED = [
     ("knn", {"state.labels_dtype": "<i8"}, {}, "classes"),
     ("knn", {"state.labels_dtype": "O"}, {}, "classes"),
     ("knn", {"state.labels_dtype": [1]}, {}, "labels_dtype"),
+    ("svm-bytes", {"state.labels_dtype": "|S999999999"}, {}, "labels_dtype"),
+    ("svm-bytes", {"state.labels_dtype": "<U2"}, {}, "labels_dtype"),
+    ("svm-bytes", {}, {"classes": lambda a: np.array(["a\u0100", "b"])}, "labels_dtype"),
     ("knn", {"state.backend_arrays": ["fit_X", "fit_X"]}, {}, "backend_arrays"),
     ("knn", {"state.backend_arrays": "fit_X"}, {}, "backend_arrays"),
     ("knn", {"state.backend_arrays": []}, {}, "fit_X"),
