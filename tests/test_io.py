@@ -152,10 +152,10 @@ def test_faiss_index_round_trip(tmp_path, data, index, params, metric):
 def test_faiss_families_fastcls_cannot_walk_need_trust(tmp_path, data):
     pytest.importorskip("faiss")
     X, Q = data
-    clf = fastcls.KNearestNeighbor(k=3, backend="faiss", index="PQ4").fit(X, np.arange(300) % 2)
-    clf.save(tmp_path / "pq.npz")
+    clf = fastcls.KNearestNeighbor(k=3, backend="faiss", index="SQ8").fit(X, np.arange(300) % 2)
+    clf.save(tmp_path / "sq.npz")
     with pytest.raises(fastcls.ModelFileError, match="trust_index=True") as info:
-        fastcls.load(tmp_path / "pq.npz")
+        fastcls.load(tmp_path / "sq.npz")
     assert info.value.field == "faiss_index"
     _assert_identical(clf, fastcls.load(tmp_path / "pq.npz", trust_index=True), Q)
 
