@@ -157,7 +157,7 @@ def test_faiss_families_fastcls_cannot_walk_need_trust(tmp_path, data):
     with pytest.raises(fastcls.ModelFileError, match="trust_index=True") as info:
         fastcls.load(tmp_path / "sq.npz")
     assert info.value.field == "faiss_index"
-    _assert_identical(clf, fastcls.load(tmp_path / "pq.npz", trust_index=True), Q)
+    _assert_identical(clf, fastcls.load(tmp_path / "sq.npz", trust_index=True), Q)
 
 
 def test_memmap_fitted_model_round_trips(tmp_path, data):
