@@ -1,29 +1,33 @@
-"""L1 (Manhattan) k-NN: fastcls vs the NumPy reference vs FAISS vs scikit-learn.
+"""L1 (Manhattan) k-NN: fastcls vs FAISS (and the NumPy reference, scikit-learn) per workload.
 
-Workload: random uint8 pixels, 1000 queries x 10000 training rows x 3072 features,
-k = 10 (CIFAR-10 shaped, :func:`fastcls.testing.knn_problem`); the float32 group uses
-the same values as float32. Set ``FASTCLS_BENCH_SMALL=1`` (read by
-:func:`fastcls.testing.bench_small`) for a smoke-sized run (50 x 500 x 3072).
+Every L1 row of the k-NN table of ``docs/performance.md`` is a group of this file, so
+one run measures them side by side (k = 10):
 
+* ``kneighbors-l1|500x10000x3072-float32``: float32 values that are *not* whole
+  numbers (pixels + a random fraction): fastcls's register-tiled float kernel with
+  its certified exact rerank;
+* ``kneighbors-l1|500x10000x3072-uint8``: random pixels, fastcls's exact ``vpsadbw``
+  kernel; FAISS has no uint8 L1 and searches the same values as float32;
+* ``kneighbors-l1|fashion-mnist-10000x60000x784-uint8``: the Fashion-MNIST test set
+  against its training set when the files are present (see ``bench_knn_l2.py``);
+  FAISS's L1 (no GEMM) runs on a slice of 1000 queries there (id ``[q1000]``,
+  ``extra_info["scale"]`` converts).
+
+Implementations: ``fastcls`` (``fastcls.kneighbors``), ``fastcls-fitted``
+(``KNearestNeighbor`` fitted once, ``kneighbors`` timed), ``faiss`` (``faiss.knn``
+with ``METRIC_L1``), and on the uint8 pixel workload the slow peers ``reference`` and
+``sklearn`` on slices of the queries. ``FASTCLS_BENCH_SMALL=1`` runs smoke sizes.
 Run::
 
-    pytest bench/bench_knn_l1.py --benchmark-enable -p no:cacheprovider
-
-Groups ``kneighbors-l1|<shape>-float32`` and ``kneighbors-l1|<shape>-uint8``; the
-implementations are those of :data:`fastcls.testing.IMPLEMENTATIONS` ``["kneighbors"]``
-that compute L1 (the table that ``tests/test_implementations.py`` checks), as
-parameters, so one run times them side by side. The slow peers (the NumPy reference,
-scikit-learn) run on a slice of the queries: their parameter id says so (``[q100]``) and
-``extra_info["scale"]`` is the factor that converts their time to the full query count.
-FAISS has no uint8 L1: in the uint8 group it searches the same values as float32.
-The float32 values here are pixels (integers 0..255), so plain ``fastcls`` takes the
-exact uint8 shortcut of :mod:`fastcls.kernels.l1`; ``fastcls-floatkernel`` switches the
-shortcut off (tunable ``l1_uint8_shortcut``) and times the register-tiled float kernel itself.
-Every implementation uses all cores (``fastcls.set_num_threads(None)`` also sets
-FAISS's OpenMP pool); fastcls is JIT-warmed on a small input before timing.
+    flock /tmp/fastcls-bench.lock pytest bench/bench_knn_l1.py --benchmark-enable \
+        -p no:cacheprovider --benchmark-columns=median,min,max,rounds
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,78 +35,96 @@ import pytest
 import fastcls
 from fastcls.testing import IMPLEMENTATIONS, bench_small, knn_problem
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_knn_l2 import load_workload  # noqa: E402
+
 SMALL = bench_small()
-N_QUERIES, N_TRAIN, N_FEATURES, K = (50, 500, 3072, 10) if SMALL else (1000, 10000, 3072, 10)
+THREADS = int(os.environ.get("FASTCLS_BENCH_THREADS", "0")) or None
+K = 10
 METRIC = "l1"
-#: queries given to the slow peers (their time is scaled to N_QUERIES)
+N_QUERIES, N_TRAIN, N_FEATURES = (50, 500, 3072) if SMALL else (500, 10000, 3072)
+#: workload name -> (n_queries, n_train, n_features, dtype, peers beside fastcls and faiss)
+WORKLOADS = {
+    "500x10000x3072-float32": (500, 10000, 3072, "float32", ()),
+    "500x10000x3072-uint8": (500, 10000, 3072, "uint8", ("reference", "sklearn")),
+    "fashion-mnist-10000x60000x784-uint8": (10000, 60000, 784, "uint8", ()),
+}
+if SMALL:
+    WORKLOADS = {
+        "50x500x3072-float32": (50, 500, 3072, "float32", ()),
+        "50x500x3072-uint8": (50, 500, 3072, "uint8", ("reference", "sklearn")),
+        "fashion-mnist-200x2000x784-uint8": (200, 2000, 784, "uint8", ()),
+    }
+#: queries given to the slow peers (their time is scaled to the workload's)
 SLICES = {"reference": 10 if not SMALL else 5, "sklearn": 100 if not SMALL else 25}
-ROUNDS = {"fastcls": 5, "fastcls-floatkernel": 3, "faiss": 3, "reference": 1, "sklearn": 1}
-#: the shared table's L1 k-NN implementations, plus fastcls's float kernel on its own
+FAISS_SLICE_FMNIST = 1000 if not SMALL else 100
+ROUNDS = {"fastcls": 5, "fastcls-fitted": 5, "faiss": 3}
 TABLE = {n: impl for n, impl in IMPLEMENTATIONS["kneighbors"].items() if impl.supports(METRIC)}
-LIBRARIES = [*TABLE, "fastcls-floatkernel"]
+LIBRARIES = ["fastcls", "fastcls-fitted", *TABLE]
 
 
-@pytest.fixture(scope="module")
-def data():
-    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
-    fastcls.set_num_threads(None)
-    return {"uint8": (Q, X), "float32": (Q.astype(np.float32), X.astype(np.float32))}
+def workload_data(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Queries and training rows of workload ``name`` (the L2 bench's generator)."""
+    n_q, n_x, d, dtype, _ = WORKLOADS[name]
+    return load_workload(n_q, n_x, d, dtype, name.startswith("fashion-mnist"))
 
 
-def _fastcls_float_kernel(Q, X):
-    """fastcls with the pixel shortcut off: the float kernel itself (float32 group only)."""
-    if Q.dtype == np.uint8:
-        pytest.skip("the float kernel is timed in the float32 group")
-    from fastcls._config import override  # not public yet: the tunables' one switch
-
-    def run():
-        with override(l1_uint8_shortcut=False):
-            return fastcls.kneighbors(Q, X, K, metric=METRIC)
-
-    fastcls.kneighbors(Q[:4] + np.float32(0.5), X[:64], K, metric=METRIC)  # JIT warm-up
-    return run
+def _n_timed(library: str, workload: str) -> int:
+    n_q = WORKLOADS[workload][0]
+    if library == "faiss" and workload.startswith("fashion-mnist"):
+        return min(n_q, FAISS_SLICE_FMNIST)
+    return min(n_q, SLICES.get(library, n_q))
 
 
-def _setup(library, Q, X):
-    if library == "fastcls-floatkernel":
-        return _fastcls_float_kernel(Q, X)
+def _setup(library, Q, X, n_timed):
+    if library == "fastcls-fitted":
+        model = fastcls.KNearestNeighbor(k=K, metric=METRIC, n_jobs=THREADS)
+        model.fit(X, np.arange(len(X)) % 2)
+        model.kneighbors(Q[:4])  # JIT warm-up
+        return lambda: model.kneighbors(Q)
     impl = TABLE[library]
     if not impl.available():
         pytest.skip(f"{library} needs {impl.requires}")
-    return impl(Q[: SLICES.get(library, N_QUERIES)], X, k=K, metric=METRIC)
+    return impl(Q[:n_timed], X, k=K, metric=METRIC)
 
 
-def _ids(name: str) -> str:
-    return f"{name}[q{SLICES[name]}]" if name in SLICES else name
+@pytest.fixture(scope="module")
+def threads():
+    fastcls.set_num_threads(THREADS)
+    return fastcls.get_num_threads()
 
 
-@pytest.mark.parametrize("library", LIBRARIES, ids=_ids)
-@pytest.mark.parametrize("dtype", ["float32", "uint8"])
-def test_knn_l1(benchmark, data, dtype, library):
-    Q, X = data[dtype]
-    fn = _setup(library, Q, X)
-    n_q = SLICES.get(library, N_QUERIES)
-    benchmark.group = f"kneighbors-{METRIC}|{N_QUERIES}x{N_TRAIN}x{N_FEATURES}-{dtype}"
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_knn_l1(benchmark, threads, workload, library):
+    n_q, n_x, d, dtype, peers = WORKLOADS[workload]
+    if library not in ("fastcls", "fastcls-fitted", "faiss", *peers):
+        pytest.skip(f"{library} is timed on the uint8 pixel workload only")
+    Q, X = workload_data(workload)
+    n_timed = _n_timed(library, workload)
+    fn = _setup(library, Q, X, n_timed)
+    benchmark.group = f"kneighbors-{METRIC}|{workload}"
     benchmark.extra_info.update(
         {
-            "shape": f"{N_QUERIES}x{N_TRAIN}x{N_FEATURES}",
+            "shape": f"{n_q}x{n_x}x{d}",
             "k": K,
-            "queries_timed": n_q,
-            "scale": N_QUERIES / n_q,
-            "threads": fastcls.get_num_threads(),
+            "queries_timed": n_timed,
+            "scale": n_q / n_timed,
+            "threads": threads,
             "input": "float32" if library == "faiss" else dtype,
         }
     )
-    benchmark.pedantic(fn, rounds=ROUNDS.get(library, 1), iterations=1, warmup_rounds=0)
-    if library == "fastcls":  # the timed result is the exact one
-        d, i = fn()
+    warm = 1 if library in ("fastcls", "fastcls-fitted") else 0
+    benchmark.pedantic(fn, rounds=ROUNDS.get(library, 1), iterations=1, warmup_rounds=warm)
+    if library.startswith("fastcls"):  # the timed result is the exact one
+        d_got, i_got = fn()
         ref_d, ref_i = TABLE["reference"](Q[:3], X, k=K, metric=METRIC)()
-        np.testing.assert_array_equal(i[:3], ref_i)
-        np.testing.assert_array_equal(d[:3], ref_d)
+        np.testing.assert_array_equal(i_got[:3], ref_i)
+        np.testing.assert_array_equal(d_got[:3], ref_d)
 
 
 def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
-    """Alternate fastcls (float32, uint8) and FAISS runs and print per-round ratios.
+    """Alternate fastcls (float32 non-integer, uint8) and FAISS runs; per-round ratios.
 
     On a shared machine the load drifts between pytest-benchmark's groups; ratios of
     runs taken back to back are steadier. ``python bench/bench_knn_l1.py``.
@@ -112,14 +134,14 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
     import faiss
 
     Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
-    Xf, Qf = X.astype(np.float32), Q.astype(np.float32)
+    rng = np.random.default_rng(1)
+    Xf = X.astype(np.float32) + rng.random(X.shape, dtype=np.float32)
+    Qf = Q.astype(np.float32) + rng.random(Q.shape, dtype=np.float32)
     fastcls.set_num_threads(n_jobs)
     faiss.omp_set_num_threads(fastcls.get_num_threads())
-    float_kernel = _fastcls_float_kernel(Qf, Xf)
     runs = {
         "fastcls-float32": lambda: fastcls.kneighbors(Qf, Xf, K, metric="l1"),
         "fastcls-uint8": lambda: fastcls.kneighbors(Q, X, K, metric="l1"),
-        "fastcls-floatkernel": float_kernel,
         "faiss-float32": lambda: faiss.knn(Qf, Xf, K, metric=faiss.METRIC_L1),
     }
     fastcls.kneighbors(Qf[:4], Xf[:64], K, metric="l1")  # JIT warm-up
@@ -135,7 +157,7 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
     for name, t in med.items():
         rounds_s = [round(x, 2) for x in times[name]]
         print(f"  {name:16s} median {t * 1e3:9.1f} ms   rounds (s) {rounds_s}")
-    for name in ("fastcls-float32", "fastcls-floatkernel", "fastcls-uint8"):
+    for name in ("fastcls-float32", "fastcls-uint8"):
         ratios = [f / t for f, t in zip(times["faiss-float32"], times[name], strict=True)]
         print(f"  faiss / {name}: median per-round ratio {np.median(ratios):.1f}x")
 

@@ -1,32 +1,32 @@
-"""Exact L2 k-NN: fastcls vs the NumPy reference vs FAISS vs scikit-learn.
+"""Exact L2 k-NN: fastcls vs FAISS (and the NumPy reference, scikit-learn) per workload.
 
-Workload: random uint8 pixels, 1000 queries x 10000 training rows x 3072 features,
-k = 10 (CIFAR-10 shaped, :func:`fastcls.testing.knn_problem`); the float32 group uses
-the same values as float32. Set ``FASTCLS_BENCH_SMALL=1`` (see
-:func:`fastcls.testing.bench_small`) for a smoke-sized run (50 x 500 x 3072) and
-``FASTCLS_BENCH_THREADS=n`` to pin every implementation to ``n`` threads (default:
-all cores).
+Every L2 row of the k-NN table of ``docs/performance.md`` is a group of this file, so
+one run measures them side by side (k = 10):
 
-Run::
+* ``kneighbors-l2|500x10000x3072-float32`` and ``...|1000x10000x3072-float32``:
+  float32 values that are *not* whole numbers (pixels + a random fraction), so
+  fastcls takes its float path (centred sgemm + fused selection + certified rerank);
+* ``kneighbors-l2|1000x10000x3072-uint8``: random pixels; fastcls's exact integer
+  kernel (:mod:`fastcls.kernels.l2int`), FAISS on the same values as float32;
+* ``kneighbors-l2|fashion-mnist-10000x60000x784-uint8``: the Fashion-MNIST test set
+  against its training set, when the Debian files are present
+  (``/usr/share/datasets/fashion-mnist``, package ``dataset-fashion-mnist``; or
+  ``FASTCLS_FASHION_MNIST=<folder>``), read with :func:`fastcls.datasets.load_mnist`.
 
-    pytest bench/bench_knn_l2.py --benchmark-enable -p no:cacheprovider
+Implementations (:data:`fastcls.testing.IMPLEMENTATIONS` ``["kneighbors"]``): ``fastcls``
+(``fastcls.kneighbors``: validates both inputs at each call), ``fastcls-fitted``
+(``KNearestNeighbor`` fitted once, ``kneighbors`` timed: the training rows were
+validated at ``fit``), ``faiss`` (``faiss.knn``, float32), and on the 1000-query
+pixel workloads only, the slow peers ``reference`` (a slice of the queries, id
+``[q10]``, ``extra_info["scale"]`` converts), ``numpy-no-loops`` (the lecture's
+vectorised version) and ``sklearn`` (brute force).
 
-Groups ``kneighbors-l2|<shape>-float32`` and ``kneighbors-l2|<shape>-uint8`` time, side
-by side, the L2 implementations of :data:`fastcls.testing.IMPLEMENTATIONS` ``["kneighbors"]``
-(the table that ``tests/test_implementations.py`` checks):
+``FASTCLS_BENCH_SMALL=1`` (:func:`fastcls.testing.bench_small`) runs smoke sizes;
+``FASTCLS_BENCH_THREADS=n`` pins every implementation to ``n`` threads (default: all
+cores). Run (the lock keeps timings of a shared machine apart)::
 
-* ``fastcls``: ``fastcls.kneighbors(Q, X, k, "l2")`` (centred sgemm + fused selection +
-  certified exact rerank; exact);
-* ``reference``: :func:`fastcls.reference.kneighbors_reference` (float64, a loop over the
-  queries) on a slice of the queries (id ``[q10]``; ``extra_info["scale"]`` converts);
-* ``numpy-no-loops``: the lecture's vectorised reference, ``l2_distances_no_loops`` (float64 GEMM
-  trick) + a stable argsort, on the full problem (80 MB distance matrix);
-* ``faiss``: ``faiss.knn(Q, X, k)`` (float32, METRIC_L2; approximate in the last bits);
-* ``sklearn``: ``NearestNeighbors(algorithm="brute").fit(X).kneighbors(Q)``.
-
-FAISS has no uint8 search: in the uint8 group it searches the same values as float32.
-Thread counts: numba and FAISS through ``fastcls.set_num_threads``, BLAS and OpenMP
-(NumPy, scikit-learn) through ``threadpoolctl``. fastcls is JIT-warmed before timing.
+    flock /tmp/fastcls-bench.lock pytest bench/bench_knn_l2.py --benchmark-enable \
+        -p no:cacheprovider --benchmark-columns=median,min,max,rounds
 
 Group ``kneighbors-l2-near-duplicates|<shape>`` (data from
 :func:`fastcls.testing.near_duplicates`) is an accuracy readout more than a timing: two far
@@ -41,6 +41,7 @@ its GEMM path only when n_queries x D >= 128000: the readout is sized for it.)
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,33 +51,83 @@ from fastcls.testing import IMPLEMENTATIONS, bench_small, knn_problem, near_dupl
 
 SMALL = bench_small()
 THREADS = int(os.environ.get("FASTCLS_BENCH_THREADS", "0")) or None
-N_QUERIES, N_TRAIN, N_FEATURES, K = (50, 500, 3072, 10) if SMALL else (1000, 10000, 3072, 10)
+K = 10
 METRIC = "l2"
+#: workload name -> (n_queries, n_train, n_features, dtype, peers beside fastcls and faiss)
+WORKLOADS = {
+    "500x10000x3072-float32": (500, 10000, 3072, "float32", ()),
+    "1000x10000x3072-float32": (
+        1000, 10000, 3072, "float32", ("reference", "numpy-no-loops", "sklearn"),
+    ),
+    "1000x10000x3072-uint8": (
+        1000, 10000, 3072, "uint8", ("reference", "numpy-no-loops", "sklearn"),
+    ),
+    "fashion-mnist-10000x60000x784-uint8": (10000, 60000, 784, "uint8", ()),
+}  # fmt: skip
+if SMALL:
+    WORKLOADS = {
+        "50x500x3072-float32": (50, 500, 3072, "float32", ("reference",)),
+        "50x500x3072-uint8": (50, 500, 3072, "uint8", ("reference",)),
+        "fashion-mnist-200x2000x784-uint8": (200, 2000, 784, "uint8", ()),
+    }
 #: near-duplicates: n_queries x D >= 128000, or faiss takes its exact non-GEMM path
 ND_QUERIES, ND_TRAIN, ND_FEATURES = (128, 400, 1024) if SMALL else (128, 4000, 1024)
-ROUNDS = {"fastcls": 5, "faiss": 5, "reference": 1, "numpy-no-loops": 1, "sklearn": 1}
-#: queries given to the slow peers (their time is scaled to N_QUERIES)
+ROUNDS = {"fastcls": 5, "fastcls-fitted": 5, "faiss": 5}
+#: queries given to the slow peers (their time is scaled to the workload's)
 SLICES = {"reference": 10 if not SMALL else 5}
 #: the shared table's L2 k-NN implementations
 TABLE = {n: impl for n, impl in IMPLEMENTATIONS["kneighbors"].items() if impl.supports(METRIC)}
+LIBRARIES = ["fastcls", "fastcls-fitted", *TABLE]
 #: options per library: every implementation pinned to THREADS
 OPTIONS = {"fastcls": {"n_jobs": THREADS}, "sklearn": {"n_jobs": THREADS or -1}}
 
 
-def _limits():
-    from threadpoolctl import threadpool_limits
+def fashion_mnist_path() -> Path | None:
+    """The Fashion-MNIST folder (``FASTCLS_FASHION_MNIST`` or Debian's), if present."""
+    path = Path(os.environ.get("FASTCLS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+    return path if path.is_dir() else None
 
-    return threadpool_limits(limits=fastcls.get_num_threads())
+
+def load_workload(
+    n_q: int, n_x: int, d: int, dtype: str, fashion: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Queries and training rows: Fashion-MNIST (skips when the files are missing), or
+    random pixels, uint8 or float32 pixels plus a random fraction (not whole numbers)."""
+    if fashion:
+        path = fashion_mnist_path()
+        if path is None:
+            pytest.skip("Fashion-MNIST files not found (apt install dataset-fashion-mnist)")
+        from fastcls.datasets import load_mnist
+
+        X, _, Q, _ = load_mnist(path, n_train=n_x, n_test=n_q)
+        return Q.reshape(n_q, -1), X.reshape(n_x, -1)
+    Q, X = knn_problem(n_q, n_x, d, np.uint8, seed=0)
+    if dtype == "uint8":
+        return Q, X
+    rng = np.random.default_rng(1)
+    Qf = Q.astype(np.float32) + rng.random(Q.shape, dtype=np.float32)
+    Xf = X.astype(np.float32) + rng.random(X.shape, dtype=np.float32)
+    return Qf, Xf
 
 
-@pytest.fixture(scope="module")
-def data():
-    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
-    fastcls.set_num_threads(THREADS)
-    return {"uint8": (Q, X), "float32": (Q.astype(np.float32), X.astype(np.float32))}
+def workload_data(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Queries and training rows of workload ``name``."""
+    n_q, n_x, d, dtype, _ = WORKLOADS[name]
+    return load_workload(n_q, n_x, d, dtype, name.startswith("fashion-mnist"))
+
+
+def _fitted(Q, X):
+    """``KNearestNeighbor`` fitted once (training rows validated there), search timed."""
+    model = fastcls.KNearestNeighbor(k=K, metric=METRIC, n_jobs=THREADS).fit(
+        X, np.arange(len(X)) % 2
+    )
+    model.kneighbors(Q[:4])  # JIT warm-up
+    return lambda: model.kneighbors(Q)
 
 
 def _setup(library, Q, X):
+    if library == "fastcls-fitted":
+        return _fitted(Q, X)
     impl = TABLE[library]
     if not impl.available():
         pytest.skip(f"{library} needs {impl.requires}")
@@ -93,44 +144,56 @@ def _ids(name: str) -> str:
     return f"{name}[q{SLICES[name]}]" if name in SLICES else name
 
 
-@pytest.mark.parametrize("impl", list(TABLE), ids=_ids)
-@pytest.mark.parametrize("dtype", ["float32", "uint8"])
-def test_knn_l2(benchmark, data, dtype, impl):
-    Q, X = data[dtype]
-    fn = _setup(impl, Q, X)
-    n_q = SLICES.get(impl, N_QUERIES)
-    benchmark.group = f"kneighbors-{METRIC}|{N_QUERIES}x{N_TRAIN}x{N_FEATURES}-{dtype}"
+@pytest.fixture(scope="module")
+def threads():
+    fastcls.set_num_threads(THREADS)
+    return fastcls.get_num_threads()
+
+
+@pytest.mark.parametrize("library", LIBRARIES, ids=_ids)
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_knn_l2(benchmark, threads, workload, library):
+    n_q, n_x, d, dtype, peers = WORKLOADS[workload]
+    if library not in ("fastcls", "fastcls-fitted", "faiss", *peers):
+        pytest.skip(f"{library} is timed on the 1000-query pixel workloads only")
+    Q, X = workload_data(workload)
+    fn = _setup(library, Q, X)
+    n_timed = min(SLICES.get(library, n_q), n_q)
+    benchmark.group = f"kneighbors-{METRIC}|{workload}"
     benchmark.extra_info.update(
         {
-            "shape": f"{N_QUERIES}x{N_TRAIN}x{N_FEATURES}",
+            "shape": f"{n_q}x{n_x}x{d}",
             "k": K,
-            "queries_timed": n_q,
-            "scale": N_QUERIES / n_q,
-            "threads": fastcls.get_num_threads(),
-            "input": "float32" if impl == "faiss" else dtype,
+            "queries_timed": n_timed,
+            "scale": n_q / n_timed,
+            "threads": threads,
+            "input": "float32" if library == "faiss" else dtype,
         }
     )
-    with _limits():
-        warm = 1 if impl in ("fastcls", "faiss") else 0
-        benchmark.pedantic(fn, rounds=ROUNDS.get(impl, 1), iterations=1, warmup_rounds=warm)
-        d, i = fn()
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        warm = 1 if library in ("fastcls", "fastcls-fitted", "faiss") else 0
+        benchmark.pedantic(fn, rounds=ROUNDS.get(library, 1), iterations=1, warmup_rounds=warm)
+        d_got, i_got = fn()
     ref_d, ref_i = TABLE["reference"](Q[:5], X, k=K, metric=METRIC)()
-    benchmark.extra_info["recall_first5"] = _recall(i[:5], ref_i)
-    if impl == "fastcls":  # the timed result is the exact one
-        np.testing.assert_array_equal(i[:5], ref_i)
-        np.testing.assert_allclose(d[:5], ref_d, rtol=1e-12)
+    benchmark.extra_info["recall_first5"] = _recall(i_got[:5], ref_i)
+    if library.startswith("fastcls"):  # the timed result is the exact one
+        np.testing.assert_array_equal(i_got[:5], ref_i)
+        np.testing.assert_allclose(d_got[:5], ref_d, rtol=1e-12)
 
 
 @pytest.mark.parametrize("impl", ["fastcls", "faiss"])
-def test_knn_l2_near_duplicates(benchmark, impl):
+def test_knn_l2_near_duplicates(benchmark, threads, impl):
     Q, X = near_duplicates(ND_QUERIES, ND_TRAIN, ND_FEATURES)
-    fastcls.set_num_threads(THREADS)
     fn = _setup(impl, Q, X)
     benchmark.group = f"kneighbors-{METRIC}-near-duplicates|{ND_QUERIES}x{ND_TRAIN}x{ND_FEATURES}"
+    from threadpoolctl import threadpool_limits
+
     from fastcls.kernels import l2
 
     before = l2.STATS["fallback_queries"]
-    with _limits():
+    with threadpool_limits(limits=threads):
         benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
         _, i = fn()
     _, ref_i = TABLE["reference"](Q, X, k=K, metric=METRIC)()
@@ -160,8 +223,9 @@ def interleaved_ab(threads: int, reps: int) -> dict[str, float]:
     import faiss
     from threadpoolctl import threadpool_limits
 
-    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
-    Xf, Qf = X.astype(np.float32), Q.astype(np.float32)
+    n_queries, n_train, n_features = (50, 500, 3072) if SMALL else (1000, 10000, 3072)
+    Q, X = knn_problem(n_queries, n_train, n_features, np.uint8, seed=0)
+    Xf, Qf = X.astype(np.float32) + np.float32(0.5), Q.astype(np.float32)
     fastcls.set_num_threads(threads)
     runs = {
         "fastcls-float32": lambda: fastcls.kneighbors(Qf, Xf, K, n_jobs=threads),
@@ -179,7 +243,7 @@ def interleaved_ab(threads: int, reps: int) -> dict[str, float]:
                 times[name].append(time.perf_counter() - t0)
     med = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
     fa = np.array(times["faiss-float32"])
-    print(f"threads={threads} reps={reps} shape={N_QUERIES}x{N_TRAIN}x{N_FEATURES} k={K}")
+    print(f"threads={threads} reps={reps} shape={n_queries}x{n_train}x{n_features} k={K}")
     for name in runs:
         per_rep = float(np.median(np.array(times[name]) / fa))
         ratio = med[name] / med["faiss-float32"]
