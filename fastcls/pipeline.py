@@ -422,6 +422,12 @@ def _resolve(data: str | None, path: str | os.PathLike[str] | None) -> tuple[str
     if data == "default":
         data = "digits"
     if data == "fashion-mnist":
+        if path is None and not os.path.isdir(FASHION_MNIST_PATH):
+            raise FileNotFoundError(
+                f"Fashion-MNIST is not in {FASHION_MNIST_PATH}: install Debian's package "
+                "(apt-get install dataset-fashion-mnist) or give the folder of its four "
+                "files as the path"
+            )
         return "mnist", os.fspath(path) if path is not None else FASHION_MNIST_PATH
     if data in ("digits", "cifar10", "mnist", "images", "npz"):
         return data, None if path is None else os.fspath(path)

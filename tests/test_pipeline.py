@@ -384,3 +384,11 @@ def test_loss_curve_log_scale_when_the_first_steps_dwarf_the_rest():
     with_zero[5] = 0.0
     assert plots.plot_loss_curve(with_zero).get_yscale() == "linear"
     plt.close("all")
+
+
+def test_fashion_mnist_without_the_package_says_how_to_get_it(monkeypatch, tmp_path):
+    import fastcls.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "FASHION_MNIST_PATH", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_train_test("fashion-mnist")
