@@ -517,3 +517,25 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backend_keeps_a_pixel_copy_of_whole_number_floats(metric, dtype):
+    """Float pixels are checked and copied to uint8 once, when the backend is built;
+    pixel queries then take the integer kernels, other queries the float path."""
+    from fastcls.backends import build_backend
+
+    rng = np.random.default_rng(23)
+    Q, X = make_data(rng, 12, 150, 70, np.uint8, "duplicates")
+    index = build_backend("numba", X.astype(dtype), metric)
+    np.testing.assert_array_equal(index.X_pixels, X)
+    for queries in (Q.astype(dtype), Q.astype(dtype) + dtype(0.25)):
+        d, i = index.search(queries, 6)
+        dr, ir = kneighbors_reference(queries, X, 6, metric)
+        np.testing.assert_array_equal(i, ir)
+        np.testing.assert_allclose(d, dr, rtol=1e-12, atol=0)
+    assert build_backend("numba", X.astype(dtype) + dtype(0.5), metric).X_pixels is None
+    assert build_backend("numba", X, metric).X_pixels is None  # uint8 needs no copy
+    with override(l1_uint8_shortcut=False, l2_uint8_shortcut=False):
+        assert build_backend("numba", X.astype(dtype), metric).X_pixels is None

@@ -120,6 +120,29 @@ class NumbaBackend(SearchBackend):
     name = "numba"
     search_options = ("progress",)
 
+    def __init__(self, X: Any, metric: str, **options: Any) -> None:
+        super().__init__(X, metric, **options)
+        self.X_pixels = self._whole_pixels(X, metric)
+
+    @staticmethod
+    def _whole_pixels(X: Any, metric: str) -> np.ndarray | None:
+        """A uint8 copy of in-memory float rows that hold only whole numbers 0..255.
+
+        Pixels stored as floats (CIFAR-10 loaded as float64, ``astype(np.float32)``)
+        are then searched by the exact integer kernels, and the check and copy are done
+        once here instead of per training tile and search. Memmaps and lazy sources
+        are left on disk (the kernels still detect pixels tile by tile).
+        """
+        from fastcls._config import settings
+        from fastcls.kernels.l1 import as_exact_uint8
+
+        on = settings.l1_uint8_shortcut if metric == "l1" else settings.l2_uint8_shortcut
+        if not on or not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
+            return None
+        if X.dtype.kind != "f" or not X.flags.c_contiguous:
+            return None
+        return as_exact_uint8(X)
+
     def search_promoted(
         self, Q: np.ndarray, k: int, **options: Any
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +150,8 @@ class NumbaBackend(SearchBackend):
 
         float64 data too small for squared distances (all ``|x| < 2^-256``) is
         searched exactly rescaled by a power of two (:mod:`fastcls.backends.scaling`).
+        Float rows and queries holding only whole numbers 0..255 are searched as uint8
+        by the exact integer kernels (same distances, found several times faster).
         """
         from fastcls.backends.scaling import scaled_search, search_scale
 
@@ -136,6 +161,12 @@ class NumbaBackend(SearchBackend):
                 Qs, Xs, k, self.metric, train_tile=tile, progress=options.get("progress")
             )
 
+        if self.X_pixels is not None and Q.dtype.kind == "f":
+            from fastcls.kernels.l1 import as_exact_uint8
+
+            Qu = as_exact_uint8(Q)
+            if Qu is not None:
+                return run(Qu, self.X_pixels)
         scale = search_scale(self, Q)
         if scale != 1.0:
             return scaled_search(run, Q, self.X, scale, self.metric)
