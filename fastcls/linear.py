@@ -4,9 +4,10 @@
 :class:`LinearClassifier`: ``scores = X @ W_ + b_`` with ``W_`` of shape (D, C).
 Each class names its loss in ``loss_name`` (a key of :data:`fastcls.losses.LOSSES`).
 ``fit`` validates the inputs and parameters once, encodes the labels, and hands the
-training loop to :func:`fastcls.optim.sgd`, whose every step calls
-:func:`fastcls.losses.loss_and_gradient` (the fused kernel) on the sampled rows *by
-index* (the mini-batch is never copied).
+training loop to :func:`fastcls.optim.sgd_linear`, which runs it compiled, chunks of
+steps at a time (the fused kernel of :mod:`fastcls.kernels.losses` on the sampled rows
+*by index*: the mini-batch is never copied; no Python per step). The result is what
+:func:`fastcls.optim.sgd` driven by :func:`fastcls.losses.loss_and_gradient` computes.
 
 Mini-batches are drawn exactly as the lecture code does (with replacement), from one
 seeded ``numpy.random.Generator`` that is used in this order:
@@ -36,8 +37,8 @@ from fastcls.base import (
     classes_to_state,
     state_int,
 )
-from fastcls.losses import LOSSES, PENALTIES, loss_and_gradient
-from fastcls.optim import SCHEDULES, LossGradFunction, sgd
+from fastcls.losses import LOSSES, PENALTIES
+from fastcls.optim import SCHEDULES, sgd_linear
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -48,39 +49,6 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z
-
-
-def _linear_objective(
-    loss: str,
-    X: np.ndarray,
-    y: np.ndarray,
-    reg: float,
-    penalty: str,
-    beta: float,
-    mu: np.ndarray | None,
-) -> LossGradFunction:
-    """The SGD objective ``loss_grad(W, b, rows)`` of a linear model on validated data.
-
-    With ``mu`` (centred training), the model is ``scores = (x - mu) W + b``, computed as
-    ``x W + (b - mu W)``; its gradient ``sum (x_i - mu) g_i^T`` is the raw gradient minus
-    ``mu db^T``: ``X`` is never copied.
-    """
-    dtype = X.dtype
-
-    def loss_grad(
-        W: np.ndarray, b: np.ndarray | None, rows: np.ndarray | None
-    ) -> tuple[float, np.ndarray, np.ndarray | None]:
-        # einsum, not BLAS: a BLAS call here wakes OpenBLAS's threads, whose spinning
-        # then slows the numba parallel region that follows
-        bias = b
-        if mu is not None and b is not None:
-            bias = (b - np.einsum("d,dc->c", mu, W)).astype(dtype)
-        value, dW, db = loss_and_gradient(loss, W, X, y, reg, bias, penalty, beta, rows)
-        if mu is not None and db is not None:
-            dW -= np.outer(mu, db).astype(dtype)
-        return value, dW, db
-
-    return loss_grad
 
 
 class LinearClassifier(ClassifierMixin, BaseEstimator):
@@ -299,15 +267,17 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             if mu is not None:  # mean squared norm of the centred rows
                 sq = max(sq - float(mu @ mu), 0.0)
             lr0 = self._auto_lr_factor / max(sq + (1.0 if p["fit_intercept"] else 0.0), 1e-12)
-        loss_grad = _linear_objective(
-            self.loss_name, Xa, y_enc, p["reg"], p["penalty"], p["beta"], mu
-        )
         with num_threads(self.n_jobs):
-            res = sgd(
-                loss_grad,
+            res = sgd_linear(
+                self.loss_name,
+                np.ascontiguousarray(Xa),
+                y_enc,
                 W0,
                 b0,
-                n,
+                reg=p["reg"],
+                penalty=p["penalty"],
+                beta=p["beta"],
+                mu=mu,
                 learning_rate=float(lr0),
                 n_iters=p["n_iters"],
                 batch_size=p["batch_size"],
@@ -321,7 +291,14 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             )
         W, b = res.W, res.b
         if mu is not None and b is not None:
-            b = (b - mu @ W).astype(dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                b = (b - mu @ W).astype(dtype)  # the bias for raw (uncentred) rows
+            if not np.isfinite(b).all():
+                raise FloatingPointError(
+                    f"the bias for uncentred data (b - mean(X) @ W) overflows {dtype}: "
+                    f"learning_rate={float(lr0):g} is too large for this data (try a "
+                    "smaller one, or 'auto')"
+                )
         self.W_ = W
         self.b_ = b if b is not None else np.zeros(C, dtype=dtype)
         self.classes_ = classes

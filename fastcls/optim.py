@@ -34,6 +34,7 @@ __all__ = [
     "learning_rate_at",
     "random_search",
     "sgd",
+    "sgd_linear",
 ]
 
 #: learning-rate schedules understood by :func:`learning_rate_at`
@@ -58,6 +59,55 @@ def learning_rate_at(
     if schedule == "step":
         return learning_rate * decay ** (iteration // step)
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+def _check_steps(
+    learning_rate: Any,
+    n_iters: Any,
+    batch_size: Any,
+    momentum: Any,
+    schedule: Any,
+    lr_decay: Any,
+    lr_step: Any,
+    verbose: Any,
+) -> tuple[float, int, int | None, float, str, float, int, int]:
+    """Validate the step parameters shared by :func:`sgd` and :func:`sgd_linear`."""
+    lr0 = V.check_float(learning_rate, "learning_rate", min_value=0.0, strict_min=True)
+    n_iters = V.check_int(n_iters, "n_iters", min_value=1)
+    if batch_size is not None:
+        batch_size = V.check_int(batch_size, "batch_size", min_value=1)
+    momentum = V.check_float(momentum, "momentum", min_value=0.0)
+    if momentum >= 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    schedule = V.check_choice(schedule, "schedule", SCHEDULES)
+    lr_decay = V.check_float(lr_decay, "lr_decay", min_value=0.0, max_value=1.0, strict_min=True)
+    lr_step = V.check_int(lr_step, "lr_step", min_value=1)
+    verbose = V.check_int(verbose, "verbose", min_value=0)
+    return lr0, n_iters, batch_size, momentum, schedule, lr_decay, lr_step, verbose
+
+
+def _progress_line(name: str, it: int, n_iters: int, loss: float, lr: float, t0: float) -> None:
+    rate = (it + 1) / max(time.perf_counter() - t0, 1e-9)
+    print(
+        f"{name} iter {it + 1}/{n_iters} loss {loss:.5g} lr {lr:.3g} ({rate:.0f} it/s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _diverged(loss: float, it: int, lr: float) -> FloatingPointError:
+    what = f"the loss became {loss}" if not np.isfinite(loss) else "the gradient overflowed"
+    return FloatingPointError(
+        f"{what} at iteration {it}: learning_rate={lr:g} is "
+        "too large for this data (try a smaller one, or 'auto')"
+    )
+
+
+def _weights_not_finite(n_iters: int, lr0: float) -> FloatingPointError:
+    return FloatingPointError(
+        f"the weights are not finite after the last update (iteration {n_iters - 1}): "
+        f"learning_rate={lr0:g} is too large for this data (try a smaller one, or 'auto')"
+    )
 
 
 #: ``loss_grad(W, b, rows) -> (loss, dW, db)``: the objective :func:`sgd` minimises
@@ -160,7 +210,8 @@ def sgd(
     Raises
     ------
     FloatingPointError
-        The loss became NaN or infinite (the learning rate is too large).
+        The loss became NaN or infinite, or the weights are not finite after the last
+        update (the learning rate is too large).
 
     Examples
     --------
@@ -186,17 +237,9 @@ def sgd(
         if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
             raise TypeError(f"{what} must be a floating-point numpy array")
     n_samples = V.check_int(n_samples, "n_samples", min_value=1)
-    lr0 = V.check_float(learning_rate, "learning_rate", min_value=0.0, strict_min=True)
-    n_iters = V.check_int(n_iters, "n_iters", min_value=1)
-    if batch_size is not None:
-        batch_size = V.check_int(batch_size, "batch_size", min_value=1)
-    momentum = V.check_float(momentum, "momentum", min_value=0.0)
-    if momentum >= 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    schedule = V.check_choice(schedule, "schedule", SCHEDULES)
-    lr_decay = V.check_float(lr_decay, "lr_decay", min_value=0.0, max_value=1.0, strict_min=True)
-    lr_step = V.check_int(lr_step, "lr_step", min_value=1)
-    verbose = V.check_int(verbose, "verbose", min_value=0)
+    lr0, n_iters, batch_size, momentum, schedule, lr_decay, lr_step, verbose = _check_steps(
+        learning_rate, n_iters, batch_size, momentum, schedule, lr_decay, lr_step, verbose
+    )
     rng = V.check_random_state(seed)
 
     W = W0.copy()
@@ -228,18 +271,150 @@ def sgd(
                     b += vb
             history[it] = loss
             if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss} at iteration {it}: learning_rate={lr:g} is "
-                    "too large for this data (try a smaller one, or 'auto')"
-                )
+                raise _diverged(loss, it, lr)
             if verbose and ((it + 1) % verbose == 0 or it == n_iters - 1):
-                rate = (it + 1) / max(time.perf_counter() - t0, 1e-9)
-                print(
-                    f"{name} iter {it + 1}/{n_iters} loss {loss:.5g} lr {lr:.3g} ({rate:.0f} it/s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                _progress_line(name, it, n_iters, loss, lr, t0)
+    if not (np.isfinite(W).all() and (b is None or np.isfinite(b).all())):
+        raise _weights_not_finite(n_iters, lr0)
     return SGDResult(W, b, history, lr0, n_iters)
+
+
+def sgd_linear(
+    loss: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    W0: np.ndarray,
+    b0: np.ndarray | None,
+    *,
+    reg: float,
+    penalty: str = "l2",
+    beta: float = 1.0,
+    mu: np.ndarray | None = None,
+    learning_rate: float,
+    n_iters: int,
+    batch_size: int | None = None,
+    momentum: float = 0.0,
+    schedule: str = "constant",
+    lr_decay: float = 0.95,
+    lr_step: int = 1,
+    seed: Any = None,
+    verbose: int = 0,
+    name: str = "sgd",
+) -> SGDResult:
+    """:func:`sgd` on a linear model's loss, with the whole loop compiled.
+
+    The same steps, random stream and results as ``sgd(loss_grad, W0, b0, n, ...)`` with
+    ``loss_grad`` calling :func:`fastcls.losses.loss_and_gradient` (bit for bit without
+    centring), but no Python runs per step: a compiled function
+    (:func:`fastcls.kernels.losses.sgd_linear_steps`) takes a chunk of steps (sample the
+    rows, fused loss and gradient, momentum, step size, loss history, divergence
+    check). Between chunks Python draws the next chunk's batches with
+    ``rng.integers(0, n_samples, size=batch_size)`` per step, exactly the calls
+    :func:`sgd` makes (one call per step: drawing a chunk in one call would consume the
+    Generator's buffered 32-bit halves differently and change the batches), and prints
+    the progress line. Chunks are ``verbose`` steps long (512 when silent).
+
+    Parameters
+    ----------
+    loss : str
+        A key of :data:`fastcls.losses.LOSSES` (``"svm"`` or ``"softmax"``).
+    X : ndarray of shape (n_samples, D), float32 or float64, C-contiguous, finite
+    y : ndarray of shape (n_samples,), int64 in ``0..C-1``
+        Validated data (as :func:`fastcls.losses.check_loss_inputs` returns it).
+    W0 : ndarray of shape (D, C), dtype of ``X``
+        Initial weights (copied).
+    b0 : ndarray of shape (C,) or None
+        Initial bias (copied); ``None``: no bias (zero, not trained).
+    reg, penalty, beta
+        The penalty, as in :func:`fastcls.losses.svm_loss`.
+    mu : ndarray of shape (D,), float64, optional
+        Train on centred rows ``x - mu`` without copying ``X`` (with a bias only): the
+        model is ``scores = (x - mu) W + b``; the returned ``b`` is that of the centred
+        model.
+    learning_rate, n_iters, batch_size, momentum, schedule, lr_decay, lr_step, seed, verbose, name
+        As in :func:`sgd`.
+
+    Returns
+    -------
+    SGDResult
+
+    Raises
+    ------
+    FloatingPointError
+        The loss or the gradient became NaN or infinite, or the weights are not finite
+        after the last update (the learning rate is too large).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcls.optim import sgd_linear
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 3)); y = (X[:, 0] > 0).astype(np.int64)
+    >>> res = sgd_linear("svm", X, y, np.zeros((3, 2)), np.zeros(2), reg=1e-3,
+    ...                  learning_rate=0.1, n_iters=50, batch_size=20, seed=0)
+    >>> res.loss_history.shape, bool(res.loss_history[-10:].mean() < res.loss_history[0])
+    ((50,), True)
+    """
+    from fastcls.kernels import losses as K
+    from fastcls.losses import LOSSES, PENALTIES
+
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+    penalty = V.check_choice(penalty, "penalty", PENALTIES)
+    n, D = X.shape
+    C = W0.shape[1]
+    lr0, n_iters, batch_size, momentum, schedule, lr_decay, lr_step, verbose = _check_steps(
+        learning_rate, n_iters, batch_size, momentum, schedule, lr_decay, lr_step, verbose
+    )
+    rng = V.check_random_state(seed)
+    dtype = X.dtype
+    WT = np.ascontiguousarray(W0.T, dtype=dtype)  # a copy: the state the loop updates
+    fit_bias = b0 is not None
+    b = np.array(b0, dtype=dtype) if fit_bias else np.zeros(C, dtype=dtype)
+    centre = mu is not None and fit_bias
+    mu64 = np.ascontiguousarray(mu, dtype=np.float64) if centre else np.zeros(D)
+    vWT = np.zeros_like(WT)
+    vb = np.zeros_like(b)
+    # the schedule in Python floats, exactly what sgd computes at each step
+    lrs = np.array([learning_rate_at(schedule, lr0, it, lr_decay, lr_step) for it in range(n_iters)])
+    m = batch_size if batch_size is not None else n
+    bounds = K.task_bounds(m)
+    T = bounds.shape[0] - 1
+    part = np.empty((T, C, D))
+    part_db = np.empty((T, C))
+    part_loss = np.empty(T)
+    dWT = np.empty_like(WT)
+    db = np.empty(C, dtype=dtype)
+    bias = np.empty(C, dtype=dtype)
+    history = np.empty(n_iters)
+    ctile = K.CLASS_TILES[K.kernel_impl()]
+    rblock = K.row_block()
+    parallel = K.use_parallel(m, D, C)
+    code = K.LOSS_CODES[loss]
+    pcode = K.PENALTY_CODES[penalty]
+    full = batch_size is None
+    chunk = verbose if verbose else 512
+    batches = np.arange(n, dtype=np.int64)[None, :] if full else np.empty((chunk, m), np.int64)
+    t0 = time.perf_counter()
+    for it0 in range(0, n_iters, chunk):
+        k = min(chunk, n_iters - it0)
+        if not full:
+            for j in range(k):
+                batches[j] = rng.integers(0, n, size=m)
+        done = K.sgd_linear_steps(
+            X, y, batches, full, WT, b, vWT, vb, it0, k, lrs, momentum, code, reg, pcode,
+            beta, mu64, centre, fit_bias, ctile, rblock, parallel, bounds, part, part_db,
+            part_loss, dWT, db, bias, history,
+        )  # fmt: skip
+        it = it0 + done - 1
+        if done < k or not np.isfinite(history[it]):
+            raise _diverged(history[it], it, lrs[it])
+        if verbose:
+            _progress_line(name, it, n_iters, history[it], lrs[it], t0)
+    W = np.ascontiguousarray(WT.T)
+    if not (np.isfinite(W).all() and np.isfinite(b).all()):
+        raise _weights_not_finite(n_iters, lr0)
+    return SGDResult(W, b if fit_bias else None, history, lr0, n_iters)
 
 
 def random_search(

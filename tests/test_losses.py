@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -373,3 +375,166 @@ def test_loss_and_gradient_refuses_unknown_names():
         loss_and_gradient("hinge", *args)
     with pytest.raises(ValueError, match="penalty must be one of"):
         loss_and_gradient("svm", *args[:5], "l0")
+
+
+# ----------------------------------------------------------------------------- CPU paths
+def _impls():
+    from fastcls.kernels.losses import CLASS_TILES
+
+    avail = fastcls._runtime.best_simd({"avx512": ("avx512f",), "avx2": ("avx2", "fma")})
+    return [impl for impl in CLASS_TILES if impl in avail]
+
+
+@pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
+@given(
+    N=st.integers(1, 80),
+    D=st.integers(1, 1100),  # up to three D chunks with a ragged tail
+    C=st.integers(2, 11),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=st.sampled_from(["svm", "softmax"]),
+    penalty=st.sampled_from(PENALTIES),
+    rblock=st.sampled_from([4, 8, 32]),
+    use_b=st.booleans(),
+    use_idx=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_each_cpu_path_matches_reference(
+    impl, N, D, C, dtype, kind, penalty, rblock, use_b, use_idx, seed
+):
+    """Every micro-kernel (forced through the tunable) and row block against the reference."""
+    from fastcls._config import override
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
+    X, y, W, b = problem(seed, N, D, C, dtype, wscale=0.3 / np.sqrt(D))
+    idx = np.random.default_rng(seed + 1).integers(0, N, 1 + seed % 97) if use_idx else None
+    b = b if use_b else None
+    if kind == "svm" and dtype == np.float32:
+        assume(far_from_kinks(W, X, y, b, idx))
+    with override(linear_kernel_impl=impl, linear_row_block_rows=rblock):
+        check_against_reference(kind, W, X, y, 0.01, b, penalty, 0.3, idx, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_paths_thread_count_invariant_and_close(dtype):
+    """Each path is bit-identical across thread counts and serial/parallel; paths agree
+    with each other to rounding (they sum float32 products in different orders)."""
+    from fastcls._config import override
+
+    X, y, W, b = problem(11, 2000, 700, 10, dtype, wscale=0.01)
+    out = {}
+    for impl in _impls():
+        runs = []
+        for n_threads, min_work in ((1, 0), (2, 0), (2, 1 << 62)):  # serial twin last
+            with fastcls.num_threads(n_threads), override(
+                linear_kernel_impl=impl, linear_parallel_min_work=min_work
+            ):
+                runs.append(fastcls.softmax_loss(W, X, y, 0.1, b=b))
+        for r in runs[1:]:
+            assert r[0] == runs[0][0]
+            np.testing.assert_array_equal(r[1], runs[0][1])
+            np.testing.assert_array_equal(r[2], runs[0][2])
+        out[impl] = runs[0]
+    first = next(iter(out.values()))
+    for r in out.values():
+        assert_close(r[1], first[1], RTOL[dtype], "dW across paths")
+
+
+def test_forcing_an_unknown_or_unsupported_path_is_refused():
+    from fastcls._config import override
+
+    X, y, W, _ = problem(0, 8, 3, 2, np.float64)
+    with override(linear_kernel_impl="sse9"), pytest.raises(ValueError, match="one of"):
+        fastcls.svm_loss(W, X, y)
+    with override(linear_row_block_rows=6), pytest.raises(ValueError, match="multiple of 4"):
+        fastcls.svm_loss(W, X, y)
+    missing = [i for i in ("avx512", "avx2") if i not in _impls()]
+    if missing:
+        with override(linear_kernel_impl=missing[0]), pytest.raises(ValueError, match="CPU"):
+            fastcls.svm_loss(W, X, y)
+
+
+HASWELL_FEATURES = (
+    "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
+    "+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt"
+)
+
+_AVX2_CHILD = r"""
+import re, sys
+import numpy as np
+import fastcls
+from fastcls._config import override
+from fastcls.kernels import losses as K
+from fastcls.reference.losses import linear_loss_reference
+
+assert K.kernel_impl() == "avx2", K.kernel_impl()
+rng = np.random.default_rng(0)
+for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-10)):
+    for N, D, C in ((37, 1100, 10), (300, 64, 3)):
+        X = rng.standard_normal((N, D)).astype(dtype)
+        y = rng.integers(0, C, N)
+        W = (rng.standard_normal((D, C)) * 0.3 / np.sqrt(D)).astype(dtype)
+        b = rng.standard_normal(C).astype(dtype)
+        for kind in ("softmax", "svm"):
+            for penalty in ("l2", "l1", "elasticnet"):
+                for impl in ("avx2", "portable"):
+                    with override(linear_kernel_impl=impl):
+                        fn = fastcls.softmax_loss if kind == "softmax" else fastcls.svm_loss
+                        loss, dW, db = fn(W, X, y, 0.01, penalty, beta=0.3, b=b)
+                    ref = linear_loss_reference(kind, W, X, y, 0.01, b, penalty, 0.3)
+                    for got, want in ((loss, ref[0]), (dW, ref[1]), (db, ref[2])):
+                        err = np.max(np.abs(np.asarray(got, float) - want)) / np.max(np.abs(want))
+                        assert err < (tol if kind == "softmax" else 1e-3), (kind, impl, err)
+# the hot loops use packed FMAs on ymm and never zmm (LLVM emitted AVX2 code)
+for fn in (K._scores4_chunk, K._update4_chunk):
+    for sig, asm in fn.inspect_asm().items():
+        assert "zmm" not in asm, fn
+        assert re.search(r"vfmadd\d+p[sd]\s+[^\n]*%ymm", asm), fn
+print("AVX2-OK")
+"""
+
+
+@pytest.mark.slow
+def test_avx2_path_compiled_for_haswell_in_a_subprocess():
+    """LLVM compiles AVX2 code (NUMBA_CPU_NAME=haswell with haswell's features: the name
+    alone keeps the host's features in numba) and the avx2/portable paths stay right."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "NUMBA_CPU_NAME": "haswell",
+        "NUMBA_CPU_FEATURES": HASWELL_FEATURES,
+        "FASTCLS_NUMBA_CACHE": "0",  # inspect_asm needs this process's own compile
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _AVX2_CHILD], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "AVX2-OK" in out.stdout
+
+
+def test_hot_loops_vectorise_natively():
+    """The register tiles compile to packed FMAs (the notes: 4- and 8-row updates once
+    silently compiled to scalar code). The on-disk cache hides the assembly, so the tiles
+    are compiled afresh here with the kernels' flags."""
+    import numba
+
+    from fastcls._config import FMA
+    from fastcls._runtime import cpu_features
+    from fastcls.kernels import losses as K
+
+    if not {"fma", "avx"} <= cpu_features():
+        pytest.skip("packed FMAs need a CPU with AVX and FMA")
+    X = np.ones((4, 40), np.float32)
+    WT = np.ones((5, 40), np.float32)
+    gw = np.ones((4, 5), np.float32)
+    opts = {"nogil": True, "fastmath": set(FMA), "error_model": "numpy", "cache": False}
+    scores = numba.njit(**opts)(K._scores4_chunk.py_func)
+    update = numba.njit(**opts)(K._update4_chunk.py_func)
+    scores(X[0], X[1], X[2], X[3], WT, 0, 40, np.zeros((4, 5)), 0, 4)
+    update(X[0], X[1], X[2], X[3], gw, 0, WT, 0, 40, 2)
+    for fn in (scores, update):
+        asm = "\n".join(fn.inspect_asm().values())
+        assert re.search(r"vfmadd\d+ps\s+[^\n]*%[yz]mm", asm), fn
