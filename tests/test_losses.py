@@ -538,3 +538,33 @@ def test_hot_loops_vectorise_natively():
     for fn in (scores, update):
         asm = "\n".join(fn.inspect_asm().values())
         assert re.search(r"vfmadd\d+ps\s+[^\n]*%[yz]mm", asm), fn
+
+
+# ----------------------------------------------------------------------------- range (issue 10)
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+@pytest.mark.parametrize("xs,ws", [(1e20, 1.0), (1.0, 1e20), (1e20, 1e20), (3e38, 1.0)])
+def test_float32_inputs_far_from_one_give_finite_right_results(kind, xs, ws):
+    """float32 scores or gradient sums overflowed to inf/NaN for in-range inputs (1e20):
+    such calls are recomputed in float64 and returned in float32."""
+    rng = np.random.default_rng(0)
+    X = np.clip(rng.standard_normal((40, 6)) * xs, -3e38, 3e38).astype(np.float32)
+    W = (rng.standard_normal((6, 3)) * ws).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    loss, dW = LOSSES[kind](W, X, y, 1e-3)
+    assert np.isfinite(loss) and dW.dtype == np.float32 and np.isfinite(dW).all()
+    ref = linear_loss_reference(kind, W, X, y, 1e-3)
+    assert loss == pytest.approx(ref[0], rel=1e-6)
+    assert_close(dW, ref[1], 1e-6, "dW")
+
+
+@pytest.mark.parametrize("kind", ["svm"])  # softmax gradients stay within max |x|
+def test_results_beyond_the_range_raise_a_clear_error(kind):
+    X = np.full((8, 3), 3e38, np.float32)
+    W = np.zeros((3, 4), np.float32)
+    W[:, 1] = 1.0  # class 1 scores far above class 0: every row's gradient ~ -3e38 * 3
+    y = np.zeros(8, np.int64)
+    with pytest.raises(FloatingPointError, match="beyond float32's range"):
+        LOSSES[kind](W, X, y)
+    # float64: validation caps |values| at 1e150, so scores and gradients stay finite
+    loss, dW = LOSSES[kind](W.astype(np.float64) * 1e150, X.astype(np.float64) * 0 + 1e150, y)
+    assert np.isfinite(loss) and np.isfinite(dW).all()
