@@ -227,6 +227,8 @@ class Tunables:
     l2_uint8_impl: str | None = None
     #: L2 float on whole numbers 0..255: take the exact integer kernel
     l2_uint8_shortcut: bool = True
+    #: L2 float64: rank candidates with a float32 GEMM (the rerank stays exact float64)
+    l2_float64_sgemm: bool = True
     #: L2 integer kernel: training rows per cache block (0: about ``l2_int_block_bytes``)
     l2_int_block_rows: int = 0
     l2_int_block_bytes: int = 24 * 1024

@@ -539,3 +539,19 @@ def test_backend_keeps_a_pixel_copy_of_whole_number_floats(metric, dtype):
     assert build_backend("numba", X, metric).X_pixels is None  # uint8 needs no copy
     with override(l1_uint8_shortcut=False, l2_uint8_shortcut=False):
         assert build_backend("numba", X.astype(dtype), metric).X_pixels is None
+
+
+@pytest.mark.parametrize("sgemm", [True, False])
+def test_float64_ranked_in_float32_or_float64(sgemm):
+    """float64 inputs: float32 GEMM + float64 rerank (default) or a float64 GEMM; rows
+    too large for float32 switch to float64 on their own. Always the exact answer."""
+    rng = np.random.default_rng(24)
+    X = rng.standard_normal((300, 40))
+    X[50:60] = X[5]  # duplicates: ties
+    Q = X[[5, 7, 9]] + 1e-9 * rng.standard_normal((3, 40))
+    for scale in (1.0, 1e30):
+        with override(l2_float64_sgemm=sgemm), l2_params(DIRECT_MAX_WORK=0, N_EXTRA=2):
+            before = dict(l2.STATS)
+            d, i = kernel_knn(Q * scale, X * scale, 12, train_tile=128)
+        assert l2.STATS["gemm_calls"] > before["gemm_calls"]
+        assert_matches_reference(d, i, Q * scale, X * scale, 12)

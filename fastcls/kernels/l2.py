@@ -23,8 +23,10 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
 -----------------------------------------------------------------------
 1. **Centre.** ``c`` = the mean of up to 1024 evenly spaced rows of the tile (rounded
    to integers for uint8, so uint8 centring is exact), ``X' = X - c``,
-   ``Q' = Q - c`` in the working precision ``w`` (float32 for float32 and uint8 inputs,
-   float64 for float64). Distances are translation invariant, and centring makes the
+   ``Q' = Q - c`` in the working precision ``w``: float32 (float64 inputs too, unless
+   ``settings.l2_float64_sgemm`` is off or the centred rows exceed ``2^58`` in norm,
+   then float64; the bound below holds for either, as it covers rounding to ``w``).
+   Distances are translation invariant, and centring makes the
    norms, hence the cancellation error of the GEMM trick, small.
 2. **GEMM + fused selection.** Per query tile (``settings.l2_query_tile_rows``) and
    training block (``settings.l2_train_block_rows``): ``G = (-2 Q') X'^T`` (sgemm /
@@ -407,7 +409,11 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     k = best_d.shape[1]
     if nq == 0 or nx == 0:
         return
-    wdtype = np.float64 if Q.dtype == np.float64 else np.float32
+    # float64 inputs are ranked in float32 too (twice the GEMM rate): the certificate's
+    # bound covers the rounding of the centred rows to the working precision, and the
+    # rerank is float64; rows too large for float32 switch back to a float64 GEMM below
+    f64_in_f32 = Q.dtype == np.float64 and settings.l2_float64_sgemm
+    wdtype = np.float64 if Q.dtype == np.float64 and not f64_in_f32 else np.float32
     u = U64 if wdtype is np.float64 else U32
     m = min(k + int(settings.l2_extra_candidates), nx)
     if nq * nx * D <= settings.l2_direct_max_work or m >= nx or (D + 16) * u >= 0.5:
@@ -421,8 +427,15 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     c = _centre(X, wdtype, uint8)
     Xc = scratch("xc", (nx, D), wdtype)
     xn = np.empty(nx)
-    map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
+    with np.errstate(over="ignore"):
+        map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
     xmax = math.sqrt(float(xn.max()))
+    if f64_in_f32 and not xmax <= 2.0**58:  # centred rows beyond float32's safe range
+        wdtype, u = np.float64, U64
+        c = _centre(X, wdtype, uint8)
+        Xc = scratch("xc", (nx, D), wdtype)
+        map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
+        xmax = math.sqrt(float(xn.max()))
     with np.errstate(over="ignore"):  # overflow -> the direct path below
         xn_w = xn.astype(wdtype)
     coef = (gamma(D + 16, u) + gamma(3 * D + 16, U64)) * (1.0 + 2.0**-20)
