@@ -248,7 +248,8 @@ def save(
     (``os.replace``) and the folder fsynced. If the save fails the temporary file is
     removed and ``path`` is untouched; a process killed mid-save leaves ``path``
     untouched (and possibly the temporary file). An existing file keeps its permission
-    bits; a new one gets ``0o666`` less the umask.
+    bits; a new one gets ``0o666`` less the umask. A symbolic link at ``path`` is
+    followed: the file it names is replaced and the link kept.
 
     Examples
     --------
@@ -320,6 +321,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
     target = os.fspath(path)
     if isinstance(target, bytes):
         target = os.fsdecode(target)
+    if os.path.islink(target):  # replace the file the link names, and keep the link
+        target = os.path.realpath(target)
     folder = os.path.dirname(os.path.abspath(target))
     mode = _default_mode(target)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")

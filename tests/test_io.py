@@ -214,6 +214,21 @@ def test_save_keeps_the_permissions_of_the_file_it_replaces(tmp_path, data):
     assert os.stat(path).st_mode & 0o777 == 0o640
 
 
+def test_save_through_a_symlink_replaces_its_target(tmp_path, data):
+    X, Q = data
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "real.npz"
+    link = tmp_path / "latest.npz"
+    first = fastcls.KNearestNeighbor(k=1).fit(X, np.arange(300) % 2)
+    first.save(target)
+    link.symlink_to(target)
+    second = fastcls.KNearestNeighbor(k=3).fit(X, np.arange(300) % 3)
+    second.save(link)
+    assert link.is_symlink()
+    _assert_identical(second, fastcls.load(target), Q)
+    assert sorted(os.listdir(tmp_path / "store")) == ["real.npz"]
+
+
 # --------------------------------------------------------------------------- atomic save
 def test_a_failing_save_leaves_the_previous_file_and_no_temporary(tmp_path, data, monkeypatch):
     X, Q = data
