@@ -234,7 +234,7 @@ def test_uint8_equals_float_on_the_same_values(kind):
 
 
 @pytest.mark.parametrize("impl", _available_impls())
-@pytest.mark.parametrize("D", [1, 31, 32, 63, 64, 65, 200])
+@pytest.mark.parametrize("D", [1, 31, 32, 33, 63, 64, 65, 100, 200, 784])
 def test_uint8_implementations_agree(impl, D, monkeypatch):
     """psadbw (AVX-512 / AVX2) and the portable int32 kernel give the same exact result."""
     rng = np.random.default_rng(D)

@@ -29,7 +29,8 @@ clamping the row index (the duplicated lanes are computed and ignored).
 * uint8: ``vpsadbw`` (sum of absolute differences of unsigned bytes into 64-bit
   lanes), which LLVM never emits from a Numba loop, is called through a Numba
   ``@intrinsic`` written in LLVM IR (``llvm.x86.avx512.psad.bw.512`` on 64-byte
-  vectors or ``llvm.x86.avx2.psad.bw`` on 32-byte vectors), with a scalar tail. CPUs
+  vectors or ``llvm.x86.avx2.psad.bw`` on 32-byte vectors); a feature count that is not
+  a multiple of the width takes one extra masked vector that overlaps the previous. CPUs
   without AVX2 get an int32-widening register-tiled kernel. :func:`uint8_impl` makes
   the choice; ``settings.l1_uint8_impl`` forces one (tests use it). uint8 sums are exact
   integers, so the uint8 top-k needs no correction step.
@@ -210,7 +211,12 @@ def _exact_pair(q, x):
 
 # --------------------------------------------------------------------------- uint8 tiles
 def _make_sad_intrinsic(width: int):
-    """Numba intrinsic: 4 x 2 tile of sums of |q_a - x_b| over ``nblocks * width`` bytes.
+    """Numba intrinsic: 4 x 2 tile of sums of |q_a - x_b| over ``nblocks * width + rem`` bytes.
+
+    The last ``rem < width`` bytes (``nblocks >= 1``) are read as one vector ending at
+    the last byte with its first ``width - rem`` lanes zeroed on both sides (a masked
+    load on AVX-512), instead of a scalar tail per pair (784 = 12 x 64 + 16 features
+    spent as long on the tail as on the vectors).
 
     ``width`` 32 calls ``llvm.x86.avx2.psad.bw`` (<32 x i8> x 2 -> <4 x i64>), 64
     calls ``llvm.x86.avx512.psad.bw.512`` (<64 x i8> x 2 -> <8 x i64>). Unaligned
@@ -223,8 +229,8 @@ def _make_sad_intrinsic(width: int):
     lanes = width // 8
 
     @intrinsic
-    def sad_4x2(typingctx, q0, q1, q2, q3, x0, x1, nblocks):
-        sig = types.UniTuple(types.int64, 8)(q0, q1, q2, q3, x0, x1, types.int64)
+    def sad_4x2(typingctx, q0, q1, q2, q3, x0, x1, nblocks, rem):
+        sig = types.UniTuple(types.int64, 8)(q0, q1, q2, q3, x0, x1, types.int64, types.int64)
 
         def codegen(context, builder, signature, args):
             i64 = ir.IntType(64)
@@ -238,17 +244,42 @@ def _make_sad_intrinsic(width: int):
                 for ty, val in zip(signature.args[:6], args[:6], strict=True)
             ]
             accs = [cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(8)]
-            with cgutils.for_range(builder, args[6], intp=i64) as loop:
-                off = builder.mul(loop.index, ir.Constant(i64, width))
+
+            def step(off, mask):
                 vecs = []
                 for p in ptrs:
                     addr = builder.gep(p, [off], source_etype=ir.IntType(8))
-                    vecs.append(builder.load(addr, align=1, typ=vbytes))
+                    v = builder.load(addr, align=1, typ=vbytes)
+                    if mask is not None:  # both sides zero: |0 - 0| adds nothing
+                        v = builder.select(mask, v, ir.Constant(vbytes, None))
+                    vecs.append(v)
                 for a in range(4):
                     for b in range(2):
                         acc = accs[2 * a + b]
                         sad = builder.call(fn, [vecs[a], vecs[4 + b]])
                         builder.store(builder.add(builder.load(acc), sad), acc)
+
+            wconst = ir.Constant(i64, width)
+            with cgutils.for_range(builder, args[6], intp=i64) as loop:
+                step(builder.mul(loop.index, wconst), None)
+            rem = args[7]
+            with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
+                # the tail: one vector ending at the last byte, its first width - rem
+                # lanes (already counted) masked off on both sides
+                i8 = ir.IntType(8)
+                lane_ids = ir.Constant(vbytes, list(range(width)))
+                first = builder.trunc(builder.sub(wconst, rem), i8)
+                splat = builder.insert_element(
+                    ir.Constant(vbytes, None), first, ir.Constant(ir.IntType(32), 0)
+                )
+                splat = builder.shuffle_vector(
+                    splat,
+                    ir.Constant(vbytes, None),
+                    ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width),
+                )
+                mask = builder.icmp_unsigned(">=", lane_ids, splat)
+                end = builder.add(builder.mul(args[6], wconst), rem)
+                step(builder.sub(end, wconst), mask)
             sums = []
             for acc in accs:
                 v = builder.load(acc)
@@ -292,28 +323,20 @@ def _tail_uint8_4x2(q0, q1, q2, q3, x0, x1):
 
 @jit
 def _tile_uint8_avx2(q0, q1, q2, q3, x0, x1):
-    """Exact 4 x 2 tile with ``vpsadbw`` on 32-byte vectors + scalar tail."""
+    """Exact 4 x 2 tile with ``vpsadbw`` on 32-byte vectors (masked overlapping tail)."""
     nb = q0.shape[0] // 32
-    s = _sad_4x2_avx2(q0, q1, q2, q3, x0, x1, np.int64(nb))
-    e = nb * 32
-    t = _tail_uint8_4x2(q0[e:], q1[e:], q2[e:], q3[e:], x0[e:], x1[e:])
-    return (
-        s[0] + t[0], s[1] + t[1], s[2] + t[2], s[3] + t[3],
-        s[4] + t[4], s[5] + t[5], s[6] + t[6], s[7] + t[7],
-    )  # fmt: skip
+    if nb == 0:  # shorter than one vector
+        return _tail_uint8_4x2(q0, q1, q2, q3, x0, x1)
+    return _sad_4x2_avx2(q0, q1, q2, q3, x0, x1, np.int64(nb), np.int64(q0.shape[0] - nb * 32))
 
 
 @jit
 def _tile_uint8_avx512(q0, q1, q2, q3, x0, x1):
-    """Exact 4 x 2 tile with ``vpsadbw`` on 64-byte vectors + scalar tail."""
+    """Exact 4 x 2 tile with ``vpsadbw`` on 64-byte vectors (masked overlapping tail)."""
     nb = q0.shape[0] // 64
-    s = _sad_4x2_avx512(q0, q1, q2, q3, x0, x1, np.int64(nb))
-    e = nb * 64
-    t = _tail_uint8_4x2(q0[e:], q1[e:], q2[e:], q3[e:], x0[e:], x1[e:])
-    return (
-        s[0] + t[0], s[1] + t[1], s[2] + t[2], s[3] + t[3],
-        s[4] + t[4], s[5] + t[5], s[6] + t[6], s[7] + t[7],
-    )  # fmt: skip
+    if nb == 0:  # shorter than one vector
+        return _tail_uint8_4x2(q0, q1, q2, q3, x0, x1)
+    return _sad_4x2_avx512(q0, q1, q2, q3, x0, x1, np.int64(nb), np.int64(q0.shape[0] - nb * 64))
 
 
 @jit
