@@ -98,6 +98,10 @@ _MAX_METADATA_BYTES = 16 * 2**20
 #: largest ``.npy`` header accepted (numpy writes < 200 bytes for our arrays)
 _MAX_NPY_HEADER = 4096
 _READ_CHUNK = 16 * 2**20
+#: members of a model archive (metadata + a handful of arrays), checked from the end
+#: record before zipfile reads the central directory
+_MAX_MEMBERS = 64
+_EOCD_SEARCH = 22 + 65535  # the end record and the longest zip comment
 _MEMBER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.npy")
 _DIGEST_PREFIX = "sha256:"
 
@@ -359,6 +363,16 @@ class _Archive:
         head = f.read(4)
         if head not in (b"PK\x03\x04", b"PK\x05\x06"):
             raise self.not_model("not a zip (.npz) archive")
+        # the member count from the end record, before zipfile builds an object per
+        # entry of the central directory (a file of millions of empty entries)
+        f.seek(max(0, size - _EOCD_SEARCH))
+        tail = f.read()
+        end = tail.rfind(b"PK\x05\x06")
+        if end < 0 or len(tail) < end + 22:
+            raise self.not_model("no zip end-of-archive record")
+        (entries,) = struct.unpack("<H", tail[end + 10 : end + 12])
+        if entries > _MAX_MEMBERS:
+            raise self.error(None, f"{entries} archive members; a model has at most {_MAX_MEMBERS}")
         f.seek(0)
         try:
             self.zf = zipfile.ZipFile(f)
@@ -377,6 +391,8 @@ class _Archive:
                 raise self.error(name[:-4], "encrypted member")
             if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
                 raise self.error(name[:-4], "stored member with inconsistent sizes")
+            if info.compress_size > size:
+                raise self.error(name[:-4], "member larger than the file")
             total += info.file_size
             self.members[name[:-4]] = info
         if total > self.max_bytes:

@@ -629,6 +629,15 @@ def test_version_2_and_1_files_still_load(tmp_path, saved, data):
     _assert_identical(original, fastcls.load(tmp_path / "v1.npz"), Q)
 
 
+def test_an_archive_of_many_members_is_refused_from_its_end_record(tmp_path):
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(1000):
+            zf.writestr(f"a{i}.npy", b"")
+    with pytest.raises(fastcls.ModelFileError, match="1000 archive members"):
+        fastcls.load(path)
+
+
 @pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_archive_level_defects_are_model_file_errors(tmp_path, saved):
     meta, arrays = _read(saved["knn"])
