@@ -35,8 +35,8 @@ def _knn(metric: str) -> Callable[[], None]:
 
         rng = np.random.default_rng(0)
         for dtype in (np.uint8, np.float32, np.float64):
-            if dtype == np.uint8:
-                X = rng.integers(0, 256, (48, 20)).astype(np.uint8)
+            if dtype == np.uint8:  # 70 features: the integer kernels' vector paths + tail
+                X = rng.integers(0, 256, (48, 70)).astype(np.uint8)
             else:  # non-integer values: the float kernels, not the exact uint8 shortcut
                 X = rng.random((48, 20)).astype(dtype)
             # small problems take the direct path; larger ones L2's GEMM path
@@ -45,6 +45,8 @@ def _knn(metric: str) -> Callable[[], None]:
                 with override(**tunables):
                     kneighbors(X[:6], X, 3, metric)
                     pairwise_distances(X[:3], X[:4], metric)
+            with override(knn_selection="blocks"):  # the large-k selection's merge
+                kneighbors(X[:2], X, 48, metric)
         KNearestNeighbor(k=3, metric=metric).fit(X, np.arange(48) % 3).predict(X[:4])
 
     return run
