@@ -57,7 +57,7 @@ MNIST_FILES: dict[str, str] = {
 """The standard file names (without ``.gz``) of the four MNIST-format files."""
 
 #: IDX type code -> NumPy dtype (big-endian, as stored)
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
