@@ -94,6 +94,7 @@ def best_simd(required: dict[str, tuple[str, ...]] | None = None) -> tuple[str, 
 KERNEL_CHOICES: dict[str, str] = {
     "k-NN L1 uint8": "fastcls.kernels.l1:uint8_impl",
     "k-NN L2 uint8": "fastcls.kernels.l2int:int_impl",
+    "linear loss": "fastcls.kernels.losses:kernel_impl",
 }
 #: the CPU flags that decide a kernel choice somewhere (reported by :func:`kernel_report`)
 REPORTED_FEATURES = (

@@ -753,14 +753,12 @@ def system_info() -> dict[str, Any]:
     import numba
 
     from fastcls import __version__, get_num_threads
-    from fastcls._runtime import kernel_report
+    from fastcls._runtime import kernel_report, threading_layer_in_use
 
     config: Any = numba.config
-    layer: str
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel region has run in this process yet
-        layer = f"not started yet (requested: {config.THREADING_LAYER})"
+    threads = get_num_threads()  # starts numba's thread pool, so its layer is known
+    # None if the pool could not start
+    layer = threading_layer_in_use() or f"not started yet (requested: {config.THREADING_LAYER})"
     extras = {
         "faiss": _version("faiss-cpu") or _version("faiss"),
         "dask": _version("dask"),
@@ -779,7 +777,7 @@ def system_info() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         **kernel_report(),
-        "threads": get_num_threads(),
+        "threads": threads,
         "numba_num_threads": int(config.NUMBA_NUM_THREADS),
         "threading_layer": layer,
         "cache": _cache_folder(),
