@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -1103,8 +1104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastcls import num_threads
 
     status = _Status(args.command, args.quiet or args.json)
+    command = args.command
+
+    def one_line_warning(message: Any, category: Any, *rest: Any, **kw: Any) -> None:
+        text = " ".join(str(message).split())
+        print(f"fastcls {command}: warning: {text} ({category.__name__})", file=sys.stderr)
+
     try:
-        with num_threads(getattr(args, "threads", None)):
+        with num_threads(getattr(args, "threads", None)), warnings.catch_warnings():
+            warnings.showwarning = one_line_warning  # one line each, not Python's two
             return COMMANDS[args.command](args, status)
     except CLIError as exc:
         if os.environ.get("FASTCLS_DEBUG"):

@@ -653,3 +653,26 @@ def test_knn_on_a_slice_of_the_real_fashion_mnist(capsys):
     check_schema(result, "knn")
     assert result["class_names"][9] == "Ankle boot"
     assert 0.72 < result["accuracy"] < 0.9  # k-NN on 2000 images; ~0.86 on all 60000
+
+
+def test_warnings_are_one_line_on_stderr(capsys, tmp_path):
+    # training pixels 0..255, test images scaled to [0, 1]: fastcls warns about the scale
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(30, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "tr.npz", X=X, y=np.arange(30) % 3)
+    np.savez(tmp_path / "te.npz", X=X[:6] / 255.0, y=np.arange(6) % 3)
+    argv = ["knn", "--train", str(tmp_path / "tr.npz"), "--test", str(tmp_path / "te.npz")]
+    code, out, err = _run([*argv, "-q"], capsys)
+    assert code == 0 and "test accuracy" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastcls knn: warning: "), err
+    assert lines[0].endswith("(DataRangeWarning)")
+
+
+def test_demo_has_no_false_scale_warning(capsys, tmp_path):
+    # standardised HOG features are heavy-tailed: the demo scales every part alike
+    code, _, err = _run(
+        ["demo", "--quick", "--no-plots", "--skip", "knn", "--skip", "linear",
+         "--out", str(tmp_path), "-q"], capsys,
+    )  # fmt: skip
+    assert code == 0 and "warning" not in err.lower()
