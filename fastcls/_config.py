@@ -197,6 +197,9 @@ class Tunables:
     #: k-NN top-k selection: "auto" (by k and the row count), "insert" (sorted
     #: insertion) or "blocks" (per-block lists merged in linear time, for large k)
     knn_selection: str = "auto"
+    #: k-NN cross-validation on pixel data: each distance between two folds computed
+    #: once and used in both directions (exact integer kernels)
+    cv_symmetric_pairs: bool = True
 
     #: L1: training rows per cache block (0: about ``l1_block_bytes`` of rows)
     l1_block_rows: int = 0

@@ -9,7 +9,9 @@ and touch the test set once, at the end.
   samples among the other folds (one pass over the sample pairs per metric, instead of
   one per fold *and* per ``k``), then votes for every ``k`` from those sorted lists.
   Fold accuracies are exactly those of refitting a :class:`~fastcls.KNearestNeighbor`
-  per fold and per ``k``.
+  per fold and per ``k``. On pixel data (uint8, or floats holding whole numbers
+  0..255) each distance between two folds is computed once, by the exact integer
+  kernels, and serves both folds (``settings.cv_symmetric_pairs``): half the work.
 * :func:`search_linear` runs a grid or log-uniform random search over learning rate
   and regularisation for :class:`~fastcls.linear.LinearSVM` / ``Softmax``.
 """
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fastcls import _validation as V
+from fastcls._config import num_threads, settings
 from fastcls._progress import Progress, compile_seconds
 
 __all__ = [
@@ -305,6 +308,15 @@ class CVResult:
         return ax
 
 
+def _pixels(X: np.ndarray) -> np.ndarray | None:
+    """``X`` as uint8 when it holds only whole numbers 0..255 (exact integer kernels)."""
+    if X.dtype == np.uint8:
+        return X
+    from fastcls.kernels.l1 import as_exact_uint8
+
+    return as_exact_uint8(X) if X.dtype.kind == "f" else None
+
+
 def _vote_all_k(
     labels: np.ndarray, dist: np.ndarray, ks: np.ndarray, n_classes: int, weights: str
 ) -> np.ndarray:
@@ -313,6 +325,40 @@ def _vote_all_k(
     if weights == "uniform":
         return vote.majority_vote_all_k(labels, ks, n_classes)
     return vote.weighted_vote_all_k(labels, dist, ks, n_classes)
+
+
+def _symmetric_neighbours(
+    Xu: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], k_max: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's ``k_max`` nearest neighbours outside its own fold, by global index.
+
+    Each pair of folds ``a < b`` is evaluated once: one exact distance block (the
+    integer kernels, so the values are the ones a search reports) serves the rows of
+    ``a`` (neighbours in ``b``) and, transposed, the rows of ``b`` (neighbours in
+    ``a``): half the distance computations of searching each fold against the others.
+    Lists merge by ``(distance, global index)``; since each fold's training part keeps
+    the global order, the result equals the per-fold search, ties included.
+    Distances are the surrogate (squared for ``"l2"``).
+    """
+    from fastcls.kernels.l1 import l1_pairwise_uint8
+    from fastcls.kernels.l2int import sqeuclidean_pairwise_int
+    from fastcls.kernels.topk import merge_block_cols, merge_block_rows, new_topk
+
+    pairwise = l1_pairwise_uint8 if metric == "l1" else sqeuclidean_pairwise_int
+    best_d, best_i = new_topk(Xu.shape[0], k_max)
+    vals = [v for _, v in folds]
+    rows = [np.ascontiguousarray(Xu[v]) for v in vals]
+    for a in range(len(vals)):
+        for b in range(a + 1, len(vals)):
+            # blocks of at most about 32 MiB of float64 distances
+            step = max(1, (32 << 20) // (8 * max(1, vals[b].size)))
+            for s in range(0, vals[a].size, step):
+                ids = vals[a][s : s + step]
+                block = np.empty((ids.size, vals[b].size))
+                pairwise(rows[a][s : s + step], rows[b], block)
+                merge_block_rows(block, ids, vals[b], best_d, best_i)
+                merge_block_cols(block, ids, vals[b], best_d, best_i)
+    return best_d, best_i
 
 
 def cross_validate_knn(
@@ -401,10 +447,25 @@ def cross_validate_knn(
 
     fold_acc = {(m, k): np.empty(n_folds) for m in metrics_c for k in ks_arr.tolist()}
     times: dict[str, float] = {}
+    pixels = _pixels(Xa) if backend == "numba" and settings.cv_symmetric_pairs else None
     with Progress(len(metrics_c) * n_folds, "k-NN cross-validation", enabled=progress) as bar:
         for m in metrics_c:
             t0 = time.perf_counter()
+            if pixels is not None:
+                with num_threads(n_jobs):
+                    all_d, all_i = _symmetric_neighbours(pixels, folds, k_max, m)
+                if m == "l2":
+                    np.sqrt(all_d, out=all_d)
             for f, (train_idx, val_idx) in enumerate(folds):
+                if pixels is not None:
+                    dist = np.ascontiguousarray(all_d[val_idx])
+                    labels = np.ascontiguousarray(y_enc[all_i[val_idx]])
+                    pred = _vote_all_k(labels, dist, ks_arr, n_classes, weights)
+                    acc = (pred == y_enc[val_idx][None, :]).mean(axis=1)
+                    for t, k in enumerate(ks_arr.tolist()):
+                        fold_acc[(m, k)][f] = acc[t]
+                    bar.update()
+                    continue
                 # the training part keeps the global order, so "lower index wins" in
                 # the reduced set is the same rule as refitting on X[train_idx]
                 dist, idx = kneighbors(

@@ -555,3 +555,14 @@ def test_float64_ranked_in_float32_or_float64(sgemm):
             d, i = kernel_knn(Q * scale, X * scale, 12, train_tile=128)
         assert l2.STATS["gemm_calls"] > before["gemm_calls"]
         assert_matches_reference(d, i, Q * scale, X * scale, 12)
+
+
+@pytest.mark.parametrize("impl", INT_IMPLS)
+@pytest.mark.parametrize("D", [1, 17, 64, 100])
+def test_int_pairwise_equals_reference(impl, D):
+    rng = np.random.default_rng(25 + D)
+    X, Y = make_data(rng, 13, 22, D, np.uint8, "extremes")
+    out = np.empty((13, 22))
+    with override(l2_uint8_impl=impl, l2_int_block_rows=4, l2_int_query_chunk_rows=4):
+        l2int.sqeuclidean_pairwise_int(X, Y, out)
+    np.testing.assert_array_equal(out, pairwise_distances_reference(X, Y, "sqeuclidean"))

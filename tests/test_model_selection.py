@@ -603,3 +603,32 @@ def test_sklearn_gridsearchcv_tunes_our_linear_models():
     assert grid.best_params_["learning_rate"] in (1e-3, 1e-1)
     assert grid.best_estimator_.n_iters == 40
     assert grid.best_score_ > 0.8
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_cv_symmetric_pairs_equal_per_fold_search(shuffle, dtype, monkeypatch):
+    """Each fold pair's distances computed once and used both ways: the same fold
+    accuracies as searching every fold against the others (ties, both weightings)."""
+    from fastcls import model_selection
+    from fastcls._config import override
+
+    calls = []
+    real = model_selection._symmetric_neighbours
+    monkeypatch.setattr(
+        model_selection, "_symmetric_neighbours", lambda *a: calls.append(1) or real(*a)
+    )
+
+    rng = np.random.default_rng(3)
+    X, y = _tied_data(rng, 90, 70, 3, 3, np.uint8, duplicates=12)  # 70: vector paths + tail
+    X = X.astype(dtype)
+    ks = [1, 2, 5, 9, 20]
+    for weights in ("uniform", "distance"):
+        kw = dict(metrics=("l1", "l2", "sqeuclidean"), n_folds=4, weights=weights)
+        kw.update(shuffle=shuffle, seed=5)
+        sym = cross_validate_knn(X, y, ks, **kw)
+        with override(cv_symmetric_pairs=False):
+            per_fold = cross_validate_knn(X, y, ks, **kw)
+        for key, acc in per_fold.fold_accuracies.items():
+            np.testing.assert_array_equal(sym.fold_accuracies[key], acc, err_msg=str(key))
+    assert len(calls) == 6  # 3 metrics x 2 weightings, symmetric runs only

@@ -1,7 +1,8 @@
 """Exact integer squared-L2 top-k for uint8 rows: ``|q|^2 + |x|^2 - 2 q.x`` in integers.
 
-Public kernel: ``sqeuclidean_topk_int(Q, X, offset, best_d, best_i)`` (uint8 Q and X,
-the top-k contract of :mod:`fastcls.kernels.topk`). :func:`int_impl` names the chosen
+Public kernels: ``sqeuclidean_topk_int(Q, X, offset, best_d, best_i)`` (uint8 Q and X,
+the top-k contract of :mod:`fastcls.kernels.topk`) and ``sqeuclidean_pairwise_int(X, Y,
+out)`` (the same exact values as a matrix). :func:`int_impl` names the chosen
 micro-kernel; ``settings.l2_uint8_impl`` forces one (tests run each in turn).
 
 Every quantity is an integer: the norms in int64, the cross term ``q.x`` as an integer
@@ -344,7 +345,53 @@ def _topk_int_vnni(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk):
     _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, 2)
 
 
+@jit(parallel=True)
+def _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, impl):
+    """``out[q, j] = qn + xn - 2 (dot + xc)`` (exact integers) for every pair."""
+    literally(impl)
+    nq = Qb.shape[0]
+    nx = X.shape[0]
+    tnx = _tile_nx(impl)
+    w = xn - 2 * xc
+    n_chunks = (nq + chunk - 1) // chunk
+    for ch in prange(n_chunks):
+        c0 = ch * chunk
+        c1 = min(c0 + chunk, nq)
+        for j0 in range(0, nx, block):
+            j1 = min(j0 + block, nx)
+            for qa in range(c0, c1, 4):
+                for j in range(j0, j1, tnx):
+                    s = _dots(impl, Qb, X, qa, c1 - 1, j, j1 - 1)
+                    na = min(4, c1 - qa)
+                    nb = min(tnx, j1 - j)
+                    for t in range(4 * tnx):
+                        a = t // tnx
+                        b = t % tnx
+                        if a < na and b < nb:
+                            out[qa + a, j + b] = np.float64(qn[qa + a] + w[j + b] - 2 * s[t])
+
+
+@jit
+def _pairwise_int_portable(Qb, X, qn, xn, xc, out, block, chunk):
+    _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, 0)
+
+
+@jit
+def _pairwise_int_avx2(Qb, X, qn, xn, xc, out, block, chunk):
+    _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, 1)
+
+
+@jit
+def _pairwise_int_vnni(Qb, X, qn, xn, xc, out, block, chunk):
+    _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, 2)
+
+
 _ENTRIES = {"portable": _topk_int_portable, "avx2": _topk_int_avx2, "vnni": _topk_int_vnni}
+_PAIRWISE = {
+    "portable": _pairwise_int_portable,
+    "avx2": _pairwise_int_avx2,
+    "vnni": _pairwise_int_vnni,
+}
 #: bytes per vector step of each implementation (fewer features: portable)
 _WIDTH = {"portable": 1, "avx2": 16, "vnni": 64}
 
@@ -451,6 +498,28 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     nx = X.shape[0]
     if nq == 0 or nx == 0:
         return
+    impl, Qb, qn, xn, xc = _prepare(Q, X)
+    block, chunk = _sizes(nq, D)
+    _ENTRIES[impl](Qb, X, qn, xn, xc, np.int64(offset), best_d, best_i, block, chunk)
+
+
+def sqeuclidean_pairwise_int(X, Y, out) -> None:
+    """``out[i, j] = sum (X[i] - Y[j])^2`` exactly for uint8 rows (out float64).
+
+    The same micro-kernels and arithmetic as :func:`sqeuclidean_topk_int`, so the values
+    are identical to the distances the top-k search reports.
+    """
+    if X.shape[0] == 0 or Y.shape[0] == 0:
+        return
+    impl, Xb, xn, yn, yc = _prepare(X, Y)
+    block, chunk = _sizes(X.shape[0], X.shape[1])
+    _PAIRWISE[impl](Xb, Y, xn, yn, yc, out, block, chunk)
+
+
+def _prepare(Q, X):
+    """(implementation, query bytes, query norms, row norms, row corrections)."""
+    nq, D = Q.shape
+    nx = X.shape[0]
     impl = int_impl()
     if D < _WIDTH[impl]:
         impl = "portable"
@@ -466,5 +535,4 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
         Qb = Q
         _row_stats(Q, qn, np.empty(nq, dtype=np.int64))
         xc = np.zeros(nx, dtype=np.int64)
-    block, chunk = _sizes(nq, D)
-    _ENTRIES[impl](Qb, X, qn, xn, xc, np.int64(offset), best_d, best_i, block, chunk)
+    return impl, Qb, qn, xn, xc

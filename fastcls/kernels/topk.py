@@ -162,3 +162,38 @@ def merge_sorted_topk(best_d, best_i, other_d, other_i):
                 bi[p] = other_i[q, j]
                 j -= 1
             p -= 1
+
+
+@jit(parallel=True)
+def merge_block_rows(dist, row_ids, col_ids, best_d, best_i):
+    """Merge a distance block into the top-k of its rows' owners.
+
+    Row ``r`` of ``dist`` belongs to ``best[row_ids[r]]``; its entries enter as
+    ``(dist[r, c], col_ids[c])`` by ``(distance, index)``, so blocks may come in any
+    order (the symmetric cross-validation visits fold pairs).
+    """
+    k = best_d.shape[1]
+    for r in prange(dist.shape[0]):
+        q = row_ids[r]
+        bd = best_d[q]
+        bi = best_i[q]
+        for c in range(dist.shape[1]):
+            d = dist[r, c]
+            if d <= bd[k - 1]:
+                insert_sorted_by_pair(bd, bi, d, col_ids[c])
+
+
+@jit(parallel=True)
+def merge_block_cols(dist, row_ids, col_ids, best_d, best_i):
+    """As :func:`merge_block_rows` for the transposed block: column ``c`` belongs to
+    ``best[col_ids[c]]`` and its entries enter as ``(dist[r, c], row_ids[r])``."""
+    k = best_d.shape[1]
+    n_rows, n_cols = dist.shape
+    for c0 in prange((n_cols + 7) // 8):  # 8 columns per task: whole cache lines per row
+        c1 = min(n_cols, c0 * 8 + 8)
+        for r in range(n_rows):
+            for c in range(c0 * 8, c1):
+                d = dist[r, c]
+                q = col_ids[c]
+                if d <= best_d[q, k - 1]:
+                    insert_sorted_by_pair(best_d[q], best_i[q], d, row_ids[r])
