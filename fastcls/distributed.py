@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from fastcls.backends.dask import (
     DaskBackend,
+    ShardLostError,
     Shards,
     kneighbors,
     merge_pair,
@@ -28,6 +29,7 @@ from fastcls.backends.dask import (
 
 __all__ = [
     "DaskBackend",
+    "ShardLostError",
     "Shards",
     "scatter_shards",
     "kneighbors",
