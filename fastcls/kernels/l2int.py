@@ -122,17 +122,12 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                 fn = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(vacc, [v16, v16]), "llvm.x86.avx2.pmadd.wd"
                 )
-            reduce_fn = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(i32, [vacc]),
-                f"llvm.vector.reduce.add.v{vacc.count}i32",
-            )
             accs = [
                 cgutils.alloca_once_value(builder, ir.Constant(vacc, None)) for _ in range(nq * nx)
             ]
-            totals = [
-                cgutils.alloca_once_value(builder, ir.Constant(i64, 0)) for _ in range(nq * nx)
-            ]
+            lanes = vacc.count  # == nq * nx: one lane of the totals per dot product
+            vtot = ir.VectorType(i64, lanes)
+            total = cgutils.alloca_once_value(builder, ir.Constant(vtot, None))
 
             def step(off, mask):
                 """Accumulate one vector of every row at byte offset ``off``."""
@@ -162,10 +157,40 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                             new = builder.add(builder.load(acc), builder.call(fn, [qv[a], xv[b]]))
                         builder.store(new, acc)
 
+            def reduce_all(vecs):
+                """Lane i of the result = sum of the lanes of ``vecs[i]``.
+
+                A transposed tree: each level adds the two halves of every group of
+                lanes of two vectors into one vector holding both, so the
+                ``lanes`` reductions cost ``lanes - 1`` shuffle pairs and adds in all
+                (a reduction per accumulator costs ``log2(lanes)`` levels each).
+                """
+                groups = 1
+                while len(vecs) > 1:
+                    size = lanes // groups
+                    half = size // 2
+                    lo, hi = [], []
+                    for src in (0, 1):
+                        for g in range(groups):
+                            base = src * lanes + g * size
+                            lo += [base + t for t in range(half)]
+                            hi += [base + half + t for t in range(half)]
+                    mask_lo = ir.Constant(ir.VectorType(i32, lanes), lo)
+                    mask_hi = ir.Constant(ir.VectorType(i32, lanes), hi)
+                    vecs = [
+                        builder.add(
+                            builder.shuffle_vector(a, b, mask_lo),
+                            builder.shuffle_vector(a, b, mask_hi),
+                        )
+                        for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
+                    ]
+                    groups *= 2
+                return vecs[0]
+
             def flush():
-                for acc, tot in zip(accs, totals, strict=True):
-                    s = builder.sext(builder.call(reduce_fn, [builder.load(acc)]), i64)
-                    builder.store(builder.add(builder.load(tot), s), tot)
+                sums = reduce_all([builder.load(acc) for acc in accs])
+                builder.store(builder.add(builder.load(total), builder.sext(sums, vtot)), total)
+                for acc in accs:
                     builder.store(ir.Constant(vacc, None), acc)
 
             wconst = ir.Constant(i64, width)
@@ -188,7 +213,7 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                 has_tail = builder.icmp_signed(">", rem, ir.Constant(i64, 0))
                 with builder.if_then(builder.and_(is_last, has_tail)):
                     # one vector ending at byte D; its first width - rem bytes are counted
-                    lanes = ir.Constant(ir.VectorType(i8, width), list(range(width)))
+                    lane_ids = ir.Constant(ir.VectorType(i8, width), list(range(width)))
                     first = builder.trunc(builder.sub(wconst, rem), i8)
                     splat = builder.insert_element(
                         ir.Constant(ir.VectorType(i8, width), None), first, ir.Constant(i32, 0)
@@ -198,10 +223,11 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                         ir.Constant(ir.VectorType(i8, width), None),
                         ir.Constant(ir.VectorType(i32, width), [0] * width),
                     )
-                    mask = builder.icmp_unsigned(">=", lanes, splat)
+                    mask = builder.icmp_unsigned(">=", lane_ids, splat)
                     step(builder.sub(D, wconst), mask)
                 flush()
-            sums = [builder.load(t) for t in totals]
+            tot = builder.load(total)
+            sums = [builder.extract_element(tot, ir.Constant(i32, t)) for t in range(lanes)]
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
