@@ -112,37 +112,42 @@ _CHILD_SCRIPT = textwrap.dedent(
     rng = np.random.default_rng(0)
     X = rng.random((400, 16))
     y = np.arange(400) % 4
-    clf = fastcls.KNearestNeighbor(k=3, metric="l1").fit(X, y)
-    expected = clf.predict(X[:50]).tolist()  # the parent runs parallel kernels
-    layer = _runtime.threading_layer_in_use()
 
-    def child(queue):
+
+    def child(queue, clf):
         try:
             queue.put(("ok", clf.predict(X[:50]).tolist()))
         except BaseException as exc:
             queue.put(("error", type(exc).__name__ + ": " + str(exc)))
 
-    ctx = multiprocessing.get_context(sys.argv[1])
-    queue = ctx.Queue()
-    proc = ctx.Process(target=child, args=(queue,))
-    proc.start()
-    proc.join(120)
-    if proc.is_alive():
-        proc.kill()
-    outcome = queue.get(timeout=10) if proc.exitcode == 0 else None
-    print(json.dumps({"layer": layer, "exitcode": proc.exitcode, "outcome": outcome,
-                      "expected": expected}))
+
+    if __name__ == "__main__":  # spawn / forkserver children import this file
+        clf = fastcls.KNearestNeighbor(k=3, metric="l1").fit(X, y)
+        expected = clf.predict(X[:50]).tolist()  # the parent runs parallel kernels
+        layer = _runtime.threading_layer_in_use()
+        ctx = multiprocessing.get_context(sys.argv[1])
+        queue = ctx.Queue()
+        proc = ctx.Process(target=child, args=(queue, clf))
+        proc.start()
+        proc.join(120)
+        if proc.is_alive():
+            proc.kill()
+        outcome = queue.get(timeout=10) if proc.exitcode == 0 else None
+        print(json.dumps({"layer": layer, "exitcode": proc.exitcode, "outcome": outcome,
+                          "expected": expected}))
     """
 )
 
 
-def _run_parent(start_method: str, layer: str | None) -> dict:
+def _run_parent(tmp_path, start_method: str, layer: str | None) -> dict:
+    script = tmp_path / "fork_parent.py"
+    script.write_text(_CHILD_SCRIPT)
     env = dict(os.environ)
     env.pop("NUMBA_THREADING_LAYER", None)
     if layer is not None:
         env["NUMBA_THREADING_LAYER"] = layer
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD_SCRIPT, start_method],
+        [sys.executable, str(script), start_method],
         env=env,
         capture_output=True,
         text=True,
@@ -154,8 +159,8 @@ def _run_parent(start_method: str, layer: str | None) -> dict:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
 @pytest.mark.parametrize("layer", [None, "workqueue"])
-def test_forked_child_predicts_or_says_what_to_do(layer):
-    got = _run_parent("fork", layer)
+def test_forked_child_predicts_or_says_what_to_do(tmp_path, layer):
+    got = _run_parent(tmp_path, "fork", layer)
     assert got["layer"] is not None  # a parallel kernel ran in the parent before the fork
     assert got["exitcode"] == 0, f"the child was killed ({got['exitcode']})"
     kind, value = got["outcome"]
@@ -171,8 +176,8 @@ def test_forked_child_predicts_or_says_what_to_do(layer):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
-def test_spawned_child_predicts_the_same(start_method):
-    got = _run_parent(start_method, None)
+def test_spawned_child_predicts_the_same(tmp_path, start_method):
+    got = _run_parent(tmp_path, start_method, None)
     assert got["exitcode"] == 0
     assert got["outcome"] == ["ok", got["expected"]]
 
