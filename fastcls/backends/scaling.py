@@ -38,19 +38,23 @@ __all__ = [
 TINY_PEAK = 2.0**-256
 
 
-def data_peak(X: Any, limit: float = math.inf, rows: int = 65536) -> float:
+def data_peak(X: Any, limit: float = math.inf, max_rows: int = 65536) -> float:
     """Largest ``|value|`` of the rows of ``X``, scanned in row blocks.
 
-    Stops early, returning a value ``>= limit``, as soon as a block reaches ``limit``
-    (ordinary data: after the first block).
+    Stops early, returning a value ``>= limit``, as soon as a block reaches ``limit``.
+    Blocks grow from one row (x16 each time, up to ``max_rows``), so ordinary data
+    is decided by its first row or few.
     """
     peak = 0.0
-    for start in range(0, int(X.shape[0]), rows):
+    start, rows, n = 0, 1, int(X.shape[0])
+    while start < n:
         block = np.asarray(X[start : start + rows])
         if block.size:
             peak = max(peak, float(block.max()), -float(block.min()))
         if peak >= limit:
             break
+        start += rows
+        rows = min(max_rows, rows * 16)
     return peak
 
 
@@ -77,7 +81,7 @@ def search_scale(backend: Any, Q: np.ndarray) -> float:
     """
     if Q.dtype != np.float64 or Q.size == 0:
         return 1.0
-    q_peak = data_peak(Q)
+    q_peak = data_peak(Q, TINY_PEAK)
     if q_peak >= TINY_PEAK:
         return 1.0
     x_peak = getattr(backend, "tiny_scan_peak", None)
