@@ -70,24 +70,26 @@ def _vote() -> None:
 
 
 def _linear() -> None:
-    from fastcls.kernels.losses import PARALLEL_MIN_WORK
+    from fastcls._config import settings
     from fastcls.linear import LinearSVM, Softmax
     from fastcls.losses import softmax_loss, svm_loss
 
     rng = np.random.default_rng(0)
     y = np.arange(40) % 3
-    # rows x features x classes above PARALLEL_MIN_WORK: the parallel twin of the kernel
-    n_big = PARALLEL_MIN_WORK // (64 * 3) + 1
+    # rows x features x classes above linear_parallel_min_work: the parallel twin
+    n_big = settings.linear_parallel_min_work // (64 * 3) + 1
     for dtype in (np.float32, np.float64):
         X = rng.random((40, 12)).astype(dtype)
+        # fit: the compiled SGD loop (one specialisation per dtype; loss, penalty,
+        # centring, momentum and both kernel twins are run-time choices inside it)
         for cls in (LinearSVM, Softmax):
-            for penalty in ("l2", "l1", "elasticnet"):
-                cls(n_iters=2, batch_size=8, penalty=penalty, seed=0).fit(X, y)
+            cls(n_iters=2, batch_size=8, seed=0).fit(X, y)
         X_big = rng.random((n_big, 64)).astype(dtype)
         y_big = np.arange(n_big) % 3
         W = np.zeros((64, 3), dtype=dtype)
         for loss in (svm_loss, softmax_loss):
             loss(W, X_big, y_big, 1e-3)
+            loss(W, X, y, 1e-3)
 
 
 def _features() -> None:

@@ -383,14 +383,15 @@ def _block(X, y, idx, r0, nr, WT, b, kind, ctile, s, g, gw, acc, pdb):
     for r in range(nr):
         for c in range(C):
             s[r, c] = b[c]
-    for d0 in range(0, D, D_CHUNK):
-        d1 = min(d0 + D_CHUNK, D)
-        for j in range(0, nr, 4):
-            x0 = X[idx[r0 + j]]
-            x1 = X[idx[r0 + min(j + 1, last)]]
-            x2 = X[idx[r0 + min(j + 2, last)]]
-            x3 = X[idx[r0 + min(j + 3, last)]]
-            _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s, j, ctile)
+    # scores: group-major, so each row streams from memory front to back (gathered
+    # mini-batch rows are random 12 KiB reads: chunk-major order broke the prefetch)
+    for j in range(0, nr, 4):
+        x0 = X[idx[r0 + j]]
+        x1 = X[idx[r0 + min(j + 1, last)]]
+        x2 = X[idx[r0 + min(j + 2, last)]]
+        x3 = X[idx[r0 + min(j + 3, last)]]
+        for d0 in range(0, D, D_CHUNK):
+            _scores4_chunk(x0, x1, x2, x3, WT, d0, min(d0 + D_CHUNK, D), s, j, ctile)
     loss = 0.0
     for r in range(nr):
         loss += _row_derivative(s[r], y[idx[r0 + r]], kind, g[r])
