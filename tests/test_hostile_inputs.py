@@ -84,6 +84,30 @@ def test_pairwise_float32_unrepresentable_results_raise():
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=5),
+        elements=st.one_of(
+            st.floats(0, 1e300),  # squares of float32 data reach 1e77; beyond: overflow
+            st.floats(0, 1e-36),  # below float32's normal range, subnormals included
+            st.sampled_from([0.0, 5e-324, F32_MAX, float(np.nextafter(F32_MAX, np.inf))]),
+        ),
+    ),
+    st.booleans(),
+)
+def test_narrow_to_float32_kernel_matches_reference(src, take_sqrt):
+    from fastcls.kernels.narrow import narrow_to_float32
+    from fastcls.reference.knn import narrow_to_float32_reference
+
+    dst = np.empty(src.shape, np.float32)
+    n_over, n_under = narrow_to_float32(src, dst, take_sqrt)
+    want, want_over, want_under = narrow_to_float32_reference(src, take_sqrt)
+    np.testing.assert_array_equal(dst, want)  # one correctly rounded conversion
+    assert (n_over, n_under) == (want_over, want_under)
+
+
 # --------------------------------------------------------------------------- tiny float64 data
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("metric", ["l2", "l1", "sqeuclidean"])

@@ -90,6 +90,20 @@ def pairwise_distances_reference(X, Y, metric="l2"):
     return np.sqrt(out) if metric == "l2" else out
 
 
+def narrow_to_float32_reference(src, take_sqrt):
+    """float64 distances rounded once to float32 (square root first if asked).
+
+    Returns ``(dst, n_overflow, n_underflow)``: entries that became ``inf``, and
+    non-zero entries below float32's smallest normal number (squares only).
+    """
+    v = np.sqrt(src) if take_sqrt else np.asarray(src, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        dst = v.astype(np.float32)
+    tiny = np.finfo(np.float32).tiny
+    n_under = 0 if take_sqrt else int(((v > 0) & (v < tiny)).sum())
+    return dst, int(np.isinf(dst).sum()), n_under
+
+
 def kneighbors_reference(Q, X, k, metric="l2"):
     """Brute-force k nearest neighbours in float64.
 
