@@ -8,6 +8,8 @@ one run measures them side by side (k = 10):
   fastcls takes its float path (centred sgemm + fused selection + certified rerank);
 * ``kneighbors-l2|1000x10000x3072-uint8``: random pixels; fastcls's exact integer
   kernel (:mod:`fastcls.kernels.l2int`), FAISS on the same values as float32;
+* ``kneighbors-l2|500x10000x3072-float64``: the same non-integer values as float64
+  (the CS231n loader's dtype), against the lecture's no-loop NumPy version too;
 * ``kneighbors-l2|fashion-mnist-10000x60000x784-uint8``: the Fashion-MNIST test set
   against its training set, when the Debian files are present
   (``/usr/share/datasets/fashion-mnist``, package ``dataset-fashion-mnist``; or
@@ -63,12 +65,14 @@ WORKLOADS = {
         1000, 10000, 3072, "uint8", ("reference", "numpy-no-loops", "sklearn"),
     ),
     "fashion-mnist-10000x60000x784-uint8": (10000, 60000, 784, "uint8", ()),
+    "500x10000x3072-float64": (500, 10000, 3072, "float64", ("numpy-no-loops",)),
 }  # fmt: skip
 if SMALL:
     WORKLOADS = {
         "50x500x3072-float32": (50, 500, 3072, "float32", ("reference",)),
         "50x500x3072-uint8": (50, 500, 3072, "uint8", ("reference",)),
         "fashion-mnist-200x2000x784-uint8": (200, 2000, 784, "uint8", ()),
+        "50x500x3072-float64": (50, 500, 3072, "float64", ("numpy-no-loops",)),
     }
 #: near-duplicates: n_queries x D >= 128000, or faiss takes its exact non-GEMM path
 ND_QUERIES, ND_TRAIN, ND_FEATURES = (128, 400, 1024) if SMALL else (128, 4000, 1024)
@@ -92,7 +96,8 @@ def load_workload(
     n_q: int, n_x: int, d: int, dtype: str, fashion: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Queries and training rows: Fashion-MNIST (skips when the files are missing), or
-    random pixels, uint8 or float32 pixels plus a random fraction (not whole numbers)."""
+    random pixels, uint8, or pixels plus a random fraction (not whole numbers) as
+    float32 or float64."""
     if fashion:
         path = fashion_mnist_path()
         if path is None:
@@ -107,7 +112,7 @@ def load_workload(
     rng = np.random.default_rng(1)
     Qf = Q.astype(np.float32) + rng.random(Q.shape, dtype=np.float32)
     Xf = X.astype(np.float32) + rng.random(X.shape, dtype=np.float32)
-    return Qf, Xf
+    return Qf.astype(dtype), Xf.astype(dtype)
 
 
 def workload_data(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +160,7 @@ def threads():
 def test_knn_l2(benchmark, threads, workload, library):
     n_q, n_x, d, dtype, peers = WORKLOADS[workload]
     if library not in ("fastcls", "fastcls-fitted", "faiss", *peers):
-        pytest.skip(f"{library} is timed on the 1000-query pixel workloads only")
+        pytest.skip(f"{library} is not timed on this workload")
     Q, X = workload_data(workload)
     fn = _setup(library, Q, X)
     n_timed = min(SLICES.get(library, n_q), n_q)
