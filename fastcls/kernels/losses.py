@@ -70,7 +70,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from fastcls._config import FMA, jit, settings
+from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
 
 #: loss kinds understood by the kernel
@@ -493,15 +493,16 @@ def linear_loss_grad_rows_serial(
 PENALTY_CODES = {"l2": 0, "l1": 1, "elasticnet": 2}
 
 
-@jit
+@jit(fastmath=REDUCE)
 def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db):
     """Reduce the per-task partials and add the penalty, in one serial pass.
 
     ``dWT[c, d] = scale * sum_t part[t, c, d] + penalty gradient(WT[c, d])`` in float64
     (partials summed in task order, so the result does not depend on the thread count),
     cast to ``dWT``'s dtype; ``db[c] = scale * sum_t part_db[t, c]``. One compiled pass
-    replaces a reduction, a penalty and a cast done as separate NumPy calls: in SGD
-    steps of 200 rows those cost a third of a step.
+    replaces a reduction, a penalty and a cast done as separate NumPy calls. The penalty
+    value is a reassociated (vectorised) sum: a strict one was a 30000-long dependency
+    chain, 54 us of a 150 us call at D=3073, C=10.
 
     part : (T, C, D) float64; part_db : (T, C) float64; part_loss : (T,) float64;
     WT, dWT : (C, D); db : (C,), dtype of ``dWT``; penalty : a code of ``PENALTY_CODES``.
@@ -513,38 +514,60 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     D = part.shape[2]
     pen = 0.0
     finite = True
+    g = np.empty(D, dtype=np.float64)
     for c in range(C):
+        p0 = part[0, c]
         for d in range(D):
-            g = 0.0
-            for t in range(T):
-                g += part[t, c, d]
-            g *= scale
-            w = np.float64(WT[c, d])
-            if penalty == 0:
-                pen += w * w
-                gp = 2.0 * reg * w
-            elif penalty == 1:
-                pen += abs(w)
-                gp = reg * np.sign(w)
-            else:
-                pen += beta * w * w + abs(w)
-                gp = reg * (2.0 * beta * w + np.sign(w))
-            dWT[c, d] = g + gp
-            if not np.isfinite(dWT[c, d]):
-                finite = False
-        g = 0.0
+            g[d] = p0[d]
+        for t in range(1, T):
+            pt = part[t, c]
+            for d in range(D):
+                g[d] += pt[d]
+        w = WT[c]
+        o = dWT[c]
+        if penalty == 0:
+            for d in range(D):
+                wd = np.float64(w[d])
+                pen += wd * wd
+                o[d] = g[d] * scale + 2.0 * reg * wd
+        elif penalty == 1:
+            for d in range(D):
+                wd = np.float64(w[d])
+                pen += abs(wd)
+                o[d] = g[d] * scale + reg * np.sign(wd)
+        else:
+            for d in range(D):
+                wd = np.float64(w[d])
+                pen += beta * wd * wd + abs(wd)
+                o[d] = g[d] * scale + reg * (2.0 * beta * wd + np.sign(wd))
+        ok = True
+        for d in range(D):
+            ok &= np.isfinite(o[d])
+        finite &= ok
+        h = 0.0
         for t in range(T):
-            g += part_db[t, c]
-        db[c] = g * scale
-        if not np.isfinite(db[c]):
-            finite = False
+            h += part_db[t, c]
+        db[c] = h * scale
+        finite &= np.isfinite(db[c])
     data = 0.0
     for t in range(T):
         data += part_loss[t]
     data *= scale
-    if not np.isfinite(data):
-        finite = False
+    finite &= np.isfinite(data)
     return data, reg * pen, finite
+
+
+@jit(fastmath=REDUCE)
+def _centred_bias(WT, mu, b, bias):
+    """``bias = b - mu @ W`` (float64 sums, reassociated), cast to the dtype of ``bias``."""
+    C = WT.shape[0]
+    D = WT.shape[1]
+    for c in range(C):
+        w = WT[c]
+        t = 0.0
+        for d in range(D):
+            t += mu[d] * np.float64(w[d])
+        bias[c] = np.float64(b[c]) - t
 
 
 @jit
@@ -577,16 +600,12 @@ def sgd_linear_steps(
         it = it0 + k
         rows = batches[0] if full else batches[k]
         m = rows.shape[0]
-        for c in range(C):
-            if not fit_bias:
-                bias[c] = 0.0
-            elif centre:
-                t = 0.0
-                for d in range(D):
-                    t += mu[d] * np.float64(WT[c, d])
-                bias[c] = dt(np.float64(b[c]) - t)
-            else:
-                bias[c] = b[c]
+        if not fit_bias:
+            bias[:] = 0.0
+        elif centre:
+            _centred_bias(WT, mu, b, bias)
+        else:
+            bias[:] = b
         if parallel:
             linear_loss_grad_rows(
                 X, y, rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile, rblock
@@ -631,11 +650,12 @@ def sgd_linear_steps(
     return n_steps
 
 
-#: below this many multiply-adds (rows x D x C; 2^22 is about 0.1 ms of one core) a call
-#: runs the serial twin, since waking the thread pool is not worth it
-#: (``settings.linear_parallel_min_work`` holds the value used; see docs/performance.md
-#: for the crossover measured per CPU). On a busy machine a parallel region waits for
-#: every thread to be scheduled, and OpenBLAS threads left spinning by a BLAS call just
-#: before have the same effect: the callers (losses.py, optim.py) therefore make no
-#: BLAS calls between kernel calls.
-PARALLEL_MIN_WORK = 1 << 22
+#: the default of ``settings.linear_parallel_min_work``: below this many multiply-adds
+#: (rows x D x C) a call runs the serial twin. Measured on the 2-core Xeon (svm_loss,
+#: float32, D=3073, C=10, 2 threads, alone): 64 rows (one task) 0.331 ms parallel vs
+#: 0.328 serial; 96 rows 0.322 vs 0.437; 200 rows 0.499 vs 0.730; 256 rows 0.565 vs
+#: 0.845. Alternated with a NumPy product, the parallel twin waits for OpenBLAS's
+#: spinning threads (2.6-2.8 ms at 256 rows, against 0.84 serial): see the
+#: "Interference" part of docs/performance.md. The SGD loop of ``fit`` makes no BLAS
+#: call between steps.
+PARALLEL_MIN_WORK = 1 << 21
