@@ -1,22 +1,43 @@
 """Linear classifiers: fused loss + gradient and SGD training against the peers.
 
-Run explicitly (benchmarks are disabled in the normal test run)::
+Run explicitly (benchmarks are disabled in the normal test run), under the shared lock
+on a shared machine::
 
-    pytest bench/bench_linear.py --benchmark-enable -p no:cacheprovider
+    flock /tmp/fastcls-bench.lock \
+        pytest bench/bench_linear.py --benchmark-enable -p no:cacheprovider
     FASTCLS_BENCH_SMALL=1 pytest bench/bench_linear.py --benchmark-enable  # CI smoke sizes
 
-Groups (``benchmark.group = "svm_loss|N=..."`` / ``"softmax_loss|N=..."``): one loss +
-gradient evaluation at D=3073, C=10, float32 (:func:`fastcls.testing.linear_problem`), for
-the implementations of :data:`fastcls.testing.IMPLEMENTATIONS` and the float32 NumPy code:
+An AVX2 build on an AVX-512 machine (numba compiles for Haswell, the kernel picks its
+AVX2 path): ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<haswell's features>`` (see
+``tests/test_losses.py::HASWELL_FEATURES``); the name alone keeps the host's features.
+
+Groups
+------
+``svm_loss|N=..|threads=..|alone`` / ``...|alternated`` (and ``softmax_loss``): one loss +
+gradient evaluation at D=3073, C=10, float32 (:func:`fastcls.testing.linear_problem`), on
+1 and 2 threads (numba's and OpenBLAS's), for the implementations of
+:data:`fastcls.testing.IMPLEMENTATIONS` and the float32 NumPy code:
 
 * ``fastcls``: :func:`fastcls.svm_loss` / :func:`fastcls.softmax_loss` (fused kernel),
-* ``numpy-f32``: the lecture's vectorised code in float32 (``X @ W``, mask, ``X.T @ dS``),
-* ``reference``: :mod:`fastcls.reference.losses` as written (computes in float64),
+* ``numpy-f32``: the lecture's vectorised code in float32 (``X @ W``, mask, ``dS.T @ X``),
+* ``reference``: :mod:`fastcls.reference.losses` as written (float64; alone only),
 * ``torch``: PyTorch autograd (skipped when torch is not installed).
+
+``alternated``: each timed call is preceded by a 512 x 512 float64 NumPy product (what
+a real program does: some NumPy between two losses; OpenBLAS's threads then spin and
+compete with the next parallel region). The ``product-only`` row of the group is the
+product alone, to subtract.
 
 ``linear-train``: 1500 SGD steps with batches of 200 rows on 49000 x 3073 synthetic
 float32 data: :meth:`fastcls.LinearSVM.fit` against the straightforward NumPy loop
-(sample the batch, copy it, vectorised loss, update) drawing the very same batches.
+(sample the batch, copy it, vectorised loss, update) drawing the very same batches
+(the loss histories are compared).
+
+``linear-epoch``: one epoch (``ceil(n / 200)`` steps of 200 rows, multiclass SVM) on
+Fashion-MNIST-sized (60000 x 785) and CIFAR-sized (49000 x 3073) synthetic data, next to
+scikit-learn's ``SGDClassifier(loss="hinge", max_iter=1)`` epoch on the same data
+(one-vs-rest, one row per update, float64: a different algorithm with the same per-sample
+cost model); ``extra_info["samples_per_s"]`` holds the throughput.
 """
 
 from __future__ import annotations
@@ -30,7 +51,9 @@ from fastcls.testing import IMPLEMENTATIONS, Implementation, bench_small, linear
 SMALL = bench_small()
 D, C = (257, 10) if SMALL else (3073, 10)
 SIZES = (256, 1000) if SMALL else (256, 10000)
+THREADS = (1, 2)
 TRAIN = (2000, 50, 64) if SMALL else (49000, 1500, 200)  # rows, iterations, batch
+EPOCH_SHAPES = ((3000, 785), (2000, 3073)) if SMALL else ((60000, 785), (49000, 3073))
 KINDS = ("svm", "softmax")
 
 
@@ -82,23 +105,62 @@ IMPLS = {
     for kind in KINDS
 }
 
+#: the NumPy product run before each call of the "alternated" groups
+_PRODUCT = np.random.default_rng(9).standard_normal((512, 512))
 
-@pytest.mark.parametrize("impl", list(IMPLS["svm"]))
+
+def _product():
+    return _PRODUCT @ _PRODUCT
+
+
+def _threads(n):
+    """numba and OpenBLAS both limited to ``n`` threads (a fair comparison)."""
+    from contextlib import ExitStack
+
+    from threadpoolctl import threadpool_limits
+
+    stack = ExitStack()
+    stack.enter_context(fastcls.num_threads(n))
+    stack.enter_context(threadpool_limits(n, "blas"))
+    return stack
+
+
+@pytest.mark.parametrize("impl", [*IMPLS["svm"], "product-only"])
+@pytest.mark.parametrize("mode", ["alone", "alternated"])
+@pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("N", SIZES)
-def test_loss_grad(benchmark, N, kind, impl):
-    X, y, W = make_problem(N)
-    entry = IMPLS[kind][impl]
-    if not entry.available():
-        pytest.skip(f"{impl} needs {entry.requires}")
-    fn = entry(W, X, y, reg=0.1)
-    ref = fn()  # warm the JIT (and check against the fused kernel)
-    if impl != "fastcls":
-        mine = IMPLS[kind]["fastcls"](W, X, y, reg=0.1)()
-        np.testing.assert_allclose(mine[1], ref[1], rtol=1e-4, atol=1e-4 * np.abs(ref[1]).max())
-    benchmark.group = f"{kind}_loss|N={N}|D={D}|C={C}"
-    benchmark.extra_info.update({"N": N, "D": D, "C": C, "threads": fastcls.get_num_threads()})
-    benchmark(fn)
+def test_loss_grad(benchmark, N, kind, threads, mode, impl):
+    if impl == "product-only":
+        if mode == "alone":
+            pytest.skip("the product's own time belongs to the alternated groups")
+        fn = _product
+    else:
+        if mode == "alternated" and impl not in ("fastcls", "numpy-f32"):
+            pytest.skip("alternated runs compare fastcls with NumPy only")
+        X, y, W = make_problem(N)
+        entry = IMPLS[kind][impl]
+        if not entry.available():
+            pytest.skip(f"{impl} needs {entry.requires}")
+        call = entry(W, X, y, reg=0.1)
+        ref = call()  # warm the JIT (and check against the fused kernel)
+        if impl != "fastcls":
+            mine = IMPLS[kind]["fastcls"](W, X, y, reg=0.1)()
+            scale = np.abs(ref[1]).max()
+            np.testing.assert_allclose(mine[1], ref[1], rtol=1e-4, atol=1e-4 * scale)
+        if mode == "alternated":
+
+            def fn():
+                _product()
+                return call()
+
+        else:
+            fn = call
+    benchmark.group = f"{kind}_loss|N={N}|D={D}|C={C}|threads={threads}|{mode}"
+    benchmark.extra_info.update({"N": N, "D": D, "C": C, "threads": threads, "mode": mode})
+    with _threads(threads):
+        fn()
+        benchmark(fn)
 
 
 # ------------------------------------------------------------------ training
@@ -131,13 +193,17 @@ def fastcls_sgd(X, y, n_iters, batch_size, seed):
     return clf.W_, clf.loss_history_
 
 
+def synthetic(n, d, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float32) * np.float32(60.0)
+    y = rng.integers(0, C, n)
+    return X, y
+
+
 @pytest.fixture(scope="module")
 def train_data():
     n, _, _ = TRAIN
-    rng = np.random.default_rng(1)
-    X = rng.standard_normal((n, D), dtype=np.float32) * np.float32(60.0)
-    y = rng.integers(0, C, n)
-    return X, y
+    return synthetic(n, D)
 
 
 @pytest.mark.parametrize("impl", ["fastcls", "numpy-loop"])
@@ -148,7 +214,39 @@ def test_train(benchmark, train_data, impl):
     fastcls_sgd(X, y, 2, bs, 0)  # warm the JIT
     benchmark.group = f"linear-train|N={X.shape[0]}|D={D}|iters={n_iters}|batch={bs}"
     benchmark.extra_info.update({"threads": fastcls.get_num_threads()})
-    W, hist = benchmark.pedantic(fn, args=(X, y, n_iters, bs, 0), rounds=3, iterations=1)
-    W_np, hist_np = numpy_sgd(X, y, 5, bs, 0)
-    W_fc, hist_fc = fastcls_sgd(X, y, 5, bs, 0)
-    np.testing.assert_allclose(hist_fc, hist_np, rtol=1e-4)  # same batches, same losses
+    benchmark.pedantic(fn, args=(X, y, n_iters, bs, 0), rounds=3, iterations=1)
+    # same batches, same losses (float32 tolerance)
+    _, hist_np = numpy_sgd(X, y, 20, bs, 0)
+    _, hist_fc = fastcls_sgd(X, y, 20, bs, 0)
+    np.testing.assert_allclose(hist_fc, hist_np, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ per-sample cost
+@pytest.mark.parametrize("impl", ["fastcls", "sklearn-SGDClassifier"])
+@pytest.mark.parametrize("shape", EPOCH_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_epoch_throughput(benchmark, shape, impl):
+    n, d = shape
+    X, y = synthetic(n, d, seed=2)
+    bs = 200
+    steps = -(-n // bs)
+    if impl == "fastcls":
+        clf = fastcls.LinearSVM(learning_rate=LR, reg=REG, n_iters=steps, batch_size=bs, seed=0)
+        clf.set_params(n_iters=2).fit(X, y)  # warm the JIT
+        clf.set_params(n_iters=steps)
+        args: tuple = (X, y)
+    else:
+        sklearn = pytest.importorskip("sklearn.linear_model")
+        clf = sklearn.SGDClassifier(loss="hinge", max_iter=1, tol=None, random_state=0)
+        args = (X.astype(np.float64), y)  # converted outside the timing (sklearn's dtype)
+    import warnings
+
+    def epoch():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn: max_iter=1 did not converge
+            clf.fit(*args)
+
+    benchmark.group = f"linear-epoch|N={n}|D={d}|C={C}"
+    benchmark.pedantic(epoch, rounds=3, iterations=1)
+    benchmark.extra_info["threads"] = fastcls.get_num_threads()
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["samples_per_s"] = n / benchmark.stats.stats.median

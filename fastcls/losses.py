@@ -285,7 +285,9 @@ def _overflow_fallback(
             penalty,
             beta,
         )  # raises if float64 overflows too
-        big = max(float(np.abs(out.dW).max()), 0.0 if out.db is None else float(np.abs(out.db).max()))
+        big = max(
+            float(np.abs(out.dW).max()), 0.0 if out.db is None else float(np.abs(out.db).max())
+        )
         if big > float(np.finfo(np.float32).max):
             raise FloatingPointError(
                 f"the {loss} loss gradient reaches {big:.3g}, beyond float32's range "

@@ -376,7 +376,9 @@ def sgd_linear(
     vWT = np.zeros_like(WT)
     vb = np.zeros_like(b)
     # the schedule in Python floats, exactly what sgd computes at each step
-    lrs = np.array([learning_rate_at(schedule, lr0, it, lr_decay, lr_step) for it in range(n_iters)])
+    lrs = np.array(
+        [learning_rate_at(schedule, lr0, it, lr_decay, lr_step) for it in range(n_iters)]
+    )
     m = batch_size if batch_size is not None else n
     bounds = K.task_bounds(m)
     T = bounds.shape[0] - 1
@@ -418,25 +420,35 @@ def sgd_linear(
 
 
 def random_search(
-    loss_fn: Callable[[np.ndarray], Any],
+    loss_fn: Callable[[np.ndarray], Any] | str,
     shape: tuple[int, int],
     n_tries: int = 1000,
     scale: float = 1e-4,
     seed: Any = None,
+    *,
+    X: Any = None,
+    y: Any = None,
+    reg: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """Random search over weights: draw ``W ~ scale * N(0, 1)`` ``n_tries`` times, keep the best.
 
     Parameters
     ----------
-    loss_fn : callable
+    loss_fn : callable or str
         ``loss_fn(W) -> loss`` or ``-> (loss, grad)`` (only the loss is used), e.g.
-        ``lambda W: fastcls.svm_loss(W, X, y, 0.0)``.
+        ``lambda W: fastcls.svm_loss(W, X, y, 0.0)``; or the name of a loss of
+        :data:`fastcls.losses.LOSSES` (``"svm"``, ``"softmax"``) with ``X``, ``y`` and
+        ``reg``: the data are then validated once and every try runs the fused kernel
+        directly (:func:`fastcls.losses.loss_and_gradient`, as the SGD loop does), with
+        the same results as the lambda.
     shape : (D, C)
         Shape of the weights.
     n_tries : int, default 1000
     scale : float, default 1e-4
         Standard deviation of the random weights (> 0).
     seed : None, int or numpy Generator
+    X, y, reg
+        The data and penalty of a named loss (ignored for a callable).
 
     Returns
     -------
@@ -452,8 +464,11 @@ def random_search(
     ...     lambda W: fastcls.svm_loss(W, X, y), (5, 2), n_tries=50, scale=1.0, seed=0)
     >>> W.shape, bool(loss < 1.0)
     ((5, 2), True)
+    >>> W2, loss2 = fastcls.optim.random_search("svm", (5, 2), 50, 1.0, seed=0, X=X, y=y)
+    >>> loss2 == loss
+    True
     """
-    if not callable(loss_fn):
+    if not (callable(loss_fn) or isinstance(loss_fn, str)):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if (
         not isinstance(shape, (tuple, list))
@@ -461,6 +476,25 @@ def random_search(
         or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape)
     ):
         raise ValueError(f"shape must be (D, C) with positive integers, got {shape!r}")
+    fn: Callable[[np.ndarray], Any]
+    if isinstance(loss_fn, str):
+        from fastcls.losses import LOSSES, check_loss_inputs, loss_and_gradient
+
+        if loss_fn not in LOSSES:
+            raise ValueError(f"loss_fn must be callable or one of {tuple(LOSSES)}, got {loss_fn!r}")
+        if X is None or y is None:
+            raise TypeError(f"random_search({loss_fn!r}, ...) needs the data: pass X= and y=")
+        name = loss_fn
+        # float64 weights, as the draws are: the data are promoted once, here
+        _, Xv, yv, regv, _, _, _, _ = check_loss_inputs(np.zeros(tuple(shape)), X, y, reg)
+
+        def named(W: np.ndarray) -> float:
+            return loss_and_gradient(name, W, Xv, yv, regv).loss
+
+        fn = named
+    else:
+        fn = loss_fn
+
     n_tries = V.check_int(n_tries, "n_tries", min_value=1)
     scale = V.check_float(scale, "scale", min_value=0.0, strict_min=True)
     rng = V.check_random_state(seed)
@@ -468,7 +502,7 @@ def random_search(
     best_loss = np.inf
     for _ in range(n_tries):
         W = rng.standard_normal(tuple(int(s) for s in shape)) * scale
-        out = loss_fn(W)
+        out = fn(W)
         loss = float(out[0] if isinstance(out, tuple) else out)
         if loss < best_loss:
             best_loss, best_W = loss, W

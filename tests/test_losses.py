@@ -325,7 +325,9 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
     WT = np.ascontiguousarray(W.T)
     dWT, db = np.empty_like(WT), np.empty(C, dtype)
     code = PENALTY_CODES[penalty]
-    data, pen, finite = finish_gradient(part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db)
+    data, pen, finite = finish_gradient(
+        part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db
+    )
     ref_pen, ref_grad = penalty_reference(W, reg, penalty, beta)
     expect = part.sum(axis=0).T * scale + ref_grad
     assert finite
@@ -426,8 +428,9 @@ def test_cpu_paths_thread_count_invariant_and_close(dtype):
     for impl in _impls():
         runs = []
         for n_threads, min_work in ((1, 0), (2, 0), (2, 1 << 62)):  # serial twin last
-            with fastcls.num_threads(n_threads), override(
-                linear_kernel_impl=impl, linear_parallel_min_work=min_work
+            with (
+                fastcls.num_threads(n_threads),
+                override(linear_kernel_impl=impl, linear_parallel_min_work=min_work),
             ):
                 runs.append(fastcls.softmax_loss(W, X, y, 0.1, b=b))
         for r in runs[1:]:

@@ -159,3 +159,18 @@ def test_sgd_linear_refuses_unknown_names():
         sgd_linear("svm", X, y, W0, None, reg=0.0, penalty="l0", learning_rate=0.1, n_iters=1)
     with pytest.raises(ValueError, match="momentum must be in"):
         sgd_linear("svm", X, y, W0, None, reg=0.0, learning_rate=0.1, n_iters=1, momentum=1.0)
+
+
+def test_random_search_by_name_equals_the_callable():
+    from fastcls.optim import random_search
+
+    X, y = data(n=60, D=5, C=3, dtype=np.float32)
+    for kind, fn in (("svm", fastcls.svm_loss), ("softmax", fastcls.softmax_loss)):
+        a = random_search(lambda W, fn=fn: fn(W, X, y, 0.1), (5, 3), 20, 0.5, seed=4)
+        b = random_search(kind, (5, 3), 20, 0.5, seed=4, X=X, y=y, reg=0.1)
+        assert a[1] == b[1]
+        np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(ValueError, match="callable or one of"):
+        random_search("hinge", (5, 3), X=X, y=y)
+    with pytest.raises(TypeError, match="pass X= and y="):
+        random_search("svm", (5, 3))

@@ -473,9 +473,7 @@ def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_lo
     rblock : int, rows per block (a positive multiple of 4)
     """
     for t in prange(bounds.shape[0] - 1):
-        _loss_grad_task(
-            X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
-        )
+        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock)
 
 
 @jit
@@ -484,9 +482,7 @@ def linear_loss_grad_rows_serial(
 ):
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits)."""
     for t in range(bounds.shape[0] - 1):
-        _loss_grad_task(
-            X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
-        )
+        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock)
 
 
 #: penalty codes understood by :func:`finish_gradient`
