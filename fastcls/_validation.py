@@ -33,14 +33,22 @@ class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used before ``fit`` (as in scikit-learn)."""
 
 
+RANGE_RATIO = 32.0
+"""How far (as a factor of the training span) query values must be off for a
+:class:`DataRangeWarning`."""
+
+
 class DataRangeWarning(UserWarning):
     """Queries lie on another scale than the data the model was fitted on.
 
     Warned by ``predict`` / ``predict_proba`` / ``kneighbors`` / ``decision_function``
-    when the values of the query batch span at most 1/16 of the training data's span
+    when the values of the query batch span at most 1/32 of the training data's span
     (uint8 pixels 0..255 at fit, floats in [0, 1] at predict), or lie outside the
-    training interval by more than its span (the reverse mistake). Such queries are
-    all nearest to the same few training rows, so every prediction is one class.
+    training interval by more than 32 times its span (the reverse mistake). The factor
+    is :data:`RANGE_RATIO`: wide enough that standardised features with heavy tails
+    (a near-constant feature divided by its tiny training spread) do not trigger it.
+    Such queries are all nearest to the same few training rows, so every prediction is
+    one class.
     Silence it with ``warnings.simplefilter("ignore", fastcls.DataRangeWarning)``.
     """
 
@@ -598,10 +606,11 @@ def query_range_warning(
 ) -> str | None:
     """The :class:`DataRangeWarning` message for queries on another scale, or ``None``.
 
-    With training interval ``[a, b]`` (span ``s = b - a > 0``) and query interval
-    ``[lo, hi]``: warn when ``0 < hi - lo <= s / 16`` (queries squeezed into a small
-    part of the training scale) or when the queries reach beyond the training
-    interval by more than ``s`` (``hi > b + s`` or ``lo < a - s``). A constant query
+    With training interval ``[a, b]`` (span ``s = b - a > 0``), query interval
+    ``[lo, hi]`` and ``r =`` :data:`RANGE_RATIO`: warn when ``0 < hi - lo <= s / r``
+    (queries squeezed into a small part of the training scale) or when the queries
+    reach beyond the training interval by more than ``r * s`` (``hi > b + r * s`` or
+    ``lo < a - r * s``). A constant query
     batch (``hi == lo``, e.g. one blank image) inside the range is not warned about.
     """
     if query_range is None:
@@ -611,8 +620,8 @@ def query_range_warning(
     span = b - a
     if not span > 0:
         return None
-    narrow = 0 < hi - lo <= span / 16
-    beyond = hi - b > span or a - lo > span
+    narrow = 0 < hi - lo <= span / RANGE_RATIO
+    beyond = hi - b > RANGE_RATIO * span or a - lo > RANGE_RATIO * span
     if not (narrow or beyond):
         return None
     return (

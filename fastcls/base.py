@@ -382,3 +382,59 @@ def state_param(name: str, check: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(exc, FittedStateError):
             raise
         raise FittedStateError(f"parameter {name}: {exc}", f"params.{name}") from exc
+
+
+def profile_to_state(profile: Any, owner: Any) -> dict[str, Any]:
+    """Metadata fields for what the query checks remember of the training data.
+
+    ``profile`` is the estimator's ``FitProfile`` (or ``None``); it is stored only
+    while it still belongs to ``owner`` (the fitted index or weights), so a restored
+    model keeps warning about queries on another scale and refusing images in another
+    layout, as the model that was saved did.
+    """
+    current = profile.for_owner(owner) if profile is not None else None
+    value_range = getattr(current, "value_range", None)
+    shape = getattr(current, "image_shape", None)
+    return {
+        "fit_value_range": None if value_range is None else [float(v) for v in value_range],
+        "fit_image_shape": None if shape is None else [int(v) for v in shape],
+    }
+
+
+def profile_from_state(meta: dict[str, Any], owner: Any, n_features: int) -> Any:
+    """The ``FitProfile`` stored by :func:`profile_to_state`, checked (``None`` when the
+    state has none: files written before it was stored)."""
+    from fastcls._validation import FitProfile
+
+    value_range = meta.get("fit_value_range")
+    shape = meta.get("fit_image_shape")
+    if value_range is not None:
+        if (
+            not isinstance(value_range, list)
+            or len(value_range) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value_range)
+            or not all(np.isfinite(value_range))
+            or value_range[0] > value_range[1]
+        ):
+            raise FittedStateError(
+                f"fitted state field 'fit_value_range' must be [min, max] of finite numbers, "
+                f"got {value_range!r}",
+                "fit_value_range",
+            )
+        value_range = (float(value_range[0]), float(value_range[1]))
+    if shape is not None:
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+            or shape[0] * shape[1] * shape[2] != n_features
+        ):
+            raise FittedStateError(
+                f"fitted state field 'fit_image_shape' must be [H, W, C] with H*W*C = "
+                f"{n_features}, got {shape!r}",
+                "fit_image_shape",
+            )
+        shape = (shape[0], shape[1], shape[2])
+    if value_range is None and shape is None:
+        return None
+    return FitProfile(owner, value_range, shape)

@@ -35,6 +35,8 @@ from fastcls.base import (
     check_state_fields,
     classes_from_state,
     classes_to_state,
+    profile_from_state,
+    profile_to_state,
     state_int,
 )
 from fastcls.losses import LOSSES, PENALTIES
@@ -382,6 +384,7 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             "learning_rate": float(self.learning_rate_),
             "n_iter": int(self.n_iter_),
             **labels_meta,
+            **profile_to_state(getattr(self, "_fit_profile", None), self.W_),
         }
         return FittedState(arrays, metadata)
 
@@ -436,7 +439,10 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
                 "b",
             )
         history = state_array(arrays, "loss_history", (n_iter,), (np.float64,))
-        self.W_ = np.array(W, order="C", copy=True)
+        W_restored = np.array(W, order="C", copy=True)
+        profile = profile_from_state(meta, W_restored, n_features)
+        self.W_ = W_restored
+        self._fit_profile = profile
         self.b_ = np.array(b, order="C", copy=True)
         self.classes_ = np.array(classes, copy=True)
         self.n_features_in_ = n_features

@@ -408,7 +408,7 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
             (``fit_X`` and/or ``faiss_index``); metadata ``n_features_in_``,
             ``n_samples_fit_``, the label kind and the backend's array names.
         """
-        from fastcls.base import classes_to_state
+        from fastcls.base import classes_to_state, profile_to_state
 
         V.check_is_fitted(self, ("classes_",))
         classes, label_meta = classes_to_state(self.classes_)
@@ -419,6 +419,7 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
             "n_samples_fit_": int(self.n_samples_fit_),
             "backend_arrays": sorted(backend_arrays),
             **label_meta,
+            **profile_to_state(getattr(self, "_fit_profile", None), self._index),
         }
         return FittedState(arrays, meta)
 
@@ -445,6 +446,7 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
             FittedStateError,
             check_state_fields,
             classes_from_state,
+            profile_from_state,
             state_array,
             state_int,
             state_param,
@@ -521,7 +523,9 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
                 f"rows, expected {n} x {d}",
                 backend_names[-1] if backend_names else "backend_arrays",
             )
+        profile = profile_from_state(meta, index, d)
         self._metric = metric
+        self._fit_profile = profile
         self._index = index
         self._y = y.astype(np.int64, copy=False)
         self.classes_ = classes

@@ -450,10 +450,10 @@ def test_queries_far_beyond_the_training_range_warn():
     a=st.floats(0, 1),
     b=st.floats(0, 1),
 )
-def test_range_rule_never_warns_for_queries_inside_a_sixteenth_or_more(lo, span, a, b):
-    from fastcls._validation import query_range_warning
+def test_range_rule_never_warns_for_queries_inside_a_fraction_or_more(lo, span, a, b):
+    from fastcls._validation import RANGE_RATIO, query_range_warning
 
     q0, q1 = sorted((lo + a * span, lo + b * span))
     message = query_range_warning((q0, q1), (lo, lo + span))
-    narrow = 0 < q1 - q0 <= span / 16
+    narrow = 0 < q1 - q0 <= span / RANGE_RATIO
     assert (message is not None) == narrow

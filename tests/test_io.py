@@ -659,3 +659,36 @@ def test_archive_level_defects_are_model_file_errors(tmp_path, saved):
     np.savez(path, metadata=np.array([json.dumps(meta)]))
     with pytest.raises(fastcls.ModelFileError, match="0-d"):
         fastcls.load(path)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: fastcls.KNearestNeighbor(k=3), lambda: fastcls.LinearSVM(n_iters=5)],
+    ids=["knn", "svm"],
+)
+def test_saved_model_keeps_the_query_checks(tmp_path, make):
+    """The range warning and the one-image rule survive save/load, and a tampered
+    profile is refused like any other field."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 256, (30, 4, 4, 3), dtype=np.uint8)
+    est = make().fit(imgs, np.arange(30) % 3)
+    path = tmp_path / "m.npz"
+    est.save(path)
+    loaded = fastcls.load(path)
+    with pytest.warns(fastcls.DataRangeWarning):
+        loaded.predict(imgs[:4] / 255.0)
+    with pytest.raises(ValueError, match=r"pass X\[None\]"):
+        loaded.predict(imgs[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastcls.DataRangeWarning)
+        np.testing.assert_array_equal(loaded.predict(imgs), est.predict(imgs))
+
+    arrays, meta = est.get_fitted_state()
+    for field, bad in [("fit_image_shape", [4, 4, 4]), ("fit_value_range", [5.0, 1.0])]:
+        with pytest.raises(ValueError, match=field):
+            make().set_fitted_state(fastcls.base.FittedState(arrays, {**meta, field: bad}))
+    old_style = {k: v for k, v in meta.items() if not k.startswith("fit_")}
+    restored = make().set_fitted_state(fastcls.base.FittedState(arrays, old_style))
+    np.testing.assert_array_equal(restored.predict(imgs), est.predict(imgs))
