@@ -89,7 +89,7 @@ def _linear() -> None:
         W = np.zeros((64, 3), dtype=dtype)
         for loss in (svm_loss, softmax_loss):
             loss(W, X_big, y_big, 1e-3)
-            loss(W, X, y, 1e-3)
+            loss(W[:12], X, y, 1e-3)
 
 
 def _features() -> None:
