@@ -259,9 +259,77 @@ def interleaved_ab(threads: int, reps: int) -> dict[str, float]:
     return med
 
 
-if __name__ == "__main__":  # python bench/bench_knn_l2.py [threads] [reps]
+def interleaved_table(reps: int = 5, threads: int = 2) -> None:
+    """Every row of the k-NN table, interleaved: fastcls fitted, fastcls one-shot and FAISS
+    (and the no-loop NumPy version for float64) alternate within each repetition.
+
+    Prints medians and the median per-repetition ratio FAISS time / fastcls time. FAISS's
+    L1 on Fashion-MNIST is not run here (about a minute per repetition; see the bench).
+    ``python bench/bench_knn_l2.py table [reps]``.
+    """
+    import time
+
+    import faiss
+
+    from fastcls.kernels.l2 import selected_paths
+    from fastcls.reference import l2_distances_no_loops
+
+    fastcls.set_num_threads(threads)
+    print(selected_paths())
+
+    def row(name, Q, X, metric, faiss_too=True, extra=None):
+        y = np.arange(len(X)) % 2
+        model = fastcls.KNearestNeighbor(k=K, metric=metric).fit(X, y)
+        runs = {
+            "fitted": lambda: model.kneighbors(Q),
+            "kneighbors": lambda: fastcls.kneighbors(Q, X, K, metric),
+        }
+        if faiss_too:
+            Qf = np.ascontiguousarray(Q, np.float32)
+            Xf = np.ascontiguousarray(X, np.float32)
+            code = faiss.METRIC_L1 if metric == "l1" else faiss.METRIC_L2
+            runs["faiss"] = lambda: faiss.knn(Qf, Xf, K, metric=code)
+        runs.update(extra or {})
+        for fn in runs.values():
+            fn()
+        times: dict[str, list[float]] = {n: [] for n in runs}
+        for _ in range(reps):
+            for n, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                times[n].append(time.perf_counter() - t0)
+        base = np.array(times.get("faiss", times["fitted"]))
+        cells = [f"{n} {np.median(v) * 1e3:.0f} ms (x{np.median(base / np.array(v)):.2f})"
+                 for n, v in times.items()]  # fmt: skip
+        print(f"{name}: " + "  ".join(cells), flush=True)
+
+    P, X = load_workload(1000, 10000, 3072, "uint8", False)
+    F, XF = load_workload(1000, 10000, 3072, "float32", False)
+    row("L2 float32 500 q", F[:500], XF, "l2")
+    row("L2 float32 1000 q", F, XF, "l2")
+    row("L2 uint8 1000 q", P, X, "l2")
+    row("L1 float32 500 q", F[:500], XF, "l1")
+    row("L1 uint8 500 q", P[:500], X, "l1")
+    F64, X64 = F[:500].astype(np.float64), XF.astype(np.float64)
+
+    def no_loops():
+        d = l2_distances_no_loops(F64, X64)
+        return np.argsort(d, axis=1, kind="stable")[:, :K]
+
+    row("L2 float64 500 q", F64, X64, "l2", extra={"no-loops": no_loops})
+    if fashion_mnist_path() is not None:
+        Qm, Xm = load_workload(10000, 60000, 784, "uint8", True)
+        row("Fashion-MNIST L2", Qm, Xm, "l2")
+        row("Fashion-MNIST L1", Qm, Xm, "l1", faiss_too=False)
+
+
+if __name__ == "__main__":  # python bench/bench_knn_l2.py [threads] [reps] | table [reps]
     import sys
 
-    interleaved_ab(
-        int(sys.argv[1]) if len(sys.argv) > 1 else 2, int(sys.argv[2]) if len(sys.argv) > 2 else 9
-    )
+    if len(sys.argv) > 1 and sys.argv[1] == "table":
+        interleaved_table(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+    else:
+        interleaved_ab(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 2,
+            int(sys.argv[2]) if len(sys.argv) > 2 else 9,
+        )
