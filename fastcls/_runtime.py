@@ -56,16 +56,17 @@ SIMD_LEVELS = ("avx512", "avx2", "portable")
 def cpu_features() -> frozenset[str]:
     """Feature flags of the CPU numba compiles for, as LLVM names them (``"avx2"`` ...).
 
-    The host CPU's flags (read once from llvmlite and cached), unless the user points
-    numba at another target with ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` (e.g. to
-    build a cache portable across machines): then exactly the features of that target,
-    so no micro-kernel uses an instruction the compiled code may not contain.
+    Exactly the feature string numba hands LLVM, so no micro-kernel uses an
+    instruction the compiled code may not contain and none is left out: numba's
+    ``NUMBA_CPU_FEATURES`` when set (``NUMBA_CPU_NAME=generic`` alone implies an empty
+    one: a cache portable across machines gets the portable kernels), else the host
+    CPU's flags, read from llvmlite. ``NUMBA_CPU_NAME`` alone (``haswell``, say) does
+    not remove features: numba still passes the host's, and LLVM emits them.
     """
     from numba.core import config
 
-    cpu_name = getattr(config, "CPU_NAME", None)
-    if cpu_name is not None and cpu_name != "host":
-        spec = getattr(config, "CPU_FEATURES", None) or ""
+    spec = getattr(config, "CPU_FEATURES", None)
+    if spec is not None:
         return frozenset(f[1:] for f in spec.split(",") if f.startswith("+"))
     import llvmlite.binding as ll
 
