@@ -792,7 +792,7 @@ def cmd_info(args: argparse.Namespace, status: _Status) -> int:
     if args.json:
         _emit_json(info)
         return 0
-    width = 16
+    width = max(len(key) for key in info)
     for key, value in info.items():
         if key == "kernels":
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
