@@ -192,6 +192,13 @@ class Tunables:
 
     #: k-NN: bytes of training rows streamed per tile by every search backend
     knn_train_tile_bytes: int = 64 * 2**20
+    #: k-NN: scratch bytes (all threads) kept for the next search when one returns;
+    #: the rest is freed (0: free all; buffers are reused across tiles within a search)
+    knn_scratch_keep_bytes: int = 0
+    #: k-NN, numba backend: float training rows holding whole numbers 0..255 get a
+    #: uint8 copy at fit when it is at most this many bytes; larger sets are checked
+    #: and converted tile by tile at each search (memory: inputs + O(tile))
+    knn_pixel_copy_max_bytes: int = 64 * 2**20
     #: k-NN, ``backend="numpy"``: queries per tile (bounds the reference's matrix)
     knn_numpy_query_tile_rows: int = 256
     #: k-NN top-k selection: "auto" (by k and the row count), "insert" (sorted
@@ -217,6 +224,9 @@ class Tunables:
 
     #: L2: queries per GEMM tile
     l2_query_tile_rows: int = 1024
+    #: L2: bound on the query-side scratch of all threads together (each holds a
+    #: centred query tile and a GEMM block); fewer queries per tile beyond it
+    l2_query_scratch_bytes: int = 48 * 2**20
     #: L2: training rows per GEMM block
     l2_train_block_rows: int = 2048
     #: L2: candidates kept beyond k for the certified rerank

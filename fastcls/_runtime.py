@@ -5,7 +5,8 @@ One place for what outlives a single call:
 * :func:`cpu_features` -- the host CPU's feature flags, read once and cached; the
   micro-kernel choice of every module (:func:`best_simd`) derives from it.
 * :func:`scratch` -- per-thread reusable buffers, so large tiles are not page-faulted
-  and zeroed by the OS on every call; :func:`release_scratch` frees them.
+  and zeroed by the OS for every tile; :func:`scratch_bytes` counts them (every thread's),
+  :func:`trim_scratch` bounds them and :func:`release_scratch` frees them.
 * :func:`single_threaded_blas` -- BLAS limited to one thread while a fastcls pipeline
   that interleaves GEMMs with numba kernels runs (OpenBLAS threads spin after a call
   and steal the cores of the next numba parallel region).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import mmap
 import os
 import sys
 import threading
@@ -40,6 +42,9 @@ __all__ = [
     "SIMD_LEVELS",
     "scratch",
     "release_scratch",
+    "scratch_bytes",
+    "new_buffer",
+    "trim_scratch",
     "blas_threads",
     "single_threaded_blas",
     "map_chunks",
@@ -142,27 +147,75 @@ def kernel_report() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- scratch
-_SCRATCH = threading.local()
+# One registry for every thread, keyed by (thread id, name), so the buffers of the pool
+# threads (map_chunks) can be counted and released from the thread that runs the call.
+# Plain dict operations are atomic under the GIL: no lock (which a fork could leave held).
+_SCRATCH: dict[tuple[int, str], np.ndarray] = {}
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A per-thread reusable buffer of ``shape`` and ``dtype`` (uninitialised).
 
     Holds at most one buffer per ``name`` per thread; a request for more elements
-    replaces it. Callers must not keep the array past their call.
+    or another dtype replaces it. Callers must not keep the array past their call.
+    The buffers stay registered for the next call until :func:`release_scratch` or
+    :func:`trim_scratch` (the k-NN search trims them when it returns).
     """
     n = int(np.prod(shape))
     dt = np.dtype(dtype)
-    buf = getattr(_SCRATCH, name, None)
+    key = (threading.get_ident(), name)
+    buf = _SCRATCH.get(key)
     if buf is None or buf.dtype != dt or buf.size < n:
-        buf = np.empty(n, dtype=dt)
-        setattr(_SCRATCH, name, buf)
+        _SCRATCH.pop(key, None)  # the old buffer is freed before the new one is made
+        buf = new_buffer(n, dt)
+        _SCRATCH[key] = buf
     return buf[:n].reshape(shape)
 
 
+#: scratch buffers of at least this many bytes are mapped directly (see new_buffer)
+SCRATCH_MMAP_BYTES = 1 << 17
+
+
+def new_buffer(n: int, dtype: Any) -> np.ndarray:
+    """``n`` uninitialised elements of ``dtype``: large ones in their own anonymous mapping.
+
+    glibc serves a freed size again from its heaps (its mmap threshold rises to 32 MiB
+    after the first large free), and the pool threads' heaps keep freed memory
+    resident; a mapping of its own is unmapped, so returned to the OS, as soon as the
+    last view of the buffer is gone. Page-aligned, and no slower to fault in.
+    """
+    dt = np.dtype(dtype)
+    nbytes = n * dt.itemsize
+    if nbytes < SCRATCH_MMAP_BYTES or not hasattr(mmap, "MAP_PRIVATE"):
+        return np.empty(n, dtype=dt)
+    # private: counted as the process's anonymous memory (a shared map is "shmem")
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=dt, count=n)
+
+
+def scratch_bytes() -> int:
+    """Bytes held by the scratch buffers of every thread."""
+    return sum(b.nbytes for b in list(_SCRATCH.values()))
+
+
 def release_scratch() -> None:
-    """Free the calling thread's scratch buffers (they are otherwise kept for reuse)."""
-    _SCRATCH.__dict__.clear()
+    """Free the scratch buffers of every thread (they are otherwise kept for reuse).
+
+    A buffer still in use by a running call stays alive through the caller's own
+    reference until that call returns; the next request allocates a fresh one.
+    """
+    _SCRATCH.clear()
+
+
+def trim_scratch(keep_bytes: int) -> None:
+    """Free scratch buffers, largest first, until at most ``keep_bytes`` remain."""
+    total = scratch_bytes()
+    if total <= keep_bytes:
+        return
+    for key, buf in sorted(list(_SCRATCH.items()), key=lambda kv: -kv[1].nbytes):
+        if total <= keep_bytes:
+            break
+        if _SCRATCH.pop(key, None) is not None:
+            total -= buf.nbytes
 
 
 # --------------------------------------------------------------------------- BLAS

@@ -192,10 +192,16 @@ def shard_topk(
     best_d, best_i = new_topk(Q.shape[0], k)
     rows = train_tile or default_train_tile(shard)
     with num_threads(n_jobs):
-        for start, tile in iter_row_tiles(shard, rows, Q.dtype):
-            if tile.dtype.kind == "f":
-                V.assert_all_finite(tile, "X")
-            kernel(Q, tile, offset + start, best_d, best_i)
+        try:
+            for start, tile in iter_row_tiles(shard, rows, Q.dtype):
+                if tile.dtype.kind == "f":
+                    V.assert_all_finite(tile, "X")
+                kernel(Q, tile, offset + start, best_d, best_i)
+        finally:  # as search_rows: the kernels' scratch is not kept between tasks
+            from fastcls._config import settings
+            from fastcls._runtime import trim_scratch
+
+            trim_scratch(int(settings.knn_scratch_keep_bytes))
     return best_d, best_i
 
 

@@ -57,7 +57,9 @@ def search_rows(
     distances : ndarray (n_queries, k), float64
     indices : ndarray (n_queries, k), int64
     """
+    from fastcls._config import settings
     from fastcls._progress import Progress
+    from fastcls._runtime import trim_scratch
     from fastcls.kernels.knn import topk_kernel
     from fastcls.kernels.topk import new_topk, use_block_selection
 
@@ -73,12 +75,16 @@ def search_rows(
     if progress and n_tiles < PROGRESS_STEPS:
         q_block = max(PROGRESS_MIN_QUERIES, -(-Q.shape[0] * n_tiles // PROGRESS_STEPS))
     q_starts = range(0, Q.shape[0], q_block)
-    with Progress(n_tiles * len(q_starts), f"k-NN search ({metric})", enabled=progress) as bar:
-        for start, tile in iter_row_tiles(X, rows, Q.dtype):
-            for qs in q_starts:
-                qe = min(Q.shape[0], qs + q_block)
-                kernel(Q[qs:qe], tile, offset + start, best_d[qs:qe], best_i[qs:qe])
-                bar.update()
+    try:
+        with Progress(n_tiles * len(q_starts), f"k-NN search ({metric})", enabled=progress) as bar:
+            for start, tile in iter_row_tiles(X, rows, Q.dtype):
+                for qs in q_starts:
+                    qe = min(Q.shape[0], qs + q_block)
+                    kernel(Q[qs:qe], tile, offset + start, best_d[qs:qe], best_i[qs:qe])
+                    bar.update()
+    finally:
+        # the kernels' scratch (every thread's) is reused across tiles, not across calls
+        trim_scratch(int(settings.knn_scratch_keep_bytes))
     if metric == "l2":
         np.sqrt(best_d, out=best_d)
     return best_d, best_i
@@ -130,14 +136,19 @@ class NumbaBackend(SearchBackend):
 
         Pixels stored as floats (CIFAR-10 loaded as float64, ``astype(np.float32)``)
         are then searched by the exact integer kernels, and the check and copy are done
-        once here instead of per training tile and search. Memmaps and lazy sources
-        are left on disk (the kernels still detect pixels tile by tile).
+        once here instead of per training tile and search. The copy is a quarter (or
+        an eighth) of the rows, kept with the model: it is made only when it is at
+        most ``settings.knn_pixel_copy_max_bytes``, so a search stays within the inputs
+        plus a bounded amount; larger sets, memmaps and lazy sources are left as they
+        are (the kernels detect pixels and convert them tile by tile, same results).
         """
         from fastcls._config import settings
         from fastcls.kernels.l1 import as_exact_uint8
 
         on = settings.l1_uint8_shortcut if metric == "l1" else settings.l2_uint8_shortcut
         if not on or not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
+            return None
+        if X.size > settings.knn_pixel_copy_max_bytes:
             return None
         if X.dtype.kind != "f" or not X.flags.c_contiguous:
             return None

@@ -102,7 +102,7 @@ from numba import literally, prange, types
 from numba.extending import intrinsic, overload
 
 from fastcls._config import REDUCE, jit, settings
-from fastcls._runtime import best_simd
+from fastcls._runtime import best_simd, new_buffer, scratch
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
@@ -632,11 +632,19 @@ def _exact_uint8_copy(A, out):
     return True
 
 
-def as_exact_uint8(A):
-    """``A`` as uint8 when all its values are integers in 0..255 (else None)."""
+def as_exact_uint8(A, scratch_name=None):
+    """``A`` as uint8 when all its values are integers in 0..255 (else None).
+
+    With ``scratch_name`` the copy is the calling thread's reusable scratch buffer of
+    that name (:func:`fastcls._runtime.scratch`): for copies used only during a call
+    (a training tile), so they are reused across tiles and freed when the search ends.
+    """
     if A.size == 0:
         return None
-    out = np.empty(A.shape, dtype=np.uint8)
+    if scratch_name is None:  # returned to the OS when freed (a one-shot search's copy)
+        out = new_buffer(A.size, np.uint8).reshape(A.shape)
+    else:
+        out = scratch(scratch_name, A.shape, np.uint8)
     return out if _exact_uint8_copy(A, out) else None
 
 
@@ -652,8 +660,8 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
     if settings.l1_uint8_shortcut:
-        Qu = as_exact_uint8(Q)
-        Xu = None if Qu is None else as_exact_uint8(X)
+        Qu = as_exact_uint8(Q, "pixels_q")
+        Xu = None if Qu is None else as_exact_uint8(X, "pixels_x")
         if Xu is not None:
             l1_topk_uint8(Qu, Xu, offset, best_d, best_i)
             return

@@ -399,6 +399,15 @@ def _centre(X: np.ndarray, wdtype: type, integer: bool) -> np.ndarray:
     return c.astype(wdtype)
 
 
+def _query_tile(D: int, tb: int, itemsize: int, n_threads: int) -> int:
+    """Queries per GEMM tile: ``settings.l2_query_tile_rows``, fewer when the threads'
+    scratch (a centred query tile and a GEMM block each) would exceed
+    ``settings.l2_query_scratch_bytes``, so memory does not grow with the core count."""
+    qt = max(1, int(settings.l2_query_tile_rows))
+    per_row = max(1, n_threads) * (D + tb) * itemsize
+    return max(_CHUNK, min(qt, int(settings.l2_query_scratch_bytes) // per_row))
+
+
 #: diagnostics: GEMM-path calls, queries recomputed over a whole tile, direct calls
 STATS = {"gemm_calls": 0, "fallback_queries": 0, "direct_calls": 0}
 
@@ -441,8 +450,8 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     coef = (gamma(D + 16, u) + gamma(3 * D + 16, U64)) * (1.0 + 2.0**-20)
     e_abs = (3 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
-    qt = max(1, int(settings.l2_query_tile_rows))
     tb = max(_CHUNK, int(settings.l2_train_block_rows))
+    qt = _query_tile(D, tb, np.dtype(wdtype).itemsize, n_threads)
 
     def queries(q0: int, q1: int) -> int:
         """The whole pipeline for queries q0:q1 (one thread): returns #fallbacks."""
@@ -500,8 +509,8 @@ def sqeuclidean_topk_float(Q, X, offset, best_d, best_i) -> None:
     if settings.l2_uint8_shortcut:
         from fastcls.kernels.l1 import as_exact_uint8
 
-        Qu = as_exact_uint8(Q)
-        Xu = None if Qu is None else as_exact_uint8(X)
+        Qu = as_exact_uint8(Q, "pixels_q")
+        Xu = None if Qu is None else as_exact_uint8(X, "pixels_x")
         if Xu is not None:
             sqeuclidean_topk_int(Qu, Xu, offset, best_d, best_i)
             return

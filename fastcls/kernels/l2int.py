@@ -44,6 +44,7 @@ from numba import literally, prange, types
 from numba.extending import intrinsic, overload
 
 from fastcls._config import jit, settings
+from fastcls._runtime import scratch
 from fastcls.kernels.topk import insert_sorted
 
 #: int32 accumulators are reduced to int64 at least every this many features
@@ -524,7 +525,7 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     nx = X.shape[0]
     if nq == 0 or nx == 0:
         return
-    impl, Qb, qn, xn, xc = _prepare(Q, X)
+    impl, Qb, qn, xn, xc = _prepare(Q, X, reuse=True)
     block, chunk = _sizes(nq, D)
     _ENTRIES[impl](Qb, X, qn, xn, xc, np.int64(offset), best_d, best_i, block, chunk)
 
@@ -542,8 +543,12 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
     _PAIRWISE[impl](Xb, Y, xn, yn, yc, out, block, chunk)
 
 
-def _prepare(Q, X):
-    """(implementation, query bytes, query norms, row norms, row corrections)."""
+def _prepare(Q, X, reuse=False):
+    """(implementation, query bytes, query norms, row norms, row corrections).
+
+    ``reuse``: the shifted query bytes go in a scratch buffer (reused across the
+    tiles of a search, which frees it when it returns; the pairwise call does not).
+    """
     nq, D = Q.shape
     nx = X.shape[0]
     impl = int_impl()
@@ -554,7 +559,7 @@ def _prepare(Q, X):
     xs = np.empty(nx, dtype=np.int64)
     _row_stats(X, xn, xs)
     if impl == "vnni":
-        Qb = np.empty_like(Q)
+        Qb = scratch("l2int_qb", Q.shape, Q.dtype) if reuse else np.empty_like(Q)
         _shift_norms(Q, Qb, qn)
         xc = xs * 128  # q.x = (q - 128).x + 128 sum(x)
     else:
