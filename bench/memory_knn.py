@@ -16,9 +16,10 @@ compiled code), which:
    ``gc.collect()``, and the bytes held in fastcls's scratch registry
    (:func:`fastcls._runtime.scratch_bytes`).
 
-Anonymous memory (``RssAnon`` + ``RssShmem``) is what the process allocated; file-backed memory is the pages of a
-memory-mapped training set mapped into the process (page cache that the kernel can
-drop; fastcls releases each tile's pages once searched). Both are reported.
+Anonymous memory (``RssAnon`` + ``RssShmem``) is what the process allocated;
+file-backed memory is the pages of a memory-mapped training set mapped into the
+process (page cache that the kernel can drop; fastcls releases each tile's pages once
+searched). Both are reported.
 
 Cases (k = 10, 2000 queries x 50000 x 3072 rows; ``--small``: 200 x 5000 x 3072):
 ``l2-f32-kneighbors`` / ``l2-f32-predict`` (non-integer float32, the sgemm path;
