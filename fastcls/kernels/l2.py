@@ -103,6 +103,15 @@ threads spin while the other works. Queries are independent, so results do not
 depend on ``n``. The direct path (small calls) and the pairwise kernels use numba's
 parallel loops and BLAS with ``n`` threads instead.
 
+Memory
+------
+Per call: the centred training tile (``nx x D`` in ``w``) and, per thread, a centred
+query tile and a GEMM block, all scratch buffers (:func:`fastcls._runtime.scratch`)
+reused across the tiles of a search and freed when it returns
+(``settings.knn_scratch_keep_bytes``). The query tile shrinks when the threads' query
+scratch together would exceed ``settings.l2_query_scratch_bytes``, so memory does not
+grow with the core count (``bench/memory_knn.py`` measures it).
+
 Diagnostics: :data:`STATS` counts GEMM-path calls, direct calls and queries that the
 certificate refused (recomputed by the direct scan).
 """
