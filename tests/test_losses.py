@@ -571,3 +571,21 @@ def test_results_beyond_the_range_raise_a_clear_error(kind):
     # float64: validation caps |values| at 1e150, so scores and gradients stay finite
     loss, dW = LOSSES[kind](W.astype(np.float64) * 1e150, X.astype(np.float64) * 0 + 1e150, y)
     assert np.isfinite(loss) and np.isfinite(dW).all()
+
+
+def test_results_do_not_alias_reused_buffers():
+    """The kernels' scratch buffers are reused between calls: a returned gradient must
+    not change when the next call (same or other shape, other dtype) runs."""
+    X, y, W, b = problem(3, 300, 50, 10, np.float32)
+    loss, dW, db = fastcls.svm_loss(W, X, y, 0.1, b=b)
+    keep = (loss, dW.copy(), db.copy())
+    X2, y2, W2, b2 = problem(4, 300, 50, 10, np.float32)
+    fastcls.svm_loss(W2, X2, y2, 0.5, b=b2)
+    X3, y3, W3, _ = problem(5, 40, 30, 4, np.float64)
+    fastcls.softmax_loss(W3, X3, y3, 0.1)
+    assert loss == keep[0]
+    np.testing.assert_array_equal(dW, keep[1])
+    np.testing.assert_array_equal(db, keep[2])
+    again = fastcls.svm_loss(W, X, y, 0.1, b=b)
+    assert again[0] == loss
+    np.testing.assert_array_equal(again[1], dW)
