@@ -536,7 +536,7 @@ def test_hot_loops_vectorise_natively():
     opts = {"nogil": True, "fastmath": set(FMA), "error_model": "numpy", "cache": False}
     scores = numba.njit(**opts)(K._scores4_chunk.py_func)
     update = numba.njit(**opts)(K._update4_chunk.py_func)
-    scores(X[0], X[1], X[2], X[3], WT, 0, 40, np.zeros((4, 5)), 0, 4)
+    scores(X[0], X[1], X[2], X[3], WT, 0, 40, np.zeros((4, 5)), 0, 5)  # the 4 x 5 tile
     update(X[0], X[1], X[2], X[3], gw, 0, WT, 0, 40, 2)
     for fn in (scores, update):
         asm = "\n".join(fn.inspect_asm().values())
