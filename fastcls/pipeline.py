@@ -1235,8 +1235,8 @@ def run_demo(
         )
     with num_threads(config.n_jobs), warnings.catch_warnings():
         # Every part is scaled by statistics of the training part here, so the queries
-        # cannot be on another scale; yet standardised HOG features are heavy-tailed and
-        # a few validation / test values beyond the training span trip the heuristic.
+        # cannot be on another scale: a warning could only be a false alarm (the first
+        # heuristic raised them on heavy-tailed standardised HOG features).
         warnings.simplefilter("ignore", DataRangeWarning)
         for name in SECTIONS:
             if name in config.sections:
