@@ -8,7 +8,6 @@ import io
 import os
 import pickle
 import pickletools
-import struct
 import sys
 import tarfile
 
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from py2_pickle import py2_dumps
 
 from fastcls import _config, datasets
 from fastcls.datasets import cifar10
@@ -147,33 +147,9 @@ def _write_binary(folder, train, test, meta=True):
     return folder
 
 
-class Py2Pickler(pickle._Pickler):
-    """Writes what Python 2's cPickle wrote: str/bytes as BINSTRING, old numpy paths."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj):
-        b = obj if isinstance(obj, bytes) else obj.encode("ascii")
-        if len(b) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(b)]) + b)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(b)) + b)
-        self.memoize(obj)
-
-    def _save_str(self, obj):
-        if obj.isascii():
-            return self._save_py2_str(obj)
-        return pickle._Pickler.save_str(self, obj)
-
-    dispatch[bytes] = _save_py2_str
-    dispatch[str] = _save_str
-
-
 def _dumps(obj, style) -> bytes:
     if style == "py2":
-        buf = io.BytesIO()
-        Py2Pickler(buf, protocol=2).dump(obj)
-        return buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        return py2_dumps(obj)
     return pickle.dumps(obj, protocol=style)
 
 

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from py2_pickle import py2_dumps
 
 from fastcls._config import override
 from fastcls.datasets import RestrictedUnpickler, UnsafePickleError, load_cifar10
@@ -66,34 +67,6 @@ def _batch(n: int = 40, seed: int = 0, labels_as_array: bool = False) -> dict:
     }
 
 
-class Py2Pickler(pickle._Pickler):
-    """What Python 2's cPickle wrote: byte strings as (SHORT_)BINSTRING, numpy.core paths."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj):
-        b = obj if isinstance(obj, bytes) else obj.encode("ascii")
-        if len(b) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(b)]) + b)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(b)) + b)
-        self.memoize(obj)
-
-    def _save_str(self, obj):
-        if obj.isascii():
-            return self._save_py2_str(obj)
-        return pickle._Pickler.save_str(self, obj)
-
-    dispatch[bytes] = _save_py2_str
-    dispatch[str] = _save_str
-
-
-def _py2_dumps(obj) -> bytes:
-    buf = io.BytesIO()
-    Py2Pickler(buf, protocol=2).dump(obj)
-    return buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-
-
 def _same(a, b) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -114,7 +87,7 @@ def test_real_format_batches_load(protocol, labels_as_array):
 
 def test_python2_batches_load_with_bytes_and_latin1_encodings():
     batch = _batch(n=30, seed=1)
-    blob = _py2_dumps(batch)
+    blob = py2_dumps(batch)
     ops = {op.name for op, _, _ in pickletools.genops(blob)}
     assert {"SHORT_BINSTRING", "BINSTRING"} <= ops and b"_codecs" not in blob
     _same(_load(blob), batch)
