@@ -30,7 +30,9 @@ clamping the row index (the duplicated lanes are computed and ignored).
   lanes), which LLVM never emits from a Numba loop, is called through a Numba
   ``@intrinsic`` written in LLVM IR (``llvm.x86.avx512.psad.bw.512`` on 64-byte
   vectors or ``llvm.x86.avx2.psad.bw`` on 32-byte vectors); a feature count that is not
-  a multiple of the width takes one extra masked vector that overlaps the previous. CPUs
+  a multiple of the width takes one extra masked vector that overlaps the previous. The
+  intrinsic takes the 2-D arrays and row numbers and is inlined into the driver: no row
+  view (an atomic reference count on the shared array) and no call per tile. CPUs
   without AVX2 get an int32-widening register-tiled kernel. :func:`uint8_impl` makes
   the choice; ``settings.l1_uint8_impl`` forces one (tests use it). uint8 sums are exact
   integers, so the uint8 top-k needs no correction step.
@@ -211,16 +213,22 @@ def _exact_pair(q, x):
 
 # --------------------------------------------------------------------------- uint8 tiles
 def _make_sad_intrinsic(width: int):
-    """Numba intrinsic: 4 x 2 tile of sums of |q_a - x_b| over ``nblocks * width + rem`` bytes.
+    """Numba intrinsic: 4 x 2 tile of sums of |q_a - x_b| over the ``D`` bytes of rows.
 
-    The last ``rem < width`` bytes (``nblocks >= 1``) are read as one vector ending at
-    the last byte with its first ``width - rem`` lanes zeroed on both sides (a masked
-    load on AVX-512), instead of a scalar tail per pair (784 = 12 x 64 + 16 features
-    spent as long on the tail as on the vectors).
+    ``sad(Q, X, qa, qlast, ja, jlast)`` -> UniTuple(int64, 8), entry ``2 * a + b`` =
+    ``sum |Q[min(qa + a, qlast)] - X[min(ja + b, jlast)]|`` over all ``D = Q.shape[1]
+    >= width`` bytes (rows of 2-D uint8 arrays with unit inner stride). The tile takes
+    the arrays and row numbers, not row views: a view per row costs an atomic
+    reference-count increment and decrement on the array shared by every thread, and
+    the call with six array structs was not inlined (about half the time at D = 784).
+
+    The last ``rem = D % width`` bytes are read as one vector ending at the last byte
+    with its first ``width - rem`` lanes zeroed on both sides (a masked load on
+    AVX-512), instead of a scalar tail per pair.
 
     ``width`` 32 calls ``llvm.x86.avx2.psad.bw`` (<32 x i8> x 2 -> <4 x i64>), 64
     calls ``llvm.x86.avx512.psad.bw.512`` (<64 x i8> x 2 -> <8 x i64>). Unaligned
-    loads, 8 vector accumulators reduced once at the end; returns 8 int64 sums.
+    loads, 8 vector accumulators reduced once at the end.
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -229,26 +237,40 @@ def _make_sad_intrinsic(width: int):
     lanes = width // 8
 
     @intrinsic
-    def sad_4x2(typingctx, q0, q1, q2, q3, x0, x1, nblocks, rem):
-        sig = types.UniTuple(types.int64, 8)(q0, q1, q2, q3, x0, x1, types.int64, types.int64)
+    def sad_4x2(typingctx, Q, X, qa, qlast, ja, jlast):
+        sig = types.UniTuple(types.int64, 8)(
+            Q, X, types.int64, types.int64, types.int64, types.int64
+        )
 
         def codegen(context, builder, signature, args):
-            i64 = ir.IntType(64)
-            vbytes = ir.VectorType(ir.IntType(8), width)
+            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            vbytes = ir.VectorType(i8, width)
             vsum = ir.VectorType(i64, lanes)
             fn = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vsum, [vbytes, vbytes]), name
             )
-            ptrs = [
-                context.make_array(ty)(context, builder, val).data
-                for ty, val in zip(signature.args[:6], args[:6], strict=True)
-            ]
+            qarr = context.make_array(signature.args[0])(context, builder, args[0])
+            xarr = context.make_array(signature.args[1])(context, builder, args[1])
+            qstride = cgutils.unpack_tuple(builder, qarr.strides, 2)[0]
+            xstride = cgutils.unpack_tuple(builder, xarr.strides, 2)[0]
+            D = cgutils.unpack_tuple(builder, qarr.shape, 2)[1]
+            qa_, qlast_, ja_, jlast_ = args[2:6]
+
+            def row_ptrs(arr, stride, first, last, n):
+                out = []
+                for r in range(n):
+                    row = builder.add(first, ir.Constant(i64, r))
+                    row = builder.select(builder.icmp_signed("<", row, last), row, last)
+                    out.append(builder.gep(arr.data, [builder.mul(row, stride)], source_etype=i8))
+                return out
+
+            ptrs = row_ptrs(qarr, qstride, qa_, qlast_, 4) + row_ptrs(xarr, xstride, ja_, jlast_, 2)
             accs = [cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(8)]
 
             def step(off, mask):
                 vecs = []
                 for p in ptrs:
-                    addr = builder.gep(p, [off], source_etype=ir.IntType(8))
+                    addr = builder.gep(p, [off], source_etype=i8)
                     v = builder.load(addr, align=1, typ=vbytes)
                     if mask is not None:  # both sides zero: |0 - 0| adds nothing
                         v = builder.select(mask, v, ir.Constant(vbytes, None))
@@ -260,34 +282,58 @@ def _make_sad_intrinsic(width: int):
                         builder.store(builder.add(builder.load(acc), sad), acc)
 
             wconst = ir.Constant(i64, width)
-            with cgutils.for_range(builder, args[6], intp=i64) as loop:
+            nblocks = builder.sdiv(D, wconst)
+            rem = builder.srem(D, wconst)
+            with cgutils.for_range(builder, nblocks, intp=i64) as loop:
                 step(builder.mul(loop.index, wconst), None)
-            rem = args[7]
             with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
                 # the tail: one vector ending at the last byte, its first width - rem
                 # lanes (already counted) masked off on both sides
-                i8 = ir.IntType(8)
                 lane_ids = ir.Constant(vbytes, list(range(width)))
                 first = builder.trunc(builder.sub(wconst, rem), i8)
                 splat = builder.insert_element(
-                    ir.Constant(vbytes, None), first, ir.Constant(ir.IntType(32), 0)
+                    ir.Constant(vbytes, None), first, ir.Constant(i32, 0)
                 )
                 splat = builder.shuffle_vector(
                     splat,
                     ir.Constant(vbytes, None),
-                    ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width),
+                    ir.Constant(ir.VectorType(i32, width), [0] * width),
                 )
                 mask = builder.icmp_unsigned(">=", lane_ids, splat)
-                end = builder.add(builder.mul(args[6], wconst), rem)
-                step(builder.sub(end, wconst), mask)
-            sums = []
-            for acc in accs:
-                v = builder.load(acc)
-                i32 = ir.IntType(32)
-                s = builder.extract_element(v, ir.Constant(i32, 0))
-                for lane in range(1, lanes):
-                    s = builder.add(s, builder.extract_element(v, ir.Constant(i32, lane)))
-                sums.append(s)
+                step(builder.sub(D, wconst), mask)
+            vecs = [builder.load(acc) for acc in accs]
+            if lanes == len(vecs):
+                # transposed tree: each level adds the two halves of every lane group of
+                # two vectors into one, so the 8 reductions cost 7 adds (and shuffle
+                # pairs) in all instead of 3 levels each
+                groups = 1
+                while len(vecs) > 1:
+                    size = lanes // groups
+                    half = size // 2
+                    lo, hi = [], []
+                    for src in (0, 1):
+                        for g in range(groups):
+                            base = src * lanes + g * size
+                            lo += [base + t for t in range(half)]
+                            hi += [base + half + t for t in range(half)]
+                    mask_lo = ir.Constant(ir.VectorType(i32, lanes), lo)
+                    mask_hi = ir.Constant(ir.VectorType(i32, lanes), hi)
+                    vecs = [
+                        builder.add(
+                            builder.shuffle_vector(a, b, mask_lo),
+                            builder.shuffle_vector(a, b, mask_hi),
+                        )
+                        for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
+                    ]
+                    groups *= 2
+                sums = [builder.extract_element(vecs[0], ir.Constant(i32, t)) for t in range(8)]
+            else:
+                sums = []
+                for v in vecs:
+                    s = builder.extract_element(v, ir.Constant(i32, 0))
+                    for lane in range(1, lanes):
+                        s = builder.add(s, builder.extract_element(v, ir.Constant(i32, lane)))
+                    sums.append(s)
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
@@ -321,22 +367,26 @@ def _tail_uint8_4x2(q0, q1, q2, q3, x0, x1):
     return s00, s01, s10, s11, s20, s21, s30, s31
 
 
-@jit
-def _tile_uint8_avx2(q0, q1, q2, q3, x0, x1):
+@jit(inline="always")
+def _tile_uint8_avx2(Q, X, qa, qlast, ja, jlast):
     """Exact 4 x 2 tile with ``vpsadbw`` on 32-byte vectors (masked overlapping tail)."""
-    nb = q0.shape[0] // 32
-    if nb == 0:  # shorter than one vector
-        return _tail_uint8_4x2(q0, q1, q2, q3, x0, x1)
-    return _sad_4x2_avx2(q0, q1, q2, q3, x0, x1, np.int64(nb), np.int64(q0.shape[0] - nb * 32))
+    if Q.shape[1] < 32:  # shorter than one vector
+        return _tail_uint8_4x2(
+            Q[qa], Q[min(qa + 1, qlast)], Q[min(qa + 2, qlast)], Q[min(qa + 3, qlast)],
+            X[ja], X[min(ja + 1, jlast)],
+        )  # fmt: skip
+    return _sad_4x2_avx2(Q, X, qa, qlast, ja, jlast)
 
 
-@jit
-def _tile_uint8_avx512(q0, q1, q2, q3, x0, x1):
+@jit(inline="always")
+def _tile_uint8_avx512(Q, X, qa, qlast, ja, jlast):
     """Exact 4 x 2 tile with ``vpsadbw`` on 64-byte vectors (masked overlapping tail)."""
-    nb = q0.shape[0] // 64
-    if nb == 0:  # shorter than one vector
-        return _tail_uint8_4x2(q0, q1, q2, q3, x0, x1)
-    return _sad_4x2_avx512(q0, q1, q2, q3, x0, x1, np.int64(nb), np.int64(q0.shape[0] - nb * 64))
+    if Q.shape[1] < 64:  # shorter than one vector
+        return _tail_uint8_4x2(
+            Q[qa], Q[min(qa + 1, qlast)], Q[min(qa + 2, qlast)], Q[min(qa + 3, qlast)],
+            X[ja], X[min(ja + 1, jlast)],
+        )  # fmt: skip
+    return _sad_4x2_avx512(Q, X, qa, qlast, ja, jlast)
 
 
 @jit
@@ -361,9 +411,15 @@ def _seg_uint8_4x2_i32(q0, q1, q2, q3, x0, x1):
     return s00, s01, s10, s11, s20, s21, s30, s31
 
 
-@jit
-def _tile_uint8_portable(q0, q1, q2, q3, x0, x1):
+@jit(inline="always")
+def _tile_uint8_portable(Q, X, qa, qlast, ja, jlast):
     """Exact 4 x 2 tile for any CPU: int32 accumulators, flushed to int64 per segment."""
+    q0 = Q[qa]
+    q1 = Q[min(qa + 1, qlast)]
+    q2 = Q[min(qa + 2, qlast)]
+    q3 = Q[min(qa + 3, qlast)]
+    x0 = X[ja]
+    x1 = X[min(ja + 1, jlast)]
     D = q0.shape[0]
     s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.int64(0)
     for start in range(0, D, _I32_SEGMENT):
@@ -475,13 +531,13 @@ def _pairwise_float_kernel(X, Y, out, zero, block, chunk):
 _UINT8_CODES = {"portable": 0, "avx2": 1, "avx512": 2}
 
 
-def _tile_uint8(impl, q0, q1, q2, q3, x0, x1):
+def _tile_uint8(impl, Q, X, qa, qlast, ja, jlast):
     """Exact 4 x 2 uint8 tile of implementation ``impl`` (a literal code, see overload)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
-@overload(_tile_uint8, jit_options={"nogil": True})
-def _tile_uint8_overload(impl, q0, q1, q2, q3, x0, x1):
+@overload(_tile_uint8, jit_options={"nogil": True}, inline="always")
+def _tile_uint8_overload(impl, Q, X, qa, qlast, ja, jlast):
     # Resolved at compile time on the literal ``impl``: only the chosen tile is compiled,
     # so a CPU without AVX2 never sees the x86 intrinsic, and each specialisation is a
     # distinct signature that numba's cache can store.
@@ -489,8 +545,8 @@ def _tile_uint8_overload(impl, q0, q1, q2, q3, x0, x1):
         return None
     tile = {0: _tile_uint8_portable, 1: _tile_uint8_avx2, 2: _tile_uint8_avx512}[impl.literal_value]
 
-    def impl_fn(impl, q0, q1, q2, q3, x0, x1):
-        return tile(q0, q1, q2, q3, x0, x1)
+    def impl_fn(impl, Q, X, qa, qlast, ja, jlast):
+        return tile(Q, X, qa, qlast, ja, jlast)
 
     return impl_fn
 
@@ -508,12 +564,8 @@ def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl):
         for j0 in range(0, nx, block):
             j1 = min(j0 + block, nx)
             for qa in range(c0, c1, 4):
-                r0 = Q[qa]
-                r1 = Q[min(qa + 1, c1 - 1)]
-                r2 = Q[min(qa + 2, c1 - 1)]
-                r3 = Q[min(qa + 3, c1 - 1)]
                 for j in range(j0, j1, 2):
-                    s = _tile_uint8(impl, r0, r1, r2, r3, X[j], X[min(j + 1, j1 - 1)])
+                    s = _tile_uint8(impl, Q, X, qa, c1 - 1, j, j1 - 1)
                     for t in range(8):
                         qi = qa + (t >> 1)
                         ji = j + (t & 1)
@@ -536,12 +588,8 @@ def _pairwise_uint8_kernel(X, Y, out, block, chunk, impl):
         for j0 in range(0, ny, block):
             j1 = min(j0 + block, ny)
             for qa in range(c0, c1, 4):
-                r0 = X[qa]
-                r1 = X[min(qa + 1, c1 - 1)]
-                r2 = X[min(qa + 2, c1 - 1)]
-                r3 = X[min(qa + 3, c1 - 1)]
                 for j in range(j0, j1, 2):
-                    s = _tile_uint8(impl, r0, r1, r2, r3, Y[j], Y[min(j + 1, j1 - 1)])
+                    s = _tile_uint8(impl, X, Y, qa, c1 - 1, j, j1 - 1)
                     for t in range(8):
                         qi = qa + (t >> 1)
                         ji = j + (t & 1)
@@ -678,6 +726,8 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
     topk = _UINT8_ENTRIES[uint8_impl()][0]
+    # the tiles address rows by stride with unit inner stride (no copy when C-contiguous)
+    Q, X = np.ascontiguousarray(Q), np.ascontiguousarray(X)
     topk(Q, X, np.int64(offset), best_d, best_i, *_sizes(Q))
 
 
@@ -703,4 +753,5 @@ def l1_pairwise_uint8(X, Y, out):
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
     pairwise = _UINT8_ENTRIES[uint8_impl()][1]
+    X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
     pairwise(X, Y, out, *_sizes(X))
