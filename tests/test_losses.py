@@ -488,11 +488,20 @@ for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-10)):
                     for got, want in ((loss, ref[0]), (dW, ref[1]), (db, ref[2])):
                         err = np.max(np.abs(np.asarray(got, float) - want)) / np.max(np.abs(want))
                         assert err < (tol if kind == "softmax" else 1e-3), (kind, impl, err)
-# the hot loops use packed FMAs on ymm and never zmm (LLVM emitted AVX2 code)
-for fn in (K._scores4_chunk, K._update4_chunk):
-    for sig, asm in fn.inspect_asm().items():
-        assert "zmm" not in asm, fn
-        assert re.search(r"vfmadd\d+p[sd]\s+[^\n]*%ymm", asm), fn
+# the avx2 tiles use packed FMAs on ymm and never zmm (LLVM emitted AVX2 code)
+from numba import njit
+from fastcls.kernels import linear_tiles as T
+
+@njit(cache=False)
+def tiles(xb, WT, g, acc, rows):
+    T.update_tile_avx2(xb, g, 0, acc, 0, 0, 2)
+    return T.scores_tile_avx2(xb, WT, 0, 0, 0, 2, xb, rows, 1)
+
+xb = np.ones((4, 16), np.float32)
+tiles(xb, xb[:2].copy(), np.ones((4, 2), np.float32), np.zeros((2, 16), np.float32), np.arange(4))
+for sig, asm in tiles.inspect_asm().items():
+    assert "zmm" not in asm
+    assert re.search(r"vfmadd\d+ps\s+[^\n]*%ymm", asm)
 print("AVX2-OK")
 """
 
@@ -519,28 +528,43 @@ def test_avx2_path_compiled_for_haswell_in_a_subprocess():
 
 
 def test_hot_loops_vectorise_natively():
-    """The register tiles compile to packed FMAs (the notes: 4- and 8-row updates once
-    silently compiled to scalar code). The on-disk cache hides the assembly, so the tiles
-    are compiled afresh here with the kernels' flags."""
+    """The tiles compile to packed FMAs of their width (the notes: 4- and 8-row updates
+    once silently compiled to scalar code; LLVM keeps 256-bit vectors on the AVX-512
+    CPUs it tunes for prefer-256-bit, hence the explicit IR tiles). The on-disk cache
+    hides the assembly, so everything is compiled afresh here."""
     import numba
 
     from fastcls._config import FMA
     from fastcls._runtime import cpu_features
+    from fastcls.kernels import linear_tiles as T
     from fastcls.kernels import losses as K
 
     if not {"fma", "avx"} <= cpu_features():
         pytest.skip("packed FMAs need a CPU with AVX and FMA")
-    X = np.ones((4, 40), np.float32)
-    WT = np.ones((5, 40), np.float32)
-    gw = np.ones((4, 5), np.float32)
+    xb = np.ones((4, 32), np.float32)
+    WT = np.ones((10, 32), np.float32)
+    gw = np.ones((4, 10), np.float32)
     opts = {"nogil": True, "fastmath": set(FMA), "error_model": "numpy", "cache": False}
-    scores = numba.njit(**opts)(K._scores4_chunk.py_func)
-    update = numba.njit(**opts)(K._update4_chunk.py_func)
-    scores(X[0], X[1], X[2], X[3], WT, 0, 40, np.zeros((4, 5)), 0, 5)  # the 4 x 5 tile
-    update(X[0], X[1], X[2], X[3], gw, 0, WT, 0, 40, 2)
+    scores = numba.njit(**opts)(K._scores4_portable.py_func)
+    update = numba.njit(**opts)(K._update4_portable.py_func)
+    scores(xb, WT, 0, 0, 32, np.zeros((4, 10)))
+    update(xb, gw, 0, WT.copy(), 0, 32)
     for fn in (scores, update):
         asm = "\n".join(fn.inspect_asm().values())
         assert re.search(r"vfmadd\d+ps\s+[^\n]*%[yz]mm", asm), fn
+    widths = [("avx2", T.scores_tile_avx2, T.update_tile_avx2, "ymm")]
+    if "avx512f" in cpu_features():
+        widths.append(("avx512", T.scores_tile_avx512, T.update_tile_avx512, "zmm"))
+    for name, scores_tile, update_tile, reg in widths:
+
+        def tiles(xb, WT, g, acc, rows, scores_tile=scores_tile, update_tile=update_tile):
+            update_tile(xb, g, 0, acc, 0, 0, 2)
+            return scores_tile(xb, WT, 0, 0, 0, 2, xb, rows, 1)
+
+        fn = numba.njit(cache=False)(tiles)
+        fn(xb, WT, gw, WT.copy(), np.arange(4))
+        asm = "\n".join(fn.inspect_asm().values())
+        assert re.search(rf"vfmadd\d+ps\s+[^\n]*%{reg}", asm), name
 
 
 # ----------------------------------------------------------------------------- range (issue 10)
@@ -589,3 +613,39 @@ def test_results_do_not_alias_reused_buffers():
     again = fastcls.svm_loss(W, X, y, 0.1, b=b)
     assert again[0] == loss
     np.testing.assert_array_equal(again[1], dW)
+
+
+@pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1, 7, 17, 3073])
+@pytest.mark.parametrize("N", [8, 9])  # 8: the last row is read by a tile
+def test_tiles_never_read_past_the_last_feature(impl, dtype, D, N):
+    """The packing tiles read ``X`` in whole vectors except the last, a masked load: ``X``
+    placed so that its last byte ends a page followed by an inaccessible page must not
+    crash (an unmasked tail would fault), and the result must match the reference."""
+    import ctypes
+    import mmap
+
+    from fastcls._config import override
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
+    page = mmap.PAGESIZE
+    C = 10
+    nbytes = N * D * np.dtype(dtype).itemsize
+    n_pages = -(-nbytes // page) + 1
+    region = mmap.mmap(-1, n_pages * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    libc = ctypes.CDLL(None, use_errno=True)
+    guard = base + (n_pages - 1) * page
+    assert libc.mprotect(ctypes.c_void_p(guard), ctypes.c_size_t(page), 0) == 0
+    try:
+        Xg, y, W, b = problem(5, N, D, C, dtype, wscale=0.3 / np.sqrt(D))
+        start = (n_pages - 1) * page - nbytes
+        X = np.frombuffer(region, dtype=dtype, count=N * D, offset=start).reshape(N, D)
+        X[:] = Xg
+        with override(linear_kernel_impl=impl):
+            check_against_reference("softmax", W, X, y, 0.01, b, "l2", 1.0, None, RTOL[dtype])
+        del X
+    finally:
+        libc.mprotect(ctypes.c_void_p(guard), ctypes.c_size_t(page), 3)

@@ -4,43 +4,44 @@ One pass over the rows of ``X`` per call. Rows are taken in *blocks* of ``rblock
 (``settings.linear_row_block_rows``, 32 by default): for a block the kernel
 
 1. computes the scores of every row of the block, ``D`` walked in chunks of
-   ``D_CHUNK`` columns so that the chunk of the weights (C x 512 values, 20 KiB in
-   float32) stays in L1 while every row of the block passes over it: a register tile
-   of 4 rows x ``ctile`` classes (``4 * ctile`` independent SIMD accumulators along
-   ``D``), the tile's sums added to float64 scores;
+   ``_CHUNK_BYTES`` so that the chunk of the weights (C x 512 float32, 20 KiB) stays in
+   L1 while every row of the block passes over it: register tiles of 4 rows x a few
+   classes, the tile's sums added to float64 scores. The first tile of each group of 4
+   rows also copies the rows into ``xb``, an aligned, zero-padded scratch (rows of
+   ``Dp`` = D rounded up to 16 values, 64-byte aligned): that is the one read of ``X``
+   from memory, and every later pass reads ``xb`` from L2;
 2. takes the hinge or softmax derivative of each row (float64);
-3. adds the rank-4 updates ``dW^T[c] += sum_r g[r, c] * x_r``, again chunk by chunk, so
-   that the chunk of the gradient accumulator stays in L1 while the block's rows (in
-   L2 since step 1) pass over it.
+3. adds the rank-4 updates ``dW^T[c] += sum_r g[r, c] * x_r`` to an accumulator in the
+   same padded layout, again chunk by chunk.
 
-``X`` is read from memory once per call; no ``N x C`` temporary exists. Blocking by row
-block instead of by group of four rows cuts the traffic of the weights and of the
-accumulator (123 KiB each at D=3073, C=10) between L2 and the core by ``rblock / 4``.
+Alignment is worth as much as the vector width here: a 64-byte load straddling two
+cache lines costs two, and every row of a D=3073 array is misaligned. The weights are
+copied once per task into the same padded layout (``WTp``, ``Cp`` rows: the classes
+rounded up to the tile, zero weights), so the tiles have no class or feature tail.
 
 The micro-kernel per CPU class
 ------------------------------
-The tile width ``ctile`` is the only thing that differs between CPU classes, and it is a
-run-time argument (one compiled function serves all: no extra compile time):
+``ctile`` (a run-time argument; one compiled function serves all) selects the tiles:
 
-* ``"avx512"`` (``ctile = 5``): a 4 x 5 tile for the scores (then 4 x 4, 4 x 2, 4 x 1 for
-  the classes left), 20 accumulators plus 9 operands: needs the 32 vector registers of
-  AVX-512 (LLVM then uses ymm16-31 even where it prefers 256-bit vectors);
-* ``"avx2"`` (``ctile = 2``): a 4 x 2 tile, 8 accumulators plus 6 operands: fits the 16
-  ymm registers of AVX2 (the 4 x 4 tile spilled 9 accumulators to the stack there, every
-  FMA then waited on a store-to-load round trip: the 0.7x-of-NumPy of issue 14);
-* ``"portable"`` (``ctile = 1``): 4 rows x 1 class, 4 accumulators: any register file.
+* ``"avx512"`` (``ctile = 5``): explicit 64-byte vectors written in LLVM IR
+  (:mod:`fastcls.kernels.linear_tiles`): scores 4 x 5 (20 zmm accumulators), update
+  4 x 5. LLVM keeps its own loops at 256 bits on the AVX-512 CPUs it tunes for
+  ``prefer-256-bit``, with no per-function switch from numba: the explicit IR is how the
+  kernel gets zmm;
+* ``"avx2"`` (``ctile = 2``): the same tiles on 32-byte vectors, 4 x 2 (8 accumulators
+  + 6 operands fit the 16 ymm registers);
+* ``"portable"`` (``ctile = 1``): numba loops, 4 rows x 1 class, LLVM vectorises them for
+  whatever the target has (no FMA needed).
 
-The gradient update uses 4 rows x ``min(ctile, 2)`` classes: measured on 256 rows x 3073
-(float32), its 4 x 4 form took 475 us against 334 us for 4 x 2 on the AVX-512 build and
-330 vs 352 us on the AVX2 build; a rank-8 x 2 update took 308 us (not worth a second
-specialisation). The scores: 253 us (4 x 4) / 286 (4 x 2) natively, 312 (4 x 4,
-spilling) / 282 (4 x 2) on AVX2.
+Measured on the Xeon (float32, D=3073, C=10, one thread, in-cache tiles): scores 86 and
+update 51 GFLOP/s with the former numba 4 x 5 / 4 x 2 loops on misaligned rows; 149 and
+150 with the zmm tiles on aligned rows (127 and 137 inside the kernel's loop structure;
+sgemm's ceiling on this core is 163). svm_loss at N=10000: 27.2 -> 18-20 ms on one
+thread. The figures per CPU class are in ``docs/performance.md``.
 
 :func:`kernel_impl` chooses by the CPU features numba compiles for (``NUMBA_CPU_NAME`` /
 ``NUMBA_CPU_FEATURES`` included); ``settings.linear_kernel_impl`` forces one (tests run
-each). The vector width is LLVM's choice for the target (8 float32 lanes on AVX2; on
-AVX-512 CPUs that LLVM tunes for 256-bit vectors, also 8: on the measured Xeon, 512-bit
-vectors forced through ``-prefer-256-bit`` ran no faster, 25.4 vs 26.2 ms at N=10000).
+each).
 
 Determinism and accuracy: the rows are split into at most ``MAX_TASKS`` tasks whose
 boundaries depend only on the number of rows (never on the thread count). Each task
@@ -74,6 +75,14 @@ from numba import prange
 
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
+from fastcls.kernels.linear_tiles import (
+    PACK,
+    PLAIN,
+    scores_tile_avx2,
+    scores_tile_avx512,
+    update_tile_avx2,
+    update_tile_avx512,
+)
 
 #: loss kinds understood by the kernel
 SVM = 0
@@ -83,8 +92,9 @@ LOSS_CODES = {"svm": SVM, "softmax": SOFTMAX}
 
 #: rows accumulated in the working precision before flushing to float64
 SUB_ROWS = 256
-#: columns per inner pass: a chunk of the 10 weight rows (or accumulator rows) stays in L1
-D_CHUNK = 512
+#: bytes of features per inner pass (512 float32 / 256 float64): a chunk of the 10 weight
+#: rows (or accumulator rows) stays in L1 while the block's rows pass over it
+_CHUNK_BYTES = 2048
 #: most tasks (float64 partial gradients) per call; independent of the thread count
 MAX_TASKS = 16
 #: fewest rows per task (below this, fewer tasks). Every task costs a zeroed accumulator,
@@ -179,341 +189,192 @@ def _row_derivative(s, yi, kind, g):
 
 
 @jit(fastmath=FMA)
-def _scores4_chunk(x0, x1, x2, x3, WT, d0, d1, s, j, ctile):
-    """``s[j + r, c] += x_r[d0:d1] . WT[c, d0:d1]``, classes ``ctile`` (5, 4, 2, 1) at a time.
+def _scores4_portable(xb, WT, j, d0, d1, s):
+    """``s[j + r, c] += xb[j + r, d0:d1] . WT[c, d0:d1]``: 4 rows x 1 class, numba loops.
 
-    With ``ctile == 5`` (AVX-512's 32 registers: 20 accumulators + 9 operands, no spill in
-    the assembly) C=10 takes two passes with no 4 x 2 tail: 5-7% faster than 4 x 4 + 4 x 2
-    for the whole kernel on one thread (0.566 -> 0.53 ms at N=256, 26.5 -> 25.2 ms at
-    N=10000). Remaining classes fall through to the 4-, 2- and 1-class tiles.
+    The tile for CPUs without AVX2 + FMA (any register file: 4 accumulators); LLVM
+    vectorises the ``d`` loop at the width the target has.
     """
-    C = WT.shape[0]
-    y0 = x0[d0:d1]
-    y1 = x1[d0:d1]
-    y2 = x2[d0:d1]
-    y3 = x3[d0:d1]
-    n = d1 - d0
-    c = 0
-    while ctile == 5 and c + 5 <= C:
-        w0 = WT[c + 0, d0:d1]
-        w1 = WT[c + 1, d0:d1]
-        w2 = WT[c + 2, d0:d1]
-        w3 = WT[c + 3, d0:d1]
-        w4 = WT[c + 4, d0:d1]
-        z = w0[0] - w0[0]
-        a00 = z
-        a01 = z
-        a02 = z
-        a03 = z
-        a04 = z
-        a10 = z
-        a11 = z
-        a12 = z
-        a13 = z
-        a14 = z
-        a20 = z
-        a21 = z
-        a22 = z
-        a23 = z
-        a24 = z
-        a30 = z
-        a31 = z
-        a32 = z
-        a33 = z
-        a34 = z
-        for d in range(n):
-            u0 = y0[d]
-            u1 = y1[d]
-            u2 = y2[d]
-            u3 = y3[d]
-            v0 = w0[d]
-            v1 = w1[d]
-            v2 = w2[d]
-            v3 = w3[d]
-            v4 = w4[d]
-            a00 += u0 * v0
-            a01 += u0 * v1
-            a02 += u0 * v2
-            a03 += u0 * v3
-            a04 += u0 * v4
-            a10 += u1 * v0
-            a11 += u1 * v1
-            a12 += u1 * v2
-            a13 += u1 * v3
-            a14 += u1 * v4
-            a20 += u2 * v0
-            a21 += u2 * v1
-            a22 += u2 * v2
-            a23 += u2 * v3
-            a24 += u2 * v4
-            a30 += u3 * v0
-            a31 += u3 * v1
-            a32 += u3 * v2
-            a33 += u3 * v3
-            a34 += u3 * v4
-        s[j + 0, c + 0] += a00
-        s[j + 0, c + 1] += a01
-        s[j + 0, c + 2] += a02
-        s[j + 0, c + 3] += a03
-        s[j + 0, c + 4] += a04
-        s[j + 1, c + 0] += a10
-        s[j + 1, c + 1] += a11
-        s[j + 1, c + 2] += a12
-        s[j + 1, c + 3] += a13
-        s[j + 1, c + 4] += a14
-        s[j + 2, c + 0] += a20
-        s[j + 2, c + 1] += a21
-        s[j + 2, c + 2] += a22
-        s[j + 2, c + 3] += a23
-        s[j + 2, c + 4] += a24
-        s[j + 3, c + 0] += a30
-        s[j + 3, c + 1] += a31
-        s[j + 3, c + 2] += a32
-        s[j + 3, c + 3] += a33
-        s[j + 3, c + 4] += a34
-        c += 5
-    while ctile >= 4 and c + 4 <= C:
+    C = s.shape[1]
+    y0 = xb[j, d0:d1]
+    y1 = xb[j + 1, d0:d1]
+    y2 = xb[j + 2, d0:d1]
+    y3 = xb[j + 3, d0:d1]
+    for c in range(C):
         w0 = WT[c, d0:d1]
-        w1 = WT[c + 1, d0:d1]
-        w2 = WT[c + 2, d0:d1]
-        w3 = WT[c + 3, d0:d1]
         z = w0[0] - w0[0]
-        a00 = z
-        a01 = z
-        a02 = z
-        a03 = z
-        a10 = z
-        a11 = z
-        a12 = z
-        a13 = z
-        a20 = z
-        a21 = z
-        a22 = z
-        a23 = z
-        a30 = z
-        a31 = z
-        a32 = z
-        a33 = z
-        for d in range(n):
-            u0 = y0[d]
-            u1 = y1[d]
-            u2 = y2[d]
-            u3 = y3[d]
-            v0 = w0[d]
-            v1 = w1[d]
-            v2 = w2[d]
-            v3 = w3[d]
-            a00 += u0 * v0
-            a01 += u0 * v1
-            a02 += u0 * v2
-            a03 += u0 * v3
-            a10 += u1 * v0
-            a11 += u1 * v1
-            a12 += u1 * v2
-            a13 += u1 * v3
-            a20 += u2 * v0
-            a21 += u2 * v1
-            a22 += u2 * v2
-            a23 += u2 * v3
-            a30 += u3 * v0
-            a31 += u3 * v1
-            a32 += u3 * v2
-            a33 += u3 * v3
-        s[j, c] += a00
-        s[j, c + 1] += a01
-        s[j, c + 2] += a02
-        s[j, c + 3] += a03
-        s[j + 1, c] += a10
-        s[j + 1, c + 1] += a11
-        s[j + 1, c + 2] += a12
-        s[j + 1, c + 3] += a13
-        s[j + 2, c] += a20
-        s[j + 2, c + 1] += a21
-        s[j + 2, c + 2] += a22
-        s[j + 2, c + 3] += a23
-        s[j + 3, c] += a30
-        s[j + 3, c + 1] += a31
-        s[j + 3, c + 2] += a32
-        s[j + 3, c + 3] += a33
-        c += 4
-    while ctile >= 2 and c + 2 <= C:
-        w0 = WT[c, d0:d1]
-        w1 = WT[c + 1, d0:d1]
-        z = w0[0] - w0[0]
-        a00 = z
-        a01 = z
-        a10 = z
-        a11 = z
-        a20 = z
-        a21 = z
-        a30 = z
-        a31 = z
-        for d in range(n):
+        a0 = z
+        a1 = z
+        a2 = z
+        a3 = z
+        for d in range(d1 - d0):
             u = w0[d]
-            v = w1[d]
-            a00 += y0[d] * u
-            a01 += y0[d] * v
-            a10 += y1[d] * u
-            a11 += y1[d] * v
-            a20 += y2[d] * u
-            a21 += y2[d] * v
-            a30 += y3[d] * u
-            a31 += y3[d] * v
-        s[j, c] += a00
-        s[j, c + 1] += a01
-        s[j + 1, c] += a10
-        s[j + 1, c + 1] += a11
-        s[j + 2, c] += a20
-        s[j + 2, c + 1] += a21
-        s[j + 3, c] += a30
-        s[j + 3, c + 1] += a31
-        c += 2
-    while c < C:
-        w0 = WT[c, d0:d1]
-        z = w0[0] - w0[0]
-        a00 = z
-        a10 = z
-        a20 = z
-        a30 = z
-        for d in range(n):
-            u = w0[d]
-            a00 += y0[d] * u
-            a10 += y1[d] * u
-            a20 += y2[d] * u
-            a30 += y3[d] * u
-        s[j, c] += a00
-        s[j + 1, c] += a10
-        s[j + 2, c] += a20
-        s[j + 3, c] += a30
-        c += 1
+            a0 += y0[d] * u
+            a1 += y1[d] * u
+            a2 += y2[d] * u
+            a3 += y3[d] * u
+        s[j, c] += a0
+        s[j + 1, c] += a1
+        s[j + 2, c] += a2
+        s[j + 3, c] += a3
 
 
 @jit(fastmath=FMA)
-def _update4_chunk(x0, x1, x2, x3, gw, j, acc, d0, d1, ctile):
-    """``acc[c, d0:d1] += sum_r gw[j + r, c] * x_r[d0:d1]`` (rank 4), ``ctile`` classes a pass."""
+def _update4_portable(xb, gw, j, acc, d0, d1):
+    """``acc[c, d0:d1] += sum_r gw[j + r, c] * xb[j + r, d0:d1]`` (rank 4), one class a pass."""
     C = acc.shape[0]
-    y0 = x0[d0:d1]
-    y1 = x1[d0:d1]
-    y2 = x2[d0:d1]
-    y3 = x3[d0:d1]
-    n = d1 - d0
-    c = 0
-    while ctile >= 4 and c + 4 <= C:
-        g00 = gw[j, c]
-        g10 = gw[j + 1, c]
-        g20 = gw[j + 2, c]
-        g30 = gw[j + 3, c]
-        g01 = gw[j, c + 1]
-        g11 = gw[j + 1, c + 1]
-        g21 = gw[j + 2, c + 1]
-        g31 = gw[j + 3, c + 1]
-        g02 = gw[j, c + 2]
-        g12 = gw[j + 1, c + 2]
-        g22 = gw[j + 2, c + 2]
-        g32 = gw[j + 3, c + 2]
-        g03 = gw[j, c + 3]
-        g13 = gw[j + 1, c + 3]
-        g23 = gw[j + 2, c + 3]
-        g33 = gw[j + 3, c + 3]
-        a0 = acc[c, d0:d1]
-        a1 = acc[c + 1, d0:d1]
-        a2 = acc[c + 2, d0:d1]
-        a3 = acc[c + 3, d0:d1]
-        for d in range(n):
-            u0 = y0[d]
-            u1 = y1[d]
-            u2 = y2[d]
-            u3 = y3[d]
-            a0[d] += g00 * u0 + g10 * u1 + g20 * u2 + g30 * u3
-            a1[d] += g01 * u0 + g11 * u1 + g21 * u2 + g31 * u3
-            a2[d] += g02 * u0 + g12 * u1 + g22 * u2 + g32 * u3
-            a3[d] += g03 * u0 + g13 * u1 + g23 * u2 + g33 * u3
-        c += 4
-    while ctile >= 2 and c + 2 <= C:
-        g00 = gw[j, c]
-        g10 = gw[j + 1, c]
-        g20 = gw[j + 2, c]
-        g30 = gw[j + 3, c]
-        g01 = gw[j, c + 1]
-        g11 = gw[j + 1, c + 1]
-        g21 = gw[j + 2, c + 1]
-        g31 = gw[j + 3, c + 1]
-        a = acc[c, d0:d1]
-        e = acc[c + 1, d0:d1]
-        for d in range(n):
-            u0 = y0[d]
-            u1 = y1[d]
-            u2 = y2[d]
-            u3 = y3[d]
-            a[d] += g00 * u0 + g10 * u1 + g20 * u2 + g30 * u3
-            e[d] += g01 * u0 + g11 * u1 + g21 * u2 + g31 * u3
-        c += 2
-    while c < C:
+    y0 = xb[j, d0:d1]
+    y1 = xb[j + 1, d0:d1]
+    y2 = xb[j + 2, d0:d1]
+    y3 = xb[j + 3, d0:d1]
+    for c in range(C):
         g0 = gw[j, c]
         g1 = gw[j + 1, c]
         g2 = gw[j + 2, c]
         g3 = gw[j + 3, c]
         a = acc[c, d0:d1]
-        for d in range(n):
+        for d in range(d1 - d0):
             a[d] += g0 * y0[d] + g1 * y1[d] + g2 * y2[d] + g3 * y3[d]
-        c += 1
 
 
 @jit
-def _block(X, y, idx, r0, nr, WT, b, kind, ctile, s, g, gw, acc, pdb):
+def _scores(xb, WT, nr, s, ctile, X, src):
+    """Scores of the block's rows, packing them into ``xb`` on the way.
+
+    ``s[r, c] += x_r . WT[c]`` for ``r < nr``, ``c < C``; ``x_r`` is ``X[src[r]]``.
+    ``WT`` has ``Cp >= C`` rows (zero weights beyond ``C``, so the tiles need no class
+    tail) and ``Dp`` columns, a multiple of 16, zero beyond the features. Chunk-major:
+    the chunk of ``WT`` (``_CHUNK_BYTES`` per class) stays in L1 while every row of the
+    block passes over it. The first class tile of each group of 4 rows reads ``X`` and
+    stores the aligned, zero-padded copy ``xb`` (read by the later tiles and the update).
+    Rows of a last group of fewer than 4 are packed first (zero rows after them).
+    """
+    C = s.shape[1]
+    D = X.shape[1]
+    Cp = WT.shape[0]
+    Dp = xb.shape[1]
+    nr4 = nr + (-nr) % 4
+    full = nr - nr % 4  # rows packed by the tiles; the rest are packed here
+    for r in range(full, nr):
+        xb[r, :D] = X[src[r]]
+    for r in range(nr, nr4):
+        xb[r, :D] = 0
+    chunk = _CHUNK_BYTES // xb.itemsize
+    for d0 in range(0, Dp, chunk):
+        d1 = min(d0 + chunk, Dp)
+        for j in range(0, nr4, 4):
+            mode = PACK if j < full else PLAIN
+            if ctile == 5:
+                nvec = (d1 - d0) // (64 // xb.itemsize)
+                for c in range(0, Cp, 5):
+                    t = scores_tile_avx512(
+                        xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
+                    )
+                    for r in range(4):
+                        for k in range(5):
+                            if c + k < C:
+                                s[j + r, c + k] += t[r * 5 + k]
+            elif ctile == 2:
+                nvec = (d1 - d0) // (32 // xb.itemsize)
+                for c in range(0, Cp, 2):
+                    t = scores_tile_avx2(
+                        xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
+                    )
+                    for r in range(4):
+                        for k in range(2):
+                            if c + k < C:
+                                s[j + r, c + k] += t[r * 2 + k]
+            else:
+                if mode != PLAIN:
+                    for r in range(4):
+                        xb[j + r, d0 : min(d1, D)] = X[src[j + r], d0 : min(d1, D)]
+                _scores4_portable(xb, WT, j, d0, d1, s)
+
+
+@jit
+def _update(xb, gw, nr4, Dp, acc, ctile):
+    """``acc[c] += sum_r gw[r, c] * xb[r]`` over the block (``Cp`` rows of ``acc``)."""
+    Cp = acc.shape[0]
+    chunk = _CHUNK_BYTES // xb.itemsize
+    for d0 in range(0, Dp, chunk):
+        d1 = min(d0 + chunk, Dp)
+        for j in range(0, nr4, 4):
+            if ctile == 5:
+                nvec = (d1 - d0) // (64 // xb.itemsize)
+                for c in range(0, Cp, 5):
+                    update_tile_avx512(xb, gw, j, acc, c, d0, nvec)
+            elif ctile == 2:
+                nvec = (d1 - d0) // (32 // xb.itemsize)
+                for c in range(0, Cp, 2):
+                    update_tile_avx2(xb, gw, j, acc, c, d0, nvec)
+            else:
+                _update4_portable(xb, gw, j, acc, d0, d1)
+
+
+@jit
+def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src):
     """Rows ``idx[r0:r0+nr]``: scores, derivatives, gradient into ``acc``; returns their loss.
 
-    Rows are taken four at a time; a last group of fewer than four repeats its last row
-    with a zero weight in the update (the repeat is a row in use, so it is finite
-    whenever the result is meaningful, and ``0 * x`` adds nothing).
+    The scores copy the rows into the aligned scratch ``xb`` as they first read them
+    (padding columns zero; rows ``nr`` up to the next multiple of 4 are zero rows, with
+    zero weights in the update, so the tiles always take 4 rows): that is the call's one
+    read of ``X`` from memory; the later tiles and the update read ``xb`` from L2.
     """
-    C = WT.shape[0]
-    D = WT.shape[1]
-    last = nr - 1
-    # the update's 4 x 4 tile ran slower than 4 x 2 on both AVX2 and AVX-512 builds
-    # (475 vs 334 us for 256 rows natively): at most 2 classes a pass
-    utile = min(ctile, 2)
+    C = s.shape[1]
+    Dp = xb.shape[1]
+    nr4 = nr + (-nr) % 4
     for r in range(nr):
+        src[r] = idx[r0 + r]
+    for r in range(nr4):
         for c in range(C):
             s[r, c] = b[c]
-    # scores: group-major, so each row streams from memory front to back (gathered
-    # mini-batch rows are random 12 KiB reads: chunk-major order broke the prefetch)
-    for j in range(0, nr, 4):
-        x0 = X[idx[r0 + j]]
-        x1 = X[idx[r0 + min(j + 1, last)]]
-        x2 = X[idx[r0 + min(j + 2, last)]]
-        x3 = X[idx[r0 + min(j + 3, last)]]
-        for d0 in range(0, D, D_CHUNK):
-            _scores4_chunk(x0, x1, x2, x3, WT, d0, min(d0 + D_CHUNK, D), s, j, ctile)
+    _scores(xb, WT, nr, s, ctile, X, src)
     loss = 0.0
     for r in range(nr):
         loss += _row_derivative(s[r], y[idx[r0 + r]], kind, g[r])
         for c in range(C):
             gw[r, c] = g[r, c]
             pdb[c] += g[r, c]
-    for r in range(nr, nr + (-nr) % 4):
+    for r in range(nr, nr4):
         for c in range(C):
             gw[r, c] = 0.0
-    for d0 in range(0, D, D_CHUNK):
-        d1 = min(d0 + D_CHUNK, D)
-        for j in range(0, nr, 4):
-            x0 = X[idx[r0 + j]]
-            x1 = X[idx[r0 + min(j + 1, last)]]
-            x2 = X[idx[r0 + min(j + 2, last)]]
-            x3 = X[idx[r0 + min(j + 3, last)]]
-            _update4_chunk(x0, x1, x2, x3, gw, j, acc, d0, d1, utile)
+    _update(xb, gw, nr4, Dp, acc, ctile)
     return loss
 
 
 @jit
+def _aligned_empty(rows, cols, like):
+    """An uninitialised C-contiguous ``(rows, cols)`` array of ``like``'s dtype, 64-byte aligned."""
+    n = rows * cols
+    buf = np.empty(n + 64 // like.itemsize, dtype=like.dtype)
+    first = ((-buf.ctypes.data) % 64) // like.itemsize
+    return buf[first : first + n].reshape((rows, cols))
+
+
+@jit
 def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock):
-    """Task ``t`` of :func:`linear_loss_grad_rows`: its rows' loss and gradient sums."""
+    """Task ``t`` of :func:`linear_loss_grad_rows`: its rows' loss and gradient sums.
+
+    Works on aligned, zero-padded copies: ``WTp`` (``Cp`` x ``Dp``: classes rounded up to
+    the tile, features to 16), the accumulator in the same layout and the row block
+    ``xb`` (``rblock`` x ``Dp``).
+    """
     C = WT.shape[0]
     D = WT.shape[1]
-    acc = np.zeros_like(WT)
+    Dp = D + (-D) % 16
+    Cp = C + (-C) % ctile
+    WTp = _aligned_empty(Cp, Dp, WT)
+    WTp[C:] = 0
+    for c in range(C):
+        WTp[c, :D] = WT[c]
+        WTp[c, D:] = 0
+    acc = _aligned_empty(Cp, Dp, WT)
+    xb = _aligned_empty(rblock, Dp, WT)
+    xb[:, D:] = 0  # the tiles' packing rewrites these zeros; the other paths rely on them
     s = np.empty((rblock, C), dtype=np.float64)
     g = np.empty((rblock, C), dtype=np.float64)
-    gw = np.empty((rblock, C), dtype=WT.dtype)
+    gw = np.zeros((rblock, Cp), dtype=WT.dtype)
+    src = np.zeros(rblock + 3, dtype=np.int64)  # this block's rows of X
     pt = part[t]
     pdb = part_db[t]
     for c in range(C):
@@ -524,11 +385,10 @@ def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t,
     first = True
     for s0 in range(start, stop, SUB_ROWS):
         s1 = min(s0 + SUB_ROWS, stop)
-        if not first:
-            acc[:] = 0
+        acc[:] = 0
         for r0 in range(s0, s1, rblock):
             nr = min(rblock, s1 - r0)
-            loss += _block(X, y, idx, r0, nr, WT, b, kind, ctile, s, g, gw, acc, pdb)
+            loss += _block(X, y, idx, r0, nr, WTp, b, kind, ctile, xb, s, g, gw, acc, pdb, src)
         # flush the sub-block (working precision) into the task's float64 partial
         if first:
             for c in range(C):
