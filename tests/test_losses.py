@@ -206,9 +206,11 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
     WT = np.ascontiguousarray(W.T)
     ctile, rb = K.CLASS_TILES[K.kernel_impl()], K.row_block()
     rows = np.arange(3000)
-    K.linear_loss_grad_rows_serial(X, y, rows, WT, b, kid, bounds, part, pdb, pl, ctile, rb)
+    K.linear_loss_grad_rows_serial(
+        X, y, rows, rows[:0], WT, b, kid, bounds, part, pdb, pl, ctile, rb
+    )
     part2, pdb2, pl2 = np.empty_like(part), np.empty_like(pdb), np.empty_like(pl)
-    K.linear_loss_grad_rows(X, y, rows, WT, b, kid, bounds, part2, pdb2, pl2, ctile, rb)
+    K.linear_loss_grad_rows(X, y, rows, rows[:0], WT, b, kid, bounds, part2, pdb2, pl2, ctile, rb)
     np.testing.assert_array_equal(part, part2)
     np.testing.assert_array_equal(pl, pl2)
     for r in results[1:]:
@@ -494,7 +496,7 @@ from fastcls.kernels import linear_tiles as T
 
 @njit(cache=False)
 def tiles(xb, WT, g, acc, rows):
-    T.update_tile_avx2(xb, g, 0, acc, 0, 0, 2)
+    T.update_tile_avx2(xb, g, 0, acc, 0, 0, 2, xb, rows, True)
     return T.scores_tile_avx2(xb, WT, 0, 0, 0, 2, xb, rows, 1)
 
 xb = np.ones((4, 16), np.float32)
@@ -558,13 +560,14 @@ def test_hot_loops_vectorise_natively():
     for name, scores_tile, update_tile, reg in widths:
 
         def tiles(xb, WT, g, acc, rows, scores_tile=scores_tile, update_tile=update_tile):
-            update_tile(xb, g, 0, acc, 0, 0, 2)
+            update_tile(xb, g, 0, acc, 0, 0, 2, xb, rows, True)
             return scores_tile(xb, WT, 0, 0, 0, 2, xb, rows, 1)
 
         fn = numba.njit(cache=False)(tiles)
         fn(xb, WT, gw, WT.copy(), np.arange(4))
         asm = "\n".join(fn.inspect_asm().values())
         assert re.search(rf"vfmadd\d+ps\s+[^\n]*%{reg}", asm), name
+        assert "prefetcht1" in asm, name
 
 
 # ----------------------------------------------------------------------------- range (issue 10)

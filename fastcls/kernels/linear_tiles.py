@@ -281,15 +281,24 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
 
 
 def _make_update_tile(vec_bytes: int, nr: int, nc: int):
-    """Intrinsic ``update(xb, g, j, acc, c, d0, nvec)``: a rank-``nr`` update of ``nc`` rows.
+    """Intrinsic ``update(xb, g, j, acc, c, d0, nvec, X, pf_row, pf)``: a rank-``nr`` update.
 
     ``acc[c + k, d] += sum_r g[j + r, c + k] * xb[j + r, d]`` for ``d`` in
     ``[d0, d0 + nvec * lanes)``; ``g`` (rows x C), ``xb`` and ``acc`` share one float dtype.
+
+    With ``pf`` true each step also prefetches, into L2, the same bytes of the rows
+    ``X[pf_row[0..nr-1]]`` (int64 row numbers, clamped into ``X``; a prefetch never
+    faults): the rows the next block will pack. Mini-batch rows are random 12 KiB reads
+    whose start no hardware prefetcher can guess; issuing one prefetch per row and step
+    spreads them over the update's arithmetic.
     """
 
     @intrinsic
-    def update(typingctx, xb, g, j, acc, c, d0, nvec):
-        sig = types.none(xb, g, types.int64, acc, types.int64, types.int64, types.int64)
+    def update(typingctx, xb, g, j, acc, c, d0, nvec, X, pf_row, pf):
+        sig = types.none(
+            xb, g, types.int64, acc, types.int64, types.int64, types.int64, X, pf_row,
+            types.boolean,
+        )  # fmt: skip
 
         def codegen(context, builder, signature, args):
             from llvmlite import ir
@@ -327,14 +336,34 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
                     row.append(builder.shuffle_vector(one, ir.Constant(vtype, None), zero_mask))
                 splats.append(row)
             start = builder.mul(args[5], ir.Constant(i64, itemsize))
-            with cgutils.for_range(builder, args[6], intp=i64) as loop:
-                off = builder.add(start, builder.mul(loop.index, ir.Constant(i64, vec_bytes)))
-                xv = [_vector_load(builder, p, off, vtype) for p in xp]
-                for k in range(nc):
-                    a = _vector_load(builder, ap[k], off, vtype)
-                    for r in range(nr):
-                        a = builder.call(fma, [splats[r][k], xv[r], a])
-                    _vector_store(builder, a, ap[k], off)
+            i8p = ir.IntType(8).as_pointer()
+            prefetch = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0" if _opaque_pointers() else "llvm.prefetch.p0i8",
+            )
+            pf_rows = _gathered_row_pointers(builder, context, signature, args, 7, 8, nr)
+
+            def body(with_prefetch):
+                with cgutils.for_range(builder, args[6], intp=i64) as loop:
+                    step = builder.mul(loop.index, ir.Constant(i64, vec_bytes))
+                    off = builder.add(start, step)
+                    xv = [_vector_load(builder, p, off, vtype) for p in xp]
+                    if with_prefetch:  # read, locality 2 (L2), data cache
+                        flags = [ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)]
+                        for p in pf_rows:
+                            builder.call(prefetch, [builder.gep(p, [off]), *flags])
+                    for k in range(nc):
+                        a = _vector_load(builder, ap[k], off, vtype)
+                        for r in range(nr):
+                            a = builder.call(fma, [splats[r][k], xv[r], a])
+                        _vector_store(builder, a, ap[k], off)
+
+            with builder.if_else(args[9]) as (yes, no):
+                with yes:
+                    body(True)
+                with no:
+                    body(False)
             return context.get_dummy_value()
 
         return sig, codegen

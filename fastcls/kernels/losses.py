@@ -55,8 +55,8 @@ the parallel and serial twins, and a float32 gradient never accumulates more tha
 
 Public kernel names:
 
-* ``linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss,
-  ctile, rblock)`` and its serial twin ``linear_loss_grad_rows_serial``;
+* ``linear_loss_grad_rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db,
+  part_loss, ctile, rblock)`` and its serial twin ``linear_loss_grad_rows_serial``;
 * ``finish_gradient(part, scale, WT, reg, penalty, beta, dWT)``: reduce the partials,
   add the penalty (transposed layout);
 * ``linear_loss_grad(...)``: one public-loss call end to end (transpose of ``W``, kernel,
@@ -292,8 +292,12 @@ def _scores(xb, WT, nr, s, ctile, X, src):
 
 
 @jit
-def _update(xb, gw, nr4, Dp, acc, ctile):
-    """``acc[c] += sum_r gw[r, c] * xb[r]`` over the block (``Cp`` rows of ``acc``)."""
+def _update(xb, gw, nr4, Dp, acc, ctile, X, nxt, has_next):
+    """``acc[c] += sum_r gw[r, c] * xb[r]`` over the block (``Cp`` rows of ``acc``).
+
+    With ``has_next``, the first class tile of each group prefetches the same bytes of
+    the next block's rows ``X[nxt]`` (see the update tile).
+    """
     Cp = acc.shape[0]
     chunk = _CHUNK_BYTES // xb.itemsize
     for d0 in range(0, Dp, chunk):
@@ -302,17 +306,19 @@ def _update(xb, gw, nr4, Dp, acc, ctile):
             if ctile == 5:
                 nvec = (d1 - d0) // (64 // xb.itemsize)
                 for c in range(0, Cp, 5):
-                    update_tile_avx512(xb, gw, j, acc, c, d0, nvec)
+                    pf = has_next and c == 0
+                    update_tile_avx512(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
             elif ctile == 2:
                 nvec = (d1 - d0) // (32 // xb.itemsize)
                 for c in range(0, Cp, 2):
-                    update_tile_avx2(xb, gw, j, acc, c, d0, nvec)
+                    pf = has_next and c == 0
+                    update_tile_avx2(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
             else:
                 _update4_portable(xb, gw, j, acc, d0, d1)
 
 
 @jit
-def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src):
+def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src, nxt, has_next):
     """Rows ``idx[r0:r0+nr]``: scores, derivatives, gradient into ``acc``; returns their loss.
 
     The scores copy the rows into the aligned scratch ``xb`` as they first read them
@@ -338,7 +344,7 @@ def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src):
     for r in range(nr, nr4):
         for c in range(C):
             gw[r, c] = 0.0
-    _update(xb, gw, nr4, Dp, acc, ctile)
+    _update(xb, gw, nr4, Dp, acc, ctile, X, nxt, has_next)
     return loss
 
 
@@ -352,7 +358,9 @@ def _aligned_empty(rows, cols, like):
 
 
 @jit
-def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock):
+def _loss_grad_task(
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+):
     """Task ``t`` of :func:`linear_loss_grad_rows`: its rows' loss and gradient sums.
 
     Works on aligned, zero-padded copies: ``WTp`` (``Cp`` x ``Dp``: classes rounded up to
@@ -375,6 +383,7 @@ def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t,
     g = np.empty((rblock, C), dtype=np.float64)
     gw = np.zeros((rblock, Cp), dtype=WT.dtype)
     src = np.zeros(rblock + 3, dtype=np.int64)  # this block's rows of X
+    nxt = np.zeros(rblock + 3, dtype=np.int64)  # the rows the next block will pack
     pt = part[t]
     pdb = part_db[t]
     for c in range(C):
@@ -388,7 +397,21 @@ def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t,
         acc[:] = 0
         for r0 in range(s0, s1, rblock):
             nr = min(rblock, s1 - r0)
-            loss += _block(X, y, idx, r0, nr, WTp, b, kind, ctile, xb, s, g, gw, acc, pdb, src)
+            # the rows the next block packs: this task's next rows, else the first rows
+            # of this task in the next call (``idx_next``, an SGD loop's next batch)
+            has_next = r0 + nr < stop or idx_next.shape[0] > start
+            for r in range(rblock):
+                p = r0 + nr + r
+                if p < stop:
+                    nxt[r] = idx[p]
+                elif start + p - stop < idx_next.shape[0]:
+                    nxt[r] = idx_next[start + p - stop]
+                else:
+                    nxt[r] = nxt[r - 1] if r > 0 else 0
+            loss += _block(
+                X, y, idx, r0, nr, WTp, b, kind, ctile, xb, s, g, gw, acc, pdb, src, nxt,
+                has_next,
+            )  # fmt: skip
         # flush the sub-block (working precision) into the task's float64 partial
         if first:
             for c in range(C):
@@ -407,7 +430,9 @@ def _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t,
 
 
 @jit(parallel=True)
-def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock):
+def linear_loss_grad_rows(
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+):
     """Fused data loss and gradient over the rows ``X[idx]``, per task.
 
     Parameters (all C-contiguous, no validation)
@@ -415,6 +440,8 @@ def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_lo
     X : (N, D) float32 or float64
     y : (N,) int64 labels in 0..C-1 (indexed through ``idx``)
     idx : (M,) int64 rows of ``X`` to use (with repetitions allowed)
+    idx_next : (M',) int64 rows the *next* call will use (an SGD loop's next batch; may be
+        empty): only prefetched, never read as data
     WT : (C, D) weights, transposed, dtype of ``X``
     b : (C,) bias, dtype of ``X``
     kind : int, ``SVM`` or ``SOFTMAX``
@@ -426,16 +453,20 @@ def linear_loss_grad_rows(X, y, idx, WT, b, kind, bounds, part, part_db, part_lo
     rblock : int, rows per block (a positive multiple of 4)
     """
     for t in prange(bounds.shape[0] - 1):
-        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock)
+        _loss_grad_task(
+            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+        )
 
 
 @jit
 def linear_loss_grad_rows_serial(
-    X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
 ):
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits)."""
     for t in range(bounds.shape[0] - 1):
-        _loss_grad_task(X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock)
+        _loss_grad_task(
+            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+        )
 
 
 #: penalty codes understood by :func:`finish_gradient`
@@ -525,13 +556,14 @@ def linear_loss_grad(
     for d in range(D):
         for c in range(C):
             WT[c, d] = W[d, c]
+    no_next = idx[:0]
     if parallel:
         linear_loss_grad_rows(
-            X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
         )
     else:
         linear_loss_grad_rows_serial(
-            X, y, idx, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
         )
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
@@ -584,6 +616,12 @@ def sgd_linear_steps(
     for k in range(n_steps):
         it = it0 + k
         rows = batches[0] if full else batches[k]
+        if full:
+            nxt_rows = batches[0]
+        elif k + 1 < n_steps:
+            nxt_rows = batches[k + 1]
+        else:  # the next chunk's batches are not drawn yet
+            nxt_rows = batches[0][:0]
         m = rows.shape[0]
         if not fit_bias:
             bias[:] = 0.0
@@ -593,12 +631,14 @@ def sgd_linear_steps(
             bias[:] = b
         if parallel:
             linear_loss_grad_rows(
-                X, y, rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile, rblock
-            )
+                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile,
+                rblock,
+            )  # fmt: skip
         else:
             linear_loss_grad_rows_serial(
-                X, y, rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile, rblock
-            )
+                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile,
+                rblock,
+            )  # fmt: skip
         data, pen, finite = finish_gradient(
             part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
         )
