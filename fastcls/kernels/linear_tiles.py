@@ -179,8 +179,8 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
     ``X.shape[1]`` are never read: the last vectors are masked loads, zero-filled) and
     stores what it read into ``xb[j + r]``: the packing copy and the first pass of the
     scores are one pass (a separate aligned copy cost as much as the arithmetic on it).
-    Software prefetching of the next block's rows was tried and removed: no faster at
-    N=10000 (the hardware prefetchers follow the row streams), 10% slower at N=256.
+    (Prefetching the next block's rows from this tile made N=256 10% slower; the update
+    tile does it, and only in SGD loops.)
     """
 
     @intrinsic
