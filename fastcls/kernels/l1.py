@@ -301,11 +301,12 @@ def _make_sad_intrinsic(width: int):
                 )
                 mask = builder.icmp_unsigned(">=", lane_ids, splat)
                 step(builder.sub(D, wconst), mask)
-            vecs = [builder.load(acc) for acc in accs]
-            if lanes == len(vecs):
-                # transposed tree: each level adds the two halves of every lane group of
-                # two vectors into one, so the 8 reductions cost 7 adds (and shuffle
-                # pairs) in all instead of 3 levels each
+
+            def tree(vecs):
+                """Lane t of the result = the sum of the lanes of ``vecs[t]`` (``lanes``
+                vectors): a transposed tree, each level adding the two halves of every
+                lane group of two vectors into one, so the ``lanes`` reductions cost
+                ``lanes - 1`` adds (and shuffle pairs) instead of log2(lanes) each."""
                 groups = 1
                 while len(vecs) > 1:
                     size = lanes // groups
@@ -326,14 +327,12 @@ def _make_sad_intrinsic(width: int):
                         for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
                     ]
                     groups *= 2
-                sums = [builder.extract_element(vecs[0], ir.Constant(i32, t)) for t in range(8)]
-            else:
-                sums = []
-                for v in vecs:
-                    s = builder.extract_element(v, ir.Constant(i32, 0))
-                    for lane in range(1, lanes):
-                        s = builder.add(s, builder.extract_element(v, ir.Constant(i32, lane)))
-                    sums.append(s)
+                return [builder.extract_element(vecs[0], ir.Constant(i32, t)) for t in range(lanes)]
+
+            vecs = [builder.load(acc) for acc in accs]
+            sums = []
+            for g in range(0, 8, lanes):  # 8 accumulators: 1 tree of 8 lanes or 2 of 4
+                sums += tree(vecs[g : g + lanes])
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
