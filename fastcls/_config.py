@@ -221,6 +221,9 @@ class Tunables:
     l1_uint8_impl: str | None = None
     #: L1 float on whole numbers 0..255: take the exact uint8 kernel
     l1_uint8_shortcut: bool = True
+    #: L1 uint8 top-k: query chunks of at least this many rows are searched on rows
+    #: zero-padded to a multiple of the vector width (0: never; same results)
+    l1_pad_min_queries: int = 32
 
     #: L2: queries per GEMM tile
     l2_query_tile_rows: int = 1024
@@ -249,6 +252,9 @@ class Tunables:
     #: the chunk count a multiple of the thread count)
     l2_int_query_chunk_rows: int = 0
     l2_int_query_chunk_bytes: int = 1024 * 1024
+    #: L2 integer top-k: query chunks of at least this many rows are searched on rows
+    #: zero-padded to a multiple of the vector width (0: never; same results)
+    l2_int_pad_min_queries: int = 32
 
     #: validation: rows scanned per chunk by the NaN / infinity check
     finite_check_rows: int = 4096

@@ -358,3 +358,46 @@ def test_uint8_strided_inputs(impl, monkeypatch):
         out = np.empty((Q.shape[0], X.shape[0]))
         l1.l1_pairwise_uint8(Q, X, out)
         np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "l1"))
+
+
+@pytest.mark.parametrize("impl", _available_impls())
+@pytest.mark.parametrize("D", [1, 31, 32, 33, 63, 64, 65, 100, 784])
+def test_uint8_zero_padded_rows_give_identical_topk(impl, D, monkeypatch):
+    """The top-k driver's 64-byte aligned, zero-padded copies of query chunks and
+    training blocks (``l1_pad_min_queries``) give the same distances and indices as the
+    plain rows, over several chunks and blocks (the last block shorter)."""
+    rng = np.random.default_rng(D + 1)
+    Q, X = make_data(rng, 23, 91, D, np.uint8, "duplicates" if D % 2 else "random")
+    monkeypatch.setattr(settings, "l1_uint8_impl", impl)
+    monkeypatch.setattr(settings, "l1_block_rows", 10)
+    monkeypatch.setattr(settings, "l1_query_chunk_rows", 8)
+    results = []
+    for min_queries in (0, 1):
+        monkeypatch.setattr(settings, "l1_pad_min_queries", min_queries)
+        results.append(run_streamed(Q, X, 6, 40))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert_matches_reference(Q, X, 6, *results[1])
+
+
+def test_padded_width_choice(monkeypatch):
+    monkeypatch.setattr(settings, "l1_pad_min_queries", 256)
+    assert l1._padded_width("avx512", 784, 1252) == 832
+    assert l1._padded_width("avx2", 784, 1252) == 800
+    assert l1._padded_width("avx512", 768, 1252) == 0  # already a multiple
+    assert l1._padded_width("avx512", 50, 1252) == 0  # shorter than a vector
+    assert l1._padded_width("portable", 784, 1252) == 0
+    assert l1._padded_width("avx512", 784, 100) == 0  # copies not paid back
+    monkeypatch.setattr(settings, "l1_pad_min_queries", 0)
+    assert l1._padded_width("avx512", 784, 1252) == 0
+
+
+def test_uint8_memmap_training_rows_with_padding(tmp_path, monkeypatch):
+    """Read-only (memmapped) training rows go through the padded blocks too."""
+    rng = np.random.default_rng(3)
+    Q, X = make_data(rng, 40, 150, 100, np.uint8, "random")
+    np.save(tmp_path / "x.npy", X)
+    monkeypatch.setattr(settings, "l1_pad_min_queries", 1)
+    Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    d, i = fastcls.kneighbors(Q, Xm, k=4, metric="l1")
+    assert_matches_reference(Q, X, 4, d, i)

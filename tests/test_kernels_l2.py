@@ -566,3 +566,45 @@ def test_int_pairwise_equals_reference(impl, D):
     with override(l2_uint8_impl=impl, l2_int_block_rows=4, l2_int_query_chunk_rows=4):
         l2int.sqeuclidean_pairwise_int(X, Y, out)
     np.testing.assert_array_equal(out, pairwise_distances_reference(X, Y, "sqeuclidean"))
+
+
+@pytest.mark.parametrize("impl", INT_IMPLS)
+@pytest.mark.parametrize("D", [1, 15, 16, 17, 63, 64, 65, 784, 3072 + 5, 33025])
+def test_int_kernel_zero_padded_rows_give_identical_topk(impl, D):
+    """The driver's 64-byte aligned, zero-padded copies of query chunks and training
+    blocks (``l2_int_pad_min_queries``) give the same distances and indices as the plain
+    rows, over several chunks and blocks (the last block shorter)."""
+    rng = np.random.default_rng(D)
+    Q, X = make_data(rng, 13, 47, D, np.uint8, "duplicates" if D % 2 else "random")
+    X[[2, 30]] = 255
+    Q[3] = 255
+    results = []
+    for min_queries in (0, 1):
+        with override(l2_int_pad_min_queries=min_queries):
+            results.append(int_knn(Q, X, 5, 20, impl, block=8, chunk=8))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert_matches_reference(*results[1], Q, X, 5)
+
+
+def test_int_padded_width_choice():
+    with override(l2_int_pad_min_queries=256):
+        assert l2int._padded_width("vnni", 784, 1252) == 832
+        assert l2int._padded_width("avx2", 784, 1252) == 0  # already a multiple of 16
+        assert l2int._padded_width("avx2", 785, 1252) == 800
+        assert l2int._padded_width("vnni", 768, 1252) == 0
+        assert l2int._padded_width("portable", 785, 1252) == 0
+        assert l2int._padded_width("vnni", 784, 100) == 0
+    with override(l2_int_pad_min_queries=0):
+        assert l2int._padded_width("vnni", 784, 1252) == 0
+
+
+def test_int_kernel_memmapped_rows_with_padding(tmp_path):
+    """Read-only (memmapped) training rows go through the padded blocks too."""
+    rng = np.random.default_rng(4)
+    Q, X = make_data(rng, 30, 120, 100, np.uint8, "random")
+    np.save(tmp_path / "x.npy", X)
+    Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    with override(l2_int_pad_min_queries=1):
+        d, i = fastcls.kneighbors(Q, Xm, k=4, metric="sqeuclidean")
+    assert_matches_reference(d, i, Q, X, 4)

@@ -550,8 +550,32 @@ def _tile_uint8_overload(impl, Q, X, qa, qlast, ja, jlast):
     return impl_fn
 
 
+@jit
+def _copy_rows(A, i0, i1, out):
+    """``out[: i1 - i0, : A.shape[1]] = A[i0:i1]`` (the rest of ``out`` untouched)."""
+    for i in range(i0, i1):  # element loops: a row view would cost an atomic refcount
+        for d in range(A.shape[1]):
+            out[i - i0, d] = A[i, d]
+
+
+@jit
+def _zero_padded(A, i0, i1, width, n_rows):
+    """New ``(n_rows, width)`` zeros, 64-byte aligned, with rows ``A[i0:i1]`` copied in.
+
+    Padded rows only pay when every row starts on a cache line (numba's own arrays are
+    aligned less). A function, not ``np.zeros`` in the ``prange`` body: there (a variable
+    also bound to an input) the pad columns held garbage, presumably numba's parfor
+    allocation hoisting.
+    """
+    flat = np.zeros(n_rows * width + 64, dtype=np.uint8)
+    off = (64 - flat.ctypes.data % 64) % 64
+    out = flat[off : off + n_rows * width].reshape((n_rows, width))
+    _copy_rows(A, i0, i1, out)
+    return out
+
+
 @jit(parallel=True)
-def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl):
+def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
     literally(impl)
     nq = Q.shape[0]
     nx = X.shape[0]
@@ -560,11 +584,27 @@ def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl):
     for ch in prange(n_chunks):
         c0 = ch * chunk
         c1 = min(c0 + chunk, nq)
+        # width > 0: the chunk's queries and each training block are copied into
+        # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
+        # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
+        qb = Q
+        xb = X
+        qsub = 0
+        # written through its own name: ``xb`` may be typed read-only (a memmapped X)
+        xpad = _zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
+        if width > 0:
+            qb = _zero_padded(Q, c0, c1, width, c1 - c0)
+            xb = xpad
+            qsub = c0
         for j0 in range(0, nx, block):
             j1 = min(j0 + block, nx)
+            xsub = 0
+            if width > 0:
+                _copy_rows(X, j0, j1, xpad)
+                xsub = j0
             for qa in range(c0, c1, 4):
                 for j in range(j0, j1, 2):
-                    s = _tile_uint8(impl, Q, X, qa, c1 - 1, j, j1 - 1)
+                    s = _tile_uint8(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
                     for t in range(8):
                         qi = qa + (t >> 1)
                         ji = j + (t & 1)
@@ -600,18 +640,18 @@ def _pairwise_uint8_kernel(X, Y, out, block, chunk, impl):
 # literal from jitted code types it as a literal once, at compile time (calling them
 # from Python with ``literally`` would redo the literal dispatch, ~0.1 s, every call).
 @jit
-def _topk_uint8_portable(Q, X, offset, best_d, best_i, block, chunk):
-    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 0)
+def _topk_uint8_portable(Q, X, offset, best_d, best_i, block, chunk, width):
+    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 0, width)
 
 
 @jit
-def _topk_uint8_avx2(Q, X, offset, best_d, best_i, block, chunk):
-    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 1)
+def _topk_uint8_avx2(Q, X, offset, best_d, best_i, block, chunk, width):
+    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 1, width)
 
 
 @jit
-def _topk_uint8_avx512(Q, X, offset, best_d, best_i, block, chunk):
-    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 2)
+def _topk_uint8_avx512(Q, X, offset, best_d, best_i, block, chunk, width):
+    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 2, width)
 
 
 @jit
@@ -635,6 +675,22 @@ _UINT8_ENTRIES = {
     "avx2": (_topk_uint8_avx2, _pairwise_uint8_avx2),
     "avx512": (_topk_uint8_avx512, _pairwise_uint8_avx512),
 }
+
+
+def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
+    """Row width the top-k driver pads to (a multiple of the vector), or 0 for none.
+
+    Padding spares each 4 x 2 tile its masked overlapping tail vector (784 -> 832 bytes
+    on AVX-512) for a copy of each training block per query chunk, paid back from
+    ``settings.l1_pad_min_queries`` queries per chunk (0: never).
+    """
+    vec = {"avx512": 64, "avx2": 32}.get(impl, 0)
+    min_rows = int(settings.l1_pad_min_queries)
+    if vec == 0 or min_rows <= 0 or n_features < vec or n_features % vec == 0:
+        return 0
+    if chunk_rows < min_rows:
+        return 0
+    return -(-n_features // vec) * vec
 
 
 def uint8_impl() -> str:
@@ -724,10 +780,12 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     """Merge the exact (integer) L1 neighbours among uint8 rows ``X``; same contract."""
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
-    topk = _UINT8_ENTRIES[uint8_impl()][0]
+    impl = uint8_impl()
     # the tiles address rows by stride with unit inner stride (no copy when C-contiguous)
     Q, X = np.ascontiguousarray(Q), np.ascontiguousarray(X)
-    topk(Q, X, np.int64(offset), best_d, best_i, *_sizes(Q))
+    block, chunk = _sizes(Q)
+    width = _padded_width(impl, Q.shape[1], min(chunk, Q.shape[0]))
+    _UINT8_ENTRIES[impl][0](Q, X, np.int64(offset), best_d, best_i, block, chunk, width)
 
 
 def l1_pairwise_float(X, Y, out):
