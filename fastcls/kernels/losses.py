@@ -71,7 +71,8 @@ Public kernel names:
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import literally, prange, types
+from numba.extending import overload
 
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
@@ -238,7 +239,78 @@ def _update4_portable(xb, gw, j, acc, d0, d1):
 
 
 @jit
-def _scores(xb, WT, nr, s, ctile, X, src):
+def _pack_tail(xb, nr, X, src):
+    """Rows of a last group of fewer than 4, packed before the tiles; zero rows after them."""
+    D = X.shape[1]
+    nr4 = nr + (-nr) % 4
+    for r in range(nr - nr % 4, nr):
+        xb[r, :D] = X[src[r]]
+    for r in range(nr, nr4):
+        xb[r, :D] = 0
+    return nr4, nr - nr % 4
+
+
+@jit
+def _scores_avx512(xb, WT, nr, s, X, src):
+    """Scores of the block with the 4 x 5 zmm tile (see :func:`_scores`)."""
+    C = s.shape[1]
+    Cp = WT.shape[0]
+    Dp = xb.shape[1]
+    nr4, full = _pack_tail(xb, nr, X, src)
+    chunk = _CHUNK_BYTES // xb.itemsize
+    for d0 in range(0, Dp, chunk):
+        nvec = (min(d0 + chunk, Dp) - d0) // (64 // xb.itemsize)
+        for j in range(0, nr4, 4):
+            mode = PACK if j < full else PLAIN
+            for c in range(0, Cp, 5):
+                t = scores_tile_avx512(
+                    xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
+                )
+                for r in range(4):
+                    for k in range(5):
+                        if c + k < C:
+                            s[j + r, c + k] += t[r * 5 + k]
+
+
+@jit
+def _scores_avx2(xb, WT, nr, s, X, src):
+    """Scores of the block with the 4 x 2 ymm tile (see :func:`_scores`)."""
+    C = s.shape[1]
+    Cp = WT.shape[0]
+    Dp = xb.shape[1]
+    nr4, full = _pack_tail(xb, nr, X, src)
+    chunk = _CHUNK_BYTES // xb.itemsize
+    for d0 in range(0, Dp, chunk):
+        nvec = (min(d0 + chunk, Dp) - d0) // (32 // xb.itemsize)
+        for j in range(0, nr4, 4):
+            mode = PACK if j < full else PLAIN
+            for c in range(0, Cp, 2):
+                t = scores_tile_avx2(
+                    xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
+                )
+                for r in range(4):
+                    for k in range(2):
+                        if c + k < C:
+                            s[j + r, c + k] += t[r * 2 + k]
+
+
+@jit
+def _scores_portable(xb, WT, nr, s, X, src):
+    """Scores of the block with numba loops, 4 rows x 1 class (see :func:`_scores`)."""
+    D = X.shape[1]
+    Dp = xb.shape[1]
+    nr4, full = _pack_tail(xb, nr, X, src)
+    chunk = _CHUNK_BYTES // xb.itemsize
+    for d0 in range(0, Dp, chunk):
+        d1 = min(d0 + chunk, Dp)
+        for j in range(0, nr4, 4):
+            if j < full:
+                for r in range(4):
+                    xb[j + r, d0 : min(d1, D)] = X[src[j + r], d0 : min(d1, D)]
+            _scores4_portable(xb, WT, j, d0, d1, s)
+
+
+def _scores(ctile, xb, WT, nr, s, X, src):
     """Scores of the block's rows, packing them into ``xb`` on the way.
 
     ``s[r, c] += x_r . WT[c]`` for ``r < nr``, ``c < C``; ``x_r`` is ``X[src[r]]``.
@@ -248,73 +320,83 @@ def _scores(xb, WT, nr, s, ctile, X, src):
     block passes over it. The first class tile of each group of 4 rows reads ``X`` and
     stores the aligned, zero-padded copy ``xb`` (read by the later tiles and the update).
     Rows of a last group of fewer than 4 are packed first (zero rows after them).
+
+    ``ctile`` must be a literal (the entry points call ``literally``): only the chosen
+    micro-kernel is compiled.
     """
-    C = s.shape[1]
-    D = X.shape[1]
-    Cp = WT.shape[0]
-    Dp = xb.shape[1]
-    nr4 = nr + (-nr) % 4
-    full = nr - nr % 4  # rows packed by the tiles; the rest are packed here
-    for r in range(full, nr):
-        xb[r, :D] = X[src[r]]
-    for r in range(nr, nr4):
-        xb[r, :D] = 0
-    chunk = _CHUNK_BYTES // xb.itemsize
-    for d0 in range(0, Dp, chunk):
-        d1 = min(d0 + chunk, Dp)
-        for j in range(0, nr4, 4):
-            mode = PACK if j < full else PLAIN
-            if ctile == 5:
-                nvec = (d1 - d0) // (64 // xb.itemsize)
-                for c in range(0, Cp, 5):
-                    t = scores_tile_avx512(
-                        xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
-                    )
-                    for r in range(4):
-                        for k in range(5):
-                            if c + k < C:
-                                s[j + r, c + k] += t[r * 5 + k]
-            elif ctile == 2:
-                nvec = (d1 - d0) // (32 // xb.itemsize)
-                for c in range(0, Cp, 2):
-                    t = scores_tile_avx2(
-                        xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
-                    )
-                    for r in range(4):
-                        for k in range(2):
-                            if c + k < C:
-                                s[j + r, c + k] += t[r * 2 + k]
-            else:
-                if mode != PLAIN:
-                    for r in range(4):
-                        xb[j + r, d0 : min(d1, D)] = X[src[j + r], d0 : min(d1, D)]
-                _scores4_portable(xb, WT, j, d0, d1, s)
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_scores, jit_options={"nogil": True})
+def _scores_overload(ctile, xb, WT, nr, s, X, src):
+    if not isinstance(ctile, types.IntegerLiteral):
+        return None
+    fn = {5: _scores_avx512, 2: _scores_avx2, 1: _scores_portable}[ctile.literal_value]
+
+    def impl(ctile, xb, WT, nr, s, X, src):
+        fn(xb, WT, nr, s, X, src)
+
+    return impl
 
 
 @jit
-def _update(xb, gw, nr4, Dp, acc, ctile, X, nxt, has_next):
-    """``acc[c] += sum_r gw[r, c] * xb[r]`` over the block (``Cp`` rows of ``acc``).
-
-    With ``has_next``, the first class tile of each group prefetches the same bytes of
-    the next block's rows ``X[nxt]`` (see the update tile).
-    """
+def _update_avx512(xb, gw, nr4, acc, X, nxt, has_next):
+    """The block's update with the 4 x 5 zmm tile (see :func:`_update`)."""
     Cp = acc.shape[0]
+    Dp = xb.shape[1]
+    chunk = _CHUNK_BYTES // xb.itemsize
+    for d0 in range(0, Dp, chunk):
+        nvec = (min(d0 + chunk, Dp) - d0) // (64 // xb.itemsize)
+        for j in range(0, nr4, 4):
+            for c in range(0, Cp, 5):
+                pf = has_next and c == 0
+                update_tile_avx512(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
+
+
+@jit
+def _update_avx2(xb, gw, nr4, acc, X, nxt, has_next):
+    """The block's update with the 4 x 2 ymm tile (see :func:`_update`)."""
+    Cp = acc.shape[0]
+    Dp = xb.shape[1]
+    chunk = _CHUNK_BYTES // xb.itemsize
+    for d0 in range(0, Dp, chunk):
+        nvec = (min(d0 + chunk, Dp) - d0) // (32 // xb.itemsize)
+        for j in range(0, nr4, 4):
+            for c in range(0, Cp, 2):
+                pf = has_next and c == 0
+                update_tile_avx2(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
+
+
+@jit
+def _update_portable(xb, gw, nr4, acc, X, nxt, has_next):
+    """The block's update with numba loops (see :func:`_update`); no prefetch."""
+    Dp = xb.shape[1]
     chunk = _CHUNK_BYTES // xb.itemsize
     for d0 in range(0, Dp, chunk):
         d1 = min(d0 + chunk, Dp)
         for j in range(0, nr4, 4):
-            if ctile == 5:
-                nvec = (d1 - d0) // (64 // xb.itemsize)
-                for c in range(0, Cp, 5):
-                    pf = has_next and c == 0
-                    update_tile_avx512(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
-            elif ctile == 2:
-                nvec = (d1 - d0) // (32 // xb.itemsize)
-                for c in range(0, Cp, 2):
-                    pf = has_next and c == 0
-                    update_tile_avx2(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
-            else:
-                _update4_portable(xb, gw, j, acc, d0, d1)
+            _update4_portable(xb, gw, j, acc, d0, d1)
+
+
+def _update(ctile, xb, gw, nr4, acc, X, nxt, has_next):
+    """``acc[c] += sum_r gw[r, c] * xb[r]`` over the block (``Cp`` rows of ``acc``).
+
+    With ``has_next``, the first class tile of each group prefetches the same bytes of
+    the next block's rows ``X[nxt]`` (see the update tile). ``ctile`` is a literal.
+    """
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_update, jit_options={"nogil": True})
+def _update_overload(ctile, xb, gw, nr4, acc, X, nxt, has_next):
+    if not isinstance(ctile, types.IntegerLiteral):
+        return None
+    fn = {5: _update_avx512, 2: _update_avx2, 1: _update_portable}[ctile.literal_value]
+
+    def impl(ctile, xb, gw, nr4, acc, X, nxt, has_next):
+        fn(xb, gw, nr4, acc, X, nxt, has_next)
+
+    return impl
 
 
 @jit
@@ -327,14 +409,13 @@ def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src, n
     read of ``X`` from memory; the later tiles and the update read ``xb`` from L2.
     """
     C = s.shape[1]
-    Dp = xb.shape[1]
     nr4 = nr + (-nr) % 4
     for r in range(nr):
         src[r] = idx[r0 + r]
     for r in range(nr4):
         for c in range(C):
             s[r, c] = b[c]
-    _scores(xb, WT, nr, s, ctile, X, src)
+    _scores(ctile, xb, WT, nr, s, X, src)
     loss = 0.0
     for r in range(nr):
         loss += _row_derivative(s[r], y[idx[r0 + r]], kind, g[r])
@@ -344,7 +425,7 @@ def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src, n
     for r in range(nr, nr4):
         for c in range(C):
             gw[r, c] = 0.0
-    _update(xb, gw, nr4, Dp, acc, ctile, X, nxt, has_next)
+    _update(ctile, xb, gw, nr4, acc, X, nxt, has_next)
     return loss
 
 
@@ -455,6 +536,7 @@ def linear_loss_grad_rows(
     ctile : int, classes per register tile (a value of ``CLASS_TILES``)
     rblock : int, rows per block (a positive multiple of 4)
     """
+    literally(ctile)  # only the chosen micro-kernel compiles
     for t in prange(bounds.shape[0] - 1):
         _loss_grad_task(
             X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
@@ -466,6 +548,7 @@ def linear_loss_grad_rows_serial(
     X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
 ):
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits)."""
+    literally(ctile)  # only the chosen micro-kernel compiles
     for t in range(bounds.shape[0] - 1):
         _loss_grad_task(
             X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
@@ -554,6 +637,7 @@ def linear_loss_grad(
     the reduction, the allocations): measured 0.13 ms of fixed cost per call at N=256
     before, most of it Python. Returns what :func:`finish_gradient` returns.
     """
+    literally(ctile)  # only the chosen micro-kernel compiles
     D = W.shape[0]
     C = W.shape[1]
     for d in range(D):
@@ -612,6 +696,7 @@ def sgd_linear_steps(
     Returns the number of steps taken: ``n_steps``, or fewer when a step's loss or
     gradient was not finite (that step's loss is recorded, its update applied).
     """
+    literally(ctile)  # only the chosen micro-kernel compiles
     C = WT.shape[0]
     D = WT.shape[1]
     dt = WT.dtype.type
