@@ -562,10 +562,10 @@ def _copy_rows(A, i0, i1, out):
 def _zero_padded(A, i0, i1, width, n_rows):
     """New ``(n_rows, width)`` zeros, 64-byte aligned, with rows ``A[i0:i1]`` copied in.
 
-    Padded rows only pay when every row starts on a cache line (numba's own arrays are
-    aligned less). A function, not ``np.zeros`` in the ``prange`` body: there (a variable
-    also bound to an input) the pad columns held garbage, presumably numba's parfor
-    allocation hoisting.
+    Padded rows pay only when every row starts on a cache line: numba's small arrays
+    (a few tens of KB, e.g. the L2 kernel's blocks) start 32 bytes off one. A function,
+    not ``np.zeros`` in the ``prange`` body: there (a variable also bound to an input)
+    the pad columns held garbage, presumably numba's parfor allocation hoisting.
     """
     flat = np.zeros(n_rows * width + 64, dtype=np.uint8)
     off = (64 - flat.ctypes.data % 64) % 64
