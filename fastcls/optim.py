@@ -389,7 +389,7 @@ def sgd_linear(
     db = np.empty(C, dtype=dtype)
     bias = np.empty(C, dtype=dtype)
     history = np.empty(n_iters)
-    ctile = K.CLASS_TILES[K.kernel_impl()]
+    tile = K.tile_token(K.kernel_impl())
     rblock = K.row_block()
     parallel = K.use_parallel(m, D, C)
     code = K.LOSS_CODES[loss]
@@ -405,7 +405,7 @@ def sgd_linear(
                 batches[j] = rng.integers(0, n, size=m)
         done = K.sgd_linear_steps(
             X, y, batches, full, WT, b, vWT, vb, it0, k, lrs, momentum, code, reg, pcode,
-            beta, mu64, centre, fit_bias, ctile, rblock, parallel, bounds, part, part_db,
+            beta, mu64, centre, fit_bias, tile, rblock, parallel, bounds, part, part_db,
             part_loss, dWT, db, bias, history,
         )  # fmt: skip
         it = it0 + done - 1

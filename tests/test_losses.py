@@ -204,13 +204,13 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
     part, pdb, pl = np.empty((T, 10, 600)), np.empty((T, 10)), np.empty(T)
     kid = K.SVM if kind == "svm" else K.SOFTMAX
     WT = np.ascontiguousarray(W.T)
-    ctile, rb = K.CLASS_TILES[K.kernel_impl()], K.row_block()
+    tile, rb = K.tile_token(K.kernel_impl()), K.row_block()
     rows = np.arange(3000)
     K.linear_loss_grad_rows_serial(
-        X, y, rows, rows[:0], WT, b, kid, bounds, part, pdb, pl, ctile, rb
+        X, y, rows, rows[:0], WT, b, kid, bounds, part, pdb, pl, tile, rb
     )
     part2, pdb2, pl2 = np.empty_like(part), np.empty_like(pdb), np.empty_like(pl)
-    K.linear_loss_grad_rows(X, y, rows, rows[:0], WT, b, kid, bounds, part2, pdb2, pl2, ctile, rb)
+    K.linear_loss_grad_rows(X, y, rows, rows[:0], WT, b, kid, bounds, part2, pdb2, pl2, tile, rb)
     np.testing.assert_array_equal(part, part2)
     np.testing.assert_array_equal(pl, pl2)
     for r in results[1:]:
@@ -549,8 +549,8 @@ def test_hot_loops_vectorise_natively():
     opts = {"nogil": True, "fastmath": set(FMA), "error_model": "numpy", "cache": False}
     scores = numba.njit(**opts)(K._scores4_portable.py_func)
     update = numba.njit(**opts)(K._update4_portable.py_func)
-    scores(xb, WT, 0, 0, 32, np.zeros((4, 10)))
-    update(xb, gw, 0, WT.copy(), 0, 32)
+    scores(xb[0], xb[1], xb[2], xb[3], WT, 0, 0, 32, np.zeros((4, 10)))
+    update(xb[0], xb[1], xb[2], xb[3], gw, 0, WT.copy(), 0, 32)
     for fn in (scores, update):
         asm = "\n".join(fn.inspect_asm().values())
         assert re.search(r"vfmadd\d+ps\s+[^\n]*%[yz]mm", asm), fn

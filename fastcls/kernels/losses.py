@@ -21,16 +21,20 @@ rounded up to the tile, zero weights), so the tiles have no class or feature tai
 
 The micro-kernel per CPU class
 ------------------------------
-``ctile`` (a run-time argument; one compiled function serves all) selects the tiles:
+The micro-kernel is chosen by a *token* argument, a tuple whose length is the classes per
+tile (:func:`tile_token`): its type differs per micro-kernel, so each compiles to its own
+specialisation holding only its tiles (compiling all three into one function cost 4 s of
+a 35 s cold compile; an integer literal through ``literally`` made numba retry a failing
+compile at every call from Python, 15 ms each):
 
-* ``"avx512"`` (``ctile = 5``): explicit 64-byte vectors written in LLVM IR
+* ``"avx512"`` (5 classes): explicit 64-byte vectors written in LLVM IR
   (:mod:`fastcls.kernels.linear_tiles`): scores 4 x 5 (20 zmm accumulators), update
   4 x 5. LLVM keeps its own loops at 256 bits on the AVX-512 CPUs it tunes for
   ``prefer-256-bit``, with no per-function switch from numba: the explicit IR is how the
   kernel gets zmm;
-* ``"avx2"`` (``ctile = 2``): the same tiles on 32-byte vectors, 4 x 2 (8 accumulators
+* ``"avx2"`` (2 classes): the same tiles on 32-byte vectors, 4 x 2 (8 accumulators
   + 6 operands fit the 16 ymm registers);
-* ``"portable"`` (``ctile = 1``): numba loops, 4 rows x 1 class, LLVM vectorises them for
+* ``"portable"`` (1 class): numba loops, 4 rows x 1 class, LLVM vectorises them for
   whatever the target has (no FMA needed).
 
 Measured on the Xeon (float32, D=3073, C=10, one thread, in-cache tiles): scores 86 and
@@ -56,14 +60,15 @@ the parallel and serial twins, and a float32 gradient never accumulates more tha
 Public kernel names:
 
 * ``linear_loss_grad_rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db,
-  part_loss, ctile, rblock)`` and its serial twin ``linear_loss_grad_rows_serial``;
+  part_loss, tile, rblock)`` and its serial twin ``linear_loss_grad_rows_serial``;
 * ``finish_gradient(part, scale, WT, reg, penalty, beta, dWT)``: reduce the partials,
   add the penalty (transposed layout);
 * ``linear_loss_grad(...)``: one public-loss call end to end (transpose of ``W``, kernel,
   reduction, gradient in ``W``'s layout), so Python dispatches once per call;
 * ``sgd_linear_steps(...)``: a chunk of SGD steps, entirely compiled (used by
   :mod:`fastcls.optim`);
-* ``task_bounds(n_rows)``, ``kernel_impl()``, ``use_parallel(...)`` (plain Python);
+* ``task_bounds(n_rows)``, ``kernel_impl()``, ``tile_token(impl)``, ``use_parallel(...)``
+  (plain Python);
 * ``LOSS_CODES`` / ``PENALTY_CODES`` / ``CLASS_TILES``: the integer codes the kernels
   take, by name (the only place these integers appear).
 """
@@ -71,7 +76,7 @@ Public kernel names:
 from __future__ import annotations
 
 import numpy as np
-from numba import literally, prange, types
+from numba import prange, types
 from numba.extending import overload
 
 from fastcls._config import FMA, REDUCE, jit, settings
@@ -104,7 +109,7 @@ MAX_TASKS = 16
 #: step of 200 rows 3% faster on the 2-core Xeon (2 tasks instead of 4)
 MIN_TASK_ROWS = 128
 
-#: classes per register tile (4 rows x ctile classes), by micro-kernel name
+#: classes per register tile (4 rows x tile classes), by micro-kernel name
 CLASS_TILES = {"avx512": 5, "avx2": 2, "portable": 1}
 
 
@@ -135,6 +140,15 @@ def kernel_impl() -> str:
     if forced not in available:
         raise ValueError(f"linear_kernel_impl={forced!r} is not supported by this CPU")
     return forced
+
+
+def tile_token(impl: str) -> tuple[int, ...]:
+    """The argument that selects micro-kernel ``impl`` in the kernels: ``CLASS_TILES[impl]`` zeros.
+
+    A tuple's length is part of its numba type, so each micro-kernel is a separate
+    specialisation (compiled, and cached, only when used) chosen without a literal.
+    """
+    return (0,) * CLASS_TILES[impl]
 
 
 def row_block() -> int:
@@ -190,17 +204,18 @@ def _row_derivative(s, yi, kind, g):
 
 
 @jit(fastmath=FMA)
-def _scores4_portable(xb, WT, j, d0, d1, s):
-    """``s[j + r, c] += xb[j + r, d0:d1] . WT[c, d0:d1]``: 4 rows x 1 class, numba loops.
+def _scores4_portable(x0, x1, x2, x3, WT, j, d0, d1, s):
+    """``s[j + r, c] += x_r[d0:d1] . WT[c, d0:d1]``: 4 rows x 1 class, numba loops.
 
     The tile for CPUs without AVX2 + FMA (any register file: 4 accumulators); LLVM
-    vectorises the ``d`` loop at the width the target has.
+    vectorises the ``d`` loop at the width the target has. Rows are read from ``X``
+    directly (no packed copy: without the explicit tiles it only cost time).
     """
     C = s.shape[1]
-    y0 = xb[j, d0:d1]
-    y1 = xb[j + 1, d0:d1]
-    y2 = xb[j + 2, d0:d1]
-    y3 = xb[j + 3, d0:d1]
+    y0 = x0[d0:d1]
+    y1 = x1[d0:d1]
+    y2 = x2[d0:d1]
+    y3 = x3[d0:d1]
     for c in range(C):
         w0 = WT[c, d0:d1]
         z = w0[0] - w0[0]
@@ -221,13 +236,13 @@ def _scores4_portable(xb, WT, j, d0, d1, s):
 
 
 @jit(fastmath=FMA)
-def _update4_portable(xb, gw, j, acc, d0, d1):
-    """``acc[c, d0:d1] += sum_r gw[j + r, c] * xb[j + r, d0:d1]`` (rank 4), one class a pass."""
+def _update4_portable(x0, x1, x2, x3, gw, j, acc, d0, d1):
+    """``acc[c, d0:d1] += sum_r gw[j + r, c] * x_r[d0:d1]`` (rank 4), one class a pass."""
     C = acc.shape[0]
-    y0 = xb[j, d0:d1]
-    y1 = xb[j + 1, d0:d1]
-    y2 = xb[j + 2, d0:d1]
-    y3 = xb[j + 3, d0:d1]
+    y0 = x0[d0:d1]
+    y1 = x1[d0:d1]
+    y2 = x2[d0:d1]
+    y3 = x3[d0:d1]
     for c in range(C):
         g0 = gw[j, c]
         g1 = gw[j + 1, c]
@@ -296,21 +311,24 @@ def _scores_avx2(xb, WT, nr, s, X, src):
 
 @jit
 def _scores_portable(xb, WT, nr, s, X, src):
-    """Scores of the block with numba loops, 4 rows x 1 class (see :func:`_scores`)."""
+    """Scores of the block with numba loops, 4 rows x 1 class, reading ``X`` directly.
+
+    A last group of fewer than 4 rows repeats its last row (a row in use: finite
+    whenever the result is meaningful; its update weight is zero). ``xb`` is unused.
+    """
     D = X.shape[1]
-    Dp = xb.shape[1]
-    nr4, full = _pack_tail(xb, nr, X, src)
-    chunk = _CHUNK_BYTES // xb.itemsize
-    for d0 in range(0, Dp, chunk):
-        d1 = min(d0 + chunk, Dp)
-        for j in range(0, nr4, 4):
-            if j < full:
-                for r in range(4):
-                    xb[j + r, d0 : min(d1, D)] = X[src[j + r], d0 : min(d1, D)]
-            _scores4_portable(xb, WT, j, d0, d1, s)
+    chunk = _CHUNK_BYTES // X.itemsize
+    last = nr - 1
+    for j in range(0, nr, 4):
+        x0 = X[src[j]]
+        x1 = X[src[min(j + 1, last)]]
+        x2 = X[src[min(j + 2, last)]]
+        x3 = X[src[min(j + 3, last)]]
+        for d0 in range(0, D, chunk):
+            _scores4_portable(x0, x1, x2, x3, WT, j, d0, min(d0 + chunk, D), s)
 
 
-def _scores(ctile, xb, WT, nr, s, X, src):
+def _scores(tile, xb, WT, nr, s, X, src):
     """Scores of the block's rows, packing them into ``xb`` on the way.
 
     ``s[r, c] += x_r . WT[c]`` for ``r < nr``, ``c < C``; ``x_r`` is ``X[src[r]]``.
@@ -321,26 +339,26 @@ def _scores(ctile, xb, WT, nr, s, X, src):
     stores the aligned, zero-padded copy ``xb`` (read by the later tiles and the update).
     Rows of a last group of fewer than 4 are packed first (zero rows after them).
 
-    ``ctile`` must be a literal (the entry points call ``literally``): only the chosen
-    micro-kernel is compiled.
+    ``tile`` is the micro-kernel's token (:func:`tile_token`): its type chooses the tile
+    functions at compile time, so only the chosen micro-kernel is compiled.
     """
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
 @overload(_scores, jit_options={"nogil": True})
-def _scores_overload(ctile, xb, WT, nr, s, X, src):
-    if not isinstance(ctile, types.IntegerLiteral):
+def _scores_overload(tile, xb, WT, nr, s, X, src):
+    if not isinstance(tile, types.UniTuple):
         return None
-    fn = {5: _scores_avx512, 2: _scores_avx2, 1: _scores_portable}[ctile.literal_value]
+    fn = {5: _scores_avx512, 2: _scores_avx2, 1: _scores_portable}[tile.count]
 
-    def impl(ctile, xb, WT, nr, s, X, src):
+    def impl(tile, xb, WT, nr, s, X, src):
         fn(xb, WT, nr, s, X, src)
 
     return impl
 
 
 @jit
-def _update_avx512(xb, gw, nr4, acc, X, nxt, has_next):
+def _update_avx512(xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     """The block's update with the 4 x 5 zmm tile (see :func:`_update`)."""
     Cp = acc.shape[0]
     Dp = xb.shape[1]
@@ -354,7 +372,7 @@ def _update_avx512(xb, gw, nr4, acc, X, nxt, has_next):
 
 
 @jit
-def _update_avx2(xb, gw, nr4, acc, X, nxt, has_next):
+def _update_avx2(xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     """The block's update with the 4 x 2 ymm tile (see :func:`_update`)."""
     Cp = acc.shape[0]
     Dp = xb.shape[1]
@@ -368,39 +386,44 @@ def _update_avx2(xb, gw, nr4, acc, X, nxt, has_next):
 
 
 @jit
-def _update_portable(xb, gw, nr4, acc, X, nxt, has_next):
-    """The block's update with numba loops (see :func:`_update`); no prefetch."""
-    Dp = xb.shape[1]
-    chunk = _CHUNK_BYTES // xb.itemsize
-    for d0 in range(0, Dp, chunk):
-        d1 = min(d0 + chunk, Dp)
-        for j in range(0, nr4, 4):
-            _update4_portable(xb, gw, j, acc, d0, d1)
+def _update_portable(xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+    """The block's update with numba loops, reading ``X`` directly; no prefetch."""
+    D = X.shape[1]
+    chunk = _CHUNK_BYTES // X.itemsize
+    last = nr - 1
+    for d0 in range(0, D, chunk):
+        d1 = min(d0 + chunk, D)
+        for j in range(0, nr, 4):
+            x0 = X[src[j]]
+            x1 = X[src[min(j + 1, last)]]
+            x2 = X[src[min(j + 2, last)]]
+            x3 = X[src[min(j + 3, last)]]
+            _update4_portable(x0, x1, x2, x3, gw, j, acc, d0, d1)
 
 
-def _update(ctile, xb, gw, nr4, acc, X, nxt, has_next):
+def _update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     """``acc[c] += sum_r gw[r, c] * xb[r]`` over the block (``Cp`` rows of ``acc``).
 
     With ``has_next``, the first class tile of each group prefetches the same bytes of
-    the next block's rows ``X[nxt]`` (see the update tile). ``ctile`` is a literal.
+    the next block's rows ``X[nxt]`` (see the update tile). ``tile``: as for :func:`_scores`.
     """
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
 @overload(_update, jit_options={"nogil": True})
-def _update_overload(ctile, xb, gw, nr4, acc, X, nxt, has_next):
-    if not isinstance(ctile, types.IntegerLiteral):
+def _update_overload(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+    if not isinstance(tile, types.UniTuple):
         return None
-    fn = {5: _update_avx512, 2: _update_avx2, 1: _update_portable}[ctile.literal_value]
+    fn = {5: _update_avx512, 2: _update_avx2, 1: _update_portable}[tile.count]
 
-    def impl(ctile, xb, gw, nr4, acc, X, nxt, has_next):
-        fn(xb, gw, nr4, acc, X, nxt, has_next)
+    def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+        fn(xb, gw, nr4, acc, X, nxt, has_next, src, nr)
 
     return impl
 
 
 @jit
-def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src, nxt, has_next):
+def _block(X, y, idx, r0, nr, WT, b, kind, tile, xb, s, g, gw, acc, pdb, src, nxt, has_next):
     """Rows ``idx[r0:r0+nr]``: scores, derivatives, gradient into ``acc``; returns their loss.
 
     The scores copy the rows into the aligned scratch ``xb`` as they first read them
@@ -415,7 +438,7 @@ def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src, n
     for r in range(nr4):
         for c in range(C):
             s[r, c] = b[c]
-    _scores(ctile, xb, WT, nr, s, X, src)
+    _scores(tile, xb, WT, nr, s, X, src)
     loss = 0.0
     for r in range(nr):
         loss += _row_derivative(s[r], y[idx[r0 + r]], kind, g[r])
@@ -425,7 +448,7 @@ def _block(X, y, idx, r0, nr, WT, b, kind, ctile, xb, s, g, gw, acc, pdb, src, n
     for r in range(nr, nr4):
         for c in range(C):
             gw[r, c] = 0.0
-    _update(ctile, xb, gw, nr4, acc, X, nxt, has_next)
+    _update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)
     return loss
 
 
@@ -440,7 +463,7 @@ def _aligned_empty(rows, cols, like):
 
 @jit
 def _loss_grad_task(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, tile, rblock
 ):
     """Task ``t`` of :func:`linear_loss_grad_rows`: its rows' loss and gradient sums.
 
@@ -451,7 +474,7 @@ def _loss_grad_task(
     C = WT.shape[0]
     D = WT.shape[1]
     Dp = D + (-D) % 16
-    Cp = C + (-C) % ctile
+    Cp = C + (-C) % len(tile)
     WTp = _aligned_empty(Cp, Dp, WT)
     WTp[C:] = 0
     for c in range(C):
@@ -493,7 +516,7 @@ def _loss_grad_task(
                 else:
                     nxt[r] = nxt[r - 1] if r > 0 else 0
             loss += _block(
-                X, y, idx, r0, nr, WTp, b, kind, ctile, xb, s, g, gw, acc, pdb, src, nxt,
+                X, y, idx, r0, nr, WTp, b, kind, tile, xb, s, g, gw, acc, pdb, src, nxt,
                 has_next,
             )  # fmt: skip
         # flush the sub-block (working precision) into the task's float64 partial
@@ -515,7 +538,7 @@ def _loss_grad_task(
 
 @jit(parallel=True)
 def linear_loss_grad_rows(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
 ):
     """Fused data loss and gradient over the rows ``X[idx]``, per task.
 
@@ -533,25 +556,24 @@ def linear_loss_grad_rows(
     part : (T, C, D) float64 out: per-task *sums* of ``x_i g_i^T`` (transposed)
     part_db : (T, C) float64 out: per-task sums of ``g_i``
     part_loss : (T,) float64 out: per-task sums of the row losses
-    ctile : int, classes per register tile (a value of ``CLASS_TILES``)
+    tile : tuple, the micro-kernel's token (:func:`tile_token`; its length is the number
+        of classes per register tile)
     rblock : int, rows per block (a positive multiple of 4)
     """
-    literally(ctile)  # only the chosen micro-kernel compiles
     for t in prange(bounds.shape[0] - 1):
         _loss_grad_task(
-            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, tile, rblock
         )
 
 
 @jit
 def linear_loss_grad_rows_serial(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
 ):
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits)."""
-    literally(ctile)  # only the chosen micro-kernel compiles
     for t in range(bounds.shape[0] - 1):
         _loss_grad_task(
-            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, ctile, rblock
+            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, tile, rblock
         )
 
 
@@ -625,7 +647,7 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
 
 @jit
 def linear_loss_grad(
-    X, y, idx, W, b, kind, bounds, part, part_db, part_loss, ctile, rblock, parallel, reg,
+    X, y, idx, W, b, kind, bounds, part, part_db, part_loss, tile, rblock, parallel, reg,
     penalty, beta, WT, dWT, dW, db,
 ):  # fmt: skip
     """One call of the public losses, compiled end to end (no NumPy between the steps).
@@ -637,7 +659,6 @@ def linear_loss_grad(
     the reduction, the allocations): measured 0.13 ms of fixed cost per call at N=256
     before, most of it Python. Returns what :func:`finish_gradient` returns.
     """
-    literally(ctile)  # only the chosen micro-kernel compiles
     D = W.shape[0]
     C = W.shape[1]
     for d in range(D):
@@ -646,11 +667,11 @@ def linear_loss_grad(
     no_next = idx[:0]
     if parallel:
         linear_loss_grad_rows(
-            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
         )
     else:
         linear_loss_grad_rows_serial(
-            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, ctile, rblock
+            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
         )
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
@@ -677,7 +698,7 @@ def _centred_bias(WT, mu, b, bias):
 @jit
 def sgd_linear_steps(
     X, y, batches, full, WT, b, vWT, vb, it0, n_steps, lrs, momentum, kind, reg, penalty,
-    beta, mu, centre, fit_bias, ctile, rblock, parallel, bounds, part, part_db, part_loss,
+    beta, mu, centre, fit_bias, tile, rblock, parallel, bounds, part, part_db, part_loss,
     dWT, db, bias, history,
 ):  # fmt: skip
     """``n_steps`` SGD steps of a linear model, entirely compiled (no Python per step).
@@ -696,7 +717,6 @@ def sgd_linear_steps(
     Returns the number of steps taken: ``n_steps``, or fewer when a step's loss or
     gradient was not finite (that step's loss is recorded, its update applied).
     """
-    literally(ctile)  # only the chosen micro-kernel compiles
     C = WT.shape[0]
     D = WT.shape[1]
     dt = WT.dtype.type
@@ -719,12 +739,12 @@ def sgd_linear_steps(
             bias[:] = b
         if parallel:
             linear_loss_grad_rows(
-                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile,
+                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile,
                 rblock,
             )  # fmt: skip
         else:
             linear_loss_grad_rows_serial(
-                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, ctile,
+                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile,
                 rblock,
             )  # fmt: skip
         data, pen, finite = finish_gradient(
