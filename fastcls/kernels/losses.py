@@ -273,14 +273,25 @@ def _scores_avx512(xb, WT, nr, s, X, src):
     Dp = xb.shape[1]
     nr4, full = _pack_tail(xb, nr, X, src)
     chunk = _CHUNK_BYTES // xb.itemsize
+    lanes = 64 // xb.itemsize
+    # first class tile, group-major: each row streams from memory front to back while it
+    # is packed (chunk-major, every row was read in 2 KiB pieces and the hardware
+    # prefetchers never ramped up: 8.6 GB/s instead of 16.7 at N=10000, one thread)
+    for j in range(0, nr4, 4):
+        mode = PACK if j < full else PLAIN
+        for d0 in range(0, Dp, chunk):
+            nvec = (min(d0 + chunk, Dp) - d0) // lanes
+            t = scores_tile_avx512(xb, WT, j, 0, d0, nvec, X, src[j : j + 4], mode)
+            for r in range(4):
+                for k in range(5):
+                    if k < C:
+                        s[j + r, k] += t[r * 5 + k]
+    # the other class tiles, chunk-major: the chunk of WT stays in L1 over the block
     for d0 in range(0, Dp, chunk):
-        nvec = (min(d0 + chunk, Dp) - d0) // (64 // xb.itemsize)
+        nvec = (min(d0 + chunk, Dp) - d0) // lanes
         for j in range(0, nr4, 4):
-            mode = PACK if j < full else PLAIN
-            for c in range(0, Cp, 5):
-                t = scores_tile_avx512(
-                    xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
-                )
+            for c in range(5, Cp, 5):
+                t = scores_tile_avx512(xb, WT, j, c, d0, nvec, X, src[j : j + 4], PLAIN)
                 for r in range(4):
                     for k in range(5):
                         if c + k < C:
@@ -295,14 +306,25 @@ def _scores_avx2(xb, WT, nr, s, X, src):
     Dp = xb.shape[1]
     nr4, full = _pack_tail(xb, nr, X, src)
     chunk = _CHUNK_BYTES // xb.itemsize
+    lanes = 32 // xb.itemsize
+    # first class tile, group-major: each row streams from memory front to back while it
+    # is packed (chunk-major, every row was read in 2 KiB pieces and the hardware
+    # prefetchers never ramped up: 8.6 GB/s instead of 16.7 at N=10000, one thread)
+    for j in range(0, nr4, 4):
+        mode = PACK if j < full else PLAIN
+        for d0 in range(0, Dp, chunk):
+            nvec = (min(d0 + chunk, Dp) - d0) // lanes
+            t = scores_tile_avx2(xb, WT, j, 0, d0, nvec, X, src[j : j + 4], mode)
+            for r in range(4):
+                for k in range(2):
+                    if k < C:
+                        s[j + r, k] += t[r * 2 + k]
+    # the other class tiles, chunk-major: the chunk of WT stays in L1 over the block
     for d0 in range(0, Dp, chunk):
-        nvec = (min(d0 + chunk, Dp) - d0) // (32 // xb.itemsize)
+        nvec = (min(d0 + chunk, Dp) - d0) // lanes
         for j in range(0, nr4, 4):
-            mode = PACK if j < full else PLAIN
-            for c in range(0, Cp, 2):
-                t = scores_tile_avx2(
-                    xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode if c == 0 else PLAIN
-                )
+            for c in range(2, Cp, 2):
+                t = scores_tile_avx2(xb, WT, j, c, d0, nvec, X, src[j : j + 4], PLAIN)
                 for r in range(4):
                     for k in range(2):
                         if c + k < C:
