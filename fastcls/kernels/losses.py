@@ -84,6 +84,7 @@ from fastcls._runtime import best_simd
 from fastcls.kernels.linear_tiles import (
     PACK,
     PLAIN,
+    TILE_SHAPES,
     scores_tile_avx2,
     scores_tile_avx512,
     update_tile_avx2,
@@ -265,70 +266,61 @@ def _pack_tail(xb, nr, X, src):
     return nr4, nr - nr % 4
 
 
+def _simd_tiles(tile):
+    """(score tile, update tile, vector bytes) of a SIMD micro-kernel's token (compile time)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_simd_tiles, jit_options={"nogil": True})
+def _simd_tiles_overload(tile):
+    if not isinstance(tile, types.UniTuple) or tile.count not in (2, 5):
+        return None
+    name = "avx512" if tile.count == 5 else "avx2"
+    score, update = {
+        "avx512": (scores_tile_avx512, update_tile_avx512),
+        "avx2": (scores_tile_avx2, update_tile_avx2),
+    }[name]
+    vec_bytes = TILE_SHAPES[name][0]
+
+    def impl(tile):
+        return score, update, vec_bytes
+
+    return impl
+
+
 @jit
-def _scores_avx512(xb, WT, nr, s, X, src):
-    """Scores of the block with the 4 x 5 zmm tile (see :func:`_scores`)."""
+def _scores_simd(tile, xb, WT, nr, s, X, src):
+    """Scores of the block with a SIMD micro-kernel's tile (see :func:`_scores`)."""
+    score_tile, _, vec_bytes = _simd_tiles(tile)
+    w = len(tile)
     C = s.shape[1]
     Cp = WT.shape[0]
     Dp = xb.shape[1]
     nr4, full = _pack_tail(xb, nr, X, src)
     chunk = _CHUNK_BYTES // xb.itemsize
-    lanes = 64 // xb.itemsize
+    lanes = vec_bytes // xb.itemsize
     # first class tile, group-major: each row streams from memory front to back while it
     # is packed (chunk-major, every row was read in 2 KiB pieces and the hardware
-    # prefetchers never ramped up: 8.6 GB/s instead of 16.7 at N=10000, one thread)
+    # prefetchers did not ramp up: 2-3% slower at N=10000, one thread)
     for j in range(0, nr4, 4):
         mode = PACK if j < full else PLAIN
         for d0 in range(0, Dp, chunk):
             nvec = (min(d0 + chunk, Dp) - d0) // lanes
-            t = scores_tile_avx512(xb, WT, j, 0, d0, nvec, X, src[j : j + 4], mode)
+            t = score_tile(xb, WT, j, 0, d0, nvec, X, src[j : j + 4], mode)
             for r in range(4):
-                for k in range(5):
+                for k in range(w):
                     if k < C:
-                        s[j + r, k] += t[r * 5 + k]
+                        s[j + r, k] += t[r * w + k]
     # the other class tiles, chunk-major: the chunk of WT stays in L1 over the block
     for d0 in range(0, Dp, chunk):
         nvec = (min(d0 + chunk, Dp) - d0) // lanes
         for j in range(0, nr4, 4):
-            for c in range(5, Cp, 5):
-                t = scores_tile_avx512(xb, WT, j, c, d0, nvec, X, src[j : j + 4], PLAIN)
+            for c in range(w, Cp, w):
+                t = score_tile(xb, WT, j, c, d0, nvec, X, src[j : j + 4], PLAIN)
                 for r in range(4):
-                    for k in range(5):
+                    for k in range(w):
                         if c + k < C:
-                            s[j + r, c + k] += t[r * 5 + k]
-
-
-@jit
-def _scores_avx2(xb, WT, nr, s, X, src):
-    """Scores of the block with the 4 x 2 ymm tile (see :func:`_scores`)."""
-    C = s.shape[1]
-    Cp = WT.shape[0]
-    Dp = xb.shape[1]
-    nr4, full = _pack_tail(xb, nr, X, src)
-    chunk = _CHUNK_BYTES // xb.itemsize
-    lanes = 32 // xb.itemsize
-    # first class tile, group-major: each row streams from memory front to back while it
-    # is packed (chunk-major, every row was read in 2 KiB pieces and the hardware
-    # prefetchers never ramped up: 8.6 GB/s instead of 16.7 at N=10000, one thread)
-    for j in range(0, nr4, 4):
-        mode = PACK if j < full else PLAIN
-        for d0 in range(0, Dp, chunk):
-            nvec = (min(d0 + chunk, Dp) - d0) // lanes
-            t = scores_tile_avx2(xb, WT, j, 0, d0, nvec, X, src[j : j + 4], mode)
-            for r in range(4):
-                for k in range(2):
-                    if k < C:
-                        s[j + r, k] += t[r * 2 + k]
-    # the other class tiles, chunk-major: the chunk of WT stays in L1 over the block
-    for d0 in range(0, Dp, chunk):
-        nvec = (min(d0 + chunk, Dp) - d0) // lanes
-        for j in range(0, nr4, 4):
-            for c in range(2, Cp, 2):
-                t = scores_tile_avx2(xb, WT, j, c, d0, nvec, X, src[j : j + 4], PLAIN)
-                for r in range(4):
-                    for k in range(2):
-                        if c + k < C:
-                            s[j + r, c + k] += t[r * 2 + k]
+                            s[j + r, c + k] += t[r * w + k]
 
 
 @jit
@@ -371,40 +363,34 @@ def _scores(tile, xb, WT, nr, s, X, src):
 def _scores_overload(tile, xb, WT, nr, s, X, src):
     if not isinstance(tile, types.UniTuple):
         return None
-    fn = {5: _scores_avx512, 2: _scores_avx2, 1: _scores_portable}[tile.count]
+    if tile.count == 1:
 
-    def impl(tile, xb, WT, nr, s, X, src):
-        fn(xb, WT, nr, s, X, src)
+        def impl(tile, xb, WT, nr, s, X, src):
+            _scores_portable(xb, WT, nr, s, X, src)
+
+    else:
+
+        def impl(tile, xb, WT, nr, s, X, src):
+            _scores_simd(tile, xb, WT, nr, s, X, src)
 
     return impl
 
 
 @jit
-def _update_avx512(xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-    """The block's update with the 4 x 5 zmm tile (see :func:`_update`)."""
+def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+    """The block's update with a SIMD micro-kernel's tile (see :func:`_update`)."""
+    _, update_tile, vec_bytes = _simd_tiles(tile)
+    w = len(tile)
     Cp = acc.shape[0]
     Dp = xb.shape[1]
     chunk = _CHUNK_BYTES // xb.itemsize
+    lanes = vec_bytes // xb.itemsize
     for d0 in range(0, Dp, chunk):
-        nvec = (min(d0 + chunk, Dp) - d0) // (64 // xb.itemsize)
+        nvec = (min(d0 + chunk, Dp) - d0) // lanes
         for j in range(0, nr4, 4):
-            for c in range(0, Cp, 5):
+            for c in range(0, Cp, w):
                 pf = has_next and c == 0
-                update_tile_avx512(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
-
-
-@jit
-def _update_avx2(xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-    """The block's update with the 4 x 2 ymm tile (see :func:`_update`)."""
-    Cp = acc.shape[0]
-    Dp = xb.shape[1]
-    chunk = _CHUNK_BYTES // xb.itemsize
-    for d0 in range(0, Dp, chunk):
-        nvec = (min(d0 + chunk, Dp) - d0) // (32 // xb.itemsize)
-        for j in range(0, nr4, 4):
-            for c in range(0, Cp, 2):
-                pf = has_next and c == 0
-                update_tile_avx2(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
+                update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
 
 
 @jit
@@ -436,10 +422,15 @@ def _update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
 def _update_overload(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     if not isinstance(tile, types.UniTuple):
         return None
-    fn = {5: _update_avx512, 2: _update_avx2, 1: _update_portable}[tile.count]
+    if tile.count == 1:
 
-    def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-        fn(xb, gw, nr4, acc, X, nxt, has_next, src, nr)
+        def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+            _update_portable(xb, gw, nr4, acc, X, nxt, has_next, src, nr)
+
+    else:
+
+        def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+            _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)
 
     return impl
 
