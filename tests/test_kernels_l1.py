@@ -248,6 +248,21 @@ def test_uint8_implementations_agree(impl, D, monkeypatch):
     np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "l1"))
 
 
+@pytest.mark.parametrize("impl", _available_impls())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1, 7, 8, 15, 16, 17, 33, 40, 100, 130])
+def test_float_tiles_and_feature_slices_are_exact(impl, dtype, D, monkeypatch):
+    """Every float tile (explicit SIMD of each width, or the fastmath loop), with the
+    features cut into slices of 64 bytes (several slices, a longer last one, rows shorter
+    than a vector), gives the exact top-k."""
+    rng = np.random.default_rng(D)
+    Q, X = make_data(rng, 9, 70, D, dtype, "duplicates" if D % 2 else "random")
+    monkeypatch.setattr(settings, "l1_uint8_impl", impl)
+    monkeypatch.setattr(l1, "_FEATURE_SLICE_BYTES", 64)
+    d, i = run_streamed(Q, X, 5, 30)
+    assert_matches_reference(Q, X, 5, d, i)
+
+
 def test_uint8_impl_choice(monkeypatch):
     from fastcls import _runtime
 
@@ -321,7 +336,8 @@ def test_pixel_floats_take_the_exact_uint8_shortcut(dtype, kind, monkeypatch):
     def refuse(*args):
         raise AssertionError("the float kernel ran on pixel values")
 
-    monkeypatch.setattr(l1, "_topk_float_kernel", refuse)
+    for impl in l1._FLOAT_TOPK:
+        monkeypatch.setitem(l1._FLOAT_TOPK, impl, refuse)
     d, i = run_streamed(Qf, Xf, 8, 25, shortcut=True)
     np.testing.assert_array_equal(i, expected[1])
     np.testing.assert_array_equal(d, expected[0])
@@ -337,8 +353,10 @@ def test_non_pixel_values_stay_on_the_float_kernel(bad, monkeypatch):
     Qf, Xf = Q.astype(np.float32), X.astype(np.float32)
     Xf[17, 3] = bad  # one value is enough
     called = []
-    kernel = l1._topk_float_kernel
-    monkeypatch.setattr(l1, "_topk_float_kernel", lambda *a: called.append(1) or kernel(*a))
+    for impl, kernel in list(l1._FLOAT_TOPK.items()):
+        monkeypatch.setitem(
+            l1._FLOAT_TOPK, impl, lambda *a, kernel=kernel: called.append(1) or kernel(*a)
+        )
     d, i = run_streamed(Qf, Xf, 5, 30, shortcut=True)
     assert called
     assert_matches_reference(Qf, Xf, 5, d, i)

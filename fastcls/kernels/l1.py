@@ -24,8 +24,18 @@ with one ``for d in range(D)`` loop over pre-sliced rows, so that each loaded SI
 vector of features is used 2 or 4 times. Remainder queries / rows are handled by
 clamping the row index (the duplicated lanes are computed and ignored).
 
-* float: ``fastmath=REDUCE`` (reassociation) lets LLVM vectorise the 8 sums into
-  ``vsubps / vandps / vaddps``; the sums are accumulated in the input precision.
+* float: on AVX2 / AVX-512 (the choice of :func:`uint8_impl`) the tile is a Numba
+  ``@intrinsic`` in LLVM IR (``vsubps / vandps / vaddps`` on 32- or 64-byte vectors,
+  8 vector accumulators, a transposed reduction tree), inlined into the top-k driver:
+  it takes the 2-D arrays and row numbers (no row view, so no atomic reference count
+  on the shared array and no call per tile) and its summation order is fixed by the IR,
+  so the driver needs no fastmath. The top-k driver cuts the features into slices of
+  ``_FEATURE_SLICE_BYTES`` per row, so the 4 query rows' slice stays in L1 while the
+  block's rows stream past it (the tile was bound by L2 bandwidth: 1.17-1.20x on
+  AVX-512 at D = 3072, neutral on AVX2), and adds the 8 partial sums of each slice in
+  float64. Other CPUs, rows shorter than a vector and the pairwise kernel use a loop
+  compiled with ``fastmath=REDUCE`` (reassociation lets LLVM vectorise the 8 sums), a
+  call of its own. Fast sums are accumulated in the input precision.
 * uint8: ``vpsadbw`` (sum of absolute differences of unsigned bytes into 64-bit
   lanes), which LLVM never emits from a Numba loop, is called through a Numba
   ``@intrinsic`` written in LLVM IR (``llvm.x86.avx512.psad.bw.512`` on 64-byte
@@ -41,8 +51,9 @@ Why the float top-k is exact (the certification argument)
 ----------------------------------------------------------
 Let ``s = sum_d |q_d - x_d|`` be the exact real L1 distance of two rows of floating
 point numbers, ``a`` the fast sum (working precision with unit roundoff ``u_w``:
-``2**-24`` for float32, ``2**-53`` for float64, summed in any order because of
-reassociation) and ``e`` the exact distance the kernel reports: the float64 sum of
+``2**-24`` for float32, ``2**-53`` for float64, summed in any order: reassociation,
+SIMD lanes, feature slices; an addition done in float64 only rounds less) and ``e``
+the exact distance the kernel reports: the float64 sum of
 ``|float64(q_d) - float64(x_d)|`` in index order ``d = 0 .. D-1`` (no fastmath), the
 "float64 computation" of the contract. Each term of ``a`` is the rounded difference
 (one rounding, ``abs`` is exact) passed through at most ``D - 1`` additions of
@@ -59,7 +70,8 @@ and the kernel uses ``c`` shrunk by a few float64 ulps (:func:`lower_bound_facto
 so that computing ``c * a`` in float64 can only lower the bound further. When the
 fast sum overflows (``a = inf``), some partial sum of non-negative terms exceeded the
 largest finite number of the working format ``F`` up to the same error factor, so
-``e >= c * F``: the kernel replaces ``a`` by ``min(a, F)`` in the bound.
+``e >= c * F`` (a finite float64 total above ``F`` gives ``e >= c * a >= c * F``
+directly): the kernel replaces ``a`` by ``min(a, F)`` in the bound.
 
 For each query and each training tile ``X`` the kernel then
 
@@ -112,6 +124,9 @@ from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 # run-time tunables in fastcls._config.settings (l1_block_rows, l1_query_chunk_rows,
 # l1_block_bytes, l1_query_chunk_bytes, l1_extra_candidates, l1_uint8_impl,
 # l1_uint8_shortcut). Results never depend on them.
+
+#: bytes of each query row's feature slice in the float top-k (4 rows: 16 KB, in L1)
+_FEATURE_SLICE_BYTES = 4096
 
 #: int32 accumulators of the portable uint8 kernel are flushed every this many features
 _I32_SEGMENT = 1 << 23  # 255 * 2**23 < 2**31
@@ -172,43 +187,247 @@ def _sizes(A) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- float tiles
 @jit(fastmath=REDUCE)
-def _tile_float_4x2(q0, q1, q2, q3, x0, x1, zero):
-    """The 8 fast sums ``|q_a - x_b|`` of a 4 x 2 tile (input precision, any order)."""
+def _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+    """The 8 fast sums ``|Q[qa + a, d] - X[ja + b, d]|`` over features ``d0 <= d < d1`` of
+    a 4 x 2 tile (input precision, any order); row numbers past ``qlast`` / ``jlast`` are
+    clamped to them.
+
+    The tile takes the 2-D arrays and row numbers, not row views: a view costs an atomic
+    reference-count increment and decrement on the array every thread shares. It is a
+    call of its own (not inlined into the driver) because it needs ``fastmath`` and the
+    drivers must not have it (their exact sums and bounds are order-sensitive).
+    """
+    q0 = qa
+    q1 = min(qa + 1, qlast)
+    q2 = min(qa + 2, qlast)
+    q3 = min(qa + 3, qlast)
+    j0 = ja
+    j1 = min(ja + 1, jlast)
     s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
-    for d in range(q0.shape[0]):
-        b0 = x0[d]
-        b1 = x1[d]
-        a = q0[d]
+    for d in range(d0, d1):
+        b0 = X[j0, d]
+        b1 = X[j1, d]
+        a = Q[q0, d]
         s00 += abs(a - b0)
         s01 += abs(a - b1)
-        a = q1[d]
+        a = Q[q1, d]
         s10 += abs(a - b0)
         s11 += abs(a - b1)
-        a = q2[d]
+        a = Q[q2, d]
         s20 += abs(a - b0)
         s21 += abs(a - b1)
-        a = q3[d]
+        a = Q[q3, d]
         s30 += abs(a - b0)
         s31 += abs(a - b1)
     return s00, s01, s10, s11, s20, s21, s30, s31
 
 
+def _make_fsum_intrinsic(vec_bytes: int):
+    """Numba intrinsic: 4 x 2 tile of float sums of ``|q_a - x_b|`` in explicit SIMD.
+
+    ``fsum(Q, X, qa, qlast, ja, jlast, d0, d1)`` -> UniTuple(dtype, 8), entry ``2 * a + b``
+    = the fast sum of ``|Q[min(qa + a, qlast), d] - X[min(ja + b, jlast), d]|`` over the
+    ``d1 - d0 >= lanes`` features ``d0 <= d < d1`` (rows of 2-D float32 / float64 arrays
+    with unit inner stride), in the input precision. Written in LLVM IR with vectors of
+    ``vec_bytes`` (``lanes = vec_bytes / itemsize``): the summation order is fixed by the IR (each
+    lane sums every ``lanes``-th term, then a tree adds the lanes), so it needs no
+    fastmath and is inlined into drivers that must not have it; the certification
+    bound holds for any order. It takes the arrays and row numbers, not row views (a
+    view costs an atomic reference count on the array every thread shares). LLVM
+    left alone keeps 256-bit vectors on AVX-512 CPUs; 512-bit ones give it more lanes
+    per instruction.
+
+    The last ``D % lanes`` features are read as one vector ending at the last one with
+    its first lanes zeroed on both sides (``|0 - 0| = 0`` adds nothing).
+    """
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    @intrinsic
+    def fsum_4x2(typingctx, Q, X, qa, qlast, ja, jlast, d0, d1):
+        i64s = (types.int64,) * 6
+        sig = types.UniTuple(Q.dtype, 8)(Q, X, *i64s)
+
+        def codegen(context, builder, signature, args):
+            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            fty = context.get_value_type(signature.args[0].dtype)
+            esize = signature.args[0].dtype.bitwidth // 8
+            lanes = vec_bytes // esize
+            vty = ir.VectorType(fty, lanes)
+            suffix = f"v{lanes}f{esize * 8}"
+            fabs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty]), f"llvm.fabs.{suffix}"
+            )
+            qarr = context.make_array(signature.args[0])(context, builder, args[0])
+            xarr = context.make_array(signature.args[1])(context, builder, args[1])
+            qstride = cgutils.unpack_tuple(builder, qarr.strides, 2)[0]
+            xstride = cgutils.unpack_tuple(builder, xarr.strides, 2)[0]
+            qa_, qlast_, ja_, jlast_, d0_, d1_ = args[2:8]
+            D = builder.sub(d1_, d0_)
+
+            def row_ptrs(arr, stride, first, last, n):
+                base = builder.bitcast(arr.data, i8.as_pointer())
+                base = builder.gep(
+                    base, [builder.mul(d0_, ir.Constant(i64, esize))], source_etype=i8
+                )
+                out = []
+                for r in range(n):
+                    row = builder.add(first, ir.Constant(i64, r))
+                    row = builder.select(builder.icmp_signed("<", row, last), row, last)
+                    out.append(builder.gep(base, [builder.mul(row, stride)], source_etype=i8))
+                return out
+
+            ptrs = row_ptrs(qarr, qstride, qa_, qlast_, 4) + row_ptrs(xarr, xstride, ja_, jlast_, 2)
+            zero = ir.Constant(vty, None)
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
+            esz = ir.Constant(i64, esize)
+
+            def step(off, mask):
+                vecs = []
+                for p in ptrs:
+                    addr = builder.gep(p, [builder.mul(off, esz)], source_etype=i8)
+                    addr = builder.bitcast(addr, vty.as_pointer())
+                    v = builder.load(addr, align=esize, typ=vty)
+                    if mask is not None:
+                        v = builder.select(mask, v, zero)
+                    vecs.append(v)
+                for a in range(4):
+                    for b in range(2):
+                        acc = accs[2 * a + b]
+                        t = builder.call(fabs, [builder.fsub(vecs[a], vecs[4 + b])])
+                        builder.store(builder.fadd(builder.load(acc), t), acc)
+
+            lconst = ir.Constant(i64, lanes)
+            nblocks = builder.sdiv(D, lconst)
+            rem = builder.srem(D, lconst)
+            with cgutils.for_range(builder, nblocks, intp=i64) as loop:
+                step(builder.mul(loop.index, lconst), None)
+            with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
+                lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+                first = builder.sub(lconst, rem)
+                splat = builder.insert_element(
+                    ir.Constant(ir.VectorType(i64, lanes), None), first, ir.Constant(i32, 0)
+                )
+                splat = builder.shuffle_vector(
+                    splat,
+                    ir.Constant(ir.VectorType(i64, lanes), None),
+                    ir.Constant(ir.VectorType(i32, lanes), [0] * lanes),
+                )
+                mask = builder.icmp_signed(">=", lane_ids, splat)
+                step(builder.sub(D, lconst), mask)
+
+            def halve(v, n):
+                """Lanes ``t`` + ``t + n / 2`` of a vector of ``n`` lanes."""
+                lo = ir.Constant(ir.VectorType(i32, n // 2), list(range(n // 2)))
+                hi = ir.Constant(ir.VectorType(i32, n // 2), list(range(n // 2, n)))
+                return builder.fadd(
+                    builder.shuffle_vector(v, v, lo), builder.shuffle_vector(v, v, hi)
+                )
+
+            def tree(vecs, n):
+                """Lane t of the result = the sum of the lanes of ``vecs[t]`` (``n``
+                vectors of ``n`` lanes): a transposed tree (see the uint8 tile)."""
+                groups = 1
+                while len(vecs) > 1:
+                    size = n // groups
+                    half = size // 2
+                    lo, hi = [], []
+                    for src in (0, 1):
+                        for g in range(groups):
+                            base = src * n + g * size
+                            lo += [base + t for t in range(half)]
+                            hi += [base + half + t for t in range(half)]
+                    mask_lo = ir.Constant(ir.VectorType(i32, n), lo)
+                    mask_hi = ir.Constant(ir.VectorType(i32, n), hi)
+                    vecs = [
+                        builder.fadd(
+                            builder.shuffle_vector(a, b, mask_lo),
+                            builder.shuffle_vector(a, b, mask_hi),
+                        )
+                        for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
+                    ]
+                    groups *= 2
+                return [builder.extract_element(vecs[0], ir.Constant(i32, t)) for t in range(n)]
+
+            vecs = [builder.load(acc) for acc in accs]
+            n = lanes
+            while n > 8:  # fold to 8 lanes: one transposed tree for the 8 sums
+                vecs = [halve(v, n) for v in vecs]
+                n //= 2
+            sums = []
+            for g in range(0, 8, n):
+                sums += tree(vecs[g : g + n], n)
+            return context.make_tuple(builder, signature.return_type, sums)
+
+        return sig, codegen
+
+    return fsum_4x2
+
+
+_fsum_4x2_avx2 = _make_fsum_intrinsic(32)
+_fsum_4x2_avx512 = _make_fsum_intrinsic(64)
+
+
+def _tile_float(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+    """Fast 4 x 2 float tile of implementation ``impl`` (a literal code, see overload)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_tile_float, jit_options={"nogil": True}, inline="always")
+def _tile_float_overload(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+    # the uint8 implementation code: AVX2 / AVX-512 vectors in explicit IR (inlined),
+    # else, or for rows shorter than a vector, the fastmath loop (a call of its own)
+    if not isinstance(impl, types.IntegerLiteral):
+        return None
+    code = impl.literal_value
+    if code == 0:
+
+        def portable(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+            return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
+
+        return portable
+    fsum = _fsum_4x2_avx512 if code == 2 else _fsum_4x2_avx2
+    lanes = (64 if code == 2 else 32) // Q.dtype.bitwidth * 8
+
+    def simd(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+        if d1 - d0 < lanes:
+            return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
+        return fsum(Q, X, qa, qlast, ja, jlast, d0, d1)
+
+    return simd
+
+
 @jit(fastmath=REDUCE)
-def _fast_pair_float(q, x, zero):
-    """One fast sum ``sum |q - x|`` (input precision, any order)."""
+def _fast_pair_float(Q, qi, X, j, zero):
+    """One fast sum ``sum |Q[qi] - X[j]|`` (input precision, any order)."""
     s = zero
-    for d in range(q.shape[0]):
-        s += abs(q[d] - x[d])
+    for d in range(Q.shape[1]):
+        s += abs(Q[qi, d] - X[j, d])
     return s
 
 
-@jit
-def _exact_pair(q, x):
-    """The exact distance: float64 sum of ``|q_d - x_d|`` in index order (no fastmath)."""
+@jit(inline="always")
+def _exact_pair(Q, qi, X, j):
+    """The exact distance: float64 sum of ``|Q[qi, d] - X[j, d]|`` in index order (no
+    fastmath; inlined, so the driver must not have fastmath either)."""
     s = 0.0
-    for d in range(q.shape[0]):
-        s += abs(np.float64(q[d]) - np.float64(x[d]))
+    for d in range(Q.shape[1]):
+        s += abs(np.float64(Q[qi, d]) - np.float64(X[j, d]))
     return s
+
+
+@jit(inline="always")
+def _exact_4(Q, qi, X, j0, j1, j2, j3):
+    """:func:`_exact_pair` of query ``qi`` with 4 rows at once: the same 4 sums (each in
+    index order), 4 independent dependency chains instead of one."""
+    s0 = s1 = s2 = s3 = 0.0
+    for d in range(Q.shape[1]):
+        a = np.float64(Q[qi, d])
+        s0 += abs(a - np.float64(X[j0, d]))
+        s1 += abs(a - np.float64(X[j1, d]))
+        s2 += abs(a - np.float64(X[j2, d]))
+        s3 += abs(a - np.float64(X[j3, d]))
+    return s0, s1, s2, s3
 
 
 # --------------------------------------------------------------------------- uint8 tiles
@@ -440,9 +659,11 @@ def _tile_uint8_portable(Q, X, qa, qlast, ja, jlast):
 
 # --------------------------------------------------------------------------- drivers
 @jit(parallel=True)
-def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk):
+def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, impl):
+    literally(impl)
     nq = Q.shape[0]
     nx = X.shape[0]
+    D = Q.shape[1]
     k = best_d.shape[1]
     kc = k + m
     cand_a = np.full((nq, kc), np.inf)
@@ -451,30 +672,34 @@ def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chu
     for ch in prange(n_chunks):
         c0 = ch * chunk
         c1 = min(c0 + chunk, nq)
+        # the features in slices of dc (the last one longer): the 4 query rows' slice
+        # stays in L1 while the block's rows stream past it; the 8 partial fast sums of
+        # a tile are added up in float64 (the bound holds for any order and for sums
+        # more accurate than the working precision)
+        n_dc = max(1, D // dc)
+        part = np.empty((4, min(block, nx)))
         # conservative pre-filter on the fast sums: c * a <= best_d[k-1] of earlier tiles
         for j0 in range(0, nx, block):
             j1 = min(j0 + block, nx)
             for qa in range(c0, c1, 4):
-                qq0 = qa
-                qq1 = min(qa + 1, c1 - 1)
-                qq2 = min(qa + 2, c1 - 1)
-                qq3 = min(qa + 3, c1 - 1)
-                r0 = Q[qq0]
-                r1 = Q[qq1]
-                r2 = Q[qq2]
-                r3 = Q[qq3]
-                for j in range(j0, j1, 2):
-                    jn = min(j + 1, j1 - 1)
-                    s = _tile_float_4x2(r0, r1, r2, r3, X[j], X[jn], zero)
-                    for t in range(8):
-                        qi = qa + (t >> 1)
-                        ji = j + (t & 1)
-                        if qi >= c1 or ji >= j1:
-                            continue
-                        a = min(np.float64(s[t]), big)  # an overflowed sum counts as big
-                        ca = cand_a[qi]
-                        if a < ca[kc - 1] and c * a <= best_d[qi, k - 1]:
-                            insert_sorted(ca, cand_j[qi], a, ji)
+                part[:, : j1 - j0] = 0.0
+                for i in range(n_dc):
+                    d0 = i * dc
+                    d1 = D if i == n_dc - 1 else d0 + dc
+                    for j in range(j0, j1, 2):
+                        s = _tile_float(impl, Q, X, qa, c1 - 1, j, j1 - 1, d0, d1, zero)
+                        for t in range(8):
+                            if j + (t & 1) < j1:
+                                part[t >> 1, j + (t & 1) - j0] += np.float64(s[t])
+                for t in range(4 * (j1 - j0)):
+                    qi = qa + t // (j1 - j0)
+                    ji = j0 + t % (j1 - j0)
+                    if qi >= c1:
+                        break
+                    a = min(part[qi - qa, ji - j0], big)  # an overflowed sum counts as big
+                    # row views only on insertion (each costs an atomic refcount)
+                    if a < cand_a[qi, kc - 1] and c * a <= best_d[qi, k - 1]:
+                        insert_sorted(cand_a[qi], cand_j[qi], a, ji)
         # exact rerank of the candidates, certificate, fallback
         saved_d = np.empty(k)
         saved_i = np.empty(k, dtype=np.int64)
@@ -484,20 +709,25 @@ def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chu
             saved_d[:] = bd
             saved_i[:] = bi
             cj = cand_j[qi]
-            for t in range(kc):
-                if cj[t] < 0:
-                    break
-                e = _exact_pair(Q[qi], X[cj[t]])
-                insert_sorted_by_pair(bd, bi, e, offset + cj[t])
+            n_c = 0
+            while n_c < kc and cj[n_c] >= 0:
+                n_c += 1
+            for t in range(0, n_c, 4):
+                last = n_c - 1
+                e4 = _exact_4(
+                    Q, qi, X, cj[t], cj[min(t + 1, last)], cj[min(t + 2, last)],
+                    cj[min(t + 3, last)],
+                )  # fmt: skip
+                for u in range(min(4, n_c - t)):
+                    insert_sorted_by_pair(bd, bi, e4[u], offset + cj[t + u])
             if cj[kc - 1] < 0 or c * cand_a[qi, kc - 1] > bd[k - 1]:
                 continue  # certified
             bd[:] = saved_d
             bi[:] = saved_i
-            q = Q[qi]
             for j in range(nx):
-                a = min(np.float64(_fast_pair_float(q, X[j], zero)), big)
+                a = min(np.float64(_fast_pair_float(Q, qi, X, j, zero)), big)
                 if c * a <= bd[k - 1]:
-                    e = _exact_pair(q, X[j])
+                    e = _exact_pair(Q, qi, X, j)
                     if e < bd[k - 1]:
                         insert_sorted(bd, bi, e, offset + j)
 
@@ -513,17 +743,37 @@ def _pairwise_float_kernel(X, Y, out, zero, block, chunk):
         for j0 in range(0, ny, block):
             j1 = min(j0 + block, ny)
             for qa in range(c0, c1, 4):
-                r0 = X[qa]
-                r1 = X[min(qa + 1, c1 - 1)]
-                r2 = X[min(qa + 2, c1 - 1)]
-                r3 = X[min(qa + 3, c1 - 1)]
                 for j in range(j0, j1, 2):
-                    s = _tile_float_4x2(r0, r1, r2, r3, Y[j], Y[min(j + 1, j1 - 1)], zero)
+                    s = _tile_float_4x2(X, Y, qa, c1 - 1, j, j1 - 1, 0, X.shape[1], zero)
                     for t in range(8):
                         qi = qa + (t >> 1)
                         ji = j + (t & 1)
                         if qi < c1 and ji < j1:
                             out[qi, ji] = s[t]
+
+
+# One entry point per float tile (called from Python without a literal; see the uint8
+# entry points below for why they are jitted functions).
+@jit
+def _topk_float_portable(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc):
+    _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, 0)
+
+
+@jit
+def _topk_float_avx2(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc):
+    _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, 1)
+
+
+@jit
+def _topk_float_avx512(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc):
+    _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, 2)
+
+
+_FLOAT_TOPK = {
+    "portable": _topk_float_portable,
+    "avx2": _topk_float_avx2,
+    "avx512": _topk_float_avx512,
+}
 
 
 #: uint8 implementation name -> the literal code the drivers are specialised on
@@ -770,9 +1020,11 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
             return
     c = lower_bound_factor(Q.shape[1], Q.dtype)
     big = float(np.finfo(Q.dtype).max)
-    _topk_float_kernel(
+    # the tiles address rows by stride with unit inner stride (no copy when C-contiguous)
+    Q, X = np.ascontiguousarray(Q), np.ascontiguousarray(X)
+    _FLOAT_TOPK[uint8_impl()](
         Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big,
-        int(settings.l1_extra_candidates), *_sizes(Q),
+        int(settings.l1_extra_candidates), *_sizes(Q), max(1, _FEATURE_SLICE_BYTES // Q.itemsize),
     )  # fmt: skip
 
 
