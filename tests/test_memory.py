@@ -174,15 +174,26 @@ def test_peak_memory_of_a_search_is_inputs_plus_tiles(case):
     """
     tile = 4 * 2**20
     env = dict(os.environ, NUMBA_NUM_THREADS="2")
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK_SCRIPT, case, str(tile)],
-        capture_output=True, text=True, env=env, timeout=600, check=True,
-    )  # fmt: skip
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    # float: the tile's centred copy, per thread a query tile and a GEMM block (8.6 MiB
-    # measured); pixels: a uint8 copy of the tile and the queries (2.4 MiB measured),
-    # where a uint8 copy of all rows (19.5 MiB) would not fit
+
+    def measure():
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, case, str(tile)],
+            capture_output=True, text=True, env=env, timeout=600, check=True,
+        )  # fmt: skip
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    # float: the tile's centred copy, per thread a query tile and a GEMM block (8.1-9.0 MB
+    # measured); pixels: a uint8 copy of the tile and the queries (2.3-2.5 MB measured),
+    # where a uint8 copy of all rows (19.5 MiB) would not fit. Retained: 0.8-1.1 MB,
+    # but once in 8 identical runs 1.7 MB (free memory glibc keeps in the worker
+    # threads' malloc arenas), close to its bound: an identical second run decides, on
+    # the smaller of the two figures. A buffer kept alive or an oversized copy is in
+    # every run, so it still fails.
     bound = (2 * tile if case == "float" else tile) + 4 * 2**20
-    assert r["peak"] <= bound, r
-    assert r["scratch"] == 0, r
-    assert r["retained"] <= 2 * 2**20, r
+    runs = [measure()]
+    if runs[0]["peak"] > bound or runs[0]["retained"] > 2 * 2**20:
+        runs.append(measure())
+    for r in runs:
+        assert r["scratch"] == 0, runs
+    assert min(r["peak"] for r in runs) <= bound, runs
+    assert min(r["retained"] for r in runs) <= 2 * 2**20, runs
