@@ -27,15 +27,11 @@ KINDS = ("random", "duplicates", "zeros", "constant", "extremes", "offset", "sma
 
 
 def _available_impls() -> list[str]:
-    import llvmlite.binding as ll
+    """The implementations numba may compile here, best last (``NUMBA_CPU_FEATURES``
+    counts: an AVX2 build on an AVX-512 host gets no AVX-512 tile)."""
+    from fastcls._runtime import best_simd
 
-    f = ll.get_host_cpu_features()
-    out = ["portable"]
-    if f.get("avx2", False):
-        out.append("avx2")
-    if f.get("avx512bw", False) and f.get("avx512f", False):
-        out.append("avx512")
-    return out
+    return list(reversed(best_simd()))
 
 
 def make_data(rng, n_q, n_x, D, dtype, kind):

@@ -946,6 +946,9 @@ def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
 def uint8_impl() -> str:
     """The uint8 implementation used: ``settings.l1_uint8_impl`` if set, else the best.
 
+    The float top-k takes its tile from the same choice (``"avx512"``: 64-byte vectors,
+    ``"avx2"``: 32-byte, ``"portable"``: the fastmath loop).
+
     ``"avx512"`` (``vpsadbw`` on zmm) needs AVX-512BW, ``"avx2"`` (on ymm) needs AVX2,
     ``"portable"`` (int32-widening tiles) runs anywhere. Forcing an implementation the
     CPU lacks raises ``ValueError`` instead of crashing in LLVM.
