@@ -21,6 +21,10 @@ Run::
 
     flock /tmp/fastcls-bench.lock pytest bench/bench_knn_l1.py --benchmark-enable \
         -p no:cacheprovider --benchmark-columns=median,min,max,rounds
+
+AVX2 proxy: as in ``bench_knn_l2.py`` (FAISS is set to ``SIMDLevel_AVX2`` through
+``faiss.SIMDConfig``, not ``FAISS_OPT_LEVEL``); ``extra_info["faiss_simd"]`` records
+the level FAISS ran at.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import fastcls
 from fastcls.testing import IMPLEMENTATIONS, bench_small, knn_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_knn_l2 import load_workload  # noqa: E402
+from bench_knn_l2 import faiss_simd_level, load_workload  # noqa: E402
 
 SMALL = bench_small()
 THREADS = int(os.environ.get("FASTCLS_BENCH_THREADS", "0")) or None
@@ -94,9 +98,15 @@ def threads():
     return fastcls.get_num_threads()
 
 
+@pytest.fixture(scope="module")
+def faiss_level():
+    """FAISS's SIMD level for this module (AVX2 on the proxy), recorded in extra_info."""
+    return faiss_simd_level()
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("workload", list(WORKLOADS))
-def test_knn_l1(benchmark, threads, workload, library):
+def test_knn_l1(benchmark, threads, faiss_level, workload, library):
     n_q, n_x, d, dtype, peers = WORKLOADS[workload]
     if library not in ("fastcls", "fastcls-fitted", "faiss", *peers):
         pytest.skip(f"{library} is timed on the uint8 pixel workload only")
@@ -112,6 +122,7 @@ def test_knn_l1(benchmark, threads, workload, library):
             "scale": n_q / n_timed,
             "threads": threads,
             "input": "float32" if library == "faiss" else dtype,
+            "faiss_simd": faiss_level,
         }
     )
     warm = 1 if library in ("fastcls", "fastcls-fitted") else 0
@@ -133,6 +144,7 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
 
     import faiss
 
+    level = faiss_simd_level()
     Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
     rng = np.random.default_rng(1)
     Xf = X.astype(np.float32) + rng.random(X.shape, dtype=np.float32)
@@ -153,7 +165,10 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
             fn()
             times[name].append(time.perf_counter() - t0)
     med = {name: float(np.median(t)) for name, t in times.items()}
-    print(f"{N_QUERIES}x{N_TRAIN}x{N_FEATURES}, k={K}, threads={fastcls.get_num_threads()}")
+    print(
+        f"{N_QUERIES}x{N_TRAIN}x{N_FEATURES}, k={K}, threads={fastcls.get_num_threads()},"
+        f" faiss SIMD level {level}"
+    )
     for name, t in med.items():
         rounds_s = [round(x, 2) for x in times[name]]
         print(f"  {name:16s} median {t * 1e3:9.1f} ms   rounds (s) {rounds_s}")

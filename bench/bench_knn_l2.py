@@ -30,6 +30,14 @@ cores). Run (the lock keeps timings of a shared machine apart)::
     flock /tmp/fastcls-bench.lock pytest bench/bench_knn_l2.py --benchmark-enable \
         -p no:cacheprovider --benchmark-columns=median,min,max,rounds
 
+AVX2 proxy (fastcls's AVX2 kernels, FAISS's AVX2 code, on an AVX-512 machine): the same
+command with ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<haswell's features>``
+(``tests/test_losses.py::HASWELL_FEATURES``) and ``OPENBLAS_CORETYPE=Haswell``. FAISS
+then runs at ``SIMDLevel_AVX2`` through ``faiss.SIMDConfig.set_level`` (see
+:func:`faiss_simd_level`; ``FAISS_OPT_LEVEL=avx2`` also asks for it, but faiss 1.15's
+dispatching wheel ignores that variable by itself). ``extra_info["faiss_simd"]`` records
+the level FAISS ran at.
+
 Group ``kneighbors-l2-near-duplicates|<shape>`` (data from
 :func:`fastcls.testing.near_duplicates`) is an accuracy readout more than a timing: two far
 apart clusters of near-duplicate rows (x + eps on one feature), where float32 GEMM
@@ -84,6 +92,39 @@ TABLE = {n: impl for n, impl in IMPLEMENTATIONS["kneighbors"].items() if impl.su
 LIBRARIES = ["fastcls-fitted", *TABLE]  # TABLE starts with "fastcls"
 #: options per library: every implementation pinned to THREADS
 OPTIONS = {"fastcls": {"n_jobs": THREADS}, "sklearn": {"n_jobs": THREADS or -1}}
+
+
+def avx2_requested() -> bool:
+    """Whether the environment asks for the AVX2 proxy: ``FAISS_OPT_LEVEL=avx2``, or
+    ``NUMBA_CPU_FEATURES`` set without ``+avx512f`` (numba compiling for an AVX2 CPU)."""
+    if os.environ.get("FAISS_OPT_LEVEL", "").strip().lower() == "avx2":
+        return True
+    features = os.environ.get("NUMBA_CPU_FEATURES", "").replace(" ", "").split(",")
+    return features != [""] and "+avx512f" not in features
+
+
+def faiss_simd_level() -> str:
+    """Put FAISS at its AVX2 level when :func:`avx2_requested`; the level it runs at.
+
+    faiss 1.15's wheel picks its SIMD level at run time and ignores ``FAISS_OPT_LEVEL``
+    (it stays at ``AVX512_SPR`` on this machine), so the AVX2 proxy sets the level with
+    ``faiss.SIMDConfig.set_level``. Older faiss (one build per level, chosen by
+    ``FAISS_OPT_LEVEL`` at import) has no ``SIMDConfig``: its level is reported from the
+    loaded library's name. ``"unavailable"`` when faiss is not installed.
+    """
+    try:
+        from fastcls.backends.faiss import import_faiss  # caps faiss's OpenMP spin
+
+        faiss = import_faiss()
+    except ImportError:
+        return "unavailable"
+    config = getattr(faiss, "SIMDConfig", None)
+    if config is None:
+        loader = getattr(faiss, "loader", None)
+        return f"legacy:{getattr(loader, 'instruction_set', None) or 'generic'}"
+    if avx2_requested() and config.get_level_name() != "AVX2":
+        config.set_level(faiss.SIMDLevel_AVX2)
+    return str(config.get_level_name())
 
 
 def fashion_mnist_path() -> Path | None:
@@ -155,9 +196,15 @@ def threads():
     return fastcls.get_num_threads()
 
 
+@pytest.fixture(scope="module")
+def faiss_level():
+    """FAISS's SIMD level for this module (AVX2 on the proxy), recorded in extra_info."""
+    return faiss_simd_level()
+
+
 @pytest.mark.parametrize("library", LIBRARIES, ids=_ids)
 @pytest.mark.parametrize("workload", list(WORKLOADS))
-def test_knn_l2(benchmark, threads, workload, library):
+def test_knn_l2(benchmark, threads, faiss_level, workload, library):
     n_q, n_x, d, dtype, peers = WORKLOADS[workload]
     if library not in ("fastcls", "fastcls-fitted", "faiss", *peers):
         pytest.skip(f"{library} is not timed on this workload")
@@ -173,6 +220,7 @@ def test_knn_l2(benchmark, threads, workload, library):
             "scale": n_q / n_timed,
             "threads": threads,
             "input": "float32" if library == "faiss" else dtype,
+            "faiss_simd": faiss_level,
         }
     )
     from threadpoolctl import threadpool_limits
@@ -189,7 +237,7 @@ def test_knn_l2(benchmark, threads, workload, library):
 
 
 @pytest.mark.parametrize("impl", ["fastcls", "faiss"])
-def test_knn_l2_near_duplicates(benchmark, threads, impl):
+def test_knn_l2_near_duplicates(benchmark, threads, faiss_level, impl):
     Q, X = near_duplicates(ND_QUERIES, ND_TRAIN, ND_FEATURES)
     fn = _setup(impl, Q, X)
     benchmark.group = f"kneighbors-{METRIC}-near-duplicates|{ND_QUERIES}x{ND_TRAIN}x{ND_FEATURES}"
@@ -209,6 +257,7 @@ def test_knn_l2_near_duplicates(benchmark, threads, impl):
             "k": K,
             "recall": recall,
             "fastcls_fallback_queries": l2.STATS["fallback_queries"] - before,
+            "faiss_simd": faiss_level,
         }
     )
     print(f"\nnear-duplicates recall@{K} vs float64 reference: {impl} = {recall:.3f}")
@@ -228,6 +277,7 @@ def interleaved_ab(threads: int, reps: int) -> dict[str, float]:
     import faiss
     from threadpoolctl import threadpool_limits
 
+    level = faiss_simd_level()
     n_queries, n_train, n_features = (50, 500, 3072) if SMALL else (1000, 10000, 3072)
     Q, X = knn_problem(n_queries, n_train, n_features, np.uint8, seed=0)
     Xf, Qf = X.astype(np.float32) + np.float32(0.5), Q.astype(np.float32)
@@ -248,7 +298,10 @@ def interleaved_ab(threads: int, reps: int) -> dict[str, float]:
                 times[name].append(time.perf_counter() - t0)
     med = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
     fa = np.array(times["faiss-float32"])
-    print(f"threads={threads} reps={reps} shape={n_queries}x{n_train}x{n_features} k={K}")
+    print(
+        f"threads={threads} reps={reps} shape={n_queries}x{n_train}x{n_features} k={K}"
+        f" faiss SIMD level={level}"
+    )
     for name in runs:
         per_rep = float(np.median(np.array(times[name]) / fa))
         ratio = med[name] / med["faiss-float32"]
@@ -275,7 +328,7 @@ def interleaved_table(reps: int = 5, threads: int = 2) -> None:
     from fastcls.reference import l2_distances_no_loops
 
     fastcls.set_num_threads(threads)
-    print(selected_paths())
+    print(selected_paths(), "faiss SIMD level:", faiss_simd_level())
 
     def row(name, Q, X, metric, faiss_too=True, extra=None):
         y = np.arange(len(X)) % 2

@@ -108,6 +108,10 @@ def test_recall_faiss(benchmark, recall_data, index, params):
     pytest.importorskip("faiss")
     from fastcls.backends.faiss import build_index, search_index
 
+    sys.path.insert(0, os.path.dirname(__file__))
+    from bench_knn_l2 import faiss_simd_level  # AVX2 on the proxy, as the k-NN benches
+
+    level = faiss_simd_level()
     Xtr, Q, exact = recall_data
     benchmark.group = f"recall|{N_TRAIN}x{DIM}"
     if index not in _BUILT:
@@ -122,6 +126,7 @@ def test_recall_faiss(benchmark, recall_data, index, params):
             "impl": f"faiss {index} {params}",
             "recall@10": fastcls.recall_at_k(idx, exact),
             "build_s": round(build_s, 2),
+            "faiss_simd": level,
         }
     )
 
