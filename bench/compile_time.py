@@ -100,8 +100,9 @@ def measure(repeats: int = 3) -> dict[str, object]:
 
         warm_cmd = [py, "-m", "fastcls", "warmup", "--json"]
         shutil.rmtree(cache, ignore_errors=True)
-        cold_groups = json.loads(timed(warm_cmd, env, work)[1])
-        warm_groups = json.loads(timed(warm_cmd, env, work)[1])
+        # `fastcls warmup --json` nests the groups under "groups"
+        cold_groups = json.loads(timed(warm_cmd, env, work)[1])["groups"]
+        warm_groups = json.loads(timed(warm_cmd, env, work)[1])["groups"]
         out["groups"] = {
             name: {"cold_s": cold_groups[name]["seconds"], "warm_s": warm_groups[name]["seconds"]}
             for name in cold_groups
