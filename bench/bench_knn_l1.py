@@ -40,7 +40,7 @@ import fastcls
 from fastcls.testing import IMPLEMENTATIONS, bench_small, knn_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_knn_l2 import faiss_simd_level, load_workload  # noqa: E402
+from bench_knn_l2 import faiss_simd_level, load_workload, rotated  # noqa: E402
 
 SMALL = bench_small()
 THREADS = int(os.environ.get("FASTCLS_BENCH_THREADS", "0")) or None
@@ -159,8 +159,8 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
     fastcls.kneighbors(Qf[:4], Xf[:64], K, metric="l1")  # JIT warm-up
     fastcls.kneighbors(Q[:4], X[:64], K, metric="l1")
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, fn in runs.items():
+    for rep in range(rounds):
+        for name, fn in rotated(runs, rep):
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
