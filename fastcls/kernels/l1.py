@@ -117,6 +117,7 @@ from numba.extending import intrinsic, overload
 
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import best_simd, new_buffer, scratch
+from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
@@ -260,24 +261,11 @@ def _make_fsum_intrinsic(vec_bytes: int):
             )
             qarr = context.make_array(signature.args[0])(context, builder, args[0])
             xarr = context.make_array(signature.args[1])(context, builder, args[1])
-            qstride = cgutils.unpack_tuple(builder, qarr.strides, 2)[0]
-            xstride = cgutils.unpack_tuple(builder, xarr.strides, 2)[0]
             qa_, qlast_, ja_, jlast_, d0_, d1_ = args[2:8]
             D = builder.sub(d1_, d0_)
-
-            def row_ptrs(arr, stride, first, last, n):
-                base = builder.bitcast(arr.data, i8.as_pointer())
-                base = builder.gep(
-                    base, [builder.mul(d0_, ir.Constant(i64, esize))], source_etype=i8
-                )
-                out = []
-                for r in range(n):
-                    row = builder.add(first, ir.Constant(i64, r))
-                    row = builder.select(builder.icmp_signed("<", row, last), row, last)
-                    out.append(builder.gep(base, [builder.mul(row, stride)], source_etype=i8))
-                return out
-
-            ptrs = row_ptrs(qarr, qstride, qa_, qlast_, 4) + row_ptrs(xarr, xstride, ja_, jlast_, 2)
+            start = builder.mul(d0_, ir.Constant(i64, esize))
+            ptrs = row_pointers(builder, qarr, qa_, 4, last=qlast_, offset=start)
+            ptrs += row_pointers(builder, xarr, ja_, 2, last=jlast_, offset=start)
             zero = ir.Constant(vty, None)
             accs = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
             esz = ir.Constant(i64, esize)
@@ -303,18 +291,7 @@ def _make_fsum_intrinsic(vec_bytes: int):
             with cgutils.for_range(builder, nblocks, intp=i64) as loop:
                 step(builder.mul(loop.index, lconst), None)
             with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
-                lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-                first = builder.sub(lconst, rem)
-                splat = builder.insert_element(
-                    ir.Constant(ir.VectorType(i64, lanes), None), first, ir.Constant(i32, 0)
-                )
-                splat = builder.shuffle_vector(
-                    splat,
-                    ir.Constant(ir.VectorType(i64, lanes), None),
-                    ir.Constant(ir.VectorType(i32, lanes), [0] * lanes),
-                )
-                mask = builder.icmp_signed(">=", lane_ids, splat)
-                step(builder.sub(D, lconst), mask)
+                step(builder.sub(D, lconst), tail_mask(builder, lanes, rem, i64))
 
             def halve(v, n):
                 """Lanes ``t`` + ``t + n / 2`` of a vector of ``n`` lanes."""
@@ -324,39 +301,14 @@ def _make_fsum_intrinsic(vec_bytes: int):
                     builder.shuffle_vector(v, v, lo), builder.shuffle_vector(v, v, hi)
                 )
 
-            def tree(vecs, n):
-                """Lane t of the result = the sum of the lanes of ``vecs[t]`` (``n``
-                vectors of ``n`` lanes): a transposed tree (see the uint8 tile)."""
-                groups = 1
-                while len(vecs) > 1:
-                    size = n // groups
-                    half = size // 2
-                    lo, hi = [], []
-                    for src in (0, 1):
-                        for g in range(groups):
-                            base = src * n + g * size
-                            lo += [base + t for t in range(half)]
-                            hi += [base + half + t for t in range(half)]
-                    mask_lo = ir.Constant(ir.VectorType(i32, n), lo)
-                    mask_hi = ir.Constant(ir.VectorType(i32, n), hi)
-                    vecs = [
-                        builder.fadd(
-                            builder.shuffle_vector(a, b, mask_lo),
-                            builder.shuffle_vector(a, b, mask_hi),
-                        )
-                        for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
-                    ]
-                    groups *= 2
-                return [builder.extract_element(vecs[0], ir.Constant(i32, t)) for t in range(n)]
-
             vecs = [builder.load(acc) for acc in accs]
             n = lanes
             while n > 8:  # fold to 8 lanes: one transposed tree for the 8 sums
                 vecs = [halve(v, n) for v in vecs]
                 n //= 2
             sums = []
-            for g in range(0, 8, n):
-                sums += tree(vecs[g : g + n], n)
+            for g in range(0, 8, n):  # 1 transposed tree of 8 lanes or 2 of 4
+                sums += horizontal_sums(builder, vecs[g : g + n], n, builder.fadd)
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
@@ -462,7 +414,7 @@ def _make_sad_intrinsic(width: int):
         )
 
         def codegen(context, builder, signature, args):
-            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            i8, i64 = ir.IntType(8), ir.IntType(64)
             vbytes = ir.VectorType(i8, width)
             vsum = ir.VectorType(i64, lanes)
             fn = cgutils.get_or_insert_function(
@@ -470,20 +422,10 @@ def _make_sad_intrinsic(width: int):
             )
             qarr = context.make_array(signature.args[0])(context, builder, args[0])
             xarr = context.make_array(signature.args[1])(context, builder, args[1])
-            qstride = cgutils.unpack_tuple(builder, qarr.strides, 2)[0]
-            xstride = cgutils.unpack_tuple(builder, xarr.strides, 2)[0]
             D = cgutils.unpack_tuple(builder, qarr.shape, 2)[1]
             qa_, qlast_, ja_, jlast_ = args[2:6]
-
-            def row_ptrs(arr, stride, first, last, n):
-                out = []
-                for r in range(n):
-                    row = builder.add(first, ir.Constant(i64, r))
-                    row = builder.select(builder.icmp_signed("<", row, last), row, last)
-                    out.append(builder.gep(arr.data, [builder.mul(row, stride)], source_etype=i8))
-                return out
-
-            ptrs = row_ptrs(qarr, qstride, qa_, qlast_, 4) + row_ptrs(xarr, xstride, ja_, jlast_, 2)
+            ptrs = row_pointers(builder, qarr, qa_, 4, last=qlast_)
+            ptrs += row_pointers(builder, xarr, ja_, 2, last=jlast_)
             accs = [cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(8)]
 
             def step(off, mask):
@@ -508,50 +450,12 @@ def _make_sad_intrinsic(width: int):
             with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
                 # the tail: one vector ending at the last byte, its first width - rem
                 # lanes (already counted) masked off on both sides
-                lane_ids = ir.Constant(vbytes, list(range(width)))
-                first = builder.trunc(builder.sub(wconst, rem), i8)
-                splat = builder.insert_element(
-                    ir.Constant(vbytes, None), first, ir.Constant(i32, 0)
-                )
-                splat = builder.shuffle_vector(
-                    splat,
-                    ir.Constant(vbytes, None),
-                    ir.Constant(ir.VectorType(i32, width), [0] * width),
-                )
-                mask = builder.icmp_unsigned(">=", lane_ids, splat)
-                step(builder.sub(D, wconst), mask)
-
-            def tree(vecs):
-                """Lane t of the result = the sum of the lanes of ``vecs[t]`` (``lanes``
-                vectors): a transposed tree, each level adding the two halves of every
-                lane group of two vectors into one, so the ``lanes`` reductions cost
-                ``lanes - 1`` adds (and shuffle pairs) instead of log2(lanes) each."""
-                groups = 1
-                while len(vecs) > 1:
-                    size = lanes // groups
-                    half = size // 2
-                    lo, hi = [], []
-                    for src in (0, 1):
-                        for g in range(groups):
-                            base = src * lanes + g * size
-                            lo += [base + t for t in range(half)]
-                            hi += [base + half + t for t in range(half)]
-                    mask_lo = ir.Constant(ir.VectorType(i32, lanes), lo)
-                    mask_hi = ir.Constant(ir.VectorType(i32, lanes), hi)
-                    vecs = [
-                        builder.add(
-                            builder.shuffle_vector(a, b, mask_lo),
-                            builder.shuffle_vector(a, b, mask_hi),
-                        )
-                        for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
-                    ]
-                    groups *= 2
-                return [builder.extract_element(vecs[0], ir.Constant(i32, t)) for t in range(lanes)]
+                step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
 
             vecs = [builder.load(acc) for acc in accs]
             sums = []
             for g in range(0, 8, lanes):  # 8 accumulators: 1 tree of 8 lanes or 2 of 4
-                sums += tree(vecs[g : g + lanes])
+                sums += horizontal_sums(builder, vecs[g : g + lanes], lanes, builder.add)
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen

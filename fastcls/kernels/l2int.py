@@ -45,6 +45,7 @@ from numba.extending import intrinsic, overload
 
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
+from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
 from fastcls.kernels.topk import insert_sorted
 
 #: int32 accumulators are reduced to int64 at least every this many features
@@ -96,22 +97,10 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
         def codegen(context, builder, signature, args):
             qarr = context.make_array(signature.args[0])(context, builder, args[0])
             xarr = context.make_array(signature.args[1])(context, builder, args[1])
-            qstride = cgutils.unpack_tuple(builder, qarr.strides, 2)[0]
-            xstride = cgutils.unpack_tuple(builder, xarr.strides, 2)[0]
             D = cgutils.unpack_tuple(builder, xarr.shape, 2)[1]
             qa_, qlast_, ja_, jlast_ = args[2:6]
-
-            def row_ptrs(arr, stride, first, last, n):
-                out = []
-                for r in range(n):
-                    row = builder.add(first, ir.Constant(i64, r))
-                    lt = builder.icmp_signed("<", row, last)
-                    row = builder.select(lt, row, last)
-                    out.append(builder.gep(arr.data, [builder.mul(row, stride)], source_etype=i8))
-                return out
-
-            qp = row_ptrs(qarr, qstride, qa_, qlast_, nq)
-            xp = row_ptrs(xarr, xstride, ja_, jlast_, nx)
+            qp = row_pointers(builder, qarr, qa_, nq, last=qlast_)
+            xp = row_pointers(builder, xarr, ja_, nx, last=jlast_)
             if isa == "vnni":
                 fn = cgutils.get_or_insert_function(
                     builder.module,
@@ -158,38 +147,11 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                             new = builder.add(builder.load(acc), builder.call(fn, [qv[a], xv[b]]))
                         builder.store(new, acc)
 
-            def reduce_all(vecs):
-                """Lane i of the result = sum of the lanes of ``vecs[i]``.
-
-                A transposed tree: each level adds the two halves of every group of
-                lanes of two vectors into one vector holding both, so the
-                ``lanes`` reductions cost ``lanes - 1`` shuffle pairs and adds in all
-                (a reduction per accumulator costs ``log2(lanes)`` levels each).
-                """
-                groups = 1
-                while len(vecs) > 1:
-                    size = lanes // groups
-                    half = size // 2
-                    lo, hi = [], []
-                    for src in (0, 1):
-                        for g in range(groups):
-                            base = src * lanes + g * size
-                            lo += [base + t for t in range(half)]
-                            hi += [base + half + t for t in range(half)]
-                    mask_lo = ir.Constant(ir.VectorType(i32, lanes), lo)
-                    mask_hi = ir.Constant(ir.VectorType(i32, lanes), hi)
-                    vecs = [
-                        builder.add(
-                            builder.shuffle_vector(a, b, mask_lo),
-                            builder.shuffle_vector(a, b, mask_hi),
-                        )
-                        for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
-                    ]
-                    groups *= 2
-                return vecs[0]
-
             def flush():
-                sums = reduce_all([builder.load(acc) for acc in accs])
+                # lanes == nq * nx accumulators: one transposed tree, lane t = the sum of acc t
+                ((sums, _),) = transposed_tree(
+                    builder, [builder.load(acc) for acc in accs], lanes, builder.add
+                )
                 builder.store(builder.add(builder.load(total), builder.sext(sums, vtot)), total)
                 for acc in accs:
                     builder.store(ir.Constant(vacc, None), acc)
@@ -214,18 +176,7 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                 has_tail = builder.icmp_signed(">", rem, ir.Constant(i64, 0))
                 with builder.if_then(builder.and_(is_last, has_tail)):
                     # one vector ending at byte D; its first width - rem bytes are counted
-                    lane_ids = ir.Constant(ir.VectorType(i8, width), list(range(width)))
-                    first = builder.trunc(builder.sub(wconst, rem), i8)
-                    splat = builder.insert_element(
-                        ir.Constant(ir.VectorType(i8, width), None), first, ir.Constant(i32, 0)
-                    )
-                    splat = builder.shuffle_vector(
-                        splat,
-                        ir.Constant(ir.VectorType(i8, width), None),
-                        ir.Constant(ir.VectorType(i32, width), [0] * width),
-                    )
-                    mask = builder.icmp_unsigned(">=", lane_ids, splat)
-                    step(builder.sub(D, wconst), mask)
+                    step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
                 flush()
             tot = builder.load(total)
             sums = [builder.extract_element(tot, ir.Constant(i32, t)) for t in range(lanes)]

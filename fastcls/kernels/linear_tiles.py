@@ -41,24 +41,16 @@ from __future__ import annotations
 from numba import types
 from numba.extending import intrinsic
 
+from fastcls.kernels._llvm_ir import gathered_row_pointers, horizontal_sums, row_pointers, splat
+
 #: bytes per vector and (rows, classes) of the score and update tiles, per micro-kernel
 TILE_SHAPES = {"avx512": (64, 4, 5), "avx2": (32, 4, 2)}
 
 
 def _row_pointers(builder, context, arr_type, arr_value, first, count):
     """``count`` byte pointers to rows ``first, first + 1, ...`` of a C-contiguous 2-D array."""
-    from llvmlite import ir
-    from numba.core import cgutils
-
-    i8 = ir.IntType(8)
-    i64 = ir.IntType(64)
     arr = context.make_array(arr_type)(context, builder, arr_value)
-    stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
-    data = builder.bitcast(arr.data, i8.as_pointer())
-    return [
-        builder.gep(data, [builder.mul(builder.add(first, ir.Constant(i64, r)), stride)])
-        for r in range(count)
-    ]
+    return row_pointers(builder, arr, first, count)
 
 
 def _opaque_pointers() -> bool:
@@ -66,38 +58,6 @@ def _opaque_pointers() -> bool:
     from llvmlite import ir
 
     return bool(getattr(ir.PointerType(ir.IntType(8)), "is_opaque", False))
-
-
-def _gathered_row_pointers(builder, context, signature, args, x_arg, rows_arg, count):
-    """Byte pointers to rows ``rows[0..count-1]`` of the 2-D array ``X``.
-
-    ``X`` is argument ``x_arg`` of the intrinsic, the int64 row numbers argument
-    ``rows_arg``; row numbers are clamped into ``X``.
-    """
-    from llvmlite import ir
-    from numba.core import cgutils
-
-    i64 = ir.IntType(64)
-    xarr = context.make_array(signature.args[x_arg])(context, builder, args[x_arg])
-    rows = context.make_array(signature.args[rows_arg])(context, builder, args[rows_arg])
-    n_rows = cgutils.unpack_tuple(builder, xarr.shape, 2)[0]
-    stride = cgutils.unpack_tuple(builder, xarr.strides, 2)[0]
-    data = builder.bitcast(xarr.data, ir.IntType(8).as_pointer())
-    last = builder.sub(n_rows, ir.Constant(i64, 1))
-    zero = ir.Constant(i64, 0)
-    out = []
-    for r in range(count):
-        ptr = cgutils.get_item_pointer2(
-            context, builder, rows.data,
-            cgutils.unpack_tuple(builder, rows.shape, 1),
-            cgutils.unpack_tuple(builder, rows.strides, 1),
-            signature.args[rows_arg].layout, [ir.Constant(i64, r)],
-        )  # fmt: skip
-        row = builder.load(ptr)
-        row = builder.select(builder.icmp_signed("<", row, last), row, last)
-        row = builder.select(builder.icmp_signed("<", row, zero), zero, row)
-        out.append(builder.gep(data, [builder.mul(row, stride)]))
-    return out
 
 
 def _vector_load(builder, base, byte_offset, vtype):
@@ -109,52 +69,6 @@ def _vector_load(builder, base, byte_offset, vtype):
 def _vector_store(builder, value, base, byte_offset):
     ptr = builder.gep(base, [byte_offset])
     builder.store(value, builder.bitcast(ptr, value.type.as_pointer()), align=1)
-
-
-def _horizontal_sums(builder, vectors, lanes):
-    """The sum of the lanes of each vector, by a transposed tree.
-
-    Each level adds the two halves of every group of lanes of two vectors into one vector
-    holding both (``lanes - 1`` shuffle pairs for ``lanes`` vectors instead of
-    ``log2(lanes)`` per vector); an odd count is padded with a zero vector.
-    """
-    from llvmlite import ir
-
-    i32 = ir.IntType(32)
-    vtype = vectors[0].type
-    zero = ir.Constant(vtype, None)
-    items = [(v, [k]) for k, v in enumerate(vectors)]
-    groups = 1
-    while groups < lanes and len(items) > 1:
-        if len(items) % 2:
-            items.append((zero, [None] * groups))
-        size = lanes // groups
-        half = size // 2
-        lo = [s * lanes + g * size + t for s in (0, 1) for g in range(groups) for t in range(half)]
-        hi = [i + half for i in lo]
-        mask_lo = ir.Constant(ir.VectorType(i32, lanes), lo)
-        mask_hi = ir.Constant(ir.VectorType(i32, lanes), hi)
-        items = [
-            (
-                builder.fadd(
-                    builder.shuffle_vector(a, b, mask_lo), builder.shuffle_vector(a, b, mask_hi)
-                ),
-                la + lb,
-            )
-            for (a, la), (b, lb) in zip(items[0::2], items[1::2], strict=True)
-        ]
-        groups *= 2
-    sums = [None] * len(vectors)
-    size = lanes // groups
-    for v, labels in items:
-        for g, label in enumerate(labels):
-            if label is None:
-                continue
-            s = builder.extract_element(v, ir.Constant(i32, g * size))
-            for t in range(1, size):
-                s = builder.fadd(s, builder.extract_element(v, ir.Constant(i32, g * size + t)))
-            sums[label] = s
-    return sums
 
 
 def _element_info(context, dtype):
@@ -212,7 +126,7 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
             )
             xb_rows = _row_pointers(builder, context, signature.args[0], args[0], args[2], nr)
             wp = _row_pointers(builder, context, signature.args[1], args[1], args[3], nc)
-            src = _gathered_row_pointers(builder, context, signature, args, 6, 7, nr)
+            src = gathered_row_pointers(builder, context, signature, args, 6, 7, nr)
             n_features = cgutils.unpack_tuple(
                 builder, context.make_array(signature.args[6])(context, builder, args[6]).shape, 2
             )[1]
@@ -230,15 +144,8 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
                     elem = builder.add(d0_, builder.mul(k, ir.Constant(i64, lanes)))
                     off = builder.mul(elem, ir.Constant(i64, itemsize))
                     if masked:  # lanes at or beyond the last feature of X: zeros, not read
-                        limit = builder.sub(n_features, elem)
-                        splat = builder.insert_element(
-                            ir.Constant(ir.VectorType(i64, lanes), None), limit, ir.Constant(i32, 0)
-                        )
-                        splat = builder.shuffle_vector(
-                            splat, ir.Constant(ir.VectorType(i64, lanes), None),
-                            ir.Constant(ir.VectorType(i32, lanes), [0] * lanes),
-                        )  # fmt: skip
-                        mask = builder.icmp_signed("<", lane_ids, splat)
+                        limit = splat(builder, builder.sub(n_features, elem), lanes)
+                        mask = builder.icmp_signed("<", lane_ids, limit)
                         xv = []
                         for p in rows:
                             ptr = builder.bitcast(builder.gep(p, [off]), vtype.as_pointer())
@@ -270,7 +177,7 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
                 with packing:
                     body(zero64, inside, src, True, False)
                     body(inside, nvec_, src, True, True)
-            sums = _horizontal_sums(builder, [builder.load(a) for a in accs], lanes)
+            sums = horizontal_sums(builder, [builder.load(a) for a in accs], lanes, builder.fadd)
             if itemsize == 4:
                 sums = [builder.fpext(v, ir.DoubleType()) for v in sums]
             return context.make_tuple(builder, signature.return_type, sums)
@@ -317,7 +224,6 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
             xp = _row_pointers(builder, context, signature.args[0], args[0], args[2], nr)
             ap = _row_pointers(builder, context, signature.args[3], args[3], args[4], nc)
             garr = context.make_array(signature.args[1])(context, builder, args[1])
-            zero_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
             splats = []
             for r in range(nr):
                 row = []
@@ -330,10 +236,7 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
                         [builder.add(args[2], ir.Constant(i64, r)),
                          builder.add(args[4], ir.Constant(i64, k))],
                     )  # fmt: skip
-                    one = builder.insert_element(
-                        ir.Constant(vtype, None), builder.load(ptr), ir.Constant(i32, 0)
-                    )
-                    row.append(builder.shuffle_vector(one, ir.Constant(vtype, None), zero_mask))
+                    row.append(splat(builder, builder.load(ptr), lanes))
                 splats.append(row)
             start = builder.mul(args[5], ir.Constant(i64, itemsize))
             i8p = ir.IntType(8).as_pointer()
@@ -342,7 +245,7 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
                 ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                 "llvm.prefetch.p0" if _opaque_pointers() else "llvm.prefetch.p0i8",
             )
-            pf_rows = _gathered_row_pointers(builder, context, signature, args, 7, 8, nr)
+            pf_rows = gathered_row_pointers(builder, context, signature, args, 7, 8, nr)
 
             def body(with_prefetch):
                 with cgutils.for_range(builder, args[6], intp=i64) as loop:
