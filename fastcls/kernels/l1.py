@@ -118,6 +118,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import best_simd, new_buffer, scratch
 from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask
+from fastcls.kernels._rows import copy_rows, zero_padded
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
@@ -704,30 +705,6 @@ def _tile_uint8_overload(impl, Q, X, qa, qlast, ja, jlast):
     return impl_fn
 
 
-@jit
-def _copy_rows(A, i0, i1, out):
-    """``out[: i1 - i0, : A.shape[1]] = A[i0:i1]`` (the rest of ``out`` untouched)."""
-    for i in range(i0, i1):  # element loops: a row view would cost an atomic refcount
-        for d in range(A.shape[1]):
-            out[i - i0, d] = A[i, d]
-
-
-@jit
-def _zero_padded(A, i0, i1, width, n_rows):
-    """New ``(n_rows, width)`` zeros, 64-byte aligned, with rows ``A[i0:i1]`` copied in.
-
-    Padded rows pay only when every row starts on a cache line: numba's small arrays
-    (a few tens of KB, e.g. the L2 kernel's blocks) start 32 bytes off one. A function,
-    not ``np.zeros`` in the ``prange`` body: there (a variable also bound to an input)
-    the pad columns held garbage, presumably numba's parfor allocation hoisting.
-    """
-    flat = np.zeros(n_rows * width + 64, dtype=np.uint8)
-    off = (64 - flat.ctypes.data % 64) % 64
-    out = flat[off : off + n_rows * width].reshape((n_rows, width))
-    _copy_rows(A, i0, i1, out)
-    return out
-
-
 @jit(parallel=True)
 def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
     literally(impl)
@@ -745,16 +722,16 @@ def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
         xb = X
         qsub = 0
         # written through its own name: ``xb`` may be typed read-only (a memmapped X)
-        xpad = _zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
+        xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
         if width > 0:
-            qb = _zero_padded(Q, c0, c1, width, c1 - c0)
+            qb = zero_padded(Q, c0, c1, width, c1 - c0)
             xb = xpad
             qsub = c0
         for j0 in range(0, nx, block):
             j1 = min(j0 + block, nx)
             xsub = 0
             if width > 0:
-                _copy_rows(X, j0, j1, xpad)
+                copy_rows(X, j0, j1, xpad)
                 xsub = j0
             for qa in range(c0, c1, 4):
                 for j in range(j0, j1, 2):

@@ -46,6 +46,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
+from fastcls.kernels._rows import copy_rows, zero_padded
 from fastcls.kernels.topk import insert_sorted
 
 #: int32 accumulators are reduced to int64 at least every this many features
@@ -274,29 +275,6 @@ def _tile_nx_overload(impl):
 
 
 # --------------------------------------------------------------------------- drivers
-@jit
-def _copy_rows(A, i0, i1, out):
-    """``out[: i1 - i0, : A.shape[1]] = A[i0:i1]`` (the rest of ``out`` untouched)."""
-    for i in range(i0, i1):  # element loops: a row view would cost an atomic refcount
-        for d in range(A.shape[1]):
-            out[i - i0, d] = A[i, d]
-
-
-@jit
-def _zero_padded(A, i0, i1, width, n_rows):
-    """New ``(n_rows, width)`` zeros with rows ``A[i0:i1]`` copied in.
-
-    A function, not ``np.zeros`` in the ``prange`` body: there (a variable also bound to
-    an input) the pad columns held garbage in the L1 driver, presumably numba's parfor
-    allocation hoisting.
-    """
-    flat = np.zeros(n_rows * width + 64, dtype=np.uint8)
-    off = (64 - flat.ctypes.data % 64) % 64  # 64-byte aligned rows: no split loads
-    out = flat[off : off + n_rows * width].reshape((n_rows, width))
-    _copy_rows(A, i0, i1, out)
-    return out
-
-
 @jit(parallel=True)
 def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, impl, width):
     """Fused exact distances + top-k; ``d = qn + xn - 2 (dot + xc)`` in int64.
@@ -320,16 +298,16 @@ def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, im
         xb = X
         qsub = 0
         # written through its own name: ``xb`` may be typed read-only (a memmapped X)
-        xpad = _zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
+        xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
         if width > 0:
-            qb = _zero_padded(Qb, c0, c1, width, c1 - c0)
+            qb = zero_padded(Qb, c0, c1, width, c1 - c0)
             xb = xpad
             qsub = c0
         for j0 in range(0, nx, block):
             j1 = min(j0 + block, nx)
             xsub = 0
             if width > 0:
-                _copy_rows(X, j0, j1, xpad)
+                copy_rows(X, j0, j1, xpad)
                 xsub = j0
             for qa in range(c0, c1, 4):
                 for j in range(j0, j1, tnx):
