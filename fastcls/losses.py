@@ -237,7 +237,7 @@ def loss_and_gradient(
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
     data_loss, pen, finite = K.linear_loss_grad(
         X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss,
-        K.tile_token(K.kernel_impl()), K.row_block(), K.use_parallel(m, D, C), reg,
+        K.tile_token(K.kernel_impl()), K.row_block(), K.twin_token(K.use_parallel(m, D, C)), reg,
         K.PENALTY_CODES[penalty], beta, WT, dWT, dW, db,
     )  # fmt: skip
     if not finite:

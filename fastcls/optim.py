@@ -391,7 +391,7 @@ def sgd_linear(
     history = np.empty(n_iters)
     tile = K.tile_token(K.kernel_impl())
     rblock = K.row_block()
-    parallel = K.use_parallel(m, D, C)
+    parallel = K.twin_token(K.use_parallel(m, D, C))
     code = K.LOSS_CODES[loss]
     pcode = K.PENALTY_CODES[penalty]
     full = batch_size is None

@@ -152,6 +152,16 @@ def tile_token(impl: str) -> tuple[int, ...]:
     return (0,) * CLASS_TILES[impl]
 
 
+def twin_token(parallel: bool) -> tuple[int, ...]:
+    """The argument choosing the kernel twin: ``(0,)`` the parallel one, ``()`` the serial one.
+
+    The two tuples are different numba types, so an entry point compiles only the twin it
+    is called with: a small problem (the README tour, the demo) never compiles the
+    parallel twin, whose parfor pipeline costs about 3 s per dtype.
+    """
+    return (0,) if parallel else ()
+
+
 def row_block() -> int:
     """Rows per block (``settings.linear_row_block_rows``), a positive multiple of 4."""
     rb = int(settings.linear_row_block_rows)
@@ -590,6 +600,29 @@ def linear_loss_grad_rows_serial(
         )
 
 
+def _rows_twin(
+    twin, X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
+):
+    """:func:`linear_loss_grad_rows` or its serial twin, chosen by the type of ``twin``."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_rows_twin, jit_options={"nogil": True})
+def _rows_twin_overload(
+    twin, X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
+):
+    if not isinstance(twin, types.BaseTuple):
+        return None
+    fn = linear_loss_grad_rows if len(twin) == 1 else linear_loss_grad_rows_serial
+
+    def impl(
+        twin, X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
+    ):
+        fn(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock)
+
+    return impl
+
+
 #: penalty codes understood by :func:`finish_gradient`
 PENALTY_CODES = {"l2": 0, "l1": 1, "elasticnet": 2}
 
@@ -666,11 +699,11 @@ def linear_loss_grad(
     """One call of the public losses, compiled end to end (no NumPy between the steps).
 
     Transposes ``W`` (D, C) into the scratch ``WT`` (C, D), runs the fused kernel
-    (``parallel`` chooses the twin), reduces the partials with :func:`finish_gradient`
-    into the scratch ``dWT`` and writes the gradient in ``W``'s layout into ``dW``
-    (D, C). One dispatch from Python instead of five (two NumPy transposes, the kernel,
-    the reduction, the allocations): measured 0.13 ms of fixed cost per call at N=256
-    before, most of it Python. Returns what :func:`finish_gradient` returns.
+    (``parallel``, a :func:`twin_token`, chooses the twin), reduces the partials with
+    :func:`finish_gradient` into the scratch ``dWT`` and writes the gradient in ``W``'s
+    layout into ``dW`` (D, C). One dispatch from Python instead of five (two NumPy
+    transposes, the kernel, the reduction, the allocations): measured 0.13 ms of fixed cost
+    per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns.
     """
     D = W.shape[0]
     C = W.shape[1]
@@ -678,14 +711,9 @@ def linear_loss_grad(
         for c in range(C):
             WT[c, d] = W[d, c]
     no_next = idx[:0]
-    if parallel:
-        linear_loss_grad_rows(
-            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
-        )
-    else:
-        linear_loss_grad_rows_serial(
-            X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
-        )
+    _rows_twin(
+        parallel, X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
+    )
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
@@ -718,10 +746,11 @@ def sgd_linear_steps(
 
     Step ``k`` (global iteration ``it = it0 + k``) uses the rows ``batches[k]`` (``full``:
     ``batches[0]`` every step), computes the loss and gradient with the fused kernel
-    (``parallel`` chooses the twin), then updates ``WT`` (C, D) and ``b`` in their dtype,
-    exactly as :func:`fastcls.optim.sgd` does in NumPy: ``W -= lr * dW`` or, with
-    ``momentum > 0``, ``v = momentum * v; v -= lr * dW; W += v``. ``lrs[it]`` is the
-    step size (float64, cast to the dtype). ``history[it]`` receives the loss.
+    (``parallel``, a :func:`twin_token`, chooses the twin), then updates ``WT`` (C, D) and
+    ``b`` in their dtype, exactly as :func:`fastcls.optim.sgd` does in NumPy:
+    ``W -= lr * dW`` or, with ``momentum > 0``, ``v = momentum * v; v -= lr * dW;
+    W += v``. ``lrs[it]`` is the step size (float64, cast to the dtype). ``history[it]``
+    receives the loss.
 
     With ``centre`` the model is ``scores = (x - mu) W + b``, computed as
     ``x W + (b - mu W)``; its gradient is the raw gradient minus ``db mu^T``. Without
@@ -750,16 +779,10 @@ def sgd_linear_steps(
             _centred_bias(WT, mu, b, bias)
         else:
             bias[:] = b
-        if parallel:
-            linear_loss_grad_rows(
-                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile,
-                rblock,
-            )  # fmt: skip
-        else:
-            linear_loss_grad_rows_serial(
-                X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile,
-                rblock,
-            )  # fmt: skip
+        _rows_twin(
+            parallel, X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss,
+            tile, rblock,
+        )  # fmt: skip
         data, pen, finite = finish_gradient(
             part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
         )
