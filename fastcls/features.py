@@ -61,7 +61,6 @@ __all__ = [
 FeatureFunction = Callable[[np.ndarray], np.ndarray]
 
 
-
 # --------------------------------------------------------------------------- validation
 # --------------------------------------------------------------------------- features
 def hog(images: Any, cell: int = 8, bins: int = 9) -> np.ndarray:

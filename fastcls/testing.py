@@ -647,9 +647,7 @@ IMPLEMENTATIONS: dict[str, dict[str, Implementation]] = {
             precision="float64",
             note="the lecture's vectorised l2_distances_no_loops + stable argsort",
         ),
-        "faiss": Implementation(
-            "faiss", _knn_faiss, ("faiss",), _ALL, "float32", note=_FAISS_NOTE
-        ),
+        "faiss": Implementation("faiss", _knn_faiss, ("faiss",), _ALL, "float32", note=_FAISS_NOTE),
         "sklearn": Implementation(
             "sklearn",
             _knn_sklearn,
@@ -662,9 +660,7 @@ IMPLEMENTATIONS: dict[str, dict[str, Implementation]] = {
     "pairwise_distances": {
         "fastcls": Implementation("fastcls", _pairwise_fastcls),
         "reference": Implementation("reference", _pairwise_reference),
-        "sklearn": Implementation(
-            "sklearn", _pairwise_sklearn, ("sklearn",), _ALL, "float64"
-        ),
+        "sklearn": Implementation("sklearn", _pairwise_sklearn, ("sklearn",), _ALL, "float64"),
     },
     "svm_loss": {
         "fastcls": Implementation("fastcls", _loss_fastcls("svm"), precision="float32"),
@@ -674,9 +670,7 @@ IMPLEMENTATIONS: dict[str, dict[str, Implementation]] = {
     "softmax_loss": {
         "fastcls": Implementation("fastcls", _loss_fastcls("softmax"), precision="float32"),
         "reference": Implementation("reference", _loss_reference("softmax")),
-        "torch": Implementation(
-            "torch", _loss_torch("softmax"), ("torch",), precision="float32"
-        ),
+        "torch": Implementation("torch", _loss_torch("softmax"), ("torch",), precision="float32"),
     },
     "hog": {
         "fastcls": Implementation("fastcls", _feature_fastcls("hog")),

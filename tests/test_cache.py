@@ -147,7 +147,9 @@ def test_a_cache_is_never_used_for_another_cpu(tmp_path, clean_env):
     """Entries are keyed on the target CPU: another target compiles its own, and the
     micro-kernel choice follows the target (the L1 uint8 intrinsics included)."""
     env = dict(clean_env, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    l1_uint8 = VOTE + """
+    l1_uint8 = (
+        VOTE
+        + """
 from fastcls.kernels import l1
 X = np.arange(64 * 40, dtype=np.int64).reshape(64, 40) % 251
 X = X.astype(np.uint8)
@@ -155,6 +157,7 @@ d, i = fastcls.kneighbors(X[:5], X, 3, "l1")
 assert (i[:, 0] == np.arange(5)).all()
 print("impl", l1.uint8_impl(), file=sys.stderr)
 """
+    )
     host = run_child(l1_uint8, env)
     assert host["compile_s"] > 0
     generic = run_child(l1_uint8, dict(env, NUMBA_CPU_NAME="generic"))

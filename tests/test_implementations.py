@@ -95,7 +95,8 @@ def test_kneighbors_adversarial_gemm_size(implementation, case, metric):
 # --------------------------------------------------------------------------- pairwise
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(
-    ("case", "dtype"), [pytest.param("random", d, id=f"random-{d}") for d in ("uint8", "float32")]
+    ("case", "dtype"),
+    [pytest.param("random", d, id=f"random-{d}") for d in ("uint8", "float32")]
     + list(_knn_cases()),
 )
 @pytest.mark.parametrize("library", libraries("pairwise_distances"))
