@@ -85,17 +85,25 @@ def gathered_row_pointers(
     zero = ir.Constant(i64, 0)
     out = []
     for r in range(count):
-        ptr = cgutils.get_item_pointer2(
-            context, builder, rows.data,
-            cgutils.unpack_tuple(builder, rows.shape, 1),
-            cgutils.unpack_tuple(builder, rows.strides, 1),
-            signature.args[rows_arg].layout, [ir.Constant(i64, r)],
-        )  # fmt: skip
-        row = builder.load(ptr)
+        row = load_item(builder, context, signature.args[rows_arg], rows, [ir.Constant(i64, r)])
         row = builder.select(builder.icmp_signed("<", row, last), row, last)
         row = builder.select(builder.icmp_signed("<", row, zero), zero, row)
         out.append(builder.gep(data, [builder.mul(row, stride)]))
     return out
+
+
+def load_item(builder: Any, context: Any, arr_type: Any, arr: Any, indices: list[Any]) -> Any:
+    """Load ``arr[indices]`` (one element; any layout) from a numba array structure ``arr``."""
+    from numba.core import cgutils
+
+    ndim = arr_type.ndim
+    ptr = cgutils.get_item_pointer2(
+        context, builder, arr.data,
+        cgutils.unpack_tuple(builder, arr.shape, ndim),
+        cgutils.unpack_tuple(builder, arr.strides, ndim),
+        arr_type.layout, indices,
+    )  # fmt: skip
+    return builder.load(ptr)
 
 
 def splat(builder: Any, value: Any, lanes: int) -> Any:

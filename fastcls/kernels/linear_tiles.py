@@ -41,7 +41,13 @@ from __future__ import annotations
 from numba import types
 from numba.extending import intrinsic
 
-from fastcls.kernels._llvm_ir import gathered_row_pointers, horizontal_sums, row_pointers, splat
+from fastcls.kernels._llvm_ir import (
+    gathered_row_pointers,
+    horizontal_sums,
+    load_item,
+    row_pointers,
+    splat,
+)
 
 #: bytes per vector and (rows, classes) of the score and update tiles, per micro-kernel
 TILE_SHAPES = {"avx512": (64, 4, 5), "avx2": (32, 4, 2)}
@@ -74,6 +80,17 @@ def _vector_store(builder, value, base, byte_offset):
 def _element_info(context, dtype):
     """(LLVM element type, bytes) of a float32 / float64 numba dtype."""
     return context.get_value_type(dtype), 4 if dtype == types.float32 else 8
+
+
+def _fma_function(builder, vtype):
+    """The ``llvm.fma`` intrinsic of the float vector type ``vtype``, declared once per module."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    suffix = f"v{vtype.count}{'f32' if isinstance(vtype.element, ir.FloatType) else 'f64'}"
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vtype, [vtype, vtype, vtype]), f"llvm.fma.{suffix}"
+    )
 
 
 #: ``mode`` of the scores tile: read the packed rows / pack them from ``X`` on the way
@@ -114,9 +131,7 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
             lanes = vec_bytes // itemsize
             vtype = ir.VectorType(ftype, lanes)
             suffix = f"v{lanes}{'f32' if itemsize == 4 else 'f64'}"
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vtype, [vtype, vtype, vtype]), f"llvm.fma.{suffix}"
-            )
+            fma = _fma_function(builder, vtype)
             opaque = _opaque_pointers()
             mask_type = ir.VectorType(i1, lanes)
             masked_load = cgutils.get_or_insert_function(
@@ -216,11 +231,7 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
             ftype, itemsize = _element_info(context, signature.args[0].dtype)
             lanes = vec_bytes // itemsize
             vtype = ir.VectorType(ftype, lanes)
-            fma = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(vtype, [vtype, vtype, vtype]),
-                f"llvm.fma.v{lanes}{'f32' if itemsize == 4 else 'f64'}",
-            )
+            fma = _fma_function(builder, vtype)
             xp = _row_pointers(builder, context, signature.args[0], args[0], args[2], nr)
             ap = _row_pointers(builder, context, signature.args[3], args[3], args[4], nc)
             garr = context.make_array(signature.args[1])(context, builder, args[1])
@@ -228,15 +239,12 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
             for r in range(nr):
                 row = []
                 for k in range(nc):
-                    ptr = cgutils.get_item_pointer2(
-                        context, builder, garr.data,
-                        cgutils.unpack_tuple(builder, garr.shape, 2),
-                        cgutils.unpack_tuple(builder, garr.strides, 2),
-                        signature.args[1].layout,
-                        [builder.add(args[2], ir.Constant(i64, r)),
-                         builder.add(args[4], ir.Constant(i64, k))],
-                    )  # fmt: skip
-                    row.append(splat(builder, builder.load(ptr), lanes))
+                    at = [
+                        builder.add(args[2], ir.Constant(i64, r)),
+                        builder.add(args[4], ir.Constant(i64, k)),
+                    ]
+                    value = load_item(builder, context, signature.args[1], garr, at)
+                    row.append(splat(builder, value, lanes))
                 splats.append(row)
             start = builder.mul(args[5], ir.Constant(i64, itemsize))
             i8p = ir.IntType(8).as_pointer()

@@ -334,11 +334,11 @@ def _scores_simd(tile, xb, WT, nr, s, X, src):
 
 
 @jit
-def _scores_portable(xb, WT, nr, s, X, src):
+def _scores_portable(WT, nr, s, X, src):
     """Scores of the block with numba loops, 4 rows x 1 class, reading ``X`` directly.
 
     A last group of fewer than 4 rows repeats its last row (a row in use: finite
-    whenever the result is meaningful; its update weight is zero). ``xb`` is unused.
+    whenever the result is meaningful; its update weight is zero).
     """
     D = X.shape[1]
     chunk = _CHUNK_BYTES // X.itemsize
@@ -376,7 +376,7 @@ def _scores_overload(tile, xb, WT, nr, s, X, src):
     if tile.count == 1:
 
         def impl(tile, xb, WT, nr, s, X, src):
-            _scores_portable(xb, WT, nr, s, X, src)
+            _scores_portable(WT, nr, s, X, src)
 
     else:
 
@@ -387,7 +387,7 @@ def _scores_overload(tile, xb, WT, nr, s, X, src):
 
 
 @jit
-def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next):
     """The block's update with a SIMD micro-kernel's tile (see :func:`_update`)."""
     _, update_tile, vec_bytes = _simd_tiles(tile)
     w = len(tile)
@@ -404,7 +404,7 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
 
 
 @jit
-def _update_portable(xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+def _update_portable(gw, acc, X, src, nr):
     """The block's update with numba loops, reading ``X`` directly; no prefetch."""
     D = X.shape[1]
     chunk = _CHUNK_BYTES // X.itemsize
@@ -435,12 +435,12 @@ def _update_overload(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     if tile.count == 1:
 
         def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-            _update_portable(xb, gw, nr4, acc, X, nxt, has_next, src, nr)
+            _update_portable(gw, acc, X, src, nr)
 
     else:
 
         def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-            _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)
+            _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next)
 
     return impl
 
@@ -505,7 +505,7 @@ def _loss_grad_task(
         WTp[c, D:] = 0
     acc = _aligned_empty(Cp, Dp, WT)
     xb = _aligned_empty(rblock, Dp, WT)
-    xb[:, D:] = 0  # the tiles' packing rewrites these zeros; the other paths rely on them
+    xb[:, D:] = 0  # rows packed by _pack_tail keep these zeros (the tiles write their own)
     s = np.empty((rblock, C), dtype=np.float64)
     g = np.empty((rblock, C), dtype=np.float64)
     gw = np.zeros((rblock, Cp), dtype=WT.dtype)
