@@ -1,4 +1,8 @@
-"""Zero-padded row copies shared by the uint8 drivers of :mod:`fastcls.kernels.l1` and
+"""Aligned scratch and zero-padded row copies for the kernels' register tiles.
+
+``aligned_empty`` serves every kernel that keeps rows on cache-line boundaries (the linear
+loss blocks of :mod:`fastcls.kernels.losses`, the padded copies below); ``zero_padded`` and
+``copy_rows`` serve the uint8 drivers of :mod:`fastcls.kernels.l1` and
 :mod:`fastcls.kernels.l2int` (rows of a multiple of the vector width, so no register tile
 takes the masked tail)."""
 
@@ -8,7 +12,7 @@ import numpy as np
 
 from fastcls._config import jit
 
-__all__ = ["copy_rows", "zero_padded"]
+__all__ = ["aligned_empty", "copy_rows", "zero_padded"]
 
 
 @jit
@@ -20,17 +24,29 @@ def copy_rows(A, i0, i1, out):
 
 
 @jit
+def aligned_empty(rows, cols, like):
+    """An uninitialised C-contiguous ``(rows, cols)`` array of ``like``'s dtype, 64-byte aligned.
+
+    numba's small arrays (a few tens of KB) start 32 bytes off a cache line, and a vector
+    load that straddles two lines costs two.
+    """
+    n = rows * cols
+    buf = np.empty(n + 64 // like.itemsize, dtype=like.dtype)
+    first = ((-buf.ctypes.data) % 64) // like.itemsize
+    return buf[first : first + n].reshape((rows, cols))
+
+
+@jit
 def zero_padded(A, i0, i1, width, n_rows):
     """New ``(n_rows, width)`` zeros, 64-byte aligned, with rows ``A[i0:i1]`` copied in.
 
     Padded rows pay only when every row starts on a cache line (no load split over two
-    lines): numba's small arrays (a few tens of KB, e.g. the L2 kernel's blocks) start
-    32 bytes off one. A function, not ``np.zeros`` in the ``prange`` body: there (a
+    lines): see :func:`aligned_empty` (the L2 kernel's blocks are such small arrays). A
+    function, not ``np.zeros`` in the ``prange`` body: there (a
     variable also bound to an input) the pad columns held garbage in the L1 driver,
     presumably numba's parfor allocation hoisting.
     """
-    flat = np.zeros(n_rows * width + 64, dtype=np.uint8)
-    off = (64 - flat.ctypes.data % 64) % 64
-    out = flat[off : off + n_rows * width].reshape((n_rows, width))
+    out = aligned_empty(n_rows, width, A)
+    out[:] = 0
     copy_rows(A, i0, i1, out)
     return out

@@ -81,6 +81,7 @@ from numba.extending import overload
 
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
+from fastcls.kernels._rows import aligned_empty
 from fastcls.kernels.linear_tiles import (
     PACK,
     PLAIN,
@@ -476,15 +477,6 @@ def _block(X, y, idx, r0, nr, WT, b, kind, tile, xb, s, g, gw, acc, pdb, src, nx
 
 
 @jit
-def _aligned_empty(rows, cols, like):
-    """An uninitialised C-contiguous ``(rows, cols)`` array of ``like``'s dtype, 64-byte aligned."""
-    n = rows * cols
-    buf = np.empty(n + 64 // like.itemsize, dtype=like.dtype)
-    first = ((-buf.ctypes.data) % 64) // like.itemsize
-    return buf[first : first + n].reshape((rows, cols))
-
-
-@jit
 def _loss_grad_task(
     X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, tile, rblock
 ):
@@ -498,13 +490,13 @@ def _loss_grad_task(
     D = WT.shape[1]
     Dp = D + (-D) % 16
     Cp = C + (-C) % len(tile)
-    WTp = _aligned_empty(Cp, Dp, WT)
+    WTp = aligned_empty(Cp, Dp, WT)
     WTp[C:] = 0
     for c in range(C):
         WTp[c, :D] = WT[c]
         WTp[c, D:] = 0
-    acc = _aligned_empty(Cp, Dp, WT)
-    xb = _aligned_empty(rblock, Dp, WT)
+    acc = aligned_empty(Cp, Dp, WT)
+    xb = aligned_empty(rblock, Dp, WT)
     xb[:, D:] = 0  # rows packed by _pack_tail keep these zeros (the tiles write their own)
     s = np.empty((rblock, C), dtype=np.float64)
     g = np.empty((rblock, C), dtype=np.float64)
