@@ -611,8 +611,9 @@ def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chu
         for qi in range(c0, c1):
             bd = best_d[qi]
             bi = best_i[qi]
-            saved_d[:] = bd
-            saved_i[:] = bi
+            for u in range(k):  # element loops: see kernels.losses._pack_tail
+                saved_d[u] = bd[u]
+                saved_i[u] = bi[u]
             cj = cand_j[qi]
             n_c = 0
             while n_c < kc and cj[n_c] >= 0:
@@ -627,8 +628,9 @@ def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chu
                     insert_sorted_by_pair(bd, bi, e4[u], offset + cj[t + u])
             if cj[kc - 1] < 0 or c * cand_a[qi, kc - 1] > bd[k - 1]:
                 continue  # certified
-            bd[:] = saved_d
-            bi[:] = saved_i
+            for u in range(k):
+                bd[u] = saved_d[u]
+                bi[u] = saved_i[u]
             for j in range(nx):
                 a = min(np.float64(_fast_pair_float(Q, qi, X, j, zero)), big)
                 if c * a <= bd[k - 1]:

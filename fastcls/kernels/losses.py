@@ -270,10 +270,15 @@ def _pack_tail(xb, nr, X, src):
     """Rows of a last group of fewer than 4, packed before the tiles; zero rows after them."""
     D = X.shape[1]
     nr4 = nr + (-nr) % 4
+    # element loops, not ``xb[r, :D] = X[src[r]]``: an array-to-slice copy makes numba
+    # compile its shape-mismatch message formatting (1.8 s of a cold first call)
     for r in range(nr - nr % 4, nr):
-        xb[r, :D] = X[src[r]]
+        xr = src[r]
+        for d in range(D):
+            xb[r, d] = X[xr, d]
     for r in range(nr, nr4):
-        xb[r, :D] = 0
+        for d in range(D):
+            xb[r, d] = 0
     return nr4, nr - nr % 4
 
 
@@ -301,7 +306,7 @@ def _simd_tiles_overload(tile):
 
 @jit
 def _scores_simd(tile, xb, WT, nr, s, X, src):
-    """Scores of the block with a SIMD micro-kernel's tile (see :func:`_scores`)."""
+    """Scores of the block with a SIMD micro-kernel's tile (see :func:`_scores_fn`)."""
     score_tile, _, vec_bytes = _simd_tiles(tile)
     w = len(tile)
     C = s.shape[1]
@@ -335,7 +340,7 @@ def _scores_simd(tile, xb, WT, nr, s, X, src):
 
 
 @jit
-def _scores_portable(WT, nr, s, X, src):
+def _scores_portable(tile, xb, WT, nr, s, X, src):
     """Scores of the block with numba loops, 4 rows x 1 class, reading ``X`` directly.
 
     A last group of fewer than 4 rows repeats its last row (a row in use: finite
@@ -353,43 +358,9 @@ def _scores_portable(WT, nr, s, X, src):
             _scores4_portable(x0, x1, x2, x3, WT, j, d0, min(d0 + chunk, D), s)
 
 
-def _scores(tile, xb, WT, nr, s, X, src):
-    """Scores of the block's rows, packing them into ``xb`` on the way.
-
-    ``s[r, c] += x_r . WT[c]`` for ``r < nr``, ``c < C``; ``x_r`` is ``X[src[r]]``.
-    ``WT`` has ``Cp >= C`` rows (zero weights beyond ``C``, so the tiles need no class
-    tail) and ``Dp`` columns, a multiple of 16, zero beyond the features. Chunk-major:
-    the chunk of ``WT`` (``_CHUNK_BYTES`` per class) stays in L1 while every row of the
-    block passes over it. The first class tile of each group of 4 rows reads ``X`` and
-    stores the aligned, zero-padded copy ``xb`` (read by the later tiles and the update).
-    Rows of a last group of fewer than 4 are packed first (zero rows after them).
-
-    ``tile`` is the micro-kernel's token (:func:`tile_token`): its type chooses the tile
-    functions at compile time, so only the chosen micro-kernel is compiled.
-    """
-    raise NotImplementedError  # pragma: no cover - compiled through the overload below
-
-
-@overload(_scores, jit_options={"nogil": True})
-def _scores_overload(tile, xb, WT, nr, s, X, src):
-    if not isinstance(tile, types.UniTuple):
-        return None
-    if tile.count == 1:
-
-        def impl(tile, xb, WT, nr, s, X, src):
-            _scores_portable(WT, nr, s, X, src)
-
-    else:
-
-        def impl(tile, xb, WT, nr, s, X, src):
-            _scores_simd(tile, xb, WT, nr, s, X, src)
-
-    return impl
-
-
 @jit
-def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next):
-    """The block's update with a SIMD micro-kernel's tile (see :func:`_update`)."""
+def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+    """The block's update with a SIMD micro-kernel's tile (see :func:`_update_fn`)."""
     _, update_tile, vec_bytes = _simd_tiles(tile)
     w = len(tile)
     Cp = acc.shape[0]
@@ -405,8 +376,11 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next):
 
 
 @jit
-def _update_portable(gw, acc, X, src, nr):
-    """The block's update with numba loops, reading ``X`` directly; no prefetch."""
+def _update_portable(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+    """The block's update with numba loops, reading ``X`` directly (no prefetch).
+
+    See :func:`_update_fn`.
+    """
     D = X.shape[1]
     chunk = _CHUNK_BYTES // X.itemsize
     last = nr - 1
@@ -420,71 +394,84 @@ def _update_portable(gw, acc, X, src, nr):
             _update4_portable(x0, x1, x2, x3, gw, j, acc, d0, d1)
 
 
-def _update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-    """``acc[c] += sum_r gw[r, c] * xb[r]`` over the block (``Cp`` rows of ``acc``).
+def _scores_fn(tile):
+    """The block's scores implementation for a micro-kernel's token (compile time).
 
-    With ``has_next``, the first class tile of each group prefetches the same bytes of
-    the next block's rows ``X[nxt]`` (see the update tile). ``tile``: as for :func:`_scores`.
+    ``scores(tile, xb, WT, nr, s, X, src)`` adds the block's scores into ``s``, packing the
+    rows into ``xb`` on the way: ``s[r, c] += x_r . WT[c]`` for ``r < nr``, ``c < C``,
+    where ``x_r`` is ``X[src[r]]``.
+    ``WT`` has ``Cp >= C`` rows (zero weights beyond ``C``, so the tiles need no class
+    tail) and ``Dp`` columns, a multiple of 16, zero beyond the features. Chunk-major:
+    the chunk of ``WT`` (``_CHUNK_BYTES`` per class) stays in L1 while every row of the
+    block passes over it. The first class tile of each group of 4 rows reads ``X`` and
+    stores the aligned, zero-padded copy ``xb`` (read by the later tiles and the update).
+    Rows of a last group of fewer than 4 are packed first (zero rows after them).
+
+    ``tile`` is the micro-kernel's token (:func:`tile_token`): its type chooses the tile
+    functions at compile time, so only the chosen micro-kernel is compiled. The function
+    is returned as a value and called by the caller: an overload that called it itself
+    would be one more compiled level, and numba re-optimises and re-emits the machine code
+    of a function's whole call tree at every level (0.5 s of a cold first fit). One
+    function per chooser: a tuple of two would be typed as numba's experimental
+    first-class function type.
     """
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
-@overload(_update, jit_options={"nogil": True})
-def _update_overload(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+@overload(_scores_fn, jit_options={"nogil": True})
+def _scores_fn_overload(tile):
     if not isinstance(tile, types.UniTuple):
         return None
-    if tile.count == 1:
+    fn = _scores_portable if tile.count == 1 else _scores_simd
 
-        def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-            _update_portable(gw, acc, X, src, nr)
+    def impl(tile):
+        return fn
 
-    else:
+    return impl
 
-        def impl(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-            _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next)
+
+def _update_fn(tile):
+    """The block's update implementation for a micro-kernel's token (compile time).
+
+    ``update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)`` adds
+    ``sum_r gw[r, c] * xb[r]`` to ``acc[c]`` over the block (``Cp`` rows of ``acc``).
+
+    With ``has_next``, the first class tile of each group prefetches the same bytes of
+    the next block's rows ``X[nxt]`` (see the update tile). ``tile``: as for :func:`_scores_fn`.
+    """
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_update_fn, jit_options={"nogil": True})
+def _update_fn_overload(tile):
+    if not isinstance(tile, types.UniTuple):
+        return None
+    fn = _update_portable if tile.count == 1 else _update_simd
+
+    def impl(tile):
+        return fn
 
     return impl
 
 
 @jit
-def _block(X, y, idx, r0, nr, WT, b, kind, tile, xb, s, g, gw, acc, pdb, src, nxt, has_next):
-    """Rows ``idx[r0:r0+nr]``: scores, derivatives, gradient into ``acc``; returns their loss.
-
-    The scores copy the rows into the aligned scratch ``xb`` as they first read them
-    (padding columns zero; rows ``nr`` up to the next multiple of 4 are zero rows, with
-    zero weights in the update, so the tiles always take 4 rows): that is the call's one
-    read of ``X`` from memory; the later tiles and the update read ``xb`` from L2.
-    """
-    C = s.shape[1]
-    nr4 = nr + (-nr) % 4
-    for r in range(nr):
-        src[r] = idx[r0 + r]
-    for r in range(nr4):
-        for c in range(C):
-            s[r, c] = b[c]
-    _scores(tile, xb, WT, nr, s, X, src)
-    loss = 0.0
-    for r in range(nr):
-        loss += _row_derivative(s[r], y[idx[r0 + r]], kind, g[r])
-        for c in range(C):
-            gw[r, c] = g[r, c]
-            pdb[c] += g[r, c]
-    for r in range(nr, nr4):
-        for c in range(C):
-            gw[r, c] = 0.0
-    _update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)
-    return loss
-
-
-@jit
-def _loss_grad_task(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, tile, rblock
+def linear_loss_grad_rows_serial(
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
 ):
-    """Task ``t`` of :func:`linear_loss_grad_rows`: its rows' loss and gradient sums.
+    """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits).
 
-    Works on aligned, zero-padded copies: ``WTp`` (``Cp`` x ``Dp``: classes rounded up to
-    the tile, features to 16), the accumulator in the same layout and the row block
-    ``xb`` (``rblock`` x ``Dp``).
+    The parallel driver runs this on one task at a time (``bounds[t : t + 2]``), so the
+    two share one body. It works on aligned, zero-padded copies: ``WTp`` (``Cp`` x ``Dp``:
+    classes rounded up to the tile, features to 16), the accumulator in the same layout
+    and the row block ``xb`` (``rblock`` x ``Dp``). Each block of rows is scored (the
+    scores copy the rows into ``xb`` as they first read them, padding columns zero; rows
+    ``nr`` up to the next multiple of 4 are zero rows with zero update weights, so the
+    tiles always take 4 rows: that is the call's one read of ``X`` from memory, the later
+    tiles and the update read ``xb`` from L2), differentiated, and its gradient added to
+    ``acc``.
+
+    The block step is written out here rather than called: every compiled level costs
+    numba a re-optimisation and machine code of its whole call tree (0.7 s of a cold fit).
     """
     C = WT.shape[0]
     D = WT.shape[1]
@@ -493,7 +480,8 @@ def _loss_grad_task(
     WTp = aligned_empty(Cp, Dp, WT)
     WTp[C:] = 0
     for c in range(C):
-        WTp[c, :D] = WT[c]
+        for d in range(D):  # element loops: see _pack_tail
+            WTp[c, d] = WT[c, d]
         WTp[c, D:] = 0
     acc = aligned_empty(Cp, Dp, WT)
     xb = aligned_empty(rblock, Dp, WT)
@@ -503,52 +491,68 @@ def _loss_grad_task(
     gw = np.zeros((rblock, Cp), dtype=WT.dtype)
     src = np.zeros(rblock + 3, dtype=np.int64)  # this block's rows of X
     nxt = np.zeros(rblock + 3, dtype=np.int64)  # the rows the next block will pack
-    pt = part[t]
-    pdb = part_db[t]
-    for c in range(C):
-        pdb[c] = 0.0
-    loss = 0.0
-    start = bounds[t]
-    stop = bounds[t + 1]
-    first = True
-    for s0 in range(start, stop, SUB_ROWS):
-        s1 = min(s0 + SUB_ROWS, stop)
-        acc[:] = 0
-        for r0 in range(s0, s1, rblock):
-            nr = min(rblock, s1 - r0)
-            # the rows the next block packs: this task's next rows, else the first rows
-            # of this task in the next call (``idx_next``, an SGD loop's next batch).
-            # Only SGD loops (``idx_next`` given) prefetch: a random mini-batch row's start
-            # is a cold miss no hardware prefetcher predicts (4% per step faster), while
-            # a single call's rows stream well without it (N=256: 4% slower with it)
-            has_next = idx_next.shape[0] > 0 and (r0 + nr < stop or idx_next.shape[0] > start)
-            for r in range(rblock):
-                p = r0 + nr + r
-                if p < stop:
-                    nxt[r] = idx[p]
-                elif start + p - stop < idx_next.shape[0]:
-                    nxt[r] = idx_next[start + p - stop]
-                else:
-                    nxt[r] = nxt[r - 1] if r > 0 else 0
-            loss += _block(
-                X, y, idx, r0, nr, WTp, b, kind, tile, xb, s, g, gw, acc, pdb, src, nxt,
-                has_next,
-            )  # fmt: skip
-        # flush the sub-block (working precision) into the task's float64 partial
-        if first:
-            for c in range(C):
-                for d in range(D):
-                    pt[c, d] = acc[c, d]
-            first = False
-        else:
-            for c in range(C):
-                for d in range(D):
-                    pt[c, d] += acc[c, d]
-    if first:  # empty task
+    scores = _scores_fn(tile)
+    update = _update_fn(tile)
+    for t in range(bounds.shape[0] - 1):
+        pt = part[t]
+        pdb = part_db[t]
         for c in range(C):
-            for d in range(D):
-                pt[c, d] = 0.0
-    part_loss[t] = loss
+            pdb[c] = 0.0
+        loss = 0.0
+        start = bounds[t]
+        stop = bounds[t + 1]
+        first = True
+        for s0 in range(start, stop, SUB_ROWS):
+            s1 = min(s0 + SUB_ROWS, stop)
+            acc[:] = 0
+            for r0 in range(s0, s1, rblock):
+                nr = min(rblock, s1 - r0)
+                nr4 = nr + (-nr) % 4
+                # the rows the next block packs: this task's next rows, else the first
+                # rows of this task in the next call (``idx_next``, an SGD loop's next
+                # batch). Only SGD loops (``idx_next`` given) prefetch: a random
+                # mini-batch row's start is a cold miss no hardware prefetcher predicts
+                # (4% per step faster), while a single call's rows stream well without
+                # it (N=256: 4% slower with it)
+                has_next = idx_next.shape[0] > 0 and (r0 + nr < stop or idx_next.shape[0] > start)
+                for r in range(rblock):
+                    p = r0 + nr + r
+                    if p < stop:
+                        nxt[r] = idx[p]
+                    elif start + p - stop < idx_next.shape[0]:
+                        nxt[r] = idx_next[start + p - stop]
+                    else:
+                        nxt[r] = nxt[r - 1] if r > 0 else 0
+                for r in range(nr):
+                    src[r] = idx[r0 + r]
+                for r in range(nr4):
+                    for c in range(C):
+                        s[r, c] = b[c]
+                scores(tile, xb, WTp, nr, s, X, src)
+                for r in range(nr):
+                    loss += _row_derivative(s[r], y[src[r]], kind, g[r])
+                    for c in range(C):
+                        gw[r, c] = g[r, c]
+                        pdb[c] += g[r, c]
+                for r in range(nr, nr4):
+                    for c in range(C):
+                        gw[r, c] = 0.0
+                update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)
+            # flush the sub-block (working precision) into the task's float64 partial
+            if first:
+                for c in range(C):
+                    for d in range(D):
+                        pt[c, d] = acc[c, d]
+                first = False
+            else:
+                for c in range(C):
+                    for d in range(D):
+                        pt[c, d] += acc[c, d]
+        if first:  # empty task
+            for c in range(C):
+                for d in range(D):
+                    pt[c, d] = 0.0
+        part_loss[t] = loss
 
 
 @jit(parallel=True)
@@ -576,41 +580,29 @@ def linear_loss_grad_rows(
     rblock : int, rows per block (a positive multiple of 4)
     """
     for t in prange(bounds.shape[0] - 1):
-        _loss_grad_task(
-            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, tile, rblock
-        )
+        # one task each: the task's boundaries are absolute, so the slices keep meaning
+        linear_loss_grad_rows_serial(
+            X, y, idx, idx_next, WT, b, kind, bounds[t : t + 2], part[t : t + 1],
+            part_db[t : t + 1], part_loss[t : t + 1], tile, rblock,
+        )  # fmt: skip
 
 
-@jit
-def linear_loss_grad_rows_serial(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
-):
-    """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits)."""
-    for t in range(bounds.shape[0] - 1):
-        _loss_grad_task(
-            X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, t, tile, rblock
-        )
+def _rows_fn(twin):
+    """:func:`linear_loss_grad_rows` or its serial twin, chosen by the type of ``twin``.
 
-
-def _rows_twin(
-    twin, X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
-):
-    """:func:`linear_loss_grad_rows` or its serial twin, chosen by the type of ``twin``."""
+    Returned as a value for the caller to call (see :func:`_scores_fn` for why).
+    """
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
-@overload(_rows_twin, jit_options={"nogil": True})
-def _rows_twin_overload(
-    twin, X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
-):
+@overload(_rows_fn, jit_options={"nogil": True})
+def _rows_fn_overload(twin):
     if not isinstance(twin, types.BaseTuple):
         return None
     fn = linear_loss_grad_rows if len(twin) == 1 else linear_loss_grad_rows_serial
 
-    def impl(
-        twin, X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
-    ):
-        fn(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock)
+    def impl(twin):
+        return fn
 
     return impl
 
@@ -703,9 +695,8 @@ def linear_loss_grad(
         for c in range(C):
             WT[c, d] = W[d, c]
     no_next = idx[:0]
-    _rows_twin(
-        parallel, X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
-    )
+    rows = _rows_fn(parallel)
+    rows(X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock)
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
@@ -755,6 +746,7 @@ def sgd_linear_steps(
     D = WT.shape[1]
     dt = WT.dtype.type
     mom = dt(momentum)
+    fused = _rows_fn(parallel)
     for k in range(n_steps):
         it = it0 + k
         rows = batches[0] if full else batches[k]
@@ -770,11 +762,9 @@ def sgd_linear_steps(
         elif centre:
             _centred_bias(WT, mu, b, bias)
         else:
-            bias[:] = b
-        _rows_twin(
-            parallel, X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss,
-            tile, rblock,
-        )  # fmt: skip
+            for c in range(b.shape[0]):  # element loop: see _pack_tail
+                bias[c] = b[c]
+        fused(X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile, rblock)
         data, pen, finite = finish_gradient(
             part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
         )
