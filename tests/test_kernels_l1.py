@@ -332,8 +332,7 @@ def test_pixel_floats_take_the_exact_uint8_shortcut(dtype, kind, monkeypatch):
     def refuse(*args):
         raise AssertionError("the float kernel ran on pixel values")
 
-    for impl in l1._FLOAT_TOPK:
-        monkeypatch.setitem(l1._FLOAT_TOPK, impl, refuse)
+    monkeypatch.setattr(l1, "_topk_float_kernel", refuse)
     d, i = run_streamed(Qf, Xf, 8, 25, shortcut=True)
     np.testing.assert_array_equal(i, expected[1])
     np.testing.assert_array_equal(d, expected[0])
@@ -349,10 +348,8 @@ def test_non_pixel_values_stay_on_the_float_kernel(bad, monkeypatch):
     Qf, Xf = Q.astype(np.float32), X.astype(np.float32)
     Xf[17, 3] = bad  # one value is enough
     called = []
-    for impl, kernel in list(l1._FLOAT_TOPK.items()):
-        monkeypatch.setitem(
-            l1._FLOAT_TOPK, impl, lambda *a, kernel=kernel: called.append(1) or kernel(*a)
-        )
+    kernel = l1._topk_float_kernel
+    monkeypatch.setattr(l1, "_topk_float_kernel", lambda *a: called.append(1) or kernel(*a))
     d, i = run_streamed(Qf, Xf, 5, 30, shortcut=True)
     assert called
     assert_matches_reference(Qf, Xf, 5, d, i)

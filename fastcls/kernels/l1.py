@@ -112,13 +112,14 @@ for ``D = 3072``, typically ``1e-6``), on float64 inputs float64 values within
 from __future__ import annotations
 
 import numpy as np
-from numba import literally, prange, types
+from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import best_simd, new_buffer, scratch
 from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask
 from fastcls.kernels._rows import copy_rows, zero_padded
+from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
 
@@ -322,7 +323,7 @@ _fsum_4x2_avx512 = _make_fsum_intrinsic(64)
 
 
 def _tile_float(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
-    """Fast 4 x 2 float tile of implementation ``impl`` (a literal code, see overload)."""
+    """Fast 4 x 2 float tile of implementation ``impl`` (a token, :mod:`._tokens`)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
@@ -330,9 +331,9 @@ def _tile_float(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
 def _tile_float_overload(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
     # the uint8 implementation code: AVX2 / AVX-512 vectors in explicit IR (inlined),
     # else, or for rows shorter than a vector, the fastmath loop (a call of its own)
-    if not isinstance(impl, types.IntegerLiteral):
+    code = token_code(impl)
+    if code is None:
         return None
-    code = impl.literal_value
     if code == 0:
 
         def portable(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
@@ -565,7 +566,6 @@ def _tile_uint8_portable(Q, X, qa, qlast, ja, jlast):
 # --------------------------------------------------------------------------- drivers
 @jit(parallel=True)
 def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, impl):
-    literally(impl)
     nq = Q.shape[0]
     nx = X.shape[0]
     D = Q.shape[1]
@@ -659,47 +659,24 @@ def _pairwise_float_kernel(X, Y, out, zero, block, chunk):
                             out[qi, ji] = s[t]
 
 
-# One entry point per float tile (called from Python without a literal; see the uint8
-# entry points below for why they are jitted functions).
-@jit
-def _topk_float_portable(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc):
-    _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, 0)
-
-
-@jit
-def _topk_float_avx2(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc):
-    _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, 1)
-
-
-@jit
-def _topk_float_avx512(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc):
-    _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, 2)
-
-
-_FLOAT_TOPK = {
-    "portable": _topk_float_portable,
-    "avx2": _topk_float_avx2,
-    "avx512": _topk_float_avx512,
-}
-
-
-#: uint8 implementation name -> the literal code the drivers are specialised on
+#: implementation name -> the code of its token (:func:`._tokens.impl_token`)
 _UINT8_CODES = {"portable": 0, "avx2": 1, "avx512": 2}
 
 
 def _tile_uint8(impl, Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 2 uint8 tile of implementation ``impl`` (a literal code, see overload)."""
+    """Exact 4 x 2 uint8 tile of implementation ``impl`` (a token, :mod:`._tokens`)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
 @overload(_tile_uint8, jit_options={"nogil": True}, inline="always")
 def _tile_uint8_overload(impl, Q, X, qa, qlast, ja, jlast):
-    # Resolved at compile time on the literal ``impl``: only the chosen tile is compiled,
-    # so a CPU without AVX2 never sees the x86 intrinsic, and each specialisation is a
+    # Resolved at compile time on the token's type: only the chosen tile is compiled, so
+    # a CPU without AVX2 never sees the x86 intrinsic, and each specialisation is a
     # distinct signature that numba's cache can store.
-    if not isinstance(impl, types.IntegerLiteral):
+    code = token_code(impl)
+    if code is None:
         return None
-    tile = {0: _tile_uint8_portable, 1: _tile_uint8_avx2, 2: _tile_uint8_avx512}[impl.literal_value]
+    tile = {0: _tile_uint8_portable, 1: _tile_uint8_avx2, 2: _tile_uint8_avx512}[code]
 
     def impl_fn(impl, Q, X, qa, qlast, ja, jlast):
         return tile(Q, X, qa, qlast, ja, jlast)
@@ -709,7 +686,6 @@ def _tile_uint8_overload(impl, Q, X, qa, qlast, ja, jlast):
 
 @jit(parallel=True)
 def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
-    literally(impl)
     nq = Q.shape[0]
     nx = X.shape[0]
     k = best_d.shape[1]
@@ -750,7 +726,6 @@ def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
 
 @jit(parallel=True)
 def _pairwise_uint8_kernel(X, Y, out, block, chunk, impl):
-    literally(impl)
     nq = X.shape[0]
     ny = Y.shape[0]
     n_chunks = (nq + chunk - 1) // chunk
@@ -767,47 +742,6 @@ def _pairwise_uint8_kernel(X, Y, out, block, chunk, impl):
                         ji = j + (t & 1)
                         if qi < c1 and ji < j1:
                             out[qi, ji] = np.float64(s[t])
-
-
-# Entry points with the implementation code as a constant: calling the drivers with a
-# literal from jitted code types it as a literal once, at compile time (calling them
-# from Python with ``literally`` would redo the literal dispatch, ~0.1 s, every call).
-@jit
-def _topk_uint8_portable(Q, X, offset, best_d, best_i, block, chunk, width):
-    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 0, width)
-
-
-@jit
-def _topk_uint8_avx2(Q, X, offset, best_d, best_i, block, chunk, width):
-    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 1, width)
-
-
-@jit
-def _topk_uint8_avx512(Q, X, offset, best_d, best_i, block, chunk, width):
-    _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, 2, width)
-
-
-@jit
-def _pairwise_uint8_portable(X, Y, out, block, chunk):
-    _pairwise_uint8_kernel(X, Y, out, block, chunk, 0)
-
-
-@jit
-def _pairwise_uint8_avx2(X, Y, out, block, chunk):
-    _pairwise_uint8_kernel(X, Y, out, block, chunk, 1)
-
-
-@jit
-def _pairwise_uint8_avx512(X, Y, out, block, chunk):
-    _pairwise_uint8_kernel(X, Y, out, block, chunk, 2)
-
-
-#: implementation name -> (top-k entry point, pairwise entry point)
-_UINT8_ENTRIES = {
-    "portable": (_topk_uint8_portable, _pairwise_uint8_portable),
-    "avx2": (_topk_uint8_avx2, _pairwise_uint8_avx2),
-    "avx512": (_topk_uint8_avx512, _pairwise_uint8_avx512),
-}
 
 
 def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
@@ -908,9 +842,10 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     big = float(np.finfo(Q.dtype).max)
     # the tiles address rows by stride with unit inner stride (no copy when C-contiguous)
     Q, X = np.ascontiguousarray(Q), np.ascontiguousarray(X)
-    _FLOAT_TOPK[uint8_impl()](
+    _topk_float_kernel(
         Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big,
         int(settings.l1_extra_candidates), *_sizes(Q), max(1, _FEATURE_SLICE_BYTES // Q.itemsize),
+        impl_token(_UINT8_CODES[uint8_impl()]),
     )  # fmt: skip
 
 
@@ -923,7 +858,8 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     Q, X = np.ascontiguousarray(Q), np.ascontiguousarray(X)
     block, chunk = _sizes(Q)
     width = _padded_width(impl, Q.shape[1], min(chunk, Q.shape[0]))
-    _UINT8_ENTRIES[impl][0](Q, X, np.int64(offset), best_d, best_i, block, chunk, width)
+    token = impl_token(_UINT8_CODES[impl])
+    _topk_uint8_kernel(Q, X, np.int64(offset), best_d, best_i, block, chunk, token, width)
 
 
 def l1_pairwise_float(X, Y, out):
@@ -938,7 +874,8 @@ def l1_pairwise_float(X, Y, out):
         Xu = as_exact_uint8(X)
         Yu = None if Xu is None else as_exact_uint8(Y)
         if Yu is not None:
-            _UINT8_ENTRIES[uint8_impl()][1](Xu, Yu, out, *_sizes(Xu))
+            token = impl_token(_UINT8_CODES[uint8_impl()])
+            _pairwise_uint8_kernel(Xu, Yu, out, *_sizes(Xu), token)
             return
     _pairwise_float_kernel(X, Y, out, X.dtype.type(0), *_sizes(X))
 
@@ -947,6 +884,5 @@ def l1_pairwise_uint8(X, Y, out):
     """``out[i, j] = sum |X[i] - Y[j]|`` for uint8 rows: exact integers in float64 ``out``."""
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
-    pairwise = _UINT8_ENTRIES[uint8_impl()][1]
     X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
-    pairwise(X, Y, out, *_sizes(X))
+    _pairwise_uint8_kernel(X, Y, out, *_sizes(X), impl_token(_UINT8_CODES[uint8_impl()]))

@@ -40,13 +40,14 @@ query in increasing row order. Results depend on no tile size or thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import literally, prange, types
+from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
 from fastcls.kernels._rows import copy_rows, zero_padded
+from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.topk import insert_sorted
 
 #: int32 accumulators are reduced to int64 at least every this many features
@@ -243,17 +244,18 @@ def _dots_portable(Qb, X, qa, qlast, ja, jlast):
 
 
 def _dots(impl, Qb, X, qa, qlast, ja, jlast):
-    """Tile of exact dot products of implementation ``impl`` (a literal code)."""
+    """Tile of exact dot products of implementation ``impl`` (a token, :mod:`._tokens`)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
 @overload(_dots, jit_options={"nogil": True})
 def _dots_overload(impl, Qb, X, qa, qlast, ja, jlast):
-    # resolved at compile time on the literal: only the chosen tile is compiled, so a CPU
-    # without AVX2 never sees an x86 intrinsic
-    if not isinstance(impl, types.IntegerLiteral):
+    # resolved at compile time on the token's type: only the chosen tile is compiled, so a
+    # CPU without AVX2 never sees an x86 intrinsic
+    code = token_code(impl)
+    if code is None:
         return None
-    fn = {0: _dots_portable, 1: _dots_avx2, 2: _dots_vnni}[impl.literal_value]
+    fn = {0: _dots_portable, 1: _dots_avx2, 2: _dots_vnni}[code]
 
     def impl_fn(impl, Qb, X, qa, qlast, ja, jlast):
         return fn(Qb, X, qa, qlast, ja, jlast)
@@ -268,9 +270,10 @@ def _tile_nx(impl):
 
 @overload(_tile_nx, jit_options={"nogil": True})
 def _tile_nx_overload(impl):
-    if not isinstance(impl, types.IntegerLiteral):
+    code = token_code(impl)
+    if code is None:
         return None
-    nx = 4 if impl.literal_value == 2 else 2
+    nx = 4 if code == 2 else 2
     return lambda impl: nx
 
 
@@ -283,7 +286,6 @@ def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, im
     zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile takes the
     masked overlapping tail vector; a zero byte adds 0 to every dot product.
     """
-    literally(impl)
     nq = Qb.shape[0]
     nx = X.shape[0]
     k = best_d.shape[1]
@@ -327,25 +329,9 @@ def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, im
                                 thr = best_d[qi, k - 1]
 
 
-@jit
-def _topk_int_portable(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, width):
-    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, 0, width)
-
-
-@jit
-def _topk_int_avx2(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, width):
-    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, 1, width)
-
-
-@jit
-def _topk_int_vnni(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, width):
-    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, 2, width)
-
-
 @jit(parallel=True)
 def _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, impl):
     """``out[q, j] = qn + xn - 2 (dot + xc)`` (exact integers) for every pair."""
-    literally(impl)
     nq = Qb.shape[0]
     nx = X.shape[0]
     tnx = _tile_nx(impl)
@@ -368,27 +354,8 @@ def _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, impl):
                             out[qa + a, j + b] = np.float64(qn[qa + a] + w[j + b] - 2 * s[t])
 
 
-@jit
-def _pairwise_int_portable(Qb, X, qn, xn, xc, out, block, chunk):
-    _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, 0)
-
-
-@jit
-def _pairwise_int_avx2(Qb, X, qn, xn, xc, out, block, chunk):
-    _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, 1)
-
-
-@jit
-def _pairwise_int_vnni(Qb, X, qn, xn, xc, out, block, chunk):
-    _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, 2)
-
-
-_ENTRIES = {"portable": _topk_int_portable, "avx2": _topk_int_avx2, "vnni": _topk_int_vnni}
-_PAIRWISE = {
-    "portable": _pairwise_int_portable,
-    "avx2": _pairwise_int_avx2,
-    "vnni": _pairwise_int_vnni,
-}
+#: implementation name -> the code of its token (:func:`._tokens.impl_token`)
+_CODES = {"portable": 0, "avx2": 1, "vnni": 2}
 #: bytes per vector step of each implementation (fewer features: portable)
 _WIDTH = {"portable": 1, "avx2": 16, "vnni": 64}
 
@@ -498,7 +465,9 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     impl, Qb, qn, xn, xc = _prepare(Q, X, reuse=True)
     block, chunk = _sizes(nq, D)
     width = _padded_width(impl, D, min(chunk, nq))
-    _ENTRIES[impl](Qb, X, qn, xn, xc, np.int64(offset), best_d, best_i, block, chunk, width)
+    token = impl_token(_CODES[impl])
+    offset = np.int64(offset)
+    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, token, width)
 
 
 def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
@@ -527,7 +496,7 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
         return
     impl, Xb, xn, yn, yc = _prepare(X, Y)
     block, chunk = _sizes(X.shape[0], X.shape[1])
-    _PAIRWISE[impl](Xb, Y, xn, yn, yc, out, block, chunk)
+    _pairwise_int_kernel(Xb, Y, xn, yn, yc, out, block, chunk, impl_token(_CODES[impl]))
 
 
 def _prepare(Q, X, reuse=False):
