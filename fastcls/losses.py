@@ -85,12 +85,18 @@ def check_loss_inputs(
 
     Returns ``(W, X, y, reg, b, penalty, beta, idx)`` with ``W``, ``X`` and ``b`` of one
     float dtype (float32 only when ``W`` and ``X`` are both float32 or ``X`` is uint8 with
-    float32 ``W``), ``y`` and ``idx`` int64.
+    float32 ``W``), ``y`` and ``idx`` int64. ``W`` and ``X`` are not scanned for NaN or
+    infinity here: :func:`loss_and_gradient` does it when its result is not finite.
     """
+    # W and X are scanned for NaN/inf only if the result is not finite: the kernel's
+    # transpose of W checks it on the way (see loss_and_gradient and _check_used_rows)
     Wa = V.check_array(
-        W, "W", allow_images=False, dtypes=(np.dtype(np.float32), np.dtype(np.float64))
+        W,
+        "W",
+        allow_images=False,
+        dtypes=(np.dtype(np.float32), np.dtype(np.float64)),
+        check_finite=False,
     )
-    # X is scanned for NaN/inf only if the result is not finite (see _finite_or_raise)
     Xa = V.check_array(X, "X", check_finite=False)
     if Xa.shape[1] != Wa.shape[0]:
         raise ValueError(
@@ -241,6 +247,7 @@ def loss_and_gradient(
         K.PENALTY_CODES[penalty], beta, WT, dWT, dW, db,
     )  # fmt: skip
     if not finite:
+        V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named
         _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
         return _overflow_fallback(loss, W, X, y, reg, b, penalty, beta, rows)
     return LossGradient(data_loss + pen, dW, None if b is None else db)

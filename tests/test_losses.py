@@ -264,6 +264,9 @@ def test_dtypes_of_results():
         ({"W": np.zeros((5, 3))}, ValueError, r"X has 2 features but W has 5 rows"),
         ({"X": np.array([[0, np.nan]] * 4)}, ValueError, r"X contains NaN"),
         ({"W": np.array([[np.inf, 0, 0], [0, 0, 0]])}, ValueError, r"W contains infinity"),
+        # W is checked in the kernel's transpose pass, whatever reg (0 here: no penalty)
+        ({"W": np.array([[0, np.nan, 0], [0, 0, 0]]), "reg": 0.0}, ValueError, r"W contains NaN"),
+        ({"W": np.full((2, 3), 1e200), "reg": 0.0}, ValueError, r"W contains a value of magni"),
         ({"reg": -1.0}, ValueError, r"reg must be >= 0"),
         ({"reg": "big"}, TypeError, r"reg must be a real number"),
         ({"penalty": "l3"}, ValueError, r"penalty must be one of"),

@@ -81,6 +81,7 @@ from numba.extending import overload
 
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
+from fastcls._validation import MAX_ABS_VALUE
 from fastcls.kernels._rows import aligned_empty
 from fastcls.kernels.linear_tiles import (
     PACK,
@@ -687,13 +688,20 @@ def linear_loss_grad(
     :func:`finish_gradient` into the scratch ``dWT`` and writes the gradient in ``W``'s
     layout into ``dW`` (D, C). One dispatch from Python instead of five (two NumPy
     transposes, the kernel, the reduction, the allocations): measured 0.13 ms of fixed cost
-    per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns.
+    per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns,
+    with ``finite`` also False when ``W`` holds NaN, infinity or a value beyond
+    ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem).
     """
     D = W.shape[0]
     C = W.shape[1]
+    # the public losses leave W's scan to this pass, which reads it anyway (a separate
+    # NumPy scan cost 15-45 us at N=256, W evicted by the previous call's rows)
+    w_ok = True
     for d in range(D):
         for c in range(C):
-            WT[c, d] = W[d, c]
+            w = W[d, c]
+            WT[c, d] = w
+            w_ok &= abs(w) <= MAX_ABS_VALUE  # False for NaN
     no_next = idx[:0]
     rows = _rows_fn(parallel)
     rows(X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock)
@@ -703,7 +711,8 @@ def linear_loss_grad(
     for d in range(D):
         for c in range(C):
             dW[d, c] = dWT[c, d]
-    return out
+    data, pen, finite = out
+    return data, pen, finite and w_ok
 
 
 @jit(fastmath=REDUCE)
