@@ -564,79 +564,92 @@ def _tile_uint8_portable(Q, X, qa, qlast, ja, jlast):
 
 
 # --------------------------------------------------------------------------- drivers
-@jit(parallel=True)
-def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, impl):
-    nq = Q.shape[0]
+@jit
+def _topk_float_chunk(
+    Q, X, offset, best_d, best_i, zero, c, big, cand_a, cand_j, c0, c1, block, dc, impl
+):
+    """Queries ``c0:c1`` of :func:`_topk_float_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
     D = Q.shape[1]
     k = best_d.shape[1]
-    kc = k + m
+    kc = cand_a.shape[1]
+    # the features in slices of dc (the last one longer): the 4 query rows' slice
+    # stays in L1 while the block's rows stream past it; the 8 partial fast sums of
+    # a tile are added up in float64 (the bound holds for any order and for sums
+    # more accurate than the working precision)
+    n_dc = max(1, D // dc)
+    part = np.empty((4, min(block, nx)))
+    # conservative pre-filter on the fast sums: c * a <= best_d[k-1] of earlier tiles
+    for j0 in range(0, nx, block):
+        j1 = min(j0 + block, nx)
+        for qa in range(c0, c1, 4):
+            part[:, : j1 - j0] = 0.0
+            for i in range(n_dc):
+                d0 = i * dc
+                d1 = D if i == n_dc - 1 else d0 + dc
+                for j in range(j0, j1, 2):
+                    s = _tile_float(impl, Q, X, qa, c1 - 1, j, j1 - 1, d0, d1, zero)
+                    for t in range(8):
+                        if j + (t & 1) < j1:
+                            part[t >> 1, j + (t & 1) - j0] += np.float64(s[t])
+            for t in range(4 * (j1 - j0)):
+                qi = qa + t // (j1 - j0)
+                ji = j0 + t % (j1 - j0)
+                if qi >= c1:
+                    break
+                a = min(part[qi - qa, ji - j0], big)  # an overflowed sum counts as big
+                # row views only on insertion (each costs an atomic refcount)
+                if a < cand_a[qi, kc - 1] and c * a <= best_d[qi, k - 1]:
+                    insert_sorted(cand_a[qi], cand_j[qi], a, ji)
+    # exact rerank of the candidates, certificate, fallback
+    saved_d = np.empty(k)
+    saved_i = np.empty(k, dtype=np.int64)
+    for qi in range(c0, c1):
+        bd = best_d[qi]
+        bi = best_i[qi]
+        for u in range(k):  # element loops: see kernels.losses._pack_tail
+            saved_d[u] = bd[u]
+            saved_i[u] = bi[u]
+        cj = cand_j[qi]
+        n_c = 0
+        while n_c < kc and cj[n_c] >= 0:
+            n_c += 1
+        for t in range(0, n_c, 4):
+            last = n_c - 1
+            e4 = _exact_4(
+                Q, qi, X, cj[t], cj[min(t + 1, last)], cj[min(t + 2, last)],
+                cj[min(t + 3, last)],
+            )  # fmt: skip
+            for u in range(min(4, n_c - t)):
+                insert_sorted_by_pair(bd, bi, e4[u], offset + cj[t + u])
+        if cj[kc - 1] < 0 or c * cand_a[qi, kc - 1] > bd[k - 1]:
+            continue  # certified
+        for u in range(k):
+            bd[u] = saved_d[u]
+            bi[u] = saved_i[u]
+        for j in range(nx):
+            a = min(np.float64(_fast_pair_float(Q, qi, X, j, zero)), big)
+            if c * a <= bd[k - 1]:
+                e = _exact_pair(Q, qi, X, j)
+                if e < bd[k - 1]:
+                    insert_sorted(bd, bi, e, offset + j)
+
+
+@jit(parallel=True)
+def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, impl):
+    nq = Q.shape[0]
+    kc = best_d.shape[1] + m
     cand_a = np.full((nq, kc), np.inf)
     cand_j = np.full((nq, kc), -1, dtype=np.int64)
     n_chunks = (nq + chunk - 1) // chunk
+    # the body is a function of its own: numba's parfor passes on a long loop body cost
+    # more compile time than the extra call level
     for ch in prange(n_chunks):
         c0 = ch * chunk
-        c1 = min(c0 + chunk, nq)
-        # the features in slices of dc (the last one longer): the 4 query rows' slice
-        # stays in L1 while the block's rows stream past it; the 8 partial fast sums of
-        # a tile are added up in float64 (the bound holds for any order and for sums
-        # more accurate than the working precision)
-        n_dc = max(1, D // dc)
-        part = np.empty((4, min(block, nx)))
-        # conservative pre-filter on the fast sums: c * a <= best_d[k-1] of earlier tiles
-        for j0 in range(0, nx, block):
-            j1 = min(j0 + block, nx)
-            for qa in range(c0, c1, 4):
-                part[:, : j1 - j0] = 0.0
-                for i in range(n_dc):
-                    d0 = i * dc
-                    d1 = D if i == n_dc - 1 else d0 + dc
-                    for j in range(j0, j1, 2):
-                        s = _tile_float(impl, Q, X, qa, c1 - 1, j, j1 - 1, d0, d1, zero)
-                        for t in range(8):
-                            if j + (t & 1) < j1:
-                                part[t >> 1, j + (t & 1) - j0] += np.float64(s[t])
-                for t in range(4 * (j1 - j0)):
-                    qi = qa + t // (j1 - j0)
-                    ji = j0 + t % (j1 - j0)
-                    if qi >= c1:
-                        break
-                    a = min(part[qi - qa, ji - j0], big)  # an overflowed sum counts as big
-                    # row views only on insertion (each costs an atomic refcount)
-                    if a < cand_a[qi, kc - 1] and c * a <= best_d[qi, k - 1]:
-                        insert_sorted(cand_a[qi], cand_j[qi], a, ji)
-        # exact rerank of the candidates, certificate, fallback
-        saved_d = np.empty(k)
-        saved_i = np.empty(k, dtype=np.int64)
-        for qi in range(c0, c1):
-            bd = best_d[qi]
-            bi = best_i[qi]
-            for u in range(k):  # element loops: see kernels.losses._pack_tail
-                saved_d[u] = bd[u]
-                saved_i[u] = bi[u]
-            cj = cand_j[qi]
-            n_c = 0
-            while n_c < kc and cj[n_c] >= 0:
-                n_c += 1
-            for t in range(0, n_c, 4):
-                last = n_c - 1
-                e4 = _exact_4(
-                    Q, qi, X, cj[t], cj[min(t + 1, last)], cj[min(t + 2, last)],
-                    cj[min(t + 3, last)],
-                )  # fmt: skip
-                for u in range(min(4, n_c - t)):
-                    insert_sorted_by_pair(bd, bi, e4[u], offset + cj[t + u])
-            if cj[kc - 1] < 0 or c * cand_a[qi, kc - 1] > bd[k - 1]:
-                continue  # certified
-            for u in range(k):
-                bd[u] = saved_d[u]
-                bi[u] = saved_i[u]
-            for j in range(nx):
-                a = min(np.float64(_fast_pair_float(Q, qi, X, j, zero)), big)
-                if c * a <= bd[k - 1]:
-                    e = _exact_pair(Q, qi, X, j)
-                    if e < bd[k - 1]:
-                        insert_sorted(bd, bi, e, offset + j)
+        _topk_float_chunk(
+            Q, X, offset, best_d, best_i, zero, c, big, cand_a, cand_j, c0,
+            min(c0 + chunk, nq), block, dc, impl,
+        )  # fmt: skip
 
 
 @jit(parallel=True)
@@ -684,44 +697,49 @@ def _tile_uint8_overload(impl, Q, X, qa, qlast, ja, jlast):
     return impl_fn
 
 
+@jit
+def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
+    """Queries ``c0:c1`` of :func:`_topk_uint8_kernel` (the body of its parallel loop)."""
+    nx = X.shape[0]
+    k = best_d.shape[1]
+    # width > 0: the chunk's queries and each training block are copied into
+    # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
+    # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
+    qb = Q
+    xb = X
+    qsub = 0
+    # written through its own name: ``xb`` may be typed read-only (a memmapped X)
+    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
+    if width > 0:
+        qb = zero_padded(Q, c0, c1, width, c1 - c0)
+        xb = xpad
+        qsub = c0
+    for j0 in range(0, nx, block):
+        j1 = min(j0 + block, nx)
+        xsub = 0
+        if width > 0:
+            copy_rows(X, j0, j1, xpad)
+            xsub = j0
+        for qa in range(c0, c1, 4):
+            for j in range(j0, j1, 2):
+                s = _tile_uint8(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
+                for t in range(8):
+                    qi = qa + (t >> 1)
+                    ji = j + (t & 1)
+                    if qi >= c1 or ji >= j1:
+                        continue
+                    e = np.float64(s[t])
+                    if e < best_d[qi, k - 1]:
+                        insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
+
+
 @jit(parallel=True)
 def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
     nq = Q.shape[0]
-    nx = X.shape[0]
-    k = best_d.shape[1]
     n_chunks = (nq + chunk - 1) // chunk
-    for ch in prange(n_chunks):
+    for ch in prange(n_chunks):  # the body is a function: see _topk_float_kernel
         c0 = ch * chunk
-        c1 = min(c0 + chunk, nq)
-        # width > 0: the chunk's queries and each training block are copied into
-        # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
-        # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
-        qb = Q
-        xb = X
-        qsub = 0
-        # written through its own name: ``xb`` may be typed read-only (a memmapped X)
-        xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
-        if width > 0:
-            qb = zero_padded(Q, c0, c1, width, c1 - c0)
-            xb = xpad
-            qsub = c0
-        for j0 in range(0, nx, block):
-            j1 = min(j0 + block, nx)
-            xsub = 0
-            if width > 0:
-                copy_rows(X, j0, j1, xpad)
-                xsub = j0
-            for qa in range(c0, c1, 4):
-                for j in range(j0, j1, 2):
-                    s = _tile_uint8(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
-                    for t in range(8):
-                        qi = qa + (t >> 1)
-                        ji = j + (t & 1)
-                        if qi >= c1 or ji >= j1:
-                            continue
-                        e = np.float64(s[t])
-                        if e < best_d[qi, k - 1]:
-                            insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
+        _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, min(c0 + chunk, nq), block, impl, width)
 
 
 @jit(parallel=True)

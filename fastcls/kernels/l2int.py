@@ -278,6 +278,46 @@ def _tile_nx_overload(impl):
 
 
 # --------------------------------------------------------------------------- drivers
+@jit
+def _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, width):
+    """Queries ``c0:c1`` of :func:`_topk_int_kernel` (the body of its parallel loop)."""
+    nx = X.shape[0]
+    k = best_d.shape[1]
+    tnx = _tile_nx(impl)
+    buf = np.empty(16, dtype=np.int64)
+    qb = Qb
+    xb = X
+    qsub = 0
+    # written through its own name: ``xb`` may be typed read-only (a memmapped X)
+    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
+    if width > 0:
+        qb = zero_padded(Qb, c0, c1, width, c1 - c0)
+        xb = xpad
+        qsub = c0
+    for j0 in range(0, nx, block):
+        j1 = min(j0 + block, nx)
+        xsub = 0
+        if width > 0:
+            copy_rows(X, j0, j1, xpad)
+            xsub = j0
+        for qa in range(c0, c1, 4):
+            for j in range(j0, j1, tnx):
+                s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
+                for t in range(4 * tnx):
+                    buf[t] = s[t]
+                na = min(4, c1 - qa)
+                nb = min(tnx, j1 - j)
+                for a in range(na):
+                    qi = qa + a
+                    bq = qn[qi]
+                    thr = best_d[qi, k - 1]
+                    for b in range(nb):
+                        e = np.float64(bq + w[j + b] - 2 * buf[a * tnx + b])
+                        if e < thr:
+                            insert_sorted(best_d[qi], best_i[qi], e, offset + j + b)
+                            thr = best_d[qi, k - 1]
+
+
 @jit(parallel=True)
 def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, impl, width):
     """Fused exact distances + top-k; ``d = qn + xn - 2 (dot + xc)`` in int64.
@@ -287,46 +327,13 @@ def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, im
     masked overlapping tail vector; a zero byte adds 0 to every dot product.
     """
     nq = Qb.shape[0]
-    nx = X.shape[0]
-    k = best_d.shape[1]
-    tnx = _tile_nx(impl)
     w = xn - 2 * xc  # d = qn + w - 2 dot
     n_chunks = (nq + chunk - 1) // chunk
-    for ch in prange(n_chunks):
-        buf = np.empty(16, dtype=np.int64)
+    for ch in prange(n_chunks):  # the body is a function: see l1._topk_float_kernel
         c0 = ch * chunk
-        c1 = min(c0 + chunk, nq)
-        qb = Qb
-        xb = X
-        qsub = 0
-        # written through its own name: ``xb`` may be typed read-only (a memmapped X)
-        xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
-        if width > 0:
-            qb = zero_padded(Qb, c0, c1, width, c1 - c0)
-            xb = xpad
-            qsub = c0
-        for j0 in range(0, nx, block):
-            j1 = min(j0 + block, nx)
-            xsub = 0
-            if width > 0:
-                copy_rows(X, j0, j1, xpad)
-                xsub = j0
-            for qa in range(c0, c1, 4):
-                for j in range(j0, j1, tnx):
-                    s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
-                    for t in range(4 * tnx):
-                        buf[t] = s[t]
-                    na = min(4, c1 - qa)
-                    nb = min(tnx, j1 - j)
-                    for a in range(na):
-                        qi = qa + a
-                        bq = qn[qi]
-                        thr = best_d[qi, k - 1]
-                        for b in range(nb):
-                            e = np.float64(bq + w[j + b] - 2 * buf[a * tnx + b])
-                            if e < thr:
-                                insert_sorted(best_d[qi], best_i[qi], e, offset + j + b)
-                                thr = best_d[qi, k - 1]
+        _topk_int_chunk(
+            Qb, X, qn, w, offset, best_d, best_i, c0, min(c0 + chunk, nq), block, impl, width
+        )
 
 
 @jit(parallel=True)
