@@ -217,6 +217,10 @@ class Tunables:
     l1_query_chunk_bytes: int = 1024 * 1024
     #: L1 float: extra candidates kept beyond k before the exact rerank
     l1_extra_candidates: int = 8
+    #: L1 float pre-filter: "auto", "relative" (sums of |q - x|, a relative error bound)
+    #: or "absolute" (sums of max(q, x), two vector operations per term instead of three,
+    #: with an absolute error bound from the rows' sums); results never depend on it
+    l1_float_bound: str = "auto"
     #: L1 uint8 micro-kernel: None = best for this CPU, or "avx512" / "avx2" / "portable"
     l1_uint8_impl: str | None = None
     #: L1 float on whole numbers 0..255: take the exact uint8 kernel

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import fastcls
 from fastcls._config import override, settings
 from fastcls.kernels import l1
+from fastcls.kernels.rounding import gamma
 from fastcls.kernels.topk import new_topk
 from fastcls.reference import kneighbors_reference, pairwise_distances_reference
 
@@ -107,11 +108,16 @@ def problems(draw):
     return dtype, n_q, n_x, D, k, kind, seed, tile
 
 
+BOUNDS = ["relative", "absolute"]
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
 @given(problems())
-def test_topk_kernel_streamed_matches_reference(problem):
+def test_topk_kernel_streamed_matches_reference(bound, problem):
     dtype, n_q, n_x, D, k, kind, seed, tile = problem
     Q, X = make_data(np.random.default_rng(seed), n_q, n_x, D, dtype, kind)
-    d, i = run_streamed(Q, X, k, tile)
+    with override(l1_float_bound=bound):
+        d, i = run_streamed(Q, X, k, tile)
     assert_matches_reference(Q, X, k, d, i)
 
 
@@ -123,10 +129,12 @@ def test_kneighbors_api_l1_matches_reference(problem):
     assert_matches_reference(Q, X, k, d, i)
 
 
+@pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("D", [5, 64, 200])
-def test_continuous_random_data(dtype, D):
+def test_continuous_random_data(dtype, D, bound, monkeypatch):
     """Non-dyadic values: float32 sums are rounded, the rerank must make them exact."""
+    monkeypatch.setattr(settings, "l1_float_bound", bound)
     rng = np.random.default_rng(D)
     if dtype == np.uint8:
         Q = rng.integers(0, 256, (21, D), dtype=np.uint8)
@@ -139,11 +147,13 @@ def test_continuous_random_data(dtype, D):
         assert_matches_reference(Q, X, k, d, i)
 
 
+@pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("D", [3, 100, 3072])
-def test_near_duplicates_where_float32_order_is_wrong(D):
+def test_near_duplicates_where_float32_order_is_wrong(D, bound, monkeypatch):
     """Row j = base + (j + 1) ulp at one feature: the exact distances increase with j
     in 6e-5 steps, below the float32 resolution of partial sums of ~1000 D, so the fast
     sums tie or misorder these rows and the certificate / fallback must repair it."""
+    monkeypatch.setattr(settings, "l1_float_bound", bound)
     rng = np.random.default_rng(7)
     q = rng.random(D).astype(np.float32)
     base = (1000 + rng.random(D)).astype(np.float32)  # sums ~1000 D: float32 ulp >> 6e-5
@@ -181,8 +191,10 @@ def test_float32_overflowing_fast_sums_stay_exact():
     assert d[0, 0] == 0.0 and i[0, 0] == 5
 
 
+@pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tile_sizes_and_candidates_do_not_change_results(dtype, monkeypatch):
+def test_tile_sizes_and_candidates_do_not_change_results(dtype, bound, monkeypatch):
+    monkeypatch.setattr(settings, "l1_float_bound", bound)
     rng = np.random.default_rng(11)
     Q, X = make_data(rng, 23, 97, 70, dtype, "duplicates")
     expected = run_streamed(Q, X, 9, 97)
@@ -244,16 +256,18 @@ def test_uint8_implementations_agree(impl, D, monkeypatch):
     np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "l1"))
 
 
+@pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("impl", _available_impls())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("D", [1, 7, 8, 15, 16, 17, 33, 40, 100, 130])
-def test_float_tiles_and_feature_slices_are_exact(impl, dtype, D, monkeypatch):
+def test_float_tiles_and_feature_slices_are_exact(impl, dtype, D, bound, monkeypatch):
     """Every float tile (explicit SIMD of each width, or the fastmath loop), with the
     features cut into slices of 64 bytes (several slices, a longer last one, rows shorter
     than a vector), gives the exact top-k."""
     rng = np.random.default_rng(D)
     Q, X = make_data(rng, 9, 70, D, dtype, "duplicates" if D % 2 else "random")
     monkeypatch.setattr(settings, "l1_uint8_impl", impl)
+    monkeypatch.setattr(settings, "l1_float_bound", bound)
     monkeypatch.setattr(l1, "_FEATURE_SLICE_BYTES", 64)
     d, i = run_streamed(Q, X, 5, 30)
     assert_matches_reference(Q, X, 5, d, i)
@@ -412,3 +426,34 @@ def test_uint8_memmap_training_rows_with_padding(tmp_path, monkeypatch):
     Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
     d, i = fastcls.kneighbors(Q, Xm, k=4, metric="l1")
     assert_matches_reference(Q, X, 4, d, i)
+
+
+def test_auto_bound_choice():
+    """ "auto" takes the absolute bound for data near the origin (pixels, standardised
+    features), the relative one for data far from it or near the float32 maximum."""
+    rng = np.random.default_rng(29)
+    pixels = (rng.random((20, 300)) * 255).astype(np.float32)
+    scaled = rng.standard_normal((20, 300)).astype(np.float32)
+    offset = (1000 + rng.standard_normal((20, 300))).astype(np.float32)
+    huge = (rng.random((20, 300)) * 3e36).astype(np.float32)
+    c = l1.lower_bound_factor(300, np.float32)
+
+    def chosen(A):
+        with override(l1_float_bound="auto"):
+            return l1._choose_bound(A[:8], A[8:], "avx512", 1024, c)[0]
+
+    assert chosen(pixels) == 1 and chosen(scaled) == 1
+    assert chosen(offset) == 0 and chosen(huge) == 0
+    with override(l1_float_bound="nonsense"), pytest.raises(ValueError, match="l1_float_bound"):
+        l1._choose_bound(pixels[:8], pixels[8:], "avx512", 1024, c)
+
+
+@pytest.mark.parametrize("impl", ["portable", "avx2", "avx512"])
+def test_absolute_bound_kappa_covers_the_chain(impl):
+    """kappa grows with the roundings a term can pass through: the portable loop (any
+    order over a slice) needs a larger one than the SIMD tiles."""
+    k = l1.absolute_bound_kappa(3072, np.float32, impl, 1024)
+    longest = 3072 - 2 * 1024
+    assert k >= 2 * gamma(longest // 16 + 2, 2.0**-24)
+    if impl == "portable":
+        assert k >= 2 * gamma(longest, 2.0**-24)

@@ -98,6 +98,30 @@ With ``m = settings.l1_extra_candidates = 8`` the certificate holds for practica
 real and random data (``gamma_3072(2**-24) = 1.8e-4`` relative): the exact work is
 ``(k + m) * D`` per query and tile, against ``n_tile * D`` for the scan.
 
+The absolute bound (``settings.l1_float_bound``)
+------------------------------------------------
+``|q - x| = 2 max(q, x) - q - x``, so the tile can sum ``t = sum_d max(q_d, x_d)`` (a
+``vmaxps`` and an add per term instead of a subtraction, an ``abs`` and an add: 1.2x
+faster in L1) and recover ``a = 2 t - S_q - S_x`` with the rows' float64 sums ``S``.
+The error is then absolute, not relative: every term is exact (a max does not round),
+so a slice's working-precision sum is within ``gamma_n(u_w) * sum_d |max(q_d, x_d)|`` of
+the real one, where ``n`` bounds the roundings a term passes through (the SIMD tiles:
+one per vector of ``lanes`` features, one for the masked tail vector, ``log2(lanes)`` in
+the lane tree; the portable loop: the slice length), the float64 sum of the slices adds
+``gamma_{n_dc}(2**-53)``, ``S`` is within ``gamma_D(2**-53) * |row|_1`` and forming
+``a`` rounds a few times in float64. With ``|max(q, x)| <= |q| + |x|``::
+
+    |a - s| <= kappa * (|q|_1 + |x|_1),   kappa = 2 eps_t + gamma_D(2**-53) + 16 * 2**-53
+
+(:func:`absolute_bound_kappa`, 0.1% added), and the key ``c' * (a - kappa (|q|_1 +
+|x|_1))`` with ``c' = (1 - gamma_D(2**-53)) (1 - 8 * 2**-53)`` is a lower bound of ``e``.
+Steps 1-4 above use these keys in place of ``c * a`` (the fallback keeps the relative
+bound): exactness never depends on which bound runs. Speed does: when the data sit far
+from the origin compared with their spread, ``kappa (|q|_1 + |x|_1)`` dwarfs the gaps
+between neighbours and the certificate would fail. "auto" therefore takes the absolute
+bound only when, on a sample of 8 queries and 64 rows, its error is no larger than the
+relative bound's ``gamma_D(u_w) * distance``, and never when a partial sum could overflow.
+
 Pixel data stored as floats (every value of Q and of the tile an integer in 0..255, as
 CIFAR-10 after ``astype(np.float32)``) skip all this when ``settings.l1_uint8_shortcut`` is on:
 one pass checks and copies them to uint8 and the exact uint8 kernel runs (same exact
@@ -225,8 +249,12 @@ def _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero):
     return s00, s01, s10, s11, s20, s21, s30, s31
 
 
-def _make_fsum_intrinsic(vec_bytes: int):
+def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False):
     """Numba intrinsic: 4 x 2 tile of float sums of ``|q_a - x_b|`` in explicit SIMD.
+
+    With ``use_max`` the terms are ``max(q_a, x_b)`` instead (``vmaxps``, two vector
+    operations per term with the add instead of three: see "absolute bound" in the
+    module docstring).
 
     ``fsum(Q, X, qa, qlast, ja, jlast, d0, d1)`` -> UniTuple(dtype, 8), entry ``2 * a + b``
     = the fast sum of ``|Q[min(qa + a, qlast), d] - X[min(ja + b, jlast), d]|`` over the
@@ -284,7 +312,11 @@ def _make_fsum_intrinsic(vec_bytes: int):
                 for a in range(4):
                     for b in range(2):
                         acc = accs[2 * a + b]
-                        t = builder.call(fabs, [builder.fsub(vecs[a], vecs[4 + b])])
+                        qv, xv = vecs[a], vecs[4 + b]
+                        if use_max:  # select on an ordered compare: one vmaxps, no NaN fixup
+                            t = builder.select(builder.fcmp_ordered(">", qv, xv), qv, xv)
+                        else:
+                            t = builder.call(fabs, [builder.fsub(qv, xv)])
                         builder.store(builder.fadd(builder.load(acc), t), acc)
 
             lconst = ir.Constant(i64, lanes)
@@ -320,35 +352,98 @@ def _make_fsum_intrinsic(vec_bytes: int):
 
 _fsum_4x2_avx2 = _make_fsum_intrinsic(32)
 _fsum_4x2_avx512 = _make_fsum_intrinsic(64)
+_fmax_4x2_avx2 = _make_fsum_intrinsic(32, use_max=True)
+_fmax_4x2_avx512 = _make_fsum_intrinsic(64, use_max=True)
 
 
-def _tile_float(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
-    """Fast 4 x 2 float tile of implementation ``impl`` (a token, :mod:`._tokens`)."""
+@jit(fastmath=REDUCE)
+def _tile_fmax_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+    """:func:`_tile_float_4x2` with the terms ``max(q_a, x_b)`` (the absolute bound)."""
+    q0 = qa
+    q1 = min(qa + 1, qlast)
+    q2 = min(qa + 2, qlast)
+    q3 = min(qa + 3, qlast)
+    j0 = ja
+    j1 = min(ja + 1, jlast)
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+    for d in range(d0, d1):
+        b0 = X[j0, d]
+        b1 = X[j1, d]
+        a = Q[q0, d]
+        s00 += max(a, b0)
+        s01 += max(a, b1)
+        a = Q[q1, d]
+        s10 += max(a, b0)
+        s11 += max(a, b1)
+        a = Q[q2, d]
+        s20 += max(a, b0)
+        s21 += max(a, b1)
+        a = Q[q3, d]
+        s30 += max(a, b0)
+        s31 += max(a, b1)
+    return s00, s01, s10, s11, s20, s21, s30, s31
+
+
+def _tile_float(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+    """Fast 4 x 2 float tile of implementation ``impl`` and pre-filter ``bound`` (tokens,
+    :mod:`._tokens`: ``bound`` code 0 sums ``|q - x|``, code 1 sums ``max(q, x)``)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
 @overload(_tile_float, jit_options={"nogil": True}, inline="always")
-def _tile_float_overload(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
     # the uint8 implementation code: AVX2 / AVX-512 vectors in explicit IR (inlined),
     # else, or for rows shorter than a vector, the fastmath loop (a call of its own)
     code = token_code(impl)
-    if code is None:
+    use_max = token_code(bound)
+    if code is None or use_max is None:
         return None
+    loop = _tile_fmax_4x2 if use_max else _tile_float_4x2
     if code == 0:
 
-        def portable(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
-            return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
+        def portable(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+            return loop(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
 
         return portable
-    fsum = _fsum_4x2_avx512 if code == 2 else _fsum_4x2_avx2
+    if use_max:
+        fsum = _fmax_4x2_avx512 if code == 2 else _fmax_4x2_avx2
+    else:
+        fsum = _fsum_4x2_avx512 if code == 2 else _fsum_4x2_avx2
     lanes = (64 if code == 2 else 32) // Q.dtype.bitwidth * 8
 
-    def simd(impl, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+    def simd(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
         if d1 - d0 < lanes:
-            return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
+            return loop(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
         return fsum(Q, X, qa, qlast, ja, jlast, d0, d1)
 
     return simd
+
+
+def _filter_key(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
+    """Lower bound on the exact distance of query ``qi`` and row ``j`` from their fast sum
+    ``a`` (module docstring): ``c * min(a, big)`` for the relative bound, ``c * (2 a -
+    sq[qi] - sx[j] - kappa * (aq[qi] + ax[j]))`` for the absolute one (``sq``/``sx`` the
+    rows' sums, ``aq``/``ax`` the sums of their absolute values; not read, and may be
+    empty, for the relative bound)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_filter_key, jit_options={"nogil": True}, inline="always")
+def _filter_key_overload(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
+    use_max = token_code(bound)
+    if use_max is None:
+        return None
+    if use_max:
+
+        def absolute(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
+            return c * ((2.0 * a - sq[qi] - sx[j]) - kappa * (aq[qi] + ax[j]))
+
+        return absolute
+
+    def relative(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
+        return c * min(a, big)  # an overflowed sum counts as big
+
+    return relative
 
 
 @jit(fastmath=REDUCE)
@@ -566,8 +661,9 @@ def _tile_uint8_portable(Q, X, qa, qlast, ja, jlast):
 # --------------------------------------------------------------------------- drivers
 @jit
 def _topk_float_chunk(
-    Q, X, offset, best_d, best_i, zero, c, big, cand_a, cand_j, c0, c1, block, dc, impl
-):
+    Q, X, offset, best_d, best_i, zero, c, big, bound, c_key, kappa, sq, aq, sx, ax, cand_a,
+    cand_j, c0, c1, block, dc, impl,
+):  # fmt: skip
     """Queries ``c0:c1`` of :func:`_topk_float_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
     D = Q.shape[1]
@@ -579,7 +675,8 @@ def _topk_float_chunk(
     # more accurate than the working precision)
     n_dc = max(1, D // dc)
     part = np.empty((4, min(block, nx)))
-    # conservative pre-filter on the fast sums: c * a <= best_d[k-1] of earlier tiles
+    # conservative pre-filter on lower bounds of the exact distances from the fast sums
+    # (:func:`_filter_key`): key <= best_d[k-1] of earlier tiles
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
         for qa in range(c0, c1, 4):
@@ -588,19 +685,22 @@ def _topk_float_chunk(
                 d0 = i * dc
                 d1 = D if i == n_dc - 1 else d0 + dc
                 for j in range(j0, j1, 2):
-                    s = _tile_float(impl, Q, X, qa, c1 - 1, j, j1 - 1, d0, d1, zero)
+                    s = _tile_float(impl, bound, Q, X, qa, c1 - 1, j, j1 - 1, d0, d1, zero)
                     for t in range(8):
                         if j + (t & 1) < j1:
                             part[t >> 1, j + (t & 1) - j0] += np.float64(s[t])
-            for t in range(4 * (j1 - j0)):
-                qi = qa + t // (j1 - j0)
-                ji = j0 + t % (j1 - j0)
-                if qi >= c1:
-                    break
-                a = min(part[qi - qa, ji - j0], big)  # an overflowed sum counts as big
-                # row views only on insertion (each costs an atomic refcount)
-                if a < cand_a[qi, kc - 1] and c * a <= best_d[qi, k - 1]:
-                    insert_sorted(cand_a[qi], cand_j[qi], a, ji)
+            # nested loops, not one over 4 * (j1 - j0) pairs: its two integer divisions
+            # per pair cost about a tenth of the kernel
+            for qi in range(qa, min(qa + 4, c1)):
+                last_cand = cand_a[qi, kc - 1]
+                kth = best_d[qi, k - 1]  # fixed until the rerank
+                for ji in range(j0, j1):
+                    a = part[qi - qa, ji - j0]
+                    key = _filter_key(bound, a, c_key, big, sq, aq, qi, sx, ax, ji, kappa)
+                    # row views only on insertion (each costs an atomic refcount)
+                    if key < last_cand and key <= kth:
+                        insert_sorted(cand_a[qi], cand_j[qi], key, ji)
+                        last_cand = cand_a[qi, kc - 1]
     # exact rerank of the candidates, certificate, fallback
     saved_d = np.empty(k)
     saved_i = np.empty(k, dtype=np.int64)
@@ -622,7 +722,7 @@ def _topk_float_chunk(
             )  # fmt: skip
             for u in range(min(4, n_c - t)):
                 insert_sorted_by_pair(bd, bi, e4[u], offset + cj[t + u])
-        if cj[kc - 1] < 0 or c * cand_a[qi, kc - 1] > bd[k - 1]:
+        if cj[kc - 1] < 0 or cand_a[qi, kc - 1] > bd[k - 1]:
             continue  # certified
         for u in range(k):
             bd[u] = saved_d[u]
@@ -636,7 +736,10 @@ def _topk_float_chunk(
 
 
 @jit(parallel=True)
-def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chunk, dc, impl):
+def _topk_float_kernel(
+    Q, X, offset, best_d, best_i, zero, c, big, bound, c_key, kappa, sq, aq, sx, ax, m, block,
+    chunk, dc, impl,
+):  # fmt: skip
     nq = Q.shape[0]
     kc = best_d.shape[1] + m
     cand_a = np.full((nq, kc), np.inf)
@@ -647,8 +750,8 @@ def _topk_float_kernel(Q, X, offset, best_d, best_i, zero, c, big, m, block, chu
     for ch in prange(n_chunks):
         c0 = ch * chunk
         _topk_float_chunk(
-            Q, X, offset, best_d, best_i, zero, c, big, cand_a, cand_j, c0,
-            min(c0 + chunk, nq), block, dc, impl,
+            Q, X, offset, best_d, best_i, zero, c, big, bound, c_key, kappa, sq, aq, sx, ax,
+            cand_a, cand_j, c0, min(c0 + chunk, nq), block, dc, impl,
         )  # fmt: skip
 
 
@@ -860,11 +963,91 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     big = float(np.finfo(Q.dtype).max)
     # the tiles address rows by stride with unit inner stride (no copy when C-contiguous)
     Q, X = np.ascontiguousarray(Q), np.ascontiguousarray(X)
+    impl = uint8_impl()
+    dc = max(1, _FEATURE_SLICE_BYTES // Q.itemsize)
+    bound, c_key, kappa, sq, aq, sx, ax = _choose_bound(Q, X, impl, dc, c)
     _topk_float_kernel(
-        Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big,
-        int(settings.l1_extra_candidates), *_sizes(Q), max(1, _FEATURE_SLICE_BYTES // Q.itemsize),
-        impl_token(_UINT8_CODES[uint8_impl()]),
+        Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big, impl_token(bound),
+        c_key, kappa, sq, aq, sx, ax, int(settings.l1_extra_candidates), *_sizes(Q), dc,
+        impl_token(_UINT8_CODES[impl]),
     )  # fmt: skip
+
+
+@jit(parallel=True, fastmath=REDUCE)
+def _row_sums(A, sums, abs_sums):
+    """``sums[i] = sum_d A[i, d]`` and ``abs_sums[i] = sum_d |A[i, d]|`` in float64 (any
+    order: the absolute bound allows ``gamma_D(2**-53)`` of ``abs_sums`` for them)."""
+    for i in prange(A.shape[0]):
+        s = 0.0
+        t = 0.0
+        for d in range(A.shape[1]):
+            v = np.float64(A[i, d])
+            s += v
+            t += abs(v)
+        sums[i] = s
+        abs_sums[i] = t
+
+
+def absolute_bound_kappa(n_features: int, dtype: np.dtype, impl: str, dc: int) -> float:
+    """``kappa`` of the absolute bound (module docstring) for the float top-k's tiles.
+
+    The fast sum of one feature slice passes each term through at most ``chain``
+    roundings in the working precision: the SIMD tiles add ``lanes`` columns per vector
+    (one masked tail vector more) and then fold the lanes in a tree; the portable loop
+    may add in any order. The slices' sums are added in float64.
+    """
+    u = U32 if np.dtype(dtype) == np.float32 else U64
+    D = max(int(n_features), 1)
+    n_dc = max(1, D // dc)
+    longest = D - (n_dc - 1) * dc  # the last slice takes the remainder
+    lanes = (64 if impl == "avx512" else 32) // np.dtype(dtype).itemsize
+    if impl == "portable" or longest < lanes:
+        chain = longest
+    else:
+        chain = longest // lanes + 2 + int(np.log2(lanes))
+    g = gamma(chain, u)
+    eps_t = g + gamma(n_dc + 1, U64) * (1.0 + g)
+    return (2.0 * eps_t + gamma(D + 1, U64) + 16 * U64) * 1.001
+
+
+def _choose_bound(Q, X, impl, dc, c):
+    """(bound code, key factor, kappa, row sums and absolute sums of Q and X) of a call.
+
+    ``settings.l1_float_bound`` forces a bound; "auto" takes the absolute bound (two
+    vector operations per term instead of three) when its error ``kappa * (|q|_1 +
+    |x|_1)`` is, on a sample of rows, no larger than the relative bound's ``gamma_D(u) *
+    distance``, so the certificate holds as often (data far from the origin compared
+    with its spread, say 1000 + noise, keeps the relative bound), and when no fast sum
+    can overflow. Either way the result is the same exact top-k.
+    """
+    mode = settings.l1_float_bound
+    if mode not in ("auto", "relative", "absolute"):
+        raise ValueError(f"l1_float_bound must be 'auto', 'relative' or 'absolute', got {mode!r}")
+    none = np.empty(0)
+    relative = (0, c, 0.0, none, none, none, none)
+    if mode == "relative":
+        return relative
+    D = Q.shape[1]
+    kappa = absolute_bound_kappa(D, Q.dtype, impl, dc)
+    sq, aq = np.empty(Q.shape[0]), np.empty(Q.shape[0])
+    sx, ax = np.empty(X.shape[0]), np.empty(X.shape[0])
+    _row_sums(Q, sq, aq)
+    _row_sums(X, sx, ax)
+    # every partial fast sum is at most |q|_1 + |x|_1 (times 1 + tiny) in magnitude
+    if not float(aq.max()) + float(ax.max()) <= 0.25 * float(np.finfo(Q.dtype).max):
+        return relative
+    if mode == "auto":
+        qs = np.linspace(0, Q.shape[0] - 1, min(Q.shape[0], 8)).astype(np.int64)
+        xs = np.linspace(0, X.shape[0] - 1, min(X.shape[0], 64)).astype(np.int64)
+        Xs = X[xs].astype(np.float64)
+        dist = [np.abs(Xs - Q[i].astype(np.float64)).sum(axis=1) for i in qs]
+        u = U32 if Q.dtype == np.float32 else U64
+        typical = float(np.median(dist))
+        error = kappa * (float(np.median(aq[qs])) + float(np.median(ax[xs])))
+        if not error <= gamma(D, u) * typical:
+            return relative
+    c_key = (1.0 - gamma(D, U64)) * (1.0 - 8 * 2.0**-53)
+    return 1, c_key, kappa, sq, aq, sx, ax
 
 
 def l1_topk_uint8(Q, X, offset, best_d, best_i):
