@@ -190,6 +190,11 @@ def check_integers_exact_in_float64(arr: np.ndarray, name: str) -> None:
 MAX_ABS_VALUE = 1e150
 
 
+#: arrays of at least this many values are scanned by the compiled kernel
+#: (:mod:`fastcls.kernels.finite`: one pass on every thread instead of NumPy's two on one)
+FINITE_KERNEL_MIN_VALUES = 1 << 22
+
+
 def assert_all_finite(X: np.ndarray, name: str) -> None:
     """Raise ``ValueError`` if ``X`` holds NaN, infinity, or values beyond ``MAX_ABS_VALUE``.
 
@@ -201,11 +206,17 @@ def assert_all_finite(X: np.ndarray, name: str) -> None:
     flat = X.reshape(n, -1) if X.ndim else X.reshape(1, 1)
     from fastcls._config import settings
 
+    compiled = flat.size >= FINITE_KERNEL_MIN_VALUES and flat.dtype in (np.float32, np.float64)
     rows = max(1, int(settings.finite_check_rows))
     for start in range(0, max(n, 1), rows):
         block = np.asarray(flat[start : start + rows])
         if block.size == 0:
             continue
+        if compiled and block.flags.c_contiguous:
+            from fastcls.kernels.finite import all_within
+
+            if all_within(block, MAX_ABS_VALUE):
+                continue
         # max and min need no temporary (np.abs would copy the block); NaN fails the test
         peak = max(float(block.max()), -float(block.min()))
         if peak <= MAX_ABS_VALUE:

@@ -40,8 +40,10 @@ from fastcls.reference.model_selection import (
     majority_vote_all_k_reference,
     weighted_vote_all_k_reference,
 )
+from fastcls.reference.validation import all_within_reference
 
 __all__ = [
+    "all_within_reference",
     "color_histogram_hsv_reference",
     "cross_validate_knn_reference",
     "gradients_reference",
