@@ -204,6 +204,10 @@ class Tunables:
     #: k-NN top-k selection: "auto" (by k and the row count), "insert" (sorted
     #: insertion) or "blocks" (per-block lists merged in linear time, for large k)
     knn_selection: str = "auto"
+    #: k-NN searches of fewer pair-features (queries x rows x D) run on the calling
+    #: thread: no parallel region to start and, on a first call, none to compile (each
+    #: costs about 1 s of numba time; the README tour's searches are 28M pair-features)
+    knn_parallel_min_work: int = 1 << 25
     #: k-NN cross-validation on pixel data: each distance between two folds computed
     #: once and used in both directions (exact integer kernels)
     cv_symmetric_pairs: bool = True

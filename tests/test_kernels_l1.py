@@ -219,7 +219,8 @@ def test_fallback_alone_is_exact(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_thread_count_does_not_change_results(dtype):
+def test_thread_count_does_not_change_results(dtype, monkeypatch):
+    monkeypatch.setattr(settings, "knn_parallel_min_work", 0)  # the parallel drivers
     rng = np.random.default_rng(13)
     Q, X = make_data(rng, 41, 120, 50, dtype, "random")
     with fastcls.num_threads(1):
@@ -346,7 +347,8 @@ def test_pixel_floats_take_the_exact_uint8_shortcut(dtype, kind, monkeypatch):
     def refuse(*args):
         raise AssertionError("the float kernel ran on pixel values")
 
-    monkeypatch.setattr(l1, "_topk_float_kernel", refuse)
+    monkeypatch.setattr(l1, "_topk_float_kernel", refuse)  # parallel driver
+    monkeypatch.setattr(l1, "_topk_float_chunk", refuse)  # small searches
     d, i = run_streamed(Qf, Xf, 8, 25, shortcut=True)
     np.testing.assert_array_equal(i, expected[1])
     np.testing.assert_array_equal(d, expected[0])
@@ -362,8 +364,9 @@ def test_non_pixel_values_stay_on_the_float_kernel(bad, monkeypatch):
     Qf, Xf = Q.astype(np.float32), X.astype(np.float32)
     Xf[17, 3] = bad  # one value is enough
     called = []
-    kernel = l1._topk_float_kernel
-    monkeypatch.setattr(l1, "_topk_float_kernel", lambda *a: called.append(1) or kernel(*a))
+    for name in ("_topk_float_kernel", "_topk_float_chunk"):  # parallel, small searches
+        kernel = getattr(l1, name)
+        monkeypatch.setattr(l1, name, lambda *a, kernel=kernel: called.append(1) or kernel(*a))
     d, i = run_streamed(Qf, Xf, 5, 30, shortcut=True)
     assert called
     assert_matches_reference(Qf, Xf, 5, d, i)

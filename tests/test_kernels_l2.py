@@ -449,7 +449,10 @@ def test_float_shortcut_takes_the_int_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("impl", INT_IMPLS)
-def test_int_kernel_invariant_to_tiles_and_threads(impl):
+def test_int_kernel_invariant_to_tiles_and_threads(impl, monkeypatch):
+    from fastcls._config import settings
+
+    monkeypatch.setattr(settings, "knn_parallel_min_work", 0)  # the parallel driver
     rng = np.random.default_rng(22)
     Q, X = make_data(rng, 37, 211, 100, np.uint8, "duplicates")
     ref = int_knn(Q, X, 9, 211, impl, 0, 0)

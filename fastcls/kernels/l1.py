@@ -145,7 +145,7 @@ from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask
 from fastcls.kernels._rows import copy_rows, zero_padded
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.rounding import U32, U64, gamma
-from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
+from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, run_serial
 
 # Block and chunk sizes, the extra candidates and the uint8 micro-kernel choice are
 # run-time tunables in fastcls._config.settings (l1_block_rows, l1_query_chunk_rows,
@@ -845,24 +845,29 @@ def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
         _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, min(c0 + chunk, nq), block, impl, width)
 
 
+@jit
+def _pairwise_uint8_chunk(X, Y, out, c0, c1, block, impl):
+    """Rows ``c0:c1`` of :func:`_pairwise_uint8_kernel` (the body of its parallel loop)."""
+    ny = Y.shape[0]
+    for j0 in range(0, ny, block):
+        j1 = min(j0 + block, ny)
+        for qa in range(c0, c1, 4):
+            for j in range(j0, j1, 2):
+                s = _tile_uint8(impl, X, Y, qa, c1 - 1, j, j1 - 1)
+                for t in range(8):
+                    qi = qa + (t >> 1)
+                    ji = j + (t & 1)
+                    if qi < c1 and ji < j1:
+                        out[qi, ji] = np.float64(s[t])
+
+
 @jit(parallel=True)
 def _pairwise_uint8_kernel(X, Y, out, block, chunk, impl):
     nq = X.shape[0]
-    ny = Y.shape[0]
     n_chunks = (nq + chunk - 1) // chunk
-    for ch in prange(n_chunks):
+    for ch in prange(n_chunks):  # the body is a function: see _topk_float_kernel
         c0 = ch * chunk
-        c1 = min(c0 + chunk, nq)
-        for j0 in range(0, ny, block):
-            j1 = min(j0 + block, ny)
-            for qa in range(c0, c1, 4):
-                for j in range(j0, j1, 2):
-                    s = _tile_uint8(impl, X, Y, qa, c1 - 1, j, j1 - 1)
-                    for t in range(8):
-                        qi = qa + (t >> 1)
-                        ji = j + (t & 1)
-                        if qi < c1 and ji < j1:
-                            out[qi, ji] = np.float64(s[t])
+        _pairwise_uint8_chunk(X, Y, out, c0, min(c0 + chunk, nq), block, impl)
 
 
 def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
@@ -966,10 +971,22 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     impl = uint8_impl()
     dc = max(1, _FEATURE_SLICE_BYTES // Q.itemsize)
     bound, c_key, kappa, sq, aq, sx, ax = _choose_bound(Q, X, impl, dc, c)
+    m = int(settings.l1_extra_candidates)
+    block, chunk = _sizes(Q)
+    token = impl_token(_UINT8_CODES[impl])
+    offset = np.int64(offset)
+    zero = Q.dtype.type(0)
+    if run_serial(*Q.shape[:1], *X.shape):
+        kc = best_d.shape[1] + m
+        cand_a, cand_j = np.full((Q.shape[0], kc), np.inf), np.full((Q.shape[0], kc), -1)
+        _topk_float_chunk(
+            Q, X, offset, best_d, best_i, zero, c, big, impl_token(bound), c_key, kappa, sq, aq,
+            sx, ax, cand_a, cand_j, 0, Q.shape[0], block, dc, token,
+        )  # fmt: skip
+        return
     _topk_float_kernel(
-        Q, X, np.int64(offset), best_d, best_i, Q.dtype.type(0), c, big, impl_token(bound),
-        c_key, kappa, sq, aq, sx, ax, int(settings.l1_extra_candidates), *_sizes(Q), dc,
-        impl_token(_UINT8_CODES[impl]),
+        Q, X, offset, best_d, best_i, zero, c, big, impl_token(bound), c_key, kappa, sq, aq,
+        sx, ax, m, block, chunk, dc, token,
     )  # fmt: skip
 
 
@@ -1060,6 +1077,12 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     block, chunk = _sizes(Q)
     width = _padded_width(impl, Q.shape[1], min(chunk, Q.shape[0]))
     token = impl_token(_UINT8_CODES[impl])
+    if run_serial(*Q.shape[:1], *X.shape):
+        width = _padded_width(impl, Q.shape[1], Q.shape[0])
+        _topk_uint8_chunk(
+            Q, X, np.int64(offset), best_d, best_i, 0, Q.shape[0], block, token, width
+        )
+        return
     _topk_uint8_kernel(Q, X, np.int64(offset), best_d, best_i, block, chunk, token, width)
 
 
@@ -1075,8 +1098,7 @@ def l1_pairwise_float(X, Y, out):
         Xu = as_exact_uint8(X)
         Yu = None if Xu is None else as_exact_uint8(Y)
         if Yu is not None:
-            token = impl_token(_UINT8_CODES[uint8_impl()])
-            _pairwise_uint8_kernel(Xu, Yu, out, *_sizes(Xu), token)
+            _pairwise_uint8(Xu, Yu, out)
             return
     _pairwise_float_kernel(X, Y, out, X.dtype.type(0), *_sizes(X))
 
@@ -1085,5 +1107,14 @@ def l1_pairwise_uint8(X, Y, out):
     """``out[i, j] = sum |X[i] - Y[j]|`` for uint8 rows: exact integers in float64 ``out``."""
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
-    X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
-    _pairwise_uint8_kernel(X, Y, out, *_sizes(X), impl_token(_UINT8_CODES[uint8_impl()]))
+    _pairwise_uint8(np.ascontiguousarray(X), np.ascontiguousarray(Y), out)
+
+
+def _pairwise_uint8(X, Y, out):
+    """The uint8 pairwise driver, or its chunk on the calling thread for small inputs."""
+    block, chunk = _sizes(X)
+    token = impl_token(_UINT8_CODES[uint8_impl()])
+    if run_serial(X.shape[0], *Y.shape):
+        _pairwise_uint8_chunk(X, Y, out, 0, X.shape[0], block, token)
+    else:
+        _pairwise_uint8_kernel(X, Y, out, block, chunk, token)

@@ -48,7 +48,7 @@ from fastcls._runtime import scratch
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
 from fastcls.kernels._rows import copy_rows, zero_padded
 from fastcls.kernels._tokens import impl_token, token_code
-from fastcls.kernels.topk import insert_sorted
+from fastcls.kernels.topk import insert_sorted, run_serial
 
 #: int32 accumulators are reduced to int64 at least every this many features
 _SEG_BYTES = 32768
@@ -336,29 +336,32 @@ def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, im
         )
 
 
+@jit
+def _pairwise_int_chunk(Qb, X, qn, w, out, c0, c1, block, impl):
+    """Rows ``c0:c1`` of :func:`_pairwise_int_kernel` (the body of its parallel loop)."""
+    nx = X.shape[0]
+    tnx = _tile_nx(impl)
+    for j0 in range(0, nx, block):
+        j1 = min(j0 + block, nx)
+        for qa in range(c0, c1, 4):
+            for j in range(j0, j1, tnx):
+                s = _dots(impl, Qb, X, qa, c1 - 1, j, j1 - 1)
+                na = min(4, c1 - qa)
+                nb = min(tnx, j1 - j)
+                for a in range(na):
+                    for b in range(nb):
+                        out[qa + a, j + b] = np.float64(qn[qa + a] + w[j + b] - 2 * s[a * tnx + b])
+
+
 @jit(parallel=True)
 def _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, impl):
     """``out[q, j] = qn + xn - 2 (dot + xc)`` (exact integers) for every pair."""
     nq = Qb.shape[0]
-    nx = X.shape[0]
-    tnx = _tile_nx(impl)
     w = xn - 2 * xc
     n_chunks = (nq + chunk - 1) // chunk
-    for ch in prange(n_chunks):
+    for ch in prange(n_chunks):  # the body is a function: see l1._topk_float_kernel
         c0 = ch * chunk
-        c1 = min(c0 + chunk, nq)
-        for j0 in range(0, nx, block):
-            j1 = min(j0 + block, nx)
-            for qa in range(c0, c1, 4):
-                for j in range(j0, j1, tnx):
-                    s = _dots(impl, Qb, X, qa, c1 - 1, j, j1 - 1)
-                    na = min(4, c1 - qa)
-                    nb = min(tnx, j1 - j)
-                    for t in range(4 * tnx):
-                        a = t // tnx
-                        b = t % tnx
-                        if a < na and b < nb:
-                            out[qa + a, j + b] = np.float64(qn[qa + a] + w[j + b] - 2 * s[t])
+        _pairwise_int_chunk(Qb, X, qn, w, out, c0, min(c0 + chunk, nq), block, impl)
 
 
 #: implementation name -> the code of its token (:func:`._tokens.impl_token`)
@@ -474,6 +477,11 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     width = _padded_width(impl, D, min(chunk, nq))
     token = impl_token(_CODES[impl])
     offset = np.int64(offset)
+    if run_serial(nq, nx, D):
+        width = _padded_width(impl, D, nq)
+        w = xn - 2 * xc  # as the parallel driver computes it
+        _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, 0, nq, block, token, width)
+        return
     _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, token, width)
 
 
@@ -503,7 +511,11 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
         return
     impl, Xb, xn, yn, yc = _prepare(X, Y)
     block, chunk = _sizes(X.shape[0], X.shape[1])
-    _pairwise_int_kernel(Xb, Y, xn, yn, yc, out, block, chunk, impl_token(_CODES[impl]))
+    token = impl_token(_CODES[impl])
+    if run_serial(X.shape[0], *Y.shape):
+        _pairwise_int_chunk(Xb, Y, xn, yn - 2 * yc, out, 0, X.shape[0], block, token)
+    else:
+        _pairwise_int_kernel(Xb, Y, xn, yn, yc, out, block, chunk, token)
 
 
 def _prepare(Q, X, reuse=False):

@@ -106,6 +106,14 @@ def selection_block_rows(k: int) -> int:
     return int(min(4096, max(64, math.isqrt(max(k, 1)))))
 
 
+def run_serial(n_queries: int, n_rows: int, n_features: int) -> bool:
+    """Whether a search this small runs on the calling thread (the drivers' chunk
+    function called directly, same results): ``settings.knn_parallel_min_work``."""
+    from fastcls._config import settings
+
+    return n_queries * n_rows * n_features < int(settings.knn_parallel_min_work)
+
+
 def new_topk(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Empty top-k buffers: distances +inf, indices -1."""
     return np.full((n_queries, k), np.inf), np.full((n_queries, k), -1, dtype=np.int64)
