@@ -50,3 +50,31 @@ def zero_padded(A, i0, i1, width, n_rows):
     out[:] = 0
     copy_rows(A, i0, i1, out)
     return out
+
+
+@jit
+def padded_chunk(Q, X, c0, c1, width, block):
+    """A query chunk's rows as the uint8 drivers read them: ``(qb, xpad, qsub)``.
+
+    With ``width > 0`` the chunk's queries ``Q[c0:c1]`` are copied into zero-padded rows of
+    ``width`` bytes (``qb``, row ``qi`` of ``Q`` at ``qi - qsub``) and ``xpad`` is the
+    scratch each training block is copied into (:func:`padded_block`); without, ``qb`` is
+    ``Q`` itself and ``xpad`` a placeholder. Zero bytes add nothing to an L1 or a dot sum.
+    """
+    nx = X.shape[0]
+    # written through its own name by the caller: X itself may be typed read-only (memmap)
+    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
+    if width > 0:
+        return zero_padded(Q, c0, c1, width, c1 - c0), xpad, c0
+    return Q, xpad, 0
+
+
+@jit
+def padded_block(X, j0, j1, xpad, width):
+    """Training rows ``j0:j1`` for the tiles: copied into ``xpad`` when ``width > 0`` (see
+    :func:`padded_chunk`); returns the number of the block's first row in what the tiles
+    read (``j0`` in ``xpad``, else 0: they read ``X`` itself)."""
+    if width > 0:
+        copy_rows(X, j0, j1, xpad)
+        return j0
+    return 0

@@ -142,7 +142,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import best_simd, new_buffer, scratch
 from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask
-from fastcls.kernels._rows import copy_rows, zero_padded
+from fastcls.kernels._rows import padded_block, padded_chunk
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, run_serial
@@ -213,11 +213,28 @@ def _sizes(A) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- float tiles
+def _term(bound, a, b):
+    """One term of a fast sum: ``|a - b|``, or ``max(a, b)`` for the absolute bound."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_term, jit_options={"nogil": True}, inline="always")
+def _term_overload(bound, a, b):
+    use_max = token_code(bound)
+    if use_max is None:
+        return None
+    if use_max:
+        return lambda bound, a, b: max(a, b)
+    return lambda bound, a, b: abs(a - b)
+
+
 @jit(fastmath=REDUCE)
-def _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+def _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound):
     """The 8 fast sums ``|Q[qa + a, d] - X[ja + b, d]|`` over features ``d0 <= d < d1`` of
     a 4 x 2 tile (input precision, any order); row numbers past ``qlast`` / ``jlast`` are
     clamped to them.
+
+    With the ``bound`` token of the absolute bound (code 1) the terms are ``max(q_a, x_b)``.
 
     The tile takes the 2-D arrays and row numbers, not row views: a view costs an atomic
     reference-count increment and decrement on the array every thread shares. It is a
@@ -235,17 +252,17 @@ def _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero):
         b0 = X[j0, d]
         b1 = X[j1, d]
         a = Q[q0, d]
-        s00 += abs(a - b0)
-        s01 += abs(a - b1)
+        s00 += _term(bound, a, b0)
+        s01 += _term(bound, a, b1)
         a = Q[q1, d]
-        s10 += abs(a - b0)
-        s11 += abs(a - b1)
+        s10 += _term(bound, a, b0)
+        s11 += _term(bound, a, b1)
         a = Q[q2, d]
-        s20 += abs(a - b0)
-        s21 += abs(a - b1)
+        s20 += _term(bound, a, b0)
+        s21 += _term(bound, a, b1)
         a = Q[q3, d]
-        s30 += abs(a - b0)
-        s31 += abs(a - b1)
+        s30 += _term(bound, a, b0)
+        s31 += _term(bound, a, b1)
     return s00, s01, s10, s11, s20, s21, s30, s31
 
 
@@ -356,34 +373,6 @@ _fmax_4x2_avx2 = _make_fsum_intrinsic(32, use_max=True)
 _fmax_4x2_avx512 = _make_fsum_intrinsic(64, use_max=True)
 
 
-@jit(fastmath=REDUCE)
-def _tile_fmax_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero):
-    """:func:`_tile_float_4x2` with the terms ``max(q_a, x_b)`` (the absolute bound)."""
-    q0 = qa
-    q1 = min(qa + 1, qlast)
-    q2 = min(qa + 2, qlast)
-    q3 = min(qa + 3, qlast)
-    j0 = ja
-    j1 = min(ja + 1, jlast)
-    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
-    for d in range(d0, d1):
-        b0 = X[j0, d]
-        b1 = X[j1, d]
-        a = Q[q0, d]
-        s00 += max(a, b0)
-        s01 += max(a, b1)
-        a = Q[q1, d]
-        s10 += max(a, b0)
-        s11 += max(a, b1)
-        a = Q[q2, d]
-        s20 += max(a, b0)
-        s21 += max(a, b1)
-        a = Q[q3, d]
-        s30 += max(a, b0)
-        s31 += max(a, b1)
-    return s00, s01, s10, s11, s20, s21, s30, s31
-
-
 def _tile_float(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
     """Fast 4 x 2 float tile of implementation ``impl`` and pre-filter ``bound`` (tokens,
     :mod:`._tokens`: ``bound`` code 0 sums ``|q - x|``, code 1 sums ``max(q, x)``)."""
@@ -398,11 +387,10 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
     use_max = token_code(bound)
     if code is None or use_max is None:
         return None
-    loop = _tile_fmax_4x2 if use_max else _tile_float_4x2
     if code == 0:
 
         def portable(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
-            return loop(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
+            return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound)
 
         return portable
     if use_max:
@@ -413,7 +401,7 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
 
     def simd(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
         if d1 - d0 < lanes:
-            return loop(Q, X, qa, qlast, ja, jlast, d0, d1, zero)
+            return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound)
         return fsum(Q, X, qa, qlast, ja, jlast, d0, d1)
 
     return simd
@@ -767,7 +755,7 @@ def _pairwise_float_kernel(X, Y, out, zero, block, chunk):
             j1 = min(j0 + block, ny)
             for qa in range(c0, c1, 4):
                 for j in range(j0, j1, 2):
-                    s = _tile_float_4x2(X, Y, qa, c1 - 1, j, j1 - 1, 0, X.shape[1], zero)
+                    s = _tile_float_4x2(X, Y, qa, c1 - 1, j, j1 - 1, 0, X.shape[1], zero, (0,))
                     for t in range(8):
                         qi = qa + (t >> 1)
                         ji = j + (t & 1)
@@ -808,21 +796,11 @@ def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
     # width > 0: the chunk's queries and each training block are copied into
     # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
     # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
-    qb = Q
-    xb = X
-    qsub = 0
-    # written through its own name: ``xb`` may be typed read-only (a memmapped X)
-    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
-    if width > 0:
-        qb = zero_padded(Q, c0, c1, width, c1 - c0)
-        xb = xpad
-        qsub = c0
+    qb, xpad, qsub = padded_chunk(Q, X, c0, c1, width, block)
+    xb = xpad if width > 0 else X
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
-        xsub = 0
-        if width > 0:
-            copy_rows(X, j0, j1, xpad)
-            xsub = j0
+        xsub = padded_block(X, j0, j1, xpad, width)
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, 2):
                 s = _tile_uint8(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)

@@ -46,7 +46,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
-from fastcls.kernels._rows import copy_rows, zero_padded
+from fastcls.kernels._rows import padded_block, padded_chunk
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.topk import insert_sorted, run_serial
 
@@ -285,21 +285,11 @@ def _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, w
     k = best_d.shape[1]
     tnx = _tile_nx(impl)
     buf = np.empty(16, dtype=np.int64)
-    qb = Qb
-    xb = X
-    qsub = 0
-    # written through its own name: ``xb`` may be typed read-only (a memmapped X)
-    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
-    if width > 0:
-        qb = zero_padded(Qb, c0, c1, width, c1 - c0)
-        xb = xpad
-        qsub = c0
+    qb, xpad, qsub = padded_chunk(Qb, X, c0, c1, width, block)
+    xb = xpad if width > 0 else X
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
-        xsub = 0
-        if width > 0:
-            copy_rows(X, j0, j1, xpad)
-            xsub = j0
+        xsub = padded_block(X, j0, j1, xpad, width)
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, tnx):
                 s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
