@@ -99,6 +99,7 @@ def best_simd(required: dict[str, tuple[str, ...]] | None = None) -> tuple[str, 
 #: module with a run-time choice adds its line here.
 KERNEL_CHOICES: dict[str, str] = {
     "k-NN L1 uint8": "fastcls.kernels.l1:uint8_impl",
+    "k-NN L1 float": "fastcls.kernels.l1:float_impl",
     "k-NN L2 uint8": "fastcls.kernels.l2int:int_impl",
     "linear loss": "fastcls.kernels.losses:kernel_impl",
 }

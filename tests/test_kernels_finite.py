@@ -59,3 +59,19 @@ def test_validation_uses_the_kernel_on_large_arrays(dtype, monkeypatch):
     A[211, 4] = np.inf
     with pytest.raises(ValueError, match=r"X contains infinity \(first at row 211\)"):
         V.assert_all_finite(A, "X")
+
+
+def test_read_only_memmap_through_the_kernel(tmp_path, monkeypatch):
+    """A read-only memmap (training rows on disk) takes the compiled check chunk by chunk."""
+    monkeypatch.setattr(V, "FINITE_KERNEL_MIN_VALUES", 1000)
+    path = tmp_path / "rows.f32"
+    A = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(600, 50))
+    A[:] = 1.0
+    A[457, 13] = -np.inf
+    A.flush()
+    del A
+    rows = np.load(path, mmap_mode="r")
+    assert not rows.flags.writeable
+    with pytest.raises(ValueError, match=r"X contains infinity \(first at row 457\)"):
+        V.assert_all_finite(rows, "X")
+    assert all_within(np.asarray(rows[:400]), LIMIT)

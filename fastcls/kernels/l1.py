@@ -909,6 +909,13 @@ def _exact_uint8_copy(A, out):
     return True
 
 
+def float_impl() -> str:
+    """The float top-k's tile (that of :func:`uint8_impl`) and its pre-filter bound setting,
+    e.g. ``"avx512 (bound auto)"`` (:func:`fastcls.kernels.l1._choose_bound` decides "auto"
+    per call from the data)."""
+    return f"{uint8_impl()} (bound {settings.l1_float_bound})"
+
+
 def as_exact_uint8(A, scratch_name=None):
     """``A`` as uint8 when all its values are integers in 0..255 (else None).
 
