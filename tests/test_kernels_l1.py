@@ -431,9 +431,10 @@ def test_uint8_memmap_training_rows_with_padding(tmp_path, monkeypatch):
     assert_matches_reference(Q, X, 4, d, i)
 
 
-def test_auto_bound_choice():
+def test_auto_bound_choice(monkeypatch):
     """ "auto" takes the absolute bound for data near the origin (pixels, standardised
-    features), the relative one for data far from it or near the float32 maximum."""
+    features), the relative one for data far from it or near the float32 maximum, and for
+    fewer than ABSOLUTE_MIN_QUERIES queries (the rows' sums would cost more than they save)."""
     rng = np.random.default_rng(29)
     pixels = (rng.random((20, 300)) * 255).astype(np.float32)
     scaled = rng.standard_normal((20, 300)).astype(np.float32)
@@ -445,6 +446,8 @@ def test_auto_bound_choice():
         with override(l1_float_bound="auto"):
             return l1._choose_bound(A[:8], A[8:], "avx512", 1024, c)[0]
 
+    assert chosen(pixels) == 0  # 8 queries: below ABSOLUTE_MIN_QUERIES
+    monkeypatch.setattr(l1, "ABSOLUTE_MIN_QUERIES", 8)
     assert chosen(pixels) == 1 and chosen(scaled) == 1
     assert chosen(offset) == 0 and chosen(huge) == 0
     with override(l1_float_bound="nonsense"), pytest.raises(ValueError, match="l1_float_bound"):
