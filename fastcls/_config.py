@@ -275,6 +275,11 @@ class Tunables:
 
     #: linear losses: micro-kernel, None = best for this CPU, or "avx512" / "avx2" / "portable"
     linear_kernel_impl: str | None = None
+    #: SGD loop: prefetch the next batch's rows (into L2) during each step's gradient pass.
+    #: Off: on the Sapphire-Rapids-class Xeon of docs/performance.md it made 1500 steps of
+    #: 200 rows (49000 x 3073) 5.6% slower on 2 threads, 9% on 1, 4% with the AVX2 kernels
+    #: (same-process A/B); measure before turning it on for another CPU
+    linear_prefetch_next_batch: bool = False
     #: linear losses: rows per cache block (a positive multiple of 4)
     linear_row_block_rows: int = 32
     #: linear losses: calls of fewer multiply-adds (rows x D x C) run on the calling thread

@@ -111,6 +111,21 @@ def test_compiled_loop_thread_count_and_path_invariant():
         np.testing.assert_array_equal(r.loss_history, runs[0].loss_history)
 
 
+@pytest.mark.parametrize("batch_size", [36, 600])
+def test_prefetching_the_next_batch_changes_nothing(batch_size):
+    """settings.linear_prefetch_next_batch only moves rows into the cache early."""
+    X, y = data(n=600, D=300, C=10, seed=4)
+    W0 = np.zeros((300, 10), np.float32)
+    kw = {"reg": 1e-3, "learning_rate": 1e-3, "n_iters": 7, "batch_size": batch_size, "seed": 1}
+    runs = []
+    for prefetch in (False, True):
+        with override(linear_prefetch_next_batch=prefetch, linear_parallel_min_work=0):
+            runs.append(sgd_linear("svm", X, y, W0, np.zeros(10, np.float32), **kw))
+    np.testing.assert_array_equal(runs[0].W, runs[1].W)
+    np.testing.assert_array_equal(runs[0].b, runs[1].b)
+    np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
+
+
 def test_progress_from_compiled_chunks(capsys):
     X, y = data()
     sgd_linear("svm", X, y, np.zeros((12, 4), np.float32), None, reg=0.0, learning_rate=0.01,

@@ -111,7 +111,7 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
     stores what it read into ``xb[j + r]``: the packing copy and the first pass of the
     scores are one pass (a separate aligned copy cost as much as the arithmetic on it).
     (Prefetching the next block's rows from this tile made N=256 10% slower; the update
-    tile does it, and only in SGD loops.)
+    tile does it, only in SGD loops that ask for it: ``settings.linear_prefetch_next_batch``.)
     """
 
     @intrinsic

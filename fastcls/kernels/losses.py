@@ -511,10 +511,11 @@ def linear_loss_grad_rows_serial(
                 nr4 = nr + (-nr) % 4
                 # the rows the next block packs: this task's next rows, else the first
                 # rows of this task in the next call (``idx_next``, an SGD loop's next
-                # batch). Only SGD loops (``idx_next`` given) prefetch: a random
-                # mini-batch row's start is a cold miss no hardware prefetcher predicts
-                # (4% per step faster), while a single call's rows stream well without
-                # it (N=256: 4% slower with it)
+                # batch). Only SGD loops (``idx_next`` given) prefetch, and only when
+                # settings.linear_prefetch_next_batch asks: a random mini-batch row's start
+                # is a cold miss no hardware prefetcher predicts (4% per step faster with
+                # the earlier kernel), but since the task body became one function it made
+                # the step 4-9% slower; a single call's rows stream well without it
                 has_next = idx_next.shape[0] > 0 and (r0 + nr < stop or idx_next.shape[0] > start)
                 for r in range(rblock):
                     p = r0 + nr + r
@@ -732,7 +733,7 @@ def _centred_bias(WT, mu, b, bias):
 def sgd_linear_steps(
     X, y, batches, full, WT, b, vWT, vb, it0, n_steps, lrs, momentum, kind, reg, penalty,
     beta, mu, centre, fit_bias, tile, rblock, parallel, bounds, part, part_db, part_loss,
-    dWT, db, bias, history,
+    dWT, db, bias, history, prefetch,
 ):  # fmt: skip
     """``n_steps`` SGD steps of a linear model, entirely compiled (no Python per step).
 
@@ -747,6 +748,9 @@ def sgd_linear_steps(
     With ``centre`` the model is ``scores = (x - mu) W + b``, computed as
     ``x W + (b - mu W)``; its gradient is the raw gradient minus ``db mu^T``. Without
     ``fit_bias`` the bias is zero and ``b`` is left alone.
+
+    With ``prefetch`` each step's gradient pass also prefetches the next step's rows
+    (``settings.linear_prefetch_next_batch``).
 
     Returns the number of steps taken: ``n_steps``, or fewer when a step's loss or
     gradient was not finite (that step's loss is recorded, its update applied).
@@ -764,6 +768,8 @@ def sgd_linear_steps(
         elif k + 1 < n_steps:
             nxt_rows = batches[k + 1]
         else:  # the next chunk's batches are not drawn yet
+            nxt_rows = batches[0][:0]
+        if not prefetch:
             nxt_rows = batches[0][:0]
         m = rows.shape[0]
         if not fit_bias:
