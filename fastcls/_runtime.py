@@ -283,7 +283,11 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- thread pool
-_EXECUTOR: Any = None
+#: one single-thread executor per chunk position: chunk ``i`` of every call runs on the same
+#: thread, so each thread's scratch buffers (keyed by thread) are reused call after call.
+#: A shared pool let a chunk land on whichever worker was idle, sometimes one that had never
+#: held that chunk's buffers, and the kept scratch grew between identical calls.
+_EXECUTORS: list[Any] = []
 _EXECUTOR_LOCK = threading.Lock()
 
 
@@ -292,20 +296,22 @@ def map_chunks(fn: Callable[[int, int], Any], n_items: int, n_threads: int) -> l
 
     Python threads each run a whole pipeline on their chunk with single-threaded
     BLAS and serial numba code: no OpenMP / OpenBLAS pools that spin against each
-    other between short steps. Results come back in chunk order.
+    other between short steps. Results come back in chunk order; chunk ``i`` always runs
+    on the same thread.
     """
-    global _EXECUTOR
     bounds = np.linspace(0, n_items, min(n_threads, n_items) + 1).astype(int)
     chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     if len(chunks) <= 1:
         return [fn(a, b) for a, b in chunks]
     with _EXECUTOR_LOCK:
-        if _EXECUTOR is None or _EXECUTOR._max_workers < len(chunks):
+        while len(_EXECUTORS) < len(chunks):
             from concurrent.futures import ThreadPoolExecutor
 
-            _EXECUTOR = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="fastcls")
-        ex = _EXECUTOR
-    futures = [ex.submit(fn, a, b) for a, b in chunks]
+            _EXECUTORS.append(
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fastcls-{len(_EXECUTORS)}")
+            )
+        executors = _EXECUTORS[: len(chunks)]
+    futures = [ex.submit(fn, a, b) for ex, (a, b) in zip(executors, chunks, strict=True)]
     return [f.result() for f in futures]
 
 
@@ -340,9 +346,9 @@ def _before_fork() -> None:
 
 def _after_fork_in_child() -> None:
     """Run in the child of ``os.fork()``: forget what did not survive the fork."""
-    global _EXECUTOR, _EXECUTOR_LOCK, _BLAS_LOCK
+    global _EXECUTORS, _EXECUTOR_LOCK, _BLAS_LOCK
     # the pool's threads do not exist in the child: a submit would wait forever
-    _EXECUTOR = None
+    _EXECUTORS = []
     # a lock held by another thread at fork time would stay held forever
     _EXECUTOR_LOCK = threading.Lock()
     _BLAS_LOCK = threading.Lock()
