@@ -195,7 +195,9 @@ def horizontal_sums(
     """The sum of the lanes of each vector (scalars, in the order of ``vectors``).
 
     :func:`transposed_tree`, then the lanes left in each group are extracted and added
-    from the first one (none left to add when ``len(vectors) >= lanes``).
+    from the first one (none left to add when ``len(vectors) >= lanes``). Any number of
+    vectors: beyond ``lanes`` they are reduced in consecutive groups of ``lanes``, each
+    its own tree.
     """
     from llvmlite import ir
 

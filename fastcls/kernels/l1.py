@@ -357,9 +357,8 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False):
             while n > 8:  # fold to 8 lanes: one transposed tree for the 8 sums
                 vecs = [halve(v, n) for v in vecs]
                 n //= 2
-            sums = []
-            for g in range(0, 8, n):  # 1 transposed tree of 8 lanes or 2 of 4
-                sums += horizontal_sums(builder, vecs[g : g + n], n, builder.fadd)
+            # one transposed tree of 8 lanes, or two of 4 (the helper groups them)
+            sums = horizontal_sums(builder, vecs, n, builder.fadd)
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
@@ -538,9 +537,8 @@ def _make_sad_intrinsic(width: int):
                 step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
 
             vecs = [builder.load(acc) for acc in accs]
-            sums = []
-            for g in range(0, 8, lanes):  # 8 accumulators: 1 tree of 8 lanes or 2 of 4
-                sums += horizontal_sums(builder, vecs[g : g + lanes], lanes, builder.add)
+            # 8 accumulators: one tree of 8 lanes, or two of 4 (the helper groups them)
+            sums = horizontal_sums(builder, vecs, lanes, builder.add)
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
@@ -961,7 +959,7 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     token = impl_token(_UINT8_CODES[impl])
     offset = np.int64(offset)
     zero = Q.dtype.type(0)
-    if run_serial(*Q.shape[:1], *X.shape):
+    if run_serial(Q.shape[0], *X.shape):
         kc = best_d.shape[1] + m
         cand_a, cand_j = np.full((Q.shape[0], kc), np.inf), np.full((Q.shape[0], kc), -1)
         _topk_float_chunk(
@@ -1067,15 +1065,15 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     # the tiles address rows by stride with unit inner stride (no copy when C-contiguous)
     Q, X = np.ascontiguousarray(Q), np.ascontiguousarray(X)
     block, chunk = _sizes(Q)
-    width = _padded_width(impl, Q.shape[1], min(chunk, Q.shape[0]))
+    nq = Q.shape[0]
+    serial = run_serial(nq, *X.shape)
+    width = _padded_width(impl, Q.shape[1], nq if serial else min(chunk, nq))
     token = impl_token(_UINT8_CODES[impl])
-    if run_serial(*Q.shape[:1], *X.shape):
-        width = _padded_width(impl, Q.shape[1], Q.shape[0])
-        _topk_uint8_chunk(
-            Q, X, np.int64(offset), best_d, best_i, 0, Q.shape[0], block, token, width
-        )
-        return
-    _topk_uint8_kernel(Q, X, np.int64(offset), best_d, best_i, block, chunk, token, width)
+    offset = np.int64(offset)
+    if serial:
+        _topk_uint8_chunk(Q, X, offset, best_d, best_i, 0, nq, block, token, width)
+    else:
+        _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, token, width)
 
 
 def l1_pairwise_float(X, Y, out):

@@ -53,7 +53,7 @@ from fastcls.kernels.topk import insert_sorted, run_serial
 #: int32 accumulators are reduced to int64 at least every this many features
 _SEG_BYTES = 32768
 
-#: implementation name -> literal code the drivers are specialised on
+#: implementation name -> the code of its token (:func:`._tokens.impl_token`)
 INT_CODES = {"portable": 0, "avx2": 1, "vnni": 2}
 
 #: human-readable description of each implementation (``fastcls info``)
@@ -309,15 +309,14 @@ def _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, w
 
 
 @jit(parallel=True)
-def _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, impl, width):
-    """Fused exact distances + top-k; ``d = qn + xn - 2 (dot + xc)`` in int64.
+def _topk_int_kernel(Qb, X, qn, w, offset, best_d, best_i, block, chunk, impl, width):
+    """Fused exact distances + top-k; ``d = qn + w - 2 dot`` in int64, ``w = xn - 2 xc``.
 
     ``width > 0``: each chunk's query bytes and each training block are copied into
     zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile takes the
     masked overlapping tail vector; a zero byte adds 0 to every dot product.
     """
     nq = Qb.shape[0]
-    w = xn - 2 * xc  # d = qn + w - 2 dot
     n_chunks = (nq + chunk - 1) // chunk
     for ch in prange(n_chunks):  # the body is a function: see l1._topk_float_kernel
         c0 = ch * chunk
@@ -344,18 +343,15 @@ def _pairwise_int_chunk(Qb, X, qn, w, out, c0, c1, block, impl):
 
 
 @jit(parallel=True)
-def _pairwise_int_kernel(Qb, X, qn, xn, xc, out, block, chunk, impl):
-    """``out[q, j] = qn + xn - 2 (dot + xc)`` (exact integers) for every pair."""
+def _pairwise_int_kernel(Qb, X, qn, w, out, block, chunk, impl):
+    """``out[q, j] = qn + w - 2 dot`` (exact integers, ``w = xn - 2 xc``) for every pair."""
     nq = Qb.shape[0]
-    w = xn - 2 * xc
     n_chunks = (nq + chunk - 1) // chunk
     for ch in prange(n_chunks):  # the body is a function: see l1._topk_float_kernel
         c0 = ch * chunk
         _pairwise_int_chunk(Qb, X, qn, w, out, c0, min(c0 + chunk, nq), block, impl)
 
 
-#: implementation name -> the code of its token (:func:`._tokens.impl_token`)
-_CODES = {"portable": 0, "avx2": 1, "vnni": 2}
 #: bytes per vector step of each implementation (fewer features: portable)
 _WIDTH = {"portable": 1, "avx2": 16, "vnni": 64}
 
@@ -464,15 +460,15 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
         return
     impl, Qb, qn, xn, xc = _prepare(Q, X, reuse=True)
     block, chunk = _sizes(nq, D)
-    width = _padded_width(impl, D, min(chunk, nq))
-    token = impl_token(_CODES[impl])
+    serial = run_serial(nq, nx, D)
+    width = _padded_width(impl, D, nq if serial else min(chunk, nq))
+    token = impl_token(INT_CODES[impl])
     offset = np.int64(offset)
-    if run_serial(nq, nx, D):
-        width = _padded_width(impl, D, nq)
-        w = xn - 2 * xc  # as the parallel driver computes it
+    w = xn - 2 * xc  # d = qn + w - 2 dot
+    if serial:
         _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, 0, nq, block, token, width)
-        return
-    _topk_int_kernel(Qb, X, qn, xn, xc, offset, best_d, best_i, block, chunk, token, width)
+    else:
+        _topk_int_kernel(Qb, X, qn, w, offset, best_d, best_i, block, chunk, token, width)
 
 
 def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
@@ -501,11 +497,12 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
         return
     impl, Xb, xn, yn, yc = _prepare(X, Y)
     block, chunk = _sizes(X.shape[0], X.shape[1])
-    token = impl_token(_CODES[impl])
+    token = impl_token(INT_CODES[impl])
+    w = yn - 2 * yc
     if run_serial(X.shape[0], *Y.shape):
-        _pairwise_int_chunk(Xb, Y, xn, yn - 2 * yc, out, 0, X.shape[0], block, token)
+        _pairwise_int_chunk(Xb, Y, xn, w, out, 0, X.shape[0], block, token)
     else:
-        _pairwise_int_kernel(Xb, Y, xn, yn, yc, out, block, chunk, token)
+        _pairwise_int_kernel(Xb, Y, xn, w, out, block, chunk, token)
 
 
 def _prepare(Q, X, reuse=False):
