@@ -207,16 +207,15 @@ def assert_all_finite(X: np.ndarray, name: str) -> None:
     from fastcls._config import settings
 
     compiled = flat.size >= FINITE_KERNEL_MIN_VALUES and flat.dtype in (np.float32, np.float64)
+    if compiled:  # imported here: `import fastcls` loads no numba
+        from fastcls.kernels.finite import all_within
     rows = max(1, int(settings.finite_check_rows))
     for start in range(0, max(n, 1), rows):
         block = np.asarray(flat[start : start + rows])
         if block.size == 0:
             continue
-        if compiled and block.flags.c_contiguous:
-            from fastcls.kernels.finite import all_within
-
-            if all_within(block, MAX_ABS_VALUE):
-                continue
+        if compiled and block.flags.c_contiguous and all_within(block, MAX_ABS_VALUE):
+            continue
         # max and min need no temporary (np.abs would copy the block); NaN fails the test
         peak = max(float(block.max()), -float(block.min()))
         if peak <= MAX_ABS_VALUE:
