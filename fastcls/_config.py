@@ -246,6 +246,17 @@ class Tunables:
     l2_direct_max_work: int = 4_000_000
     #: L2: training rows averaged for the centring vector
     l2_centre_rows: int = 1024
+    #: L2 float: how the threads share a search: "queries", "rows" (each thread takes a
+    #: share of the training rows for every query, then the lists are merged) or "auto"
+    #: (rows when the queries make fewer GEMM tiles than there are threads)
+    l2_thread_split: str = "auto"
+    #: L2 float: the GEMM reads the training rows as stored (no centred copy) when they
+    #: are in the working dtype and their norms are at most this many times their
+    #: centred norms (0: always centre); see fastcls.kernels.l2, "Uncentred rows"
+    l2_uncentred_max_ratio: float = 3.0
+    #: L2 float: a fitted model whose rows need a centred copy (float64 rows, or rows far
+    #: from their mean) keeps it when it takes at most this many bytes (0: never)
+    l2_keep_centred_bytes: int = 64 * 2**20
     #: L2 uint8 integer micro-kernel: None = best for this CPU, or "vnni" / "avx2" /
     #: "portable" (fastcls.kernels.l2int)
     l2_uint8_impl: str | None = None

@@ -324,6 +324,7 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
         classes, y_enc = V.check_labels(y, Xa.shape[0])
         with num_threads(self.n_jobs):
             index = build_backend(self.backend, Xa, metric, **self._backend_options())
+            index.prepare()  # what every search of this model would otherwise redo
         self._metric = metric
         self._index = index
         self._y = y_enc
@@ -524,6 +525,8 @@ class KNearestNeighbor(ClassifierMixin, BaseEstimator):
                 backend_names[-1] if backend_names else "backend_arrays",
             )
         profile = profile_from_state(meta, index, d)
+        with num_threads(self.n_jobs):
+            index.prepare()
         self._metric = metric
         self._fit_profile = profile
         self._index = index

@@ -34,6 +34,7 @@ _L2_SETTINGS = {
     "QUERY_TILE": "l2_query_tile_rows",
     "TRAIN_BLOCK": "l2_train_block_rows",
     "N_EXTRA": "l2_extra_candidates",
+    "SPLIT": "l2_thread_split",
 }
 
 
@@ -125,7 +126,13 @@ def test_topk_kernel_equals_reference(seed, D, n_x, n_q, dtype, kind, data):
     Q, X = make_data(rng, n_q, n_x, D, dtype, kind)
     k = data.draw(st.integers(1, n_x), label="k")
     train_tile = data.draw(st.integers(1, n_x), label="train_tile")
-    with l2_params(**SMALL_TILES):
+    split = data.draw(st.sampled_from(["queries", "rows"]), label="split")
+    ratio = data.draw(st.sampled_from([0.0, 3.0, np.inf]), label="uncentred_max_ratio")
+    with (
+        l2_params(**SMALL_TILES, SPLIT=split),
+        fastcls.num_threads(2),
+        override(l2_uncentred_max_ratio=ratio),
+    ):
         d, i = kernel_knn(Q, X, k, train_tile)
     assert_matches_reference(d, i, Q, X, k)
 
@@ -220,12 +227,120 @@ def test_invariant_to_tiles_and_threads(dtype):
     for threads in (1, 2):
         for train_tile in (29, 200):
             for query_tile, block in ((4, 16), (1024, 2048)):
-                with l2_params(DIRECT_MAX_WORK=0, QUERY_TILE=query_tile, TRAIN_BLOCK=block):
-                    with fastcls.num_threads(threads):
+                for split in ("queries", "rows"):
+                    with (
+                        l2_params(
+                            DIRECT_MAX_WORK=0, QUERY_TILE=query_tile, TRAIN_BLOCK=block, SPLIT=split
+                        ),
+                        fastcls.num_threads(threads),
+                    ):
                         runs.append(fastcls.kneighbors(Q, X, 9, "l2", train_tile=train_tile))
     for d, i in runs:  # bit-identical whatever the tiling and thread count
         np.testing.assert_array_equal(i, ref[1])
         np.testing.assert_array_equal(d, ref[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["random", "duplicates", "ties", "near-duplicates"])
+def test_rows_shared_by_many_threads_equal_reference(dtype, kind, monkeypatch):
+    """Four (Python) threads sharing the training rows: candidate lists merged three
+    times, queries centred and reranked in four chunks; prior entries from an earlier
+    tile kept. Same answer as the reference, and as the queries split."""
+    import numba
+
+    rng = np.random.default_rng(21)
+    Q, X = make_data(rng, 23, 300, 48, dtype, kind)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 4)
+    results = {}
+    for split in ("rows", "queries"):
+        with l2_params(DIRECT_MAX_WORK=0, TRAIN_BLOCK=16, N_EXTRA=3, SPLIT=split):
+            results[split] = kernel_knn(Q, X, 8, 170)
+    assert_matches_reference(*results["rows"], Q, X, 8)
+    np.testing.assert_array_equal(results["rows"][0], results["queries"][0])
+    np.testing.assert_array_equal(results["rows"][1], results["queries"][1])
+
+
+def test_thread_split_choice():
+    assert l2._split_rows(500, 10000, 1024, 2048, 2)  # one query tile, two threads
+    assert not l2._split_rows(5000, 10000, 1024, 2048, 2)  # enough query tiles
+    assert not l2._split_rows(500, 1500, 1024, 2048, 2)  # too few rows to share
+    assert not l2._split_rows(500, 10000, 1024, 2048, 1)
+    with override(l2_thread_split="rows"):
+        assert l2._split_rows(5000, 10, 1024, 2048, 2)
+    with override(l2_thread_split="queries"):
+        assert not l2._split_rows(500, 10000, 1024, 2048, 2)
+    with override(l2_thread_split="diagonal"), pytest.raises(ValueError, match="l2_thread_split"):
+        l2._split_rows(500, 10000, 1024, 2048, 2)
+
+
+@pytest.mark.parametrize(
+    "dtype, kind, uncentred",
+    [
+        (np.float32, "random", True),  # the GEMM reads the rows as stored
+        (np.float32, "offset", False),  # rows far from their mean: a centred copy
+        (np.float64, "random", False),  # float64 rows ranked in float32: a copy
+    ],
+)
+def test_fitted_model_prepares_rows_once(dtype, kind, uncentred):
+    """A fitted model prepares its float rows once; searches with and without what it
+    kept, and after a setting it depends on changed, equal the reference."""
+    rng = np.random.default_rng(22)
+    Q, X = make_data(rng, 40, 600, 64, dtype, kind)
+    y = np.arange(600) % 3
+    with l2_params(DIRECT_MAX_WORK=0):
+        model = fastcls.KNearestNeighbor(k=6).fit(X, y)
+        centred = model._index.centred
+        assert centred is not None and centred.uncentred == uncentred
+        assert (centred.rows is X) == uncentred  # no copy of rows taken as stored
+        assert centred.rows.dtype == np.float32
+        d, i = model.kneighbors(Q)
+        with override(l2_keep_centred_bytes=0, l2_uncentred_max_ratio=0):
+            bare = fastcls.KNearestNeighbor(k=6).fit(X, y)
+            assert bare._index.centred is None
+            d0, i0 = bare.kneighbors(Q)
+        with override(l2_uncentred_max_ratio=1e6):  # the kept rows no longer apply
+            d1, i1 = model.kneighbors(Q)
+    dr, ir = kneighbors_reference(Q, X, 6, "l2")
+    for dd, ii in ((d, i), (d0, i0), (d1, i1)):
+        np.testing.assert_array_equal(ii, ir)
+        np.testing.assert_allclose(dd, dr, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 3.0, np.inf])
+@pytest.mark.parametrize("kind", ["random", "offset", "near-duplicates", "zeros"])
+def test_uncentred_and_centred_rows_give_the_reference(ratio, kind):
+    """The GEMM on rows as stored (any ratio allowed) or on a centred copy (ratio 0):
+    the same exact answer, also where uncentred rows make the bound loose (offset)."""
+    rng = np.random.default_rng(24)
+    Q, X = make_data(rng, 30, 400, 72, np.float32, kind)
+    with (
+        l2_params(DIRECT_MAX_WORK=0, TRAIN_BLOCK=64, N_EXTRA=4),
+        override(l2_uncentred_max_ratio=ratio),
+    ):
+        centred = l2.centre_rows(X)
+        # near-duplicates sit far from zero compared with their spread, as offset rows do
+        far = kind in ("offset", "near-duplicates")
+        assert centred.uncentred == (ratio == np.inf or (ratio == 3.0 and not far))
+        d, i = kernel_knn(Q, X, 5, 400)
+    assert_matches_reference(d, i, Q, X, 5)
+
+
+def test_fitted_rows_kept_only_in_memory_and_within_budget(tmp_path):
+    rng = np.random.default_rng(23)
+    X = rng.random((300, 16)).astype(np.float32)
+    far = X + 1e4  # needs a centred copy
+    y = np.arange(300) % 2
+    assert fastcls.KNearestNeighbor(k=3).fit(X, y)._index.centred.rows is X
+    assert fastcls.KNearestNeighbor(k=3).fit(far, y)._index.centred is not None
+    with override(l2_keep_centred_bytes=far.nbytes - 1):  # no room for the copy
+        assert fastcls.KNearestNeighbor(k=3).fit(far, y)._index.centred is None
+        assert fastcls.KNearestNeighbor(k=3).fit(X, y)._index.centred is not None
+    pixels = rng.integers(0, 256, (300, 16)).astype(np.float32)  # the integer kernel's
+    assert fastcls.KNearestNeighbor(k=3).fit(pixels, y)._index.centred is None
+    assert fastcls.KNearestNeighbor(k=3, metric="l1").fit(X, y)._index.centred is None
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=X.shape)
+    mm[:] = X
+    assert fastcls.KNearestNeighbor(k=3).fit(mm, y)._index.centred is None
 
 
 def test_uint8_equals_float64_on_same_values():

@@ -62,6 +62,11 @@ class SearchBackend(abc.ABC):
         self.n_features = int(X.shape[1])
         self.dtype = np.dtype(X.dtype)
 
+    def prepare(self) -> None:
+        """Precompute what repeated searches share (called by fitted models, not by
+        one-shot searches). The default does nothing."""
+        return None
+
     @classmethod
     def check_options(cls, options: dict[str, Any], kind: str = "build") -> None:
         """Refuse options this backend does not take, naming the ones it does."""

@@ -22,6 +22,8 @@ __all__ = ["NumbaBackend", "search_rows"]
 PROGRESS_STEPS = 20
 #: ... but never query blocks smaller than this (a GEMM tile stays efficient)
 PROGRESS_MIN_QUERIES = 1024
+#: at most this many bytes of evenly spaced rows decide whether float rows are pixels
+PIXEL_SAMPLE_BYTES = 1 << 20
 
 
 def search_rows(
@@ -33,6 +35,7 @@ def search_rows(
     offset: int = 0,
     train_tile: int | None = None,
     progress: bool | None = False,
+    centred: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each query among the rows of ``X`` with the fused kernels.
 
@@ -51,6 +54,10 @@ def search_rows(
         Rows per streamed tile (default :func:`~fastcls.backends.rows.default_train_tile`).
     progress : bool or None
         A progress bar over tiles on stderr (``None``: when stderr is a terminal).
+    centred : fastcls.kernels.l2.CentredRows, optional
+        ``X`` (in memory) centred for the float L2 kernel by
+        :func:`~fastcls.kernels.l2.centre_rows`: searched as one tile without centring
+        it again.
 
     Returns
     -------
@@ -64,10 +71,13 @@ def search_rows(
     from fastcls.kernels.topk import new_topk, use_block_selection
 
     kernel = topk_kernel(metric, Q.dtype)
+    rows = train_tile or default_train_tile(X)
     if use_block_selection(k, X.shape[0]):
         kernel = functools.partial(_select_by_blocks, kernel)
+    elif centred is not None and metric != "l1" and Q.dtype.kind == "f":
+        kernel = functools.partial(kernel, centred=centred)
+        rows = X.shape[0]
     best_d, best_i = new_topk(Q.shape[0], k)
-    rows = train_tile or default_train_tile(X)
     n_tiles = -(-X.shape[0] // rows)
     # with progress shown, long searches also step over query blocks (each query's
     # top-k is independent, so results are identical) to report often enough
@@ -129,6 +139,8 @@ class NumbaBackend(SearchBackend):
     def __init__(self, X: Any, metric: str, **options: Any) -> None:
         super().__init__(X, metric, **options)
         self.X_pixels = self._whole_pixels(X, metric)
+        self.centred: Any = None
+        self.prepared = False
 
     @staticmethod
     def _whole_pixels(X: Any, metric: str) -> np.ndarray | None:
@@ -154,6 +166,50 @@ class NumbaBackend(SearchBackend):
             return None
         return as_exact_uint8(X)
 
+    def prepare(self) -> None:
+        """Prepare in-memory float training rows once for the L2 kernel, for a fitted model.
+
+        Every float L2 search otherwise prepares each training tile again: the centring
+        vector, the centred norms (a pass over the rows) and, for rows the GEMM cannot
+        take as stored (float64 rows, rows far from their mean), a centred copy. What
+        :func:`fastcls.kernels.l2.centre_rows` makes is kept when it needs no copy, or a
+        copy of at most ``settings.l2_keep_centred_bytes``; searches then take the rows
+        as one tile. Pixels (whole numbers, the integer kernels) and memmaps are left
+        alone. Results are identical either way.
+        """
+        from fastcls._config import settings
+
+        self.centred = self._centred_rows(int(settings.l2_keep_centred_bytes))
+        self.prepared = True
+
+    def _centred_rows(self, copy_max_bytes: int) -> Any:
+        """:func:`fastcls.kernels.l2.centre_rows` of in-memory float rows searched with L2
+        (None for other rows, or when a centred copy would exceed ``copy_max_bytes``)."""
+        from fastcls._config import settings
+        from fastcls.kernels import l2
+
+        X = self.X
+        if (
+            self.metric == "l1"
+            or self.X_pixels is not None
+            or not isinstance(X, np.ndarray)
+            or isinstance(X, np.memmap)
+            or X.dtype.kind != "f"
+            or not X.flags.c_contiguous
+            or X.shape[0] == 0
+        ):
+            return None
+        if settings.l2_uint8_shortcut:
+            from fastcls.kernels.l1 import as_exact_uint8
+
+            # pixels too many to copy at once: the integer kernel, tile by tile (a
+            # sample decides; rows that are not pixels after all are still exact)
+            n_sample = max(1, min(64, PIXEL_SAMPLE_BYTES // X[0].nbytes))
+            sample = np.ascontiguousarray(X[:: max(1, X.shape[0] // n_sample)])
+            if as_exact_uint8(sample) is not None:
+                return None
+        return l2.centre_rows(X, keep=True, copy_max_bytes=copy_max_bytes)
+
     def search_promoted(
         self, Q: np.ndarray, k: int, **options: Any
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -168,9 +224,15 @@ class NumbaBackend(SearchBackend):
 
         def run(Qs: np.ndarray, Xs: Any) -> tuple[np.ndarray, np.ndarray]:
             tile = self.train_tile
+            centred = None
+            if Xs is self.X and tile is None and Qs.dtype.kind == "f":
+                # a one-shot search: rows the GEMM takes as stored are searched as one
+                # tile (no copy, so no tile bound needed); others tile by tile
+                centred = self.centred if self.prepared else self._centred_rows(0)
             return search_rows(
-                Qs, Xs, k, self.metric, train_tile=tile, progress=options.get("progress")
-            )
+                Qs, Xs, k, self.metric, train_tile=tile, progress=options.get("progress"),
+                centred=centred,
+            )  # fmt: skip
 
         if self.X_pixels is not None and Q.dtype.kind == "f":
             from fastcls.kernels.l1 import as_exact_uint8

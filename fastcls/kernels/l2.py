@@ -27,7 +27,11 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
    ``settings.l2_float64_sgemm`` is off or the centred rows exceed ``2^58`` in norm,
    then float64; the bound below holds for either, as it covers rounding to ``w``).
    Distances are translation invariant, and centring makes the
-   norms, hence the cancellation error of the GEMM trick, small.
+   norms, hence the cancellation error of the GEMM trick, small. Rows already in
+   ``w`` that sit near the origin compared with their spread (norms at most
+   ``settings.l2_uncentred_max_ratio`` times the centred norms in the sample that
+   gives ``c``) are not copied: the GEMM reads them as stored (see "Uncentred rows").
+   A fitted model prepares its rows once (:func:`centre_rows`).
 2. **GEMM + fused selection.** Per query tile (``settings.l2_query_tile_rows``) and
    training block (``settings.l2_train_block_rows``): ``G = (-2 Q') X'^T`` (sgemm /
    dgemm; scaling by -2 is exact), then, while the block is fresh, each query scans
@@ -62,15 +66,30 @@ n u / (1 - n u)``, ``S = (|q'| + |x'|)^2`` and ``d`` the exact squared distance.
 * float64 side: the norms (``gamma_D(2^-53)`` each), the sum ``|q'|^2 + s`` and the
   exact rerank itself (``gamma_{D+2}(2^-53) d``): ``<= gamma_{3D+16}(2^-53) S``.
 
-Hence ``|(|q'|^2 + s) - r| <= E := gamma_{D+16}(u) S + gamma_{3D+16}(2^-53) S + E_abs``
+Hence ``|(|q'|^2 + s) - r| <= E := gamma_{D+16}(u) S + gamma_{4D+16}(2^-53) S + E_abs``
 for the reranked value ``r`` of every pair, with ``S`` bounded per query by
-``(|q'| + max_j |x'_j|)^2`` and ``E_abs = (3D + 16) 2^-130`` (float32) or
+``(|q'| + max_j |x'_j|)^2`` and ``E_abs = (4D + 16) 2^-130`` (float32) or
 ``2^-1060`` (float64) covering gradual underflow (the bound assumes IEEE arithmetic
 without flush-to-zero, which is the default). Every rejected row has ``s >= t_final``
 (the threshold only decreases), so ``r >= |q'|^2 + t_final - E > k-th``: it can
 neither enter nor tie. Tiles whose centred norms could overflow ``w`` (``S > 2^120``
 in float32, ``2^1000`` in float64) or where ``(D + 16) u >= 1/2`` take the direct
 exact path.
+
+Uncentred rows
+--------------
+With the rows ``x`` as stored, the GEMM yields ``G = -2 q'.x = -2 q'.x' - 2 q'.c``, and
+``s = |x'|^2 + G`` (``|x'|^2 = |x - c|^2`` in float64, rounded to ``w``) is added to
+the per-query float64 base ``|q'|^2 + 2 q'.c`` instead of ``|q'|^2``: the same estimate
+of ``d``, shifted inside ``s`` by a per-query constant, so the selection's order, the
+thresholds (kept in the same shifted units) and the certificate are unchanged. With
+``R >= max(|x'|, |x|, |c|)`` over the rows and ``S = (|q'| + R)^2``, every term above keeps
+its form: the GEMM ``2 gamma_D(u) |q'| |x| <= gamma_D(u) S / 2``; rounding ``|x'|^2`` and
+``s`` (``|s| <= 3 S / 2``) ``<= 3 u S (1 + gamma)``; the float64 ``2 q'.c`` adds
+``gamma_D(2^-53) S / 2``, hence ``gamma_{4D+16}(2^-53)`` for the float64 side below. The
+coefficient used, ``gamma_{D+16}(u) + gamma_{4D+16}(2^-53)``, covers both layouts. The
+price is a larger ``S`` (``R`` about twice the centred radius for pixel-like data), so a
+few more candidates are reranked; rows far from the origin (large ``R``) keep the copy.
 
 Exact distances
 ---------------
@@ -97,7 +116,13 @@ With ``n = numba.get_num_threads()`` (:func:`fastcls.set_num_threads`), the quer
 are split into ``n`` contiguous chunks and each chunk runs the whole pipeline (GEMM,
 selection, rerank, fallback) in its own Python thread, with BLAS limited to one
 thread (a cached ``threadpoolctl`` controller) and serial numba kernels (``nogil``;
-NumPy's GEMM releases the GIL too). Alternating a multi-threaded OpenBLAS GEMM with
+NumPy's GEMM releases the GIL too). When the queries make fewer GEMM tiles than there
+are threads (``settings.l2_thread_split``), the threads share the training rows
+instead, so they stream from memory once rather than once per thread: the queries are
+centred in chunks, each thread multiplies them by its share of the rows and keeps its
+own candidate lists, the lists are merged (a row a thread rejected lies beyond that
+thread's threshold, hence beyond the merged one, which is never larger), and the
+rerank and certificate run in chunks of queries. Alternating a multi-threaded OpenBLAS GEMM with
 numba's OpenMP regions was up to 1.5x slower on 2 shared cores: each pool's idle
 threads spin while the other works. Queries are independent, so results do not
 depend on ``n``. The direct path (small calls) and the pairwise kernels use numba's
@@ -105,8 +130,9 @@ parallel loops and BLAS with ``n`` threads instead.
 
 Memory
 ------
-Per call: the centred training tile (``nx x D`` in ``w``) and, per thread, a centred
-query tile and a GEMM block, all scratch buffers (:func:`fastcls._runtime.scratch`)
+Per call: the centred training tile (``nx x D`` in ``w``; none for rows the GEMM takes
+as stored, or a fitted model's kept copy, at most ``settings.l2_keep_centred_bytes``)
+and, per thread, a centred query tile and a GEMM block, all scratch buffers (:func:`fastcls._runtime.scratch`)
 reused across the tiles of a search and freed when it returns
 (``settings.knn_scratch_keep_bytes``). The query tile shrinks when the threads' query
 scratch together would exceed ``settings.l2_query_scratch_bytes``, so memory does not
@@ -119,6 +145,7 @@ certificate refused (recomputed by the direct scan).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange, types
@@ -421,19 +448,162 @@ def _query_tile(D: int, tb: int, itemsize: int, n_threads: int) -> int:
 STATS = {"gemm_calls": 0, "fallback_queries": 0, "direct_calls": 0}
 
 
-def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
+class CentredRows(NamedTuple):
+    """What the float GEMM path needs of a training tile besides the rows (:func:`centre_rows`)."""
+
+    #: (D,) the centring vector ``c``, in the working dtype
+    centre: np.ndarray
+    #: (n, D) the rows the GEMM reads: ``X - c`` in the working dtype, or ``X`` itself
+    #: when ``uncentred``
+    rows: np.ndarray
+    #: (n,) the squared norms of the centred rows, computed in float64 and rounded to
+    #: the working dtype (overflow: infinity)
+    norms_w: np.ndarray
+    #: ``R``: at least the norm of every centred row (and of every row and of ``c`` when
+    #: ``uncentred``), the radius in the error bound's ``S = (|q'| + R)^2``
+    xmax: float
+    #: the GEMM multiplies the centred queries by the rows as stored (no centred copy)
+    uncentred: bool
+    #: the settings it was made under (:func:`centring_key`)
+    key: tuple
+
+
+def centring_key(dtype: np.dtype) -> tuple:
+    """What a :class:`CentredRows` of rows of ``dtype`` depends on besides the rows."""
+    return (
+        np.dtype(dtype),
+        bool(settings.l2_float64_sgemm),
+        int(settings.l2_centre_rows),
+        float(settings.l2_uncentred_max_ratio),
+    )
+
+
+@jit(fastmath=REDUCE)
+def _norms_serial(A, c, norms_w):
+    """``norms_w[i] = |A[i] - c|^2`` (float64, rounded to ``norms_w``'s dtype) for every
+    row; returns the largest ``|A[i] - c|^2`` and the largest ``|A[i]|^2`` (float64)."""
+    top_centred = 0.0
+    top_plain = 0.0
+    for i in range(A.shape[0]):
+        s = 0.0
+        p = 0.0
+        for d in range(A.shape[1]):
+            a = np.float64(A[i, d])
+            w = a - np.float64(c[d])
+            s += w * w
+            p += a * a
+        norms_w[i] = s
+        # written so that NaN (not possible in validated rows) would propagate
+        top_centred = s if not s <= top_centred else top_centred
+        top_plain = p if not p <= top_plain else top_plain
+    return top_centred, top_plain
+
+
+@jit(fastmath=REDUCE)
+def _dot_rows_serial(A, v, out):
+    """``out[i] = A[i] . v`` in float64 (``v`` float64), every row."""
+    for i in range(A.shape[0]):
+        s = 0.0
+        for d in range(A.shape[1]):
+            s += np.float64(A[i, d]) * v[d]
+        out[i] = s
+
+
+def centre_rows(
+    X: np.ndarray, *, keep: bool = False, copy_max_bytes: int | None = None
+) -> CentredRows | None:
+    """Centre the training rows ``X`` (float32 or float64) for the float GEMM path.
+
+    The working dtype is float32, also for float64 rows (twice the GEMM rate: the
+    certificate's bound covers the rounding of the centred rows to it, and the rerank is
+    float64) unless ``settings.l2_float64_sgemm`` is off or the centred rows exceed
+    ``2^58`` in norm (then float64).
+
+    Rows already in the working dtype whose norms are at most
+    ``settings.l2_uncentred_max_ratio`` times their centred norms (in the rows averaged
+    for ``c``) are not copied: the GEMM reads them as they are and only the centred
+    norms are computed (see "Uncentred rows" in the module docstring). Otherwise
+    ``keep=False`` puts the centred rows in this thread's scratch (valid until the
+    search returns) and ``keep=True`` allocates them, for a fitted model to search many
+    times (:class:`fastcls.backends.numba.NumbaBackend`); None is returned instead when
+    that copy would take more than ``copy_max_bytes``.
+    """
+    import numba
+
+    nx, D = X.shape
+    n_threads = int(numba.get_num_threads())
+    f64_in_f32 = X.dtype == np.float64 and settings.l2_float64_sgemm
+    wdtype = np.float64 if X.dtype == np.float64 and not f64_in_f32 else np.float32
+    key = centring_key(X.dtype)
+    ratio = float(settings.l2_uncentred_max_ratio)
+    if X.dtype == wdtype and ratio > 0:
+        step = max(1, nx // max(1, int(settings.l2_centre_rows)))
+        sample = X[::step]
+        c = sample.mean(axis=0, dtype=np.float64).astype(wdtype)
+        xn_w = np.empty(nx, dtype=wdtype)
+        top_centred, top_plain = _norms_serial(sample, c, xn_w[: sample.shape[0]])
+        if top_plain <= ratio**2 * top_centred:
+            with np.errstate(over="ignore"):  # overflow -> the direct path of the search
+                tops = map_chunks(lambda a, b: _norms_serial(X[a:b], c, xn_w[a:b]), nx, n_threads)
+            c64 = c.astype(np.float64)
+            top = max(float(np.dot(c64, c64)), *(max(t) for t in tops))
+            return CentredRows(c, X, xn_w, math.sqrt(top), True, key)
+
+    if copy_max_bytes is not None and nx * D * np.dtype(wdtype).itemsize > copy_max_bytes:
+        return None
+
+    def centred(wdtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        c = _centre(X, wdtype, False)
+        Xc = np.empty((nx, D), wdtype) if keep else scratch("xc", (nx, D), wdtype)
+        xn = np.empty(nx)
+        with np.errstate(over="ignore"):
+            map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
+        return c, Xc, xn, math.sqrt(float(xn.max()))
+
+    c, Xc, xn, xmax = centred(wdtype)
+    if f64_in_f32 and not xmax <= 2.0**58:  # centred rows beyond float32's safe range
+        wdtype = np.float64
+        if copy_max_bytes is not None and Xc.nbytes * 2 > copy_max_bytes:
+            return None
+        c, Xc, xn, xmax = centred(wdtype)
+    with np.errstate(over="ignore"):  # overflow -> the direct path of the search
+        xn_w = xn.astype(wdtype)
+    return CentredRows(c, Xc, xn_w, xmax, False, key)
+
+
+@jit
+def _merge_candidates(cand_s, cand_j, other_s, other_j):
+    """Keep in ``cand`` the smallest entries of ``cand`` and ``other`` (both sorted by
+    ``s``; ``other`` from later training rows, so on equal ``s`` ``cand`` goes first)."""
+    nq, m = cand_s.shape
+    tmp_s = np.empty(m, dtype=cand_s.dtype)
+    tmp_j = np.empty(m, dtype=np.int64)
+    for q in range(nq):
+        a = 0
+        b = 0
+        for p in range(m):
+            if other_s[q, b] < cand_s[q, a]:
+                tmp_s[p] = other_s[q, b]
+                tmp_j[p] = other_j[q, b]
+                b += 1
+            else:
+                tmp_s[p] = cand_s[q, a]
+                tmp_j[p] = cand_j[q, a]
+                a += 1
+        for p in range(m):
+            cand_s[q, p] = tmp_s[p]
+            cand_j[q, p] = tmp_j[p]
+
+
+def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> None:
     nq, D = Q.shape
     nx = X.shape[0]
     k = best_d.shape[1]
     if nq == 0 or nx == 0:
         return
-    # float64 inputs are ranked in float32 too (twice the GEMM rate): the certificate's
-    # bound covers the rounding of the centred rows to the working precision, and the
-    # rerank is float64; rows too large for float32 switch back to a float64 GEMM below
-    f64_in_f32 = Q.dtype == np.float64 and settings.l2_float64_sgemm
-    wdtype = np.float64 if Q.dtype == np.float64 and not f64_in_f32 else np.float32
-    u = U64 if wdtype is np.float64 else U32
     m = min(k + int(settings.l2_extra_candidates), nx)
+    wdtype = np.float64 if Q.dtype == np.float64 and not settings.l2_float64_sgemm else np.float32
+    u = U64 if wdtype is np.float64 else U32
     if nq * nx * D <= settings.l2_direct_max_work or m >= nx or (D + 16) * u >= 0.5:
         STATS["direct_calls"] += 1
         _direct(Q, X, offset, best_d, best_i, np.arange(nq))
@@ -442,76 +612,153 @@ def _topk(Q, X, offset, best_d, best_i, uint8: bool) -> None:
     import numba
 
     n_threads = int(numba.get_num_threads())
-    c = _centre(X, wdtype, uint8)
-    Xc = scratch("xc", (nx, D), wdtype)
-    xn = np.empty(nx)
-    with np.errstate(over="ignore"):
-        map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
-    xmax = math.sqrt(float(xn.max()))
-    if f64_in_f32 and not xmax <= 2.0**58:  # centred rows beyond float32's safe range
-        wdtype, u = np.float64, U64
-        c = _centre(X, wdtype, uint8)
-        Xc = scratch("xc", (nx, D), wdtype)
-        map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
-        xmax = math.sqrt(float(xn.max()))
-    with np.errstate(over="ignore"):  # overflow -> the direct path below
-        xn_w = xn.astype(wdtype)
-    coef = (gamma(D + 16, u) + gamma(3 * D + 16, U64)) * (1.0 + 2.0**-20)
-    e_abs = (3 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
+    if centred is None or centred.key != centring_key(X.dtype) or centred.rows.shape[0] != nx:
+        centred = centre_rows(X)
+    assert centred is not None
+    c, Xc, xn_w, xmax = centred.centre, centred.rows, centred.norms_w, centred.xmax
+    c64 = c.astype(np.float64) if centred.uncentred else None
+    wdtype = Xc.dtype.type
+    u = U64 if wdtype is np.float64 else U32
+    coef = (gamma(D + 16, u) + gamma(4 * D + 16, U64)) * (1.0 + 2.0**-20)
+    e_abs = (4 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
     tb = max(_CHUNK, int(settings.l2_train_block_rows))
     qt = _query_tile(D, tb, np.dtype(wdtype).itemsize, n_threads)
 
+    def centre_queries(Qt: np.ndarray, Qc: np.ndarray, qn: np.ndarray) -> np.ndarray | None:
+        """Centre and scale a query tile, turn ``qn`` into the float64 base ``|q'|^2``
+        (plus ``2 q'.c`` for uncentred rows) that ``s`` is added to; returns the error
+        bounds, or None when the rows are too large for the GEMM path."""
+        _centre_rows_serial(Qt, c, Qc, qn)
+        np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
+        S = (np.sqrt(qn) + xmax) ** 2
+        if not np.isfinite(S).all() or float(S.max()) > s_max:
+            return None
+        if c64 is not None:  # -2 q'.x = -2 q'.x' - 2 q'.c: add 2 q'.c back per query
+            dots = np.empty(qn.shape[0])
+            _dot_rows_serial(Qc, c64, dots)
+            qn -= dots
+        return coef * S + e_abs
+
+    def pruning(bd: np.ndarray, qn: np.ndarray, err: np.ndarray) -> np.ndarray:
+        kth = bd[:, k - 1]
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.where(np.isfinite(kth), kth - qn + 2.0 * err, np.inf).astype(wdtype)
+
+    def select(Qc, t_prev, r0: int, r1: int, cand_s, cand_j) -> None:
+        """GEMM blocks of rows r0:r1 and the fused selection (ids relative to the tile)."""
+        G = None
+        n_blocks = -(-(r1 - r0) // tb)
+        step = -(-(r1 - r0) // n_blocks)  # equal blocks: a short last one runs slower
+        step += (-step) % _CHUNK
+        for bs in range(r0, r1, step):
+            be = min(r1, bs + step)
+            if G is None or G.shape[1] != be - bs:
+                G = scratch("g", (Qc.shape[0], be - bs), wdtype)
+            np.matmul(Qc, Xc[bs:be].T, out=G)
+            _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
+
+    def rerank(Qt, qn, cand_s, cand_j, t_prev, err, bd, bi) -> int:
+        """Exact rerank and certificate; refused queries rescanned: returns their count."""
+        fb = np.zeros(Qt.shape[0], dtype=np.int64)
+        _rerank(Qt, X, offset, qn, cand_s, cand_j, t_prev, err, bd, bi, fb)
+        redo = np.flatnonzero(fb)
+        if redo.size:
+            _direct_serial(Qt, X, offset, bd, bi, redo)
+        return int(redo.size)
+
     def queries(q0: int, q1: int) -> int:
-        """The whole pipeline for queries q0:q1 (one thread): returns #fallbacks."""
+        """The whole pipeline for queries q0:q1 on one thread: returns #fallbacks."""
         n_fallback = 0
         for qs in range(q0, q1, qt):
             qe = min(q1, qs + qt)
-            Qt = Q[qs:qe]
-            bd = best_d[qs:qe]
-            bi = best_i[qs:qe]
+            Qt, bd, bi = Q[qs:qe], best_d[qs:qe], best_i[qs:qe]
             Qc = scratch("qc", (qe - qs, D), wdtype)
             qn = np.empty(qe - qs)
-            _centre_rows_serial(Qt, c, Qc, qn)
-            np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
-            S = (np.sqrt(qn) + xmax) ** 2
-            if not np.isfinite(S).all() or float(S.max()) > s_max:
+            err = centre_queries(Qt, Qc, qn)
+            if err is None:
                 _direct_serial(Qt, X, offset, bd, bi, np.arange(qe - qs))
                 continue
-            err = coef * S + e_abs
-            kth = bd[:, k - 1]
-            with np.errstate(invalid="ignore", over="ignore"):
-                t_prev = np.where(np.isfinite(kth), kth - qn + 2.0 * err, np.inf).astype(wdtype)
+            t_prev = pruning(bd, qn, err)
             cand_s = np.full((qe - qs, m), np.inf, dtype=wdtype)
             cand_j = np.full((qe - qs, m), -1, dtype=np.int64)
-            G = None
-            for bs in range(0, nx, tb):
-                be = min(nx, bs + tb)
-                if G is None or G.shape[1] != be - bs:
-                    G = scratch("g", (qe - qs, be - bs), wdtype)
-                np.matmul(Qc, Xc[bs:be].T, out=G)
-                _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
-            fb = np.zeros(qe - qs, dtype=np.int64)
-            _rerank(Qt, X, offset, qn, cand_s, cand_j, t_prev, err, bd, bi, fb)
-            redo = np.flatnonzero(fb)
-            if redo.size:
-                _direct_serial(Qt, X, offset, bd, bi, redo)
-                n_fallback += int(redo.size)
+            select(Qc, t_prev, 0, nx, cand_s, cand_j)
+            n_fallback += rerank(Qt, qn, cand_s, cand_j, t_prev, err, bd, bi)
         return n_fallback
 
+    def rows_split(qs: int, qe: int) -> int:
+        """Queries qs:qe with the threads sharing the training rows: the queries are
+        centred, and later reranked, in chunks of queries; each thread multiplies them
+        by its share of the rows and keeps its own candidates; the candidate lists are
+        merged (a row rejected by any thread lies beyond the merged threshold) before
+        the rerank. Returns #fallbacks."""
+        Qt, bd, bi = Q[qs:qe], best_d[qs:qe], best_i[qs:qe]
+        Qc = scratch("qc_shared", (qe - qs, D), wdtype)
+        qn = np.empty(qe - qs)
+        errs = map_chunks(
+            lambda a, b: centre_queries(Qt[a:b], Qc[a:b], qn[a:b]), qe - qs, n_threads
+        )
+        if any(e is None for e in errs):
+            _direct(Qt, X, offset, bd, bi, np.arange(qe - qs))
+            return 0
+        err = np.concatenate(errs)
+        t_prev = pruning(bd, qn, err)
+        bounds = np.linspace(0, nx, n_threads + 1).astype(int)
+
+        def share(t: int, _: int) -> tuple[np.ndarray, np.ndarray]:
+            cand_s = np.full((qe - qs, m), np.inf, dtype=wdtype)
+            cand_j = np.full((qe - qs, m), -1, dtype=np.int64)
+            select(Qc, t_prev, int(bounds[t]), int(bounds[t + 1]), cand_s, cand_j)
+            return cand_s, cand_j
+
+        lists = map_chunks(share, n_threads, n_threads)
+        cand_s, cand_j = lists[0]
+        for other_s, other_j in lists[1:]:  # in row order
+            _merge_candidates(cand_s, cand_j, other_s, other_j)
+        return sum(
+            map_chunks(
+                lambda a, b: rerank(
+                    Qt[a:b], qn[a:b], cand_s[a:b], cand_j[a:b], t_prev[a:b], err[a:b],
+                    bd[a:b], bi[a:b],
+                ),
+                qe - qs,
+                n_threads,
+            )
+        )  # fmt: skip
+
     with single_threaded_blas():
-        n_fallback_total = sum(map_chunks(queries, nq, n_threads))
+        if _split_rows(nq, nx, qt, tb, n_threads):
+            # fewer query tiles than threads: the threads share the training rows, which
+            # then stream from memory once (split by queries, each thread reads them all)
+            step = -(-nq // -(-nq // qt))  # equal query tiles
+            n_fallback_total = sum(rows_split(qs, min(nq, qs + step)) for qs in range(0, nq, step))
+        else:
+            n_fallback_total = sum(map_chunks(queries, nq, n_threads))
     STATS["fallback_queries"] += n_fallback_total
 
 
-def sqeuclidean_topk_float(Q, X, offset, best_d, best_i) -> None:
+def _split_rows(nq: int, nx: int, qt: int, tb: int, n_threads: int) -> bool:
+    """Whether the threads share the training rows (else the queries) of a search."""
+    mode = settings.l2_thread_split
+    if mode not in ("auto", "queries", "rows"):
+        raise ValueError(f"l2_thread_split must be 'auto', 'queries' or 'rows', got {mode!r}")
+    if n_threads < 2 or nx < n_threads:
+        return False
+    if mode != "auto":
+        return mode == "rows"
+    # each thread's share of the rows makes at least one full GEMM block of 1024 rows
+    return -(-nq // qt) < n_threads and nx >= n_threads * min(tb, 1024)
+
+
+def sqeuclidean_topk_float(Q, X, offset, best_d, best_i, centred=None) -> None:
     """Merge the exact squared-L2 neighbours among ``X`` (global ids ``offset + j``).
 
     Q (n_q, D), X (n_x, D): C-contiguous, both float32 or both float64. ``best_d``
     (n_q, k) float64 and ``best_i`` (n_q, k) int64 are updated in place.
     Pixel data stored as floats (every value of Q and X an integer in 0..255) take the
     exact integer kernel when ``settings.l2_uint8_shortcut`` is on: the distances are
-    the same exact integers.
+    the same exact integers. ``centred``: :func:`centre_rows` of ``X`` made earlier (a
+    fitted model's), used instead of centring ``X`` again when it still applies.
     """
     if Q.shape[0] == 0 or X.shape[0] == 0:
         return
@@ -523,7 +770,7 @@ def sqeuclidean_topk_float(Q, X, offset, best_d, best_i) -> None:
         if Xu is not None:
             sqeuclidean_topk_int(Qu, Xu, offset, best_d, best_i)
             return
-    _topk(Q, X, offset, best_d, best_i, uint8=False)
+    _topk(Q, X, offset, best_d, best_i, centred)
 
 
 def sqeuclidean_topk_uint8(Q, X, offset, best_d, best_i) -> None:
