@@ -101,6 +101,7 @@ KERNEL_CHOICES: dict[str, str] = {
     "k-NN L1 uint8": "fastcls.kernels.l1:uint8_impl",
     "k-NN L1 float": "fastcls.kernels.l1:float_impl",
     "k-NN L2 uint8": "fastcls.kernels.l2int:int_impl",
+    "k-NN L2 float": "fastcls.kernels.l2:float_impl",
     "linear loss": "fastcls.kernels.losses:kernel_impl",
 }
 #: the CPU flags that decide a kernel choice somewhere (reported by :func:`kernel_report`)

@@ -132,9 +132,9 @@ Memory
 ------
 Per call: the centred training tile (``nx x D`` in ``w``; none for rows the GEMM takes
 as stored, or a fitted model's kept copy, at most ``settings.l2_keep_centred_bytes``)
-and, per thread, a centred query tile and a GEMM block, all scratch buffers (:func:`fastcls._runtime.scratch`)
-reused across the tiles of a search and freed when it returns
-(``settings.knn_scratch_keep_bytes``). The query tile shrinks when the threads' query
+and, per thread, a centred query tile and a GEMM block, all scratch buffers
+(:func:`fastcls._runtime.scratch`) reused across the tiles of a search and freed when it
+returns (``settings.knn_scratch_keep_bytes``). The query tile shrinks when the threads' query
 scratch together would exceed ``settings.l2_query_scratch_bytes``, so memory does not
 grow with the core count (``bench/memory_knn.py`` measures it).
 
@@ -782,6 +782,15 @@ def sqeuclidean_topk_uint8(Q, X, offset, best_d, best_i) -> None:
     sqeuclidean_topk_int(Q, X, offset, best_d, best_i)
 
 
+def float_impl() -> str:
+    """The float top-k's settings that shape it, e.g. ``"BLAS sgemm (threads split auto,
+    uncentred rows up to 3x)"``: the GEMM is NumPy's BLAS on every CPU."""
+    return (
+        f"BLAS sgemm (threads split {settings.l2_thread_split}, uncentred rows up to "
+        f"{settings.l2_uncentred_max_ratio:g}x)"
+    )
+
+
 def selected_paths() -> dict[str, str]:
     """The micro-kernels this process uses on this CPU, by kernel family.
 
@@ -808,7 +817,10 @@ def selected_paths() -> dict[str, str]:
     return {
         "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}",
         "l2_uint8": f"{l2_impl}: {l2int.INT_DESCRIPTIONS[l2_impl]}",
-        "l2_float": "BLAS sgemm/dgemm on centred rows + fused selection + certified exact rerank",
+        "l2_float": (
+            "BLAS sgemm/dgemm (rows as stored or centred) + fused selection + certified "
+            f"exact rerank; threads split {settings.l2_thread_split}"
+        ),
     }
 
 
