@@ -28,10 +28,10 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
    then float64; the bound below holds for either, as it covers rounding to ``w``).
    Distances are translation invariant, and centring makes the
    norms, hence the cancellation error of the GEMM trick, small. Rows already in
-   ``w`` that sit near the origin compared with their spread (norms at most
-   ``settings.l2_uncentred_max_ratio`` times the centred norms in the sample that
-   gives ``c``) are not copied: the GEMM reads them as stored (see "Uncentred rows").
-   A fitted model prepares its rows once (:func:`centre_rows`).
+   ``w`` that sit near the origin compared with their spread (largest norm at most
+   ``settings.l2_uncentred_max_ratio`` times the largest centred norm) are not
+   copied: the GEMM reads them as stored (see "Uncentred rows"). A fitted model
+   prepares its rows once (:func:`centre_rows`).
 2. **GEMM + fused selection.** Per query tile (``settings.l2_query_tile_rows``) and
    training block (``settings.l2_train_block_rows``): ``G = (-2 Q') X'^T`` (sgemm /
    dgemm; scaling by -2 is exact), then, while the block is fresh, each query scans
@@ -56,40 +56,47 @@ Algorithm (one call = one training tile ``X``, global ids ``offset + j``)
 Error bound ``E``
 -----------------
 Let ``u`` be the unit roundoff of ``w`` (``2^-24`` or ``2^-53``), ``gamma_n(u) =
-n u / (1 - n u)``, ``S = (|q'| + |x'|)^2`` and ``d`` the exact squared distance.
+n u / (1 - n u)``, ``R`` at least the norm of every centred row ``x'`` of the tile,
+``S = (|q'| + R)^2`` and ``d`` the exact squared distance.
 
 * centring: ``q' = (q - c)(1 + delta)``, ``|delta| <= u``, so ``q' - x' = (q - x) + e``
   with ``|e| <= u (|q'| + |x'|) (1 + u)`` and ``| |q'-x'|^2 - d | <= 2u S (1 + 2u)``;
-* GEMM (any summation order, with or without FMA): ``|G - q'.x'| <= gamma_D(u)
-  |q'| |x'| <= gamma_D(u) S / 4``, doubled by the ``-2`` factor;
-* ``|x'|^2`` rounded to ``w`` and ``s`` rounded in ``w``: ``<= 2u S (1 + gamma)``;
+* GEMM (any summation order, with or without FMA): ``|G - (-2 q'.x')| <= 2 gamma_D(u)
+  sum_d |q'_d x'_d| <= 2 gamma_D(u) |q'| R``;
+* ``|x'|^2`` rounded to ``w`` and ``s`` rounded in ``w`` (``|x'|^2 + |G| <= S (1 +
+  gamma_D(u))``): ``<= 2u S (1 + gamma_D(u))``;
 * float64 side: the norms (``gamma_D(2^-53)`` each), the sum ``|q'|^2 + s`` and the
   exact rerank itself (``gamma_{D+2}(2^-53) d``): ``<= gamma_{3D+16}(2^-53) S``.
 
-Hence ``|(|q'|^2 + s) - r| <= E := gamma_{D+16}(u) S + gamma_{4D+16}(2^-53) S + E_abs``
-for the reranked value ``r`` of every pair, with ``S`` bounded per query by
-``(|q'| + max_j |x'_j|)^2`` and ``E_abs = (4D + 16) 2^-130`` (float32) or
-``2^-1060`` (float64) covering gradual underflow (the bound assumes IEEE arithmetic
-without flush-to-zero, which is the default). Every rejected row has ``s >= t_final``
-(the threshold only decreases), so ``r >= |q'|^2 + t_final - E > k-th``: it can
-neither enter nor tie. Tiles whose centred norms could overflow ``w`` (``S > 2^120``
-in float32, ``2^1000`` in float64) or where ``(D + 16) u >= 1/2`` take the direct
-exact path.
+Hence ``|(|q'|^2 + s) - r| <= E := (2 gamma_D(u) |q'| R + (a + b) S) (1 + 2^-20) + E_abs``
+with ``a = 4u (1 + gamma_D(u) + 2u)`` (the centring and rounding terms) and ``b =
+gamma_{4D+16}(2^-53)`` (the float64 side, with room for the uncentred layout below),
+for the reranked value ``r`` of every pair; the factor ``1 + 2^-20`` covers computing
+``E`` itself in float64 and the second-order terms. The GEMM term is kept apart from
+``S``: it is the largest (``D`` roundings) and ``2 |q'| R`` is about half of ``S``
+when ``|q'|`` is close to ``R``, so ``E`` is about half of a bound written as
+``gamma_{D+16}(u) S`` (fewer candidates to rerank). ``E_abs = (4D + 16) 2^-130``
+(float32) or ``2^-1060`` (float64) covers gradual underflow (the bound assumes IEEE
+arithmetic without flush-to-zero, which is the default). Every rejected row has
+``s >= t_final`` (the threshold only decreases), so ``r >= |q'|^2 + t_final - E >
+k-th``: it can neither enter nor tie. Tiles whose centred norms could overflow ``w``
+(``S > 2^120`` in float32, ``2^1000`` in float64) or where ``(D + 16) u >= 1/2`` take
+the direct exact path.
 
 Uncentred rows
 --------------
-With the rows ``x`` as stored, the GEMM yields ``G = -2 q'.x = -2 q'.x' - 2 q'.c``, and
-``s = |x'|^2 + G`` (``|x'|^2 = |x - c|^2`` in float64, rounded to ``w``) is added to
-the per-query float64 base ``|q'|^2 + 2 q'.c`` instead of ``|q'|^2``: the same estimate
-of ``d``, shifted inside ``s`` by a per-query constant, so the selection's order, the
-thresholds (kept in the same shifted units) and the certificate are unchanged. With
-``R >= max(|x'|, |x|, |c|)`` over the rows and ``S = (|q'| + R)^2``, every term above keeps
-its form: the GEMM ``2 gamma_D(u) |q'| |x| <= gamma_D(u) S / 2``; rounding ``|x'|^2`` and
-``s`` (``|s| <= 3 S / 2``) ``<= 3 u S (1 + gamma)``; the float64 ``2 q'.c`` adds
-``gamma_D(2^-53) S / 2``, hence ``gamma_{4D+16}(2^-53)`` for the float64 side below. The
-coefficient used, ``gamma_{D+16}(u) + gamma_{4D+16}(2^-53)``, covers both layouts. The
-price is a larger ``S`` (``R`` about twice the centred radius for pixel-like data), so a
-few more candidates are reranked; rows far from the origin (large ``R``) keep the copy.
+With the rows ``x`` as stored, the GEMM yields ``G = -2 q'.x = -2 q'.x' - 2 q'.c`` (here
+``x' = x - c`` exactly, never rounded), and ``s = |x'|^2 + G`` (``|x - c|^2`` in
+float64, rounded to ``w``) is added to the per-query float64 base ``|q'|^2 + 2 q'.c``
+instead of ``|q'|^2``: the same estimate of ``d``, shifted inside ``s`` by a
+per-query constant, so the selection's order, the thresholds (kept in the same
+shifted units) and the certificate are unchanged. With ``R >= max(|x'|, |x|, |c|)``
+over the rows, every term above keeps its form: the centring rounds ``q'`` only; the
+GEMM ``<= 2 gamma_D(u) |q'| |x| <= 2 gamma_D(u) |q'| R``; ``|x'|^2 + |G| <= R^2 + 2 |q'|
+R (1 + gamma_D(u)) <= S (1 + gamma_D(u))`` as before; the float64 ``2 q'.c`` adds
+``gamma_D(2^-53) S / 2``, which ``b`` covers. The price is a larger ``R`` (about twice
+the centred radius for pixel-like data), so a few more candidates are reranked; rows
+far from the origin (large ``R``) keep the copy.
 
 Exact distances
 ---------------
@@ -519,10 +526,10 @@ def centre_rows(
     float64) unless ``settings.l2_float64_sgemm`` is off or the centred rows exceed
     ``2^58`` in norm (then float64).
 
-    Rows already in the working dtype whose norms are at most
-    ``settings.l2_uncentred_max_ratio`` times their centred norms (in the rows averaged
-    for ``c``) are not copied: the GEMM reads them as they are and only the centred
-    norms are computed (see "Uncentred rows" in the module docstring). Otherwise
+    Rows already in the working dtype whose largest norm is at most
+    ``settings.l2_uncentred_max_ratio`` times their largest centred norm are not
+    copied: the GEMM reads them as they are and only the centred norms are computed
+    (see "Uncentred rows" in the module docstring). Otherwise
     ``keep=False`` puts the centred rows in this thread's scratch (valid until the
     search returns) and ``keep=True`` allocates them, for a fitted model to search many
     times (:class:`fastcls.backends.numba.NumbaBackend`); None is returned instead when
@@ -537,16 +544,15 @@ def centre_rows(
     key = centring_key(X.dtype)
     ratio = float(settings.l2_uncentred_max_ratio)
     if X.dtype == wdtype and ratio > 0:
-        step = max(1, nx // max(1, int(settings.l2_centre_rows)))
-        sample = X[::step]
-        c = sample.mean(axis=0, dtype=np.float64).astype(wdtype)
+        c = _centre(X, wdtype, False)
         xn_w = np.empty(nx, dtype=wdtype)
-        top_centred, top_plain = _norms_serial(sample, c, xn_w[: sample.shape[0]])
+        with np.errstate(over="ignore"):  # overflow -> the direct path of the search
+            tops = map_chunks(lambda a, b: _norms_serial(X[a:b], c, xn_w[a:b]), nx, n_threads)
+        top_centred = max(t[0] for t in tops)
+        top_plain = max(t[1] for t in tops)
         if top_plain <= ratio**2 * top_centred:
-            with np.errstate(over="ignore"):  # overflow -> the direct path of the search
-                tops = map_chunks(lambda a, b: _norms_serial(X[a:b], c, xn_w[a:b]), nx, n_threads)
             c64 = c.astype(np.float64)
-            top = max(float(np.dot(c64, c64)), *(max(t) for t in tops))
+            top = max(float(np.dot(c64, c64)), top_centred, top_plain)
             return CentredRows(c, X, xn_w, math.sqrt(top), True, key)
 
     if copy_max_bytes is not None and nx * D * np.dtype(wdtype).itemsize > copy_max_bytes:
@@ -619,7 +625,9 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
     c64 = c.astype(np.float64) if centred.uncentred else None
     wdtype = Xc.dtype.type
     u = U64 if wdtype is np.float64 else U32
-    coef = (gamma(D + 16, u) + gamma(4 * D + 16, U64)) * (1.0 + 2.0**-20)
+    # E = (2 gamma_D(u) |q'| R + (a + b) S) (1 + 2^-20) + E_abs (module docstring)
+    coef_cross = 2.0 * gamma(D, u) * (1.0 + 2.0**-20)
+    coef_s = (4.0 * u * (1.0 + gamma(D, u) + 2.0 * u) + gamma(4 * D + 16, U64)) * (1.0 + 2.0**-20)
     e_abs = (4 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
     tb = max(_CHUNK, int(settings.l2_train_block_rows))
@@ -631,14 +639,15 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
         bounds, or None when the rows are too large for the GEMM path."""
         _centre_rows_serial(Qt, c, Qc, qn)
         np.multiply(Qc, -2, out=Qc)  # exact: the GEMM then yields -2 q'.x'
-        S = (np.sqrt(qn) + xmax) ** 2
+        q_norm = np.sqrt(qn)
+        S = (q_norm + xmax) ** 2
         if not np.isfinite(S).all() or float(S.max()) > s_max:
             return None
         if c64 is not None:  # -2 q'.x = -2 q'.x' - 2 q'.c: add 2 q'.c back per query
             dots = np.empty(qn.shape[0])
             _dot_rows_serial(Qc, c64, dots)
             qn -= dots
-        return coef * S + e_abs
+        return coef_cross * q_norm * xmax + coef_s * S + e_abs
 
     def pruning(bd: np.ndarray, qn: np.ndarray, err: np.ndarray) -> np.ndarray:
         kth = bd[:, k - 1]
