@@ -325,6 +325,18 @@ def test_uncentred_and_centred_rows_give_the_reference(ratio, kind):
     assert_matches_reference(d, i, Q, X, 5)
 
 
+def test_loaded_model_prepares_its_rows(tmp_path):
+    rng = np.random.default_rng(25)
+    Q, X = make_data(rng, 20, 400, 32, np.float32, "random")
+    model = fastcls.KNearestNeighbor(k=4).fit(X, np.arange(400) % 2)
+    fastcls.save(model, tmp_path / "m.npz")
+    loaded = fastcls.load(tmp_path / "m.npz")
+    assert loaded._index.prepared and loaded._index.centred is not None
+    with l2_params(DIRECT_MAX_WORK=0):
+        for a, b in zip(model.kneighbors(Q), loaded.kneighbors(Q), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_fitted_rows_kept_only_in_memory_and_within_budget(tmp_path):
     rng = np.random.default_rng(23)
     X = rng.random((300, 16)).astype(np.float32)
