@@ -291,6 +291,11 @@ class Tunables:
     #: 200 rows (49000 x 3073) 5.6% slower on 2 threads, 9% on 1, 4% with the AVX2 kernels
     #: (same-process A/B); measure before turning it on for another CPU
     linear_prefetch_next_batch: bool = False
+    #: linear losses (one call, not the SGD loop): each block's update prefetches the rows
+    #: its task packs next. Off: on the Xeon of docs/performance.md, svm_loss at N=10000
+    #: (D=3073, C=10) went 8.33 -> 7.93 ms on 2 threads with 16-row blocks, but 1-3%
+    #: slower on 1 thread and at N=256; same results either way
+    linear_prefetch_next_block: bool = False
     #: linear losses: rows per cache block (a positive multiple of 4)
     linear_row_block_rows: int = 32
     #: linear losses: calls of fewer multiply-adds (rows x D x C) run on the calling thread

@@ -680,7 +680,7 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
 @jit
 def linear_loss_grad(
     X, y, idx, W, b, kind, bounds, part, part_db, part_loss, tile, rblock, parallel, reg,
-    penalty, beta, WT, dWT, dW, db,
+    penalty, beta, WT, dWT, dW, db, prefetch=False,
 ):  # fmt: skip
     """One call of the public losses, compiled end to end (no NumPy between the steps).
 
@@ -715,9 +715,11 @@ def linear_loss_grad(
         for d in range(D):
             row_ok &= abs(WT[c, d]) <= MAX_ABS_VALUE  # False for NaN
         w_ok &= row_ok
-    no_next = idx[:0]
+    # with ``prefetch`` each block's update prefetches the rows its task packs next (a
+    # task's last block prefetches its first rows again: harmless, one block in many)
+    idx_next = idx if prefetch else idx[:0]
     rows = _rows_fn(parallel)
-    rows(X, y, idx, no_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock)
+    rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock)
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
