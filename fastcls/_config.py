@@ -291,13 +291,16 @@ class Tunables:
     #: 200 rows (49000 x 3073) 5.6% slower on 2 threads, 9% on 1, 4% with the AVX2 kernels
     #: (same-process A/B); measure before turning it on for another CPU
     linear_prefetch_next_batch: bool = False
-    #: linear losses (one call, not the SGD loop): each block's update prefetches the rows
-    #: its task packs next. Off: on the Xeon of docs/performance.md, svm_loss at N=10000
-    #: (D=3073, C=10) went 8.33 -> 7.93 ms on 2 threads with 16-row blocks, but 1-3%
-    #: slower on 1 thread and at N=256; same results either way
-    linear_prefetch_next_block: bool = False
-    #: linear losses: rows per cache block (a positive multiple of 4)
-    linear_row_block_rows: int = 32
+    #: linear losses (one call, not the SGD loop): when the rows used take at least this
+    #: many bytes (they stream from memory, not from cache), each block's update
+    #: prefetches the rows its task packs next (0: always; same results either way). On the
+    #: Xeon of docs/performance.md, svm_loss N=10000 (123 MB, 16-row blocks): 3-7% faster
+    #: on 2 threads, 0-5% on 1; at N=256 (3 MB) it cost 1-4%, hence the threshold
+    linear_prefetch_min_bytes: int = 32 * 2**20
+    #: linear losses: rows per cache block (a positive multiple of 4). 16 rather than 32:
+    #: the prefetch above paid only with 16 (32: neutral), and SGD training of 1500 x 200
+    #: rows was 2% faster (0.477 vs 0.487 s); N=256 unchanged
+    linear_row_block_rows: int = 16
     #: linear losses: calls of fewer multiply-adds (rows x D x C) run on the calling thread
     #: (measured crossover: 96 rows x 3073 x 10 ran faster in parallel, 64 rows are one task)
     linear_parallel_min_work: int = 1 << 21

@@ -245,7 +245,8 @@ def loss_and_gradient(
     data_loss, pen, finite = K.linear_loss_grad(
         X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss,
         K.tile_token(K.kernel_impl()), K.row_block(), K.twin_token(K.use_parallel(m, D, C)), reg,
-        K.PENALTY_CODES[penalty], beta, WT, dWT, dW, db, bool(settings.linear_prefetch_next_block),
+        K.PENALTY_CODES[penalty], beta, WT, dWT, dW, db,
+        m * D * W.dtype.itemsize >= settings.linear_prefetch_min_bytes,
     )  # fmt: skip
     if not finite:
         V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named

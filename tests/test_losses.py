@@ -221,13 +221,13 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
 
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
 def test_prefetching_the_next_block_changes_nothing(kind):
-    """settings.linear_prefetch_next_block only moves rows into the cache early."""
+    """settings.linear_prefetch_min_bytes only decides whether rows are prefetched."""
     from fastcls._config import override
 
     X, y, W, b = problem(8, 1000, 300, 10, np.float32)
     results = []
-    for prefetch in (False, True):
-        with override(linear_prefetch_next_block=prefetch, linear_row_block_rows=8):
+    for min_bytes in (2**62, 0):  # never, always
+        with override(linear_prefetch_min_bytes=min_bytes, linear_row_block_rows=8):
             results.append(LOSSES[kind](W, X, y, 0.1, b=b))
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])

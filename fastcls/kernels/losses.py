@@ -1,7 +1,7 @@
 """Fused loss + gradient kernels for the linear classifiers (multiclass SVM, softmax).
 
 One pass over the rows of ``X`` per call. Rows are taken in *blocks* of ``rblock`` rows
-(``settings.linear_row_block_rows``, 32 by default): for a block the kernel
+(``settings.linear_row_block_rows``, 16 by default): for a block the kernel
 
 1. computes the scores of every row of the block, ``D`` walked in chunks of
    ``_CHUNK_BYTES`` so that the chunk of the weights (C x 512 float32, 20 KiB) stays in
