@@ -337,6 +337,27 @@ def test_loaded_model_prepares_its_rows(tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+def test_one_shot_search_prepares_rows_only_for_the_gemm_path(monkeypatch):
+    """A one-shot search small enough for the direct path computes no norms; a larger one
+    prepares the rows once and searches them as one tile."""
+    rng = np.random.default_rng(26)
+    Q, X = make_data(rng, 10, 300, 16, np.float32, "random")
+    calls = []
+    real = l2.centre_rows
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(l2, "centre_rows", counting)
+    fastcls.kneighbors(Q, X, 3, "l2")  # 10 x 300 x 16: direct
+    assert calls == []
+    with l2_params(DIRECT_MAX_WORK=0):
+        d, i = fastcls.kneighbors(Q, X, 3, "l2")
+    assert calls == [300]  # the whole training set, once
+    assert_matches_reference(d**2, i, Q, X, 3)
+
+
 def test_fitted_rows_kept_only_in_memory_and_within_budget(tmp_path):
     rng = np.random.default_rng(23)
     X = rng.random((300, 16)).astype(np.float32)

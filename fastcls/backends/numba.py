@@ -220,6 +220,7 @@ class NumbaBackend(SearchBackend):
         Float rows and queries holding only whole numbers 0..255 are searched as uint8
         by the exact integer kernels (same distances, found several times faster).
         """
+        from fastcls._config import settings
         from fastcls.backends.scaling import scaled_search, search_scale
 
         def run(Qs: np.ndarray, Xs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -227,8 +228,12 @@ class NumbaBackend(SearchBackend):
             centred = None
             if Xs is self.X and tile is None and Qs.dtype.kind == "f":
                 # a one-shot search: rows the GEMM takes as stored are searched as one
-                # tile (no copy, so no tile bound needed); others tile by tile
-                centred = self.centred if self.prepared else self._centred_rows(0)
+                # tile (no copy, so no tile bound needed); others tile by tile. A search
+                # small enough for the direct path needs neither.
+                if self.prepared:
+                    centred = self.centred
+                elif Qs.shape[0] * Xs.shape[0] * Xs.shape[1] > settings.l2_direct_max_work:
+                    centred = self._centred_rows(0)
             return search_rows(
                 Qs, Xs, k, self.metric, train_tile=tile, progress=options.get("progress"),
                 centred=centred,
