@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fastcls.kernels.topk import merge_sorted_topk, merge_topk, new_topk, use_block_selection
+from fastcls.kernels.topk import (
+    merge_sorted_topk,
+    merge_sorted_topk_serial,
+    merge_topk,
+    new_topk,
+    use_block_selection,
+)
 from fastcls.kernels.vote import argmax_rows, majority_vote_all_k, vote_proba
 from fastcls.reference.knn import knn_predict_reference, knn_vote_reference
 
@@ -112,9 +118,12 @@ def test_merge_sorted_topk_equals_stable_sort_of_union(data):
     for q in range(d.shape[0]):  # the k first of the two lists' union, by (distance, index)
         kept = [int(j) for j in np.concatenate([bi[q], oi[q]]) if j >= 0]
         expect.append(_topk_of(d[q : q + 1], kept, k))
+    sd, si = bd.copy(), bi.copy()
     merge_sorted_topk(bd, bi, od, oi)
-    np.testing.assert_array_equal(bi, np.concatenate([e[1] for e in expect]))
-    np.testing.assert_array_equal(bd, np.concatenate([e[0] for e in expect]))
+    merge_sorted_topk_serial(sd, si, od, oi)  # the serial twin: the same rows
+    for got_d, got_i in ((bd, bi), (sd, si)):
+        np.testing.assert_array_equal(got_i, np.concatenate([e[1] for e in expect]))
+        np.testing.assert_array_equal(got_d, np.concatenate([e[0] for e in expect]))
 
 
 def test_block_selection_choice():

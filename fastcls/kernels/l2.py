@@ -162,7 +162,7 @@ from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import blas_threads, map_chunks, scratch, single_threaded_blas
 from fastcls.kernels.l2int import sqeuclidean_topk_int
 from fastcls.kernels.rounding import U32, U64, gamma
-from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair
+from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, merge_sorted_topk_serial
 
 # Tile sizes and path thresholds are run-time tunables in fastcls._config.settings:
 # l2_query_tile_rows (queries per GEMM tile: about 1000 keeps sgemm near its peak,
@@ -543,6 +543,7 @@ def centre_rows(
     wdtype = np.float64 if X.dtype == np.float64 and not f64_in_f32 else np.float32
     key = centring_key(X.dtype)
     ratio = float(settings.l2_uncentred_max_ratio)
+    c = None  # the mean, once: the rows as stored are tested first, then centred
     if X.dtype == wdtype and ratio > 0:
         c = _centre(X, wdtype, False)
         xn_w = np.empty(nx, dtype=wdtype)
@@ -558,47 +559,25 @@ def centre_rows(
     if copy_max_bytes is not None and nx * D * np.dtype(wdtype).itemsize > copy_max_bytes:
         return None
 
-    def centred(wdtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        c = _centre(X, wdtype, False)
+    def centred(
+        wdtype: type, mean: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        c = _centre(X, wdtype, False) if mean is None else mean
         Xc = np.empty((nx, D), wdtype) if keep else scratch("xc", (nx, D), wdtype)
         xn = np.empty(nx)
         with np.errstate(over="ignore"):
             map_chunks(lambda a, b: _centre_rows_serial(X[a:b], c, Xc[a:b], xn[a:b]), nx, n_threads)
         return c, Xc, xn, math.sqrt(float(xn.max()))
 
-    c, Xc, xn, xmax = centred(wdtype)
+    c, Xc, xn, xmax = centred(wdtype, c)
     if f64_in_f32 and not xmax <= 2.0**58:  # centred rows beyond float32's safe range
         wdtype = np.float64
         if copy_max_bytes is not None and Xc.nbytes * 2 > copy_max_bytes:
             return None
-        c, Xc, xn, xmax = centred(wdtype)
+        c, Xc, xn, xmax = centred(wdtype, None)
     with np.errstate(over="ignore"):  # overflow -> the direct path of the search
         xn_w = xn.astype(wdtype)
     return CentredRows(c, Xc, xn_w, xmax, False, key)
-
-
-@jit
-def _merge_candidates(cand_s, cand_j, other_s, other_j):
-    """Keep in ``cand`` the smallest entries of ``cand`` and ``other`` (both sorted by
-    ``s``; ``other`` from later training rows, so on equal ``s`` ``cand`` goes first)."""
-    nq, m = cand_s.shape
-    tmp_s = np.empty(m, dtype=cand_s.dtype)
-    tmp_j = np.empty(m, dtype=np.int64)
-    for q in range(nq):
-        a = 0
-        b = 0
-        for p in range(m):
-            if other_s[q, b] < cand_s[q, a]:
-                tmp_s[p] = other_s[q, b]
-                tmp_j[p] = other_j[q, b]
-                b += 1
-            else:
-                tmp_s[p] = cand_s[q, a]
-                tmp_j[p] = cand_j[q, a]
-                a += 1
-        for p in range(m):
-            cand_s[q, p] = tmp_s[p]
-            cand_j[q, p] = tmp_j[p]
 
 
 def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> None:
@@ -722,8 +701,8 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
 
         lists = map_chunks(share, n_threads, n_threads)
         cand_s, cand_j = lists[0]
-        for other_s, other_j in lists[1:]:  # in row order
-            _merge_candidates(cand_s, cand_j, other_s, other_j)
+        for other_s, other_j in lists[1:]:  # by (s, row): the scan's own order of ties
+            merge_sorted_topk_serial(cand_s, cand_j, other_s, other_j)
         return sum(
             map_chunks(
                 lambda a, b: rerank(

@@ -129,47 +129,62 @@ def _before(d1, i1, d2, i2):
     return d1 < d2 or (d1 == d2 and i1 < i2)
 
 
+@jit
+def _merge_sorted_row(bd, bi, od, oi):
+    """One query of :func:`merge_sorted_topk`: ``(od, oi)`` merged into ``(bd, bi)``.
+
+    A forward pass counts how many of the k smallest come from each list, then a
+    backward two-finger merge writes them in place (no scratch row).
+    """
+    k = bd.shape[0]
+    ko = od.shape[0]
+    a = 0
+    b = 0
+    for _ in range(k):
+        ia = bi[a] if a < k else -1
+        ib = oi[b] if b < ko else -1
+        if ia < 0 and ib < 0:
+            break
+        if _before(od[b] if ib >= 0 else np.inf, ib, bd[a] if ia >= 0 else np.inf, ia):
+            b += 1
+        else:
+            a += 1
+    for p in range(a + b, k):
+        bd[p] = np.inf
+        bi[p] = -1
+    p = a + b - 1
+    i = a - 1
+    j = b - 1
+    while j >= 0:  # the larger of best[i], other[j] goes to p (p >= i: nothing lost)
+        if i >= 0 and _before(od[j], oi[j], bd[i], bi[i]):
+            bd[p] = bd[i]
+            bi[p] = bi[i]
+            i -= 1
+        else:
+            bd[p] = od[j]
+            bi[p] = oi[j]
+            j -= 1
+        p -= 1
+
+
 @jit(parallel=True)
 def merge_sorted_topk(best_d, best_i, other_d, other_i):
     """Merge sorted lists into ``(best_d, best_i)`` in linear time, in place (large k).
 
     As :func:`merge_topk`, but each query costs ``O(k + k_other)`` however many
-    entries enter, instead of ``O(k)`` per entering entry: a forward pass counts how
-    many of the k smallest come from each list, then a backward two-finger merge
-    writes them in place (no scratch row). ``other`` may have fewer columns.
+    entries enter, instead of ``O(k)`` per entering entry (:func:`_merge_sorted_row`).
+    ``other`` may have fewer columns.
     """
-    nq, k = best_d.shape
-    ko = other_d.shape[1]
-    for q in prange(nq):
-        bd = best_d[q]
-        bi = best_i[q]
-        a = 0
-        b = 0
-        for _ in range(k):
-            ia = bi[a] if a < k else -1
-            ib = other_i[q, b] if b < ko else -1
-            if ia < 0 and ib < 0:
-                break
-            if _before(other_d[q, b] if ib >= 0 else np.inf, ib, bd[a] if ia >= 0 else np.inf, ia):
-                b += 1
-            else:
-                a += 1
-        for p in range(a + b, k):
-            bd[p] = np.inf
-            bi[p] = -1
-        p = a + b - 1
-        i = a - 1
-        j = b - 1
-        while j >= 0:  # the larger of best[i], other[j] goes to p (p >= i: nothing lost)
-            if i >= 0 and _before(other_d[q, j], other_i[q, j], bd[i], bi[i]):
-                bd[p] = bd[i]
-                bi[p] = bi[i]
-                i -= 1
-            else:
-                bd[p] = other_d[q, j]
-                bi[p] = other_i[q, j]
-                j -= 1
-            p -= 1
+    for q in prange(best_d.shape[0]):
+        _merge_sorted_row(best_d[q], best_i[q], other_d[q], other_i[q])
+
+
+@jit
+def merge_sorted_topk_serial(best_d, best_i, other_d, other_i):
+    """:func:`merge_sorted_topk` on the calling thread (a few hundred short lists: no
+    parallel region to start, nor to compile)."""
+    for q in range(best_d.shape[0]):
+        _merge_sorted_row(best_d[q], best_i[q], other_d[q], other_i[q])
 
 
 @jit(parallel=True)
