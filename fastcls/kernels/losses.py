@@ -511,11 +511,11 @@ def linear_loss_grad_rows_serial(
                 nr4 = nr + (-nr) % 4
                 # the rows the next block packs: this task's next rows, else the first
                 # rows of this task in the next call (``idx_next``, an SGD loop's next
-                # batch). Only SGD loops (``idx_next`` given) prefetch, and only when
-                # settings.linear_prefetch_next_batch asks: a random mini-batch row's start
-                # is a cold miss no hardware prefetcher predicts (4% per step faster with
-                # the earlier kernel), but since the task body became one function it made
-                # the step 4-9% slower; a single call's rows stream well without it
+                # batch). Only callers that pass ``idx_next`` prefetch: SGD loops when
+                # settings.linear_prefetch_next_batch asks (a random mini-batch row's start
+                # is a cold miss no hardware prefetcher predicts, yet since the task body
+                # became one function it made the step 4-9% slower), and single calls whose
+                # rows stream from memory (settings.linear_prefetch_min_bytes)
                 has_next = idx_next.shape[0] > 0 and (r0 + nr < stop or idx_next.shape[0] > start)
                 for r in range(rblock):
                     p = r0 + nr + r
@@ -691,7 +691,9 @@ def linear_loss_grad(
     transposes, the kernel, the reduction, the allocations): measured 0.13 ms of fixed cost
     per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns,
     with ``finite`` also False when ``W`` holds NaN, infinity or a value beyond
-    ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem).
+    ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem). With
+    ``prefetch`` each block's update prefetches the rows its task packs next (the same
+    bits either way).
     """
     D = W.shape[0]
     C = W.shape[1]
