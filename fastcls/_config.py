@@ -267,6 +267,8 @@ class Tunables:
     #: L2 integer kernel: training rows per cache block (0: about ``l2_int_block_bytes``)
     l2_int_block_rows: int = 0
     l2_int_block_bytes: int = 24 * 1024
+    #: the same for the int16 "avx2" tile, whose blocks stream from L2
+    l2_int_wide_block_bytes: int = 192 * 1024
     #: L2 integer kernel: queries per parallel chunk (0: about ``l2_int_query_chunk_bytes``,
     #: the chunk count a multiple of the thread count)
     l2_int_query_chunk_rows: int = 0

@@ -741,13 +741,16 @@ def test_int_kernel_zero_padded_rows_give_identical_topk(impl, D):
 def test_int_padded_width_choice():
     with override(l2_int_pad_min_queries=256):
         assert l2int._padded_width("vnni", 784, 1252) == 832
-        assert l2int._padded_width("avx2", 784, 1252) == 0  # already a multiple of 16
+        # the int16 tile always reads widened copies padded to its 16 lanes
+        assert l2int._padded_width("avx2", 784, 1252) == 784
         assert l2int._padded_width("avx2", 785, 1252) == 800
+        assert l2int._padded_width("avx2", 1, 1) == 16
         assert l2int._padded_width("vnni", 768, 1252) == 0
         assert l2int._padded_width("portable", 785, 1252) == 0
         assert l2int._padded_width("vnni", 784, 100) == 0
     with override(l2_int_pad_min_queries=0):
         assert l2int._padded_width("vnni", 784, 1252) == 0
+        assert l2int._padded_width("avx2", 785, 3) == 800
 
 
 def test_int_kernel_memmapped_rows_with_padding(tmp_path):

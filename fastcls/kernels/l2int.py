@@ -18,14 +18,20 @@ like the ``vpsadbw`` L1 kernel):
   by *signed* bytes and adds groups of 4 products into int32 lanes (64 multiply-adds
   per instruction). The queries are shifted once, ``q_s = q - 128`` (``q ^ 0x80`` read
   as int8), and ``q.x = q_s.x + 128 * sum(x)``: the row sums come with the norms.
-* ``"avx2"`` (AVX2, 4 x 2, 16-byte steps): bytes zero-extended to int16
-  (``vpmovzxbw``) and ``vpmaddwd`` (16 multiply-adds per instruction on ymm).
+* ``"avx2"`` (AVX2, 4 x 2, 16-feature steps): ``vpmaddwd`` on rows the driver has
+  widened to int16 (16 multiply-adds per instruction on ymm, plus one ``vpaddd``). The
+  query chunk and each training block are widened once into padded copies; widening
+  inside the tile (``vpmovzxbw``) cost 6 shuffles per 16 vector operations, and on
+  Intel the shuffle port is one of the three the adds can use (1.2x slower). Two
+  vector operations per 16 multiply-adds against one per 8 for a float32 FMA: this
+  tile's ceiling is 1.5x float32 GEMM with 3 vector ports (Intel), 2x with 4 (Zen 3).
 * ``"portable"`` (any CPU, 4 x 2): an int32 loop LLVM vectorises as it can.
 
 Feature counts that are not a multiple of the vector width take one extra vector that
 *ends* at the last feature (it overlaps the previous one); the query bytes of the
-overlap are zeroed by a lane mask, so each product is counted once. Calls with fewer
-features than one vector take the portable kernel.
+overlap are zeroed by a lane mask, so each product is counted once (or, for ``"vnni"``
+with enough queries and always for ``"avx2"``, the rows are copied zero-padded).
+Calls with fewer features than one ``"vnni"`` vector take the portable kernel.
 
 int32 bounds: per product ``|q_s x| <= 128 * 255`` (vnni) or ``255^2`` (avx2,
 portable); the int32 accumulators are reduced to int64 every ``_SEG_BYTES = 32768``
@@ -46,7 +52,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
-from fastcls.kernels._rows import padded_block, padded_chunk
+from fastcls.kernels._rows import aligned_empty, copy_rows, padded_block, padded_chunk
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.topk import insert_sorted, run_serial
 
@@ -59,7 +65,7 @@ INT_CODES = {"portable": 0, "avx2": 1, "vnni": 2}
 #: human-readable description of each implementation (``fastcls info``)
 INT_DESCRIPTIONS = {
     "vnni": "vpdpbusd zmm (AVX-512 VNNI), 4x4 register tile",
-    "avx2": "vpmaddwd ymm on zero-extended int16 (AVX2), 4x2 register tile",
+    "avx2": "vpmaddwd ymm on rows widened to int16 (AVX2), 4x2 register tile",
     "portable": "int32 loop (LLVM auto-vectorised), 4x2 register tile",
 }
 
@@ -81,13 +87,13 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
 
     i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
     if isa == "vnni":
-        width = 64
+        itemsize, width = 1, 64
         vacc = ir.VectorType(i32, 16)
         vload = ir.VectorType(i8, 64)
-    else:
-        width = 16
+    else:  # "avx2": rows widened to int16 by the driver
+        itemsize, width = 2, 16
         vacc = ir.VectorType(i32, 8)
-        vload = ir.VectorType(i8, 16)
+        vload = ir.VectorType(i16, 16)
     seg_vectors = _SEG_BYTES // width
 
     @intrinsic
@@ -110,9 +116,8 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                     "llvm.x86.avx512.vpdpbusd.512",
                 )
             else:
-                v16 = ir.VectorType(i16, 16)
                 fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(vacc, [v16, v16]), "llvm.x86.avx2.pmadd.wd"
+                    builder.module, ir.FunctionType(vacc, [vload, vload]), "llvm.x86.avx2.pmadd.wd"
                 )
             accs = [
                 cgutils.alloca_once_value(builder, ir.Constant(vacc, None)) for _ in range(nq * nx)
@@ -122,7 +127,9 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
             total = cgutils.alloca_once_value(builder, ir.Constant(vtot, None))
 
             def step(off, mask):
-                """Accumulate one vector of every row at byte offset ``off``."""
+                """Accumulate one vector of every row at feature offset ``off``."""
+                if itemsize > 1:
+                    off = builder.mul(off, ir.Constant(i64, itemsize))
                 qv = []
                 for p in qp:
                     v = builder.load(builder.gep(p, [off], source_etype=i8), align=1, typ=vload)
@@ -136,10 +143,6 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                 if isa == "vnni":
                     qv = [builder.bitcast(v, vacc) for v in qv]
                     xv = [builder.bitcast(v, vacc) for v in xv]
-                else:
-                    v16 = ir.VectorType(i16, 16)
-                    qv = [builder.zext(v, v16) for v in qv]
-                    xv = [builder.zext(v, v16) for v in xv]
                 for a in range(nq):
                     for b in range(nx):
                         acc = accs[a * nx + b]
@@ -178,7 +181,8 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                 has_tail = builder.icmp_signed(">", rem, ir.Constant(i64, 0))
                 with builder.if_then(builder.and_(is_last, has_tail)):
                     # one vector ending at byte D; its first width - rem bytes are counted
-                    step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
+                    mask = tail_mask(builder, width, rem, vload.element)
+                    step(builder.sub(D, wconst), mask)
                 flush()
             tot = builder.load(total)
             sums = [builder.extract_element(tot, ir.Constant(i32, t)) for t in range(lanes)]
@@ -277,19 +281,59 @@ def _tile_nx_overload(impl):
     return lambda impl: nx
 
 
-# --------------------------------------------------------------------------- drivers
+def _chunk_rows(impl, Q, X, c0, c1, width, block):
+    """A query chunk's rows as the tiles of ``impl`` read them: ``(qb, xbuf, qsub, xb)``.
+
+    ``qb``: the queries (row ``qi`` of ``Q`` at ``qi - qsub``); ``xbuf``: the scratch each
+    training block is copied into (:func:`._rows.padded_block`); ``xb``: what the tiles
+    read training rows from (``xbuf``, or ``X`` itself when ``width == 0``). The
+    ``"avx2"`` tile reads int16 rows: both are widened copies, ``width`` a multiple of 16
+    (zero-extending bytes inside the tile took the shuffle port its adds need: 1.2x).
+    The others read bytes: :func:`._rows.padded_chunk`.
+    """
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_chunk_rows, jit_options={"nogil": True})
+def _chunk_rows_overload(impl, Q, X, c0, c1, width, block):
+    code = token_code(impl)
+    if code is None:
+        return None
+    if code == 1:
+
+        def widened(impl, Q, X, c0, c1, width, block):
+            xbuf = _widened(X, 0, 0, width, min(block, X.shape[0]))
+            return _widened(Q, c0, c1, width, c1 - c0), xbuf, c0, xbuf
+
+        return widened
+
+    def as_bytes(impl, Q, X, c0, c1, width, block):
+        qb, xpad, qsub = padded_chunk(Q, X, c0, c1, width, block)
+        return qb, xpad, qsub, (xpad if width > 0 else X)
+
+    return as_bytes
+
+
 @jit
-def _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, width):
+def _widened(A, i0, i1, width, n_rows):
+    """New ``(n_rows, width)`` int16 zeros, 64-byte aligned, with rows ``A[i0:i1]`` copied in."""
+    out = aligned_empty(n_rows, width, np.empty(0, dtype=np.int16))
+    out[:] = 0
+    copy_rows(A, i0, i1, out)
+    return out
+
+
+@jit
+def _topk_int_chunk(Q, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, width):
     """Queries ``c0:c1`` of :func:`_topk_int_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
     k = best_d.shape[1]
     tnx = _tile_nx(impl)
     buf = np.empty(16, dtype=np.int64)
-    qb, xpad, qsub = padded_chunk(Qb, X, c0, c1, width, block)
-    xb = xpad if width > 0 else X
+    qb, xbuf, qsub, xb = _chunk_rows(impl, Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
-        xsub = padded_block(X, j0, j1, xpad, width)
+        xsub = padded_block(X, j0, j1, xbuf, width)
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, tnx):
                 s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
@@ -309,32 +353,35 @@ def _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, w
 
 
 @jit(parallel=True)
-def _topk_int_kernel(Qb, X, qn, w, offset, best_d, best_i, block, chunk, impl, width):
+def _topk_int_kernel(Q, X, qn, w, offset, best_d, best_i, block, chunk, impl, width):
     """Fused exact distances + top-k; ``d = qn + w - 2 dot`` in int64, ``w = xn - 2 xc``.
 
-    ``width > 0``: each chunk's query bytes and each training block are copied into
-    zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile takes the
-    masked overlapping tail vector; a zero byte adds 0 to every dot product.
+    ``width > 0``: each chunk's queries and each training block are copied into
+    zero-padded rows of ``width`` features (a multiple of the vector; see
+    :func:`_chunk_rows`), so no tile takes the masked overlapping tail vector; a zero adds
+    0 to every dot product.
     """
-    nq = Qb.shape[0]
+    nq = Q.shape[0]
     n_chunks = (nq + chunk - 1) // chunk
     for ch in prange(n_chunks):  # the body is a function: see l1._topk_float_kernel
         c0 = ch * chunk
         _topk_int_chunk(
-            Qb, X, qn, w, offset, best_d, best_i, c0, min(c0 + chunk, nq), block, impl, width
+            Q, X, qn, w, offset, best_d, best_i, c0, min(c0 + chunk, nq), block, impl, width
         )
 
 
 @jit
-def _pairwise_int_chunk(Qb, X, qn, w, out, c0, c1, block, impl):
+def _pairwise_int_chunk(Q, X, qn, w, out, c0, c1, block, impl, width):
     """Rows ``c0:c1`` of :func:`_pairwise_int_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
     tnx = _tile_nx(impl)
+    qb, xbuf, qsub, xb = _chunk_rows(impl, Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
+        xsub = padded_block(X, j0, j1, xbuf, width)
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, tnx):
-                s = _dots(impl, Qb, X, qa, c1 - 1, j, j1 - 1)
+                s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
                 na = min(4, c1 - qa)
                 nb = min(tnx, j1 - j)
                 for a in range(na):
@@ -343,17 +390,18 @@ def _pairwise_int_chunk(Qb, X, qn, w, out, c0, c1, block, impl):
 
 
 @jit(parallel=True)
-def _pairwise_int_kernel(Qb, X, qn, w, out, block, chunk, impl):
+def _pairwise_int_kernel(Q, X, qn, w, out, block, chunk, impl, width):
     """``out[q, j] = qn + w - 2 dot`` (exact integers, ``w = xn - 2 xc``) for every pair."""
-    nq = Qb.shape[0]
+    nq = Q.shape[0]
     n_chunks = (nq + chunk - 1) // chunk
     for ch in prange(n_chunks):  # the body is a function: see l1._topk_float_kernel
         c0 = ch * chunk
-        _pairwise_int_chunk(Qb, X, qn, w, out, c0, min(c0 + chunk, nq), block, impl)
+        _pairwise_int_chunk(Q, X, qn, w, out, c0, min(c0 + chunk, nq), block, impl, width)
 
 
-#: bytes per vector step of each implementation (fewer features: portable)
-_WIDTH = {"portable": 1, "avx2": 16, "vnni": 64}
+#: features per vector step of each implementation (fewer features and no padded copy:
+#: portable; the "avx2" tile always reads padded copies)
+_WIDTH = {"portable": 1, "avx2": 1, "vnni": 64}
 
 
 @jit
@@ -429,13 +477,23 @@ def int_impl() -> str:
     return forced
 
 
-def _sizes(n_queries: int, D: int) -> tuple[int, int]:
-    """(training rows per cache block, queries per parallel chunk)."""
+def _sizes(impl: str, n_queries: int, D: int) -> tuple[int, int]:
+    """(training rows per cache block, queries per parallel chunk).
+
+    Byte tiles keep a block in L1 (``l2_int_block_bytes``) and stream the 4 queries of a
+    tile from L2; the int16 tile (``"avx2"``, rows twice the size) keeps its 4 queries in
+    L1 and streams a block of ``l2_int_wide_block_bytes`` from L2 (2 multiply-adds per
+    byte read, well within L2's bandwidth; 48 KiB to 768 KiB blocks timed within 4%).
+    """
     from fastcls._config import get_num_threads
 
     block = int(settings.l2_int_block_rows)
     if block <= 0:
-        block = max(4, int(settings.l2_int_block_bytes) // max(D, 1) // 4 * 4)
+        if impl == "avx2":
+            block = int(settings.l2_int_wide_block_bytes) // (2 * _widened_width(D))
+        else:
+            block = int(settings.l2_int_block_bytes) // max(D, 1)
+        block = max(4, block // 4 * 4)
     chunk = int(settings.l2_int_query_chunk_rows)
     if chunk <= 0:
         threads = get_num_threads()
@@ -444,6 +502,11 @@ def _sizes(n_queries: int, D: int) -> tuple[int, int]:
         per = -(-n_queries // n_chunks)
         chunk = max(4, -(-per // 4) * 4)
     return block, chunk
+
+
+def _widened_width(n_features: int) -> int:
+    """Row width of the ``"avx2"`` tile's int16 copies: a multiple of its 16 lanes."""
+    return -(-n_features // 16) * 16
 
 
 # --------------------------------------------------------------------------- public
@@ -459,7 +522,7 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     if nq == 0 or nx == 0:
         return
     impl, Qb, qn, xn, xc = _prepare(Q, X, reuse=True)
-    block, chunk = _sizes(nq, D)
+    block, chunk = _sizes(impl, nq, D)
     serial = run_serial(nq, nx, D)
     width = _padded_width(impl, D, nq if serial else min(chunk, nq))
     token = impl_token(INT_CODES[impl])
@@ -474,10 +537,13 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
 def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
     """Row width the top-k driver pads to (a multiple of the vector), or 0 for none.
 
-    Padding spares each tile its masked overlapping tail vector (784 -> 832 bytes:
-    1.12-1.16x on Fashion-MNIST) for a copy of each training block per query chunk,
-    paid back from ``settings.l2_int_pad_min_queries`` queries per chunk (0: never).
+    The ``"avx2"`` tile always reads padded int16 copies (:func:`_widened_width`). For
+    the byte tiles, padding spares each tile its masked overlapping tail vector (784 ->
+    832 bytes: 1.12-1.16x on Fashion-MNIST) for a copy of each training block per query
+    chunk, paid back from ``settings.l2_int_pad_min_queries`` queries per chunk (0: never).
     """
+    if impl == "avx2":
+        return _widened_width(n_features)
     vec = _WIDTH[impl] if impl != "portable" else 0
     min_rows = int(settings.l2_int_pad_min_queries)
     if vec == 0 or min_rows <= 0 or n_features < vec or n_features % vec == 0:
@@ -496,13 +562,14 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
     impl, Xb, xn, yn, yc = _prepare(X, Y)
-    block, chunk = _sizes(X.shape[0], X.shape[1])
+    block, chunk = _sizes(impl, X.shape[0], X.shape[1])
     token = impl_token(INT_CODES[impl])
+    width = _widened_width(X.shape[1]) if impl == "avx2" else 0
     w = yn - 2 * yc
     if run_serial(X.shape[0], *Y.shape):
-        _pairwise_int_chunk(Xb, Y, xn, w, out, 0, X.shape[0], block, token)
+        _pairwise_int_chunk(Xb, Y, xn, w, out, 0, X.shape[0], block, token, width)
     else:
-        _pairwise_int_kernel(Xb, Y, xn, w, out, block, chunk, token)
+        _pairwise_int_kernel(Xb, Y, xn, w, out, block, chunk, token, width)
 
 
 def _prepare(Q, X, reuse=False):
