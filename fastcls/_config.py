@@ -257,8 +257,8 @@ class Tunables:
     #: L2 float: a fitted model whose rows need a centred copy (float64 rows, or rows far
     #: from their mean) keeps it when it takes at most this many bytes (0: never)
     l2_keep_centred_bytes: int = 64 * 2**20
-    #: L2 uint8 integer micro-kernel: None = best for this CPU, or "vnni" / "avx2" /
-    #: "portable" (fastcls.kernels.l2int)
+    #: L2 uint8 integer micro-kernel: None = best for this CPU, or "vnni" / "avxvnni" /
+    #: "avx2" / "portable" (fastcls.kernels.l2int)
     l2_uint8_impl: str | None = None
     #: L2 float on whole numbers 0..255: take the exact integer kernel
     l2_uint8_shortcut: bool = True

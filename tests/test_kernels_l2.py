@@ -621,6 +621,9 @@ def test_int_impl_choice(monkeypatch):
         l2int.int_impl()
     monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset({"avx2"}))
     assert l2int.int_impl() == "avx2"  # AVX2 without AVX-512 VNNI (AMD Zen 3)
+    monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset({"avx2", "avxvnni"}))
+    assert l2int.int_impl() == "avxvnni"  # Intel client CPUs from Alder Lake on
+    assert l2int.available_impls() == ("avxvnni", "avx2", "portable")
     monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset())
     assert l2int.int_impl() == "portable"
     with override(l2_uint8_impl="vnni"), pytest.raises(ValueError, match="not supported"):
@@ -635,19 +638,38 @@ _AVX2_ONLY = (
 )
 
 
+def _host_has(flag: str) -> bool:
+    import llvmlite.binding as ll
+
+    return bool(ll.get_host_cpu_features().get(flag, False))
+
+
 @pytest.mark.slow
-def test_int_kernel_on_an_avx2_only_target(tmp_path):
-    """Compiled for Haswell (AVX2, no AVX-512): the AVX2 kernel is chosen and exact."""
+@pytest.mark.parametrize(
+    ("extra", "impl"),
+    [
+        ("", "avx2"),
+        pytest.param(
+            ",+avxvnni",
+            "avxvnni",
+            marks=pytest.mark.skipif(not _host_has("avxvnni"), reason="no AVX-VNNI here"),
+        ),
+    ],
+)
+def test_int_kernel_on_an_avx2_only_target(tmp_path, extra, impl):
+    """Compiled for Haswell (AVX2, no AVX-512), with AVX-VNNI added (Intel client CPUs
+    from Alder Lake on) or not: the matching kernel is chosen and exact, and the AVX-VNNI
+    build holds the VEX form of ``vpdpbusd`` and no 512-bit register."""
     import os
     import subprocess
     import sys
 
-    code = """
+    code = f"""
 import numpy as np
 from fastcls.kernels import l2int
 from fastcls.kernels.topk import new_topk
 from fastcls.reference import kneighbors_reference
-assert l2int.int_impl() == "avx2", l2int.int_impl()
+assert l2int.int_impl() == {impl!r}, l2int.int_impl()
 rng = np.random.default_rng(0)
 for D in (16, 17, 784, 33025):
     Q = rng.integers(0, 256, (9, D)).astype(np.uint8)
@@ -657,12 +679,16 @@ for D in (16, 17, 784, 33025):
     l2int.sqeuclidean_topk_int(Q, X, 0, bd, bi)
     dr, ir = kneighbors_reference(Q, X, 5, "sqeuclidean")
     assert (bi == ir).all() and (bd == dr).all(), D
+asm = "".join(l2int._topk_int_chunk.inspect_asm().values())
+assert "zmm" not in asm
+if {impl!r} == "avxvnni":
+    assert "{{vex}}\tvpdpbusd\t%ymm" in asm
 print("ok")
 """
     env = dict(
         os.environ,
         NUMBA_CPU_NAME="haswell",
-        NUMBA_CPU_FEATURES=_AVX2_ONLY,
+        NUMBA_CPU_FEATURES=_AVX2_ONLY + extra,
         NUMBA_CACHE_DIR=str(tmp_path),
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -18,6 +18,11 @@ like the ``vpsadbw`` L1 kernel):
   by *signed* bytes and adds groups of 4 products into int32 lanes (64 multiply-adds
   per instruction). The queries are shifted once, ``q_s = q - 128`` (``q ^ 0x80`` read
   as int8), and ``q.x = q_s.x + 128 * sum(x)``: the row sums come with the norms.
+* ``"avxvnni"`` (AVX-VNNI without AVX-512: Intel client CPUs from Alder Lake on, the
+  E-core Xeons; 4 x 2, 32-byte vectors): the VEX form of ``vpdpbusd`` on ymm, the same shifted
+  queries as ``"vnni"`` (32 multiply-adds and the add in one instruction). On the Xeon
+  compiled for Haswell plus AVX-VNNI: 2.5x FAISS's float32 search, against 1.3x for the
+  ``"avx2"`` tile (4 x 3 and 4 x 4 tiles: 1% and 16% slower).
 * ``"avx2"`` (AVX2, 4 x 2, 16-feature steps): ``vpmaddwd`` on rows the driver has
   widened to int16 (16 multiply-adds per instruction on ymm, plus one ``vpaddd``). The
   query chunk and each training block are widened once into padded copies; widening
@@ -33,7 +38,7 @@ overlap are zeroed by a lane mask, so each product is counted once (or, for ``"v
 with enough queries and always for ``"avx2"``, the rows are copied zero-padded).
 Calls with fewer features than one ``"vnni"`` vector take the portable kernel.
 
-int32 bounds: per product ``|q_s x| <= 128 * 255`` (vnni) or ``255^2`` (avx2,
+int32 bounds: per product ``|q_s x| <= 128 * 255`` (vnni, avxvnni) or ``255^2`` (avx2,
 portable); the int32 accumulators are reduced to int64 every ``_SEG_BYTES = 32768``
 features (``255^2 * (32768 + 16) < 2^31``), so any ``D`` is exact.
 
@@ -60,17 +65,22 @@ from fastcls.kernels.topk import insert_sorted, run_serial
 _SEG_BYTES = 32768
 
 #: implementation name -> the code of its token (:func:`._tokens.impl_token`)
-INT_CODES = {"portable": 0, "avx2": 1, "vnni": 2}
+INT_CODES = {"portable": 0, "avx2": 1, "vnni": 2, "avxvnni": 3}
 
 #: human-readable description of each implementation (``fastcls info``)
 INT_DESCRIPTIONS = {
     "vnni": "vpdpbusd zmm (AVX-512 VNNI), 4x4 register tile",
+    "avxvnni": "vpdpbusd ymm (AVX-VNNI, VEX), 4x2 register tile",
     "avx2": "vpmaddwd ymm on rows widened to int16 (AVX2), 4x2 register tile",
     "portable": "int32 loop (LLVM auto-vectorised), 4x2 register tile",
 }
 
 #: CPU flags each implementation needs
-_REQUIRED = {"vnni": ("avx512f", "avx512bw", "avx512vnni"), "avx2": ("avx2",)}
+_REQUIRED = {
+    "vnni": ("avx512f", "avx512bw", "avx512vnni"),
+    "avxvnni": ("avx2", "avxvnni"),
+    "avx2": ("avx2",),
+}
 
 
 # --------------------------------------------------------------------------- intrinsics
@@ -90,6 +100,10 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
         itemsize, width = 1, 64
         vacc = ir.VectorType(i32, 16)
         vload = ir.VectorType(i8, 64)
+    elif isa == "avxvnni":
+        itemsize, width = 1, 32
+        vacc = ir.VectorType(i32, 8)
+        vload = ir.VectorType(i8, 32)
     else:  # "avx2": rows widened to int16 by the driver
         itemsize, width = 2, 16
         vacc = ir.VectorType(i32, 8)
@@ -109,11 +123,14 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
             qa_, qlast_, ja_, jlast_ = args[2:6]
             qp = row_pointers(builder, qarr, qa_, nq, last=qlast_)
             xp = row_pointers(builder, xarr, ja_, nx, last=jlast_)
-            if isa == "vnni":
+            if isa in ("vnni", "avxvnni"):
+                # the 256-bit intrinsic is emitted as the VEX (AVX-VNNI) instruction on a
+                # CPU with AVX-VNNI and no AVX-512 (tested on a target compiled that way)
+                bits = 512 if isa == "vnni" else 256
                 fn = cgutils.get_or_insert_function(
                     builder.module,
                     ir.FunctionType(vacc, [vacc, vacc, vacc]),
-                    "llvm.x86.avx512.vpdpbusd.512",
+                    f"llvm.x86.avx512.vpdpbusd.{bits}",
                 )
             else:
                 fn = cgutils.get_or_insert_function(
@@ -140,13 +157,13 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
                     builder.load(builder.gep(p, [off], source_etype=i8), align=1, typ=vload)
                     for p in xp
                 ]
-                if isa == "vnni":
+                if isa in ("vnni", "avxvnni"):
                     qv = [builder.bitcast(v, vacc) for v in qv]
                     xv = [builder.bitcast(v, vacc) for v in xv]
                 for a in range(nq):
                     for b in range(nx):
                         acc = accs[a * nx + b]
-                        if isa == "vnni":  # unsigned x bytes first, signed q bytes second
+                        if isa != "avx2":  # vpdpbusd: unsigned x bytes first, signed q second
                             new = builder.call(fn, [builder.load(acc), xv[b], qv[a]])
                         else:
                             new = builder.add(builder.load(acc), builder.call(fn, [qv[a], xv[b]]))
@@ -194,6 +211,7 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int):
 
 
 _dots_vnni = _make_dot_intrinsic("vnni", 4, 4)
+_dots_avxvnni = _make_dot_intrinsic("avxvnni", 4, 2)
 _dots_avx2 = _make_dot_intrinsic("avx2", 4, 2)
 
 
@@ -259,7 +277,7 @@ def _dots_overload(impl, Qb, X, qa, qlast, ja, jlast):
     code = token_code(impl)
     if code is None:
         return None
-    fn = {0: _dots_portable, 1: _dots_avx2, 2: _dots_vnni}[code]
+    fn = {0: _dots_portable, 1: _dots_avx2, 2: _dots_vnni, 3: _dots_avxvnni}[code]
 
     def impl_fn(impl, Qb, X, qa, qlast, ja, jlast):
         return fn(Qb, X, qa, qlast, ja, jlast)
@@ -277,7 +295,7 @@ def _tile_nx_overload(impl):
     code = token_code(impl)
     if code is None:
         return None
-    nx = 4 if code == 2 else 2
+    nx = 4 if code == 2 else 2  # 4 x 3 and 4 x 4 "avxvnni" tiles: 1% and 16% slower
     return lambda impl: nx
 
 
@@ -401,7 +419,7 @@ def _pairwise_int_kernel(Q, X, qn, w, out, block, chunk, impl, width):
 
 #: features per vector step of each implementation (fewer features and no padded copy:
 #: portable; the "avx2" tile always reads padded copies)
-_WIDTH = {"portable": 1, "avx2": 1, "vnni": 64}
+_WIDTH = {"portable": 1, "avx2": 1, "vnni": 64, "avxvnni": 32}
 
 
 @jit
@@ -457,7 +475,7 @@ def available_impls() -> tuple[str, ...]:
     from fastcls._runtime import cpu_features
 
     have = cpu_features()
-    names = [n for n in ("vnni", "avx2") if all(f in have for f in _REQUIRED[n])]
+    names = [n for n in ("vnni", "avxvnni", "avx2") if all(f in have for f in _REQUIRED[n])]
     return (*names, "portable")
 
 
@@ -587,7 +605,7 @@ def _prepare(Q, X, reuse=False):
     xn = np.empty(nx, dtype=np.int64)
     xs = np.empty(nx, dtype=np.int64)
     _row_stats(X, xn, xs)
-    if impl == "vnni":
+    if impl in ("vnni", "avxvnni"):
         Qb = scratch("l2int_qb", Q.shape, Q.dtype) if reuse else np.empty_like(Q)
         _shift_norms(Q, Qb, qn)
         xc = xs * 128  # q.x = (q - 128).x + 128 sum(x)
