@@ -624,6 +624,9 @@ def test_int_impl_choice(monkeypatch):
     monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset({"avx2", "avxvnni"}))
     assert l2int.int_impl() == "avxvnni"  # Intel client CPUs from Alder Lake on
     assert l2int.available_impls() == ("avxvnni", "avx2", "portable")
+    no_vnni = frozenset({"avx2", "avx512f", "avx512bw"})  # Skylake-SP
+    monkeypatch.setattr(_runtime, "cpu_features", lambda: no_vnni)
+    assert l2int.available_impls() == ("avx512bw", "avx2", "portable")
     monkeypatch.setattr(_runtime, "cpu_features", lambda: frozenset())
     assert l2int.int_impl() == "portable"
     with override(l2_uint8_impl="vnni"), pytest.raises(ValueError, match="not supported"):
@@ -644,6 +647,9 @@ def _host_has(flag: str) -> bool:
     return bool(ll.get_host_cpu_features().get(flag, False))
 
 
+_AVX512_NO_VNNI = ",+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "impl"),
@@ -654,12 +660,18 @@ def _host_has(flag: str) -> bool:
             "avxvnni",
             marks=pytest.mark.skipif(not _host_has("avxvnni"), reason="no AVX-VNNI here"),
         ),
+        pytest.param(
+            _AVX512_NO_VNNI,
+            "avx512bw",
+            marks=pytest.mark.skipif(not _host_has("avx512bw"), reason="no AVX-512BW here"),
+        ),
     ],
 )
 def test_int_kernel_on_an_avx2_only_target(tmp_path, extra, impl):
-    """Compiled for Haswell (AVX2, no AVX-512), with AVX-VNNI added (Intel client CPUs
-    from Alder Lake on) or not: the matching kernel is chosen and exact, and the AVX-VNNI
-    build holds the VEX form of ``vpdpbusd`` and no 512-bit register."""
+    """Compiled for Haswell's features (AVX2), plus AVX-VNNI (Intel client CPUs from Alder
+    Lake on) or AVX-512 without VNNI (Skylake-SP): the matching kernel is chosen and
+    exact; the AVX2 and AVX-VNNI builds use no 512-bit register, the AVX-VNNI one the VEX
+    form of ``vpdpbusd``."""
     import os
     import subprocess
     import sys
@@ -680,7 +692,7 @@ for D in (16, 17, 784, 33025):
     dr, ir = kneighbors_reference(Q, X, 5, "sqeuclidean")
     assert (bi == ir).all() and (bd == dr).all(), D
 asm = "".join(l2int._topk_int_chunk.inspect_asm().values())
-assert "zmm" not in asm
+assert ("zmm" in asm) == ({impl!r} == "avx512bw")
 if {impl!r} == "avxvnni":
     assert "{{vex}}\tvpdpbusd\t%ymm" in asm
 print("ok")
