@@ -142,7 +142,10 @@ else:
     Q = (rng.integers(0, 256, (400, 1024)) + rng.random((400, 1024))).astype(np.float32)
 y = rng.integers(0, 10, 20000)
 with override(knn_train_tile_bytes=tile, knn_pixel_copy_max_bytes=tile):
-    fastcls.KNearestNeighbor(k=5).fit(X[:3000], y[:3000]).predict(Q[:50])  # compile
+    # compile every kernel the measured call runs (the GEMM path too: so small a search
+    # would take the direct one), so a cold numba cache adds nothing to the figures
+    with override(l2_direct_max_work=0):
+        fastcls.KNearestNeighbor(k=5).fit(X[:3000], y[:3000]).predict(Q[:50])
     _runtime.release_scratch()
     gc.collect()
 
@@ -194,12 +197,15 @@ def test_peak_memory_of_a_search_is_inputs_plus_tiles(case):
     # the rest free memory glibc keeps in the threads' malloc arenas, which varies from
     # run to run: an identical second run decides, on the smaller of the two figures. A
     # buffer kept alive or an oversized copy is in every run, so it still fails.
+    # A cold numba cache compiles, in the measured call, the kernels that only large
+    # inputs reach (the parallel finiteness scan): Python objects and arena memory of the
+    # compiler, 1-3 MB live and 15-30 MB resident, absent from the second, cached run.
     bound = (2 * tile if case == "float" else tile) + 4 * 2**20
     runs = [measure()]
-    if runs[0]["peak"] > bound or runs[0]["retained"] > 3 * 2**20:
+    if runs[0]["peak"] > bound or runs[0]["retained"] > 3 * 2**20 or runs[0]["live"] > 2**20:
         runs.append(measure())
     for r in runs:
         assert r["scratch"] == 0, runs
-        assert r["live"] <= 2**20, runs
+    assert min(r["live"] for r in runs) <= 2**20, runs
     assert min(r["peak"] for r in runs) <= bound, runs
     assert min(r["retained"] for r in runs) <= 3 * 2**20, runs
