@@ -306,6 +306,11 @@ class Tunables:
     #: linear losses: calls of fewer multiply-adds (rows x D x C) run on the calling thread
     #: (measured crossover: 96 rows x 3073 x 10 ran faster in parallel, 64 rows are one task)
     linear_parallel_min_work: int = 1 << 21
+    #: linear losses (one call): after a parallel call whose tasks ran no faster than one
+    #: thread would have (other threads held the cores: OpenBLAS's spin after a NumPy
+    #: product), run the calls of the next 2 ms (doubling up to 128 ms while it lasts) on
+    #: the calling thread (the same results either way; see fastcls.losses)
+    linear_adaptive_twin: bool = True
 
     def names(self) -> list[str]:
         """Names of every tunable."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -241,13 +242,16 @@ def loss_and_gradient(
     bias = b if b is not None else np.zeros(C, dtype=W.dtype)
     dW = np.empty((D, C), dtype=W.dtype)
     db = np.empty(C, dtype=W.dtype)
+    parallel = _TWIN.use_parallel(K.use_parallel(m, D, C))
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
-    data_loss, pen, finite = K.linear_loss_grad(
+    data_loss, pen, finite, speedup = K.linear_loss_grad(
         X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss,
-        K.tile_token(K.kernel_impl()), K.row_block(), K.twin_token(K.use_parallel(m, D, C)), reg,
+        K.tile_token(K.kernel_impl()), K.row_block(), K.twin_token(parallel), reg,
         K.PENALTY_CODES[penalty], beta, WT, dWT, dW, db,
         m * D * W.dtype.itemsize >= settings.linear_prefetch_min_bytes,
     )  # fmt: skip
+    if parallel:
+        _TWIN.record(speedup)
     if not finite:
         V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named
         _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
@@ -256,6 +260,47 @@ def loss_and_gradient(
 
 
 _LOCAL = threading.local()
+
+
+class _TwinChoice(threading.local):
+    """Per thread: whether the next loss call may run the parallel twin.
+
+    A user's loop that calls NumPy between two losses leaves OpenBLAS's threads spinning
+    for tens of milliseconds after each product; a parallel region then waits for a
+    core (svm_loss, N=256, 2 threads: 2.6 ms after a 512 x 512 product, against 0.27
+    alone and 0.47 on the calling thread; limiting OpenBLAS's threads with threadpoolctl
+    does not stop the spinning). The parallel kernel times its tasks
+    (:func:`fastcls.kernels.losses.task_speedup`): when they ran no faster than one
+    thread would have, the calls of the next 2 ms run the serial twin (bit-identical
+    results); each parallel try that finds the cores still contended doubles the wait,
+    up to 128 ms (OpenBLAS's threads spin for about 2^28 cycles), and a clean one resets
+    it. A wait in time, not in calls: after the contention ends, large calls are back on
+    every thread within 128 ms.
+    """
+
+    MIN_WAIT = 0.002
+    MAX_WAIT = 0.128
+
+    def __init__(self) -> None:
+        self.serial_until = 0.0
+        self.wait = self.MIN_WAIT
+
+    def use_parallel(self, eligible: bool, now: float | None = None) -> bool:
+        """Whether this call runs the parallel twin (``eligible``: big enough for it)."""
+        if not eligible or not settings.linear_adaptive_twin:
+            return eligible
+        return (time.perf_counter() if now is None else now) >= self.serial_until
+
+    def record(self, speedup: float, now: float | None = None) -> None:
+        """Note a parallel call's :func:`~fastcls.kernels.losses.task_speedup`."""
+        if speedup < 1.0 and settings.linear_adaptive_twin:
+            self.serial_until = (time.perf_counter() if now is None else now) + self.wait
+            self.wait = min(2 * self.wait, self.MAX_WAIT)
+        else:
+            self.wait = self.MIN_WAIT
+
+
+_TWIN = _TwinChoice()
 
 
 def _buffers(T: int, C: int, D: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:

@@ -209,11 +209,19 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
     WT = np.ascontiguousarray(W.T)
     tile, rb = K.tile_token(K.kernel_impl()), K.row_block()
     rows = np.arange(3000)
+    ticks = np.zeros((T, 2), dtype=np.int64)
     K.linear_loss_grad_rows_serial(
-        X, y, rows, rows[:0], WT, b, kid, bounds, part, pdb, pl, tile, rb
+        X, y, rows, rows[:0], WT, b, kid, bounds, part, pdb, pl, tile, rb, ticks
     )
     part2, pdb2, pl2 = np.empty_like(part), np.empty_like(pdb), np.empty_like(pl)
-    K.linear_loss_grad_rows(X, y, rows, rows[:0], WT, b, kid, bounds, part2, pdb2, pl2, tile, rb)
+    ticks2 = np.zeros((T, 2), dtype=np.int64)
+    K.linear_loss_grad_rows(
+        X, y, rows, rows[:0], WT, b, kid, bounds, part2, pdb2, pl2, tile, rb, ticks2
+    )
+    for tk in (ticks, ticks2):  # every task timed: started, then ended
+        assert (tk[:, 1] >= tk[:, 0]).all() and (tk[:, 0] > 0).all()
+    # the serial twin runs its tasks one after another: no speedup
+    assert 0.0 < K.task_speedup(ticks) <= 1.0
     np.testing.assert_array_equal(part, part2)
     np.testing.assert_array_equal(pl, pl2)
     for r in results[1:]:
@@ -673,3 +681,78 @@ def test_tiles_never_read_past_the_last_feature(impl, dtype, D, N):
         del X
     finally:
         libc.mprotect(ctypes.c_void_p(guard), ctypes.c_size_t(page), 3)
+
+
+# ----------------------------------------------------------------------------- twin choice
+def test_twin_choice_backs_off_under_contention_and_recovers():
+    """A parallel call whose tasks ran no faster than one thread sends the calls of the
+    next 2 ms to the serial twin, then 4, 8, ... up to 128 ms while it lasts; a clean
+    parallel call resets the wait; the setting turns it off."""
+    from fastcls._config import override
+    from fastcls.losses import _TwinChoice
+
+    twin = _TwinChoice()
+    assert not twin.use_parallel(False, now=0.0)  # too small for the parallel twin
+    assert twin.use_parallel(True, now=0.0)
+    t = 10.0
+    waits = []
+    for _ in range(8):
+        twin.record(0.4, now=t)  # contended
+        assert not twin.use_parallel(True, now=t + 0.001)
+        waits.append(round(twin.serial_until - t, 6))
+        t = twin.serial_until
+        assert twin.use_parallel(True, now=t)  # the wait is over: try parallel again
+    assert waits == [0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.128]
+    twin.record(1.8, now=t)  # a clean parallel call: back to the shortest wait
+    assert twin.use_parallel(True, now=t)
+    twin.record(0.4, now=t)
+    assert not twin.use_parallel(True, now=t + 0.0019)
+    assert twin.use_parallel(True, now=t + 0.002)
+    with override(linear_adaptive_twin=False):
+        twin.record(0.4, now=t)
+        assert twin.use_parallel(True, now=t)
+        assert not twin.use_parallel(False, now=t)
+    assert twin.wait == _TwinChoice.MIN_WAIT
+
+
+def test_task_speedup_of_tasks_run_side_by_side_or_one_after_another():
+    from fastcls.kernels.losses import task_speedup
+
+    together = np.array([[100, 200], [105, 205]], dtype=np.int64)
+    in_turn = np.array([[100, 200], [200, 300]], dtype=np.int64)
+    late = np.array([[100, 200], [900, 1000]], dtype=np.int64)  # second thread started late
+    assert task_speedup(together) == pytest.approx(200 / 105)
+    assert task_speedup(in_turn) == pytest.approx(1.0)
+    assert task_speedup(late) == pytest.approx(200 / 900)
+    assert task_speedup(np.array([[5, 5]], dtype=np.int64)) == 0.0  # no time at all
+
+
+def _spy(module, calls):
+    real = module.linear_loss_grad
+
+    def spy(*args):
+        calls.append(args[12])  # the twin token
+        return real(*args)
+
+    return spy
+
+
+def test_losses_are_the_same_bits_whichever_twin_the_choice_takes(monkeypatch):
+    import fastcls
+    import fastcls.kernels.losses
+    from fastcls.losses import _TWIN, svm_loss
+
+    X, y, W, b = problem(11, 3000, 600, 10, np.float32)
+    calls = []
+    monkeypatch.setattr(
+        fastcls.kernels.losses, "linear_loss_grad", _spy(fastcls.kernels.losses, calls)
+    )
+    with fastcls.num_threads(2):
+        monkeypatch.setattr(_TWIN, "serial_until", 0.0)
+        first = svm_loss(W, X, y, 0.1, b=b)
+        monkeypatch.setattr(_TWIN, "serial_until", float("inf"))
+        second = svm_loss(W, X, y, 0.1, b=b)
+    assert calls == [(0,), ()]  # the parallel twin, then the serial one
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])
+    np.testing.assert_array_equal(first[2], second[2])

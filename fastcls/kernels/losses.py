@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
@@ -92,6 +92,26 @@ from fastcls.kernels.linear_tiles import (
     update_tile_avx2,
     update_tile_avx512,
 )
+
+
+@intrinsic
+def cycle_counter(typingctx):
+    """The CPU's cycle counter (``rdtsc`` on x86: constant rate, shared by the cores),
+    to compare the tasks of a parallel call with each other; not a clock."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, []), "llvm.readcyclecounter"
+        )
+        return builder.call(fn, [])
+
+    return sig, codegen
+
 
 #: loss kinds understood by the kernel
 SVM = 0
@@ -449,7 +469,7 @@ def _update_fn_overload(tile):
 
 @jit
 def linear_loss_grad_rows_serial(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock, ticks
 ):
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits).
 
@@ -487,6 +507,7 @@ def linear_loss_grad_rows_serial(
     scores = _scores_fn(tile)
     update = _update_fn(tile)
     for t in range(bounds.shape[0] - 1):
+        ticks[t, 0] = cycle_counter()
         pt = part[t]
         pdb = part_db[t]
         for c in range(C):
@@ -547,11 +568,12 @@ def linear_loss_grad_rows_serial(
                 for d in range(D):
                     pt[c, d] = 0.0
         part_loss[t] = loss
+        ticks[t, 1] = cycle_counter()
 
 
 @jit(parallel=True)
 def linear_loss_grad_rows(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock
+    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock, ticks
 ):
     """Fused data loss and gradient over the rows ``X[idx]``, per task.
 
@@ -572,12 +594,13 @@ def linear_loss_grad_rows(
     tile : tuple, the micro-kernel's token (:func:`tile_token`; its length is the number
         of classes per register tile)
     rblock : int, rows per block (a positive multiple of 4)
+    ticks : (T, 2) int64 out: :func:`cycle_counter` when each task started and ended
     """
     for t in prange(bounds.shape[0] - 1):
         # one task each: the task's boundaries are absolute, so the slices keep meaning
         linear_loss_grad_rows_serial(
             X, y, idx, idx_next, WT, b, kind, bounds[t : t + 2], part[t : t + 1],
-            part_db[t : t + 1], part_loss[t : t + 1], tile, rblock,
+            part_db[t : t + 1], part_loss[t : t + 1], tile, rblock, ticks[t : t + 1],
         )  # fmt: skip
 
 
@@ -713,7 +736,8 @@ def linear_loss_grad(
     # task's last block prefetches its first rows again: harmless, one block in many)
     idx_next = idx if prefetch else idx[:0]
     rows = _rows_fn(parallel)
-    rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock)
+    ticks = np.zeros((bounds.shape[0] - 1, 2), dtype=np.int64)
+    rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock, ticks)
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
@@ -721,7 +745,25 @@ def linear_loss_grad(
         for c in range(C):
             dW[d, c] = dWT[c, d]
     data, pen, finite = out
-    return data, pen, finite and w_ok
+    return data, pen, finite and w_ok, task_speedup(ticks)
+
+
+@jit
+def task_speedup(ticks):
+    """The tasks' summed durations over the span from the first start to the last end.
+
+    About the thread count when every thread ran its tasks at once; below 1 when the
+    threads started late (their cores held by other spinning threads: OpenBLAS's, after
+    a NumPy product) and the calling thread alone would have been done sooner.
+    """
+    first = ticks[0, 0]
+    last = ticks[0, 1]
+    work = 0
+    for t in range(ticks.shape[0]):
+        first = min(first, ticks[t, 0])
+        last = max(last, ticks[t, 1])
+        work += ticks[t, 1] - ticks[t, 0]
+    return work / max(last - first, 1)
 
 
 @jit(fastmath=REDUCE)
@@ -768,6 +810,7 @@ def sgd_linear_steps(
     dt = WT.dtype.type
     mom = dt(momentum)
     fused = _rows_fn(parallel)
+    ticks = np.zeros((bounds.shape[0] - 1, 2), dtype=np.int64)
     for k in range(n_steps):
         it = it0 + k
         rows = batches[0] if full else batches[k]
@@ -787,7 +830,10 @@ def sgd_linear_steps(
         else:
             for c in range(b.shape[0]):  # element loop: see _pack_tail
                 bias[c] = b[c]
-        fused(X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile, rblock)
+        fused(
+            X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile,
+            rblock, ticks,
+        )  # fmt: skip
         data, pen, finite = finish_gradient(
             part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
         )
