@@ -219,9 +219,10 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
         X, y, rows, rows[:0], WT, b, kid, bounds, part2, pdb2, pl2, tile, rb, ticks2
     )
     for tk in (ticks, ticks2):  # every task timed: started, then ended
-        assert (tk[:, 1] >= tk[:, 0]).all() and (tk[:, 0] > 0).all()
-    # the serial twin runs its tasks one after another: no speedup
-    assert 0.0 < K.task_speedup(ticks) <= 1.0
+        assert (tk[:, 1] >= tk[:, 0]).all() and ((tk[:, 0] > 0).all() or not K._CYCLE_COUNTER)
+    # the serial twin runs its tasks one after another: no speedup (x86: rdtsc)
+    if K._CYCLE_COUNTER:
+        assert 0.0 < K.task_speedup(ticks) <= 1.0
     np.testing.assert_array_equal(part, part2)
     np.testing.assert_array_equal(pl, pl2)
     for r in results[1:]:
@@ -724,7 +725,9 @@ def test_task_speedup_of_tasks_run_side_by_side_or_one_after_another():
     assert task_speedup(together) == pytest.approx(200 / 105)
     assert task_speedup(in_turn) == pytest.approx(1.0)
     assert task_speedup(late) == pytest.approx(200 / 900)
-    assert task_speedup(np.array([[5, 5]], dtype=np.int64)) == 0.0  # no time at all
+    # no measurable time (no cycle counter on this CPU): no evidence of contention
+    assert task_speedup(np.array([[5, 5]], dtype=np.int64)) == np.inf
+    assert task_speedup(np.zeros((3, 2), dtype=np.int64)) == np.inf
 
 
 def _spy(module, calls):

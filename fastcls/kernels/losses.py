@@ -75,6 +75,8 @@ Public kernel names:
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic, overload
@@ -93,11 +95,16 @@ from fastcls.kernels.linear_tiles import (
     update_tile_avx512,
 )
 
+#: ``llvm.readcyclecounter`` is ``rdtsc`` on x86 (a constant-rate counter the cores
+#: share); on AArch64 it reads a register user code may not (SIGILL), so elsewhere the
+#: counter is 0 and the tasks go untimed
+_CYCLE_COUNTER = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
+
 
 @intrinsic
 def cycle_counter(typingctx):
-    """The CPU's cycle counter (``rdtsc`` on x86: constant rate, shared by the cores),
-    to compare the tasks of a parallel call with each other; not a clock."""
+    """The CPU's cycle counter (x86), to compare the tasks of a parallel call with each
+    other (not a clock); 0 on other CPUs."""
     sig = types.int64()
 
     def codegen(context, builder, signature, args):
@@ -105,6 +112,8 @@ def cycle_counter(typingctx):
         from numba.core import cgutils
 
         i64 = ir.IntType(64)
+        if not _CYCLE_COUNTER:
+            return ir.Constant(i64, 0)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(i64, []), "llvm.readcyclecounter"
         )
@@ -754,7 +763,8 @@ def task_speedup(ticks):
 
     About the thread count when every thread ran its tasks at once; below 1 when the
     threads started late (their cores held by other spinning threads: OpenBLAS's, after
-    a NumPy product) and the calling thread alone would have been done sooner.
+    a NumPy product) and the calling thread alone would have been done sooner. Infinite
+    when the tasks took no measurable time (no cycle counter: nothing is known).
     """
     first = ticks[0, 0]
     last = ticks[0, 1]
@@ -763,7 +773,9 @@ def task_speedup(ticks):
         first = min(first, ticks[t, 0])
         last = max(last, ticks[t, 1])
         work += ticks[t, 1] - ticks[t, 0]
-    return work / max(last - first, 1)
+    if last <= first:
+        return np.inf
+    return work / (last - first)
 
 
 @jit(fastmath=REDUCE)
