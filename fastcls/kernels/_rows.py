@@ -54,19 +54,20 @@ def zero_padded(A, i0, i1, width, n_rows):
 
 @jit
 def padded_chunk(Q, X, c0, c1, width, block):
-    """A query chunk's rows as the uint8 drivers read them: ``(qb, xpad, qsub)``.
+    """A query chunk's rows as the uint8 drivers read them: ``(qb, xpad, qsub, xb)``.
 
     With ``width > 0`` the chunk's queries ``Q[c0:c1]`` are copied into zero-padded rows of
-    ``width`` bytes (``qb``, row ``qi`` of ``Q`` at ``qi - qsub``) and ``xpad`` is the
-    scratch each training block is copied into (:func:`padded_block`); without, ``qb`` is
-    ``Q`` itself and ``xpad`` a placeholder. Zero bytes add nothing to an L1 or a dot sum.
+    ``width`` bytes (``qb``, row ``qi`` of ``Q`` at ``qi - qsub``), ``xpad`` is the
+    scratch each training block is copied into (:func:`padded_block`) and ``xb``, what the
+    tiles read training rows from, is ``xpad``; without, ``qb`` is ``Q`` itself, ``xpad`` a
+    placeholder and ``xb`` is ``X``. Zero bytes add nothing to an L1 or a dot sum.
     """
     nx = X.shape[0]
     # written through its own name by the caller: X itself may be typed read-only (memmap)
     xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
     if width > 0:
-        return zero_padded(Q, c0, c1, width, c1 - c0), xpad, c0
-    return Q, xpad, 0
+        return zero_padded(Q, c0, c1, width, c1 - c0), xpad, c0, xpad
+    return Q, xpad, 0, X
 
 
 @jit

@@ -794,8 +794,7 @@ def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
     # width > 0: the chunk's queries and each training block are copied into
     # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
     # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
-    qb, xpad, qsub = padded_chunk(Q, X, c0, c1, width, block)
-    xb = xpad if width > 0 else X
+    qb, xpad, qsub, xb = padded_chunk(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
         xsub = padded_block(X, j0, j1, xpad, width)

@@ -313,37 +313,35 @@ def _tile_nx_overload(impl):
     return lambda impl: nx
 
 
-def _chunk_rows(impl, Q, X, c0, c1, width, block):
-    """A query chunk's rows as the tiles of ``impl`` read them: ``(qb, xbuf, qsub, xb)``.
+def _chunk_rows_fn(impl):
+    """How the tiles of ``impl`` read a query chunk's rows: a function
+    ``(Q, X, c0, c1, width, block) -> (qb, xbuf, qsub, xb)``, chosen at compile time.
 
     ``qb``: the queries (row ``qi`` of ``Q`` at ``qi - qsub``); ``xbuf``: the scratch each
     training block is copied into (:func:`._rows.padded_block`); ``xb``: what the tiles
-    read training rows from (``xbuf``, or ``X`` itself when ``width == 0``). The
-    ``"avx2"`` tile reads int16 rows: both are widened copies, ``width`` a multiple of 16
-    (zero-extending bytes inside the tile took the shuffle port its adds need: 1.2x).
-    The others read bytes: :func:`._rows.padded_chunk`.
+    read training rows from (``xbuf``, or ``X`` itself when ``width == 0``). The int16
+    tiles (``"avx2"``, ``"avx512bw"``) read widened copies, ``width`` a multiple of their
+    lanes (zero-extending bytes inside the tile took the shuffle port its adds need: 1.2x);
+    the others read bytes (:func:`._rows.padded_chunk`). Returned as a value for the
+    caller to call (see ``losses._scores_fn``: no compiled level of its own).
     """
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
-@overload(_chunk_rows, jit_options={"nogil": True})
-def _chunk_rows_overload(impl, Q, X, c0, c1, width, block):
+@overload(_chunk_rows_fn, jit_options={"nogil": True})
+def _chunk_rows_fn_overload(impl):
     code = token_code(impl)
     if code is None:
         return None
-    if code in (1, 4):
+    fn = _widened_chunk if code in (1, 4) else padded_chunk
+    return lambda impl: fn
 
-        def widened(impl, Q, X, c0, c1, width, block):
-            xbuf = _widened(X, 0, 0, width, min(block, X.shape[0]))
-            return _widened(Q, c0, c1, width, c1 - c0), xbuf, c0, xbuf
 
-        return widened
-
-    def as_bytes(impl, Q, X, c0, c1, width, block):
-        qb, xpad, qsub = padded_chunk(Q, X, c0, c1, width, block)
-        return qb, xpad, qsub, (xpad if width > 0 else X)
-
-    return as_bytes
+@jit
+def _widened_chunk(Q, X, c0, c1, width, block):
+    """:func:`_chunk_rows_fn` of the int16 tiles (``padded_chunk`` of the byte tiles)."""
+    xbuf = _widened(X, 0, 0, width, min(block, X.shape[0]))
+    return _widened(Q, c0, c1, width, c1 - c0), xbuf, c0, xbuf
 
 
 @jit
@@ -362,7 +360,7 @@ def _topk_int_chunk(Q, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, wi
     k = best_d.shape[1]
     tnx = _tile_nx(impl)
     buf = np.empty(16, dtype=np.int64)
-    qb, xbuf, qsub, xb = _chunk_rows(impl, Q, X, c0, c1, width, block)
+    qb, xbuf, qsub, xb = _chunk_rows_fn(impl)(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
         xsub = padded_block(X, j0, j1, xbuf, width)
@@ -390,7 +388,7 @@ def _topk_int_kernel(Q, X, qn, w, offset, best_d, best_i, block, chunk, impl, wi
 
     ``width > 0``: each chunk's queries and each training block are copied into
     zero-padded rows of ``width`` features (a multiple of the vector; see
-    :func:`_chunk_rows`), so no tile takes the masked overlapping tail vector; a zero adds
+    :func:`_chunk_rows_fn`), so no tile takes the masked overlapping tail vector; a zero adds
     0 to every dot product.
     """
     nq = Q.shape[0]
@@ -407,7 +405,7 @@ def _pairwise_int_chunk(Q, X, qn, w, out, c0, c1, block, impl, width):
     """Rows ``c0:c1`` of :func:`_pairwise_int_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
     tnx = _tile_nx(impl)
-    qb, xbuf, qsub, xb = _chunk_rows(impl, Q, X, c0, c1, width, block)
+    qb, xbuf, qsub, xb = _chunk_rows_fn(impl)(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
         xsub = padded_block(X, j0, j1, xbuf, width)
