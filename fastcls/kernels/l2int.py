@@ -47,7 +47,8 @@ portable); the int32 accumulators are reduced to int64 every ``_SEG_BYTES = 3276
 features (``255^2 * (32768 + 16) < 2^31``), so any ``D`` is exact.
 
 Layout: parallel over contiguous chunks of queries (``prange``); each thread walks
-the training rows in cache blocks (``settings.l2_int_block_rows`` / ``_bytes``) and,
+the training rows in cache blocks (``settings.l2_int_block_rows`` / ``_block_bytes`` /
+``_wide_block_bytes``: see :func:`_sizes`) and,
 per tile, merges the ``NQ x NX`` exact distances into the running top-k of each
 query in increasing row order. Results depend on no tile size or thread count.
 """
@@ -430,7 +431,7 @@ def _pairwise_int_kernel(Q, X, qn, w, out, block, chunk, impl, width):
 
 
 #: features per vector step of each implementation (fewer features and no padded copy:
-#: portable; the "avx2" tile always reads padded copies)
+#: portable; the int16 tiles always read padded copies)
 _WIDTH = {"portable": 1, "avx2": 1, "avx512bw": 1, "vnni": 64, "avxvnni": 32}
 
 
@@ -512,9 +513,12 @@ def _sizes(impl: str, n_queries: int, D: int) -> tuple[int, int]:
     """(training rows per cache block, queries per parallel chunk).
 
     Byte tiles keep a block in L1 (``l2_int_block_bytes``) and stream the 4 queries of a
-    tile from L2; the int16 tile (``"avx2"``, rows twice the size) keeps its 4 queries in
-    L1 and streams a block of ``l2_int_wide_block_bytes`` from L2 (2 multiply-adds per
-    byte read, well within L2's bandwidth; 48 KiB to 768 KiB blocks timed within 4%).
+    tile from L2; the int16 tiles (``"avx2"``, ``"avx512bw"``: rows twice the size) keep
+    their 4 queries in L1 and stream a block of ``l2_int_wide_block_bytes`` from L2 (2
+    multiply-adds per byte read, well within L2's bandwidth; on the AVX2 proxy 48 KiB to
+    768 KiB blocks timed within 4%). The 4 int16 query rows take 24 KiB at D=3072: half
+    of this Xeon's L1, three quarters of Zen 3's; at D=6144 (48 KiB) the proxy ran 9%
+    below its D=3072 rate, at 12288 24% below.
     """
     from fastcls._config import get_num_threads
 
@@ -570,7 +574,7 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
 def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
     """Row width the top-k driver pads to (a multiple of the vector), or 0 for none.
 
-    The ``"avx2"`` tile always reads padded int16 copies (:func:`_widened_width`). For
+    The int16 tiles always read padded copies (:func:`_widened_width`). For
     the byte tiles, padding spares each tile its masked overlapping tail vector (784 ->
     832 bytes: 1.12-1.16x on Fashion-MNIST) for a copy of each training block per query
     chunk, paid back from ``settings.l2_int_pad_min_queries`` queries per chunk (0: never).
