@@ -258,7 +258,7 @@ class Tunables:
     #: from their mean) keeps it when it takes at most this many bytes (0: never)
     l2_keep_centred_bytes: int = 64 * 2**20
     #: L2 uint8 integer micro-kernel: None = best for this CPU, or "vnni" / "avxvnni" /
-    #: "avx2" / "portable" (fastcls.kernels.l2int)
+    #: "avx512bw" / "avx2" / "portable" (fastcls.kernels.l2int)
     l2_uint8_impl: str | None = None
     #: L2 float on whole numbers 0..255: take the exact integer kernel
     l2_uint8_shortcut: bool = True
@@ -267,7 +267,7 @@ class Tunables:
     #: L2 integer kernel: training rows per cache block (0: about ``l2_int_block_bytes``)
     l2_int_block_rows: int = 0
     l2_int_block_bytes: int = 24 * 1024
-    #: the same for the int16 "avx2" tile, whose blocks stream from L2
+    #: the same for the int16 tiles ("avx2", "avx512bw"), whose blocks stream from L2
     l2_int_wide_block_bytes: int = 192 * 1024
     #: L2 integer kernel: queries per parallel chunk (0: about ``l2_int_query_chunk_bytes``,
     #: the chunk count a multiple of the thread count)

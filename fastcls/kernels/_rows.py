@@ -37,8 +37,9 @@ def aligned_empty(rows, cols, like):
 
 
 @jit
-def zero_padded(A, i0, i1, width, n_rows):
-    """New ``(n_rows, width)`` zeros, 64-byte aligned, with rows ``A[i0:i1]`` copied in.
+def zero_padded(A, i0, i1, width, n_rows, like):
+    """New ``(n_rows, width)`` zeros of ``like``'s dtype, 64-byte aligned, with rows
+    ``A[i0:i1]`` copied in (the int16 L2 tiles widen uint8 rows this way).
 
     Padded rows pay only when every row starts on a cache line (no load split over two
     lines): see :func:`aligned_empty` (the L2 kernel's blocks are such small arrays). A
@@ -46,7 +47,7 @@ def zero_padded(A, i0, i1, width, n_rows):
     variable also bound to an input) the pad columns held garbage in the L1 driver,
     presumably numba's parfor allocation hoisting.
     """
-    out = aligned_empty(n_rows, width, A)
+    out = aligned_empty(n_rows, width, like)
     out[:] = 0
     copy_rows(A, i0, i1, out)
     return out
@@ -64,9 +65,9 @@ def padded_chunk(Q, X, c0, c1, width, block):
     """
     nx = X.shape[0]
     # written through its own name by the caller: X itself may be typed read-only (memmap)
-    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0)
+    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0, X)
     if width > 0:
-        return zero_padded(Q, c0, c1, width, c1 - c0), xpad, c0, xpad
+        return zero_padded(Q, c0, c1, width, c1 - c0, Q), xpad, c0, xpad
     return Q, xpad, 0, X
 
 

@@ -62,7 +62,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
-from fastcls.kernels._rows import aligned_empty, copy_rows, padded_block, padded_chunk
+from fastcls.kernels._rows import padded_block, padded_chunk, zero_padded
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.topk import insert_sorted, run_serial
 
@@ -341,17 +341,9 @@ def _chunk_rows_fn_overload(impl):
 @jit
 def _widened_chunk(Q, X, c0, c1, width, block):
     """:func:`_chunk_rows_fn` of the int16 tiles (``padded_chunk`` of the byte tiles)."""
-    xbuf = _widened(X, 0, 0, width, min(block, X.shape[0]))
-    return _widened(Q, c0, c1, width, c1 - c0), xbuf, c0, xbuf
-
-
-@jit
-def _widened(A, i0, i1, width, n_rows):
-    """New ``(n_rows, width)`` int16 zeros, 64-byte aligned, with rows ``A[i0:i1]`` copied in."""
-    out = aligned_empty(n_rows, width, np.empty(0, dtype=np.int16))
-    out[:] = 0
-    copy_rows(A, i0, i1, out)
-    return out
+    int16 = np.empty(0, dtype=np.int16)
+    xbuf = zero_padded(X, 0, 0, width, min(block, X.shape[0]), int16)
+    return zero_padded(Q, c0, c1, width, c1 - c0, int16), xbuf, c0, xbuf
 
 
 @jit

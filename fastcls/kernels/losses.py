@@ -826,13 +826,13 @@ def sgd_linear_steps(
     for k in range(n_steps):
         it = it0 + k
         rows = batches[0] if full else batches[k]
-        if full:
+        if not prefetch:
+            nxt_rows = batches[0][:0]
+        elif full:
             nxt_rows = batches[0]
         elif k + 1 < n_steps:
             nxt_rows = batches[k + 1]
         else:  # the next chunk's batches are not drawn yet
-            nxt_rows = batches[0][:0]
-        if not prefetch:
             nxt_rows = batches[0][:0]
         m = rows.shape[0]
         if not fit_bias:
