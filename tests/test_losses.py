@@ -232,11 +232,16 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
 
 
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
-def test_prefetching_the_next_block_changes_nothing(kind):
-    """settings.linear_prefetch_min_bytes only decides whether rows are prefetched."""
+@pytest.mark.parametrize(
+    "N,D,dtype", [(1000, 300, np.float32), (203, 1100, np.float32), (97, 600, np.float64)]
+)
+def test_prefetching_the_next_block_changes_nothing(kind, N, D, dtype):
+    """settings.linear_prefetch_min_bytes only decides whether rows are prefetched (rows
+    of one chunk or less prefetch nothing; 1100 float32 / 600 float64 features take
+    segments in two full chunks; the last block of a task is short)."""
     from fastcls._config import override
 
-    X, y, W, b = problem(8, 1000, 300, 10, np.float32)
+    X, y, W, b = problem(8, N, D, 10, dtype)
     results = []
     for min_bytes in (2**62, 0):  # never, always
         with override(linear_prefetch_min_bytes=min_bytes, linear_row_block_rows=8):
@@ -244,6 +249,24 @@ def test_prefetching_the_next_block_changes_nothing(kind):
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
+@pytest.mark.parametrize("n_calls", [0, 1, 7, 16, 40, 96, 280])
+@pytest.mark.parametrize("n_segments", [1, 16, 96])
+def test_prefetch_segments_are_spread_once_each(n_calls, n_segments):
+    """Every segment of the next block goes to one tile call (when there are enough calls),
+    in address order, and no call past the block's last asks for one."""
+    from fastcls.kernels.losses import _prefetch_segment
+
+    got = [_prefetch_segment.py_func(c, n_calls, n_segments) for c in range(n_calls + 50)]
+    taken = [m for m in got if m >= 0]
+    assert all(m == -1 for m in got[n_calls:])
+    assert taken == sorted(set(taken))
+    assert all(0 <= m < n_segments for m in taken)
+    assert len(taken) == min(n_calls, n_segments)
+    if n_calls >= n_segments:  # spread: no two segments on neighbouring calls more than needed
+        calls = [c for c, m in enumerate(got) if m >= 0]
+        assert max(np.diff(calls), default=1) <= -(-n_calls // n_segments)
 
 
 def test_task_bounds_cover_rows_in_groups_of_four():
@@ -590,8 +613,8 @@ def test_hot_loops_vectorise_natively():
     for name, scores_tile, update_tile, reg in widths:
 
         def tiles(xb, WT, g, acc, rows, scores_tile=scores_tile, update_tile=update_tile):
-            update_tile(xb, g, 0, acc, 0, 0, 2, xb, rows, True)
-            return scores_tile(xb, WT, 0, 0, 0, 2, xb, rows, 1)
+            update_tile(xb, g, 0, acc, 0, 0, 2, xb, rows, 0, True)
+            return scores_tile(xb, WT, 0, 0, 0, 2, xb, rows, 1, rows, 16, True)
 
         fn = numba.njit(cache=False)(tiles)
         fn(xb, WT, gw, WT.copy(), np.arange(4))

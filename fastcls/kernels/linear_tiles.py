@@ -66,6 +66,22 @@ def _opaque_pointers() -> bool:
     return bool(getattr(ir.PointerType(ir.IntType(8)), "is_opaque", False))
 
 
+def prefetch_to_l2(builder, pointer):
+    """``llvm.prefetch`` of the line at the byte pointer ``pointer``: read, locality 2 (L2)."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    i32 = ir.IntType(32)
+    i8p = ir.IntType(8).as_pointer()
+    fn = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+        "llvm.prefetch.p0" if _opaque_pointers() else "llvm.prefetch.p0i8",
+    )
+    flags = [ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)]
+    builder.call(fn, [pointer, *flags])
+
+
 def _vector_load(builder, base, byte_offset, vtype):
     """Unaligned load of a ``vtype`` vector at ``base + byte_offset`` (alignment not assumed)."""
     ptr = builder.gep(base, [byte_offset])
@@ -98,7 +114,7 @@ PLAIN, PACK = 0, 1
 
 
 def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
-    """Intrinsic ``scores(xb, WT, j, c, d0, nvec, X, src_row, mode)``.
+    """Intrinsic ``scores(xb, WT, j, c, d0, nvec, X, src_row, mode, pf_row, pf_d0, pf)``.
 
     Returns UniTuple(float64, nr * nc): entry ``r * nc + k`` is
     ``sum(xb[j + r, d] * WT[c + k, d])`` over ``d`` in ``[d0, d0 + nvec * lanes)``
@@ -110,15 +126,20 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
     ``X.shape[1]`` are never read: the last vectors are masked loads, zero-filled) and
     stores what it read into ``xb[j + r]``: the packing copy and the first pass of the
     scores are one pass (a separate aligned copy cost as much as the arithmetic on it).
-    (Prefetching the next block's rows from this tile made N=256 10% slower; the update
-    tile does it, only in SGD loops that ask for it: ``settings.linear_prefetch_next_batch``.)
+
+    With ``pf`` true each step also prefetches, into L2, one line of the row
+    ``X[pf_row[0]]`` (clamped into ``X``; a prefetch never faults): the bytes from feature
+    ``pf_d0`` on, one vector's worth per step. The driver gives each call one segment of
+    the rows the next block packs (see ``_prefetch_segment`` in
+    :mod:`fastcls.kernels.losses`), so the next block streams in while this one computes.
     """
 
     @intrinsic
-    def scores(typingctx, xb, wt, j, c, d0, nvec, X, src_row, mode):
+    def scores(typingctx, xb, wt, j, c, d0, nvec, X, src_row, mode, pf_row, pf_d0, pf):
         sig = types.UniTuple(types.float64, nr * nc)(
-            xb, wt, types.int64, types.int64, types.int64, types.int64, X, src_row, types.int64
-        )
+            xb, wt, types.int64, types.int64, types.int64, types.int64, X, src_row, types.int64,
+            pf_row, types.int64, types.boolean,
+        )  # fmt: skip
 
         def codegen(context, builder, signature, args):
             from llvmlite import ir
@@ -150,14 +171,19 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
                 cgutils.alloca_once_value(builder, ir.Constant(vtype, None)) for _ in range(nr * nc)
             ]
             lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+            pf_ptr = gathered_row_pointers(builder, context, signature, args, 6, 9, 1)[0]
+            pf_start = builder.mul(args[10], ir.Constant(i64, itemsize))
 
-            def body(first, stop, rows, pack, masked):
+            def body(first, stop, rows, pack, masked, prefetch):
                 """Steps ``first .. stop - 1`` of the tile (vectors of ``lanes`` features)."""
                 count = builder.sub(stop, first)
                 with cgutils.for_range(builder, count, intp=i64) as loop:
                     k = builder.add(first, loop.index)
                     elem = builder.add(d0_, builder.mul(k, ir.Constant(i64, lanes)))
                     off = builder.mul(elem, ir.Constant(i64, itemsize))
+                    if prefetch:
+                        at = builder.add(pf_start, builder.mul(k, ir.Constant(i64, vec_bytes)))
+                        prefetch_to_l2(builder, builder.gep(pf_ptr, [at]))
                     if masked:  # lanes at or beyond the last feature of X: zeros, not read
                         limit = splat(builder, builder.sub(n_features, elem), lanes)
                         mask = builder.icmp_signed("<", lane_ids, limit)
@@ -186,12 +212,14 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
             inside = builder.select(builder.icmp_signed("<", inside, zero64), zero64, inside)
             inside = builder.select(builder.icmp_signed("<", inside, nvec_), inside, nvec_)
             is_plain = builder.icmp_signed("==", args[8], ir.Constant(i64, PLAIN))
-            with builder.if_else(is_plain) as (plain, packing):
-                with plain:
-                    body(zero64, nvec_, xb_rows, False, False)
-                with packing:
-                    body(zero64, inside, src, True, False)
-                    body(inside, nvec_, src, True, True)
+            with builder.if_else(args[11]) as (with_prefetch, without_prefetch):
+                for prefetch, branch in ((True, with_prefetch), (False, without_prefetch)):
+                    with branch, builder.if_else(is_plain) as (plain, packing):
+                        with plain:
+                            body(zero64, nvec_, xb_rows, False, False, prefetch)
+                        with packing:
+                            body(zero64, inside, src, True, False, prefetch)
+                            body(inside, nvec_, src, True, True, prefetch)
             sums = horizontal_sums(builder, [builder.load(a) for a in accs], lanes, builder.fadd)
             if itemsize == 4:
                 sums = [builder.fpext(v, ir.DoubleType()) for v in sums]
@@ -203,30 +231,27 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
 
 
 def _make_update_tile(vec_bytes: int, nr: int, nc: int):
-    """Intrinsic ``update(xb, g, j, acc, c, d0, nvec, X, pf_row, pf)``: a rank-``nr`` update.
+    """Intrinsic ``update(xb, g, j, acc, c, d0, nvec, X, pf_row, pf_d0, pf)``: a rank-``nr`` update.
 
     ``acc[c + k, d] += sum_r g[j + r, c + k] * xb[j + r, d]`` for ``d`` in
     ``[d0, d0 + nvec * lanes)``; ``g`` (rows x C), ``xb`` and ``acc`` share one float dtype.
 
-    With ``pf`` true each step also prefetches, into L2, the same bytes of the rows
-    ``X[pf_row[0..nr-1]]`` (int64 row numbers, clamped into ``X``; a prefetch never
-    faults): the rows the next block will pack. Mini-batch rows are random 12 KiB reads
-    whose start no hardware prefetcher can guess; issuing one prefetch per row and step
-    spreads them over the update's arithmetic.
+    With ``pf`` true each step also prefetches, into L2, one vector's worth of the row
+    ``X[pf_row[0]]`` from feature ``pf_d0`` on (int64 row number, clamped into ``X``; a
+    prefetch never faults), as the scores tile does.
     """
 
     @intrinsic
-    def update(typingctx, xb, g, j, acc, c, d0, nvec, X, pf_row, pf):
+    def update(typingctx, xb, g, j, acc, c, d0, nvec, X, pf_row, pf_d0, pf):
         sig = types.none(
             xb, g, types.int64, acc, types.int64, types.int64, types.int64, X, pf_row,
-            types.boolean,
+            types.int64, types.boolean,
         )  # fmt: skip
 
         def codegen(context, builder, signature, args):
             from llvmlite import ir
             from numba.core import cgutils
 
-            i32 = ir.IntType(32)
             i64 = ir.IntType(64)
             ftype, itemsize = _element_info(context, signature.args[0].dtype)
             lanes = vec_bytes // itemsize
@@ -247,30 +272,24 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
                     row.append(splat(builder, value, lanes))
                 splats.append(row)
             start = builder.mul(args[5], ir.Constant(i64, itemsize))
-            i8p = ir.IntType(8).as_pointer()
-            prefetch = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                "llvm.prefetch.p0" if _opaque_pointers() else "llvm.prefetch.p0i8",
-            )
-            pf_rows = gathered_row_pointers(builder, context, signature, args, 7, 8, nr)
+            pf_ptr = gathered_row_pointers(builder, context, signature, args, 7, 8, 1)[0]
+            pf_start = builder.mul(args[9], ir.Constant(i64, itemsize))
 
             def body(with_prefetch):
                 with cgutils.for_range(builder, args[6], intp=i64) as loop:
                     step = builder.mul(loop.index, ir.Constant(i64, vec_bytes))
                     off = builder.add(start, step)
                     xv = [_vector_load(builder, p, off, vtype) for p in xp]
-                    if with_prefetch:  # read, locality 2 (L2), data cache
-                        flags = [ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)]
-                        for p in pf_rows:
-                            builder.call(prefetch, [builder.gep(p, [off]), *flags])
+                    if with_prefetch:
+                        at = builder.add(pf_start, step)
+                        prefetch_to_l2(builder, builder.gep(pf_ptr, [at]))
                     for k in range(nc):
                         a = _vector_load(builder, ap[k], off, vtype)
                         for r in range(nr):
                             a = builder.call(fma, [splats[r][k], xv[r], a])
                         _vector_store(builder, a, ap[k], off)
 
-            with builder.if_else(args[9]) as (yes, no):
+            with builder.if_else(args[10]) as (yes, no):
                 with yes:
                     body(True)
                 with no:

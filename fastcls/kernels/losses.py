@@ -334,8 +334,24 @@ def _simd_tiles_overload(tile):
     return impl
 
 
+@jit(inline="always")
+def _prefetch_segment(call, n_calls, n_segments):
+    """The segment of the next block that tile call ``call`` of ``n_calls`` prefetches, or -1.
+
+    The next block's rows are cut into ``n_segments`` segments of one chunk each, in row
+    order (row ``m // n_chunks``, chunk ``m % n_chunks``), and each segment is given to one
+    call, spread evenly over the calls of the block (scores and update): the prefetches
+    walk the rows in address order at the pace of the arithmetic.
+    """
+    if call >= n_calls:
+        return -1
+    if (call * n_segments) % n_calls < n_segments:
+        return (call * n_segments) // n_calls
+    return -1
+
+
 @jit
-def _scores_simd(tile, xb, WT, nr, s, X, src):
+def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
     """Scores of the block with a SIMD micro-kernel's tile (see :func:`_scores_fn`)."""
     score_tile, _, vec_bytes = _simd_tiles(tile)
     w = len(tile)
@@ -345,6 +361,11 @@ def _scores_simd(tile, xb, WT, nr, s, X, src):
     nr4, full = _pack_tail(xb, nr, X, src)
     chunk = _CHUNK_BYTES // xb.itemsize
     lanes = vec_bytes // xb.itemsize
+    # tile calls of the full chunks in the scores and the update (see _prefetch_segment)
+    n_full = Dp // chunk
+    per_chunk = 2 * (nr4 // 4) * (Cp // w)
+    n_calls = n_full * per_chunk if has_next else 0
+    n_segments = xb.shape[0] * n_full
     # chunk-major: the chunk of WT (every class) stays in L1 while the block's rows pass
     # over it, and a group's rows, packed by its first class tile, are read from L1 by the
     # others. (Group-major first tiles streamed WT from L2 for every group: half the FMA
@@ -354,7 +375,15 @@ def _scores_simd(tile, xb, WT, nr, s, X, src):
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
                 mode = PACK if c == 0 and j < full else PLAIN
-                t = score_tile(xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode)
+                m = _prefetch_segment(
+                    (d0 // chunk) * per_chunk + (j // 4) * (Cp // w) + c // w, n_calls, n_segments
+                )
+                q = max(m, 0) // max(n_full, 1)
+                pf_d0 = (max(m, 0) % max(n_full, 1)) * chunk
+                t = score_tile(
+                    xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode, nxt[q : q + 1], pf_d0,
+                    m >= 0,
+                )  # fmt: skip
                 for r in range(4):
                     for k in range(w):
                         if c + k < C:
@@ -362,7 +391,7 @@ def _scores_simd(tile, xb, WT, nr, s, X, src):
 
 
 @jit
-def _scores_portable(tile, xb, WT, nr, s, X, src):
+def _scores_portable(tile, xb, WT, nr, s, X, src, nxt, has_next):
     """Scores of the block with numba loops, 4 rows x 1 class, reading ``X`` directly.
 
     A last group of fewer than 4 rows repeats its last row (a row in use: finite
@@ -389,12 +418,20 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     Dp = xb.shape[1]
     chunk = _CHUNK_BYTES // xb.itemsize
     lanes = vec_bytes // xb.itemsize
+    n_full = Dp // chunk
+    n_score_calls = (nr4 // 4) * (Cp // w)
+    per_chunk = 2 * n_score_calls
+    n_calls = n_full * per_chunk if has_next else 0
+    n_segments = xb.shape[0] * n_full
     for d0 in range(0, Dp, chunk):
         nvec = (min(d0 + chunk, Dp) - d0) // lanes
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
-                pf = has_next and c == 0
-                update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt[j : j + 4], pf)
+                call = (d0 // chunk) * per_chunk + n_score_calls + (j // 4) * (Cp // w) + c // w
+                m = _prefetch_segment(call, n_calls, n_segments)
+                q = max(m, 0) // max(n_full, 1)
+                pf_d0 = (max(m, 0) % max(n_full, 1)) * chunk
+                update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt[q : q + 1], pf_d0, m >= 0)
 
 
 @jit
@@ -419,9 +456,10 @@ def _update_portable(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
 def _scores_fn(tile):
     """The block's scores implementation for a micro-kernel's token (compile time).
 
-    ``scores(tile, xb, WT, nr, s, X, src)`` adds the block's scores into ``s``, packing the
-    rows into ``xb`` on the way: ``s[r, c] += x_r . WT[c]`` for ``r < nr``, ``c < C``,
-    where ``x_r`` is ``X[src[r]]``.
+    ``scores(tile, xb, WT, nr, s, X, src, nxt, has_next)`` adds the block's scores into
+    ``s``, packing the rows into ``xb`` on the way: ``s[r, c] += x_r . WT[c]`` for
+    ``r < nr``, ``c < C``, where ``x_r`` is ``X[src[r]]``. With ``has_next`` its tiles
+    prefetch part of the next block's rows ``X[nxt]`` (see :func:`_prefetch_segment`).
     ``WT`` has ``Cp >= C`` rows (zero weights beyond ``C``, so the tiles need no class
     tail) and ``Dp`` columns, a multiple of 16, zero beyond the features. Chunk-major:
     the chunk of ``WT`` (``_CHUNK_BYTES`` per class) stays in L1 while every row of the
@@ -458,8 +496,8 @@ def _update_fn(tile):
     ``update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)`` adds
     ``sum_r gw[r, c] * xb[r]`` to ``acc[c]`` over the block (``Cp`` rows of ``acc``).
 
-    With ``has_next``, the first class tile of each group prefetches the same bytes of
-    the next block's rows ``X[nxt]`` (see the update tile). ``tile``: as for :func:`_scores_fn`.
+    With ``has_next``, the tiles of the scores and the update prefetch the next block's
+    rows ``X[nxt]`` (see :func:`_prefetch_segment`). ``tile``: as for :func:`_scores_fn`.
     """
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
@@ -552,7 +590,7 @@ def linear_loss_grad_rows_serial(
                 for r in range(nr4):
                     for c in range(C):
                         s[r, c] = b[c]
-                scores(tile, xb, WTp, nr, s, X, src)
+                scores(tile, xb, WTp, nr, s, X, src, nxt, has_next)
                 for r in range(nr):
                     loss += _row_derivative(s[r], y[src[r]], kind, g[r])
                     for c in range(C):
@@ -716,7 +754,7 @@ def linear_loss_grad(
     per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns,
     with ``finite`` also False when ``W`` holds NaN, infinity or a value beyond
     ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem). With
-    ``prefetch`` each block's update prefetches the rows its task packs next (the same
+    ``prefetch`` each block's tiles prefetch the rows its task packs next (the same
     bits either way).
     """
     D = W.shape[0]
@@ -741,7 +779,7 @@ def linear_loss_grad(
         for d in range(D):
             row_ok &= abs(WT[c, d]) <= MAX_ABS_VALUE  # False for NaN
         w_ok &= row_ok
-    # with ``prefetch`` each block's update prefetches the rows its task packs next (a
+    # with ``prefetch`` each block's tiles prefetch the rows its task packs next (a
     # task's last block prefetches its first rows again: harmless, one block in many)
     idx_next = idx if prefetch else idx[:0]
     rows = _rows_fn(parallel)
