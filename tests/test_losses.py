@@ -620,7 +620,7 @@ def test_hot_loops_vectorise_natively():
         fn(xb, WT, gw, WT.copy(), np.arange(4))
         asm = "\n".join(fn.inspect_asm().values())
         assert re.search(rf"vfmadd\d+ps\s+[^\n]*%{reg}", asm), name
-        assert "prefetcht1" in asm, name
+        assert "prefetcht2" in asm, name
 
 
 # ----------------------------------------------------------------------------- range (issue 10)

@@ -67,7 +67,7 @@ def _opaque_pointers() -> bool:
 
 
 def prefetch_to_l2(builder, pointer):
-    """``llvm.prefetch`` of the line at the byte pointer ``pointer``: read, locality 2 (L2)."""
+    """``llvm.prefetch`` of the line at the byte pointer ``pointer``: read, into L2 / L3."""
     from llvmlite import ir
     from numba.core import cgutils
 
@@ -78,7 +78,9 @@ def prefetch_to_l2(builder, pointer):
         ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
         "llvm.prefetch.p0" if _opaque_pointers() else "llvm.prefetch.p0i8",
     )
-    flags = [ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)]
+    # locality 1 (prefetcht2) rather than 2 (prefetcht1): svm_loss N=10000 on the Xeon,
+    # alternated runs, 16.0-16.4 vs 16.8-17.1 ms on 1 thread, 7.9-8.1 vs 8.1-8.3 on 2
+    flags = [ir.Constant(i32, 0), ir.Constant(i32, 1), ir.Constant(i32, 1)]
     builder.call(fn, [pointer, *flags])
 
 
@@ -127,7 +129,7 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
     stores what it read into ``xb[j + r]``: the packing copy and the first pass of the
     scores are one pass (a separate aligned copy cost as much as the arithmetic on it).
 
-    With ``pf`` true each step also prefetches, into L2, one line of the row
+    With ``pf`` true each step also prefetches, into L2 / L3, one line of the row
     ``X[pf_row[0]]`` (clamped into ``X``; a prefetch never faults): the bytes from feature
     ``pf_d0`` on, one vector's worth per step. The driver gives each call one segment of
     the rows the next block packs (see ``_prefetch_segment`` in
@@ -236,7 +238,7 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
     ``acc[c + k, d] += sum_r g[j + r, c + k] * xb[j + r, d]`` for ``d`` in
     ``[d0, d0 + nvec * lanes)``; ``g`` (rows x C), ``xb`` and ``acc`` share one float dtype.
 
-    With ``pf`` true each step also prefetches, into L2, one vector's worth of the row
+    With ``pf`` true each step also prefetches, into L2 / L3, one vector's worth of the row
     ``X[pf_row[0]]`` from feature ``pf_d0`` on (int64 row number, clamped into ``X``; a
     prefetch never faults), as the scores tile does.
     """
