@@ -549,8 +549,8 @@ from fastcls.kernels import linear_tiles as T
 
 @njit(cache=False)
 def tiles(xb, WT, g, acc, rows):
-    T.update_tile_avx2(xb, g, 0, acc, 0, 0, 2, xb, rows, True)
-    return T.scores_tile_avx2(xb, WT, 0, 0, 0, 2, xb, rows, 1)
+    T.update_tile_avx2(xb, g, 0, acc, 0, 0, 2, xb, rows, 0, True)
+    return T.scores_tile_avx2(xb, WT, 0, 0, 0, 2, xb, rows, 1, rows, 16, True)
 
 xb = np.ones((4, 16), np.float32)
 tiles(xb, xb[:2].copy(), np.ones((4, 2), np.float32), np.zeros((2, 16), np.float32), np.arange(4))
