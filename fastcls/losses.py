@@ -31,6 +31,7 @@ validation); the linear classifiers name their loss in ``loss_name``.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +91,64 @@ def check_loss_inputs(
     float32 ``W``), ``y`` and ``idx`` int64. ``W`` and ``X`` are not scanned for NaN or
     infinity here: :func:`loss_and_gradient` does it when its result is not finite.
     """
+    return _checked_loss_inputs(W, X, y, reg, b, penalty, beta, idx, label_range=True)
+
+
+def _is_plain(a: Any, ndim: int) -> bool:
+    """``a`` is a C-contiguous ndarray (not a subclass) of ``ndim`` dimensions."""
+    return type(a) is np.ndarray and a.ndim == ndim and a.flags.c_contiguous
+
+
+def _is_plain_number(v: Any) -> bool:
+    """``v`` is a finite Python float or int (not a bool) >= 0."""
+    return (type(v) is float or type(v) is int) and math.isfinite(v) and v >= 0
+
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
+
+
+def _checked_loss_inputs(
+    W: Any,
+    X: Any,
+    y: Any,
+    reg: Any,
+    b: Any,
+    penalty: Any,
+    beta: Any,
+    idx: Any,
+    label_range: bool,
+) -> tuple:
+    """:func:`check_loss_inputs`; ``label_range=False`` leaves the range of the labels to
+    the kernel (:func:`loss_and_gradient` checks it there, before any label is used).
+
+    Arguments already in the kernel's form (C-contiguous ndarrays, ``W`` and ``X`` of one
+    float dtype, int64 labels, Python numbers, no bias or rows) are returned as they are
+    after a few attribute checks: the general path costs 30-40 us a call once the
+    kernel has pushed the interpreter's data out of the caches (svm_loss at N=256 takes
+    0.3-0.4 ms in all). Anything else takes the general path, so results and errors are
+    the same either way.
+    """
+    if (
+        b is None
+        and idx is None
+        and _is_plain(W, 2)
+        and _is_plain(X, 2)
+        and _is_plain(y, 1)
+        and W.dtype in _FLOAT_DTYPES
+        and X.dtype == W.dtype
+        and y.dtype == _INT64
+        and X.shape[0] == y.shape[0] >= 1
+        and X.shape[1] == W.shape[0] >= 1
+        and W.shape[1] >= 1
+        and _is_plain_number(reg)
+        and _is_plain_number(beta)
+        and (penalty == "l2" or penalty == "l1" or penalty == "elasticnet")
+        and type(penalty) is str
+    ):
+        if label_range:
+            _check_encoded_labels(y, X.shape[0], W.shape[1])
+        return W, X, y, float(reg), None, penalty, float(beta), None
     # W and X are scanned for NaN/inf only if the result is not finite: the kernel's
     # transpose of W checks it on the way (see loss_and_gradient and _check_used_rows)
     Wa = V.check_array(
@@ -110,7 +169,8 @@ def check_loss_inputs(
     Wa = np.ascontiguousarray(Wa, dtype=dtype)
     Xa = np.ascontiguousarray(Xa, dtype=dtype)
     n, C = Xa.shape[0], Wa.shape[1]
-    ya = _check_encoded_labels(y, n, C)
+    # with ``idx`` the kernel sees only the labels of the rows used: all are checked here
+    ya = _check_encoded_labels(y, n, C, check_range=label_range or idx is not None)
     reg = V.check_float(reg, "reg", min_value=0.0)
     penalty = V.check_choice(penalty, "penalty", PENALTIES)
     beta = V.check_float(beta, "beta", min_value=0.0)
@@ -137,7 +197,12 @@ def check_loss_inputs(
     return Wa, Xa, ya, reg, ba, penalty, beta, ia
 
 
-def _check_encoded_labels(y: Any, n: int, C: int) -> np.ndarray:
+def _check_encoded_labels(y: Any, n: int, C: int, check_range: bool = True) -> np.ndarray:
+    """``y`` as int64 labels, one per row; ``check_range``: also that they lie in ``0..C-1``.
+
+    Without ``check_range`` the caller must check the range before using a label (the
+    loss kernel does, in its pass over the rows: see :func:`loss_and_gradient`).
+    """
     arr = np.asarray(y)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"y must be 1-D of shape ({n},) (one label per row of X), got {arr.shape}")
@@ -146,12 +211,16 @@ def _check_encoded_labels(y: Any, n: int, C: int) -> np.ndarray:
             raise ValueError("y must hold integer class indices in 0..C-1")
     elif arr.dtype.kind not in "iu":
         raise TypeError(f"y must hold integer class indices, got dtype {arr.dtype}")
-    if n and (arr.min() < 0 or arr.max() >= C):
-        raise ValueError(
-            f"y holds labels outside 0..{C - 1} (W has {C} columns, one per class); "
-            f"got min {arr.min()}, max {arr.max()}"
-        )
+    if check_range and n and (arr.min() < 0 or arr.max() >= C):
+        raise _label_range_error(arr, C)
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _label_range_error(labels: np.ndarray, C: int) -> ValueError:
+    return ValueError(
+        f"y holds labels outside 0..{C - 1} (W has {C} columns, one per class); "
+        f"got min {labels.min()}, max {labels.max()}"
+    )
 
 
 def _check_used_rows(X: np.ndarray, idx: np.ndarray) -> None:
@@ -244,12 +313,14 @@ def loss_and_gradient(
     db = np.empty(C, dtype=W.dtype)
     parallel = _TWIN.use_parallel(K.use_parallel(m, D, C))
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
-    data_loss, pen, finite, speedup = K.linear_loss_grad(
+    data_loss, pen, finite, speedup, labels_ok = K.linear_loss_grad(
         X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss,
-        K.tile_token(K.kernel_impl()), K.row_block(), K.twin_token(parallel), reg,
+        _tile_token(settings.linear_kernel_impl), K.row_block(), K.twin_token(parallel), reg,
         K.PENALTY_CODES[penalty], beta, WT, dWT, dW, db,
         m * D * W.dtype.itemsize >= settings.linear_prefetch_min_bytes,
     )  # fmt: skip
+    if not labels_ok:
+        raise _label_range_error(y[rows], C)
     if parallel:
         _TWIN.record(speedup)
     if not finite:
@@ -322,6 +393,15 @@ def _buffers(T: int, C: int, D: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
         cached = (key, bufs)
         _LOCAL.buffers = cached
     return cached[1]
+
+
+@functools.lru_cache(maxsize=8)
+def _tile_token(forced: str | None) -> tuple[int, ...]:
+    """The loss kernel's micro-kernel token for ``settings.linear_kernel_impl = forced``
+    (the CPU's features do not change while the process runs)."""
+    from fastcls.kernels import losses as K
+
+    return K.tile_token(K.kernel_impl())
 
 
 @functools.lru_cache(maxsize=64)
@@ -442,9 +522,8 @@ def svm_loss(
     >>> dW.shape
     (8, 3)
     """
-    return _public_result(
-        loss_and_gradient("svm", *check_loss_inputs(W, X, y, reg, b, penalty, beta, idx))
-    )
+    args = _checked_loss_inputs(W, X, y, reg, b, penalty, beta, idx, label_range=False)
+    return _public_result(loss_and_gradient("svm", *args))
 
 
 def softmax_loss(
@@ -482,9 +561,8 @@ def softmax_loss(
     >>> round(float(loss), 6) == round(float(np.log(3)), 6)  # uniform probabilities: ln C
     True
     """
-    return _public_result(
-        loss_and_gradient("softmax", *check_loss_inputs(W, X, y, reg, b, penalty, beta, idx))
-    )
+    args = _checked_loss_inputs(W, X, y, reg, b, penalty, beta, idx, label_range=False)
+    return _public_result(loss_and_gradient("softmax", *args))
 
 
 #: a public loss function: ``fn(W, X, y, reg, penalty, *, beta, b, idx) -> (loss, dW[, db])``

@@ -280,6 +280,46 @@ def test_task_bounds_cover_rows_in_groups_of_four():
         assert np.all(bd[1:-1] % 4 == 0)
 
 
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_ready_arguments_take_the_short_validation_with_the_same_results(kind, dtype):
+    """C-contiguous arrays of the kernel's dtypes skip the general validation: the same
+    bits as arguments that need it (a list for y, a non-contiguous X, NumPy scalars)."""
+    import fastcls.losses as L
+
+    X, y, W, _ = problem(5, 70, 40, 6, dtype)
+    fast = L._checked_loss_inputs(W, X, y, 0.3, None, "l1", 0.5, None, label_range=True)
+    assert all(a is b for a, b in zip(fast[:3], (W, X, y), strict=True))
+    assert fast[3:] == (0.3, None, "l1", 0.5, None)
+    got = LOSSES[kind](W, X, y, 0.3, "l1", beta=0.5)
+    Xs = np.zeros((70, 80), dtype)
+    Xs[:, ::2] = X
+    general = LOSSES[kind](W, Xs[:, ::2], y.tolist(), np.float64(0.3), "l1", beta=np.float32(0.5))
+    assert got[0] == general[0]
+    np.testing.assert_array_equal(got[1], general[1])
+
+
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+@pytest.mark.parametrize("bad", [-1, 6, 2**40, -(2**62)])
+@pytest.mark.parametrize("where", [0, 33, 69])
+def test_labels_out_of_range_are_refused_on_every_path(kind, bad, where):
+    """The kernel checks the labels of the public call (the short validation leaves them to
+    it) before any is used: the same error as the general validation, wherever the label."""
+    X, y, W, b = problem(6, 70, 40, 6, np.float32)
+    y[where] = bad
+    message = rf"y holds labels outside 0..5 \(W has 6 columns.*min {min(bad, 0)}, max"
+    with pytest.raises(ValueError, match=message):
+        LOSSES[kind](W, X, y, 0.1)  # the short validation, the kernel's check
+    with pytest.raises(ValueError, match=message):
+        LOSSES[kind](W, X, y.astype(np.float64), 0.1)  # the general validation
+    with pytest.raises(ValueError, match=message):
+        LOSSES[kind](W, X, y, 0.1, b=b)  # the general validation, the kernel's check
+    with pytest.raises(ValueError, match=message):  # rows not used are checked too
+        LOSSES[kind](W, X, y, 0.1, idx=np.array([(where + 1) % 70]))
+    with pytest.raises(ValueError, match=message):
+        fastcls.losses.check_loss_inputs(W, X, y, 0.1)
+
+
 def test_bias_trick_equals_explicit_bias():
     X, y, W, b = problem(8, 60, 10, 4, np.float64)
     Xb = np.hstack([X, np.ones((60, 1))])

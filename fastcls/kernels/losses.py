@@ -753,12 +753,20 @@ def linear_loss_grad(
     transposes, the kernel, the reduction, the allocations): measured 0.13 ms of fixed cost
     per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns,
     with ``finite`` also False when ``W`` holds NaN, infinity or a value beyond
-    ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem). With
-    ``prefetch`` each block's tiles prefetch the rows its task packs next (the same
-    bits either way).
+    ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem), and the task
+    speed-up (:func:`task_speedup`) and whether every label used lies in ``0..C-1``:
+    when one does not, nothing else is computed (a label indexes the scores; the public
+    losses leave this check to this pass, one load per row). With ``prefetch`` each
+    block's tiles prefetch the rows its task packs next (the same bits either way).
     """
     D = W.shape[0]
     C = W.shape[1]
+    labels_ok = True
+    for i in range(idx.shape[0]):
+        label = y[idx[i]]
+        labels_ok &= (label >= 0) & (label < C)
+    if not labels_ok:
+        return np.nan, 0.0, False, np.inf, False
     # the public losses leave W's scan to this pass, which reads it anyway (a separate
     # NumPy scan cost 15-45 us at N=256, W evicted by the previous call's rows)
     # in blocks of 16 features: each class row of WT gets 16 contiguous stores, and the
@@ -792,7 +800,7 @@ def linear_loss_grad(
         for c in range(C):
             dW[d, c] = dWT[c, d]
     data, pen, finite = out
-    return data, pen, finite and w_ok, task_speedup(ticks)
+    return data, pen, finite and w_ok, task_speedup(ticks), True
 
 
 @jit(inline="always")  # a compiled level of its own cost 0.1 s of a cold first call
