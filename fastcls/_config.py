@@ -294,13 +294,14 @@ class Tunables:
     #: (same-process A/B); measure before turning it on for another CPU
     linear_prefetch_next_batch: bool = False
     #: linear losses (one call, not the SGD loop): when the rows used take at least this
-    #: many bytes (they stream from memory, not from cache), each block's tiles prefetch
-    #: the rows its task packs next, a segment per tile call in address order (0: always;
-    #: same results either way). On the Xeon of docs/performance.md, svm_loss N=10000
-    #: (123 MB, 16-row blocks): 8.7-8.9 -> 7.6-7.7 ms on 2 threads, 3-7% faster on 1 (the
-    #: update tiles alone prefetching, 4 rows at once: 3-7% and 0-5%); at N=256 (3 MB) it
-    #: cost 1-4%, hence the threshold
-    linear_prefetch_min_bytes: int = 32 * 2**20
+    #: many bytes, each block's tiles prefetch the rows its task packs next, a segment per
+    #: tile call in address order (0: always; same results either way). None: the
+    #: micro-kernel's own threshold (``fastcls.kernels.losses.PREFETCH_MIN_BYTES``: 0 for
+    #: "avx512", 32 MiB for the others). On the Xeon of docs/performance.md: svm_loss
+    #: N=10000 (123 MB) 8.7-8.9 -> 7.6-7.7 ms on 2 threads, 3-7% faster on 1; N=256
+    #: (3 MB, read from L3) 4-7% faster; N <= 128 neutral; the AVX2 build neutral from 64
+    #: to 1000 rows (its slower arithmetic leaves the memory time to the hardware)
+    linear_prefetch_min_bytes: int | None = None
     #: linear losses: rows per cache block (a positive multiple of 4). 16 rather than 32:
     #: the prefetch above paid only with 16 (32: neutral), and SGD training of 1500 x 200
     #: rows was 2% faster (0.477 vs 0.487 s); N=256 unchanged

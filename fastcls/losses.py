@@ -312,12 +312,14 @@ def loss_and_gradient(
     dW = np.empty((D, C), dtype=W.dtype)
     db = np.empty(C, dtype=W.dtype)
     parallel = _TWIN.use_parallel(K.use_parallel(m, D, C))
+    tile, prefetch_min_bytes = _micro_kernel(settings.linear_kernel_impl)
+    if settings.linear_prefetch_min_bytes is not None:
+        prefetch_min_bytes = settings.linear_prefetch_min_bytes
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
     data_loss, pen, finite, speedup, labels_ok = K.linear_loss_grad(
-        X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss,
-        _tile_token(settings.linear_kernel_impl), K.row_block(), K.twin_token(parallel), reg,
-        K.PENALTY_CODES[penalty], beta, WT, dWT, dW, db,
-        m * D * W.dtype.itemsize >= settings.linear_prefetch_min_bytes,
+        X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss, tile,
+        K.row_block(), K.twin_token(parallel), reg, K.PENALTY_CODES[penalty], beta, WT, dWT,
+        dW, db, m * D * W.dtype.itemsize >= prefetch_min_bytes,
     )  # fmt: skip
     if not labels_ok:
         raise _label_range_error(y[rows], C)
@@ -396,12 +398,14 @@ def _buffers(T: int, C: int, D: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
 
 
 @functools.lru_cache(maxsize=8)
-def _tile_token(forced: str | None) -> tuple[int, ...]:
-    """The loss kernel's micro-kernel token for ``settings.linear_kernel_impl = forced``
-    (the CPU's features do not change while the process runs)."""
+def _micro_kernel(forced: str | None) -> tuple[tuple[int, ...], int]:
+    """The loss kernel's micro-kernel token and its default prefetch threshold (bytes)
+    for ``settings.linear_kernel_impl = forced`` (the CPU's features do not change
+    while the process runs)."""
     from fastcls.kernels import losses as K
 
-    return K.tile_token(K.kernel_impl())
+    impl = K.kernel_impl()
+    return K.tile_token(impl), K.PREFETCH_MIN_BYTES[impl]
 
 
 @functools.lru_cache(maxsize=64)

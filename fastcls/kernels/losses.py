@@ -143,6 +143,13 @@ MIN_TASK_ROWS = 128
 
 #: classes per register tile (4 rows x tile classes), by micro-kernel name
 CLASS_TILES = {"avx512": 5, "avx2": 2, "portable": 1}
+#: rows' bytes from which a single loss call prefetches its next blocks, by micro-kernel
+#: (``settings.linear_prefetch_min_bytes`` overrides): always with the zmm tiles (their
+#: arithmetic outruns the reads even from L3: N=256 4-7% faster on the Xeon), only rows
+#: that stream from memory with the AVX2 tiles (neutral from 64 to 1000 rows on the AVX2
+#: build; a 512 KiB L2, Zen 3's, holds less of what the prefetch brings); never for
+#: the portable loops, which read ``X`` directly
+PREFETCH_MIN_BYTES = {"avx512": 0, "avx2": 32 * 2**20, "portable": 2**62}
 
 
 def task_bounds(n_rows: int) -> np.ndarray:
@@ -574,8 +581,8 @@ def linear_loss_grad_rows_serial(
                 # batch). Only callers that pass ``idx_next`` prefetch: SGD loops when
                 # settings.linear_prefetch_next_batch asks (a random mini-batch row's start
                 # is a cold miss no hardware prefetcher predicts, yet since the task body
-                # became one function it made the step 4-9% slower), and single calls whose
-                # rows stream from memory (settings.linear_prefetch_min_bytes)
+                # became one function it made the step 4-9% slower), and single calls
+                # (settings.linear_prefetch_min_bytes, by default per micro-kernel)
                 has_next = idx_next.shape[0] > 0 and (r0 + nr < stop or idx_next.shape[0] > start)
                 for r in range(rblock):
                     p = r0 + nr + r
