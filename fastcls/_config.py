@@ -56,10 +56,16 @@ def jit(
     """``numba.njit`` with the project's policy (nogil, on-disk cache unless opted out).
 
     Compilation is lazy: decorating compiles nothing, so ``import fastcls`` stays cheap.
+    The cache of fastcls's kernels is validated against the whole package's source
+    (:mod:`fastcls._cache`), not only the file that defines the kernel.
     """
     import numba
 
+    from fastcls import _cache
+
     def wrap(f: Callable) -> Any:
+        if cache_enabled():
+            _cache.install()
         fm: bool | set[str] = (
             set(fastmath) if isinstance(fastmath, (set, frozenset)) else bool(fastmath)
         )
