@@ -569,6 +569,8 @@ def linear_loss_grad_rows_serial(
         loss = 0.0
         start = bounds[t]
         stop = bounds[t + 1]
+        # the task this thread runs next (the serial twin's): its first rows follow
+        next_stop = bounds[t + 2] if t + 2 < bounds.shape[0] else stop
         first = True
         for s0 in range(start, stop, SUB_ROWS):
             s1 = min(s0 + SUB_ROWS, stop)
@@ -577,16 +579,20 @@ def linear_loss_grad_rows_serial(
                 nr = min(rblock, s1 - r0)
                 nr4 = nr + (-nr) % 4
                 # the rows the next block packs: this task's next rows, else the first
-                # rows of this task in the next call (``idx_next``, an SGD loop's next
-                # batch). Only callers that pass ``idx_next`` prefetch: SGD loops when
-                # settings.linear_prefetch_next_batch asks (a random mini-batch row's start
-                # is a cold miss no hardware prefetcher predicts, yet since the task body
-                # became one function it made the step 4-9% slower), and single calls
-                # (settings.linear_prefetch_min_bytes, by default per micro-kernel)
-                has_next = idx_next.shape[0] > 0 and (r0 + nr < stop or idx_next.shape[0] > start)
+                # rows of the task this thread runs next (the serial twin's next task),
+                # else the first rows of this task in the next call (``idx_next``, an
+                # SGD loop's next batch). Only callers that pass ``idx_next`` prefetch:
+                # SGD loops when settings.linear_prefetch_next_batch asks (a random
+                # mini-batch row's start is a cold miss no hardware prefetcher predicts,
+                # yet since the task body became one function it made the step 4-9%
+                # slower), and single calls (settings.linear_prefetch_min_bytes, by
+                # default per micro-kernel)
+                has_next = idx_next.shape[0] > 0 and (
+                    r0 + nr < next_stop or idx_next.shape[0] > start
+                )
                 for r in range(rblock):
                     p = r0 + nr + r
-                    if p < stop:
+                    if p < next_stop:
                         nxt[r] = idx[p]
                     elif start + p - stop < idx_next.shape[0]:
                         nxt[r] = idx_next[start + p - stop]
