@@ -589,8 +589,8 @@ from fastcls.kernels import linear_tiles as T
 
 @njit(cache=False)
 def tiles(xb, WT, g, acc, rows):
-    T.update_tile_avx2(xb, g, 0, acc, 0, 0, 2, xb, rows, 0, True)
-    return T.scores_tile_avx2(xb, WT, 0, 0, 0, 2, xb, rows, 1, rows, 16, True)
+    T.update_tile_avx2(xb, g, 0, acc, 0, 0, 2, xb, rows, 1, 0, True)
+    return T.scores_tile_avx2(xb, WT, 0, 0, 0, 2, xb, rows, 1, rows, 2, 16, True)
 
 xb = np.ones((4, 16), np.float32)
 tiles(xb, xb[:2].copy(), np.ones((4, 2), np.float32), np.zeros((2, 16), np.float32), np.arange(4))
@@ -653,8 +653,8 @@ def test_hot_loops_vectorise_natively():
     for name, scores_tile, update_tile, reg in widths:
 
         def tiles(xb, WT, g, acc, rows, scores_tile=scores_tile, update_tile=update_tile):
-            update_tile(xb, g, 0, acc, 0, 0, 2, xb, rows, 0, True)
-            return scores_tile(xb, WT, 0, 0, 0, 2, xb, rows, 1, rows, 16, True)
+            update_tile(xb, g, 0, acc, 0, 0, 2, xb, rows, 1, 0, True)
+            return scores_tile(xb, WT, 0, 0, 0, 2, xb, rows, 1, rows, 2, 16, True)
 
         fn = numba.njit(cache=False)(tiles)
         fn(xb, WT, gw, WT.copy(), np.arange(4))

@@ -65,12 +65,21 @@ def row_pointers(
 
 
 def gathered_row_pointers(
-    builder: Any, context: Any, signature: Any, args: Any, x_arg: int, rows_arg: int, count: int
+    builder: Any,
+    context: Any,
+    signature: Any,
+    args: Any,
+    x_arg: int,
+    rows_arg: int,
+    count: int,
+    first: Any = None,
 ) -> list[Any]:
-    """Byte pointers to rows ``rows[0 .. count - 1]`` of the 2-D array ``X``.
+    """Byte pointers to rows ``rows[first .. first + count - 1]`` of the 2-D array ``X``.
 
     ``X`` is argument ``x_arg`` of the intrinsic, the int64 row numbers argument
-    ``rows_arg``; row numbers are clamped into ``X``.
+    ``rows_arg``; ``first`` an i64 value (default 0; the caller keeps the entries inside
+    ``rows``: passing the whole array and an index spares the caller a slice per call);
+    row numbers are clamped into ``X``.
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -85,7 +94,8 @@ def gathered_row_pointers(
     zero = ir.Constant(i64, 0)
     out = []
     for r in range(count):
-        row = load_item(builder, context, signature.args[rows_arg], rows, [ir.Constant(i64, r)])
+        at = ir.Constant(i64, r) if first is None else builder.add(first, ir.Constant(i64, r))
+        row = load_item(builder, context, signature.args[rows_arg], rows, [at])
         row = builder.select(builder.icmp_signed("<", row, last), row, last)
         row = builder.select(builder.icmp_signed("<", row, zero), zero, row)
         out.append(builder.gep(data, [builder.mul(row, stride)]))

@@ -87,8 +87,8 @@ def prefetch_to_l2(builder, pointer):
 def _prefetch_base(builder, context, signature, args, arg_numbers, own_row, own_first, itemsize):
     """The byte pointer a tile's step 0 prefetches (step ``k``: ``k`` vectors further).
 
-    ``arg_numbers`` = the positions of ``(X, pf_row, pf_d0, pf)`` in ``args``: with ``pf``
-    true, ``X[pf_row[0]]`` (clamped into ``X``) at feature ``pf_d0``; otherwise the tile's
+    ``arg_numbers`` = the positions of ``(X, nxt, pf_at, pf_d0, pf)`` in ``args``: with
+    ``pf`` true, ``X[nxt[pf_at]]`` (clamped into ``X``) at feature ``pf_d0``; otherwise the tile's
     own row ``own_row`` (a byte pointer) at feature ``own_first``, which the step reads
     anyway, so the prefetch costs one instruction and no branch (a second copy of the
     tile's loops for the prefetching calls cost 0.2-0.7 s of a cold README tour).
@@ -96,8 +96,10 @@ def _prefetch_base(builder, context, signature, args, arg_numbers, own_row, own_
     from llvmlite import ir
 
     i64 = ir.IntType(64)
-    x_arg, row_arg, d0_arg, pf_arg = arg_numbers
-    other = gathered_row_pointers(builder, context, signature, args, x_arg, row_arg, 1)[0]
+    x_arg, row_arg, at_arg, d0_arg, pf_arg = arg_numbers
+    other = gathered_row_pointers(
+        builder, context, signature, args, x_arg, row_arg, 1, args[at_arg]
+    )[0]
     other = builder.gep(other, [builder.mul(args[d0_arg], ir.Constant(i64, itemsize))])
     own = builder.gep(own_row, [builder.mul(own_first, ir.Constant(i64, itemsize))])
     return builder.select(args[pf_arg], other, own)
@@ -135,7 +137,7 @@ PLAIN, PACK = 0, 1
 
 
 def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
-    """Intrinsic ``scores(xb, WT, j, c, d0, nvec, X, src_row, mode, pf_row, pf_d0, pf)``.
+    """Intrinsic ``scores(xb, WT, j, c, d0, nvec, X, src, mode, nxt, pf_at, pf_d0, pf)``.
 
     Returns UniTuple(float64, nr * nc): entry ``r * nc + k`` is
     ``sum(xb[j + r, d] * WT[c + k, d])`` over ``d`` in ``[d0, d0 + nvec * lanes)``
@@ -143,23 +145,23 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
     (C-contiguous, one float dtype) and returned as float64.
 
     ``mode`` (int64): ``PLAIN`` reads the rows from ``xb``. ``PACK`` reads them from
-    ``X[src_row[r]]`` (``src_row`` int64, ``nr`` rows of ``X``; features at or beyond
+    ``X[src[j + r]]`` (``src`` int64 row numbers of ``X``; features at or beyond
     ``X.shape[1]`` are never read: the last vectors are masked loads, zero-filled) and
     stores what it read into ``xb[j + r]``: the packing copy and the first pass of the
     scores are one pass (a separate aligned copy cost as much as the arithmetic on it).
 
     With ``pf`` true each step also prefetches, into L2 / L3, one line of the row
-    ``X[pf_row[0]]`` (clamped into ``X``; a prefetch never faults): the bytes from feature
+    ``X[nxt[pf_at]]`` (clamped into ``X``; a prefetch never faults): the bytes from feature
     ``pf_d0`` on, one vector's worth per step. The driver gives each call one segment of
     the rows the next block packs (see ``_prefetch_segment`` in
     :mod:`fastcls.kernels.losses`), so the next block streams in while this one computes.
     """
 
     @intrinsic
-    def scores(typingctx, xb, wt, j, c, d0, nvec, X, src_row, mode, pf_row, pf_d0, pf):
+    def scores(typingctx, xb, wt, j, c, d0, nvec, X, src, mode, nxt, pf_at, pf_d0, pf):
         sig = types.UniTuple(types.float64, nr * nc)(
-            xb, wt, types.int64, types.int64, types.int64, types.int64, X, src_row, types.int64,
-            pf_row, types.int64, types.boolean,
+            xb, wt, types.int64, types.int64, types.int64, types.int64, X, src, types.int64,
+            nxt, types.int64, types.int64, types.boolean,
         )  # fmt: skip
 
         def codegen(context, builder, signature, args):
@@ -183,7 +185,7 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
             )
             xb_rows = _row_pointers(builder, context, signature.args[0], args[0], args[2], nr)
             wp = _row_pointers(builder, context, signature.args[1], args[1], args[3], nc)
-            src = gathered_row_pointers(builder, context, signature, args, 6, 7, nr)
+            src = gathered_row_pointers(builder, context, signature, args, 6, 7, nr, args[2])
             n_features = cgutils.unpack_tuple(
                 builder, context.make_array(signature.args[6])(context, builder, args[6]).shape, 2
             )[1]
@@ -193,7 +195,7 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
             ]
             lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
             pf_base = _prefetch_base(
-                builder, context, signature, args, (6, 9, 10, 11), xb_rows[0], d0_, itemsize
+                builder, context, signature, args, (6, 9, 10, 11, 12), xb_rows[0], d0_, itemsize
             )
 
             def body(first, stop, rows, pack, masked):
@@ -250,21 +252,21 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int):
 
 
 def _make_update_tile(vec_bytes: int, nr: int, nc: int):
-    """Intrinsic ``update(xb, g, j, acc, c, d0, nvec, X, pf_row, pf_d0, pf)``: a rank-``nr`` update.
+    """Intrinsic ``update(xb, g, j, acc, c, d0, nvec, X, nxt, pf_at, pf_d0, pf)``: rank-nr update.
 
     ``acc[c + k, d] += sum_r g[j + r, c + k] * xb[j + r, d]`` for ``d`` in
     ``[d0, d0 + nvec * lanes)``; ``g`` (rows x C), ``xb`` and ``acc`` share one float dtype.
 
     With ``pf`` true each step also prefetches, into L2 / L3, one vector's worth of the row
-    ``X[pf_row[0]]`` from feature ``pf_d0`` on (int64 row number, clamped into ``X``; a
+    ``X[nxt[pf_at]]`` from feature ``pf_d0`` on (int64 row numbers, clamped into ``X``; a
     prefetch never faults), as the scores tile does.
     """
 
     @intrinsic
-    def update(typingctx, xb, g, j, acc, c, d0, nvec, X, pf_row, pf_d0, pf):
+    def update(typingctx, xb, g, j, acc, c, d0, nvec, X, nxt, pf_at, pf_d0, pf):
         sig = types.none(
-            xb, g, types.int64, acc, types.int64, types.int64, types.int64, X, pf_row,
-            types.int64, types.boolean,
+            xb, g, types.int64, acc, types.int64, types.int64, types.int64, X, nxt,
+            types.int64, types.int64, types.boolean,
         )  # fmt: skip
 
         def codegen(context, builder, signature, args):
@@ -292,7 +294,7 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int):
                 splats.append(row)
             start = builder.mul(args[5], ir.Constant(i64, itemsize))
             pf_base = _prefetch_base(
-                builder, context, signature, args, (7, 8, 9, 10), xp[0], args[5], itemsize
+                builder, context, signature, args, (7, 8, 9, 10, 11), xp[0], args[5], itemsize
             )
             with cgutils.for_range(builder, args[6], intp=i64) as loop:
                 step = builder.mul(loop.index, ir.Constant(i64, vec_bytes))

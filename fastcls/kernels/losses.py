@@ -387,10 +387,7 @@ def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
                 )
                 q = max(m, 0) // max(n_full, 1)
                 pf_d0 = (max(m, 0) % max(n_full, 1)) * chunk
-                t = score_tile(
-                    xb, WT, j, c, d0, nvec, X, src[j : j + 4], mode, nxt[q : q + 1], pf_d0,
-                    m >= 0,
-                )  # fmt: skip
+                t = score_tile(xb, WT, j, c, d0, nvec, X, src, mode, nxt, q, pf_d0, m >= 0)
                 for r in range(4):
                     for k in range(w):
                         if c + k < C:
@@ -438,7 +435,7 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
                 m = _prefetch_segment(call, n_calls, n_segments)
                 q = max(m, 0) // max(n_full, 1)
                 pf_d0 = (max(m, 0) % max(n_full, 1)) * chunk
-                update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt[q : q + 1], pf_d0, m >= 0)
+                update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt, q, pf_d0, m >= 0)
 
 
 @jit
