@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastcls import _validation as V
-from fastcls._config import settings
+from fastcls._config import get_num_threads, settings
 
 __all__ = [
     "LOSSES",
@@ -316,7 +316,7 @@ def loss_and_gradient(
     if settings.linear_prefetch_min_bytes is not None:
         prefetch_min_bytes = settings.linear_prefetch_min_bytes
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
-    data_loss, pen, finite, speedup, labels_ok = K.linear_loss_grad(
+    data_loss, pen, finite, speedup, busy, labels_ok = K.linear_loss_grad(
         X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss, tile,
         K.row_block(), K.twin_token(parallel), reg, K.PENALTY_CODES[penalty], beta, WT, dWT,
         dW, db, m * D * W.dtype.itemsize >= prefetch_min_bytes,
@@ -324,7 +324,7 @@ def loss_and_gradient(
     if not labels_ok:
         raise _label_range_error(y[rows], C)
     if parallel:
-        _TWIN.record(speedup)
+        _TWIN.record(speedup, busy, (m, D, C, W.dtype.itemsize, get_num_threads()))
     if not finite:
         V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named
         _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
@@ -349,14 +349,26 @@ class _TwinChoice(threading.local):
     up to 128 ms (OpenBLAS's threads spin for about 2^28 cycles), and a clean one resets
     it. A wait in time, not in calls: after the contention ends, large calls are back on
     every thread within 128 ms.
+
+    Large calls see the contention differently: their threads start in time and then
+    share the cores with the spinners, every task running about half as fast (svm_loss,
+    N=10000, 2 threads: 20.6-21.4 ms after a product against 8.4-8.7 alone and 17.4 on
+    the calling thread). So a parallel call also counts as contended when its tasks took
+    more than ``SLOW_FACTOR`` times the fewest busy cycles seen for the same shape and
+    thread count on this thread (``busy``: the tasks' summed durations).
     """
 
     MIN_WAIT = 0.002
     MAX_WAIT = 0.128
+    #: busy cycles above this multiple of the best seen for the shape: contended
+    SLOW_FACTOR = 1.4
+    #: shapes whose best busy cycles are remembered (the oldest are dropped beyond)
+    MAX_SHAPES = 32
 
     def __init__(self) -> None:
         self.serial_until = 0.0
         self.wait = self.MIN_WAIT
+        self.best_busy: dict[tuple[int, ...], float] = {}
 
     def use_parallel(self, eligible: bool, now: float | None = None) -> bool:
         """Whether this call runs the parallel twin (``eligible``: big enough for it)."""
@@ -364,9 +376,25 @@ class _TwinChoice(threading.local):
             return eligible
         return (time.perf_counter() if now is None else now) >= self.serial_until
 
-    def record(self, speedup: float, now: float | None = None) -> None:
-        """Note a parallel call's :func:`~fastcls.kernels.losses.task_speedup`."""
-        if speedup < 1.0 and settings.linear_adaptive_twin:
+    def record(
+        self,
+        speedup: float,
+        busy: float = 0.0,
+        shape: tuple[int, ...] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Note a parallel call's :func:`~fastcls.kernels.losses.task_speedup` and the
+        tasks' summed busy cycles (0: not measured) for the call's ``shape`` key."""
+        contended = speedup < 1.0
+        if busy > 0 and shape is not None:
+            best = self.best_busy.get(shape)
+            if best is None or busy < best:
+                if best is None and len(self.best_busy) >= self.MAX_SHAPES:
+                    self.best_busy.pop(next(iter(self.best_busy)))
+                self.best_busy[shape] = busy
+            elif busy > self.SLOW_FACTOR * best:
+                contended = True
+        if contended and settings.linear_adaptive_twin:
             self.serial_until = (time.perf_counter() if now is None else now) + self.wait
             self.wait = min(2 * self.wait, self.MAX_WAIT)
         else:

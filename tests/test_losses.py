@@ -779,6 +779,34 @@ def test_twin_choice_backs_off_under_contention_and_recovers():
     assert twin.wait == _TwinChoice.MIN_WAIT
 
 
+def test_twin_choice_sees_slow_tasks_of_a_shape_as_contended():
+    """Tasks that started in time but took more than SLOW_FACTOR times the fewest busy
+    cycles seen for the same shape (cores shared with spinning threads) count as
+    contended; other shapes, faster calls and unmeasured calls do not."""
+    from fastcls.losses import _TwinChoice
+
+    twin = _TwinChoice()
+    a, b = (10000, 3073, 10, 4, 2), (256, 3073, 10, 4, 2)
+    twin.record(1.9, 100.0, a, now=0.0)  # the first call of a shape sets its baseline
+    assert twin.use_parallel(True, now=0.0)
+    twin.record(1.9, 130.0, a, now=1.0)  # within the factor
+    assert twin.use_parallel(True, now=1.0)
+    twin.record(1.9, 500.0, b, now=1.0)  # another shape: its own baseline
+    assert twin.use_parallel(True, now=1.0)
+    twin.record(1.9, 150.0, a, now=2.0)  # 1.5 times the best: the cores are shared
+    assert not twin.use_parallel(True, now=2.001)
+    assert twin.use_parallel(True, now=2.002)
+    twin.record(1.9, 80.0, a, now=3.0)  # faster: the new baseline, a clean call
+    assert twin.best_busy[a] == 80.0 and twin.wait == _TwinChoice.MIN_WAIT
+    twin.record(1.9, 120.0, a, now=4.0)  # 1.5 times the new best
+    assert not twin.use_parallel(True, now=4.001)
+    twin.record(1.9, 0.0, a, now=5.0)  # no cycle counter: nothing to compare
+    assert twin.use_parallel(True, now=5.0) and twin.wait == _TwinChoice.MIN_WAIT
+    for n in range(2 * _TwinChoice.MAX_SHAPES):  # the remembered shapes stay bounded
+        twin.record(1.9, 1.0, (n,), now=6.0)
+    assert len(twin.best_busy) == _TwinChoice.MAX_SHAPES
+
+
 def test_task_speedup_of_tasks_run_side_by_side_or_one_after_another():
     from fastcls.kernels.losses import task_speedup
 

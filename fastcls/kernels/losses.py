@@ -763,8 +763,9 @@ def linear_loss_grad(
     transposes, the kernel, the reduction, the allocations): measured 0.13 ms of fixed cost
     per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns,
     with ``finite`` also False when ``W`` holds NaN, infinity or a value beyond
-    ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem), and the task
-    speed-up (:func:`task_speedup`) and whether every label used lies in ``0..C-1``:
+    ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem), the task
+    speed-up (:func:`task_speedup`), the tasks' summed durations in cycle-counter ticks
+    (0 without a counter) and whether every label used lies in ``0..C-1``:
     when one does not, nothing else is computed (a label indexes the scores; the public
     losses leave this check to this pass, one load per row). With ``prefetch`` each
     block's tiles prefetch the rows its task packs next (the same bits either way).
@@ -776,7 +777,7 @@ def linear_loss_grad(
         label = y[idx[i]]
         labels_ok &= (label >= 0) & (label < C)
     if not labels_ok:
-        return np.nan, 0.0, False, np.inf, False
+        return np.nan, 0.0, False, np.inf, 0.0, False
     # the public losses leave W's scan to this pass, which reads it anyway (a separate
     # NumPy scan cost 15-45 us at N=256, W evicted by the previous call's rows)
     # in blocks of 16 features: each class row of WT gets 16 contiguous stores, and the
@@ -810,7 +811,10 @@ def linear_loss_grad(
         for c in range(C):
             dW[d, c] = dWT[c, d]
     data, pen, finite = out
-    return data, pen, finite and w_ok, task_speedup(ticks), True
+    busy = 0
+    for t in range(ticks.shape[0]):
+        busy += ticks[t, 1] - ticks[t, 0]
+    return data, pen, finite and w_ok, task_speedup(ticks), float(busy), True
 
 
 @jit(inline="always")  # a compiled level of its own cost 0.1 s of a cold first call
