@@ -355,13 +355,18 @@ class _TwinChoice(threading.local):
     N=10000, 2 threads: 20.6-21.4 ms after a product against 8.4-8.7 alone and 17.4 on
     the calling thread). So a parallel call also counts as contended when its tasks took
     more than ``SLOW_FACTOR`` times the fewest busy cycles seen for the same shape and
-    thread count on this thread (``busy``: the tasks' summed durations).
+    thread count on this thread (``busy``: the tasks' summed durations), in
+    ``SLOW_CALLS`` parallel calls in a row: one slow call is noise (at N=256 on 2
+    threads 4% of the calls of a busy host took more than 1.4 times the best, and sending
+    each to 2 ms of serial calls made the median 20% slower), the spinners last ~80 ms.
     """
 
     MIN_WAIT = 0.002
     MAX_WAIT = 0.128
     #: busy cycles above this multiple of the best seen for the shape: contended
     SLOW_FACTOR = 1.4
+    #: slow parallel calls in a row that count as contention
+    SLOW_CALLS = 2
     #: shapes whose best busy cycles are remembered (the oldest are dropped beyond)
     MAX_SHAPES = 32
 
@@ -369,6 +374,7 @@ class _TwinChoice(threading.local):
         self.serial_until = 0.0
         self.wait = self.MIN_WAIT
         self.best_busy: dict[tuple[int, ...], float] = {}
+        self.slow_calls = 0
 
     def use_parallel(self, eligible: bool, now: float | None = None) -> bool:
         """Whether this call runs the parallel twin (``eligible``: big enough for it)."""
@@ -386,14 +392,17 @@ class _TwinChoice(threading.local):
         """Note a parallel call's :func:`~fastcls.kernels.losses.task_speedup` and the
         tasks' summed busy cycles (0: not measured) for the call's ``shape`` key."""
         contended = speedup < 1.0
+        slow = False
         if busy > 0 and shape is not None:
             best = self.best_busy.get(shape)
             if best is None or busy < best:
                 if best is None and len(self.best_busy) >= self.MAX_SHAPES:
                     self.best_busy.pop(next(iter(self.best_busy)))
                 self.best_busy[shape] = busy
-            elif busy > self.SLOW_FACTOR * best:
-                contended = True
+            else:
+                slow = busy > self.SLOW_FACTOR * best
+        self.slow_calls = self.slow_calls + 1 if slow else 0
+        contended |= self.slow_calls >= self.SLOW_CALLS
         if contended and settings.linear_adaptive_twin:
             self.serial_until = (time.perf_counter() if now is None else now) + self.wait
             self.wait = min(2 * self.wait, self.MAX_WAIT)

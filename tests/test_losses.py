@@ -781,8 +781,9 @@ def test_twin_choice_backs_off_under_contention_and_recovers():
 
 def test_twin_choice_sees_slow_tasks_of_a_shape_as_contended():
     """Tasks that started in time but took more than SLOW_FACTOR times the fewest busy
-    cycles seen for the same shape (cores shared with spinning threads) count as
-    contended; other shapes, faster calls and unmeasured calls do not."""
+    cycles seen for the same shape (cores shared with spinning threads), in SLOW_CALLS
+    calls in a row, count as contended; other shapes, faster calls, a single slow call
+    and unmeasured calls do not."""
     from fastcls.losses import _TwinChoice
 
     twin = _TwinChoice()
@@ -793,17 +794,25 @@ def test_twin_choice_sees_slow_tasks_of_a_shape_as_contended():
     assert twin.use_parallel(True, now=1.0)
     twin.record(1.9, 500.0, b, now=1.0)  # another shape: its own baseline
     assert twin.use_parallel(True, now=1.0)
-    twin.record(1.9, 150.0, a, now=2.0)  # 1.5 times the best: the cores are shared
-    assert not twin.use_parallel(True, now=2.001)
-    assert twin.use_parallel(True, now=2.002)
+    twin.record(1.9, 150.0, a, now=2.0)  # 1.5 times the best: once is noise
+    assert twin.use_parallel(True, now=2.0)
+    twin.record(1.9, 160.0, a, now=2.5)  # twice in a row: the cores are shared
+    assert not twin.use_parallel(True, now=2.501)
+    assert twin.use_parallel(True, now=2.502)
     twin.record(1.9, 80.0, a, now=3.0)  # faster: the new baseline, a clean call
     assert twin.best_busy[a] == 80.0 and twin.wait == _TwinChoice.MIN_WAIT
-    twin.record(1.9, 120.0, a, now=4.0)  # 1.5 times the new best
-    assert not twin.use_parallel(True, now=4.001)
-    twin.record(1.9, 0.0, a, now=5.0)  # no cycle counter: nothing to compare
-    assert twin.use_parallel(True, now=5.0) and twin.wait == _TwinChoice.MIN_WAIT
+    for t in (4.0, 4.1):  # 1.5 times the new best, twice
+        twin.record(1.9, 120.0, a, now=t)
+    assert not twin.use_parallel(True, now=4.101)
+    twin.record(1.9, 120.0, a, now=4.2)  # still slow: still contended, a longer wait
+    assert twin.serial_until == pytest.approx(4.2 + 0.004)
+    twin.record(1.9, 90.0, a, now=5.0)  # a normal call ends the run of slow ones
+    twin.record(1.9, 120.0, a, now=5.1)
+    assert twin.use_parallel(True, now=5.1)
+    twin.record(1.9, 0.0, a, now=6.0)  # no cycle counter: nothing to compare
+    assert twin.use_parallel(True, now=6.0) and twin.wait == _TwinChoice.MIN_WAIT
     for n in range(2 * _TwinChoice.MAX_SHAPES):  # the remembered shapes stay bounded
-        twin.record(1.9, 1.0, (n,), now=6.0)
+        twin.record(1.9, 1.0, (n,), now=7.0)
     assert len(twin.best_busy) == _TwinChoice.MAX_SHAPES
 
 
