@@ -316,7 +316,8 @@ def loss_and_gradient(
     if settings.linear_prefetch_min_bytes is not None:
         prefetch_min_bytes = settings.linear_prefetch_min_bytes
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
-    data_loss, pen, finite, speedup, busy, labels_ok = K.linear_loss_grad(
+    started = time.perf_counter()
+    data_loss, pen, finite, speedup, labels_ok = K.linear_loss_grad(
         X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss, tile,
         K.row_block(), K.twin_token(parallel), reg, K.PENALTY_CODES[penalty], beta, WT, dWT,
         dW, db, m * D * W.dtype.itemsize >= prefetch_min_bytes,
@@ -324,7 +325,8 @@ def loss_and_gradient(
     if not labels_ok:
         raise _label_range_error(y[rows], C)
     if parallel:
-        _TWIN.record(speedup, busy, (m, D, C, W.dtype.itemsize, get_num_threads()))
+        took = time.perf_counter() - started
+        _TWIN.record(speedup, took, (m, D, C, W.dtype.itemsize, get_num_threads()))
     if not finite:
         V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named
         _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
@@ -350,30 +352,33 @@ class _TwinChoice(threading.local):
     it. A wait in time, not in calls: after the contention ends, large calls are back on
     every thread within 128 ms.
 
-    Large calls see the contention differently: their threads start in time and then
-    share the cores with the spinners, every task running about half as fast (svm_loss,
-    N=10000, 2 threads: 20.6-21.4 ms after a product against 8.4-8.7 alone and 17.4 on
-    the calling thread). So a parallel call also counts as contended when its tasks took
-    more than ``SLOW_FACTOR`` times the fewest busy cycles seen for the same shape and
-    thread count on this thread (``busy``: the tasks' summed durations), in
-    ``SLOW_CALLS`` parallel calls in a row: one slow call is noise (at N=256 on 2
-    threads 4% of the calls of a busy host took more than 1.4 times the best, and sending
-    each to 2 ms of serial calls made the median 20% slower), the spinners last ~80 ms.
+    The task timing does not see every contended call: large calls start in time and
+    then share the cores with the spinners, every task running about half as fast
+    (svm_loss, N=10000, 2 threads: 20.6-21.4 ms after a product against 8.4-8.7 alone
+    and 17.4 on the calling thread), and at N=256 many contended calls (2.2-2.5 ms) ran
+    their tasks side by side and lost the time around them, the calling thread sharing a
+    core with OpenBLAS's spinner and the OpenMP worker's own spin after the region. So a
+    parallel call also counts as contended when the kernel call took more than
+    ``SLOW_FACTOR`` times the shortest seen for the same shape and thread count on this
+    thread, in ``SLOW_CALLS`` parallel calls in a row: one slow call is noise (at N=256
+    on 2 threads 4% of the calls of a busy host took more than 1.4 times the best, and
+    sending each to 2 ms of serial calls made the median 20% slower), the spinners last
+    about 80 ms.
     """
 
     MIN_WAIT = 0.002
     MAX_WAIT = 0.128
-    #: busy cycles above this multiple of the best seen for the shape: contended
+    #: a kernel call above this multiple of the shortest seen for the shape: slow
     SLOW_FACTOR = 1.4
     #: slow parallel calls in a row that count as contention
     SLOW_CALLS = 2
-    #: shapes whose best busy cycles are remembered (the oldest are dropped beyond)
+    #: shapes whose shortest call is remembered (the oldest are dropped beyond)
     MAX_SHAPES = 32
 
     def __init__(self) -> None:
         self.serial_until = 0.0
         self.wait = self.MIN_WAIT
-        self.best_busy: dict[tuple[int, ...], float] = {}
+        self.best_seconds: dict[tuple[int, ...], float] = {}
         self.slow_calls = 0
 
     def use_parallel(self, eligible: bool, now: float | None = None) -> bool:
@@ -385,22 +390,22 @@ class _TwinChoice(threading.local):
     def record(
         self,
         speedup: float,
-        busy: float = 0.0,
+        seconds: float = 0.0,
         shape: tuple[int, ...] | None = None,
         now: float | None = None,
     ) -> None:
-        """Note a parallel call's :func:`~fastcls.kernels.losses.task_speedup` and the
-        tasks' summed busy cycles (0: not measured) for the call's ``shape`` key."""
+        """Note a parallel call's :func:`~fastcls.kernels.losses.task_speedup` and how
+        long its kernel call took (0: not measured), for the call's ``shape`` key."""
         contended = speedup < 1.0
         slow = False
-        if busy > 0 and shape is not None:
-            best = self.best_busy.get(shape)
-            if best is None or busy < best:
-                if best is None and len(self.best_busy) >= self.MAX_SHAPES:
-                    self.best_busy.pop(next(iter(self.best_busy)))
-                self.best_busy[shape] = busy
+        if seconds > 0 and shape is not None:
+            best = self.best_seconds.get(shape)
+            if best is None or seconds < best:
+                if best is None and len(self.best_seconds) >= self.MAX_SHAPES:
+                    self.best_seconds.pop(next(iter(self.best_seconds)))
+                self.best_seconds[shape] = seconds
             else:
-                slow = busy > self.SLOW_FACTOR * best
+                slow = seconds > self.SLOW_FACTOR * best
         self.slow_calls = self.slow_calls + 1 if slow else 0
         contended |= self.slow_calls >= self.SLOW_CALLS
         if contended and settings.linear_adaptive_twin:

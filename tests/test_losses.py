@@ -222,7 +222,7 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
         assert (tk[:, 1] >= tk[:, 0]).all() and ((tk[:, 0] > 0).all() or not K._CYCLE_COUNTER)
     # the serial twin runs its tasks one after another: no speedup (x86: rdtsc)
     if K._CYCLE_COUNTER:
-        assert 0.0 < K.task_speedup(ticks) <= 1.0
+        assert 0.0 < K.task_speedup(ticks, ticks[0, 0]) <= 1.0
     np.testing.assert_array_equal(part, part2)
     np.testing.assert_array_equal(pl, pl2)
     for r in results[1:]:
@@ -780,10 +780,10 @@ def test_twin_choice_backs_off_under_contention_and_recovers():
 
 
 def test_twin_choice_sees_slow_tasks_of_a_shape_as_contended():
-    """Tasks that started in time but took more than SLOW_FACTOR times the fewest busy
-    cycles seen for the same shape (cores shared with spinning threads), in SLOW_CALLS
-    calls in a row, count as contended; other shapes, faster calls, a single slow call
-    and unmeasured calls do not."""
+    """Kernel calls that took more than SLOW_FACTOR times the shortest seen for the same
+    shape (cores shared with spinning threads), in SLOW_CALLS calls in a row, count as
+    contended; other shapes, faster calls, a single slow call and unmeasured calls do
+    not."""
     from fastcls.losses import _TwinChoice
 
     twin = _TwinChoice()
@@ -800,7 +800,7 @@ def test_twin_choice_sees_slow_tasks_of_a_shape_as_contended():
     assert not twin.use_parallel(True, now=2.501)
     assert twin.use_parallel(True, now=2.502)
     twin.record(1.9, 80.0, a, now=3.0)  # faster: the new baseline, a clean call
-    assert twin.best_busy[a] == 80.0 and twin.wait == _TwinChoice.MIN_WAIT
+    assert twin.best_seconds[a] == 80.0 and twin.wait == _TwinChoice.MIN_WAIT
     for t in (4.0, 4.1):  # 1.5 times the new best, twice
         twin.record(1.9, 120.0, a, now=t)
     assert not twin.use_parallel(True, now=4.101)
@@ -809,11 +809,11 @@ def test_twin_choice_sees_slow_tasks_of_a_shape_as_contended():
     twin.record(1.9, 90.0, a, now=5.0)  # a normal call ends the run of slow ones
     twin.record(1.9, 120.0, a, now=5.1)
     assert twin.use_parallel(True, now=5.1)
-    twin.record(1.9, 0.0, a, now=6.0)  # no cycle counter: nothing to compare
+    twin.record(1.9, 0.0, a, now=6.0)  # not measured: nothing to compare
     assert twin.use_parallel(True, now=6.0) and twin.wait == _TwinChoice.MIN_WAIT
     for n in range(2 * _TwinChoice.MAX_SHAPES):  # the remembered shapes stay bounded
         twin.record(1.9, 1.0, (n,), now=7.0)
-    assert len(twin.best_busy) == _TwinChoice.MAX_SHAPES
+    assert len(twin.best_seconds) == _TwinChoice.MAX_SHAPES
 
 
 def test_task_speedup_of_tasks_run_side_by_side_or_one_after_another():
@@ -822,12 +822,16 @@ def test_task_speedup_of_tasks_run_side_by_side_or_one_after_another():
     together = np.array([[100, 200], [105, 205]], dtype=np.int64)
     in_turn = np.array([[100, 200], [200, 300]], dtype=np.int64)
     late = np.array([[100, 200], [900, 1000]], dtype=np.int64)  # second thread started late
-    assert task_speedup(together) == pytest.approx(200 / 105)
-    assert task_speedup(in_turn) == pytest.approx(1.0)
-    assert task_speedup(late) == pytest.approx(200 / 900)
+    assert task_speedup(together, 100) == pytest.approx(200 / 105)
+    assert task_speedup(in_turn, 100) == pytest.approx(1.0)
+    assert task_speedup(late, 100) == pytest.approx(200 / 900)
+    # every task, the calling thread's included, started late after the region's entry
+    assert task_speedup(together, 0) == pytest.approx(200 / 205)
+    assert task_speedup(together + 2000, 0) == pytest.approx(200 / 2205)
+    assert task_speedup(together, 150) == pytest.approx(200 / 105)  # entry after a start
     # no measurable time (no cycle counter on this CPU): no evidence of contention
-    assert task_speedup(np.array([[5, 5]], dtype=np.int64)) == np.inf
-    assert task_speedup(np.zeros((3, 2), dtype=np.int64)) == np.inf
+    assert task_speedup(np.array([[5, 5]], dtype=np.int64), 5) == np.inf
+    assert task_speedup(np.zeros((3, 2), dtype=np.int64), 0) == np.inf
 
 
 def _spy(module, calls):

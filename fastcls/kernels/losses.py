@@ -764,8 +764,7 @@ def linear_loss_grad(
     per call at N=256 before, most of it Python. Returns what :func:`finish_gradient` returns,
     with ``finite`` also False when ``W`` holds NaN, infinity or a value beyond
     ``MAX_ABS_VALUE`` (the caller then scans ``W`` to name the problem), the task
-    speed-up (:func:`task_speedup`), the tasks' summed durations in cycle-counter ticks
-    (0 without a counter) and whether every label used lies in ``0..C-1``:
+    speed-up (:func:`task_speedup`) and whether every label used lies in ``0..C-1``:
     when one does not, nothing else is computed (a label indexes the scores; the public
     losses leave this check to this pass, one load per row). With ``prefetch`` each
     block's tiles prefetch the rows its task packs next (the same bits either way).
@@ -777,7 +776,7 @@ def linear_loss_grad(
         label = y[idx[i]]
         labels_ok &= (label >= 0) & (label < C)
     if not labels_ok:
-        return np.nan, 0.0, False, np.inf, 0.0, False
+        return np.nan, 0.0, False, np.inf, False
     # the public losses leave W's scan to this pass, which reads it anyway (a separate
     # NumPy scan cost 15-45 us at N=256, W evicted by the previous call's rows)
     # in blocks of 16 features: each class row of WT gets 16 contiguous stores, and the
@@ -803,6 +802,7 @@ def linear_loss_grad(
     idx_next = idx if prefetch else idx[:0]
     rows = _rows_fn(parallel)
     ticks = np.zeros((bounds.shape[0] - 1, 2), dtype=np.int64)
+    start = cycle_counter()
     rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock, ticks)
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
@@ -811,22 +811,24 @@ def linear_loss_grad(
         for c in range(C):
             dW[d, c] = dWT[c, d]
     data, pen, finite = out
-    busy = 0
-    for t in range(ticks.shape[0]):
-        busy += ticks[t, 1] - ticks[t, 0]
-    return data, pen, finite and w_ok, task_speedup(ticks), float(busy), True
+    return data, pen, finite and w_ok, task_speedup(ticks, start), True
 
 
 @jit(inline="always")  # a compiled level of its own cost 0.1 s of a cold first call
-def task_speedup(ticks):
-    """The tasks' summed durations over the span from the first start to the last end.
+def task_speedup(ticks, start):
+    """The tasks' summed durations over the span from ``start`` (the cycle counter when
+    the parallel region was entered) or the first task's start, whichever came first, to
+    the last end.
 
     About the thread count when every thread ran its tasks at once; below 1 when the
     threads started late (their cores held by other spinning threads: OpenBLAS's, after
-    a NumPy product) and the calling thread alone would have been done sooner. Infinite
-    when the tasks took no measurable time (no cycle counter: nothing is known).
+    a NumPy product) and the calling thread alone would have been done sooner. Measured
+    from the region's entry, not the first task's start: after a product every thread,
+    the calling one included, may start its task late (svm_loss N=256, 2 threads: calls
+    of 2.4 ms whose tasks, once started, ran side by side). Infinite when the tasks took
+    no measurable time (no cycle counter: nothing is known).
     """
-    first = ticks[0, 0]
+    first = min(start, ticks[0, 0])
     last = ticks[0, 1]
     work = 0
     for t in range(ticks.shape[0]):
