@@ -311,7 +311,8 @@ def loss_and_gradient(
     bias = b if b is not None else np.zeros(C, dtype=W.dtype)
     dW = np.empty((D, C), dtype=W.dtype)
     db = np.empty(C, dtype=W.dtype)
-    parallel = _TWIN.use_parallel(K.use_parallel(m, D, C))
+    eligible = K.use_parallel(m, D, C)
+    parallel = _TWIN.use_parallel(eligible)
     tile, prefetch_min_bytes = _micro_kernel(settings.linear_kernel_impl)
     if settings.linear_prefetch_min_bytes is not None:
         prefetch_min_bytes = settings.linear_prefetch_min_bytes
@@ -324,9 +325,13 @@ def loss_and_gradient(
     )  # fmt: skip
     if not labels_ok:
         raise _label_range_error(y[rows], C)
-    if parallel:
+    if eligible:
         took = time.perf_counter() - started
-        _TWIN.record(speedup, took, (m, D, C, W.dtype.itemsize, get_num_threads()))
+        shape = (m, D, C, W.dtype.itemsize, get_num_threads())
+        if parallel:
+            _TWIN.record(speedup, took, shape)
+        else:
+            _TWIN.record_serial(took, shape)
     if not finite:
         V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named
         _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
@@ -358,27 +363,31 @@ class _TwinChoice(threading.local):
     and 17.4 on the calling thread), and at N=256 many contended calls (2.2-2.5 ms) ran
     their tasks side by side and lost the time around them, the calling thread sharing a
     core with OpenBLAS's spinner and the OpenMP worker's own spin after the region. So a
-    parallel call also counts as contended when the kernel call took more than
-    ``SLOW_FACTOR`` times the shortest seen for the same shape and thread count on this
-    thread, in ``SLOW_CALLS`` parallel calls in a row: one slow call is noise (at N=256
-    on 2 threads 4% of the calls of a busy host took more than 1.4 times the best, and
-    sending each to 2 ms of serial calls made the median 20% slower), the spinners last
-    about 80 ms.
+    parallel call also counts as contended when its kernel call took longer than the
+    serial twin would have, or ``SLOW_FACTOR`` times the shortest parallel call,
+    whichever is less, in ``SLOW_CALLS`` parallel calls in a row (one slow call is noise;
+    the spinners last about 80 ms). The serial twin's time is the shortest measured for
+    the same shape and thread count on this thread (a single serial call timed while the
+    spinners held both cores took 38 ms against 17-18 at N=10000: the last time alone
+    is no yardstick); the factor was 1.4 at first, which sent a busy host's N=256 calls
+    to the serial twin for good (the shortest call had been seen on a quiet moment).
     """
 
     MIN_WAIT = 0.002
     MAX_WAIT = 0.128
-    #: a kernel call above this multiple of the shortest seen for the shape: slow
-    SLOW_FACTOR = 1.4
+    #: slow beyond this many times the shortest parallel call of the shape (or the
+    #: shortest serial call, if less)
+    SLOW_FACTOR = 2.0
     #: slow parallel calls in a row that count as contention
     SLOW_CALLS = 2
-    #: shapes whose shortest call is remembered (the oldest are dropped beyond)
+    #: shapes whose times are remembered (the oldest are dropped beyond)
     MAX_SHAPES = 32
 
     def __init__(self) -> None:
         self.serial_until = 0.0
         self.wait = self.MIN_WAIT
         self.best_seconds: dict[tuple[int, ...], float] = {}
+        self.serial_seconds: dict[tuple[int, ...], float] = {}
         self.slow_calls = 0
 
     def use_parallel(self, eligible: bool, now: float | None = None) -> bool:
@@ -386,6 +395,20 @@ class _TwinChoice(threading.local):
         if not eligible or not settings.linear_adaptive_twin:
             return eligible
         return (time.perf_counter() if now is None else now) >= self.serial_until
+
+    @classmethod
+    def _remember(
+        cls, table: dict[tuple[int, ...], float], shape: tuple[int, ...], value: float
+    ) -> None:
+        if shape not in table and len(table) >= cls.MAX_SHAPES:
+            table.pop(next(iter(table)))
+        table[shape] = value
+
+    def record_serial(self, seconds: float, shape: tuple[int, ...]) -> None:
+        """Note how long a serial call of a shape eligible for the parallel twin took."""
+        shortest = self.serial_seconds.get(shape)
+        if shortest is None or seconds < shortest:
+            self._remember(self.serial_seconds, shape, seconds)
 
     def record(
         self,
@@ -401,11 +424,10 @@ class _TwinChoice(threading.local):
         if seconds > 0 and shape is not None:
             best = self.best_seconds.get(shape)
             if best is None or seconds < best:
-                if best is None and len(self.best_seconds) >= self.MAX_SHAPES:
-                    self.best_seconds.pop(next(iter(self.best_seconds)))
-                self.best_seconds[shape] = seconds
-            else:
-                slow = seconds > self.SLOW_FACTOR * best
+                self._remember(self.best_seconds, shape, seconds)
+            if best is not None:
+                limit = min(self.SLOW_FACTOR * best, self.serial_seconds.get(shape, np.inf))
+                slow = seconds > limit
         self.slow_calls = self.slow_calls + 1 if slow else 0
         contended |= self.slow_calls >= self.SLOW_CALLS
         if contended and settings.linear_adaptive_twin:

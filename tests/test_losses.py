@@ -779,41 +779,45 @@ def test_twin_choice_backs_off_under_contention_and_recovers():
     assert twin.wait == _TwinChoice.MIN_WAIT
 
 
-def test_twin_choice_sees_slow_tasks_of_a_shape_as_contended():
-    """Kernel calls that took more than SLOW_FACTOR times the shortest seen for the same
-    shape (cores shared with spinning threads), in SLOW_CALLS calls in a row, count as
-    contended; other shapes, faster calls, a single slow call and unmeasured calls do
-    not."""
+def test_twin_choice_sees_calls_slower_than_the_serial_twin_as_contended():
+    """Parallel calls that took longer than the shortest serial call of the same shape or
+    SLOW_FACTOR times the shortest parallel call, whichever is less, in SLOW_CALLS calls
+    in a row, count as contended; other shapes, a single slow call and unmeasured calls
+    do not."""
     from fastcls.losses import _TwinChoice
 
     twin = _TwinChoice()
     a, b = (10000, 3073, 10, 4, 2), (256, 3073, 10, 4, 2)
-    twin.record(1.9, 100.0, a, now=0.0)  # the first call of a shape sets its baseline
-    assert twin.use_parallel(True, now=0.0)
-    twin.record(1.9, 130.0, a, now=1.0)  # within the factor
-    assert twin.use_parallel(True, now=1.0)
-    twin.record(1.9, 500.0, b, now=1.0)  # another shape: its own baseline
-    assert twin.use_parallel(True, now=1.0)
-    twin.record(1.9, 150.0, a, now=2.0)  # 1.5 times the best: once is noise
+    twin.record(1.9, 100.0, a, now=0.0)  # the first call of a shape: nothing to compare
+    for t in (1.0, 1.1):  # 1.9 times the shortest, no serial time yet: not slow
+        twin.record(1.9, 190.0, a, now=t)
+    assert twin.use_parallel(True, now=1.1)
+    twin.record(1.9, 500.0, b, now=1.2)  # another shape: its own times
+    twin.record(1.9, 210.0, a, now=2.0)  # beyond 2 times the shortest: once is noise
     assert twin.use_parallel(True, now=2.0)
-    twin.record(1.9, 160.0, a, now=2.5)  # twice in a row: the cores are shared
+    twin.record(1.9, 220.0, a, now=2.5)  # twice in a row: the cores are shared
     assert not twin.use_parallel(True, now=2.501)
     assert twin.use_parallel(True, now=2.502)
-    twin.record(1.9, 80.0, a, now=3.0)  # faster: the new baseline, a clean call
-    assert twin.best_seconds[a] == 80.0 and twin.wait == _TwinChoice.MIN_WAIT
-    for t in (4.0, 4.1):  # 1.5 times the new best, twice
-        twin.record(1.9, 120.0, a, now=t)
+    twin.record_serial(170.0, a)  # the serial twin's time: the yardstick when shorter
+    twin.record_serial(380.0, a)  # a serial call timed under contention: not shorter
+    assert twin.serial_seconds[a] == 170.0
+    for t in (3.0, 3.1):
+        twin.record(1.9, 160.0, a, now=t)  # faster than the serial twin: fine
+    assert twin.use_parallel(True, now=3.1) and twin.wait == _TwinChoice.MIN_WAIT
+    for t in (4.0, 4.1):  # slower than the serial twin, twice
+        twin.record(1.9, 180.0, a, now=t)
     assert not twin.use_parallel(True, now=4.101)
-    twin.record(1.9, 120.0, a, now=4.2)  # still slow: still contended, a longer wait
+    twin.record(1.9, 180.0, a, now=4.2)  # still slower: still contended, a longer wait
     assert twin.serial_until == pytest.approx(4.2 + 0.004)
-    twin.record(1.9, 90.0, a, now=5.0)  # a normal call ends the run of slow ones
-    twin.record(1.9, 120.0, a, now=5.1)
+    twin.record(1.9, 120.0, a, now=5.0)  # a faster call ends the run of slow ones
+    twin.record(1.9, 180.0, a, now=5.1)
     assert twin.use_parallel(True, now=5.1)
     twin.record(1.9, 0.0, a, now=6.0)  # not measured: nothing to compare
     assert twin.use_parallel(True, now=6.0) and twin.wait == _TwinChoice.MIN_WAIT
     for n in range(2 * _TwinChoice.MAX_SHAPES):  # the remembered shapes stay bounded
         twin.record(1.9, 1.0, (n,), now=7.0)
-    assert len(twin.best_seconds) == _TwinChoice.MAX_SHAPES
+        twin.record_serial(2.0, (n,))
+    assert len(twin.best_seconds) == len(twin.serial_seconds) == _TwinChoice.MAX_SHAPES
 
 
 def test_task_speedup_of_tasks_run_side_by_side_or_one_after_another():
