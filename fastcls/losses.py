@@ -369,15 +369,18 @@ class _TwinChoice(threading.local):
     the spinners last about 80 ms). The serial twin's time is the shortest measured for
     the same shape and thread count on this thread (a single serial call timed while the
     spinners held both cores took 38 ms against 17-18 at N=10000: the last time alone
-    is no yardstick); the factor was 1.4 at first, which sent a busy host's N=256 calls
-    to the serial twin for good (the shortest call had been seen on a quiet moment).
+    is no yardstick). The factor is generous because the shortest parallel call may have
+    been seen on a quiet moment: 1.4 sent a busy host's N=256 calls to the serial twin
+    for good, 2.0 a quarter of them in a benchmark run; until a serial call of the shape
+    was timed (after a contended call the task speed-up caught), the factor alone rarely
+    fires at N=10000, whose contended calls take 2.2-2.7 times the shortest.
     """
 
     MIN_WAIT = 0.002
     MAX_WAIT = 0.128
     #: slow beyond this many times the shortest parallel call of the shape (or the
     #: shortest serial call, if less)
-    SLOW_FACTOR = 2.0
+    SLOW_FACTOR = 3.0
     #: slow parallel calls in a row that count as contention
     SLOW_CALLS = 2
     #: shapes whose times are remembered (the oldest are dropped beyond)

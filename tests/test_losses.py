@@ -789,13 +789,13 @@ def test_twin_choice_sees_calls_slower_than_the_serial_twin_as_contended():
     twin = _TwinChoice()
     a, b = (10000, 3073, 10, 4, 2), (256, 3073, 10, 4, 2)
     twin.record(1.9, 100.0, a, now=0.0)  # the first call of a shape: nothing to compare
-    for t in (1.0, 1.1):  # 1.9 times the shortest, no serial time yet: not slow
-        twin.record(1.9, 190.0, a, now=t)
+    for t in (1.0, 1.1):  # 2.9 times the shortest, no serial time yet: not slow
+        twin.record(1.9, 290.0, a, now=t)
     assert twin.use_parallel(True, now=1.1)
-    twin.record(1.9, 500.0, b, now=1.2)  # another shape: its own times
-    twin.record(1.9, 210.0, a, now=2.0)  # beyond 2 times the shortest: once is noise
+    twin.record(1.9, 900.0, b, now=1.2)  # another shape: its own times
+    twin.record(1.9, 310.0, a, now=2.0)  # beyond 3 times the shortest: once is noise
     assert twin.use_parallel(True, now=2.0)
-    twin.record(1.9, 220.0, a, now=2.5)  # twice in a row: the cores are shared
+    twin.record(1.9, 320.0, a, now=2.5)  # twice in a row: the cores are shared
     assert not twin.use_parallel(True, now=2.501)
     assert twin.use_parallel(True, now=2.502)
     twin.record_serial(170.0, a)  # the serial twin's time: the yardstick when shorter
