@@ -327,7 +327,7 @@ def loss_and_gradient(
         raise _label_range_error(y[rows], C)
     if eligible:
         took = time.perf_counter() - started
-        shape = (m, D, C, W.dtype.itemsize, get_num_threads())
+        shape = (K.LOSS_CODES[loss], m, D, C, W.dtype.itemsize, get_num_threads())
         if parallel:
             _TWIN.record(speedup, took, shape)
         else:
@@ -367,11 +367,13 @@ class _TwinChoice(threading.local):
     serial twin would have, or ``SLOW_FACTOR`` times the shortest parallel call,
     whichever is less, in ``SLOW_CALLS`` parallel calls in a row (one slow call is noise;
     the spinners last about 80 ms). The serial twin's time is the shortest measured for
-    the same shape and thread count on this thread (a single serial call timed while the
-    spinners held both cores took 38 ms against 17-18 at N=10000: the last time alone
-    is no yardstick). The factor is generous because the shortest parallel call may have
-    been seen on a quiet moment: 1.4 sent a busy host's N=256 calls to the serial twin
-    for good, 2.0 a quarter of them in a benchmark run; until a serial call of the shape
+    the same loss, shape and thread count on this thread (a single serial call timed
+    while the spinners held both cores took 38 ms against 17-18 at N=10000: the last
+    time alone is no yardstick; a key without the loss judged softmax calls by the
+    faster SVM's times and sent a whole benchmark group to the serial twin). The factor
+    is generous because the shortest parallel call may have been seen on a quiet moment:
+    1.4 sent a busy host's N=256 calls to the serial twin for good, 2.0 a quarter of
+    them in a benchmark run; until a serial call of the shape
     was timed (after a contended call the task speed-up caught), the factor alone rarely
     fires at N=10000, whose contended calls take 2.2-2.7 times the shortest.
     """
