@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +135,3 @@ def locator_of(dispatcher: Any) -> Any:
     cache = getattr(dispatcher, "_cache", None)
     impl = getattr(cache, "_impl", None)
     return getattr(impl, "locator", None)
-
-
-def cache_dir_of(dispatcher: Any) -> str | None:
-    """The directory a jitted function's cache files go to (None without a cache)."""
-    locator = locator_of(dispatcher)
-    return None if locator is None else os.fspath(locator.get_cache_path())

@@ -316,9 +316,10 @@ class Tunables:
     #: (measured crossover: 96 rows x 3073 x 10 ran faster in parallel, 64 rows are one task)
     linear_parallel_min_work: int = 1 << 21
     #: linear losses (one call): after a parallel call whose tasks ran no faster than one
-    #: thread would have (other threads held the cores: OpenBLAS's spin after a NumPy
-    #: product), run the calls of the next 2 ms (doubling up to 128 ms while it lasts) on
-    #: the calling thread (the same results either way; see fastcls.losses)
+    #: thread would have, or two in a row slower than the serial twin (other threads held
+    #: the cores: OpenBLAS's spin after a NumPy product), run the calls of the next 2 ms
+    #: (doubling up to 128 ms while it lasts) on the calling thread (the same results
+    #: either way; see fastcls.losses._TwinChoice)
     linear_adaptive_twin: bool = True
 
     def names(self) -> list[str]:

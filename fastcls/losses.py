@@ -143,8 +143,8 @@ def _checked_loss_inputs(
         and W.shape[1] >= 1
         and _is_plain_number(reg)
         and _is_plain_number(beta)
-        and (penalty == "l2" or penalty == "l1" or penalty == "elasticnet")
         and type(penalty) is str
+        and penalty in PENALTIES
     ):
         if label_range:
             _check_encoded_labels(y, X.shape[0], W.shape[1])
@@ -373,9 +373,9 @@ class _TwinChoice(threading.local):
     faster SVM's times and sent a whole benchmark group to the serial twin). The factor
     is generous because the shortest parallel call may have been seen on a quiet moment:
     1.4 sent a busy host's N=256 calls to the serial twin for good, 2.0 a quarter of
-    them in a benchmark run; until a serial call of the shape
-    was timed (after a contended call the task speed-up caught), the factor alone rarely
-    fires at N=10000, whose contended calls take 2.2-2.7 times the shortest.
+    them in a benchmark run; until a serial call of the shape was timed (after a
+    contended call the task speed-up caught), the factor alone rarely fires at N=10000,
+    whose contended calls take 2.2-2.7 times the shortest.
     """
 
     MIN_WAIT = 0.002

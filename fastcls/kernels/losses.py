@@ -357,6 +357,17 @@ def _prefetch_segment(call, n_calls, n_segments):
     return -1
 
 
+@jit(inline="always")
+def _prefetch_target(call, n_calls, n_full, n_rows, chunk):
+    """``(row of nxt, first feature, whether)`` tile call ``call`` prefetches: its
+    segment (:func:`_prefetch_segment`) over ``n_rows`` rows of ``n_full`` chunks of
+    ``chunk`` features each."""
+    m = _prefetch_segment(call, n_calls, n_rows * n_full)
+    if m < 0:
+        return 0, 0, False
+    return m // n_full, (m % n_full) * chunk, True
+
+
 @jit
 def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
     """Scores of the block with a SIMD micro-kernel's tile (see :func:`_scores_fn`)."""
@@ -372,7 +383,6 @@ def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
     n_full = Dp // chunk
     per_chunk = 2 * (nr4 // 4) * (Cp // w)
     n_calls = n_full * per_chunk if has_next else 0
-    n_segments = xb.shape[0] * n_full
     # chunk-major: the chunk of WT (every class) stays in L1 while the block's rows pass
     # over it, and a group's rows, packed by its first class tile, are read from L1 by the
     # others. (Group-major first tiles streamed WT from L2 for every group: half the FMA
@@ -382,12 +392,9 @@ def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
                 mode = PACK if c == 0 and j < full else PLAIN
-                m = _prefetch_segment(
-                    (d0 // chunk) * per_chunk + (j // 4) * (Cp // w) + c // w, n_calls, n_segments
-                )
-                q = max(m, 0) // max(n_full, 1)
-                pf_d0 = (max(m, 0) % max(n_full, 1)) * chunk
-                t = score_tile(xb, WT, j, c, d0, nvec, X, src, mode, nxt, q, pf_d0, m >= 0)
+                call = (d0 // chunk) * per_chunk + (j // 4) * (Cp // w) + c // w
+                q, pf_d0, pf = _prefetch_target(call, n_calls, n_full, xb.shape[0], chunk)
+                t = score_tile(xb, WT, j, c, d0, nvec, X, src, mode, nxt, q, pf_d0, pf)
                 for r in range(4):
                     for k in range(w):
                         if c + k < C:
@@ -426,16 +433,13 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     n_score_calls = (nr4 // 4) * (Cp // w)
     per_chunk = 2 * n_score_calls
     n_calls = n_full * per_chunk if has_next else 0
-    n_segments = xb.shape[0] * n_full
     for d0 in range(0, Dp, chunk):
         nvec = (min(d0 + chunk, Dp) - d0) // lanes
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
                 call = (d0 // chunk) * per_chunk + n_score_calls + (j // 4) * (Cp // w) + c // w
-                m = _prefetch_segment(call, n_calls, n_segments)
-                q = max(m, 0) // max(n_full, 1)
-                pf_d0 = (max(m, 0) % max(n_full, 1)) * chunk
-                update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt, q, pf_d0, m >= 0)
+                q, pf_d0, pf = _prefetch_target(call, n_calls, n_full, xb.shape[0], chunk)
+                update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt, q, pf_d0, pf)
 
 
 @jit
@@ -798,7 +802,8 @@ def linear_loss_grad(
             row_ok &= abs(WT[c, d]) <= MAX_ABS_VALUE  # False for NaN
         w_ok &= row_ok
     # with ``prefetch`` each block's tiles prefetch the rows its task packs next (a
-    # task's last block prefetches its first rows again: harmless, one block in many)
+    # task's last block prefetches the next task's first rows on the serial twin, its own
+    # first rows again on the parallel one: harmless, one block in many)
     idx_next = idx if prefetch else idx[:0]
     rows = _rows_fn(parallel)
     ticks = np.zeros((bounds.shape[0] - 1, 2), dtype=np.int64)
