@@ -307,19 +307,19 @@ def loss_and_gradient(
         rows = _all_rows(X.shape[0])
     m = rows.shape[0]
     bounds = _task_bounds(m)
-    part, part_db, part_loss, WT, dWT = _buffers(bounds.shape[0] - 1, C, D, W.dtype)
+    tile, prefetch_min_bytes = _micro_kernel(settings.linear_kernel_impl)
+    WT, part, wide, part_db, part_loss, dWT = _buffers(bounds, C, D, tile, W.dtype)
     bias = b if b is not None else np.zeros(C, dtype=W.dtype)
     dW = np.empty((D, C), dtype=W.dtype)
     db = np.empty(C, dtype=W.dtype)
     eligible = K.use_parallel(m, D, C)
     parallel = _TWIN.use_parallel(eligible)
-    tile, prefetch_min_bytes = _micro_kernel(settings.linear_kernel_impl)
     if settings.linear_prefetch_min_bytes is not None:
         prefetch_min_bytes = settings.linear_prefetch_min_bytes
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
     started = time.perf_counter()
     data_loss, pen, finite, speedup, labels_ok = K.linear_loss_grad(
-        X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, part_db, part_loss, tile,
+        X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, wide, part_db, part_loss, tile,
         K.row_block(), K.twin_token(parallel), reg, K.PENALTY_CODES[penalty], beta, WT, dWT,
         dW, db, m * D * W.dtype.itemsize >= prefetch_min_bytes,
     )  # fmt: skip
@@ -445,22 +445,21 @@ class _TwinChoice(threading.local):
 _TWIN = _TwinChoice()
 
 
-def _buffers(T: int, C: int, D: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
-    """This thread's reusable kernel buffers ``(part, part_db, part_loss, WT, dWT)``.
+def _buffers(
+    bounds: np.ndarray, C: int, D: int, tile: tuple[int, ...], dtype: np.dtype
+) -> tuple[np.ndarray, ...]:
+    """This thread's reusable kernel buffers ``(WT, part, wide, part_db, part_loss, dWT)``
+    (:func:`fastcls.kernels.losses.loss_buffers`, plus ``dWT``).
 
     Reused between calls of the same shape (no page faults, no allocation); callers must
     not keep them past their call.
     """
-    key = (T, C, D, np.dtype(dtype))
+    from fastcls.kernels import losses as K
+
+    key = (bounds.tobytes(), C, D, len(tile), np.dtype(dtype))
     cached = getattr(_LOCAL, "buffers", None)
     if cached is None or cached[0] != key:
-        bufs = (
-            np.empty((T, C, D), np.float64),
-            np.empty((T, C), np.float64),
-            np.empty(T, np.float64),
-            np.empty((C, D), dtype),
-            np.empty((C, D), dtype),
-        )
+        bufs = (*K.loss_buffers(bounds, C, D, tile, dtype), np.empty((C, D), dtype))
         cached = (key, bufs)
         _LOCAL.buffers = cached
     return cached[1]

@@ -369,12 +369,11 @@ def sgd_linear(
     )
     rng = V.check_random_state(seed)
     dtype = X.dtype
-    WT = np.ascontiguousarray(W0.T, dtype=dtype)  # a copy: the state the loop updates
     fit_bias = b0 is not None
     b = np.array(b0, dtype=dtype) if fit_bias else np.zeros(C, dtype=dtype)
+    vWT = np.zeros((C, D), dtype=dtype)
     centre = mu is not None and fit_bias
     mu64 = np.ascontiguousarray(mu, dtype=np.float64) if centre else np.zeros(D)
-    vWT = np.zeros_like(WT)
     vb = np.zeros_like(b)
     # the schedule in Python floats, exactly what sgd computes at each step
     lrs = np.array(
@@ -382,15 +381,14 @@ def sgd_linear(
     )
     m = batch_size if batch_size is not None else n
     bounds = K.task_bounds(m)
-    T = bounds.shape[0] - 1
-    part = np.empty((T, C, D))
-    part_db = np.empty((T, C))
-    part_loss = np.empty(T)
-    dWT = np.empty_like(WT)
+    tile = K.tile_token(K.kernel_impl())
+    # the state the loop updates: W transposed into the kernel's padded layout (a copy)
+    WT, part, wide, part_db, part_loss = K.loss_buffers(bounds, C, D, tile, dtype)
+    WT[:C, :D] = W0.T
+    dWT = np.empty((C, D), dtype=dtype)
     db = np.empty(C, dtype=dtype)
     bias = np.empty(C, dtype=dtype)
     history = np.empty(n_iters)
-    tile = K.tile_token(K.kernel_impl())
     rblock = K.row_block()
     parallel = K.twin_token(K.use_parallel(m, D, C))
     code = K.LOSS_CODES[loss]
@@ -406,15 +404,15 @@ def sgd_linear(
                 batches[j] = rng.integers(0, n, size=m)
         done = K.sgd_linear_steps(
             X, y, batches, full, WT, b, vWT, vb, it0, k, lrs, momentum, code, reg, pcode,
-            beta, mu64, centre, fit_bias, tile, rblock, parallel, bounds, part, part_db,
-            part_loss, dWT, db, bias, history, bool(settings.linear_prefetch_next_batch),
+            beta, mu64, centre, fit_bias, tile, rblock, parallel, bounds, part, wide,
+            part_db, part_loss, dWT, db, bias, history, bool(settings.linear_prefetch_next_batch),
         )  # fmt: skip
         it = it0 + done - 1
         if done < k or not np.isfinite(history[it]):
             raise _diverged(history[it], it, lrs[it])
         if verbose:
             _progress_line(name, it, n_iters, history[it], lrs[it], t0)
-    W = np.ascontiguousarray(WT.T)
+    W = np.ascontiguousarray(WT[:C, :D].T)
     if not (np.isfinite(W).all() and np.isfinite(b).all()):
         raise _weights_not_finite(n_iters, lr0)
     return SGDResult(W, b if fit_bias else None, history, lr0, n_iters)

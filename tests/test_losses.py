@@ -204,19 +204,19 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
     # the serial twin on the same partition
     bounds = K.task_bounds(3000)
     T = len(bounds) - 1
-    part, pdb, pl = np.empty((T, 10, 600)), np.empty((T, 10)), np.empty(T)
     kid = K.SVM if kind == "svm" else K.SOFTMAX
-    WT = np.ascontiguousarray(W.T)
     tile, rb = K.tile_token(K.kernel_impl()), K.row_block()
+    WT, part, wide, pdb, pl = K.loss_buffers(bounds, 10, 600, tile, dtype)
+    WT[:10, :600] = W.T
     rows = np.arange(3000)
     ticks = np.zeros((T, 2), dtype=np.int64)
     K.linear_loss_grad_rows_serial(
-        X, y, rows, rows[:0], WT, b, kid, bounds, part, pdb, pl, tile, rb, ticks
+        X, y, rows, rows[:0], WT, b, kid, bounds, part, wide, pdb, pl, tile, rb, ticks
     )
-    part2, pdb2, pl2 = np.empty_like(part), np.empty_like(pdb), np.empty_like(pl)
+    _, part2, wide2, pdb2, pl2 = K.loss_buffers(bounds, 10, 600, tile, dtype)
     ticks2 = np.zeros((T, 2), dtype=np.int64)
     K.linear_loss_grad_rows(
-        X, y, rows, rows[:0], WT, b, kid, bounds, part2, pdb2, pl2, tile, rb, ticks2
+        X, y, rows, rows[:0], WT, b, kid, bounds, part2, wide2, pdb2, pl2, tile, rb, ticks2
     )
     for tk in (ticks, ticks2):  # every task timed: started, then ended
         assert (tk[:, 1] >= tk[:, 0]).all() and ((tk[:, 0] > 0).all() or not K._CYCLE_COUNTER)
@@ -842,7 +842,7 @@ def _spy(module, calls):
     real = module.linear_loss_grad
 
     def spy(*args):
-        calls.append(args[12])  # the twin token
+        calls.append(args[13])  # the twin token
         return real(*args)
 
     return spy

@@ -49,18 +49,23 @@ each).
 
 Determinism and accuracy: the rows are split into at most ``MAX_TASKS`` tasks whose
 boundaries depend only on the number of rows (never on the thread count). Each task
-sums its rows' gradients in the working precision over sub-blocks of ``SUB_ROWS`` rows
-and flushes each sub-block into its own float64 partial; the partials are then summed
-in task order. Results are therefore bit-identical for any number of threads and for
-the parallel and serial twins, and a float32 gradient never accumulates more than
-``SUB_ROWS`` rows in float32 (a single running float32 sum over 10000 rows drifted to
-1e-4 relative error). The tile and the row block change the order of float32 sums
-(results then differ in the last bits, within the tested 1e-5).
+sums its rows' gradients in the working precision over sub-blocks of ``SUB_ROWS`` rows,
+directly into its partial ``part[t]``; a task of several sub-blocks sums them in
+float64 and rounds the sum into ``part[t]`` once. The partials are then summed in
+float64 in task order. Results are therefore bit-identical for any number of threads
+and for the parallel and serial twins, and a float32 gradient never accumulates more
+than ``SUB_ROWS`` rows in float32 (a single running float32 sum over 10000 rows drifted
+to 1e-4 relative error). The partials are in the working precision, not float64, so
+that a call of one sub-block per task (N=256: two tasks) writes no second copy of the
+gradient and the reduction reads half the bytes, from the other core's cache. The
+tile and the row block change the order of float32 sums (results then differ in the
+last bits, within the tested 1e-5).
 
 Public kernel names:
 
-* ``linear_loss_grad_rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db,
-  part_loss, tile, rblock)`` and its serial twin ``linear_loss_grad_rows_serial``;
+* ``linear_loss_grad_rows(X, y, idx, idx_next, WT, b, kind, bounds, part, wide,
+  part_db, part_loss, tile, rblock, ticks)`` and its serial twin
+  ``linear_loss_grad_rows_serial``, on the padded buffers of :func:`loss_buffers`;
 * ``finish_gradient(part, scale, WT, reg, penalty, beta, dWT)``: reduce the partials,
   add the penalty (transposed layout);
 * ``linear_loss_grad(...)``: one public-loss call end to end (transpose of ``W``, kernel,
@@ -159,6 +164,49 @@ def task_bounds(n_rows: int) -> np.ndarray:
     bounds = np.array([min(n_rows, 4 * ((groups * t) // n_tasks)) for t in range(n_tasks + 1)])
     bounds[-1] = n_rows
     return bounds.astype(np.int64)
+
+
+def padded_shape(C: int, D: int, tile: tuple[int, ...]) -> tuple[int, int]:
+    """``(Cp, Dp)``: the classes rounded up to the tile's, the features to 16 (the layout
+    of the weights and the partials the tiles work on)."""
+    return C + (-C) % len(tile), D + (-D) % 16
+
+
+def needs_wide(bounds: np.ndarray) -> bool:
+    """Whether a task of ``bounds`` has more than ``SUB_ROWS`` rows (float64 sub-block sums)."""
+    return bool((np.diff(bounds) > SUB_ROWS).any())
+
+
+def _aligned_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """C-contiguous zeros of ``shape`` whose first element is 64-byte aligned."""
+    itemsize = np.dtype(dtype).itemsize
+    n = int(np.prod(shape))
+    buf = np.zeros(n + 64 // itemsize, dtype=dtype)
+    first = (-buf.ctypes.data % 64) // itemsize
+    return buf[first : first + n].reshape(shape)
+
+
+def loss_buffers(
+    bounds: np.ndarray, C: int, D: int, tile: tuple[int, ...], dtype: np.dtype
+) -> tuple[np.ndarray, ...]:
+    """New buffers ``(WT, part, wide, part_db, part_loss)`` of the fused kernel for the
+    tasks ``bounds``, ``C`` classes, ``D`` features and the micro-kernel ``tile``.
+
+    ``WT`` (``Cp`` x ``Dp``, :func:`padded_shape`) and ``part`` (``T`` x ``Cp`` x ``Dp``)
+    are zeros in ``dtype``, 64-byte aligned (``Dp`` values are a whole number of cache
+    lines, so every row and every ``part[t]`` is too); write the weights into
+    ``WT[:C, :D]`` and the padding stays zero. ``wide`` (float64) has a task per task
+    only when a task needs it (:func:`needs_wide`).
+    """
+    T = bounds.shape[0] - 1
+    Cp, Dp = padded_shape(C, D, tile)
+    return (
+        _aligned_zeros((Cp, Dp), dtype),
+        _aligned_zeros((T, Cp, Dp), dtype),
+        np.empty((T if needs_wide(bounds) else 0, C, D)),
+        np.empty((T, C)),
+        np.empty(T),
+    )
 
 
 def kernel_impl() -> str:
@@ -524,35 +572,32 @@ def _update_fn_overload(tile):
 
 @jit
 def linear_loss_grad_rows_serial(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock, ticks
-):
+    X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
+    ticks,
+):  # fmt: skip
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits).
 
     The parallel driver runs this on one task at a time (``bounds[t : t + 2]``), so the
-    two share one body. It works on aligned, zero-padded copies: ``WTp`` (``Cp`` x ``Dp``:
-    classes rounded up to the tile, features to 16), the accumulator in the same layout
-    and the row block ``xb`` (``rblock`` x ``Dp``). Each block of rows is scored (the
-    scores copy the rows into ``xb`` as they first read them, padding columns zero; rows
-    ``nr`` up to the next multiple of 4 are zero rows with zero update weights, so the
-    tiles always take 4 rows: that is the call's one read of ``X`` from memory, the later
-    tiles and the update read ``xb`` from L2), differentiated, and its gradient added to
-    ``acc``.
+    two share one body. It works on aligned, zero-padded arrays: ``WT`` (``Cp`` x ``Dp``:
+    classes rounded up to the tile, features to 16, made by the caller once per call,
+    not once per task), the task's partial ``part[t]`` in the same layout, which the
+    tiles accumulate into directly, and the row block ``xb`` (``rblock`` x ``Dp``). Each
+    block of rows is scored (the scores copy the rows into ``xb`` as they first read
+    them, padding columns zero; rows ``nr`` up to the next multiple of 4 are zero rows
+    with zero update weights, so the tiles always take 4 rows: that is the call's one
+    read of ``X`` from memory, the later tiles and the update read ``xb`` from L2),
+    differentiated, and its gradient added to ``part[t]``.
+
+    A task of more than ``SUB_ROWS`` rows sums each sub-block in ``part[t]`` and the
+    sub-blocks in float64 in ``wide[t]``, then rounds that sum into ``part[t]`` once.
 
     The block step is written out here rather than called: every compiled level costs
     numba a re-optimisation and machine code of its whole call tree (0.7 s of a cold fit).
     """
-    C = WT.shape[0]
-    D = WT.shape[1]
-    Dp = D + (-D) % 16
-    Cp = C + (-C) % len(tile)
-    WTp = aligned_empty(Cp, Dp, WT)
-    WTp[C:] = 0
-    for c in range(C):
-        for d in range(D):  # element loops: see _pack_tail
-            WTp[c, d] = WT[c, d]
-        WTp[c, D:] = 0
-    acc = aligned_empty(Cp, Dp, WT)
-    xb = aligned_empty(rblock, Dp, WT)
+    C = b.shape[0]
+    D = X.shape[1]
+    Cp = WT.shape[0]
+    xb = aligned_empty(rblock, WT.shape[1], WT)
     xb[:, D:] = 0  # rows packed by _pack_tail keep these zeros (the tiles write their own)
     s = np.empty((rblock, C), dtype=np.float64)
     g = np.empty((rblock, C), dtype=np.float64)
@@ -570,12 +615,14 @@ def linear_loss_grad_rows_serial(
         loss = 0.0
         start = bounds[t]
         stop = bounds[t + 1]
+        several = stop - start > SUB_ROWS  # sub-blocks summed in float64 in wide[t]
         # the task this thread runs next (the serial twin's): its first rows follow
         next_stop = bounds[t + 2] if t + 2 < bounds.shape[0] else stop
-        first = True
+        pt[:] = 0  # an empty task's partial, and the first sub-block's start
         for s0 in range(start, stop, SUB_ROWS):
             s1 = min(s0 + SUB_ROWS, stop)
-            acc[:] = 0
+            if s0 > start:
+                pt[:] = 0
             for r0 in range(s0, s1, rblock):
                 nr = min(rblock, s1 - r0)
                 nr4 = nr + (-nr) % 4
@@ -604,7 +651,7 @@ def linear_loss_grad_rows_serial(
                 for r in range(nr4):
                     for c in range(C):
                         s[r, c] = b[c]
-                scores(tile, xb, WTp, nr, s, X, src, nxt, has_next)
+                scores(tile, xb, WT, nr, s, X, src, nxt, has_next)
                 for r in range(nr):
                     loss += _row_derivative(s[r], y[src[r]], kind, g[r])
                     for c in range(C):
@@ -613,29 +660,31 @@ def linear_loss_grad_rows_serial(
                 for r in range(nr, nr4):
                     for c in range(C):
                         gw[r, c] = 0.0
-                update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)
-            # flush the sub-block (working precision) into the task's float64 partial
-            if first:
-                for c in range(C):
-                    for d in range(D):
-                        pt[c, d] = acc[c, d]
-                first = False
-            else:
-                for c in range(C):
-                    for d in range(D):
-                        pt[c, d] += acc[c, d]
-        if first:  # empty task
+                update(tile, xb, gw, nr4, pt, X, nxt, has_next, src, nr)
+            if several:  # the sub-block (working precision) into the float64 sum
+                wt = wide[t]
+                if s0 == start:
+                    for c in range(C):
+                        for d in range(D):
+                            wt[c, d] = pt[c, d]
+                else:
+                    for c in range(C):
+                        for d in range(D):
+                            wt[c, d] += pt[c, d]
+        if several:  # rounded once into the working precision
+            wt = wide[t]
             for c in range(C):
                 for d in range(D):
-                    pt[c, d] = 0.0
+                    pt[c, d] = wt[c, d]
         part_loss[t] = loss
         ticks[t, 1] = cycle_counter()
 
 
 @jit(parallel=True)
 def linear_loss_grad_rows(
-    X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock, ticks
-):
+    X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
+    ticks,
+):  # fmt: skip
     """Fused data loss and gradient over the rows ``X[idx]``, per task.
 
     Parameters (all C-contiguous, no validation)
@@ -645,11 +694,15 @@ def linear_loss_grad_rows(
     idx : (M,) int64 rows of ``X`` to use (with repetitions allowed)
     idx_next : (M',) int64 rows the *next* call will use (an SGD loop's next batch; may be
         empty): only prefetched, never read as data
-    WT : (C, D) weights, transposed, dtype of ``X``
+    WT : (Cp, Dp) weights, transposed, dtype of ``X``, zero-padded and 64-byte aligned
+        (:func:`padded_shape`, :func:`loss_buffers`)
     b : (C,) bias, dtype of ``X``
     kind : int, ``SVM`` or ``SOFTMAX``
     bounds : (T+1,) int64 task boundaries into ``idx`` (:func:`task_bounds`)
-    part : (T, C, D) float64 out: per-task *sums* of ``x_i g_i^T`` (transposed)
+    part : (T, Cp, Dp) out, dtype of ``X``, each ``part[t]`` 64-byte aligned: per-task
+        *sums* of ``x_i g_i^T`` (transposed; zero in the padding)
+    wide : (T, C, D) float64 scratch for tasks of more than ``SUB_ROWS`` rows (may have no
+        tasks when none has: :func:`needs_wide`)
     part_db : (T, C) float64 out: per-task sums of ``g_i``
     part_loss : (T,) float64 out: per-task sums of the row losses
     tile : tuple, the micro-kernel's token (:func:`tile_token`; its length is the number
@@ -661,7 +714,8 @@ def linear_loss_grad_rows(
         # one task each: the task's boundaries are absolute, so the slices keep meaning
         linear_loss_grad_rows_serial(
             X, y, idx, idx_next, WT, b, kind, bounds[t : t + 2], part[t : t + 1],
-            part_db[t : t + 1], part_loss[t : t + 1], tile, rblock, ticks[t : t + 1],
+            wide[t : t + 1], part_db[t : t + 1], part_loss[t : t + 1], tile, rblock,
+            ticks[t : t + 1],
         )  # fmt: skip
 
 
@@ -694,20 +748,22 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     """Reduce the per-task partials and add the penalty, in one serial pass.
 
     ``dWT[c, d] = scale * sum_t part[t, c, d] + penalty gradient(WT[c, d])`` in float64
-    (partials summed in task order, so the result does not depend on the thread count),
+    for ``c < C``, ``d < D`` (``dWT``'s shape; ``part`` and ``WT`` may be padded beyond
+    it), partials summed in task order, so the result does not depend on the thread count,
     cast to ``dWT``'s dtype; ``db[c] = scale * sum_t part_db[t, c]``. One compiled pass
     replaces a reduction, a penalty and a cast done as separate NumPy calls. The penalty
     value is a reassociated (vectorised) sum: a strict one was a 30000-long dependency
     chain, 54 us of a 150 us call at D=3073, C=10.
 
-    part : (T, C, D) float64; part_db : (T, C) float64; part_loss : (T,) float64;
-    WT, dWT : (C, D); db : (C,), dtype of ``dWT``; penalty : a code of ``PENALTY_CODES``.
+    part : (T, >= C, >= D) float32 or float64; part_db : (T, C) float64; part_loss : (T,)
+    float64; WT : (>= C, >= D); dWT : (C, D); db : (C,), dtype of ``dWT``; penalty : a
+    code of ``PENALTY_CODES``.
     Returns ``(data loss = scale * sum_t part_loss[t], penalty value, every entry of
     dWT and db and the data loss finite)``.
     """
     T = part.shape[0]
-    C = part.shape[1]
-    D = part.shape[2]
+    C = dWT.shape[0]
+    D = dWT.shape[1]
     pen = 0.0
     finite = True
     g = np.empty(D, dtype=np.float64)
@@ -755,12 +811,13 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
 
 @jit
 def linear_loss_grad(
-    X, y, idx, W, b, kind, bounds, part, part_db, part_loss, tile, rblock, parallel, reg,
-    penalty, beta, WT, dWT, dW, db, prefetch=False,
+    X, y, idx, W, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock, parallel,
+    reg, penalty, beta, WT, dWT, dW, db, prefetch=False,
 ):  # fmt: skip
     """One call of the public losses, compiled end to end (no NumPy between the steps).
 
-    Transposes ``W`` (D, C) into the scratch ``WT`` (C, D), runs the fused kernel
+    Transposes ``W`` (D, C) into the padded scratch ``WT`` (Cp, Dp, zero beyond C and D:
+    :func:`loss_buffers`), runs the fused kernel
     (``parallel``, a :func:`twin_token`, chooses the twin), reduces the partials with
     :func:`finish_gradient` into the scratch ``dWT`` and writes the gradient in ``W``'s
     layout into ``dW`` (D, C). One dispatch from Python instead of five (two NumPy
@@ -798,8 +855,9 @@ def linear_loss_grad(
     w_ok = True
     for c in range(C):
         row_ok = True
+        w = WT[c]
         for d in range(D):
-            row_ok &= abs(WT[c, d]) <= MAX_ABS_VALUE  # False for NaN
+            row_ok &= abs(w[d]) <= MAX_ABS_VALUE  # False for NaN
         w_ok &= row_ok
     # with ``prefetch`` each block's tiles prefetch the rows its task packs next (a
     # task's last block prefetches the next task's first rows on the serial twin, its own
@@ -808,7 +866,10 @@ def linear_loss_grad(
     rows = _rows_fn(parallel)
     ticks = np.zeros((bounds.shape[0] - 1, 2), dtype=np.int64)
     start = cycle_counter()
-    rows(X, y, idx, idx_next, WT, b, kind, bounds, part, part_db, part_loss, tile, rblock, ticks)
+    rows(
+        X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
+        ticks,
+    )  # fmt: skip
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
@@ -847,9 +908,10 @@ def task_speedup(ticks, start):
 
 @jit(fastmath=REDUCE)
 def _centred_bias(WT, mu, b, bias):
-    """``bias = b - mu @ W`` (float64 sums, reassociated), cast to the dtype of ``bias``."""
-    C = WT.shape[0]
-    D = WT.shape[1]
+    """``bias = b - mu @ W`` (float64 sums, reassociated), cast to the dtype of ``bias``
+    (``WT`` may be padded beyond ``C = b.shape[0]`` and ``D = mu.shape[0]``)."""
+    C = b.shape[0]
+    D = mu.shape[0]
     for c in range(C):
         w = WT[c]
         t = 0.0
@@ -861,15 +923,16 @@ def _centred_bias(WT, mu, b, bias):
 @jit
 def sgd_linear_steps(
     X, y, batches, full, WT, b, vWT, vb, it0, n_steps, lrs, momentum, kind, reg, penalty,
-    beta, mu, centre, fit_bias, tile, rblock, parallel, bounds, part, part_db, part_loss,
-    dWT, db, bias, history, prefetch,
+    beta, mu, centre, fit_bias, tile, rblock, parallel, bounds, part, wide, part_db,
+    part_loss, dWT, db, bias, history, prefetch,
 ):  # fmt: skip
     """``n_steps`` SGD steps of a linear model, entirely compiled (no Python per step).
 
     Step ``k`` (global iteration ``it = it0 + k``) uses the rows ``batches[k]`` (``full``:
     ``batches[0]`` every step), computes the loss and gradient with the fused kernel
-    (``parallel``, a :func:`twin_token`, chooses the twin), then updates ``WT`` (C, D) and
-    ``b`` in their dtype, exactly as :func:`fastcls.optim.sgd` does in NumPy:
+    (``parallel``, a :func:`twin_token`, chooses the twin), then updates ``WT`` (the
+    padded layout of :func:`loss_buffers`: its padding stays zero) and ``b`` in their
+    dtype, exactly as :func:`fastcls.optim.sgd` does in NumPy:
     ``W -= lr * dW`` or, with ``momentum > 0``, ``v = momentum * v; v -= lr * dW;
     W += v``. ``lrs[it]`` is the step size (float64, cast to the dtype). ``history[it]``
     receives the loss.
@@ -884,8 +947,8 @@ def sgd_linear_steps(
     Returns the number of steps taken: ``n_steps``, or fewer when a step's loss or
     gradient was not finite (that step's loss is recorded, its update applied).
     """
-    C = WT.shape[0]
-    D = WT.shape[1]
+    C = dWT.shape[0]
+    D = dWT.shape[1]
     dt = WT.dtype.type
     mom = dt(momentum)
     fused = _rows_fn(parallel)
@@ -910,7 +973,7 @@ def sgd_linear_steps(
             for c in range(b.shape[0]):  # element loop: see _pack_tail
                 bias[c] = b[c]
         fused(
-            X, y, rows, nxt_rows, WT, bias, kind, bounds, part, part_db, part_loss, tile,
+            X, y, rows, nxt_rows, WT, bias, kind, bounds, part, wide, part_db, part_loss, tile,
             rblock, ticks,
         )  # fmt: skip
         data, pen, finite = finish_gradient(
