@@ -191,24 +191,26 @@ def test_idx_gathers_the_same_rows_as_a_copy(kind):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
-def test_thread_count_and_serial_twin_invariance(kind, dtype):
+@pytest.mark.parametrize("n_rows", [3000, 5000])  # one sub-block per task; several
+def test_thread_count_and_serial_twin_invariance(kind, dtype, n_rows):
     """Tasks depend on the row count only: bit-identical results for any thread count."""
     from fastcls.kernels import losses as K
 
-    X, y, W, b = problem(7, 3000, 600, 10, dtype)
+    X, y, W, b = problem(7, n_rows, 600, 10, dtype)
     assert K.use_parallel(X.shape[0], X.shape[1], W.shape[1]) or fastcls.get_num_threads() == 1
     results = []
     for n in (1, 2):
         with fastcls.num_threads(n):
             results.append(LOSSES[kind](W, X, y, 0.1, b=b))
     # the serial twin on the same partition
-    bounds = K.task_bounds(3000)
+    bounds = K.task_bounds(n_rows)
     T = len(bounds) - 1
+    assert K.needs_wide(bounds) == (n_rows > K.MAX_TASKS * K.SUB_ROWS)
     kid = K.SVM if kind == "svm" else K.SOFTMAX
     tile, rb = K.tile_token(K.kernel_impl()), K.row_block()
     WT, part, wide, pdb, pl = K.loss_buffers(bounds, 10, 600, tile, dtype)
     WT[:10, :600] = W.T
-    rows = np.arange(3000)
+    rows = np.arange(n_rows)
     ticks = np.zeros((T, 2), dtype=np.int64)
     K.linear_loss_grad_rows_serial(
         X, y, rows, rows[:0], WT, b, kid, bounds, part, wide, pdb, pl, tile, rb, ticks
@@ -225,6 +227,10 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype):
         assert 0.0 < K.task_speedup(ticks, ticks[0, 0]) <= 1.0
     np.testing.assert_array_equal(part, part2)
     np.testing.assert_array_equal(pl, pl2)
+    # the padding of the partials is zeros (the reduction never reads it: any value
+    # there would mean the tiles wrote outside the gradient)
+    assert part.shape[1:] == K.padded_shape(10, 600, tile) and part.dtype == dtype
+    assert not part[:, 10:].any() and not part[:, :, 600:].any()
     for r in results[1:]:
         assert r[0] == results[0][0]
         np.testing.assert_array_equal(r[1], results[0][1])
