@@ -11,13 +11,14 @@ One pass over the rows of ``X`` per call. Rows are taken in *blocks* of ``rblock
    ``Dp`` = D rounded up to 16 values, 64-byte aligned): that is the one read of ``X``
    from memory, and every later pass reads ``xb`` from L2;
 2. takes the hinge or softmax derivative of each row (float64);
-3. adds the rank-4 updates ``dW^T[c] += sum_r g[r, c] * x_r`` to an accumulator in the
-   same padded layout, again chunk by chunk.
+3. adds the rank-4 updates ``dW^T[c] += sum_r g[r, c] * x_r`` to the task's partial in
+   the same padded layout, again chunk by chunk.
 
 Alignment is worth as much as the vector width here: a 64-byte load straddling two
-cache lines costs two, and every row of a D=3073 array is misaligned. The weights are
-copied once per task into the same padded layout (``WTp``, ``Cp`` rows: the classes
-rounded up to the tile, zero weights), so the tiles have no class or feature tail.
+cache lines costs two, and every row of a D=3073 array is misaligned. The weights come in
+the same padded layout (``WT``, ``Cp`` x ``Dp``: the classes rounded up to the tile, zero
+weights; :func:`loss_buffers`), written once per call by the transpose of ``W`` (or kept
+in it by the SGD loop), so the tiles have no class or feature tail.
 
 The micro-kernel per CPU class
 ------------------------------
@@ -133,15 +134,15 @@ SOFTMAX = 1
 #: kernel code of each loss, by the names of :data:`fastcls.losses.LOSSES`
 LOSS_CODES = {"svm": SVM, "softmax": SOFTMAX}
 
-#: rows accumulated in the working precision before flushing to float64
+#: rows accumulated in the working precision before a sum in float64 (tasks of more rows)
 SUB_ROWS = 256
 #: bytes of features per inner pass (512 float32 / 256 float64): a chunk of the 10 weight
 #: rows (or accumulator rows) stays in L1 while the block's rows pass over it
 _CHUNK_BYTES = 2048
-#: most tasks (float64 partial gradients) per call; independent of the thread count
+#: most tasks (partial gradients) per call; independent of the thread count
 MAX_TASKS = 16
-#: fewest rows per task (below this, fewer tasks). Every task costs a zeroed accumulator,
-#: a float64 flush and a partial to reduce (C x D each): 128 rather than 64 made
+#: fewest rows per task (below this, fewer tasks). Every task costs a zeroed partial to
+#: reduce (C x D): 128 rather than 64 made
 #: svm_loss at N=256 (D=3073, C=10, float32, one thread) 0.78 -> 0.73 ms and an SGD
 #: step of 200 rows 3% faster on the 2-core Xeon (2 tasks instead of 4)
 MIN_TASK_ROWS = 128
