@@ -41,6 +41,7 @@ import numpy as np
 
 from fastcls import _validation as V
 from fastcls._config import get_num_threads, settings
+from fastcls._runtime import check_fork_safe
 
 __all__ = [
     "LOSSES",
@@ -298,40 +299,31 @@ def loss_and_gradient(
         raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
     if penalty not in PENALTIES:
         raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-    from fastcls._runtime import check_fork_safe
-    from fastcls.kernels import losses as K
-
     check_fork_safe()  # a parallel kernel: a clear error in an unsafe forked child
     D, C = W.shape
+    m = X.shape[0] if rows is None else rows.shape[0]
+    plan = _plan(loss, m, C, D, W.dtype)
     if rows is None:
-        rows = _all_rows(X.shape[0])
-    m = rows.shape[0]
-    bounds = _task_bounds(m)
-    tile, prefetch_min_bytes = _micro_kernel(settings.linear_kernel_impl)
-    WT, part, wide, part_db, part_loss, dWT = _buffers(bounds, C, D, tile, W.dtype)
-    bias = b if b is not None else np.zeros(C, dtype=W.dtype)
+        rows = plan.all_rows
     dW = np.empty((D, C), dtype=W.dtype)
-    db = np.empty(C, dtype=W.dtype)
-    eligible = K.use_parallel(m, D, C)
-    parallel = _TWIN.use_parallel(eligible)
-    if settings.linear_prefetch_min_bytes is not None:
-        prefetch_min_bytes = settings.linear_prefetch_min_bytes
+    db = plan.db_scratch if b is None else np.empty(C, dtype=W.dtype)
+    parallel = _TWIN.use_parallel(plan.eligible)
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
     started = time.perf_counter()
-    data_loss, pen, finite, speedup, labels_ok = K.linear_loss_grad(
-        X, y, rows, W, bias, K.LOSS_CODES[loss], bounds, part, wide, part_db, part_loss, tile,
-        K.row_block(), K.twin_token(parallel), reg, K.PENALTY_CODES[penalty], beta, WT, dWT,
-        dW, db, m * D * W.dtype.itemsize >= prefetch_min_bytes,
+    data_loss, pen, finite, speedup, labels_ok = plan.kernels.linear_loss_grad(
+        X, y, rows, W, plan.zero_bias if b is None else b, plan.loss_code, plan.bounds,
+        plan.part, plan.wide, plan.part_db, plan.part_loss, plan.tile, plan.rblock,
+        plan.twins[parallel], reg, plan.penalty_codes[penalty], beta, plan.WT, plan.dWT, dW,
+        db, plan.prefetch,
     )  # fmt: skip
     if not labels_ok:
         raise _label_range_error(y[rows], C)
-    if eligible:
+    if plan.eligible:
         took = time.perf_counter() - started
-        shape = (K.LOSS_CODES[loss], m, D, C, W.dtype.itemsize, get_num_threads())
         if parallel:
-            _TWIN.record(speedup, took, shape)
+            _TWIN.record(speedup, took, plan.shape)
         else:
-            _TWIN.record_serial(took, shape)
+            _TWIN.record_serial(took, plan.shape)
     if not finite:
         V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named
         _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
@@ -339,7 +331,69 @@ def loss_and_gradient(
     return LossGradient(data_loss + pen, dW, None if b is None else db)
 
 
+class _Plan(NamedTuple):
+    """What a loss call of one shape needs besides its arrays (see :func:`_plan`)."""
+
+    key: tuple
+    kernels: Any  # fastcls.kernels.losses (imported on the first call: it loads numba)
+    loss_code: int
+    penalty_codes: dict[str, int]
+    all_rows: np.ndarray
+    bounds: np.ndarray
+    tile: tuple[int, ...]
+    rblock: int
+    twins: tuple[tuple[int, ...], tuple[int, ...]]
+    prefetch: bool
+    eligible: bool
+    shape: tuple[int, ...]
+    WT: np.ndarray
+    part: np.ndarray
+    wide: np.ndarray
+    part_db: np.ndarray
+    part_loss: np.ndarray
+    dWT: np.ndarray
+    zero_bias: np.ndarray
+    db_scratch: np.ndarray
+
+
 _LOCAL = threading.local()
+
+
+def _plan(loss: str, m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
+    """This thread's plan for a loss call on ``m`` rows, ``C`` classes, ``D`` features.
+
+    Everything that depends only on the shape, the thread count and the tunables (the
+    tasks, the micro-kernel, the reusable buffers, whether the parallel twin may run),
+    worked out once and reused while the call shape stays the same: the Python around a
+    kernel call runs with the caches the kernel just filled with rows, where every
+    lookup costs a miss (2 threads, N=256: 54 us of Python in a 0.30 ms call before).
+    Callers must not keep the buffers past their call.
+    """
+    key = (
+        loss, m, C, D, dtype, get_num_threads(), settings.linear_kernel_impl,
+        settings.linear_prefetch_min_bytes, settings.linear_row_block_rows,
+        settings.linear_parallel_min_work,
+    )  # fmt: skip
+    cached = getattr(_LOCAL, "plan", None)
+    if cached is not None and cached.key == key:
+        return cached
+    from fastcls.kernels import losses as K
+
+    bounds = _task_bounds(m)
+    tile, prefetch_min_bytes = _micro_kernel(settings.linear_kernel_impl)
+    if settings.linear_prefetch_min_bytes is not None:
+        prefetch_min_bytes = settings.linear_prefetch_min_bytes
+    item = np.dtype(dtype).itemsize
+    plan = _Plan(
+        key, K, K.LOSS_CODES[loss], K.PENALTY_CODES, _all_rows(m), bounds,
+        tile, K.row_block(), (K.twin_token(False), K.twin_token(True)),
+        m * D * item >= prefetch_min_bytes, K.use_parallel(m, D, C),
+        (K.LOSS_CODES[loss], m, D, C, item, key[5]),
+        *K.loss_buffers(bounds, C, D, tile, dtype), np.empty((C, D), dtype),
+        np.zeros(C, dtype), np.empty(C, dtype),
+    )  # fmt: skip
+    _LOCAL.plan = plan
+    return plan
 
 
 class _TwinChoice(threading.local):
@@ -443,26 +497,6 @@ class _TwinChoice(threading.local):
 
 
 _TWIN = _TwinChoice()
-
-
-def _buffers(
-    bounds: np.ndarray, C: int, D: int, tile: tuple[int, ...], dtype: np.dtype
-) -> tuple[np.ndarray, ...]:
-    """This thread's reusable kernel buffers ``(WT, part, wide, part_db, part_loss, dWT)``
-    (:func:`fastcls.kernels.losses.loss_buffers`, plus ``dWT``).
-
-    Reused between calls of the same shape (no page faults, no allocation); callers must
-    not keep them past their call.
-    """
-    from fastcls.kernels import losses as K
-
-    key = (bounds.tobytes(), C, D, len(tile), np.dtype(dtype))
-    cached = getattr(_LOCAL, "buffers", None)
-    if cached is None or cached[0] != key:
-        bufs = (*K.loss_buffers(bounds, C, D, tile, dtype), np.empty((C, D), dtype))
-        cached = (key, bufs)
-        _LOCAL.buffers = cached
-    return cached[1]
 
 
 @functools.lru_cache(maxsize=8)
