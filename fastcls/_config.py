@@ -83,11 +83,26 @@ def jit(
     return wrap
 
 
+#: numba's C-level reader of this thread's count, once numba's threads are running (its
+#: public ``get_num_threads`` takes two locks and costs 6 us when the caches are cold,
+#: as they are right after a kernel: a loss call reads the count every call)
+_thread_count_reader: Callable[[], int] | None = None
+
+
 def get_num_threads() -> int:
     """Number of threads fastcls kernels use (numba's current setting, this thread)."""
+    global _thread_count_reader
+    if _thread_count_reader is not None:
+        return int(_thread_count_reader())
     import numba
 
-    return int(numba.get_num_threads())
+    count = int(numba.get_num_threads())  # starts numba's threads if they are not yet
+    from numba.np.ufunc import parallel
+
+    reader = getattr(parallel, "_get_num_threads", None)
+    if callable(reader) and reader() == count:  # a private name: else the public path
+        _thread_count_reader = reader
+    return count
 
 
 def set_num_threads(n_jobs: int | None) -> int:
