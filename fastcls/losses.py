@@ -314,7 +314,7 @@ def loss_and_gradient(
         X, y, rows, W, plan.zero_bias if b is None else b, plan.loss_code, plan.bounds,
         plan.part, plan.wide, plan.part_db, plan.part_loss, plan.tile, plan.rblock,
         plan.twins[parallel], reg, plan.penalty_codes[penalty], beta, plan.WT, plan.dWT, dW,
-        db, plan.prefetch,
+        db, plan.ticks, plan.scratch, plan.prefetch,
     )  # fmt: skip
     if not labels_ok:
         raise _label_range_error(y[rows], C)
@@ -351,6 +351,8 @@ class _Plan(NamedTuple):
     wide: np.ndarray
     part_db: np.ndarray
     part_loss: np.ndarray
+    ticks: np.ndarray
+    scratch: tuple[np.ndarray, ...]
     dWT: np.ndarray
     zero_bias: np.ndarray
     db_scratch: np.ndarray

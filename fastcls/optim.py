@@ -383,7 +383,7 @@ def sgd_linear(
     bounds = K.task_bounds(m)
     tile = K.tile_token(K.kernel_impl())
     # the state the loop updates: W transposed into the kernel's padded layout (a copy)
-    WT, part, wide, part_db, part_loss = K.loss_buffers(bounds, C, D, tile, dtype)
+    WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(bounds, C, D, tile, dtype)
     WT[:C, :D] = W0.T
     dWT = np.empty((C, D), dtype=dtype)
     db = np.empty(C, dtype=dtype)
@@ -405,7 +405,8 @@ def sgd_linear(
         done = K.sgd_linear_steps(
             X, y, batches, full, WT, b, vWT, vb, it0, k, lrs, momentum, code, reg, pcode,
             beta, mu64, centre, fit_bias, tile, rblock, parallel, bounds, part, wide,
-            part_db, part_loss, dWT, db, bias, history, bool(settings.linear_prefetch_next_batch),
+            part_db, part_loss, dWT, db, bias, history, ticks, scratch,
+            bool(settings.linear_prefetch_next_batch),
         )  # fmt: skip
         it = it0 + done - 1
         if done < k or not np.isfinite(history[it]):

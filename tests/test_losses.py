@@ -204,21 +204,33 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype, n_rows):
             results.append(LOSSES[kind](W, X, y, 0.1, b=b))
     # the serial twin on the same partition
     bounds = K.task_bounds(n_rows)
-    T = len(bounds) - 1
     assert K.needs_wide(bounds) == (n_rows > K.MAX_TASKS * K.SUB_ROWS)
     kid = K.SVM if kind == "svm" else K.SOFTMAX
     tile, rb = K.tile_token(K.kernel_impl()), K.row_block()
-    WT, part, wide, pdb, pl = K.loss_buffers(bounds, 10, 600, tile, dtype)
+    WT, part, wide, pdb, pl, ticks, scratch = K.loss_buffers(bounds, 10, 600, tile, dtype)
     WT[:10, :600] = W.T
     rows = np.arange(n_rows)
-    ticks = np.zeros((T, 2), dtype=np.int64)
     K.linear_loss_grad_rows_serial(
-        X, y, rows, rows[:0], WT, b, kid, bounds, part, wide, pdb, pl, tile, rb, ticks
+        X, y, rows, rows[:0], WT, b, kid, bounds, part, wide, pdb, pl, tile, rb, ticks, scratch
     )
-    _, part2, wide2, pdb2, pl2 = K.loss_buffers(bounds, 10, 600, tile, dtype)
-    ticks2 = np.zeros((T, 2), dtype=np.int64)
+    _, part2, wide2, pdb2, pl2, ticks2, scratch2 = K.loss_buffers(bounds, 10, 600, tile, dtype)
     K.linear_loss_grad_rows(
-        X, y, rows, rows[:0], WT, b, kid, bounds, part2, wide2, pdb2, pl2, tile, rb, ticks2
+        X,
+        y,
+        rows,
+        rows[:0],
+        WT,
+        b,
+        kid,
+        bounds,
+        part2,
+        wide2,
+        pdb2,
+        pl2,
+        tile,
+        rb,
+        ticks2,
+        scratch2,
     )
     for tk in (ticks, ticks2):  # every task timed: started, then ended
         assert (tk[:, 1] >= tk[:, 0]).all() and ((tk[:, 0] > 0).all() or not K._CYCLE_COUNTER)

@@ -82,15 +82,15 @@ Public kernel names:
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 import numpy as np
-from numba import prange, types
+from numba import get_thread_id, prange, types
 from numba.extending import intrinsic, overload
 
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
 from fastcls._validation import MAX_ABS_VALUE
-from fastcls.kernels._rows import aligned_empty
 from fastcls.kernels.linear_tiles import (
     PACK,
     PLAIN,
@@ -189,24 +189,41 @@ def _aligned_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def loss_buffers(
     bounds: np.ndarray, C: int, D: int, tile: tuple[int, ...], dtype: np.dtype
-) -> tuple[np.ndarray, ...]:
-    """New buffers ``(WT, part, wide, part_db, part_loss)`` of the fused kernel for the
-    tasks ``bounds``, ``C`` classes, ``D`` features and the micro-kernel ``tile``.
+) -> tuple[Any, ...]:
+    """New buffers ``(WT, part, wide, part_db, part_loss, ticks, scratch)`` of the fused
+    kernel for the tasks ``bounds``, ``C`` classes, ``D`` features and the micro-kernel
+    ``tile`` (rows in blocks of :func:`row_block`).
 
     ``WT`` (``Cp`` x ``Dp``, :func:`padded_shape`) and ``part`` (``T`` x ``Cp`` x ``Dp``)
     are zeros in ``dtype``, 64-byte aligned (``Dp`` values are a whole number of cache
     lines, so every row and every ``part[t]`` is too); write the weights into
     ``WT[:C, :D]`` and the padding stays zero. ``wide`` (float64) has a task per task
-    only when a task needs it (:func:`needs_wide`).
+    only when a task needs it (:func:`needs_wide`). ``ticks`` (T x 2, int64) receives the
+    tasks' cycle counts; ``scratch`` is a tuple of per-thread work arrays, one slot per
+    thread numba may start (``numba.config.NUMBA_NUM_THREADS``): the row block (aligned,
+    zero-padded), the scores and derivatives, the derivatives in ``dtype`` (zero beyond
+    ``C``) and the row numbers of a block.
     """
+    import numba
+
     T = bounds.shape[0] - 1
     Cp, Dp = padded_shape(C, D, tile)
+    rblock = row_block()
+    slots = int(numba.config.NUMBA_NUM_THREADS)
+    scratch = (
+        _aligned_zeros((slots, rblock, Dp), dtype),
+        np.zeros((slots, 2, rblock, C)),
+        _aligned_zeros((slots, rblock, Cp), dtype),
+        np.zeros((slots, 2, rblock + 3), np.int64),
+    )
     return (
         _aligned_zeros((Cp, Dp), dtype),
         _aligned_zeros((T, Cp, Dp), dtype),
         np.empty((T if needs_wide(bounds) else 0, C, D)),
         np.empty((T, C)),
         np.empty(T),
+        np.zeros((T, 2), np.int64),
+        scratch,
     )
 
 
@@ -574,7 +591,7 @@ def _update_fn_overload(tile):
 @jit
 def linear_loss_grad_rows_serial(
     X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
-    ticks,
+    ticks, scratch,
 ):  # fmt: skip
     """:func:`linear_loss_grad_rows` on the calling thread (same tasks, same bits).
 
@@ -592,19 +609,23 @@ def linear_loss_grad_rows_serial(
     A task of more than ``SUB_ROWS`` rows sums each sub-block in ``part[t]`` and the
     sub-blocks in float64 in ``wide[t]``, then rounds that sum into ``part[t]`` once.
 
+    The row block and the per-block scores, derivatives and row numbers live in
+    ``scratch`` (:func:`loss_scratch`), one slot per thread of the pool
+    (``numba.get_thread_id()``; the calling thread's is 0): allocating them here cost a
+    compiled ``np.empty`` / ``np.zeros`` per signature, 0.4-0.5 s of a cold first fit.
+
     The block step is written out here rather than called: every compiled level costs
     numba a re-optimisation and machine code of its whole call tree (0.7 s of a cold fit).
     """
     C = b.shape[0]
     D = X.shape[1]
-    Cp = WT.shape[0]
-    xb = aligned_empty(rblock, WT.shape[1], WT)
-    xb[:, D:] = 0  # rows packed by _pack_tail keep these zeros (the tiles write their own)
-    s = np.empty((rblock, C), dtype=np.float64)
-    g = np.empty((rblock, C), dtype=np.float64)
-    gw = np.zeros((rblock, Cp), dtype=WT.dtype)
-    src = np.zeros(rblock + 3, dtype=np.int64)  # this block's rows of X
-    nxt = np.zeros(rblock + 3, dtype=np.int64)  # the rows the next block will pack
+    slot = get_thread_id()
+    xb = scratch[0][slot]  # the block's rows, aligned; columns from D on stay zero
+    s = scratch[1][slot, 0]  # the block's scores (float64)
+    g = scratch[1][slot, 1]  # their derivatives
+    gw = scratch[2][slot]  # the derivatives in the working precision; zero beyond C
+    src = scratch[3][slot, 0]  # this block's rows of X
+    nxt = scratch[3][slot, 1]  # the rows the next block will pack
     scores = _scores_fn(tile)
     update = _update_fn(tile)
     for t in range(bounds.shape[0] - 1):
@@ -684,7 +705,7 @@ def linear_loss_grad_rows_serial(
 @jit(parallel=True)
 def linear_loss_grad_rows(
     X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
-    ticks,
+    ticks, scratch,
 ):  # fmt: skip
     """Fused data loss and gradient over the rows ``X[idx]``, per task.
 
@@ -710,13 +731,14 @@ def linear_loss_grad_rows(
         of classes per register tile)
     rblock : int, rows per block (a positive multiple of 4)
     ticks : (T, 2) int64 out: :func:`cycle_counter` when each task started and ended
+    scratch : the per-thread work arrays of :func:`loss_scratch`
     """
     for t in prange(bounds.shape[0] - 1):
         # one task each: the task's boundaries are absolute, so the slices keep meaning
         linear_loss_grad_rows_serial(
             X, y, idx, idx_next, WT, b, kind, bounds[t : t + 2], part[t : t + 1],
             wide[t : t + 1], part_db[t : t + 1], part_loss[t : t + 1], tile, rblock,
-            ticks[t : t + 1],
+            ticks[t : t + 1], scratch,
         )  # fmt: skip
 
 
@@ -813,7 +835,7 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
 @jit
 def linear_loss_grad(
     X, y, idx, W, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock, parallel,
-    reg, penalty, beta, WT, dWT, dW, db, prefetch=False,
+    reg, penalty, beta, WT, dWT, dW, db, ticks, scratch, prefetch=False,
 ):  # fmt: skip
     """One call of the public losses, compiled end to end (no NumPy between the steps).
 
@@ -865,11 +887,10 @@ def linear_loss_grad(
     # first rows again on the parallel one: harmless, one block in many)
     idx_next = idx if prefetch else idx[:0]
     rows = _rows_fn(parallel)
-    ticks = np.zeros((bounds.shape[0] - 1, 2), dtype=np.int64)
     start = cycle_counter()
     rows(
         X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
-        ticks,
+        ticks, scratch,
     )  # fmt: skip
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
@@ -925,7 +946,7 @@ def _centred_bias(WT, mu, b, bias):
 def sgd_linear_steps(
     X, y, batches, full, WT, b, vWT, vb, it0, n_steps, lrs, momentum, kind, reg, penalty,
     beta, mu, centre, fit_bias, tile, rblock, parallel, bounds, part, wide, part_db,
-    part_loss, dWT, db, bias, history, prefetch,
+    part_loss, dWT, db, bias, history, ticks, scratch, prefetch,
 ):  # fmt: skip
     """``n_steps`` SGD steps of a linear model, entirely compiled (no Python per step).
 
@@ -953,7 +974,6 @@ def sgd_linear_steps(
     dt = WT.dtype.type
     mom = dt(momentum)
     fused = _rows_fn(parallel)
-    ticks = np.zeros((bounds.shape[0] - 1, 2), dtype=np.int64)
     for k in range(n_steps):
         it = it0 + k
         rows = batches[0] if full else batches[k]
@@ -975,7 +995,7 @@ def sgd_linear_steps(
                 bias[c] = b[c]
         fused(
             X, y, rows, nxt_rows, WT, bias, kind, bounds, part, wide, part_db, part_loss, tile,
-            rblock, ticks,
+            rblock, ticks, scratch,
         )  # fmt: skip
         data, pen, finite = finish_gradient(
             part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
