@@ -1,7 +1,8 @@
 """Aligned scratch and zero-padded row copies for the kernels' register tiles.
 
-``aligned_empty`` serves every kernel that keeps rows on cache-line boundaries (the linear
-loss blocks of :mod:`fastcls.kernels.losses`, the padded copies below); ``zero_padded`` and
+``aligned_empty`` serves the compiled kernels that keep rows on cache-line boundaries (the
+padded copies below; the linear loss kernel gets its aligned buffers from its caller,
+:func:`fastcls.kernels.losses.loss_buffers`); ``zero_padded`` and
 ``copy_rows`` serve the uint8 drivers of :mod:`fastcls.kernels.l1` and
 :mod:`fastcls.kernels.l2int` (rows of a multiple of the vector width, so no register tile
 takes the masked tail)."""
