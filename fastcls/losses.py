@@ -386,14 +386,31 @@ def _plan(loss: str, m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
     if settings.linear_prefetch_min_bytes is not None:
         prefetch_min_bytes = settings.linear_prefetch_min_bytes
     item = np.dtype(dtype).itemsize
+    WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(bounds, C, D, tile, dtype)
     plan = _Plan(
-        key, K, K.LOSS_CODES[loss], K.PENALTY_CODES, _all_rows(m), bounds,
-        tile, K.row_block(), (K.twin_token(False), K.twin_token(True)),
-        m * D * item >= prefetch_min_bytes, K.use_parallel(m, D, C),
-        (K.LOSS_CODES[loss], m, D, C, item, key[5]),
-        *K.loss_buffers(bounds, C, D, tile, dtype), np.empty((C, D), dtype),
-        np.zeros(C, dtype), np.empty(C, dtype),
-    )  # fmt: skip
+        key=key,
+        kernels=K,
+        loss_code=K.LOSS_CODES[loss],
+        penalty_codes=K.PENALTY_CODES,
+        all_rows=_all_rows(m),
+        bounds=bounds,
+        tile=tile,
+        rblock=K.row_block(),
+        twins=(K.twin_token(False), K.twin_token(True)),
+        prefetch=m * D * item >= prefetch_min_bytes,
+        eligible=K.use_parallel(m, D, C),
+        shape=(K.LOSS_CODES[loss], m, D, C, item, key[5]),
+        WT=WT,
+        part=part,
+        wide=wide,
+        part_db=part_db,
+        part_loss=part_loss,
+        ticks=ticks,
+        scratch=scratch,
+        dWT=np.empty((C, D), dtype),
+        zero_bias=np.zeros(C, dtype),
+        db_scratch=np.empty(C, dtype),
+    )
     _LOCAL.plan = plan
     return plan
 

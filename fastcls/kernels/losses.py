@@ -209,7 +209,7 @@ def loss_buffers(
     T = bounds.shape[0] - 1
     Cp, Dp = padded_shape(C, D, tile)
     rblock = row_block()
-    slots = int(numba.config.NUMBA_NUM_THREADS)
+    slots = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     scratch = (
         _aligned_zeros((slots, rblock, Dp), dtype),
         np.zeros((slots, 2, rblock, C)),
