@@ -73,8 +73,8 @@ Public kernel names:
   reduction, gradient in ``W``'s layout), so Python dispatches once per call;
 * ``sgd_linear_steps(...)``: a chunk of SGD steps, entirely compiled (used by
   :mod:`fastcls.optim`);
-* ``task_bounds(n_rows)``, ``kernel_impl()``, ``tile_token(impl)``, ``use_parallel(...)``
-  (plain Python);
+* ``task_bounds(n_rows)``, ``kernel_impl()``, ``tile_token(impl)``, ``use_parallel(...)``,
+  ``loss_buffers(...)``, ``padded_shape(...)``, ``needs_wide(bounds)`` (plain Python);
 * ``LOSS_CODES`` / ``PENALTY_CODES`` / ``CLASS_TILES``: the integer codes the kernels
   take, by name (the only place these integers appear).
 """
@@ -610,7 +610,7 @@ def linear_loss_grad_rows_serial(
     sub-blocks in float64 in ``wide[t]``, then rounds that sum into ``part[t]`` once.
 
     The row block and the per-block scores, derivatives and row numbers live in
-    ``scratch`` (:func:`loss_scratch`), one slot per thread of the pool
+    ``scratch`` (:func:`loss_buffers`), one slot per thread of the pool
     (``numba.get_thread_id()``; the calling thread's is 0): allocating them here cost a
     compiled ``np.empty`` / ``np.zeros`` per signature, 0.4-0.5 s of a cold first fit.
 
@@ -731,7 +731,7 @@ def linear_loss_grad_rows(
         of classes per register tile)
     rblock : int, rows per block (a positive multiple of 4)
     ticks : (T, 2) int64 out: :func:`cycle_counter` when each task started and ended
-    scratch : the per-thread work arrays of :func:`loss_scratch`
+    scratch : the per-thread work arrays of :func:`loss_buffers`
     """
     for t in prange(bounds.shape[0] - 1):
         # one task each: the task's boundaries are absolute, so the slices keep meaning
@@ -852,6 +852,7 @@ def linear_loss_grad(
     when one does not, nothing else is computed (a label indexes the scores; the public
     losses leave this check to this pass, one load per row). With ``prefetch`` each
     block's tiles prefetch the rows its task packs next (the same bits either way).
+    ``ticks`` and ``scratch``: the kernel's work arrays of :func:`loss_buffers`.
     """
     D = W.shape[0]
     C = W.shape[1]
