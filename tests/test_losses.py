@@ -158,8 +158,11 @@ def test_extreme_scores_are_stable(kind, dtype):
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
 def test_many_rows_float32_accumulation(kind, dtype):
     """Thousands of rows (several tasks and sub-blocks): float32 still within 1e-5."""
+    from fastcls.kernels.losses import MAX_TASKS, SUB_ROWS
+
+    n_rows = 2 * MAX_TASKS * SUB_ROWS + 40  # two sub-blocks and a short one per task
     for seed in range(4, 100):  # a draw without a margin within float32 rounding of 0
-        X, y, W, b = problem(seed, 5000, 64, 10, dtype, wscale=0.01)
+        X, y, W, b = problem(seed, n_rows, 64, 10, dtype, wscale=0.01)
         if far_from_kinks(W, X, y, b, None):
             break
     check_against_reference(kind, W, X, y, 0.05, b, "l2", 1.0, None, RTOL[dtype])
@@ -191,11 +194,12 @@ def test_idx_gathers_the_same_rows_as_a_copy(kind):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
-@pytest.mark.parametrize("n_rows", [3000, 5000])  # one sub-block per task; several
-def test_thread_count_and_serial_twin_invariance(kind, dtype, n_rows):
+@pytest.mark.parametrize("several", [False, True])  # one sub-block per task; several
+def test_thread_count_and_serial_twin_invariance(kind, dtype, several):
     """Tasks depend on the row count only: bit-identical results for any thread count."""
     from fastcls.kernels import losses as K
 
+    n_rows = K.MAX_TASKS * K.SUB_ROWS + 1000 if several else 3000
     X, y, W, b = problem(7, n_rows, 600, 10, dtype)
     assert K.use_parallel(X.shape[0], X.shape[1], W.shape[1]) or fastcls.get_num_threads() == 1
     results = []
