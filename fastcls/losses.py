@@ -30,7 +30,6 @@ validation); the linear classifiers name their loss in ``loss_name``.
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 import time
@@ -302,7 +301,7 @@ def loss_and_gradient(
     check_fork_safe()  # a parallel kernel: a clear error in an unsafe forked child
     D, C = W.shape
     m = X.shape[0] if rows is None else rows.shape[0]
-    plan = _plan(loss, m, C, D, W.dtype)
+    plan = _plan(m, C, D, W.dtype)
     if rows is None:
         rows = plan.all_rows
     dW = np.empty((D, C), dtype=W.dtype)
@@ -311,7 +310,7 @@ def loss_and_gradient(
     # one compiled call: transposes, kernel, reduction (Python glue cost ~0.1 ms at N=256)
     started = time.perf_counter()
     data_loss, pen, finite, speedup, labels_ok = plan.kernels.linear_loss_grad(
-        X, y, rows, W, plan.zero_bias if b is None else b, plan.loss_code, plan.bounds,
+        X, y, rows, W, plan.zero_bias if b is None else b, plan.loss_codes[loss], plan.bounds,
         plan.part, plan.wide, plan.part_db, plan.part_loss, plan.tile, plan.rblock,
         plan.twins[parallel], reg, plan.penalty_codes[penalty], beta, plan.WT, plan.dWT, dW,
         db, plan.ticks, plan.scratch, plan.prefetch,
@@ -321,9 +320,9 @@ def loss_and_gradient(
     if plan.eligible:
         took = time.perf_counter() - started
         if parallel:
-            _TWIN.record(speedup, took, plan.shape)
+            _TWIN.record(speedup, took, plan.shapes[loss])
         else:
-            _TWIN.record_serial(took, plan.shape)
+            _TWIN.record_serial(took, plan.shapes[loss])
     if not finite:
         V.assert_all_finite(W, "W")  # NaN, infinity or |w| > MAX_ABS_VALUE: named
         _check_used_rows(X, rows)  # NaN or infinity in X: a clear error naming X
@@ -334,9 +333,8 @@ def loss_and_gradient(
 class _Plan(NamedTuple):
     """What a loss call of one shape needs besides its arrays (see :func:`_plan`)."""
 
-    key: tuple
     kernels: Any  # fastcls.kernels.losses (imported on the first call: it loads numba)
-    loss_code: int
+    loss_codes: dict[str, int]
     penalty_codes: dict[str, int]
     all_rows: np.ndarray
     bounds: np.ndarray
@@ -345,7 +343,8 @@ class _Plan(NamedTuple):
     twins: tuple[tuple[int, ...], tuple[int, ...]]
     prefetch: bool
     eligible: bool
-    shape: tuple[int, ...]
+    #: the twin choice's key of a call, by loss name (see _TwinChoice)
+    shapes: dict[str, tuple[int, ...]]
     WT: np.ndarray
     part: np.ndarray
     wide: np.ndarray
@@ -361,7 +360,12 @@ class _Plan(NamedTuple):
 _LOCAL = threading.local()
 
 
-def _plan(loss: str, m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
+#: call shapes whose plans a thread keeps (the oldest is dropped beyond): a loop that
+#: alternates a mini-batch and a validation loss reuses both
+MAX_PLANS = 4
+
+
+def _plan(m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
     """This thread's plan for a loss call on ``m`` rows, ``C`` classes, ``D`` features.
 
     Everything that depends only on the shape, the thread count and the tunables (the
@@ -372,34 +376,40 @@ def _plan(loss: str, m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
     Callers must not keep the buffers past their call.
     """
     key = (
-        loss, m, C, D, dtype, get_num_threads(), settings.linear_kernel_impl,
+        m, C, D, dtype, get_num_threads(), settings.linear_kernel_impl,
         settings.linear_prefetch_min_bytes, settings.linear_row_block_rows,
         settings.linear_parallel_min_work,
     )  # fmt: skip
-    cached = getattr(_LOCAL, "plan", None)
-    if cached is not None and cached.key == key:
-        return cached
+    plans = getattr(_LOCAL, "plans", None)
+    if plans is None:
+        plans = _LOCAL.plans = {}
+    plan = plans.get(key)
+    if plan is not None:
+        return plan
     from fastcls.kernels import losses as K
 
-    bounds = _task_bounds(m)
-    tile, prefetch_min_bytes = _micro_kernel(settings.linear_kernel_impl)
-    if settings.linear_prefetch_min_bytes is not None:
-        prefetch_min_bytes = settings.linear_prefetch_min_bytes
+    bounds = K.task_bounds(m)
+    impl = K.kernel_impl()
+    tile = K.tile_token(impl)
+    prefetch_min_bytes = settings.linear_prefetch_min_bytes
+    if prefetch_min_bytes is None:
+        prefetch_min_bytes = K.PREFETCH_MIN_BYTES[impl]
     item = np.dtype(dtype).itemsize
     WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(bounds, C, D, tile, dtype)
     plan = _Plan(
-        key=key,
         kernels=K,
-        loss_code=K.LOSS_CODES[loss],
+        loss_codes=K.LOSS_CODES,
         penalty_codes=K.PENALTY_CODES,
-        all_rows=_all_rows(m),
+        # never written to: a read-only array would be another numba type, hence another
+        # compilation of the kernels
+        all_rows=np.arange(m, dtype=np.int64),
         bounds=bounds,
         tile=tile,
         rblock=K.row_block(),
         twins=(K.twin_token(False), K.twin_token(True)),
         prefetch=m * D * item >= prefetch_min_bytes,
         eligible=K.use_parallel(m, D, C),
-        shape=(K.LOSS_CODES[loss], m, D, C, item, key[5]),
+        shapes={name: (code, m, D, C, item, key[4]) for name, code in K.LOSS_CODES.items()},
         WT=WT,
         part=part,
         wide=wide,
@@ -411,7 +421,9 @@ def _plan(loss: str, m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
         zero_bias=np.zeros(C, dtype),
         db_scratch=np.empty(C, dtype),
     )
-    _LOCAL.plan = plan
+    if len(plans) >= MAX_PLANS:
+        plans.pop(next(iter(plans)))
+    plans[key] = plan
     return plan
 
 
@@ -516,32 +528,6 @@ class _TwinChoice(threading.local):
 
 
 _TWIN = _TwinChoice()
-
-
-@functools.lru_cache(maxsize=8)
-def _micro_kernel(forced: str | None) -> tuple[tuple[int, ...], int]:
-    """The loss kernel's micro-kernel token and its default prefetch threshold (bytes)
-    for ``settings.linear_kernel_impl = forced`` (the CPU's features do not change
-    while the process runs)."""
-    from fastcls.kernels import losses as K
-
-    impl = K.kernel_impl()
-    return K.tile_token(impl), K.PREFETCH_MIN_BYTES[impl]
-
-
-@functools.lru_cache(maxsize=64)
-def _task_bounds(m: int) -> np.ndarray:
-    """:func:`fastcls.kernels.losses.task_bounds`, memoised (never written to)."""
-    from fastcls.kernels import losses as K
-
-    return K.task_bounds(m)
-
-
-@functools.lru_cache(maxsize=2)
-def _all_rows(n: int) -> np.ndarray:
-    """``arange(n)`` as int64, memoised (never written to: a read-only array would be
-    another numba type, hence another compilation of the kernels)."""
-    return np.arange(n, dtype=np.int64)
 
 
 def _overflow_fallback(

@@ -65,7 +65,7 @@ last bits, within the tested 1e-5).
 Public kernel names:
 
 * ``linear_loss_grad_rows(X, y, idx, idx_next, WT, b, kind, bounds, part, wide,
-  part_db, part_loss, tile, rblock, ticks)`` and its serial twin
+  part_db, part_loss, tile, rblock, ticks, scratch)`` and its serial twin
   ``linear_loss_grad_rows_serial``, on the padded buffers of :func:`loss_buffers`;
 * ``finish_gradient(part, scale, WT, reg, penalty, beta, dWT)``: reduce the partials,
   add the penalty (transposed layout);
