@@ -1,8 +1,8 @@
 """Aligned scratch and zero-padded row copies for the kernels' register tiles.
 
 ``aligned_empty`` serves the compiled kernels that keep rows on cache-line boundaries (the
-padded copies below; the linear loss kernel gets its aligned buffers from its caller,
-:func:`fastcls.kernels.losses.loss_buffers`); ``zero_padded`` and
+padded copies below), ``aligned_zeros`` callers that make such buffers once in Python (the
+linear loss kernel's, :func:`fastcls.kernels.losses.loss_buffers`); ``zero_padded`` and
 ``copy_rows`` serve the uint8 drivers of :mod:`fastcls.kernels.l1` and
 :mod:`fastcls.kernels.l2int` (rows of a multiple of the vector width, so no register tile
 takes the masked tail)."""
@@ -13,7 +13,7 @@ import numpy as np
 
 from fastcls._config import jit
 
-__all__ = ["aligned_empty", "copy_rows", "zero_padded"]
+__all__ = ["aligned_empty", "aligned_zeros", "copy_rows", "zero_padded"]
 
 
 @jit
@@ -35,6 +35,17 @@ def aligned_empty(rows, cols, like):
     buf = np.empty(n + 64 // like.itemsize, dtype=like.dtype)
     first = ((-buf.ctypes.data) % 64) // like.itemsize
     return buf[first : first + n].reshape((rows, cols))
+
+
+def aligned_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """C-contiguous zeros of ``shape`` whose first element is 64-byte aligned: the Python
+    twin of :func:`aligned_empty`, for buffers a caller makes once and hands to kernels
+    (the linear loss kernel's: :func:`fastcls.kernels.losses.loss_buffers`)."""
+    itemsize = np.dtype(dtype).itemsize
+    n = int(np.prod(shape))
+    buf = np.zeros(n + 64 // itemsize, dtype=dtype)
+    first = (-buf.ctypes.data % 64) // itemsize
+    return buf[first : first + n].reshape(shape)
 
 
 @jit

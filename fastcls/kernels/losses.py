@@ -91,6 +91,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd
 from fastcls._validation import MAX_ABS_VALUE
+from fastcls.kernels._rows import aligned_zeros
 from fastcls.kernels.linear_tiles import (
     PACK,
     PLAIN,
@@ -183,15 +184,6 @@ def needs_wide(bounds: np.ndarray) -> bool:
     return bool((np.diff(bounds) > SUB_ROWS).any())
 
 
-def _aligned_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """C-contiguous zeros of ``shape`` whose first element is 64-byte aligned."""
-    itemsize = np.dtype(dtype).itemsize
-    n = int(np.prod(shape))
-    buf = np.zeros(n + 64 // itemsize, dtype=dtype)
-    first = (-buf.ctypes.data % 64) // itemsize
-    return buf[first : first + n].reshape(shape)
-
-
 def loss_buffers(
     bounds: np.ndarray, C: int, D: int, tile: tuple[int, ...], dtype: np.dtype
 ) -> tuple[Any, ...]:
@@ -216,14 +208,14 @@ def loss_buffers(
     rblock = row_block()
     slots = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     scratch = (
-        _aligned_zeros((slots, rblock, Dp), dtype),
+        aligned_zeros((slots, rblock, Dp), dtype),
         np.zeros((slots, 2, rblock, C)),
-        _aligned_zeros((slots, rblock, Cp), dtype),
+        aligned_zeros((slots, rblock, Cp), dtype),
         np.zeros((slots, 2, rblock + 3), np.int64),
     )
     return (
-        _aligned_zeros((Cp, Dp), dtype),
-        _aligned_zeros((T, Cp, Dp), dtype),
+        aligned_zeros((Cp, Dp), dtype),
+        aligned_zeros((T, Cp, Dp), dtype),
         np.empty((T if needs_wide(bounds) else 0, C, D)),
         np.empty((T, C)),
         np.empty(T),
