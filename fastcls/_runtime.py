@@ -35,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "cpu_features",
+    "cpu_name",
     "best_simd",
     "kernel_report",
     "KERNEL_CHOICES",
@@ -79,6 +80,25 @@ def cpu_features() -> frozenset[str]:
     return frozenset(name for name, on in flags.items() if on)
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU numba compiles for, as LLVM names it (``"znver4"``, ``"sapphirerapids"`` ...).
+
+    ``NUMBA_CPU_NAME`` when set (``"generic"`` for a portable cache), else the host CPU
+    as llvmlite reads it. Micro-kernels choose by features first (:func:`best_simd`);
+    the name only breaks ties the features cannot, e.g. a CPU that has AVX-512 but runs
+    512-bit vectors as two 256-bit halves (AMD Zen 4).
+    """
+    from numba.core import config
+
+    name = getattr(config, "CPU_NAME", None)
+    if name and name != "host":
+        return str(name)
+    import llvmlite.binding as ll
+
+    return str(ll.get_host_cpu_name())
+
+
 def best_simd(required: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
     """SIMD levels this CPU can run, best first, always ending with ``"portable"``.
 
@@ -118,7 +138,8 @@ def kernel_report() -> dict[str, Any]:
     -------
     dict
         ``cpu_target`` (numba's target CPU name: ``"host"`` unless ``NUMBA_CPU_NAME``
-        says otherwise), ``features`` (the flags of :data:`REPORTED_FEATURES` the
+        says otherwise), ``cpu_name`` (:func:`cpu_name`: the LLVM name of the CPU
+        compiled for, ``"znver4"`` say), ``features`` (the flags of :data:`REPORTED_FEATURES` the
         target has), ``simd_levels`` (:func:`best_simd`) and ``kernels``: for each line
         of :data:`KERNEL_CHOICES` the implementation chosen (a module that is not there
         is left out; a choice that fails says why). Importing the kernel modules
@@ -142,6 +163,7 @@ def kernel_report() -> dict[str, Any]:
             kernels[label] = f"unavailable ({type(exc).__name__}: {exc})"
     return {
         "cpu_target": getattr(config, "CPU_NAME", None) or "host",
+        "cpu_name": cpu_name(),
         "features": [f for f in REPORTED_FEATURES if f in have],
         "simd_levels": list(best_simd()),
         "kernels": kernels,

@@ -574,6 +574,46 @@ def test_forcing_an_unknown_or_unsupported_path_is_refused():
             fastcls.svm_loss(W, X, y)
 
 
+@pytest.mark.parametrize(
+    ("name", "levels", "chosen"),
+    [
+        ("znver4", ("avx512", "avx2", "portable"), "avx2"),  # AVX-512 on 256-bit halves
+        ("sapphirerapids", ("avx512", "avx2", "portable"), "avx512"),
+        ("znver5", ("avx512", "avx2", "portable"), "avx512"),
+        ("znver3", ("avx2", "portable"), "avx2"),
+        ("znver4", ("portable",), "portable"),  # the name never adds a level
+    ],
+)
+def test_default_path_by_cpu_features_then_name(monkeypatch, name, levels, chosen):
+    from fastcls._config import override
+    from fastcls.kernels import losses as K
+
+    monkeypatch.setattr(K, "cpu_name", lambda: name)
+    monkeypatch.setattr(K, "best_simd", lambda required: levels)
+    assert K.kernel_impl() == chosen
+    if "avx512" in levels:  # forcing still reaches the zmm tiles on every AVX-512 CPU
+        with override(linear_kernel_impl="avx512"):
+            assert K.kernel_impl() == "avx512"
+
+
+def test_cpu_name_follows_numba_target(monkeypatch):
+    from numba.core import config
+
+    from fastcls._runtime import cpu_name
+
+    cpu_name.cache_clear()
+    try:
+        monkeypatch.setattr(config, "CPU_NAME", "znver3", raising=False)
+        assert cpu_name() == "znver3"
+        cpu_name.cache_clear()
+        monkeypatch.setattr(config, "CPU_NAME", None, raising=False)
+        import llvmlite.binding as ll
+
+        assert cpu_name() == ll.get_host_cpu_name()
+    finally:
+        cpu_name.cache_clear()
+
+
 HASWELL_FEATURES = (
     "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
     "+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt"

@@ -45,8 +45,9 @@ sgemm's ceiling on this core is 163). svm_loss at N=10000: 27.2 -> 18-20 ms on o
 thread. The figures per CPU class are in ``docs/performance.md``.
 
 :func:`kernel_impl` chooses by the CPU features numba compiles for (``NUMBA_CPU_NAME`` /
-``NUMBA_CPU_FEATURES`` included); ``settings.linear_kernel_impl`` forces one (tests run
-each).
+``NUMBA_CPU_FEATURES`` included) and, among AVX-512 CPUs, by name: AMD Zen 4 runs 512-bit
+vectors as two halves and gets the ymm tiles (:data:`YMM_FASTER_CPUS`);
+``settings.linear_kernel_impl`` forces one (tests run each).
 
 Determinism and accuracy: the rows are split into at most ``MAX_TASKS`` tasks whose
 boundaries depend only on the number of rows (never on the thread count). Each task
@@ -89,7 +90,7 @@ from numba import get_thread_id, prange, types
 from numba.extending import intrinsic, overload
 
 from fastcls._config import FMA, REDUCE, jit, settings
-from fastcls._runtime import best_simd
+from fastcls._runtime import best_simd, cpu_name
 from fastcls._validation import MAX_ABS_VALUE
 from fastcls.kernels._rows import aligned_zeros
 from fastcls.kernels.linear_tiles import (
@@ -155,6 +156,15 @@ MIN_TASK_ROWS = 128
 
 #: classes per register tile (4 rows x tile classes), by micro-kernel name
 CLASS_TILES = {"avx512": 5, "avx2": 2, "portable": 1}
+#: CPUs (LLVM names, :func:`fastcls._runtime.cpu_name`) that have AVX-512 but run the
+#: ymm tiles faster than the zmm ones: AMD Zen 4 executes a 512-bit operation as two
+#: 256-bit halves (no more arithmetic per cycle) and a 512-bit store in two cycles, so
+#: the zmm update tile's accumulator stores cost more than its FMAs. Measured on an EPYC
+#: Zen 4, 2 cores, svm_loss float32 D=3073 C=10, interleaved, fastest of 25-300 calls:
+#: N=10000 on 2 threads 17.2 (zmm) vs 12.8 ms (ymm), on 1 thread 19.7 vs 19.8;
+#: N=256 0.51 vs 0.48 ms on 1 thread, 0.49 vs 0.40 on 2. Zen 5's server and desktop
+#: parts run 512-bit vectors at full width: not listed (not measured)
+YMM_FASTER_CPUS = frozenset({"znver4"})
 #: rows' bytes from which a single loss call prefetches its next blocks, by micro-kernel
 #: (``settings.linear_prefetch_min_bytes`` overrides): always with the zmm tiles (their
 #: arithmetic outruns the reads even from L3: N=256 4-7% faster on the Xeon), only rows
@@ -228,12 +238,15 @@ def kernel_impl() -> str:
     """The micro-kernel used: ``settings.linear_kernel_impl`` if set, else the CPU's best.
 
     ``"avx512"`` needs AVX-512 (32 vector registers), ``"avx2"`` AVX2, ``"portable"`` runs
-    anywhere. Every one is correct on any CPU (they differ in register pressure only),
-    but forcing one the CPU lacks is refused, as for the other micro-kernels.
+    anywhere. The CPUs of :data:`YMM_FASTER_CPUS` (AVX-512 on 256-bit halves) get
+    ``"avx2"`` unless forced. Every one is correct on any CPU (they differ in register
+    pressure only), but forcing one the CPU lacks is refused, as for the other micro-kernels.
     """
     available = best_simd({"avx512": ("avx512f",), "avx2": ("avx2", "fma")})
     forced = settings.linear_kernel_impl
     if forced is None:
+        if available[0] == "avx512" and cpu_name() in YMM_FASTER_CPUS:
+            return "avx2"
         return available[0]
     if forced not in CLASS_TILES:
         raise ValueError(
