@@ -246,6 +246,9 @@ class Tunables:
     #: or "absolute" (sums of max(q, x), two vector operations per term instead of three,
     #: with an absolute error bound from the rows' sums); results never depend on it
     l1_float_bound: str = "auto"
+    #: L1 float tiles: "auto", "add" or "fma" (one operation per term on the FMA unit,
+    #: faster on AMD Zen); results never depend on it
+    l1_float_accumulate: str = "auto"
     #: L1 uint8 micro-kernel: None = best for this CPU, or "avx512" / "avx2" / "portable"
     l1_uint8_impl: str | None = None
     #: L1 float on whole numbers 0..255: take the exact uint8 kernel

@@ -257,21 +257,70 @@ def test_uint8_implementations_agree(impl, D, monkeypatch):
     np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "l1"))
 
 
+@pytest.mark.parametrize("accumulate", ["add", "fma"])
 @pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("impl", _available_impls())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("D", [1, 7, 8, 15, 16, 17, 33, 40, 100, 130])
-def test_float_tiles_and_feature_slices_are_exact(impl, dtype, D, bound, monkeypatch):
-    """Every float tile (explicit SIMD of each width, or the fastmath loop), with the
-    features cut into slices of 64 bytes (several slices, a longer last one, rows shorter
-    than a vector), gives the exact top-k."""
+def test_float_tiles_and_feature_slices_are_exact(impl, dtype, D, bound, accumulate, monkeypatch):
+    """Every float tile (explicit SIMD of each width, adding on the adder or the FMA unit,
+    or the fastmath loop), with the features cut into slices of 64 bytes (several slices,
+    a longer last one, rows shorter than a vector), gives the exact top-k."""
+    if impl == "portable" and accumulate == "fma":
+        pytest.skip("the portable loop has one accumulation")
     rng = np.random.default_rng(D)
     Q, X = make_data(rng, 9, 70, D, dtype, "duplicates" if D % 2 else "random")
     monkeypatch.setattr(settings, "l1_uint8_impl", impl)
     monkeypatch.setattr(settings, "l1_float_bound", bound)
+    monkeypatch.setattr(settings, "l1_float_accumulate", accumulate)
     monkeypatch.setattr(l1, "_FEATURE_SLICE_BYTES", 64)
+    assert f"accumulate {accumulate}" in l1.float_impl()
     d, i = run_streamed(Q, X, 5, 30)
     assert_matches_reference(Q, X, 5, d, i)
+
+
+@pytest.mark.parametrize("use_max", [False, True])
+@pytest.mark.parametrize("impl", [i for i in _available_impls() if i != "portable"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fma_accumulation_rounds_like_the_add(impl, dtype, use_max):
+    """fma(t, 1, acc) and fma(x, -1, q) round exactly as acc + t and q - x: the FMA tiles'
+    fast sums are bit-identical to the adder's (so kappa and the bounds carry over)."""
+    from numba import njit
+
+    wide = impl == "avx512"
+    on_add = l1._FLOAT_TILES[wide, use_max, False]
+    on_fma = l1._FLOAT_TILES[wide, use_max, True]
+
+    @njit
+    def both(Q, X, d1):
+        return on_add(Q, X, 0, 3, 0, 1, 0, d1), on_fma(Q, X, 0, 3, 0, 1, 0, d1)
+
+    rng = np.random.default_rng(5)
+    for D in (16, 37, 300):
+        Q = (rng.standard_normal((4, D)) * 10.0 ** rng.integers(-3, 4, (4, D))).astype(dtype)
+        X = (rng.standard_normal((2, D)) * 10.0 ** rng.integers(-3, 4, (2, D))).astype(dtype)
+        added, fused = both(Q, X, D)
+        np.testing.assert_array_equal(np.array(added), np.array(fused))
+        expected = [
+            (np.maximum(Q[a], X[b]) if use_max else np.abs(Q[a].astype(np.float64) - X[b])).sum()
+            for a in range(4)
+            for b in range(2)
+        ]
+        np.testing.assert_allclose(np.array(fused, np.float64), expected, rtol=1e-4)
+
+
+def test_float_accumulate_choice(monkeypatch):
+    """The "auto" choice puts the terms on the FMA unit on AMD Zen (max/add/subtract share two ports
+    there), on the adder elsewhere; a bad setting names itself."""
+    monkeypatch.setattr(l1, "cpu_name", lambda: "znver3")
+    assert l1.float_accumulate() == "fma"
+    monkeypatch.setattr(l1, "cpu_name", lambda: "skylake-avx512")
+    assert l1.float_accumulate() == "add"
+    monkeypatch.setattr(settings, "l1_float_accumulate", "fma")
+    assert l1.float_accumulate() == "fma"
+    monkeypatch.setattr(settings, "l1_float_accumulate", "mul")
+    with pytest.raises(ValueError, match="l1_float_accumulate"):
+        l1.float_accumulate()
 
 
 def test_uint8_impl_choice(monkeypatch):

@@ -140,7 +140,7 @@ from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from fastcls._config import REDUCE, jit, settings
-from fastcls._runtime import best_simd, new_buffer, scratch
+from fastcls._runtime import best_simd, cpu_name, new_buffer, scratch
 from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask
 from fastcls.kernels._rows import padded_block, padded_chunk
 from fastcls.kernels._tokens import impl_token, token_code
@@ -220,9 +220,10 @@ def _term(bound, a, b):
 
 @overload(_term, jit_options={"nogil": True}, inline="always")
 def _term_overload(bound, a, b):
-    use_max = token_code(bound)
-    if use_max is None:
+    code = token_code(bound)
+    if code is None:
         return None
+    use_max = code & 1
     if use_max:
         return lambda bound, a, b: max(a, b)
     return lambda bound, a, b: abs(a - b)
@@ -266,7 +267,7 @@ def _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound):
     return s00, s01, s10, s11, s20, s21, s30, s31
 
 
-def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False):
+def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = False):
     """Numba intrinsic: 4 x 2 tile of float sums of ``|q_a - x_b|`` in explicit SIMD.
 
     With ``use_max`` the terms are ``max(q_a, x_b)`` instead (``vmaxps``, two vector
@@ -287,6 +288,14 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False):
 
     The last ``D % lanes`` features are read as one vector ending at the last one with
     its first lanes zeroed on both sides (``|0 - 0| = 0`` adds nothing).
+
+    With ``on_fma`` one operation per term moves from the adder to the FMA unit: the
+    absolute bound accumulates ``fma(t, 1, acc)``, the relative one takes ``fma(x, -1,
+    q)`` for the difference. Both round exactly as the add / subtract they replace (the
+    product by +-1 is exact), so sums, bounds and ``kappa`` are unchanged; only the
+    execution port differs. AMD Zen runs max, add and subtract on the same two ports and
+    FMA on two others, so the tile's adder-bound loop splits over four ports
+    (``settings.l1_float_accumulate``).
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -316,6 +325,16 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False):
             zero = ir.Constant(vty, None)
             accs = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
             esz = ir.Constant(i64, esize)
+            if on_fma:
+                fma = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.{suffix}"
+                )
+                # 1.0 and -1.0 through an empty asm: LLVM folds fma(a, 1, b) back to a + b
+                opaque = ir.FunctionType(vty, [vty])
+                one = builder.asm(opaque, "", "=x,0", [ir.Constant(vty, [1.0] * lanes)], False)
+                minus_one = builder.asm(
+                    opaque, "", "=x,0", [ir.Constant(vty, [-1.0] * lanes)], False
+                )
 
             def step(off, mask):
                 vecs = []
@@ -332,9 +351,17 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False):
                         qv, xv = vecs[a], vecs[4 + b]
                         if use_max:  # select on an ordered compare: one vmaxps, no NaN fixup
                             t = builder.select(builder.fcmp_ordered(">", qv, xv), qv, xv)
+                            if on_fma:
+                                total = builder.call(fma, [t, one, builder.load(acc)])
+                            else:
+                                total = builder.fadd(builder.load(acc), t)
                         else:
-                            t = builder.call(fabs, [builder.fsub(qv, xv)])
-                        builder.store(builder.fadd(builder.load(acc), t), acc)
+                            if on_fma:
+                                d = builder.call(fma, [xv, minus_one, qv])
+                            else:
+                                d = builder.fsub(qv, xv)
+                            total = builder.fadd(builder.load(acc), builder.call(fabs, [d]))
+                        builder.store(total, acc)
 
             lconst = ir.Constant(i64, lanes)
             nblocks = builder.sdiv(D, lconst)
@@ -370,11 +397,26 @@ _fsum_4x2_avx2 = _make_fsum_intrinsic(32)
 _fsum_4x2_avx512 = _make_fsum_intrinsic(64)
 _fmax_4x2_avx2 = _make_fsum_intrinsic(32, use_max=True)
 _fmax_4x2_avx512 = _make_fsum_intrinsic(64, use_max=True)
+_fsum_4x2_avx2_fma = _make_fsum_intrinsic(32, on_fma=True)
+_fsum_4x2_avx512_fma = _make_fsum_intrinsic(64, on_fma=True)
+_fmax_4x2_avx2_fma = _make_fsum_intrinsic(32, use_max=True, on_fma=True)
+_fmax_4x2_avx512_fma = _make_fsum_intrinsic(64, use_max=True, on_fma=True)
+_FLOAT_TILES = {  # (AVX-512, absolute bound, on the FMA pipes) -> tile
+    (False, False, False): _fsum_4x2_avx2,
+    (True, False, False): _fsum_4x2_avx512,
+    (False, True, False): _fmax_4x2_avx2,
+    (True, True, False): _fmax_4x2_avx512,
+    (False, False, True): _fsum_4x2_avx2_fma,
+    (True, False, True): _fsum_4x2_avx512_fma,
+    (False, True, True): _fmax_4x2_avx2_fma,
+    (True, True, True): _fmax_4x2_avx512_fma,
+}
 
 
 def _tile_float(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
     """Fast 4 x 2 float tile of implementation ``impl`` and pre-filter ``bound`` (tokens,
-    :mod:`._tokens`: ``bound`` code 0 sums ``|q - x|``, code 1 sums ``max(q, x)``)."""
+    :mod:`._tokens`: ``bound`` code bit 0 clear sums ``|q - x|``, set sums ``max(q, x)``;
+    bit 1 set puts one operation per term on the FMA unit, :func:`float_accumulate`)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
@@ -383,8 +425,8 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
     # the uint8 implementation code: AVX2 / AVX-512 vectors in explicit IR (inlined),
     # else, or for rows shorter than a vector, the fastmath loop (a call of its own)
     code = token_code(impl)
-    use_max = token_code(bound)
-    if code is None or use_max is None:
+    bound_code = token_code(bound)
+    if code is None or bound_code is None:
         return None
     if code == 0:
 
@@ -392,10 +434,7 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
             return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound)
 
         return portable
-    if use_max:
-        fsum = _fmax_4x2_avx512 if code == 2 else _fmax_4x2_avx2
-    else:
-        fsum = _fsum_4x2_avx512 if code == 2 else _fsum_4x2_avx2
+    fsum = _FLOAT_TILES[code == 2, bool(bound_code & 1), bool(bound_code & 2)]
     lanes = (64 if code == 2 else 32) // Q.dtype.bitwidth * 8
 
     def simd(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
@@ -417,10 +456,10 @@ def _filter_key(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
 
 @overload(_filter_key, jit_options={"nogil": True}, inline="always")
 def _filter_key_overload(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
-    use_max = token_code(bound)
-    if use_max is None:
+    code = token_code(bound)
+    if code is None:
         return None
-    if use_max:
+    if code & 1:
 
         def absolute(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
             return c * ((2.0 * a - sq[qi] - sx[j]) - kappa * (aq[qi] + ax[j]))
@@ -906,11 +945,34 @@ def _exact_uint8_copy(A, out):
     return True
 
 
+#: CPUs (LLVM names, :func:`fastcls._runtime.cpu_name`) whose float tiles run faster with
+#: one operation per term on the FMA unit: AMD Zen issues vector max, add and subtract on
+#: two ports (FP2/FP3) and FMA on two others (FP0/FP1). Measured on znver4 (500 q x 10000
+#: x 3072 float32, 2 threads: absolute bound 1.3x, relative 1.05-1.1x); znver3 and znver5
+#: have the same port split (not measured). Intel runs add and FMA on the same ports: on
+#: an AVX-512 Xeon (LLVM "rocketlake") the FMA tiles were 2-3% slower, so it keeps the add.
+FMA_ACCUMULATE_CPUS = frozenset({"znver3", "znver4", "znver5"})
+
+
+def float_accumulate() -> str:
+    """How the float tiles add their terms: ``settings.l1_float_accumulate`` if "add" or
+    "fma", else ("auto") "fma" on the CPUs of :data:`FMA_ACCUMULATE_CPUS`, "add" elsewhere.
+    Results never depend on it (both round the same)."""
+    mode = settings.l1_float_accumulate
+    if mode not in ("auto", "add", "fma"):
+        raise ValueError(f"l1_float_accumulate must be 'auto', 'add' or 'fma', got {mode!r}")
+    if mode == "auto":
+        return "fma" if cpu_name() in FMA_ACCUMULATE_CPUS else "add"
+    return mode
+
+
 def float_impl() -> str:
-    """The float top-k's tile (that of :func:`uint8_impl`) and its pre-filter bound setting,
-    e.g. ``"avx512 (bound auto)"`` (:func:`fastcls.kernels.l1._choose_bound` decides "auto"
-    per call from the data)."""
-    return f"{uint8_impl()} (bound {settings.l1_float_bound})"
+    """The float top-k's tile (that of :func:`uint8_impl`), its pre-filter bound setting
+    and accumulation, e.g. ``"avx512 (bound auto, accumulate fma)"``
+    (:func:`fastcls.kernels.l1._choose_bound` decides "auto" per call from the data)."""
+    impl = uint8_impl()
+    accumulate = "add" if impl == "portable" else float_accumulate()
+    return f"{impl} (bound {settings.l1_float_bound}, accumulate {accumulate})"
 
 
 def as_exact_uint8(A, scratch_name=None):
@@ -953,6 +1015,8 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     impl = uint8_impl()
     dc = max(1, _FEATURE_SLICE_BYTES // Q.itemsize)
     bound, c_key, kappa, sq, aq, sx, ax = _choose_bound(Q, X, impl, dc, c)
+    if impl != "portable" and float_accumulate() == "fma":
+        bound += 2
     m = int(settings.l1_extra_candidates)
     block, chunk = _sizes(Q)
     token = impl_token(_UINT8_CODES[impl])
