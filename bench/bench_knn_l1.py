@@ -177,7 +177,47 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
         print(f"  faiss / {name}: median per-round ratio {np.median(ratios):.1f}x")
 
 
+def accumulate_ab(rounds: int = 5) -> None:
+    """Interleaved A/B of the float tiles' accumulation (``settings.l1_float_accumulate``
+    "add" vs "fma") for each available SIMD tile and bound, on the float32 workload,
+    calling the top-k kernel directly. ``python bench/bench_knn_l1.py accumulate 7``.
+    The first round is a warm-up; minima and medians of the rest."""
+    import time
+
+    from fastcls._config import override
+    from fastcls._runtime import best_simd, cpu_name
+    from fastcls.kernels import l1
+    from fastcls.kernels.topk import new_topk
+
+    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
+    rng = np.random.default_rng(1)
+    Xf = X.astype(np.float32) + rng.random(X.shape, dtype=np.float32)
+    Qf = Q.astype(np.float32) + rng.random(Q.shape, dtype=np.float32)
+    simd = [i for i in best_simd() if i != "portable"]
+    variants = [(i, b, a) for i in simd for b in ("absolute", "relative") for a in ("add", "fma")]
+    times: dict[tuple[str, str, str], list[float]] = {v: [] for v in variants}
+    first = None
+    for _ in range(rounds + 1):
+        for impl, bound, acc in variants:
+            with override(l1_uint8_impl=impl, l1_float_bound=bound, l1_float_accumulate=acc):
+                best_d, best_i = new_topk(Qf.shape[0], K)
+                t0 = time.perf_counter()
+                l1.l1_topk_float(Qf, Xf, 0, best_d, best_i)
+                times[impl, bound, acc].append(time.perf_counter() - t0)
+            if first is None:
+                first = best_i.copy()
+            assert np.array_equal(best_i, first)  # every variant: the same exact top-k
+    print(f"{Qf.shape[0]}x{Xf.shape[0]}x{N_FEATURES} float32, k={K}, CPU {cpu_name()}")
+    for v, t in times.items():
+        rest = sorted(t[1:])
+        low, mid = rest[0] * 1e3, float(np.median(rest)) * 1e3
+        print(f"  {' '.join(v):24s} min {low:7.1f} ms  median {mid:7.1f} ms")
+
+
 if __name__ == "__main__":
     import sys
 
-    interleaved(n_jobs=int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    if len(sys.argv) > 1 and sys.argv[1] == "accumulate":
+        accumulate_ab(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+    else:
+        interleaved(n_jobs=int(sys.argv[1]) if len(sys.argv) > 1 else None)
