@@ -310,12 +310,13 @@ def test_fma_accumulation_rounds_like_the_add(impl, dtype, use_max):
 
 
 def test_float_accumulate_choice(monkeypatch):
-    """The "auto" choice puts the terms on the FMA unit on AMD Zen (max/add/subtract share two ports
-    there), on the adder elsewhere; a bad setting names itself."""
-    monkeypatch.setattr(l1, "cpu_name", lambda: "znver3")
+    """The "auto" choice puts the terms on the FMA unit on AMD Zen 4 (max/add/subtract share
+    two ports there), on the adder elsewhere; a bad setting names itself."""
+    monkeypatch.setattr(l1, "cpu_name", lambda: "znver4")
     assert l1.float_accumulate() == "fma"
-    monkeypatch.setattr(l1, "cpu_name", lambda: "skylake-avx512")
-    assert l1.float_accumulate() == "add"
+    for other in ("skylake-avx512", "znver3", "haswell", "generic"):  # not measured / Intel
+        monkeypatch.setattr(l1, "cpu_name", lambda other=other: other)
+        assert l1.float_accumulate() == "add"
     monkeypatch.setattr(settings, "l1_float_accumulate", "fma")
     assert l1.float_accumulate() == "fma"
     monkeypatch.setattr(settings, "l1_float_accumulate", "mul")
