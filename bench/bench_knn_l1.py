@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 import fastcls
-from fastcls.testing import IMPLEMENTATIONS, bench_small, knn_problem
+from fastcls.testing import IMPLEMENTATIONS, bench_small
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_knn_l2 import faiss_simd_level, load_workload, rotated  # noqa: E402
@@ -145,10 +145,8 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
     import faiss
 
     level = faiss_simd_level()
-    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
-    rng = np.random.default_rng(1)
-    Xf = X.astype(np.float32) + rng.random(X.shape, dtype=np.float32)
-    Qf = Q.astype(np.float32) + rng.random(Q.shape, dtype=np.float32)
+    Q, X = load_workload(N_QUERIES, N_TRAIN, N_FEATURES, "uint8", False)
+    Qf, Xf = load_workload(N_QUERIES, N_TRAIN, N_FEATURES, "float32", False)
     fastcls.set_num_threads(n_jobs)
     faiss.omp_set_num_threads(fastcls.get_num_threads())
     runs = {
@@ -189,10 +187,7 @@ def accumulate_ab(rounds: int = 5) -> None:
     from fastcls.kernels import l1
     from fastcls.kernels.topk import new_topk
 
-    Q, X = knn_problem(N_QUERIES, N_TRAIN, N_FEATURES, np.uint8, seed=0)
-    rng = np.random.default_rng(1)
-    Xf = X.astype(np.float32) + rng.random(X.shape, dtype=np.float32)
-    Qf = Q.astype(np.float32) + rng.random(Q.shape, dtype=np.float32)
+    Qf, Xf = load_workload(N_QUERIES, N_TRAIN, N_FEATURES, "float32", False)
     simd = [i for i in best_simd() if i != "portable"]
     variants = [(i, b, a) for i in simd for b in ("absolute", "relative") for a in ("add", "fma")]
     times: dict[tuple[str, str, str], list[float]] = {v: [] for v in variants}

@@ -313,15 +313,17 @@ def test_float_accumulate_choice(monkeypatch):
     """The "auto" choice puts the terms on the FMA unit on AMD Zen 4 (max/add/subtract share
     two ports there), on the adder elsewhere; a bad setting names itself."""
     monkeypatch.setattr(l1, "cpu_name", lambda: "znver4")
-    assert l1.float_accumulate() == "fma"
+    assert l1.float_accumulate("avx512") == l1.float_accumulate("avx2") == "fma"
+    assert l1.float_accumulate("portable") == "add"  # the fastmath loop has one form
     for other in ("skylake-avx512", "znver3", "haswell", "generic"):  # not measured / Intel
         monkeypatch.setattr(l1, "cpu_name", lambda other=other: other)
-        assert l1.float_accumulate() == "add"
+        assert l1.float_accumulate("avx512") == "add"
     monkeypatch.setattr(settings, "l1_float_accumulate", "fma")
-    assert l1.float_accumulate() == "fma"
+    assert l1.float_accumulate("avx2") == "fma"
+    assert l1.float_accumulate("portable") == "add"
     monkeypatch.setattr(settings, "l1_float_accumulate", "mul")
     with pytest.raises(ValueError, match="l1_float_accumulate"):
-        l1.float_accumulate()
+        l1.float_accumulate("avx2")
 
 
 def test_uint8_impl_choice(monkeypatch):

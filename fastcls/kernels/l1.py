@@ -393,23 +393,12 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = F
     return fsum_4x2
 
 
-_fsum_4x2_avx2 = _make_fsum_intrinsic(32)
-_fsum_4x2_avx512 = _make_fsum_intrinsic(64)
-_fmax_4x2_avx2 = _make_fsum_intrinsic(32, use_max=True)
-_fmax_4x2_avx512 = _make_fsum_intrinsic(64, use_max=True)
-_fsum_4x2_avx2_fma = _make_fsum_intrinsic(32, on_fma=True)
-_fsum_4x2_avx512_fma = _make_fsum_intrinsic(64, on_fma=True)
-_fmax_4x2_avx2_fma = _make_fsum_intrinsic(32, use_max=True, on_fma=True)
-_fmax_4x2_avx512_fma = _make_fsum_intrinsic(64, use_max=True, on_fma=True)
-_FLOAT_TILES = {  # (AVX-512, absolute bound, on the FMA pipes) -> tile
-    (False, False, False): _fsum_4x2_avx2,
-    (True, False, False): _fsum_4x2_avx512,
-    (False, True, False): _fmax_4x2_avx2,
-    (True, True, False): _fmax_4x2_avx512,
-    (False, False, True): _fsum_4x2_avx2_fma,
-    (True, False, True): _fsum_4x2_avx512_fma,
-    (False, True, True): _fmax_4x2_avx2_fma,
-    (True, True, True): _fmax_4x2_avx512_fma,
+#: (AVX-512, absolute bound, on the FMA unit) -> the 4 x 2 SIMD tile
+_FLOAT_TILES = {
+    (wide, use_max, on_fma): _make_fsum_intrinsic(64 if wide else 32, use_max, on_fma)
+    for wide in (False, True)
+    for use_max in (False, True)
+    for on_fma in (False, True)
 }
 
 
@@ -956,13 +945,16 @@ def _exact_uint8_copy(A, out):
 FMA_ACCUMULATE_CPUS = frozenset({"znver4"})
 
 
-def float_accumulate() -> str:
-    """How the float tiles add their terms: ``settings.l1_float_accumulate`` if "add" or
-    "fma", else ("auto") "fma" on the CPUs of :data:`FMA_ACCUMULATE_CPUS`, "add" elsewhere.
-    Results never depend on it (both round the same)."""
+def float_accumulate(impl: str) -> str:
+    """How the float tiles of implementation ``impl`` add their terms: "add" for the
+    portable loop (it has no other form), else ``settings.l1_float_accumulate`` if "add"
+    or "fma", else ("auto") "fma" on the CPUs of :data:`FMA_ACCUMULATE_CPUS`, "add"
+    elsewhere. Results never depend on it (both round the same)."""
     mode = settings.l1_float_accumulate
     if mode not in ("auto", "add", "fma"):
         raise ValueError(f"l1_float_accumulate must be 'auto', 'add' or 'fma', got {mode!r}")
+    if impl == "portable":
+        return "add"
     if mode == "auto":
         return "fma" if cpu_name() in FMA_ACCUMULATE_CPUS else "add"
     return mode
@@ -973,8 +965,7 @@ def float_impl() -> str:
     and accumulation, e.g. ``"avx512 (bound auto, accumulate fma)"``
     (:func:`fastcls.kernels.l1._choose_bound` decides "auto" per call from the data)."""
     impl = uint8_impl()
-    accumulate = "add" if impl == "portable" else float_accumulate()
-    return f"{impl} (bound {settings.l1_float_bound}, accumulate {accumulate})"
+    return f"{impl} (bound {settings.l1_float_bound}, accumulate {float_accumulate(impl)})"
 
 
 def as_exact_uint8(A, scratch_name=None):
@@ -1017,7 +1008,7 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
     impl = uint8_impl()
     dc = max(1, _FEATURE_SLICE_BYTES // Q.itemsize)
     bound, c_key, kappa, sq, aq, sx, ax = _choose_bound(Q, X, impl, dc, c)
-    if impl != "portable" and float_accumulate() == "fma":
+    if float_accumulate(impl) == "fma":
         bound += 2
     m = int(settings.l1_extra_candidates)
     block, chunk = _sizes(Q)
