@@ -251,6 +251,9 @@ class Tunables:
     l1_float_accumulate: str = "auto"
     #: L1 uint8 micro-kernel: None = best for this CPU, or "avx512" / "avx2" / "portable"
     l1_uint8_impl: str | None = None
+    #: L1 uint8 SIMD tiles: training rows per register tile, 2 or 4 (0: per CPU,
+    #: fastcls.kernels.l1.uint8_tile_cols); results never depend on it
+    l1_uint8_tile_cols: int = 0
     #: L1 float on whole numbers 0..255: take the exact uint8 kernel
     l1_uint8_shortcut: bool = True
     #: L1 uint8 top-k: query chunks of at least this many rows are searched on rows
@@ -312,11 +315,13 @@ class Tunables:
 
     #: linear losses: micro-kernel, None = best for this CPU, or "avx512" / "avx2" / "portable"
     linear_kernel_impl: str | None = None
-    #: SGD loop: prefetch the next batch's rows (into L2) during each step's gradient pass.
-    #: Off: on the Sapphire-Rapids-class Xeon of docs/performance.md it made 1500 steps of
-    #: 200 rows (49000 x 3073) 5.6% slower on 2 threads, 9% on 1, 4% with the AVX2 kernels
-    #: (same-process A/B); measure before turning it on for another CPU
-    linear_prefetch_next_batch: bool = False
+    #: SGD loop: prefetch the next batch's rows (into L2) during each step's gradient pass
+    #: (True / False; the same results either way). None: per CPU
+    #: (``fastcls.kernels.losses.prefetch_next_batch``): on where measured faster (AMD
+    #: Zen 4: 1500 steps of 200 rows of 49000 x 3073 13% faster on 2 threads, 20% on 1),
+    #: off elsewhere (the Sapphire-Rapids-class Xeon of docs/performance.md: 5.6% slower
+    #: on 2 threads, 9% on 1, 4% with the AVX2 kernels)
+    linear_prefetch_next_batch: bool | None = None
     #: linear losses (one call, not the SGD loop): when the rows used take at least this
     #: many bytes, each block's tiles prefetch the rows its task packs next, a segment per
     #: tile call in address order (0: always; same results either way). None: the

@@ -355,7 +355,6 @@ def sgd_linear(
     >>> res.loss_history.shape, bool(res.loss_history[-10:].mean() < res.loss_history[0])
     ((50,), True)
     """
-    from fastcls._config import settings
     from fastcls.kernels import losses as K
     from fastcls.losses import LOSSES, PENALTIES
 
@@ -406,7 +405,7 @@ def sgd_linear(
             X, y, batches, full, WT, b, vWT, vb, it0, k, lrs, momentum, code, reg, pcode,
             beta, mu64, centre, fit_bias, tile, rblock, parallel, bounds, part, wide,
             part_db, part_loss, dWT, db, bias, history, ticks, scratch,
-            bool(settings.linear_prefetch_next_batch),
+            K.prefetch_next_batch(),
         )  # fmt: skip
         it = it0 + done - 1
         if done < k or not np.isfinite(history[it]):

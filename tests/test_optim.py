@@ -126,6 +126,34 @@ def test_prefetching_the_next_batch_changes_nothing(batch_size):
     np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
 
 
+@pytest.mark.parametrize(
+    "name, setting, expected",
+    [
+        ("znver4", None, True),  # measured faster there (docs/performance.md)
+        ("sapphirerapids", None, False),  # measured slower there
+        ("rocketlake", None, False),
+        ("znver3", None, False),  # not measured: the hardware prefetchers alone
+        ("znver4", False, False),  # a setting always wins
+        ("rocketlake", True, True),
+    ],
+)
+def test_next_batch_prefetch_by_cpu_name_then_setting(monkeypatch, name, setting, expected):
+    from fastcls.kernels import losses as K
+
+    monkeypatch.setattr(K, "cpu_name", lambda: name)
+    with override(linear_prefetch_next_batch=setting):
+        assert K.prefetch_next_batch() is expected
+        assert K.loss_impl().endswith(f"(SGD prefetch {'on' if expected else 'off'})")
+
+
+def test_next_batch_prefetch_setting_must_be_a_bool():
+    from fastcls.kernels import losses as K
+
+    with override(linear_prefetch_next_batch="yes"):
+        with pytest.raises(TypeError, match="linear_prefetch_next_batch"):
+            K.prefetch_next_batch()
+
+
 def test_progress_from_compiled_chunks(capsys):
     X, y = data()
     sgd_linear("svm", X, y, np.zeros((12, 4), np.float32), None, reg=0.0, learning_rate=0.01,
