@@ -118,11 +118,11 @@ def best_simd(required: dict[str, tuple[str, ...]] | None = None) -> tuple[str, 
 #: of no arguments returning the implementation name used (e.g. ``"avx512"``). A kernel
 #: module with a run-time choice adds its line here.
 KERNEL_CHOICES: dict[str, str] = {
-    "k-NN L1 uint8": "fastcls.kernels.l1:uint8_impl",
+    "k-NN L1 uint8": "fastcls.kernels.l1:uint8_description",
     "k-NN L1 float": "fastcls.kernels.l1:float_impl",
     "k-NN L2 uint8": "fastcls.kernels.l2int:int_impl",
     "k-NN L2 float": "fastcls.kernels.l2:float_impl",
-    "linear loss": "fastcls.kernels.losses:kernel_impl",
+    "linear loss": "fastcls.kernels.losses:loss_impl",
 }
 #: the CPU flags that decide a kernel choice somewhere (reported by :func:`kernel_report`)
 REPORTED_FEATURES = (

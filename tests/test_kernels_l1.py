@@ -242,14 +242,18 @@ def test_uint8_equals_float_on_the_same_values(kind):
         np.testing.assert_array_equal(du, df)
 
 
+@pytest.mark.parametrize("cols", [2, 4])
 @pytest.mark.parametrize("impl", _available_impls())
 @pytest.mark.parametrize("D", [1, 31, 32, 33, 63, 64, 65, 100, 200, 784])
-def test_uint8_implementations_agree(impl, D, monkeypatch):
-    """psadbw (AVX-512 / AVX2) and the portable int32 kernel give the same exact result."""
+def test_uint8_implementations_agree(impl, D, cols, monkeypatch):
+    """psadbw (AVX-512 / AVX2, tiles of 2 or 4 training rows) and the portable int32
+    kernel give the same exact result (70 rows: the last 4 x 4 tile of a block clamped)."""
     rng = np.random.default_rng(D)
     Q, X = make_data(rng, 9, 70, D, np.uint8, "extremes" if D % 2 else "random")
     monkeypatch.setattr(settings, "l1_uint8_impl", impl)
+    monkeypatch.setattr(settings, "l1_uint8_tile_cols", cols)
     assert l1.uint8_impl() == impl
+    assert l1.uint8_tile_cols(impl) == (2 if impl == "portable" else cols)
     d, i = run_streamed(Q, X, 5, 30)
     assert_matches_reference(Q, X, 5, d, i)
     out = np.empty((Q.shape[0], X.shape[0]))
@@ -324,6 +328,50 @@ def test_float_accumulate_choice(monkeypatch):
     monkeypatch.setattr(settings, "l1_float_accumulate", "mul")
     with pytest.raises(ValueError, match="l1_float_accumulate"):
         l1.float_accumulate("avx2")
+
+
+def test_uint8_tile_cols_choice(monkeypatch):
+    """4 training rows per tile on AMD Zen 4 (measured), 2 elsewhere; the portable tile is
+    always 4 x 2; a setting forces it; a bad setting names itself."""
+    monkeypatch.setattr(l1, "cpu_name", lambda: "znver4")
+    assert l1.uint8_tile_cols("avx512") == l1.uint8_tile_cols("avx2") == 4
+    assert l1.uint8_tile_cols("portable") == 2
+    for other in ("sapphirerapids", "rocketlake", "znver3", "znver5", "haswell"):
+        monkeypatch.setattr(l1, "cpu_name", lambda other=other: other)
+        assert l1.uint8_tile_cols("avx512") == 2
+    monkeypatch.setattr(settings, "l1_uint8_tile_cols", 4)
+    assert l1.uint8_tile_cols("avx2") == 4
+    assert "(tile 4x" in l1.uint8_description()
+    for bad in (3, 8, True, "4"):
+        monkeypatch.setattr(settings, "l1_uint8_tile_cols", bad)
+        with pytest.raises(ValueError, match="l1_uint8_tile_cols"):
+            l1.uint8_tile_cols("avx2")
+
+
+@pytest.mark.parametrize("cols", [2, 4])
+@pytest.mark.parametrize("impl", _available_impls())
+@given(
+    n_q=st.integers(1, 11),
+    n_x=st.integers(1, 40),
+    D=st.sampled_from([1, 32, 64, 65, 129]),
+    k=st.integers(1, 12),
+    levels=st.sampled_from([2, 3, 256]),
+    seed=st.integers(0, 2**16),
+)
+def test_uint8_topk_skips_only_tiles_without_candidates(impl, cols, n_q, n_x, D, k, levels, seed):
+    """The top-k driver skips a tile when no pair beats its query's k-th best (one test
+    per tile): with few distinct values (ties everywhere), k near or above the row count
+    and clamped tiles at both edges, the result is still the exact reference, ties by
+    index."""
+    rng = np.random.default_rng(seed)
+    Q = (rng.integers(0, levels, (n_q, D)) * (255 // max(levels - 1, 1))).astype(np.uint8)
+    X = (rng.integers(0, levels, (n_x, D)) * (255 // max(levels - 1, 1))).astype(np.uint8)
+    with override(l1_uint8_impl=impl, l1_uint8_tile_cols=cols, l1_block_rows=6):
+        best_d, best_i = new_topk(n_q, k)
+        l1.l1_topk_uint8(Q, X, 0, best_d, best_i)
+    found = min(k, n_x)  # beyond the training rows: the empty slots stay (inf, -1)
+    assert_matches_reference(Q, X, found, best_d[:, :found], best_i[:, :found])
+    assert np.isinf(best_d[:, found:]).all() and (best_i[:, found:] == -1).all()
 
 
 def test_uint8_impl_choice(monkeypatch):

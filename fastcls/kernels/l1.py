@@ -495,10 +495,10 @@ def _exact_4(Q, qi, X, j0, j1, j2, j3):
 
 
 # --------------------------------------------------------------------------- uint8 tiles
-def _make_sad_intrinsic(width: int):
-    """Numba intrinsic: 4 x 2 tile of sums of |q_a - x_b| over the ``D`` bytes of rows.
+def _make_sad_intrinsic(width: int, nx: int = 2):
+    """Numba intrinsic: 4 x ``nx`` tile of sums of |q_a - x_b| over the ``D`` bytes of rows.
 
-    ``sad(Q, X, qa, qlast, ja, jlast)`` -> UniTuple(int64, 8), entry ``2 * a + b`` =
+    ``sad(Q, X, qa, qlast, ja, jlast)`` -> UniTuple(int64, 4 * nx), entry ``nx * a + b`` =
     ``sum |Q[min(qa + a, qlast)] - X[min(ja + b, jlast)]|`` over all ``D = Q.shape[1]
     >= width`` bytes (rows of 2-D uint8 arrays with unit inner stride). The tile takes
     the arrays and row numbers, not row views: a view per row costs an atomic
@@ -511,7 +511,11 @@ def _make_sad_intrinsic(width: int):
 
     ``width`` 32 calls ``llvm.x86.avx2.psad.bw`` (<32 x i8> x 2 -> <4 x i64>), 64
     calls ``llvm.x86.avx512.psad.bw.512`` (<64 x i8> x 2 -> <8 x i64>). Unaligned
-    loads, 8 vector accumulators reduced once at the end.
+    loads, ``4 * nx`` vector accumulators reduced once at the end.
+
+    ``nx`` 4 (16 accumulators and 8 operands: AVX-512's 32 vector registers, also at
+    32 bytes) loads 8 rows per ``16`` sums instead of 6 per 8. On AMD Zen 4 that doubled the
+    tile's rate (:data:`WIDE_SAD_TILE_CPUS`).
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -520,8 +524,8 @@ def _make_sad_intrinsic(width: int):
     lanes = width // 8
 
     @intrinsic
-    def sad_4x2(typingctx, Q, X, qa, qlast, ja, jlast):
-        sig = types.UniTuple(types.int64, 8)(
+    def sad_tile(typingctx, Q, X, qa, qlast, ja, jlast):
+        sig = types.UniTuple(types.int64, 4 * nx)(
             Q, X, types.int64, types.int64, types.int64, types.int64
         )
 
@@ -537,8 +541,10 @@ def _make_sad_intrinsic(width: int):
             D = cgutils.unpack_tuple(builder, qarr.shape, 2)[1]
             qa_, qlast_, ja_, jlast_ = args[2:6]
             ptrs = row_pointers(builder, qarr, qa_, 4, last=qlast_)
-            ptrs += row_pointers(builder, xarr, ja_, 2, last=jlast_)
-            accs = [cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(8)]
+            ptrs += row_pointers(builder, xarr, ja_, nx, last=jlast_)
+            accs = [
+                cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(4 * nx)
+            ]
 
             def step(off, mask):
                 vecs = []
@@ -549,8 +555,8 @@ def _make_sad_intrinsic(width: int):
                         v = builder.select(mask, v, ir.Constant(vbytes, None))
                     vecs.append(v)
                 for a in range(4):
-                    for b in range(2):
-                        acc = accs[2 * a + b]
+                    for b in range(nx):
+                        acc = accs[nx * a + b]
                         sad = builder.call(fn, [vecs[a], vecs[4 + b]])
                         builder.store(builder.add(builder.load(acc), sad), acc)
 
@@ -565,61 +571,48 @@ def _make_sad_intrinsic(width: int):
                 step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
 
             vecs = [builder.load(acc) for acc in accs]
-            # 8 accumulators: one tree of 8 lanes, or two of 4 (the helper groups them)
+            # 8 or 16 accumulators: trees of 8 lanes, or of 4 (the helper groups them)
             sums = horizontal_sums(builder, vecs, lanes, builder.add)
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
 
-    return sad_4x2
+    return sad_tile
 
 
-_sad_4x2_avx2 = _make_sad_intrinsic(32)
-_sad_4x2_avx512 = _make_sad_intrinsic(64)
-
-
-@jit
-def _tail_uint8_4x2(q0, q1, q2, q3, x0, x1):
-    """Exact int64 sums of a 4 x 2 tile over short rows (the SIMD tail)."""
-    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.int64(0)
-    for d in range(q0.shape[0]):
-        b0 = np.int64(x0[d])
-        b1 = np.int64(x1[d])
-        a = np.int64(q0[d])
-        s00 += abs(a - b0)
-        s01 += abs(a - b1)
-        a = np.int64(q1[d])
-        s10 += abs(a - b0)
-        s11 += abs(a - b1)
-        a = np.int64(q2[d])
-        s20 += abs(a - b0)
-        s21 += abs(a - b1)
-        a = np.int64(q3[d])
-        s30 += abs(a - b0)
-        s31 += abs(a - b1)
-    return s00, s01, s10, s11, s20, s21, s30, s31
+#: (vector bytes, training rows per tile) -> the 4 x nx ``vpsadbw`` tile
+_SAD_TILES = {(width, nx): _make_sad_intrinsic(width, nx) for width in (32, 64) for nx in (2, 4)}
+_sad_4x2_avx2 = _SAD_TILES[32, 2]
+_sad_4x2_avx512 = _SAD_TILES[64, 2]
+_sad_4x4_avx2 = _SAD_TILES[32, 4]
+_sad_4x4_avx512 = _SAD_TILES[64, 4]
 
 
 @jit(inline="always")
 def _tile_uint8_avx2(Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 2 tile with ``vpsadbw`` on 32-byte vectors (masked overlapping tail)."""
-    if Q.shape[1] < 32:  # shorter than one vector
-        return _tail_uint8_4x2(
-            Q[qa], Q[min(qa + 1, qlast)], Q[min(qa + 2, qlast)], Q[min(qa + 3, qlast)],
-            X[ja], X[min(ja + 1, jlast)],
-        )  # fmt: skip
+    """Exact 4 x 2 tile with ``vpsadbw`` on 32-byte vectors (masked overlapping tail;
+    rows of at least one vector: shorter rows take the portable tile,
+    :func:`_uint8_token`)."""
     return _sad_4x2_avx2(Q, X, qa, qlast, ja, jlast)
 
 
 @jit(inline="always")
 def _tile_uint8_avx512(Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 2 tile with ``vpsadbw`` on 64-byte vectors (masked overlapping tail)."""
-    if Q.shape[1] < 64:  # shorter than one vector
-        return _tail_uint8_4x2(
-            Q[qa], Q[min(qa + 1, qlast)], Q[min(qa + 2, qlast)], Q[min(qa + 3, qlast)],
-            X[ja], X[min(ja + 1, jlast)],
-        )  # fmt: skip
+    """Exact 4 x 2 tile with ``vpsadbw`` on 64-byte vectors (as :func:`_tile_uint8_avx2`)."""
     return _sad_4x2_avx512(Q, X, qa, qlast, ja, jlast)
+
+
+@jit(inline="always")
+def _tile_uint8_avx2_4x4(Q, X, qa, qlast, ja, jlast):
+    """Exact 4 x 4 tile with ``vpsadbw`` on 32-byte vectors (needs 24 vector registers:
+    AVX-512VL's 32 on a CPU that has them, else spills)."""
+    return _sad_4x4_avx2(Q, X, qa, qlast, ja, jlast)
+
+
+@jit(inline="always")
+def _tile_uint8_avx512_4x4(Q, X, qa, qlast, ja, jlast):
+    """Exact 4 x 4 tile with ``vpsadbw`` on 64-byte vectors."""
+    return _sad_4x4_avx512(Q, X, qa, qlast, ja, jlast)
 
 
 @jit
@@ -791,11 +784,39 @@ def _pairwise_float_kernel(X, Y, out, zero, block, chunk):
 
 #: implementation name -> the code of its token (:func:`._tokens.impl_token`)
 _UINT8_CODES = {"portable": 0, "avx2": 1, "avx512": 2}
+#: bytes per vector of the SIMD uint8 tiles
+_VECTOR_BYTES = {"avx2": 32, "avx512": 64}
+#: the uint8 drivers' token codes beyond :data:`_UINT8_CODES`: the SIMD tiles of 4 x 4
+_UINT8_WIDE_CODES = {"avx2": 3, "avx512": 4}
+#: uint8 tile code -> (tile, training rows per tile)
+_UINT8_TILES = {
+    0: (_tile_uint8_portable, 2),
+    1: (_tile_uint8_avx2, 2),
+    2: (_tile_uint8_avx512, 2),
+    3: (_tile_uint8_avx2_4x4, 4),
+    4: (_tile_uint8_avx512_4x4, 4),
+}
 
 
 def _tile_uint8(impl, Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 2 uint8 tile of implementation ``impl`` (a token, :mod:`._tokens`)."""
+    """Exact 4 x ``nx`` uint8 tile of implementation ``impl`` (a token, :mod:`._tokens`;
+    ``nx`` is :func:`_tile_cols`): entry ``nx * a + b`` is the distance of query row
+    ``min(qa + a, qlast)`` and training row ``min(ja + b, jlast)``."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+def _tile_cols(impl):
+    """Training rows per tile of the uint8 implementation token ``impl`` (a constant)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_tile_cols, jit_options={"nogil": True}, inline="always")
+def _tile_cols_overload(impl):
+    code = token_code(impl)
+    if code is None:
+        return None
+    nx = _UINT8_TILES[code][1]
+    return lambda impl: nx
 
 
 @overload(_tile_uint8, jit_options={"nogil": True}, inline="always")
@@ -806,12 +827,59 @@ def _tile_uint8_overload(impl, Q, X, qa, qlast, ja, jlast):
     code = token_code(impl)
     if code is None:
         return None
-    tile = {0: _tile_uint8_portable, 1: _tile_uint8_avx2, 2: _tile_uint8_avx512}[code]
+    tile = _UINT8_TILES[code][0]
 
     def impl_fn(impl, Q, X, qa, qlast, ja, jlast):
         return tile(Q, X, qa, qlast, ja, jlast)
 
     return impl_fn
+
+
+@jit(inline="always")
+def _below_4x2(s, t0, t1, t2, t3):
+    """Whether any sum of a 4 x 2 tile ``s`` is below its query's threshold ``t0..t3``."""
+    return (
+        (s[0] < t0) | (s[1] < t0) | (s[2] < t1) | (s[3] < t1)
+        | (s[4] < t2) | (s[5] < t2) | (s[6] < t3) | (s[7] < t3)
+    )  # fmt: skip
+
+
+@jit(inline="always")
+def _below_4x4(s, t0, t1, t2, t3):
+    """:func:`_below_4x2` of a 4 x 4 tile."""
+    return (
+        (s[0] < t0) | (s[1] < t0) | (s[2] < t0) | (s[3] < t0)
+        | (s[4] < t1) | (s[5] < t1) | (s[6] < t1) | (s[7] < t1)
+        | (s[8] < t2) | (s[9] < t2) | (s[10] < t2) | (s[11] < t2)
+        | (s[12] < t3) | (s[13] < t3) | (s[14] < t3) | (s[15] < t3)
+    )  # fmt: skip
+
+
+def _tile_below(s, best_d, qa, qlast):
+    """Whether any sum of the uint8 tile ``s`` (queries ``qa ..``, clamped to ``qlast``)
+    is below its query's current k-th best distance: the common case, no candidate,
+    costs one branch instead of one per pair (on Zen 4 the per-pair loop over the
+    tuple, an indexed jump each, took as long as the 4 x 4 tile's arithmetic)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_tile_below, jit_options={"nogil": True}, inline="always")
+def _tile_below_overload(s, best_d, qa, qlast):
+    if not isinstance(s, types.UniTuple) or s.count not in (8, 16):
+        return None
+    below = _below_4x2 if s.count == 8 else _below_4x4
+
+    def impl(s, best_d, qa, qlast):
+        k = best_d.shape[1]
+        return below(
+            s,
+            best_d[qa, k - 1],
+            best_d[min(qa + 1, qlast), k - 1],
+            best_d[min(qa + 2, qlast), k - 1],
+            best_d[min(qa + 3, qlast), k - 1],
+        )
+
+    return impl
 
 
 @jit
@@ -822,16 +890,19 @@ def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
     # width > 0: the chunk's queries and each training block are copied into
     # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
     # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
+    cols = _tile_cols(impl)
     qb, xpad, qsub, xb = padded_chunk(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
         xsub = padded_block(X, j0, j1, xpad, width)
         for qa in range(c0, c1, 4):
-            for j in range(j0, j1, 2):
+            for j in range(j0, j1, cols):
                 s = _tile_uint8(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
-                for t in range(8):
-                    qi = qa + (t >> 1)
-                    ji = j + (t & 1)
+                if not _tile_below(s, best_d, qa, c1 - 1):
+                    continue
+                for t in range(4 * cols):
+                    qi = qa + t // cols
+                    ji = j + t % cols
                     if qi >= c1 or ji >= j1:
                         continue
                     e = np.float64(s[t])
@@ -852,14 +923,15 @@ def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
 def _pairwise_uint8_chunk(X, Y, out, c0, c1, block, impl):
     """Rows ``c0:c1`` of :func:`_pairwise_uint8_kernel` (the body of its parallel loop)."""
     ny = Y.shape[0]
+    cols = _tile_cols(impl)
     for j0 in range(0, ny, block):
         j1 = min(j0 + block, ny)
         for qa in range(c0, c1, 4):
-            for j in range(j0, j1, 2):
+            for j in range(j0, j1, cols):
                 s = _tile_uint8(impl, X, Y, qa, c1 - 1, j, j1 - 1)
-                for t in range(8):
-                    qi = qa + (t >> 1)
-                    ji = j + (t & 1)
+                for t in range(4 * cols):
+                    qi = qa + t // cols
+                    ji = j + t % cols
                     if qi < c1 and ji < j1:
                         out[qi, ji] = np.float64(s[t])
 
@@ -880,7 +952,7 @@ def _padded_width(impl: str, n_features: int, chunk_rows: int) -> int:
     on AVX-512) for a copy of each training block per query chunk, paid back from
     ``settings.l1_pad_min_queries`` queries per chunk (0: never).
     """
-    vec = {"avx512": 64, "avx2": 32}.get(impl, 0)
+    vec = _VECTOR_BYTES.get(impl, 0)
     min_rows = int(settings.l1_pad_min_queries)
     if vec == 0 or min_rows <= 0 or n_features < vec or n_features % vec == 0:
         return 0
@@ -909,6 +981,48 @@ def uint8_impl() -> str:
     if forced not in available:
         raise ValueError(f"l1_uint8_impl={forced!r} is not supported by this CPU")
     return forced
+
+
+#: CPUs (LLVM names) whose uint8 tiles take 4 training rows instead of 2
+#: (:func:`uint8_tile_cols`). On AMD Zen 4 the 4 x 2 zmm tile ran at half the rate of a
+#: 4 x 4 one (in L1, one thread, D = 3072: 4 x 2 zmm 166-181, 4 x 4 zmm 340-372, 4 x 2 ymm
+#: 204-308, 4 x 4 ymm 393-408 G pair-bytes/s). Intel runs ``vpsadbw`` on one port either
+#: way (not re-measured there); a CPU with only AVX2's 16 vector registers would spill
+#: the 4 x 4 tile's 24
+WIDE_SAD_TILE_CPUS = frozenset({"znver4"})
+
+
+def uint8_tile_cols(impl: str) -> int:
+    """Training rows per uint8 tile of implementation ``impl``: 2 for the portable
+    tile; for the SIMD tiles ``settings.l1_uint8_tile_cols`` if 2 or 4, else (0, "auto")
+    4 on the CPUs of :data:`WIDE_SAD_TILE_CPUS` and 2 elsewhere. Results never depend on
+    it (exact integers)."""
+    cols = settings.l1_uint8_tile_cols
+    if cols not in (0, 2, 4) or isinstance(cols, bool):
+        raise ValueError(f"l1_uint8_tile_cols must be 0 (auto), 2 or 4, got {cols!r}")
+    if impl == "portable":
+        return 2
+    if cols == 0:
+        return 4 if cpu_name() in WIDE_SAD_TILE_CPUS else 2
+    return int(cols)
+
+
+def _uint8_token(impl: str, n_features: int) -> tuple[int, ...]:
+    """The uint8 drivers' token for ``impl``, its tile width (:func:`uint8_tile_cols`)
+    and rows of ``n_features`` bytes: rows shorter than one vector take the portable
+    tile (a scalar tail inside the SIMD tiles cost them the spills and calls of a second
+    path at every tile)."""
+    if impl != "portable" and n_features < _VECTOR_BYTES[impl]:
+        return impl_token(_UINT8_CODES["portable"])
+    if uint8_tile_cols(impl) == 4:
+        return impl_token(_UINT8_WIDE_CODES[impl])
+    return impl_token(_UINT8_CODES[impl])
+
+
+def uint8_description() -> str:
+    """The uint8 tile for ``fastcls info``, e.g. ``"avx512 (tile 4x4)"``."""
+    impl = uint8_impl()
+    return f"{impl} (tile 4x{uint8_tile_cols(impl)})"
 
 
 # --------------------------------------------------------------------------- public kernels
@@ -1124,7 +1238,7 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     nq = Q.shape[0]
     serial = run_serial(nq, *X.shape)
     width = _padded_width(impl, Q.shape[1], nq if serial else min(chunk, nq))
-    token = impl_token(_UINT8_CODES[impl])
+    token = _uint8_token(impl, Q.shape[1])
     offset = np.int64(offset)
     if serial:
         _topk_uint8_chunk(Q, X, offset, best_d, best_i, 0, nq, block, token, width)
@@ -1159,7 +1273,7 @@ def l1_pairwise_uint8(X, Y, out):
 def _pairwise_uint8(X, Y, out):
     """The uint8 pairwise driver, or its chunk on the calling thread for small inputs."""
     block, chunk = _sizes(X)
-    token = impl_token(_UINT8_CODES[uint8_impl()])
+    token = _uint8_token(uint8_impl(), X.shape[1])
     if run_serial(X.shape[0], *Y.shape):
         _pairwise_uint8_chunk(X, Y, out, 0, X.shape[0], block, token)
     else:
