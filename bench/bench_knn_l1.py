@@ -209,10 +209,46 @@ def accumulate_ab(rounds: int = 5) -> None:
         print(f"  {' '.join(v):24s} min {low:7.1f} ms  median {mid:7.1f} ms")
 
 
+def uint8_tiles_ab(rounds: int = 5) -> None:
+    """Interleaved A/B of the uint8 tiles (``settings.l1_uint8_tile_cols`` 2 vs 4) for
+    each available SIMD implementation, on the uint8 workload, calling the top-k kernel
+    directly. ``python bench/bench_knn_l1.py tiles 7``: the figures that decide
+    ``fastcls.kernels.l1.WIDE_SAD_TILE_CPUS`` for a CPU. The first round is a warm-up;
+    minima and medians of the rest."""
+    import time
+
+    from fastcls._config import override
+    from fastcls._runtime import best_simd, cpu_name
+    from fastcls.kernels import l1
+    from fastcls.kernels.topk import new_topk
+
+    Q, X = load_workload(N_QUERIES, N_TRAIN, N_FEATURES, "uint8", False)
+    variants = [(i, c) for i in best_simd() if i != "portable" for c in (2, 4)]
+    times: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    first = None
+    for _ in range(rounds + 1):
+        for impl, cols in variants:
+            with override(l1_uint8_impl=impl, l1_uint8_tile_cols=cols):
+                best_d, best_i = new_topk(Q.shape[0], K)
+                t0 = time.perf_counter()
+                l1.l1_topk_uint8(Q, X, 0, best_d, best_i)
+                times[impl, cols].append(time.perf_counter() - t0)
+            if first is None:
+                first = best_i.copy()
+            assert np.array_equal(best_i, first)  # every tile: the same exact top-k
+    print(f"{Q.shape[0]}x{X.shape[0]}x{N_FEATURES} uint8, k={K}, CPU {cpu_name()}")
+    for (impl, cols), t in times.items():
+        rest = sorted(t[1:])
+        low, mid = rest[0] * 1e3, float(np.median(rest)) * 1e3
+        print(f"  {impl:7s} 4x{cols}   min {low:7.1f} ms  median {mid:7.1f} ms")
+
+
 if __name__ == "__main__":
     import sys
 
     if len(sys.argv) > 1 and sys.argv[1] == "accumulate":
         accumulate_ab(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+    elif len(sys.argv) > 1 and sys.argv[1] == "tiles":
+        uint8_tiles_ab(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
     else:
         interleaved(n_jobs=int(sys.argv[1]) if len(sys.argv) > 1 else None)

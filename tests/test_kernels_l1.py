@@ -563,3 +563,19 @@ def test_absolute_bound_kappa_covers_the_chain(impl):
     assert k >= 2 * gamma(longest // 16 + 2, 2.0**-24)
     if impl == "portable":
         assert k >= 2 * gamma(longest, 2.0**-24)
+
+
+def test_store_tuple_writes_each_entry_at_its_index():
+    """The drivers' tuple-to-buffer store (constant indexes, no indexed jump) writes entry
+    t to buf[t] and nothing beyond the tuple."""
+    from numba import njit
+
+    from fastcls.kernels._rows import store_tuple
+
+    @njit
+    def stored(a, b, c):
+        buf = np.full(5, -9, dtype=np.int64)
+        store_tuple(buf, (a, b, c))
+        return buf
+
+    assert stored(7, -2, 2**40).tolist() == [7, -2, 2**40, -9, -9]

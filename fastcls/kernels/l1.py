@@ -142,7 +142,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import best_simd, cpu_name, new_buffer, scratch
 from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask
-from fastcls.kernels._rows import padded_block, padded_chunk
+from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, run_serial
@@ -891,6 +891,7 @@ def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
     # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
     # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
     cols = _tile_cols(impl)
+    buf = np.empty(16, dtype=np.int64)  # a tile's sums (store_tuple: no indexed jumps)
     qb, xpad, qsub, xb = padded_chunk(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
@@ -900,12 +901,13 @@ def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
                 s = _tile_uint8(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
                 if not _tile_below(s, best_d, qa, c1 - 1):
                     continue
+                store_tuple(buf, s)
                 for t in range(4 * cols):
                     qi = qa + t // cols
                     ji = j + t % cols
                     if qi >= c1 or ji >= j1:
                         continue
-                    e = np.float64(s[t])
+                    e = np.float64(buf[t])
                     if e < best_d[qi, k - 1]:
                         insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
 
@@ -924,16 +926,18 @@ def _pairwise_uint8_chunk(X, Y, out, c0, c1, block, impl):
     """Rows ``c0:c1`` of :func:`_pairwise_uint8_kernel` (the body of its parallel loop)."""
     ny = Y.shape[0]
     cols = _tile_cols(impl)
+    buf = np.empty(16, dtype=np.int64)
     for j0 in range(0, ny, block):
         j1 = min(j0 + block, ny)
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, cols):
                 s = _tile_uint8(impl, X, Y, qa, c1 - 1, j, j1 - 1)
+                store_tuple(buf, s)
                 for t in range(4 * cols):
                     qi = qa + t // cols
                     ji = j + t % cols
                     if qi < c1 and ji < j1:
-                        out[qi, ji] = np.float64(s[t])
+                        out[qi, ji] = np.float64(buf[t])
 
 
 @jit(parallel=True)

@@ -796,14 +796,15 @@ def selected_paths() -> dict[str, str]:
     from fastcls.kernels import l1, l2int
 
     l1_names = {
-        "avx512": "vpsadbw zmm (AVX-512BW), 4x2 register tile",
-        "avx2": "vpsadbw ymm (AVX2), 4x2 register tile",
-        "portable": "int32 loop, 4x2 register tile",
+        "avx512": "vpsadbw zmm (AVX-512BW)",
+        "avx2": "vpsadbw ymm (AVX2)",
+        "portable": "int32 loop",
     }
     l1_impl = l1.uint8_impl()
+    l1_tile = f"4x{l1.uint8_tile_cols(l1_impl)} register tile"
     l2_impl = l2int.int_impl()
     return {
-        "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}",
+        "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}, {l1_tile}",
         "l2_uint8": f"{l2_impl}: {l2int.INT_DESCRIPTIONS[l2_impl]}",
         "l2_float": (
             "BLAS sgemm/dgemm (rows as stored or centred) + fused selection + certified "

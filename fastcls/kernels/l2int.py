@@ -62,7 +62,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
-from fastcls.kernels._rows import padded_block, padded_chunk, zero_padded
+from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple, zero_padded
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.topk import insert_sorted, run_serial
 
@@ -283,10 +283,12 @@ def _dots(impl, Qb, X, qa, qlast, ja, jlast):
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
-@overload(_dots, jit_options={"nogil": True})
+@overload(_dots, jit_options={"nogil": True}, inline="always")
 def _dots_overload(impl, Qb, X, qa, qlast, ja, jlast):
     # resolved at compile time on the token's type: only the chosen tile is compiled, so a
-    # CPU without AVX2 never sees an x86 intrinsic
+    # CPU without AVX2 never sees an x86 intrinsic. Inlined: as a call of its own the
+    # tile took its 22 words of arguments on the stack and returned through memory, at
+    # every tile
     code = token_code(impl)
     if code is None:
         return None
@@ -360,8 +362,7 @@ def _topk_int_chunk(Q, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, wi
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, tnx):
                 s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
-                for t in range(4 * tnx):
-                    buf[t] = s[t]
+                store_tuple(buf, s)
                 na = min(4, c1 - qa)
                 nb = min(tnx, j1 - j)
                 for a in range(na):
@@ -398,6 +399,7 @@ def _pairwise_int_chunk(Q, X, qn, w, out, c0, c1, block, impl, width):
     """Rows ``c0:c1`` of :func:`_pairwise_int_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
     tnx = _tile_nx(impl)
+    buf = np.empty(16, dtype=np.int64)
     qb, xbuf, qsub, xb = _chunk_rows_fn(impl)(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
@@ -405,11 +407,13 @@ def _pairwise_int_chunk(Q, X, qn, w, out, c0, c1, block, impl, width):
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, tnx):
                 s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
+                store_tuple(buf, s)
                 na = min(4, c1 - qa)
                 nb = min(tnx, j1 - j)
                 for a in range(na):
                     for b in range(nb):
-                        out[qa + a, j + b] = np.float64(qn[qa + a] + w[j + b] - 2 * s[a * tnx + b])
+                        dot = buf[a * tnx + b]
+                        out[qa + a, j + b] = np.float64(qn[qa + a] + w[j + b] - 2 * dot)
 
 
 @jit(parallel=True)
