@@ -6,6 +6,11 @@ on a shared machine::
     flock /tmp/fastcls-bench.lock \
         pytest bench/bench_linear.py --benchmark-enable -p no:cacheprovider
     FASTCLS_BENCH_SMALL=1 pytest bench/bench_linear.py --benchmark-enable  # CI smoke sizes
+    flock /tmp/fastcls-bench.lock python bench/bench_linear.py interleaved 7  # ratios
+
+The last runs fastcls and the float32 NumPy code alternated batch by batch and prints the
+median of the per-round ratios (:func:`interleaved`): steadier than separate groups when
+the host's load drifts.
 
 An AVX2 build on an AVX-512 machine (numba compiles for Haswell, the kernel picks its
 AVX2 path): ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<haswell's features>`` (see
@@ -250,3 +255,74 @@ def test_epoch_throughput(benchmark, shape, impl):
     benchmark.extra_info["threads"] = fastcls.get_num_threads()
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["samples_per_s"] = n / benchmark.stats.stats.median
+
+
+# ------------------------------------------------------------------ interleaved ratios
+def interleaved(rounds: int = 7) -> None:
+    """fastcls against the float32 NumPy code, alternated call batch by call batch.
+
+    On a shared host the load drifts between pytest-benchmark's groups (the same NumPy
+    group moved 1.4x between two runs on the Zen 4 of docs/performance.md); a ratio of
+    batches taken back to back is steadier. Each round times a batch of calls of each
+    side (the median call; the order flips every round) for every loss, size and thread
+    count alone, then one 1500 x 200 SGD run of each; printed: the median of the
+    per-round ratios and the median times. ``python bench/bench_linear.py interleaved 7``.
+    """
+    import time
+
+    from fastcls._runtime import cpu_name
+
+    def median_call(fn, calls):
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    cases = [(kind, n, t) for kind in KINDS for n in SIZES for t in THREADS]
+    print(f"D={D} C={C} float32, CPU {cpu_name()}; {rounds} rounds")
+    for kind, n, threads in cases:
+        X, y, W = make_problem(n)
+        sides = {
+            "fastcls": IMPLS[kind]["fastcls"](W, X, y, reg=0.1),
+            "numpy-f32": IMPLS[kind]["numpy-f32"](W, X, y, reg=0.1),
+        }
+        calls = 200 if n <= 1000 else 15
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        with _threads(threads):
+            for fn in sides.values():
+                fn()
+            for r in range(rounds):
+                order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+                for name in order:
+                    times[name].append(median_call(sides[name], calls))
+        ratio = np.median(np.array(times["numpy-f32"]) / np.array(times["fastcls"]))
+        fc, npy = (float(np.median(times[s])) * 1e3 for s in ("fastcls", "numpy-f32"))
+        print(
+            f"  {kind:7s} N={n:<6d} threads={threads}: fastcls {fc:8.3f} ms  "
+            f"numpy-f32 {npy:8.3f} ms  per-round ratio {ratio:.2f}x"
+        )
+    X, y = synthetic(TRAIN[0], D)
+    _, n_iters, bs = TRAIN
+    fastcls_sgd(X, y, 2, bs, 0)
+    runs: dict[str, list[float]] = {"fastcls": [], "numpy-loop": []}
+    for r in range(max(3, rounds // 2)):
+        order = ["fastcls", "numpy-loop"] if r % 2 == 0 else ["numpy-loop", "fastcls"]
+        for name in order:
+            fn = fastcls_sgd if name == "fastcls" else numpy_sgd
+            t0 = time.perf_counter()
+            fn(X, y, n_iters, bs, 0)
+            runs[name].append(time.perf_counter() - t0)
+    ratio = np.median(np.array(runs["numpy-loop"]) / np.array(runs["fastcls"]))
+    fc, npy = (float(np.median(runs[s])) * 1e3 for s in ("fastcls", "numpy-loop"))
+    print(
+        f"  SGD {n_iters} x {bs} on {TRAIN[0]} x {D}: fastcls {fc:.0f} ms  numpy loop "
+        f"{npy:.0f} ms  per-round ratio {ratio:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    interleaved(int(sys.argv[2]) if len(sys.argv) > 2 else 7)

@@ -514,8 +514,8 @@ def _make_sad_intrinsic(width: int, nx: int = 2):
     loads, ``4 * nx`` vector accumulators reduced once at the end.
 
     ``nx`` 4 (16 accumulators and 8 operands: AVX-512's 32 vector registers, also at
-    32 bytes) loads 8 rows per ``16`` sums instead of 6 per 8. On AMD Zen 4 that doubled the
-    tile's rate (:data:`WIDE_SAD_TILE_CPUS`).
+    32 bytes) loads 8 rows per 16 sums instead of 6 per 8: 1.1-1.2x the top-k kernel on
+    AMD Zen 4 (:data:`WIDE_SAD_TILE_CPUS`).
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -988,11 +988,11 @@ def uint8_impl() -> str:
 
 
 #: CPUs (LLVM names) whose uint8 tiles take 4 training rows instead of 2
-#: (:func:`uint8_tile_cols`). On AMD Zen 4 the 4 x 2 zmm tile ran at half the rate of a
-#: 4 x 4 one (in L1, one thread, D = 3072: 4 x 2 zmm 166-181, 4 x 4 zmm 340-372, 4 x 2 ymm
-#: 204-308, 4 x 4 ymm 393-408 G pair-bytes/s). Intel runs ``vpsadbw`` on one port either
-#: way (not re-measured there); a CPU with only AVX2's 16 vector registers would spill
-#: the 4 x 4 tile's 24
+#: (:func:`uint8_tile_cols`). Measured on an AMD EPYC Zen 4, 500 q x 10000 x 3072, k = 10,
+#: 2 threads, the top-k kernel alone (``python bench/bench_knn_l1.py tiles 5``, medians):
+#: zmm 4 x 2 67.7 vs 4 x 4 59.6 ms, ymm 83.1 vs 71.4 ms (another run: 52.3 vs 48.7 and
+#: 58.7 vs 51.8). Intel runs ``vpsadbw`` on one port either way and was not re-measured;
+#: a CPU with only AVX2's 16 vector registers would spill the 4 x 4 tile's 24
 WIDE_SAD_TILE_CPUS = frozenset({"znver4"})
 
 
