@@ -175,38 +175,52 @@ def interleaved(rounds: int = 3, n_jobs: int | None = None) -> None:
         print(f"  faiss / {name}: median per-round ratio {np.median(ratios):.1f}x")
 
 
+def _kernel_ab(kernel, Q, X, variants: dict[str, dict], rounds: int) -> None:
+    """Time ``kernel(Q, X, 0, best_d, best_i)`` (an L1 top-k kernel) under each variant's
+    settings, the variants alternated in every round; the first round is a warm-up.
+    Every variant must return the same exact top-k. Prints minima and medians."""
+    import time
+
+    from fastcls._config import override
+    from fastcls._runtime import cpu_name
+    from fastcls.kernels.topk import new_topk
+
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    first = None
+    for _ in range(rounds + 1):
+        for label, changes in variants.items():
+            with override(**changes):
+                best_d, best_i = new_topk(Q.shape[0], K)
+                t0 = time.perf_counter()
+                kernel(Q, X, 0, best_d, best_i)
+                times[label].append(time.perf_counter() - t0)
+            if first is None:
+                first = best_i.copy()
+            assert np.array_equal(best_i, first)  # every variant: the same exact top-k
+    print(f"{Q.shape[0]}x{X.shape[0]}x{N_FEATURES} {Q.dtype}, k={K}, CPU {cpu_name()}")
+    for label, t in times.items():
+        rest = sorted(t[1:])
+        low, mid = rest[0] * 1e3, float(np.median(rest)) * 1e3
+        print(f"  {label:24s} min {low:7.1f} ms  median {mid:7.1f} ms")
+
+
 def accumulate_ab(rounds: int = 5) -> None:
     """Interleaved A/B of the float tiles' accumulation (``settings.l1_float_accumulate``
     "add" vs "fma") for each available SIMD tile and bound, on the float32 workload,
     calling the top-k kernel directly. ``python bench/bench_knn_l1.py accumulate 7``.
     The first round is a warm-up; minima and medians of the rest."""
-    import time
-
-    from fastcls._config import override
-    from fastcls._runtime import best_simd, cpu_name
+    from fastcls._runtime import best_simd
     from fastcls.kernels import l1
-    from fastcls.kernels.topk import new_topk
 
     Qf, Xf = load_workload(N_QUERIES, N_TRAIN, N_FEATURES, "float32", False)
     simd = [i for i in best_simd() if i != "portable"]
-    variants = [(i, b, a) for i in simd for b in ("absolute", "relative") for a in ("add", "fma")]
-    times: dict[tuple[str, str, str], list[float]] = {v: [] for v in variants}
-    first = None
-    for _ in range(rounds + 1):
-        for impl, bound, acc in variants:
-            with override(l1_uint8_impl=impl, l1_float_bound=bound, l1_float_accumulate=acc):
-                best_d, best_i = new_topk(Qf.shape[0], K)
-                t0 = time.perf_counter()
-                l1.l1_topk_float(Qf, Xf, 0, best_d, best_i)
-                times[impl, bound, acc].append(time.perf_counter() - t0)
-            if first is None:
-                first = best_i.copy()
-            assert np.array_equal(best_i, first)  # every variant: the same exact top-k
-    print(f"{Qf.shape[0]}x{Xf.shape[0]}x{N_FEATURES} float32, k={K}, CPU {cpu_name()}")
-    for v, t in times.items():
-        rest = sorted(t[1:])
-        low, mid = rest[0] * 1e3, float(np.median(rest)) * 1e3
-        print(f"  {' '.join(v):24s} min {low:7.1f} ms  median {mid:7.1f} ms")
+    variants = {
+        f"{i} {b} {a}": {"l1_uint8_impl": i, "l1_float_bound": b, "l1_float_accumulate": a}
+        for i in simd
+        for b in ("absolute", "relative")
+        for a in ("add", "fma")
+    }
+    _kernel_ab(l1.l1_topk_float, Qf, Xf, variants, rounds)
 
 
 def uint8_tiles_ab(rounds: int = 5) -> None:
@@ -215,32 +229,17 @@ def uint8_tiles_ab(rounds: int = 5) -> None:
     directly. ``python bench/bench_knn_l1.py tiles 7``: the figures that decide
     ``fastcls.kernels.l1.WIDE_SAD_TILE_CPUS`` for a CPU. The first round is a warm-up;
     minima and medians of the rest."""
-    import time
-
-    from fastcls._config import override
-    from fastcls._runtime import best_simd, cpu_name
+    from fastcls._runtime import best_simd
     from fastcls.kernels import l1
-    from fastcls.kernels.topk import new_topk
 
     Q, X = load_workload(N_QUERIES, N_TRAIN, N_FEATURES, "uint8", False)
-    variants = [(i, c) for i in best_simd() if i != "portable" for c in (2, 4)]
-    times: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
-    first = None
-    for _ in range(rounds + 1):
-        for impl, cols in variants:
-            with override(l1_uint8_impl=impl, l1_uint8_tile_cols=cols):
-                best_d, best_i = new_topk(Q.shape[0], K)
-                t0 = time.perf_counter()
-                l1.l1_topk_uint8(Q, X, 0, best_d, best_i)
-                times[impl, cols].append(time.perf_counter() - t0)
-            if first is None:
-                first = best_i.copy()
-            assert np.array_equal(best_i, first)  # every tile: the same exact top-k
-    print(f"{Q.shape[0]}x{X.shape[0]}x{N_FEATURES} uint8, k={K}, CPU {cpu_name()}")
-    for (impl, cols), t in times.items():
-        rest = sorted(t[1:])
-        low, mid = rest[0] * 1e3, float(np.median(rest)) * 1e3
-        print(f"  {impl:7s} 4x{cols}   min {low:7.1f} ms  median {mid:7.1f} ms")
+    variants = {
+        f"{i} 4x{c}": {"l1_uint8_impl": i, "l1_uint8_tile_cols": c}
+        for i in best_simd()
+        if i != "portable"
+        for c in (2, 4)
+    }
+    _kernel_ab(l1.l1_topk_uint8, Q, X, variants, rounds)
 
 
 if __name__ == "__main__":

@@ -580,39 +580,11 @@ def _make_sad_intrinsic(width: int, nx: int = 2):
     return sad_tile
 
 
-#: (vector bytes, training rows per tile) -> the 4 x nx ``vpsadbw`` tile
+#: (vector bytes, training rows per tile) -> the 4 x nx ``vpsadbw`` tile, called by the
+#: drivers as it is (inlined: an intrinsic): rows of at least one vector, shorter rows take
+#: the portable tile (:func:`_uint8_token`). The 4 x 4 tiles need 24 vector registers
+#: (AVX-512's 32, also at 32 bytes; AVX2's 16 would spill)
 _SAD_TILES = {(width, nx): _make_sad_intrinsic(width, nx) for width in (32, 64) for nx in (2, 4)}
-_sad_4x2_avx2 = _SAD_TILES[32, 2]
-_sad_4x2_avx512 = _SAD_TILES[64, 2]
-_sad_4x4_avx2 = _SAD_TILES[32, 4]
-_sad_4x4_avx512 = _SAD_TILES[64, 4]
-
-
-@jit(inline="always")
-def _tile_uint8_avx2(Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 2 tile with ``vpsadbw`` on 32-byte vectors (masked overlapping tail;
-    rows of at least one vector: shorter rows take the portable tile,
-    :func:`_uint8_token`)."""
-    return _sad_4x2_avx2(Q, X, qa, qlast, ja, jlast)
-
-
-@jit(inline="always")
-def _tile_uint8_avx512(Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 2 tile with ``vpsadbw`` on 64-byte vectors (as :func:`_tile_uint8_avx2`)."""
-    return _sad_4x2_avx512(Q, X, qa, qlast, ja, jlast)
-
-
-@jit(inline="always")
-def _tile_uint8_avx2_4x4(Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 4 tile with ``vpsadbw`` on 32-byte vectors (needs 24 vector registers:
-    AVX-512VL's 32 on a CPU that has them, else spills)."""
-    return _sad_4x4_avx2(Q, X, qa, qlast, ja, jlast)
-
-
-@jit(inline="always")
-def _tile_uint8_avx512_4x4(Q, X, qa, qlast, ja, jlast):
-    """Exact 4 x 4 tile with ``vpsadbw`` on 64-byte vectors."""
-    return _sad_4x4_avx512(Q, X, qa, qlast, ja, jlast)
 
 
 @jit
@@ -791,10 +763,10 @@ _UINT8_WIDE_CODES = {"avx2": 3, "avx512": 4}
 #: uint8 tile code -> (tile, training rows per tile)
 _UINT8_TILES = {
     0: (_tile_uint8_portable, 2),
-    1: (_tile_uint8_avx2, 2),
-    2: (_tile_uint8_avx512, 2),
-    3: (_tile_uint8_avx2_4x4, 4),
-    4: (_tile_uint8_avx512_4x4, 4),
+    1: (_SAD_TILES[32, 2], 2),
+    2: (_SAD_TILES[64, 2], 2),
+    3: (_SAD_TILES[32, 4], 4),
+    4: (_SAD_TILES[64, 4], 4),
 }
 
 
