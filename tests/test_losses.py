@@ -462,6 +462,30 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
         flat[0] = saved
 
 
+@given(
+    n=st.integers(1, 40),
+    m=st.integers(1, 40),
+    extra_cols=st.integers(0, 9),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_transpose_into_equals_numpy_transpose_bit_for_bit(n, m, extra_cols, dtype, seed):
+    """The weights' transpose into the loss kernel's layout and the gradient's back: 8 x 8
+    vector blocks, overlapping last blocks, element loops below 8 (both sides of each)."""
+    from fastcls.kernels._rows import transpose_into
+
+    rng = np.random.default_rng(seed)
+    wide = rng.standard_normal((n, m + extra_cols)).astype(dtype)
+    special = np.array([np.nan, -0.0, np.inf, -np.inf, np.finfo(dtype).tiny / 4], dtype)
+    wide.reshape(-1)[rng.integers(0, wide.size, 5)] = special
+    src = wide[:, :m]  # unit column stride, a row stride wider than the row
+    dst = np.full((m + 3, n + 5), 7.0, dtype)  # beyond src.shape[::-1]: left untouched
+    transpose_into(src, dst)
+    expect = np.full_like(dst, 7.0)
+    expect[:m, :n] = src.T
+    assert dst.tobytes() == expect.tobytes()
+
+
 # ----------------------------------------------------------------------------- dispatch by name
 @pytest.mark.parametrize("name", ["svm", "softmax"])
 @pytest.mark.parametrize("with_bias", [False, True])

@@ -92,7 +92,7 @@ from numba.extending import intrinsic, overload
 from fastcls._config import FMA, REDUCE, jit, settings
 from fastcls._runtime import best_simd, cpu_name
 from fastcls._validation import MAX_ABS_VALUE
-from fastcls.kernels._rows import aligned_zeros
+from fastcls.kernels._rows import aligned_zeros, transpose_into
 from fastcls.kernels.linear_tiles import (
     PACK,
     PLAIN,
@@ -899,19 +899,10 @@ def linear_loss_grad(
     if not labels_ok:
         return np.nan, 0.0, False, np.inf, False
     # the public losses leave W's scan to this pass, which reads it anyway (a separate
-    # NumPy scan cost 15-45 us at N=256, W evicted by the previous call's rows)
-    # in blocks of 16 features: each class row of WT gets 16 contiguous stores, and the
+    # NumPy scan cost 15-45 us at N=256, W evicted by the previous call's rows); the
     # check runs over WT's contiguous rows (element by element, the strided stores and
     # the check's dependency chain took 17-22 us of a 0.27 ms N=256 call)
-    d0 = 0
-    while d0 + 16 <= D:
-        for c in range(C):
-            for k in range(16):
-                WT[c, d0 + k] = W[d0 + k, c]
-        d0 += 16
-    for d in range(d0, D):
-        for c in range(C):
-            WT[c, d] = W[d, c]
+    transpose_into(W, WT)
     w_ok = True
     for c in range(C):
         row_ok = True
@@ -932,9 +923,7 @@ def linear_loss_grad(
     out = finish_gradient(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
-    for d in range(D):
-        for c in range(C):
-            dW[d, c] = dWT[c, d]
+    transpose_into(dWT, dW)
     data, pen, finite = out
     return data, pen, finite and w_ok, task_speedup(ticks, start), True
 
