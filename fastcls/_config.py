@@ -325,8 +325,9 @@ class Tunables:
     #: linear losses (one call, not the SGD loop): when the rows used take at least this
     #: many bytes, each block's tiles prefetch the rows its task packs next, a segment per
     #: tile call in address order (0: always; same results either way). None: the
-    #: micro-kernel's own threshold (``fastcls.kernels.losses.PREFETCH_MIN_BYTES``: 0 for
-    #: "avx512", 32 MiB for the others). On the Xeon of docs/performance.md: svm_loss
+    #: micro-kernel's own threshold (``fastcls.kernels.losses.prefetch_min_bytes``: 0 for
+    #: "avx512", 32 MiB for the others, 8 MiB for "avx2" on Zen 4, where rows read from
+    #: L3 gained from about 8 MiB). On the Xeon of docs/performance.md: svm_loss
     #: N=10000 (123 MB) 8.7-8.9 -> 7.6-7.7 ms on 2 threads, 3-7% faster on 1; N=256
     #: (3 MB, read from L3) 4-7% faster; N <= 128 neutral; the AVX2 build neutral from 64
     #: to 1000 rows (its slower arithmetic leaves the memory time to the hardware)

@@ -391,9 +391,7 @@ def _plan(m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
     bounds = K.task_bounds(m)
     impl = K.kernel_impl()
     tile = K.tile_token(impl)
-    prefetch_min_bytes = settings.linear_prefetch_min_bytes
-    if prefetch_min_bytes is None:
-        prefetch_min_bytes = K.PREFETCH_MIN_BYTES[impl]
+    prefetch_min_bytes = K.prefetch_min_bytes(impl)
     item = np.dtype(dtype).itemsize
     WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(bounds, C, D, tile, dtype)
     plan = _Plan(

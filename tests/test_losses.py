@@ -273,6 +273,32 @@ def test_prefetching_the_next_block_changes_nothing(kind, N, D, dtype):
     np.testing.assert_array_equal(results[0][2], results[1][2])
 
 
+@pytest.mark.parametrize(
+    "impl, name, setting, expected",
+    [
+        ("avx2", "znver4", None, 8 * 2**20),  # measured there (docs/performance.md)
+        ("avx2", "znver3", None, 32 * 2**20),  # not measured: the micro-kernel's own
+        ("avx2", "haswell", None, 32 * 2**20),
+        ("avx512", "sapphirerapids", None, 0),
+        ("avx512", "znver4", None, 0),  # only the ymm tiles have a Zen 4 entry
+        ("portable", "znver4", None, 2**62),
+        ("avx2", "znver4", 123, 123),  # a setting always wins
+    ],
+)
+def test_single_call_prefetch_threshold_by_kernel_and_cpu(
+    monkeypatch, impl, name, setting, expected
+):
+    from fastcls._config import override
+    from fastcls.kernels import losses as K
+
+    monkeypatch.setattr(K, "cpu_name", lambda: name)
+    with override(linear_prefetch_min_bytes=setting):
+        assert K.prefetch_min_bytes(impl) == expected
+    with override(linear_prefetch_min_bytes="8 MiB"):
+        with pytest.raises(TypeError, match="linear_prefetch_min_bytes"):
+            K.prefetch_min_bytes(impl)
+
+
 @pytest.mark.parametrize("n_calls", [0, 1, 7, 16, 40, 96, 280])
 @pytest.mark.parametrize("n_segments", [1, 16, 96])
 def test_prefetch_segments_are_spread_once_each(n_calls, n_segments):

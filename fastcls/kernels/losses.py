@@ -75,7 +75,8 @@ Public kernel names:
 * ``sgd_linear_steps(...)``: a chunk of SGD steps, entirely compiled (used by
   :mod:`fastcls.optim`);
 * ``task_bounds(n_rows)``, ``kernel_impl()``, ``tile_token(impl)``, ``use_parallel(...)``,
-  ``loss_buffers(...)``, ``padded_shape(...)``, ``needs_wide(bounds)`` (plain Python);
+  ``loss_buffers(...)``, ``padded_shape(...)``, ``needs_wide(bounds)``,
+  ``prefetch_min_bytes(impl)``, ``prefetch_next_batch()`` (plain Python);
 * ``LOSS_CODES`` / ``PENALTY_CODES`` / ``CLASS_TILES``: the integer codes the kernels
   take, by name (the only place these integers appear).
 """
@@ -172,6 +173,14 @@ YMM_FASTER_CPUS = frozenset({"znver4"})
 #: build; a 512 KiB L2, Zen 3's, holds less of what the prefetch brings); never for
 #: the portable loops, which read ``X`` directly
 PREFETCH_MIN_BYTES = {"avx512": 0, "avx2": 32 * 2**20, "portable": 2**62}
+#: thresholds of :data:`PREFETCH_MIN_BYTES` per (micro-kernel, CPU name) where a CPU was
+#: measured to gain below the micro-kernel's own. Zen 4 (1 MiB of L2 per core) with its
+#: ymm tiles: rows read from L3 gained from about 8 MiB (svm_loss float32 D=3073 C=10,
+#: prefetch against none alternated in one process, medians of 7 per-round speed-ups,
+#: two runs, 1 / 2 threads: N=1000 (11.7 MiB) 1.16-1.18x / 1.08-1.13x, N=1500 1.13x /
+#: 1.17x, N=2600 1.16x / 1.12x, N=768 (9 MiB) 1.03x / 1.01x) and not below (N=640 0.98x /
+#: 1.02x, N=384 0.87x / 0.98x, N=256 0.99x / 0.96x)
+PREFETCH_MIN_BYTES_BY_CPU = {("avx2", "znver4"): 8 * 2**20}
 #: CPUs (LLVM names) on which the SGD loop prefetches each step's next batch by default
 #: (:func:`prefetch_next_batch`). A mini-batch row's start is a cold miss no hardware
 #: prefetcher predicts. Measured on an EPYC Zen 4, 2 cores, 1500 steps of 200 rows of
@@ -263,6 +272,19 @@ def kernel_impl() -> str:
     if forced not in available:
         raise ValueError(f"linear_kernel_impl={forced!r} is not supported by this CPU")
     return forced
+
+
+def prefetch_min_bytes(impl: str) -> int:
+    """Rows' bytes from which a single loss call on micro-kernel ``impl`` prefetches its
+    next blocks: ``settings.linear_prefetch_min_bytes`` if set, else this CPU's entry of
+    :data:`PREFETCH_MIN_BYTES_BY_CPU`, else :data:`PREFETCH_MIN_BYTES`. Results never
+    depend on it."""
+    forced = settings.linear_prefetch_min_bytes
+    if forced is not None:
+        if isinstance(forced, (bool, np.bool_)) or not isinstance(forced, (int, np.integer)):
+            raise TypeError(f"linear_prefetch_min_bytes must be None or an integer, got {forced!r}")
+        return int(forced)
+    return PREFETCH_MIN_BYTES_BY_CPU.get((impl, cpu_name()), PREFETCH_MIN_BYTES[impl])
 
 
 def prefetch_next_batch() -> bool:
