@@ -510,6 +510,12 @@ def test_transpose_into_equals_numpy_transpose_bit_for_bit(n, m, extra_cols, dty
     expect = np.full_like(dst, 7.0)
     expect[:m, :n] = src.T
     assert dst.tobytes() == expect.tobytes()
+    # a column stride other than one item, on either side, takes the element loop
+    strided = np.repeat(src, 2, axis=1)[:, ::2]  # src's values, column stride 2 items
+    out = np.full((m, 2 * n), 7.0, dtype)
+    transpose_into(strided, out[:, ::2])
+    assert np.ascontiguousarray(out[:, ::2]).tobytes() == np.ascontiguousarray(src.T).tobytes()
+    assert (out[:, 1::2] == 7.0).all()
 
 
 # ----------------------------------------------------------------------------- dispatch by name

@@ -130,12 +130,14 @@ def transpose_into(src, dst):
     (``dst`` at least ``src.shape[::-1]``, its other entries untouched).
 
     8 x 8 vector blocks (:func:`_transpose8`); the last block of each dimension overlaps
-    the one before instead of leaving a tail, so only a dimension below 8 takes the
-    element loop. Rows must have unit stride (C-contiguous rows, any row stride).
+    the one before instead of leaving a tail, so only a dimension below 8, or a column
+    stride other than one item (the blocks load and store rows as vectors), takes the
+    element loop.
     """
     n = src.shape[0]
     m = src.shape[1]
-    if n < 8 or m < 8:
+    item = src.itemsize
+    if n < 8 or m < 8 or src.strides[1] != item or dst.strides[1] != item:
         for i in range(n):
             for j in range(m):
                 dst[j, i] = src[i, j]
