@@ -590,6 +590,41 @@ def test_each_cpu_path_matches_reference(
         check_against_reference(kind, W, X, y, 0.01, b, penalty, 0.3, idx, RTOL[dtype])
 
 
+@pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+@pytest.mark.parametrize(
+    "N,D,dtype",
+    [
+        (5, 300, np.float32),  # one task, one block
+        (300, 1100, np.float32),  # tasks of several blocks, a ragged feature chunk
+        (97, 70, np.float64),
+        (16 * 1024 + 40, 3, np.float32),  # tasks of two sub-blocks (float64 sums)
+    ],
+)
+def test_first_block_overwrites_stale_partials(impl, kind, N, D, dtype):
+    """The partials (and the float64 sub-block sums) are reused from call to call:
+    poisoned with NaN beforehand, the result is still right (a stale value that leaked
+    into a sum would make the gradient NaN). Guards any change to how a task starts its
+    partial (writing it with the first block instead of zeroing it was measured and
+    not kept: docs/performance.md)."""
+    from fastcls._config import override
+    from fastcls.losses import _plan
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
+    seed = 3
+    X, y, W, b = problem(seed, N, D, 7, dtype, wscale=0.3 / np.sqrt(D))
+    while kind == "svm" and dtype == np.float32 and not far_from_kinks(W, X, y, b, None):
+        seed += 1  # a margin at float32 rounding of 0 may take the other branch
+        X, y, W, b = problem(seed, N, D, 7, dtype, wscale=0.3 / np.sqrt(D))
+    with override(linear_kernel_impl=impl, linear_row_block_rows=8):
+        plan = _plan(N, 7, D, np.dtype(dtype))  # the plan the call below reuses
+        plan.part[:] = np.nan
+        if plan.wide.size:
+            plan.wide[:] = np.nan
+        check_against_reference(kind, W, X, y, 0.01, b, "l2", 0.3, None, RTOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cpu_paths_thread_count_invariant_and_close(dtype):
     """Each path is bit-identical across thread counts and serial/parallel; paths agree
