@@ -15,6 +15,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from fastcls._config import jit
+from fastcls.kernels._llvm_ir import row_pointers
 
 __all__ = [
     "aligned_empty",
@@ -52,12 +53,13 @@ def store_tuple(typingctx, buf, values):
     return sig, codegen
 
 
-#: shuffle masks of the 8 x 8 transpose (:func:`_transpose8`): interleave pairs of rows,
-#: then pairs of pairs, then halves (the unpck / shufps / vperm2f128 network of AVX)
+#: the 8 x 8 transpose (:func:`_transpose8`) in three stages: vectors ``k`` and ``k + step``
+#: are combined by the two shuffle masks (interleave pairs of rows, then pairs of pairs, then
+#: halves: the unpck / shufps / vperm2f128 network of AVX)
 _TRANSPOSE8_STAGES = (
-    ((0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15)),
-    ((0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)),
-    ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
+    (1, (0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15)),
+    (2, (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)),
+    (4, (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
 )
 
 
@@ -82,7 +84,6 @@ def _transpose8(typingctx, src, i0, j0, dst):
 
     def codegen(context, builder, signature, args):
         from llvmlite import ir
-        from numba.core import cgutils
 
         i32, i64 = ir.IntType(32), ir.IntType(64)
         elem = context.get_value_type(signature.args[0].dtype)
@@ -93,27 +94,20 @@ def _transpose8(typingctx, src, i0, j0, dst):
         i0, j0 = args[1], args[2]
 
         def pointers(arr, row0, col0):
-            stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
-            base = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+            """Vector pointers to ``arr[row0 + r, col0:]`` for ``r`` in ``0..7``."""
             col = builder.mul(col0, ir.Constant(i64, size))
-            out = []
-            for r in range(8):
-                row = builder.add(row0, ir.Constant(i64, r))
-                offset = builder.add(builder.mul(row, stride), col)
-                ptr = builder.gep(base, [offset], source_etype=ir.IntType(8))
-                out.append(builder.bitcast(ptr, vtype.as_pointer()))
-            return out
+            rows = row_pointers(builder, arr, row0, 8, offset=col)
+            return [builder.bitcast(p, vtype.as_pointer()) for p in rows]
 
         rows = [builder.load(p, align=1) for p in pointers(a_src, i0, j0)]
-        for lo, hi in _TRANSPOSE8_STAGES:
+        for step, lo, hi in _TRANSPOSE8_STAGES:
             mask_lo = ir.Constant(ir.VectorType(i32, 8), list(lo))
             mask_hi = ir.Constant(ir.VectorType(i32, 8), list(hi))
-            step = 1 if lo[1] == 8 else (2 if lo[2] == 8 else 4)
-            pairs = [(k, k + step) for k in range(8) if (k // step) % 2 == 0]
-            out = [None] * 8
-            for k, m in pairs:
-                out[k] = builder.shuffle_vector(rows[k], rows[m], mask_lo)
-                out[m] = builder.shuffle_vector(rows[k], rows[m], mask_hi)
+            out = list(rows)
+            for k in range(8):
+                if (k // step) % 2 == 0:
+                    out[k] = builder.shuffle_vector(rows[k], rows[k + step], mask_lo)
+                    out[k + step] = builder.shuffle_vector(rows[k], rows[k + step], mask_hi)
             rows = out
         # the network leaves columns 1 and 2 (and 5 and 6) in each other's place
         columns = [rows[0], rows[2], rows[1], rows[3], rows[4], rows[6], rows[5], rows[7]]
