@@ -258,7 +258,7 @@ def test_epoch_throughput(benchmark, shape, impl):
 
 
 # ------------------------------------------------------------------ interleaved ratios
-def interleaved(rounds: int = 7) -> None:
+def interleaved(rounds: int = 7, gap: float = 0.3) -> None:
     """fastcls against the float32 NumPy code, alternated call batch by call batch.
 
     On a shared host the load drifts between pytest-benchmark's groups (the same NumPy
@@ -267,6 +267,12 @@ def interleaved(rounds: int = 7) -> None:
     side (the median call; the order flips every round) for every loss, size and thread
     count alone, then one 1500 x 200 SGD run of each; printed: the median of the
     per-round ratios and the median times. ``python bench/bench_linear.py interleaved 7``.
+
+    Each batch starts ``gap`` seconds after the one before, so that neither side runs
+    beside the other's spinning threads (OpenBLAS's spin for about 0.1 s after a product;
+    without the gap, N=256 on 2 threads measured the alternated case: fastcls 0.39 ms,
+    its serial twin, against 0.21 alone on the Xeon of docs/performance.md). The
+    alternated case has its own groups in the pytest-benchmark suite (``...|alternated``).
     """
     import time
 
@@ -296,6 +302,7 @@ def interleaved(rounds: int = 7) -> None:
             for r in range(rounds):
                 order = list(sides) if r % 2 == 0 else list(sides)[::-1]
                 for name in order:
+                    time.sleep(gap)
                     times[name].append(median_call(sides[name], calls))
         ratio = np.median(np.array(times["numpy-f32"]) / np.array(times["fastcls"]))
         fc, npy = (float(np.median(times[s])) * 1e3 for s in ("fastcls", "numpy-f32"))
@@ -310,6 +317,7 @@ def interleaved(rounds: int = 7) -> None:
     for r in range(max(3, rounds // 2)):
         order = ["fastcls", "numpy-loop"] if r % 2 == 0 else ["numpy-loop", "fastcls"]
         for name in order:
+            time.sleep(gap)
             fn = fastcls_sgd if name == "fastcls" else numpy_sgd
             t0 = time.perf_counter()
             fn(X, y, n_iters, bs, 0)

@@ -449,7 +449,10 @@ class _TwinChoice(threading.local):
     parallel call also counts as contended when its kernel call took longer than the
     serial twin would have, or ``SLOW_FACTOR`` times the shortest parallel call,
     whichever is less, in ``SLOW_CALLS`` parallel calls in a row (one slow call is noise;
-    the spinners last about 80 ms). The serial twin's time is the shortest measured for
+    the spinners last about 80 ms). A serial call ends the row: the first parallel call
+    after serial ones wakes the sleeping OpenMP worker and is often slow (0.40-0.48 ms
+    against 0.21 at N=256 on the Xeon), and counting those probes across the serial
+    stretches between them kept a quiet host on the serial twin for good. The serial twin's time is the shortest measured for
     the same loss, shape and thread count on this thread (a single serial call timed
     while the spinners held both cores took 38 ms against 17-18 at N=10000: the last
     time alone is no yardstick; a key without the loss judged softmax calls by the
@@ -497,6 +500,7 @@ class _TwinChoice(threading.local):
         shortest = self.serial_seconds.get(shape)
         if shortest is None or seconds < shortest:
             self._remember(self.serial_seconds, shape, seconds)
+        self.slow_calls = 0  # "in a row": a serial call ends a run of slow parallel calls
 
     def record(
         self,

@@ -973,6 +973,32 @@ def test_twin_choice_sees_calls_slower_than_the_serial_twin_as_contended():
     assert len(twin.best_seconds) == len(twin.serial_seconds) == _TwinChoice.MAX_SHAPES
 
 
+def test_twin_choice_judges_slow_calls_in_a_row_not_across_serial_stretches():
+    """The first parallel call after a stretch of serial calls is often slow (the OpenMP
+    worker has gone to sleep and must be woken): two such probes separated by serial
+    calls are not "slow calls in a row". Counting them so kept a quiet host's N=256
+    calls on the serial twin for good (Intel Xeon, 2026-12-02: 0.33 ms a call against
+    0.21 ms parallel, every probe 0.40-0.48 ms)."""
+    from fastcls.losses import _TwinChoice
+
+    twin = _TwinChoice()
+    shape = (256, 3073, 10, 4, 2)
+    twin.record(1.9, 0.21, shape, now=0.0)
+    twin.record(0.1, 7.5, shape, now=1.0)  # contended (OpenBLAS's spinner held a core)
+    assert not twin.use_parallel(True, now=1.001)
+    t = 1.0
+    for _ in range(6):  # each probe after the wait: slow, once, then serial calls
+        t = twin.serial_until
+        twin.record_serial(0.33, shape)
+        assert twin.use_parallel(True, now=t)
+        twin.record(1.1, 0.45, shape, now=t)
+        assert twin.use_parallel(True, now=t)  # one slow probe is not contention
+        twin.record_serial(0.33, shape)  # (a serial call in between ends the run)
+    twin.record(1.1, 0.45, shape, now=t + 0.01)  # but two slow parallel calls in a row are
+    twin.record(1.1, 0.45, shape, now=t + 0.02)
+    assert not twin.use_parallel(True, now=t + 0.021)
+
+
 def test_task_speedup_of_tasks_run_side_by_side_or_one_after_another():
     from fastcls.kernels.losses import task_speedup
 
