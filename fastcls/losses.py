@@ -452,8 +452,9 @@ class _TwinChoice(threading.local):
     the spinners last about 80 ms). A serial call ends the row: the first parallel call
     after serial ones wakes the sleeping OpenMP worker and is often slow (0.40-0.48 ms
     against 0.21 at N=256 on the Xeon), and counting those probes across the serial
-    stretches between them kept a quiet host on the serial twin for good. The serial twin's time is the shortest measured for
-    the same loss, shape and thread count on this thread (a single serial call timed
+    stretches between them kept a quiet host on the serial twin for good. The serial
+    twin's time is the shortest measured for the same loss, shape and thread count on
+    this thread (a single serial call timed
     while the spinners held both cores took 38 ms against 17-18 at N=10000: the last
     time alone is no yardstick; a key without the loss judged softmax calls by the
     faster SVM's times and sent a whole benchmark group to the serial twin). The factor
