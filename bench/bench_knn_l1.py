@@ -227,7 +227,7 @@ def uint8_tiles_ab(rounds: int = 5) -> None:
     """Interleaved A/B of the uint8 tiles (``settings.l1_uint8_tile_cols`` 2 vs 4) for
     each available SIMD implementation, on the uint8 workload, calling the top-k kernel
     directly. ``python bench/bench_knn_l1.py tiles 7``: the figures that decide
-    ``fastcls.kernels.l1.WIDE_SAD_TILE_CPUS`` for a CPU. The first round is a warm-up;
+    ``fastcls.kernels.l1.WIDE_SAD_TILES`` for a CPU. The first round is a warm-up;
     minima and medians of the rest."""
     from fastcls._runtime import best_simd
     from fastcls.kernels import l1

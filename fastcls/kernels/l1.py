@@ -515,7 +515,7 @@ def _make_sad_intrinsic(width: int, nx: int = 2):
 
     ``nx`` 4 (16 accumulators and 8 operands: AVX-512's 32 vector registers, also at
     32 bytes) loads 8 rows per 16 sums instead of 6 per 8: 1.1-1.2x the top-k kernel on
-    AMD Zen 4 (:data:`WIDE_SAD_TILE_CPUS`).
+    AMD Zen 4, 1.05x on the Intel Xeon's zmm (:data:`WIDE_SAD_TILES`).
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -959,19 +959,33 @@ def uint8_impl() -> str:
     return forced
 
 
-#: CPUs (LLVM names) whose uint8 tiles take 4 training rows instead of 2
-#: (:func:`uint8_tile_cols`). Measured on an AMD EPYC Zen 4, 500 q x 10000 x 3072, k = 10,
-#: 2 threads, the top-k kernel alone (``python bench/bench_knn_l1.py tiles 5``, medians):
-#: zmm 4 x 2 67.7 vs 4 x 4 59.6 ms, ymm 83.1 vs 71.4 ms (another run: 52.3 vs 48.7 and
-#: 58.7 vs 51.8). Intel runs ``vpsadbw`` on one port either way and was not re-measured;
-#: a CPU with only AVX2's 16 vector registers would spill the 4 x 4 tile's 24
-WIDE_SAD_TILE_CPUS = frozenset({"znver4"})
+#: (implementation, CPU's LLVM name) pairs whose uint8 tiles take 4 training rows instead
+#: of 2 (:func:`uint8_tile_cols`), from ``python bench/bench_knn_l1.py tiles 5`` (500 q x
+#: 10000 x 3072, k = 10, 2 threads, the top-k kernel alone, medians):
+#:
+#: - AMD EPYC Zen 4: zmm 4 x 2 67.7 vs 4 x 4 59.6 ms, ymm 83.1 vs 71.4 ms (another run:
+#:   52.3 vs 48.7 and 58.7 vs 51.8);
+#: - the Intel Xeon of docs/performance.md (AVX-512 with AMX and 2 MiB L2s: a Sapphire or
+#:   Granite Rapids core whose CPUID the hypervisor reports as ``rocketlake``), 2026-12-02:
+#:   zmm 54.8 vs 52.4 and 54.3 vs 51.8 ms, but ymm 65.7 vs 68.9 and 67.1 vs 68.4 ms. So
+#:   zmm only; the server names of that core are listed with it. Other Intel cores
+#:   (Skylake-SP, Ice Lake) were not measured and keep 2.
+#:
+#: A CPU with only AVX2's 16 vector registers would spill the 4 x 4 tile's 24 vectors
+#: (16 sums, 8 operands); every CPU listed has AVX-512's 32.
+WIDE_SAD_TILES = frozenset(
+    {("avx512", "znver4"), ("avx2", "znver4")}
+    | {
+        ("avx512", cpu)
+        for cpu in ("rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids")
+    }
+)
 
 
 def uint8_tile_cols(impl: str) -> int:
     """Training rows per uint8 tile of implementation ``impl``: 2 for the portable
     tile; for the SIMD tiles ``settings.l1_uint8_tile_cols`` if 2 or 4, else (0, "auto")
-    4 on the CPUs of :data:`WIDE_SAD_TILE_CPUS` and 2 elsewhere. Results never depend on
+    4 for the pairs of :data:`WIDE_SAD_TILES` and 2 elsewhere. Results never depend on
     it (exact integers)."""
     cols = settings.l1_uint8_tile_cols
     if cols not in (0, 2, 4) or isinstance(cols, bool):
@@ -979,7 +993,7 @@ def uint8_tile_cols(impl: str) -> int:
     if impl == "portable":
         return 2
     if cols == 0:
-        return 4 if cpu_name() in WIDE_SAD_TILE_CPUS else 2
+        return 4 if (impl, cpu_name()) in WIDE_SAD_TILES else 2
     return int(cols)
 
 
