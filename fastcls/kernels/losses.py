@@ -511,12 +511,16 @@ def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
     # over it, and a group's rows, packed by its first class tile, are read from L1 by the
     # others. (Group-major first tiles streamed WT from L2 for every group: half the FMA
     # rate on AVX2 and AVX-512.)
-    for d0 in range(0, Dp, chunk):
-        nvec = (min(d0 + chunk, Dp) - d0) // lanes
+    # the last chunk takes the remainder (D=3073: 5 x 512 + 528 features, not 6 x 512 +
+    # 16): a tile call of one vector paid a whole tile's reduction and epilogue
+    n_chunks = max(1, n_full)
+    for ci in range(n_chunks):
+        d0 = ci * chunk
+        nvec = ((Dp if ci == n_chunks - 1 else d0 + chunk) - d0) // lanes
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
                 mode = PACK if c == 0 and j < full else PLAIN
-                call = (d0 // chunk) * per_chunk + (j // 4) * (Cp // w) + c // w
+                call = ci * per_chunk + (j // 4) * (Cp // w) + c // w
                 q, pf_d0, pf = _prefetch_target(call, n_calls, n_full, xb.shape[0], chunk)
                 t = score_tile(xb, WT, j, c, d0, nvec, X, src, mode, nxt, q, pf_d0, pf)
                 for r in range(4):
@@ -557,11 +561,13 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     n_score_calls = (nr4 // 4) * (Cp // w)
     per_chunk = 2 * n_score_calls
     n_calls = n_full * per_chunk if has_next else 0
-    for d0 in range(0, Dp, chunk):
-        nvec = (min(d0 + chunk, Dp) - d0) // lanes
+    n_chunks = max(1, n_full)  # the last takes the remainder, as in _scores_simd
+    for ci in range(n_chunks):
+        d0 = ci * chunk
+        nvec = ((Dp if ci == n_chunks - 1 else d0 + chunk) - d0) // lanes
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
-                call = (d0 // chunk) * per_chunk + n_score_calls + (j // 4) * (Cp // w) + c // w
+                call = ci * per_chunk + n_score_calls + (j // 4) * (Cp // w) + c // w
                 q, pf_d0, pf = _prefetch_target(call, n_calls, n_full, xb.shape[0], chunk)
                 update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt, q, pf_d0, pf)
 
