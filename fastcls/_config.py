@@ -265,8 +265,11 @@ class Tunables:
     #: L2: bound on the query-side scratch of all threads together (each holds a
     #: centred query tile and a GEMM block); fewer queries per tile beyond it
     l2_query_scratch_bytes: int = 48 * 2**20
-    #: L2: training rows per GEMM block
-    l2_train_block_rows: int = 2048
+    #: L2: training rows per GEMM block (at most; a thread's share of the rows in equal
+    #: blocks). One block per share where it fits: 500 q x 10000 x 3072 float32, the
+    #: rows split between 2 threads, gained 2.5-4.5% over 2048 (3 blocks a thread) on the
+    #: Xeon, native and AVX2 builds, in-process A/B (docs/performance.md)
+    l2_train_block_rows: int = 8192
     #: L2: candidates kept beyond k for the certified rerank
     l2_extra_candidates: int = 16
     #: L2: problems of at most this many multiply-adds take the direct (no GEMM) path

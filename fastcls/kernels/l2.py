@@ -636,7 +636,10 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
     def select(Qc, t_prev, r0: int, r1: int, cand_s, cand_j) -> None:
         """GEMM blocks of rows r0:r1 and the fused selection (ids relative to the tile)."""
         G = None
-        n_blocks = -(-(r1 - r0) // tb)
+        # a thread's GEMM block holds at most knn_train_tile_bytes of scores, like the
+        # training tiles themselves (only a lowered setting reaches this bound)
+        cap = int(settings.knn_train_tile_bytes) // (Qc.shape[0] * Qc.itemsize)
+        n_blocks = -(-(r1 - r0) // max(_CHUNK, min(tb, cap)))
         step = -(-(r1 - r0) // n_blocks)  # equal blocks: a short last one runs slower
         step += (-step) % _CHUNK
         for bs in range(r0, r1, step):
