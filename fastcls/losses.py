@@ -454,10 +454,10 @@ class _TwinChoice(threading.local):
     against 0.21 at N=256 on the Xeon), and counting those probes across the serial
     stretches between them kept a quiet host on the serial twin for good. The serial
     twin's time is the shortest measured for the same loss, shape and thread count on
-    this thread (a single serial call timed
-    while the spinners held both cores took 38 ms against 17-18 at N=10000: the last
-    time alone is no yardstick; a key without the loss judged softmax calls by the
-    faster SVM's times and sent a whole benchmark group to the serial twin). The factor
+    this thread (a single serial call timed while the spinners held both cores took 38
+    ms against 17-18 at N=10000: the last time alone is no yardstick; a key without the
+    loss judged softmax calls by the faster SVM's times and sent a whole benchmark group
+    to the serial twin). The factor
     is generous because the shortest parallel call may have been seen on a quiet moment:
     1.4 sent a busy host's N=256 calls to the serial twin for good, 2.0 a quarter of
     them in a benchmark run; until a serial call of the shape was timed (after a
