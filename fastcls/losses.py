@@ -457,12 +457,11 @@ class _TwinChoice(threading.local):
     this thread (a single serial call timed while the spinners held both cores took 38
     ms against 17-18 at N=10000: the last time alone is no yardstick; a key without the
     loss judged softmax calls by the faster SVM's times and sent a whole benchmark group
-    to the serial twin). The factor
-    is generous because the shortest parallel call may have been seen on a quiet moment:
-    1.4 sent a busy host's N=256 calls to the serial twin for good, 2.0 a quarter of
-    them in a benchmark run; until a serial call of the shape was timed (after a
-    contended call the task speed-up caught), the factor alone rarely fires at N=10000,
-    whose contended calls take 2.2-2.7 times the shortest.
+    to the serial twin). The factor is generous because the shortest parallel call may
+    have been seen on a quiet moment: 1.4 sent a busy host's N=256 calls to the serial
+    twin for good, 2.0 a quarter of them in a benchmark run; until a serial call of the
+    shape was timed (after a contended call the task speed-up caught), the factor alone
+    rarely fires at N=10000, whose contended calls take 2.2-2.7 times the shortest.
     """
 
     MIN_WAIT = 0.002
