@@ -4,8 +4,9 @@ One pass over the rows of ``X`` per call. Rows are taken in *blocks* of ``rblock
 (``settings.linear_row_block_rows``, 16 by default): for a block the kernel
 
 1. computes the scores of every row of the block, ``D`` walked in chunks of
-   ``_CHUNK_BYTES`` so that the chunk of the weights (C x 512 float32, 20 KiB) stays in
-   L1 while every row of the block passes over it: register tiles of 4 rows x a few
+   ``_CHUNK_BYTES`` (the last one also takes the remainder, less than a chunk) so that
+   the chunk of the weights (C x 512 float32, 20 KiB) stays in L1 while every row of
+   the block passes over it: register tiles of 4 rows x a few
    classes, the tile's sums added to float64 scores. The first tile of each group of 4
    rows also copies the rows into ``xb``, an aligned, zero-padded scratch (rows of
    ``Dp`` = D rounded up to 16 values, 64-byte aligned): that is the one read of ``X``
