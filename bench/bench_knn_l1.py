@@ -223,12 +223,14 @@ def accumulate_ab(rounds: int = 5) -> None:
     _kernel_ab(l1.l1_topk_float, Qf, Xf, variants, rounds)
 
 
-def uint8_tiles_ab(rounds: int = 5) -> None:
-    """Interleaved A/B of the uint8 tiles (``settings.l1_uint8_tile_cols`` 2 vs 4) for
-    each available SIMD implementation, on the uint8 workload, calling the top-k kernel
-    directly. ``python bench/bench_knn_l1.py tiles 7``: the figures that decide
-    ``fastcls.kernels.l1.WIDE_SAD_TILES`` for a CPU. The first round is a warm-up;
-    minima and medians of the rest."""
+def tiles_ab(rounds: int = 5) -> None:
+    """Interleaved A/B of the tiles' widths, calling the top-k kernels directly: the
+    uint8 tiles (``settings.l1_uint8_tile_cols`` 2 vs 4) for each available SIMD
+    implementation on the uint8 workload, then the AVX-512 float tile
+    (``settings.l1_float_tile_cols`` 2 vs 4, where the CPU has it) on the float32 one.
+    ``python bench/bench_knn_l1.py tiles 7``: the figures that decide
+    ``fastcls.kernels.l1.WIDE_SAD_TILES`` and ``WIDE_FLOAT_TILES`` for a CPU. The first
+    round is a warm-up; minima and medians of the rest."""
     from fastcls._runtime import best_simd
     from fastcls.kernels import l1
 
@@ -240,6 +242,13 @@ def uint8_tiles_ab(rounds: int = 5) -> None:
         for c in (2, 4)
     }
     _kernel_ab(l1.l1_topk_uint8, Q, X, variants, rounds)
+    if "avx512" in best_simd():
+        Qf, Xf = load_workload(N_QUERIES, N_TRAIN, N_FEATURES, "float32", False)
+        variants = {
+            f"avx512 float 4x{c}": {"l1_uint8_impl": "avx512", "l1_float_tile_cols": c}
+            for c in (2, 4)
+        }
+        _kernel_ab(l1.l1_topk_float, Qf, Xf, variants, rounds)
 
 
 if __name__ == "__main__":
@@ -248,6 +257,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "accumulate":
         accumulate_ab(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
     elif len(sys.argv) > 1 and sys.argv[1] == "tiles":
-        uint8_tiles_ab(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+        tiles_ab(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
     else:
         interleaved(n_jobs=int(sys.argv[1]) if len(sys.argv) > 1 else None)

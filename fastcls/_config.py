@@ -254,6 +254,9 @@ class Tunables:
     #: L1 uint8 SIMD tiles: training rows per register tile, 2 or 4 (0: per CPU,
     #: fastcls.kernels.l1.uint8_tile_cols); results never depend on it
     l1_uint8_tile_cols: int = 0
+    #: L1 float AVX-512 tile: training rows per register tile, 2 or 4 (0: per CPU,
+    #: fastcls.kernels.l1.float_tile_cols; the AVX2 and portable tiles take 2)
+    l1_float_tile_cols: int = 0
     #: L1 float on whole numbers 0..255: take the exact uint8 kernel
     l1_uint8_shortcut: bool = True
     #: L1 uint8 top-k: query chunks of at least this many rows are searched on rows

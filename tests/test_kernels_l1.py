@@ -261,56 +261,98 @@ def test_uint8_implementations_agree(impl, D, cols, monkeypatch):
     np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "l1"))
 
 
+@pytest.mark.parametrize("cols", [2, 4])
 @pytest.mark.parametrize("accumulate", ["add", "fma"])
 @pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("impl", _available_impls())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("D", [1, 7, 8, 15, 16, 17, 33, 40, 100, 130])
-def test_float_tiles_and_feature_slices_are_exact(impl, dtype, D, bound, accumulate, monkeypatch):
-    """Every float tile (explicit SIMD of each width, adding on the adder or the FMA unit,
-    or the fastmath loop), with the features cut into slices of 64 bytes (several slices,
-    a longer last one, rows shorter than a vector), gives the exact top-k."""
+def test_float_tiles_and_feature_slices_are_exact(
+    impl, dtype, D, bound, accumulate, cols, monkeypatch
+):
+    """Every float tile (explicit SIMD of each width, of 2 or 4 training rows on AVX-512,
+    adding on the adder or the FMA unit, or the fastmath loop), with the features cut into
+    slices of 64 bytes (several slices, a longer last one, rows shorter than a vector),
+    gives the exact top-k (70 rows: the last tiles of a block clamped)."""
     if impl == "portable" and accumulate == "fma":
         pytest.skip("the portable loop has one accumulation")
+    if cols == 4 and impl != "avx512":
+        pytest.skip("4 training rows: the AVX-512 tile only")
     rng = np.random.default_rng(D)
     Q, X = make_data(rng, 9, 70, D, dtype, "duplicates" if D % 2 else "random")
     monkeypatch.setattr(settings, "l1_uint8_impl", impl)
     monkeypatch.setattr(settings, "l1_float_bound", bound)
     monkeypatch.setattr(settings, "l1_float_accumulate", accumulate)
+    monkeypatch.setattr(settings, "l1_float_tile_cols", cols)
     monkeypatch.setattr(l1, "_FEATURE_SLICE_BYTES", 64)
     assert f"accumulate {accumulate}" in l1.float_impl()
+    assert f"tile 4x{cols}" in l1.float_impl()
     d, i = run_streamed(Q, X, 5, 30)
     assert_matches_reference(Q, X, 5, d, i)
 
 
+@pytest.mark.parametrize("cols", [2, 4])
 @pytest.mark.parametrize("use_max", [False, True])
 @pytest.mark.parametrize("impl", [i for i in _available_impls() if i != "portable"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fma_accumulation_rounds_like_the_add(impl, dtype, use_max):
+def test_fma_accumulation_rounds_like_the_add(impl, dtype, use_max, cols):
     """fma(t, 1, acc) and fma(x, -1, q) round exactly as acc + t and q - x: the FMA tiles'
-    fast sums are bit-identical to the adder's (so kappa and the bounds carry over)."""
+    fast sums are bit-identical to the adder's (so kappa and the bounds carry over); a
+    tile of 4 training rows gives every pair the same bits as the tile of 2."""
     from numba import njit
 
     wide = impl == "avx512"
-    on_add = l1._FLOAT_TILES[wide, use_max, False]
-    on_fma = l1._FLOAT_TILES[wide, use_max, True]
+    if cols == 4 and not wide:
+        pytest.skip("4 training rows: the AVX-512 tile only")
+    on_add = l1._FLOAT_TILES[wide, use_max, False, cols]
+    on_fma = l1._FLOAT_TILES[wide, use_max, True, cols]
+    narrow = l1._FLOAT_TILES[wide, use_max, False, 2]
 
     @njit
     def both(Q, X, d1):
-        return on_add(Q, X, 0, 3, 0, 1, 0, d1), on_fma(Q, X, 0, 3, 0, 1, 0, d1)
+        return on_add(Q, X, 0, 3, 0, cols - 1, 0, d1), on_fma(Q, X, 0, 3, 0, cols - 1, 0, d1)
+
+    @njit
+    def pairs_of_two(Q, X, d1):
+        return narrow(Q, X, 0, 3, 0, 3, 0, d1), narrow(Q, X, 0, 3, 2, 3, 0, d1)
 
     rng = np.random.default_rng(5)
     for D in (16, 37, 300):
         Q = (rng.standard_normal((4, D)) * 10.0 ** rng.integers(-3, 4, (4, D))).astype(dtype)
-        X = (rng.standard_normal((2, D)) * 10.0 ** rng.integers(-3, 4, (2, D))).astype(dtype)
+        X = (rng.standard_normal((cols, D)) * 10.0 ** rng.integers(-3, 4, (cols, D))).astype(dtype)
         added, fused = both(Q, X, D)
         np.testing.assert_array_equal(np.array(added), np.array(fused))
         expected = [
             (np.maximum(Q[a], X[b]) if use_max else np.abs(Q[a].astype(np.float64) - X[b])).sum()
             for a in range(4)
-            for b in range(2)
+            for b in range(cols)
         ]
         np.testing.assert_allclose(np.array(fused, np.float64), expected, rtol=1e-4)
+        if cols == 4:  # entry 4 a + b of the wide tile == entry 2 a + b % 2 of a narrow one
+            first, second = pairs_of_two(Q, X, D)
+            narrow_sums = [
+                (first, second)[b // 2][2 * a + b % 2] for a in range(4) for b in range(4)
+            ]
+            np.testing.assert_array_equal(np.array(added), np.array(narrow_sums))
+
+
+def test_float_tile_cols_choice(monkeypatch):
+    """4 training rows per AVX-512 float tile on the measured Xeon's core, 2 elsewhere and
+    for the AVX2 and portable tiles; a setting forces it; a bad setting names itself."""
+    for xeon in ("rocketlake", "sapphirerapids"):
+        monkeypatch.setattr(l1, "cpu_name", lambda xeon=xeon: xeon)
+        assert l1.float_tile_cols("avx512") == 4
+        assert l1.float_tile_cols("avx2") == l1.float_tile_cols("portable") == 2
+    for other in ("znver4", "icelake-server", "haswell"):
+        monkeypatch.setattr(l1, "cpu_name", lambda other=other: other)
+        assert l1.float_tile_cols("avx512") == 2
+    monkeypatch.setattr(settings, "l1_float_tile_cols", 4)
+    assert l1.float_tile_cols("avx512") == 4
+    assert l1.float_tile_cols("avx2") == 2
+    for bad in (3, 8, True, "4"):
+        monkeypatch.setattr(settings, "l1_float_tile_cols", bad)
+        with pytest.raises(ValueError, match="l1_float_tile_cols"):
+            l1.float_tile_cols("avx512")
 
 
 def test_float_accumulate_choice(monkeypatch):

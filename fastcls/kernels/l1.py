@@ -267,14 +267,14 @@ def _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound):
     return s00, s01, s10, s11, s20, s21, s30, s31
 
 
-def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = False):
-    """Numba intrinsic: 4 x 2 tile of float sums of ``|q_a - x_b|`` in explicit SIMD.
+def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = False, nx: int = 2):
+    """Numba intrinsic: 4 x ``nx`` tile of float sums of ``|q_a - x_b|`` in explicit SIMD.
 
     With ``use_max`` the terms are ``max(q_a, x_b)`` instead (``vmaxps``, two vector
     operations per term with the add instead of three: see "absolute bound" in the
     module docstring).
 
-    ``fsum(Q, X, qa, qlast, ja, jlast, d0, d1)`` -> UniTuple(dtype, 8), entry ``2 * a + b``
+    ``fsum(Q, X, qa, qlast, ja, jlast, d0, d1)`` -> UniTuple(dtype, 4 nx), entry ``nx a + b``
     = the fast sum of ``|Q[min(qa + a, qlast), d] - X[min(ja + b, jlast), d]|`` over the
     ``d1 - d0 >= lanes`` features ``d0 <= d < d1`` (rows of 2-D float32 / float64 arrays
     with unit inner stride), in the input precision. Written in LLVM IR with vectors of
@@ -301,9 +301,9 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = F
     from numba.core import cgutils
 
     @intrinsic
-    def fsum_4x2(typingctx, Q, X, qa, qlast, ja, jlast, d0, d1):
+    def fsum(typingctx, Q, X, qa, qlast, ja, jlast, d0, d1):
         i64s = (types.int64,) * 6
-        sig = types.UniTuple(Q.dtype, 8)(Q, X, *i64s)
+        sig = types.UniTuple(Q.dtype, 4 * nx)(Q, X, *i64s)
 
         def codegen(context, builder, signature, args):
             i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -321,9 +321,9 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = F
             D = builder.sub(d1_, d0_)
             start = builder.mul(d0_, ir.Constant(i64, esize))
             ptrs = row_pointers(builder, qarr, qa_, 4, last=qlast_, offset=start)
-            ptrs += row_pointers(builder, xarr, ja_, 2, last=jlast_, offset=start)
+            ptrs += row_pointers(builder, xarr, ja_, nx, last=jlast_, offset=start)
             zero = ir.Constant(vty, None)
-            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(4 * nx)]
             esz = ir.Constant(i64, esize)
             if on_fma:
                 fma = cgutils.get_or_insert_function(
@@ -346,8 +346,8 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = F
                         v = builder.select(mask, v, zero)
                     vecs.append(v)
                 for a in range(4):
-                    for b in range(2):
-                        acc = accs[2 * a + b]
+                    for b in range(nx):
+                        acc = accs[nx * a + b]
                         qv, xv = vecs[a], vecs[4 + b]
                         if use_max:  # select on an ordered compare: one vmaxps, no NaN fixup
                             t = builder.select(builder.fcmp_ordered(">", qv, xv), qv, xv)
@@ -390,16 +390,21 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = F
 
         return sig, codegen
 
-    return fsum_4x2
+    return fsum
 
 
-#: (AVX-512, absolute bound, on the FMA unit) -> the 4 x 2 SIMD tile
+#: (AVX-512, absolute bound, on the FMA unit, training rows) -> the SIMD tile; 4 rows
+#: only on 64-byte vectors (16 sums and 8 operands need AVX-512's 32 registers)
 _FLOAT_TILES = {
-    (wide, use_max, on_fma): _make_fsum_intrinsic(64 if wide else 32, use_max, on_fma)
+    (wide, use_max, on_fma, cols): _make_fsum_intrinsic(64 if wide else 32, use_max, on_fma, cols)
     for wide in (False, True)
     for use_max in (False, True)
     for on_fma in (False, True)
+    for cols in ((2, 4) if wide else (2,))
 }
+#: the float drivers' token code of the 4 x 4 AVX-512 tile (beyond the uint8 codes of
+#: the implementations, :data:`_UINT8_CODES`, which name the 4 x 2 tiles)
+_FLOAT_WIDE_CODE = 4
 
 
 def _tile_float(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
@@ -423,8 +428,24 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
             return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound)
 
         return portable
-    fsum = _FLOAT_TILES[code == 2, bool(bound_code & 1), bool(bound_code & 2)]
-    lanes = (64 if code == 2 else 32) // Q.dtype.bitwidth * 8
+    wide = code in (2, _FLOAT_WIDE_CODE)
+    cols = 4 if code == _FLOAT_WIDE_CODE else 2
+    fsum = _FLOAT_TILES[wide, bool(bound_code & 1), bool(bound_code & 2), cols]
+    lanes = (64 if wide else 32) // Q.dtype.bitwidth * 8
+
+    if cols == 4:  # rows shorter than a vector: two portable 4 x 2 tiles, entries 4 a + b
+
+        def simd4(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
+            if d1 - d0 < lanes:
+                a = _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound)
+                b = _tile_float_4x2(Q, X, qa, qlast, ja + 2, jlast, d0, d1, zero, bound)
+                return (
+                    a[0], a[1], b[0], b[1], a[2], a[3], b[2], b[3],
+                    a[4], a[5], b[4], b[5], a[6], a[7], b[6], b[7],
+                )  # fmt: skip
+            return fsum(Q, X, qa, qlast, ja, jlast, d0, d1)
+
+        return simd4
 
     def simd(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
         if d1 - d0 < lanes:
@@ -432,6 +453,20 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
         return fsum(Q, X, qa, qlast, ja, jlast, d0, d1)
 
     return simd
+
+
+def _float_cols(impl):
+    """Training rows per float tile of the implementation token ``impl`` (a constant)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_float_cols, jit_options={"nogil": True}, inline="always")
+def _float_cols_overload(impl):
+    code = token_code(impl)
+    if code is None:
+        return None
+    cols = 4 if code == _FLOAT_WIDE_CODE else 2
+    return lambda impl: cols
 
 
 def _filter_key(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
@@ -653,6 +688,7 @@ def _topk_float_chunk(
     # a tile are added up in float64 (the bound holds for any order and for sums
     # more accurate than the working precision)
     n_dc = max(1, D // dc)
+    cols = _float_cols(impl)
     part = np.empty((4, min(block, nx)))
     # conservative pre-filter on lower bounds of the exact distances from the fast sums
     # (:func:`_filter_key`): key <= best_d[k-1] of earlier tiles
@@ -663,11 +699,11 @@ def _topk_float_chunk(
             for i in range(n_dc):
                 d0 = i * dc
                 d1 = D if i == n_dc - 1 else d0 + dc
-                for j in range(j0, j1, 2):
+                for j in range(j0, j1, cols):
                     s = _tile_float(impl, bound, Q, X, qa, c1 - 1, j, j1 - 1, d0, d1, zero)
-                    for t in range(8):
-                        if j + (t & 1) < j1:
-                            part[t >> 1, j + (t & 1) - j0] += np.float64(s[t])
+                    for t in range(4 * cols):
+                        if j + t % cols < j1:
+                            part[t // cols, j + t % cols - j0] += np.float64(s[t])
             # nested loops, not one over 4 * (j1 - j0) pairs: its two integer divisions
             # per pair cost about a tenth of the kernel
             for qi in range(qa, min(qa + 4, c1)):
@@ -1064,12 +1100,51 @@ def float_accumulate(impl: str) -> str:
     return mode
 
 
+#: (implementation, CPU's LLVM name) pairs whose float tiles take 4 training rows
+#: instead of 2 (:func:`float_tile_cols`): fewer loads per term (8 rows per 16 sums
+#: instead of 6 per 8) and half the tile epilogues per pair. The Intel Xeon of
+#: docs/performance.md (a Sapphire/Granite Rapids core reported as ``rocketlake``),
+#: 2026-12-02, 500 q x 10000 x 3072 float32, k = 10, 2 threads, the top-k kernel alone
+#: (``python bench/bench_knn_l1.py tiles 5``, medians): 4 x 2 292.8 vs 4 x 4 260.9 ms,
+#: and 304.4 vs 266.4 ms in a second run. AMD Zen 4 (512-bit vectors as two halves) was
+#: not measured and keeps 2.
+WIDE_FLOAT_TILES = frozenset(
+    ("avx512", cpu) for cpu in ("rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids")
+)
+
+
+def float_tile_cols(impl: str) -> int:
+    """Training rows per float tile of implementation ``impl``: 4 or 2 for the AVX-512
+    tile (``settings.l1_float_tile_cols``, or (0) 4 for the pairs of
+    :data:`WIDE_FLOAT_TILES`), 2 for the AVX2 and portable tiles. The tile's shape
+    changes no fast sum (each pair keeps its own accumulator and order), so results
+    never depend on it."""
+    cols = settings.l1_float_tile_cols
+    if cols not in (0, 2, 4) or isinstance(cols, bool):
+        raise ValueError(f"l1_float_tile_cols must be 0 (auto), 2 or 4, got {cols!r}")
+    if impl != "avx512":
+        return 2
+    if cols == 0:
+        return 4 if (impl, cpu_name()) in WIDE_FLOAT_TILES else 2
+    return int(cols)
+
+
+def _float_token(impl: str) -> tuple[int, ...]:
+    """The float drivers' token for ``impl`` and its tile width (:func:`float_tile_cols`)."""
+    if float_tile_cols(impl) == 4:
+        return impl_token(_FLOAT_WIDE_CODE)
+    return impl_token(_UINT8_CODES[impl])
+
+
 def float_impl() -> str:
     """The float top-k's tile (that of :func:`uint8_impl`), its pre-filter bound setting
-    and accumulation, e.g. ``"avx512 (bound auto, accumulate fma)"``
+    and accumulation, e.g. ``"avx512 (tile 4x4, bound auto, accumulate fma)"``
     (:func:`fastcls.kernels.l1._choose_bound` decides "auto" per call from the data)."""
     impl = uint8_impl()
-    return f"{impl} (bound {settings.l1_float_bound}, accumulate {float_accumulate(impl)})"
+    return (
+        f"{impl} (tile 4x{float_tile_cols(impl)}, bound {settings.l1_float_bound}, "
+        f"accumulate {float_accumulate(impl)})"
+    )
 
 
 def as_exact_uint8(A, scratch_name=None):
@@ -1116,7 +1191,7 @@ def l1_topk_float(Q, X, offset, best_d, best_i):
         bound += 2
     m = int(settings.l1_extra_candidates)
     block, chunk = _sizes(Q)
-    token = impl_token(_UINT8_CODES[impl])
+    token = _float_token(impl)
     offset = np.int64(offset)
     zero = Q.dtype.type(0)
     if run_serial(Q.shape[0], *X.shape):
