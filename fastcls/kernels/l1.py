@@ -402,9 +402,6 @@ _FLOAT_TILES = {
     for on_fma in (False, True)
     for cols in ((2, 4) if wide else (2,))
 }
-#: the float drivers' token code of the 4 x 4 AVX-512 tile (beyond the uint8 codes of
-#: the implementations, :data:`_UINT8_CODES`, which name the 4 x 2 tiles)
-_FLOAT_WIDE_CODE = 4
 
 
 def _tile_float(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
@@ -428,8 +425,10 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
             return _tile_float_4x2(Q, X, qa, qlast, ja, jlast, d0, d1, zero, bound)
 
         return portable
-    wide = code in (2, _FLOAT_WIDE_CODE)
-    cols = 4 if code == _FLOAT_WIDE_CODE else 2
+    # the float drivers share the uint8 codes: those of the implementations name the 4 x 2
+    # tiles, the AVX-512 4 x 4 code the wide one (so _tile_cols serves both)
+    wide = code in (_UINT8_CODES["avx512"], _UINT8_WIDE_CODES["avx512"])
+    cols = 4 if code == _UINT8_WIDE_CODES["avx512"] else 2
     fsum = _FLOAT_TILES[wide, bool(bound_code & 1), bool(bound_code & 2), cols]
     lanes = (64 if wide else 32) // Q.dtype.bitwidth * 8
 
@@ -453,20 +452,6 @@ def _tile_float_overload(impl, bound, Q, X, qa, qlast, ja, jlast, d0, d1, zero):
         return fsum(Q, X, qa, qlast, ja, jlast, d0, d1)
 
     return simd
-
-
-def _float_cols(impl):
-    """Training rows per float tile of the implementation token ``impl`` (a constant)."""
-    raise NotImplementedError  # pragma: no cover - compiled through the overload below
-
-
-@overload(_float_cols, jit_options={"nogil": True}, inline="always")
-def _float_cols_overload(impl):
-    code = token_code(impl)
-    if code is None:
-        return None
-    cols = 4 if code == _FLOAT_WIDE_CODE else 2
-    return lambda impl: cols
 
 
 def _filter_key(bound, a, c, big, sq, aq, qi, sx, ax, j, kappa):
@@ -688,7 +673,7 @@ def _topk_float_chunk(
     # a tile are added up in float64 (the bound holds for any order and for sums
     # more accurate than the working precision)
     n_dc = max(1, D // dc)
-    cols = _float_cols(impl)
+    cols = _tile_cols(impl)  # the float token shares the uint8 codes (_tile_float)
     part = np.empty((4, min(block, nx)))
     # conservative pre-filter on lower bounds of the exact distances from the fast sums
     # (:func:`_filter_key`): key <= best_d[k-1] of earlier tiles
@@ -814,7 +799,8 @@ def _tile_uint8(impl, Q, X, qa, qlast, ja, jlast):
 
 
 def _tile_cols(impl):
-    """Training rows per tile of the uint8 implementation token ``impl`` (a constant)."""
+    """Training rows per tile of the implementation token ``impl`` (a constant; the uint8
+    and float drivers share the codes)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
@@ -1132,7 +1118,7 @@ def float_tile_cols(impl: str) -> int:
 def _float_token(impl: str) -> tuple[int, ...]:
     """The float drivers' token for ``impl`` and its tile width (:func:`float_tile_cols`)."""
     if float_tile_cols(impl) == 4:
-        return impl_token(_FLOAT_WIDE_CODE)
+        return impl_token(_UINT8_WIDE_CODES[impl])
     return impl_token(_UINT8_CODES[impl])
 
 
