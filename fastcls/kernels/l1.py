@@ -981,6 +981,11 @@ def uint8_impl() -> str:
     return forced
 
 
+#: LLVM names of the measured Xeon's core: the hypervisor reports it as ``rocketlake``;
+#: bare metal shows the server names of the same core (Sapphire, Emerald, Granite Rapids)
+XEON_SERVER_CORES = ("rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids")
+
+
 #: (implementation, CPU's LLVM name) pairs whose uint8 tiles take 4 training rows instead
 #: of 2 (:func:`uint8_tile_cols`), from ``python bench/bench_knn_l1.py tiles 5`` (500 q x
 #: 10000 x 3072, k = 10, 2 threads, the top-k kernel alone, medians):
@@ -996,11 +1001,7 @@ def uint8_impl() -> str:
 #: A CPU with only AVX2's 16 vector registers would spill the 4 x 4 tile's 24 vectors
 #: (16 sums, 8 operands); every CPU listed has AVX-512's 32.
 WIDE_SAD_TILES = frozenset(
-    {("avx512", "znver4"), ("avx2", "znver4")}
-    | {
-        ("avx512", cpu)
-        for cpu in ("rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids")
-    }
+    {("avx512", "znver4"), ("avx2", "znver4")} | {("avx512", cpu) for cpu in XEON_SERVER_CORES}
 )
 
 
@@ -1094,9 +1095,7 @@ def float_accumulate(impl: str) -> str:
 #: (``python bench/bench_knn_l1.py tiles 5``, medians): 4 x 2 292.8 vs 4 x 4 260.9 ms,
 #: and 304.4 vs 266.4 ms in a second run. AMD Zen 4 (512-bit vectors as two halves) was
 #: not measured and keeps 2.
-WIDE_FLOAT_TILES = frozenset(
-    ("avx512", cpu) for cpu in ("rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids")
-)
+WIDE_FLOAT_TILES = frozenset(("avx512", cpu) for cpu in XEON_SERVER_CORES)
 
 
 def float_tile_cols(impl: str) -> int:
