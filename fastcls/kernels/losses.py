@@ -493,6 +493,18 @@ def _prefetch_target(call, n_calls, n_full, n_rows, chunk):
     return m // n_full, (m % n_full) * chunk, True
 
 
+@jit(inline="always")
+def _chunk_span(ci, n_full, chunk, Dp, lanes):
+    """``(d0, nvec)`` of feature chunk ``ci`` of the SIMD passes: ``max(1, n_full)``
+    chunks of ``chunk`` features, the last also taking the remainder (D=3073: 5 x 512 +
+    528 features, not 6 x 512 + 16: a tile call of one vector paid a whole tile's
+    reduction and epilogue). The scores and the update walk the same chunks, so their
+    tile calls number alike for the prefetch (:func:`_prefetch_segment`)."""
+    d0 = ci * chunk
+    last = ci == max(1, n_full) - 1
+    return d0, ((Dp if last else d0 + chunk) - d0) // lanes
+
+
 @jit
 def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
     """Scores of the block with a SIMD micro-kernel's tile (see :func:`_scores_fn`)."""
@@ -512,12 +524,8 @@ def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
     # over it, and a group's rows, packed by its first class tile, are read from L1 by the
     # others. (Group-major first tiles streamed WT from L2 for every group: half the FMA
     # rate on AVX2 and AVX-512.)
-    # the last chunk takes the remainder (D=3073: 5 x 512 + 528 features, not 6 x 512 +
-    # 16): a tile call of one vector paid a whole tile's reduction and epilogue
-    n_chunks = max(1, n_full)
-    for ci in range(n_chunks):
-        d0 = ci * chunk
-        nvec = ((Dp if ci == n_chunks - 1 else d0 + chunk) - d0) // lanes
+    for ci in range(max(1, n_full)):
+        d0, nvec = _chunk_span(ci, n_full, chunk, Dp, lanes)
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
                 mode = PACK if c == 0 and j < full else PLAIN
@@ -562,10 +570,8 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
     n_score_calls = (nr4 // 4) * (Cp // w)
     per_chunk = 2 * n_score_calls
     n_calls = n_full * per_chunk if has_next else 0
-    n_chunks = max(1, n_full)  # the last takes the remainder, as in _scores_simd
-    for ci in range(n_chunks):
-        d0 = ci * chunk
-        nvec = ((Dp if ci == n_chunks - 1 else d0 + chunk) - d0) // lanes
+    for ci in range(max(1, n_full)):
+        d0, nvec = _chunk_span(ci, n_full, chunk, Dp, lanes)
         for j in range(0, nr4, 4):
             for c in range(0, Cp, w):
                 call = ci * per_chunk + n_score_calls + (j // 4) * (Cp // w) + c // w
