@@ -297,6 +297,11 @@ class Tunables:
     l2_uint8_shortcut: bool = True
     #: L2 float64: rank candidates with a float32 GEMM (the rerank stays exact float64)
     l2_float64_sgemm: bool = True
+    #: L2 float32 GEMM: "auto" (AMX bf16x3 where the CPU and OS allow it, else BLAS),
+    #: "blas" or "amx" (a ValueError where it cannot run)
+    l2_float_gemm: str = "auto"
+    #: L2 float32 on AMX: training rows split and packed at a time (kept in L2)
+    l2_amx_block_rows: int = 64
     #: L2 integer kernel: training rows per cache block (0: about ``l2_int_block_bytes``)
     l2_int_block_rows: int = 0
     l2_int_block_bytes: int = 24 * 1024

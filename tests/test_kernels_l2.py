@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import fastcls
 from fastcls._config import override
-from fastcls.kernels import l2
+from fastcls.kernels import amx, l2
 from fastcls.kernels.topk import new_topk
 from fastcls.reference import kneighbors_reference, pairwise_distances_reference
 
@@ -35,7 +35,11 @@ _L2_SETTINGS = {
     "TRAIN_BLOCK": "l2_train_block_rows",
     "N_EXTRA": "l2_extra_candidates",
     "SPLIT": "l2_thread_split",
+    "GEMM": "l2_float_gemm",
 }
+
+#: the float32 GEMMs this machine runs (AMX bf16x3 on Intel Xeon 4th gen and later)
+GEMMS = ("blas", "amx") if amx.amx_ready() else ("blas",)
 
 
 def l2_params(shortcut=False, **kw):
@@ -128,8 +132,9 @@ def test_topk_kernel_equals_reference(seed, D, n_x, n_q, dtype, kind, data):
     train_tile = data.draw(st.integers(1, n_x), label="train_tile")
     split = data.draw(st.sampled_from(["queries", "rows"]), label="split")
     ratio = data.draw(st.sampled_from([0.0, 3.0, np.inf]), label="uncentred_max_ratio")
+    gemm = data.draw(st.sampled_from(GEMMS), label="gemm")
     with (
-        l2_params(**SMALL_TILES, SPLIT=split),
+        l2_params(**SMALL_TILES, SPLIT=split, GEMM=gemm),
         fastcls.num_threads(2),
         override(l2_uncentred_max_ratio=ratio),
     ):

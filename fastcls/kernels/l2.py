@@ -160,6 +160,7 @@ from numba.extending import overload
 
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import blas_threads, map_chunks, scratch, single_threaded_blas
+from fastcls.kernels import amx
 from fastcls.kernels.l2int import sqeuclidean_topk_int
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, merge_sorted_topk_serial
@@ -238,8 +239,10 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
     candidate list of query ``q`` when ``s < t = min(cand_s[q, -1], t_prev[q])``.
     The test is a well-predicted branch (entries are rare once the list is full):
     measured 3x faster than a branch-free 16-wide pre-check here. Ids: ``base + j``.
+    Columns of ``G`` past ``xn``'s length (the AMX kernel's padding) are ignored.
     """
-    nq, nb = G.shape
+    nq = G.shape[0]
+    nb = xn.shape[0]
     m = cand_s.shape[1]
     for q in range(nq):
         cs = cand_s[q]
@@ -580,6 +583,22 @@ def centre_rows(
     return CentredRows(c, Xc, xn_w, xmax, False, key)
 
 
+def float_gemm() -> str:
+    """The float32 GEMM of the search: ``"amx"`` (bf16x3 on AMX tiles, :mod:`fastcls.kernels.amx`)
+    or ``"blas"`` (NumPy's sgemm), from ``settings.l2_float_gemm`` and what this CPU and OS
+    allow. Forcing ``"amx"`` where it cannot run raises ``ValueError``."""
+    mode = settings.l2_float_gemm
+    if mode not in ("auto", "blas", "amx"):
+        raise ValueError(f"l2_float_gemm must be 'auto', 'blas' or 'amx', got {mode!r}")
+    if mode == "blas":
+        return "blas"
+    if amx.amx_ready():
+        return "amx"
+    if mode == "amx":
+        raise ValueError("l2_float_gemm='amx' needs AMX-BF16 and Linux's permission for its tiles")
+    return "blas"
+
+
 def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> None:
     nq, D = Q.shape
     nx = X.shape[0]
@@ -604,13 +623,34 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
     c64 = c.astype(np.float64) if centred.uncentred else None
     wdtype = Xc.dtype.type
     u = U64 if wdtype is np.float64 else U32
-    # E = (2 gamma_D(u) |q'| R + (a + b) S) (1 + 2^-20) + E_abs (module docstring)
-    coef_cross = 2.0 * gamma(D, u) * (1.0 + 2.0**-20)
+    use_amx = wdtype is np.float32 and (3 * D + 16) * U32 < 0.5 and float_gemm() == "amx"
+    # E = (2 gamma_D(u) |q'| R + (a + b) S) (1 + 2^-20) + E_abs (module docstring); the
+    # AMX scores have their own GEMM term (fastcls.kernels.amx)
+    cross = amx.gemm_cross_coefficient(D) if use_amx else 2.0 * gamma(D, u)
+    coef_cross = cross * (1.0 + 2.0**-20)
     coef_s = (4.0 * u * (1.0 + gamma(D, u) + 2.0 * u) + gamma(4 * D + 16, U64)) * (1.0 + 2.0**-20)
     e_abs = (4 * D + 16) * (2.0**-130 if wdtype is np.float32 else 2.0**-1060)
+    if use_amx:
+        e_abs += amx.gemm_abs_error(D)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
     tb = max(_CHUNK, int(settings.l2_train_block_rows))
-    qt = _query_tile(D, tb, np.dtype(wdtype).itemsize, n_threads)
+    # AMX: the split queries (hi and lo, 4 bytes a feature) are per-thread scratch too
+    qt = _query_tile(D * (2 if use_amx else 1), tb, np.dtype(wdtype).itemsize, n_threads)
+    amx_rows = max(1, int(settings.l2_amx_block_rows))
+
+    def split_queries(
+        Qc: np.ndarray, name: str, threads: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The AMX kernel's hi / lo halves of the scaled, centred queries (None: BLAS),
+        split on ``threads`` threads (1 inside a thread of :func:`map_chunks`)."""
+        if not use_amx:
+            return None
+        shape = amx.split_shape(Qc.shape[0], D)
+        q_hi = scratch(name + "_hi", shape, np.uint16)
+        q_lo = scratch(name + "_lo", shape, np.uint16)
+        n_tiles = shape[0]
+        map_chunks(lambda a, b: amx.split_rows(Qc, 16 * a, 16 * b, q_hi, q_lo), n_tiles, threads)
+        return q_hi, q_lo
 
     def centre_queries(Qt: np.ndarray, Qc: np.ndarray, qn: np.ndarray) -> np.ndarray | None:
         """Centre and scale a query tile, turn ``qn`` into the float64 base ``|q'|^2``
@@ -633,21 +673,35 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
         with np.errstate(invalid="ignore", over="ignore"):
             return np.where(np.isfinite(kth), kth - qn + 2.0 * err, np.inf).astype(wdtype)
 
-    def select(Qc, t_prev, r0: int, r1: int, cand_s, cand_j) -> None:
-        """GEMM blocks of rows r0:r1 and the fused selection (ids relative to the tile)."""
+    def select(Qc, split, t_prev, r0: int, r1: int, cand_s, cand_j) -> None:
+        """GEMM blocks of rows r0:r1 and the fused selection (ids relative to the tile);
+        ``split``: :func:`split_queries` of ``Qc``."""
         G = None
         # a thread's GEMM block holds at most knn_train_tile_bytes of scores, like the
         # training tiles themselves (only a lowered setting reaches this bound)
         cap = int(settings.knn_train_tile_bytes) // (Qc.shape[0] * Qc.itemsize)
         n_blocks = -(-(r1 - r0) // max(_CHUNK, min(tb, cap)))
         step = -(-(r1 - r0) // n_blocks)  # equal blocks: a short last one runs slower
-        step += (-step) % _CHUNK
+        step += (-step) % (32 if split is not None else _CHUNK)
+        packed = None
+        if split is not None:
+            packed = [scratch(n, amx.pack_scratch_shape(amx_rows, D), np.uint16)
+                      for n in ("amx_b_hi", "amx_b_lo")]  # fmt: skip
         for bs in range(r0, r1, step):
             be = min(r1, bs + step)
-            if G is None or G.shape[1] != be - bs:
-                G = scratch("g", (Qc.shape[0], be - bs), wdtype)
-            np.matmul(Qc, Xc[bs:be].T, out=G)
-            _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
+            if split is None:
+                if G is None or G.shape[1] != be - bs:
+                    G = scratch("g", (Qc.shape[0], be - bs), wdtype)
+                np.matmul(Qc, Xc[bs:be].T, out=G)
+                _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
+            else:
+                assert packed is not None
+                q_hi, q_lo = split
+                width = amx.ceil32(be - bs)
+                if G is None or G.shape[1] != width:
+                    G = scratch("g", (16 * q_hi.shape[0], width), np.float32)
+                amx.bf16x3_scores(q_hi, q_lo, Xc, bs, be, G, packed[0], packed[1])
+                _select_block(G[: Qc.shape[0]], xn_w[bs:be], bs, cand_s, cand_j, t_prev)
 
     def rerank(Qt, qn, cand_s, cand_j, t_prev, err, bd, bi) -> int:
         """Exact rerank and certificate; refused queries rescanned: returns their count."""
@@ -673,7 +727,7 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
             t_prev = pruning(bd, qn, err)
             cand_s = np.full((qe - qs, m), np.inf, dtype=wdtype)
             cand_j = np.full((qe - qs, m), -1, dtype=np.int64)
-            select(Qc, t_prev, 0, nx, cand_s, cand_j)
+            select(Qc, split_queries(Qc, "q", 1), t_prev, 0, nx, cand_s, cand_j)
             n_fallback += rerank(Qt, qn, cand_s, cand_j, t_prev, err, bd, bi)
         return n_fallback
 
@@ -694,12 +748,13 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
             return 0
         err = np.concatenate(errs)
         t_prev = pruning(bd, qn, err)
+        split = split_queries(Qc, "q_shared", n_threads)
         bounds = np.linspace(0, nx, n_threads + 1).astype(int)
 
         def share(t: int, _: int) -> tuple[np.ndarray, np.ndarray]:
             cand_s = np.full((qe - qs, m), np.inf, dtype=wdtype)
             cand_j = np.full((qe - qs, m), -1, dtype=np.int64)
-            select(Qc, t_prev, int(bounds[t]), int(bounds[t + 1]), cand_s, cand_j)
+            select(Qc, split, t_prev, int(bounds[t]), int(bounds[t + 1]), cand_s, cand_j)
             return cand_s, cand_j
 
         lists = map_chunks(share, n_threads, n_threads)
@@ -775,9 +830,11 @@ def sqeuclidean_topk_uint8(Q, X, offset, best_d, best_i) -> None:
 
 def float_impl() -> str:
     """The float top-k's settings that shape it, e.g. ``"BLAS sgemm (threads split auto,
-    uncentred rows up to 3x)"``: the GEMM is NumPy's BLAS on every CPU."""
+    uncentred rows up to 3x)"``: the float32 GEMM is AMX bf16x3 where :func:`float_gemm`
+    chooses it, else NumPy's BLAS."""
+    gemm = "AMX bf16x3" if float_gemm() == "amx" else "BLAS sgemm"
     return (
-        f"BLAS sgemm (threads split {settings.l2_thread_split}, uncentred rows up to "
+        f"{gemm} (threads split {settings.l2_thread_split}, uncentred rows up to "
         f"{settings.l2_uncentred_max_ratio:g}x)"
     )
 
@@ -806,11 +863,16 @@ def selected_paths() -> dict[str, str]:
     l1_impl = l1.uint8_impl()
     l1_tile = f"4x{l1.uint8_tile_cols(l1_impl)} register tile"
     l2_impl = l2int.int_impl()
+    gemm = (
+        "AMX bf16x3 tiles (float32; float64 in float64: BLAS dgemm)"
+        if float_gemm() == "amx"
+        else "BLAS sgemm/dgemm"
+    )
     return {
         "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}, {l1_tile}",
         "l2_uint8": f"{l2_impl}: {l2int.INT_DESCRIPTIONS[l2_impl]}",
         "l2_float": (
-            "BLAS sgemm/dgemm (rows as stored or centred) + fused selection + certified "
+            f"{gemm} (rows as stored or centred) + fused selection + certified "
             f"exact rerank; threads split {settings.l2_thread_split}"
         ),
     }

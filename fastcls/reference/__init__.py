@@ -15,6 +15,8 @@ from fastcls.reference.features import (
     to_float01,
 )
 from fastcls.reference.knn import (
+    bf16_split_reference,
+    bf16x3_scores_reference,
     kneighbors_reference,
     knn_predict_reference,
     knn_vote_reference,
@@ -43,6 +45,8 @@ from fastcls.reference.model_selection import (
 from fastcls.reference.validation import all_within_reference
 
 __all__ = [
+    "bf16_split_reference",
+    "bf16x3_scores_reference",
     "all_within_reference",
     "color_histogram_hsv_reference",
     "cross_validate_knn_reference",

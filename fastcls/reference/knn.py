@@ -165,3 +165,41 @@ def knn_vote_reference(nbr_labels, nbr_dist, n_classes, weights="uniform"):
             proba[q, lab] += wj
         proba[q] /= proba[q].sum()
     return proba
+
+
+def bf16_split_reference(A):
+    """``(hi, lo)``: the bfloat16 bits (uint16) of ``bf16(A)`` and ``bf16(A - hi)``.
+
+    bfloat16 is the top half of a float32; rounding to it is to nearest, ties to even,
+    written with integer arithmetic on the float32 bits. ``A - hi`` is exact in
+    float32. Finite inputs.
+    """
+    A = np.asarray(A, dtype=np.float32)
+
+    def round_bits(V):
+        bits = V.view(np.uint32).astype(np.uint64)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        return (bits >> 16).astype(np.uint16)
+
+    hi = round_bits(A)
+    hi_value = (hi.astype(np.uint32) << 16).view(np.float32)
+    lo = round_bits((A - hi_value).astype(np.float32))
+    return hi, lo
+
+
+def bf16_value(bits):
+    """The float64 values of bfloat16 bits (uint16)."""
+    return (
+        (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16)
+        .view(np.float32)
+        .astype(np.float64)
+    )
+
+
+def bf16x3_scores_reference(Q, X):
+    """``Q_hi X_hi^T + Q_hi X_lo^T + Q_lo X_hi^T`` in float64: the three bfloat16 products the
+    AMX scores of the L2 search sum (:mod:`fastcls.kernels.amx`), without their float32
+    rounding."""
+    qh, ql = (bf16_value(b) for b in bf16_split_reference(Q))
+    xh, xl = (bf16_value(b) for b in bf16_split_reference(X))
+    return qh @ xh.T + qh @ xl.T + ql @ xh.T
