@@ -27,26 +27,29 @@ GEMMS = ["blas", "amx"] if amx.amx_ready() else ["blas"]
 
 
 def split(A):
-    hi = np.empty(amx.split_shape(A.shape[0], A.shape[1]), np.uint16)
+    """:func:`amx.pack_b_tiles` of all of A (the queries' layout)."""
+    hi = np.empty(amx.b_tiles_shape(A.shape[0], A.shape[1]), np.uint32)
     lo = np.empty_like(hi)
-    amx.split_rows(A, 0, A.shape[0], hi, lo)
+    amx.pack_b_tiles(A, 0, A.shape[0], hi, lo)
     return hi, lo
 
 
-def unpack_a(tiles, n, D):
-    """(n, D) rows back from split_rows's tile layout."""
+def unpack_b(tiles, n, D):
+    """(n, D) bfloat16 bits back from the B-tile layout ``[t, kb, p, n]`` of pairs."""
     t, kb = tiles.shape[:2]
-    return tiles.transpose(0, 2, 1, 3).reshape(16 * t, 32 * kb)[:n, :D]
+    pairs = tiles.view(np.uint16).reshape(t, kb, 16, 16, 2)  # [t, kb, p, n, e]
+    return pairs.transpose(0, 3, 1, 2, 4).reshape(16 * t, 32 * kb)[:n, :D]
 
 
 def scores(Q, X, block_rows=64, first=0, last=None):
+    """``X[first:last] . Q^T`` by the AMX kernel: (last - first, n_q) and its padding."""
     last = X.shape[0] if last is None else last
     q_hi, q_lo = split(Q)
-    G = np.full((16 * q_hi.shape[0], amx.ceil32(last - first)), np.nan, np.float32)
-    b_hi = np.empty(amx.pack_scratch_shape(block_rows, X.shape[1]), np.uint16)
-    b_lo = np.empty_like(b_hi)
-    amx.bf16x3_scores(q_hi, q_lo, X, first, last, G, b_hi, b_lo)
-    return G
+    GT = np.full((amx.ceil32(last - first), 16 * q_hi.shape[0]), np.nan, np.float32)
+    a_hi = np.empty(amx.a_tiles_shape(block_rows, X.shape[1]), np.uint16)
+    a_lo = np.empty_like(a_hi)
+    amx.bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo)
+    return GT
 
 
 def random_rows(rng, n, D, kind):
@@ -76,11 +79,11 @@ def test_split_equals_reference(seed, n, D, kind):
     A = random_rows(np.random.default_rng(seed), n, D, kind)
     hi, lo = split(A)
     ref_hi, ref_lo = bf16_split_reference(A)
-    np.testing.assert_array_equal(unpack_a(hi, n, D), ref_hi)
-    np.testing.assert_array_equal(unpack_a(lo, n, D), ref_lo)
+    np.testing.assert_array_equal(unpack_b(hi, n, D), ref_hi)
+    np.testing.assert_array_equal(unpack_b(lo, n, D), ref_lo)
     # the padding is zeros
-    assert not unpack_a(hi, hi.shape[0] * 16, hi.shape[1] * 32)[n:].any()
-    assert not unpack_a(lo, lo.shape[0] * 16, lo.shape[1] * 32)[:, D:].any()
+    assert not unpack_b(hi, hi.shape[0] * 16, hi.shape[1] * 32)[n:].any()
+    assert not unpack_b(lo, lo.shape[0] * 16, lo.shape[1] * 32)[:, D:].any()
 
 
 def test_split_reference_rounds_to_nearest_even():
@@ -115,7 +118,7 @@ def proven_bound(Q, X):
 def test_scores_within_the_proven_bound(seed, n_q, n_x, D, kind, block_rows):
     rng = np.random.default_rng(seed)
     Q, X = random_rows(rng, n_q, D, kind), random_rows(rng, n_x, D, kind)
-    G = scores(Q, X, block_rows)
+    G = scores(Q, X, block_rows).T
     exact = Q.astype(np.float64) @ X.astype(np.float64).T
     err = np.abs(G[:n_q, :n_x] - exact)
     # the float64 product itself is within gamma_D(2^-53) of the exact one
@@ -135,7 +138,7 @@ def test_scores_of_a_row_range_and_many_blocks():
     Q, X = random_rows(rng, 45, 200, "pixels"), random_rows(rng, 300, 200, "pixels")
     whole = scores(Q, X, 32)
     part = scores(Q, X, 64, first=37, last=251)
-    np.testing.assert_array_equal(part[:45, : 251 - 37], whole[:45, 37:251])
+    np.testing.assert_array_equal(part[: 251 - 37, :45], whole[37:251, :45])
 
 
 @needs_amx
@@ -144,7 +147,7 @@ def test_bound_is_close_to_what_the_hardware_reaches():
     bf16x3 product is much closer to the exact one than a plain bfloat16 product."""
     rng = np.random.default_rng(4)
     Q, X = random_rows(rng, 64, 3072, "pixels"), random_rows(rng, 64, 3072, "pixels")
-    G = scores(Q, X)[:64, :64]
+    G = scores(Q, X)[:64, :64].T
     exact = Q.astype(np.float64) @ X.astype(np.float64).T
     rel = np.abs(G - exact) / (np.abs(Q.astype(np.float64)) @ np.abs(X.astype(np.float64)).T)
     assert rel.max() <= amx.gemm_cross_coefficient(3072) / 2

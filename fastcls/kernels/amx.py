@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
 import sys
 from typing import Any
 
@@ -222,82 +221,142 @@ def _tile_dot(typingctx, acc, a, b):
 
 
 # --------------------------------------------------------------------------- splitting
-@jit(inline="always")
-def _bf16_bits(a):
-    """The bfloat16 nearest to the float32 ``a`` (ties to even), as its 16 bits in a uint32.
+@intrinsic
+def _split_bf16(typingctx, value):
+    """``(hi, lo)`` bfloat16 bits (uint16) of the float32 ``value``: ``hi`` the nearest
+    bfloat16 (ties to even), ``lo`` the one nearest ``value - hi`` (exact in float32).
 
-    Finite inputs only (the search validates them); a value within half a bfloat16 ulp of
-    float32's largest rounds to infinity, which the search's ``S <= 2^120`` excludes."""
-    bits = np.uint32(np.float32(a).view(np.uint32))
-    bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-    return bits >> np.uint32(16)
+    Written in LLVM IR on 32-bit lanes: numba's own uint32 arithmetic widens to 64
+    bits, which halved the vector width of the split loops. Finite inputs (the search
+    validates them); a value within half a bfloat16 ulp of float32's largest would round
+    to infinity, which the search's ``S <= 2^120`` excludes."""
+    if value != types.float32:
+        return None
+    sig = types.UniTuple(types.uint16, 2)(value)
 
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
 
-@jit
-def split_rows(A, first, last, hi, lo):
-    """Split the float32 rows ``A[first:last]`` and pack them into AMX A tiles.
+        i16, i32 = ir.IntType(16), ir.IntType(32)
 
-    ``hi[t, kb, r, f]`` = ``bf16(A[16 t + r, 32 kb + f])``, ``lo`` the same of ``A - hi``:
-    tile ``(t, kb)`` holds 16 rows x 32 features contiguously (1 KiB, read with a 64-byte
-    stride). ``first`` is a multiple of 16, ``last`` too or at least A's end; rows past
-    A's (every tile of ``hi`` past A when ``last`` reaches its end) and features past
-    ``D`` are zeros.
-    """
-    n, D = A.shape
-    n_kb = hi.shape[1]
-    end = hi.shape[0] if last >= n else (last + 15) // 16
-    for t in range(first // 16, end):
-        for r in range(16):
-            i = 16 * t + r
-            for kb in range(n_kb):
-                for f in range(32):
-                    d = 32 * kb + f
-                    if i < n and d < D:
-                        a = np.float32(A[i, d])
-                        h = _bf16_bits(a)
-                        res = a - np.uint32(h << np.uint32(16)).view(np.float32)
-                        hi[t, kb, r, f] = np.uint16(h)
-                        lo[t, kb, r, f] = np.uint16(_bf16_bits(res))
-                    else:
-                        hi[t, kb, r, f] = 0
-                        lo[t, kb, r, f] = 0
+        def round_bits(x):  # the float32 x rounded to bfloat16, as float32 bits
+            bits = builder.bitcast(x, i32)
+            lsb = builder.and_(builder.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
+            bits = builder.add(builder.add(bits, ir.Constant(i32, 0x7FFF)), lsb)
+            return builder.and_(bits, ir.Constant(i32, 0xFFFF0000))
 
+        hi = round_bits(args[0])
+        rest = builder.fsub(args[0], builder.bitcast(hi, ir.FloatType()))
+        lo = round_bits(rest)
+        top = [builder.trunc(builder.lshr(v, ir.Constant(i32, 16)), i16) for v in (hi, lo)]
+        return context.make_tuple(builder, signature.return_type, top)
 
-def split_shape(n_rows: int, D: int) -> tuple[int, int, int, int]:
-    """Shape of :func:`split_rows`'s ``hi`` / ``lo`` for ``n_rows`` rows of ``D`` features."""
-    return (2 * -(-n_rows // 32), ceil32(D) // 32, 16, 32)
+    return sig, codegen
 
 
 @jit
-def _pack_rows(X, first, count, b_hi, b_lo):
-    """Split rows ``X[first : first + count]`` and pack them into AMX B tiles.
+def _split_row(A, i, hi, lo):
+    """``hi[d] = bf16(A[i, d])``, ``lo[d] = bf16(A[i, d] - hi[d])`` (bits), zeros past ``D``.
 
-    ``b_hi[t, kb, p, 2 n + e]`` = hi of ``X[first + 16 t + n, 32 kb + 2 p + e]``: tile ``(t,
-    kb)`` holds 16 training rows x 32 features as 16 rows of 16 feature pairs, the layout
-    ``tdpbf16ps`` multiplies. Rows beyond ``count`` and features beyond ``D`` are zeros.
+    One branch-free pass over the row, which LLVM vectorises (a loop over the packed
+    layout with a bounds test per element was 4x slower)."""
+    D = A.shape[1]
+    for d in range(D):
+        hi[d], lo[d] = _split_bf16(np.float32(A[i, d]))
+    for d in range(D, hi.shape[0]):
+        hi[d] = 0
+        lo[d] = 0
+
+
+@jit
+def _split_a_tiles(X, first, count, a_hi, a_lo):
+    """Split rows ``X[first : first + count]`` into AMX A tiles (no transpose needed).
+
+    ``a_hi[t, kb, r, f]`` = ``bf16(X[first + 16 t + r, 32 kb + f])``, ``a_lo`` the same of
+    ``X - hi``: tile ``(t, kb)`` holds 16 rows x 32 features contiguously (1 KiB, read
+    with a 64-byte stride). Rows past ``count`` (every tile of ``a_hi``) and features
+    past ``D`` are zeros. Each 32-feature piece is split straight into its tile (one
+    vectorised loop; splitting a row first and copying it into the tiles took 1.5x the
+    time of the multiplications).
     """
     D = X.shape[1]
-    n_tiles, n_kb = b_hi.shape[0], b_hi.shape[1]
-    for t in range(n_tiles):
+    n_kb = a_hi.shape[1]
+    full = D // 32
+    for t in range(a_hi.shape[0]):
+        for r in range(16):
+            i = 16 * t + r
+            if i < count:
+                row = first + i
+                for kb in range(full):
+                    for f in range(32):
+                        a_hi[t, kb, r, f], a_lo[t, kb, r, f] = _split_bf16(
+                            np.float32(X[row, 32 * kb + f])
+                        )
+                for kb in range(full, n_kb):
+                    for f in range(32):
+                        d = 32 * kb + f
+                        if d < D:
+                            a_hi[t, kb, r, f], a_lo[t, kb, r, f] = _split_bf16(
+                                np.float32(X[row, d])
+                            )
+                        else:
+                            a_hi[t, kb, r, f] = 0
+                            a_lo[t, kb, r, f] = 0
+            else:
+                for kb in range(n_kb):
+                    for f in range(32):
+                        a_hi[t, kb, r, f] = 0
+                        a_lo[t, kb, r, f] = 0
+
+
+@jit
+def pack_b_tiles(Q, first, count, b_hi, b_lo):
+    """Split rows ``Q[first : first + count]`` and pack them into AMX B tiles.
+
+    ``b_hi[t, kb, p, n]`` (uint32) = the bfloat16 pair of ``Q[first + 16 t + n, 32 kb + 2 p
+    + e]`` (``e = 0`` in the low half), ``b_lo`` the same of ``Q - hi``: tile ``(t, kb)``
+    holds 16 rows x 32 features as 16 rows of 16 feature pairs, the layout ``tdpbf16ps``
+    multiplies. Rows past ``count`` (every tile of ``b_hi``) and features past ``D`` are
+    zeros. The queries take this layout: they are packed once per search, the training
+    rows once per block (:func:`_split_a_tiles`, a copy without the transpose).
+    """
+    n_kb = b_hi.shape[1]
+    rows_hi = np.empty((16, 32 * n_kb), dtype=np.uint16)
+    rows_lo = np.empty((16, 32 * n_kb), dtype=np.uint16)
+    for t in range(b_hi.shape[0]):
         for n in range(16):
             j = 16 * t + n
-            for kb in range(n_kb):
-                for p in range(16):
-                    for e in range(2):
-                        d = 32 * kb + 2 * p + e
-                        if j < count and d < D:
-                            a = np.float32(X[first + j, d])
-                            h = _bf16_bits(a)
-                            r = a - np.uint32(h << np.uint32(16)).view(np.float32)
-                            b_hi[t, kb, p, 2 * n + e] = np.uint16(h)
-                            b_lo[t, kb, p, 2 * n + e] = np.uint16(_bf16_bits(r))
-                        else:
-                            b_hi[t, kb, p, 2 * n + e] = 0
-                            b_lo[t, kb, p, 2 * n + e] = 0
+            if j < count:
+                _split_row(Q, first + j, rows_hi[n], rows_lo[n])
+            else:
+                rows_hi[n, :] = 0
+                rows_lo[n, :] = 0
+        for kb in range(n_kb):
+            for p in range(16):
+                d = 32 * kb + 2 * p
+                for n in range(16):
+                    b_hi[t, kb, p, n] = np.uint32(rows_hi[n, d]) | (
+                        np.uint32(rows_hi[n, d + 1]) << np.uint32(16)
+                    )
+                    b_lo[t, kb, p, n] = np.uint32(rows_lo[n, d]) | (
+                        np.uint32(rows_lo[n, d + 1]) << np.uint32(16)
+                    )
 
 
-def bf16x3_scores(q_hi, q_lo, X, first, last, G, b_hi, b_lo) -> None:
-    """``G[:, : last - first] ~= (q_hi + q_lo) . X[first:last]^T`` by bf16x3 on AMX tiles.
+def b_tiles_shape(n_rows: int, D: int) -> tuple[int, int, int, int]:
+    """Shape of :func:`pack_b_tiles`'s ``b_hi`` / ``b_lo`` (uint32) for ``n_rows`` rows: whole
+    32-row pairs of tiles."""
+    return (2 * -(-n_rows // 32), ceil32(D) // 32, 16, 16)
+
+
+def a_tiles_shape(n_rows: int, D: int) -> tuple[int, int, int, int]:
+    """Shape of the training-block scratch ``a_hi`` / ``a_lo`` (uint16) of
+    :func:`bf16x3_scores` for ``n_rows`` rows at a time."""
+    return (2 * max(1, -(-n_rows // 32)), ceil32(D) // 32, 16, 32)
+
+
+def bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo) -> None:
+    """``GT[: last - first] ~= X[first:last] . (q_hi + q_lo)^T`` by bf16x3 on AMX tiles.
 
     The compiled kernel behind it (:func:`_bf16x3_scores`, whose docstring details the
     arguments) runs only once :func:`amx_ready` has been granted: a tile instruction
@@ -305,85 +364,77 @@ def bf16x3_scores(q_hi, q_lo, X, first, last, G, b_hi, b_lo) -> None:
     """
     if not amx_ready():
         raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
-    _bf16x3_scores(q_hi, q_lo, X, first, last, G, b_hi, b_lo)
+    _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo)
 
 
 @jit
-def _bf16x3_scores(q_hi, q_lo, X, first, last, G, b_hi, b_lo):
-    """``G[:, : last - first] ~= (q_hi + q_lo) . X[first:last]^T`` by bf16x3 on AMX tiles.
+def _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo):
+    """``GT[: last - first] ~= X[first:last] . (q_hi + q_lo)^T`` by bf16x3 on AMX tiles.
 
     Parameters
     ----------
-    q_hi, q_lo : (n_q32 / 16, D32 / 32, 16, 32) uint16
-        :func:`split_rows` of the (scaled, centred) queries (:func:`split_shape`).
-    X : (n, D) float32, C-contiguous
+    q_hi, q_lo : (n_q32 / 16, D32 / 32, 16, 16) uint32
+        :func:`pack_b_tiles` of the (scaled, centred) queries (:func:`b_tiles_shape`).
+    X : (n, D) float32
         Training rows (``D <= D32``).
     first, last : int
         The rows of ``X`` scored.
-    G : (n_q32, >= ceil32(last - first)) float32, C-contiguous
-        The scores; the columns past ``last - first`` up to the next multiple of 32 are
-        written too (zero rows score 0).
-    b_hi, b_lo : (2 m, D32 / 32, 16, 32) uint16
-        Packing scratch for ``32 m`` training rows at a time (:func:`_pack_rows`).
+    GT : (>= ceil32(last - first), n_q32) float32, C-contiguous
+        The scores, one row per training row; the rows past ``last - first`` up to the
+        next multiple of 32 are written too (zero rows score 0).
+    a_hi, a_lo : (2 m, D32 / 32, 16, 32) uint16
+        Scratch for ``32 m`` training rows at a time (:func:`a_tiles_shape`): each block
+        is split once and stays in L2 while every 32 queries run over it.
     """
     n_q32 = 16 * q_hi.shape[0]
     n_kb = q_hi.shape[1]
-    g_stride = G.shape[1] * 4
-    block = 16 * b_hi.shape[0]
+    g_stride = GT.shape[1] * 4
+    block = 16 * a_hi.shape[0]
     _tile_config()
     for j0 in range(first, last, block):
         count = min(block, last - j0)
-        _pack_rows(X, j0, count, b_hi, b_lo)
+        _split_a_tiles(X, j0, count, a_hi, a_lo)
         n_pairs = (count + 31) // 32
         for q0 in range(0, n_q32, 32):
+            b0 = (q0 // 16 * n_kb) * 1024
             for jp in range(n_pairs):
                 _tile_zero(0)
                 _tile_zero(1)
                 _tile_zero(2)
                 _tile_zero(3)
+                a0 = (2 * jp * n_kb) * 1024
                 for kb in range(n_kb):
-                    a0 = ((q0 // 16 * n_kb + kb) * 512) * 2
-                    a1 = a0 + n_kb * 1024
-                    b0 = ((2 * jp * n_kb + kb) * 512) * 2
-                    b1 = b0 + n_kb * 1024
-                    # hi x hi
-                    _tile_load(4, q_hi, a0, 64)
-                    _tile_load(5, q_hi, a1, 64)
-                    _tile_load(6, b_hi, b0, 64)
-                    _tile_load(7, b_hi, b1, 64)
+                    # tiles 4, 5: training rows (16 each); 6, 7: queries (16 each)
+                    _tile_load(4, a_hi, a0 + kb * 1024, 64)
+                    _tile_load(5, a_hi, a0 + (n_kb + kb) * 1024, 64)
+                    _tile_load(6, q_hi, b0 + kb * 1024, 64)
+                    _tile_load(7, q_hi, b0 + (n_kb + kb) * 1024, 64)
                     _tile_dot(0, 4, 6)
                     _tile_dot(1, 4, 7)
                     _tile_dot(2, 5, 6)
                     _tile_dot(3, 5, 7)
-                    # hi x lo
-                    _tile_load(6, b_lo, b0, 64)
-                    _tile_load(7, b_lo, b1, 64)
+                    _tile_load(6, q_lo, b0 + kb * 1024, 64)
+                    _tile_load(7, q_lo, b0 + (n_kb + kb) * 1024, 64)
                     _tile_dot(0, 4, 6)
                     _tile_dot(1, 4, 7)
                     _tile_dot(2, 5, 6)
                     _tile_dot(3, 5, 7)
-                    # lo x hi
-                    _tile_load(4, q_lo, a0, 64)
-                    _tile_load(5, q_lo, a1, 64)
-                    _tile_load(6, b_hi, b0, 64)
-                    _tile_load(7, b_hi, b1, 64)
+                    _tile_load(4, a_lo, a0 + kb * 1024, 64)
+                    _tile_load(5, a_lo, a0 + (n_kb + kb) * 1024, 64)
+                    _tile_load(6, q_hi, b0 + kb * 1024, 64)
+                    _tile_load(7, q_hi, b0 + (n_kb + kb) * 1024, 64)
                     _tile_dot(0, 4, 6)
                     _tile_dot(1, 4, 7)
                     _tile_dot(2, 5, 6)
                     _tile_dot(3, 5, 7)
-                g0 = (q0 * G.shape[1] + (j0 - first) + 32 * jp) * 4
-                _tile_store(0, G, g0, g_stride)
-                _tile_store(1, G, g0 + 64, g_stride)
-                _tile_store(2, G, g0 + 16 * g_stride, g_stride)
-                _tile_store(3, G, g0 + 16 * g_stride + 64, g_stride)
+                g0 = ((j0 - first + 32 * jp) * GT.shape[1] + q0) * 4
+                _tile_store(0, GT, g0, g_stride)
+                _tile_store(1, GT, g0 + 64, g_stride)
+                _tile_store(2, GT, g0 + 16 * g_stride, g_stride)
+                _tile_store(3, GT, g0 + 16 * g_stride + 64, g_stride)
     _tile_release()
 
 
 def ceil32(n: int) -> int:
     """``n`` rounded up to a multiple of 32."""
     return -(-n // 32) * 32
-
-
-def pack_scratch_shape(block_rows: int, D: int) -> tuple[int, int, int, int]:
-    """Shape of each of ``bf16x3_scores``'s packing buffers for ``block_rows`` rows."""
-    return (2 * max(1, math.ceil(block_rows / 32)), ceil32(D) // 32, 16, 32)

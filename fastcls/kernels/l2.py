@@ -239,10 +239,8 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
     candidate list of query ``q`` when ``s < t = min(cand_s[q, -1], t_prev[q])``.
     The test is a well-predicted branch (entries are rare once the list is full):
     measured 3x faster than a branch-free 16-wide pre-check here. Ids: ``base + j``.
-    Columns of ``G`` past ``xn``'s length (the AMX kernel's padding) are ignored.
     """
-    nq = G.shape[0]
-    nb = xn.shape[0]
+    nq, nb = G.shape
     m = cand_s.shape[1]
     for q in range(nq):
         cs = cand_s[q]
@@ -254,6 +252,28 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
             if v < t:
                 insert_sorted(cs, cj, v, base + j)
                 t = min(cs[m - 1], tp)
+
+
+@jit
+def _select_block_t(GT, xn, base, cand_s, cand_j, t_prev):
+    """:func:`_select_block` over a transposed block ``GT[j, q]`` (the AMX kernel's layout).
+
+    Each query still sees the rows in increasing order and the same float32 values
+    ``xn[j] + GT[j, q]``, so the candidates are those of :func:`_select_block` on ``GT.T``.
+    Rows of ``GT`` past ``xn``'s length and columns past the queries (padding) are ignored.
+    """
+    nq = cand_s.shape[0]
+    m = cand_s.shape[1]
+    t = np.empty(nq, dtype=cand_s.dtype)
+    for q in range(nq):
+        t[q] = min(cand_s[q, m - 1], t_prev[q])
+    for j in range(xn.shape[0]):
+        x = xn[j]
+        for q in range(nq):
+            v = x + GT[j, q]
+            if v < t[q]:
+                insert_sorted(cand_s[q], cand_j[q], v, base + j)
+                t[q] = min(cand_s[q, m - 1], t_prev[q])
 
 
 def _sq_exact(A, i, B, j):
@@ -641,15 +661,19 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
     def split_queries(
         Qc: np.ndarray, name: str, threads: int
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The AMX kernel's hi / lo halves of the scaled, centred queries (None: BLAS),
-        split on ``threads`` threads (1 inside a thread of :func:`map_chunks`)."""
+        """The AMX kernel's hi / lo tiles of the scaled, centred queries (None: BLAS),
+        packed on ``threads`` threads (1 inside a thread of :func:`map_chunks`)."""
         if not use_amx:
             return None
-        shape = amx.split_shape(Qc.shape[0], D)
-        q_hi = scratch(name + "_hi", shape, np.uint16)
-        q_lo = scratch(name + "_lo", shape, np.uint16)
-        n_tiles = shape[0]
-        map_chunks(lambda a, b: amx.split_rows(Qc, 16 * a, 16 * b, q_hi, q_lo), n_tiles, threads)
+        shape = amx.b_tiles_shape(Qc.shape[0], D)
+        q_hi = scratch(name + "_hi", shape, np.uint32)
+        q_lo = scratch(name + "_lo", shape, np.uint32)
+
+        def pack(a: int, b: int) -> None:
+            count = max(0, min(16 * (b - a), Qc.shape[0] - 16 * a))
+            amx.pack_b_tiles(Qc, 16 * a, count, q_hi[a:b], q_lo[a:b])
+
+        map_chunks(pack, shape[0], threads)
         return q_hi, q_lo
 
     def centre_queries(Qt: np.ndarray, Qc: np.ndarray, qn: np.ndarray) -> np.ndarray | None:
@@ -685,8 +709,8 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
         step += (-step) % (32 if split is not None else _CHUNK)
         packed = None
         if split is not None:
-            packed = [scratch(n, amx.pack_scratch_shape(amx_rows, D), np.uint16)
-                      for n in ("amx_b_hi", "amx_b_lo")]  # fmt: skip
+            packed = [scratch(n, amx.a_tiles_shape(amx_rows, D), np.uint16)
+                      for n in ("amx_a_hi", "amx_a_lo")]  # fmt: skip
         for bs in range(r0, r1, step):
             be = min(r1, bs + step)
             if split is None:
@@ -697,11 +721,11 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
             else:
                 assert packed is not None
                 q_hi, q_lo = split
-                width = amx.ceil32(be - bs)
-                if G is None or G.shape[1] != width:
-                    G = scratch("g", (16 * q_hi.shape[0], width), np.float32)
+                rows = amx.ceil32(be - bs)
+                if G is None or G.shape[0] != rows:
+                    G = scratch("g", (rows, 16 * q_hi.shape[0]), np.float32)
                 amx.bf16x3_scores(q_hi, q_lo, Xc, bs, be, G, packed[0], packed[1])
-                _select_block(G[: Qc.shape[0]], xn_w[bs:be], bs, cand_s, cand_j, t_prev)
+                _select_block_t(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
 
     def rerank(Qt, qn, cand_s, cand_j, t_prev, err, bd, bi) -> int:
         """Exact rerank and certificate; refused queries rescanned: returns their count."""
