@@ -345,6 +345,9 @@ def interleaved_table(reps: int = 5, threads: int = 2) -> None:
     fastcls.set_num_threads(threads)
     print(selected_paths(), "faiss SIMD level:", faiss_simd_level())
 
+    from fastcls._config import override
+    from fastcls.kernels.l2 import float_gemm
+
     def row(name, Q, X, metric, faiss_too=True, extra=None):
         y = np.arange(len(X)) % 2
         model = fastcls.KNearestNeighbor(k=K, metric=metric).fit(X, y)
@@ -352,6 +355,13 @@ def interleaved_table(reps: int = 5, threads: int = 2) -> None:
             "fitted": lambda: model.kneighbors(Q),
             "kneighbors": lambda: fastcls.kneighbors(Q, X, K, metric),
         }
+        if metric == "l2" and Q.dtype != np.uint8 and float_gemm() == "amx":
+
+            def fitted_blas():  # the same search with the BLAS sgemm, for comparison
+                with override(l2_float_gemm="blas"):
+                    return model.kneighbors(Q)
+
+            runs["fitted-blas"] = fitted_blas
         if faiss_too:
             Qf = np.ascontiguousarray(Q, np.float32)
             Xf = np.ascontiguousarray(X, np.float32)

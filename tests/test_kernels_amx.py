@@ -103,7 +103,7 @@ def proven_bound(Q, X):
     """|G - Q.X^T| bound of fastcls.kernels.amx (per entry, from the entries' magnitudes)."""
     D = Q.shape[1]
     mag = np.abs(Q.astype(np.float64)) @ np.abs(X.astype(np.float64)).T
-    return (1.02 * gamma(3 * D, U32) + 3.01 * 2.0**-16) * mag + amx.gemm_abs_error(D) * 2.0**60
+    return (1.02 * gamma(3 * D, U32) + 3.01 * 2.0**-16) * mag + amx.gemm_abs_error(D)
 
 
 @needs_amx
@@ -155,6 +155,20 @@ def test_bound_is_close_to_what_the_hardware_reaches():
     xh = bf16_split_reference(X)[0].astype(np.uint32) << 16
     plain = hi.view(np.float32).astype(np.float64) @ xh.view(np.float32).astype(np.float64).T
     assert np.abs(G - exact).max() < np.abs(plain - exact).max() / 16
+
+
+@needs_amx
+def test_accumulation_rounds_to_nearest_even():
+    """The error bound takes the SDM's word that tdpbf16ps rounds to nearest even: probe it.
+
+    Scores ``1 + t`` with ``t`` a bfloat16 (so the lo halves are zero), in units of
+    ``u = 2^-24``: 1.5u rounds up (truncation would keep 1), u and 3u are ties that go to
+    the even neighbour (1 and 1 + 4u)."""
+    u = 2.0**-24
+    X = np.array([[1.0, 1.0]], np.float32)
+    for t, expected in ((1.5 * u, 2 * u), (u, 0.0), (3 * u, 4 * u), (0.75 * u, 0.0)):
+        Q = np.array([[1.0, t]], np.float32)
+        assert float(scores(Q, X)[0, 0]) - 1.0 == expected
 
 
 def test_scores_refuse_to_run_without_the_tiles(monkeypatch):

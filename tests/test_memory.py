@@ -21,6 +21,7 @@ import pytest
 import fastcls
 from fastcls import _runtime
 from fastcls._config import override, settings
+from fastcls.kernels import amx
 
 
 @pytest.fixture(autouse=True)
@@ -201,6 +202,11 @@ def test_peak_memory_of_a_search_is_inputs_plus_tiles(case):
     # inputs reach (the parallel finiteness scan): Python objects and arena memory of the
     # compiler, 1-3 MB live and 15-30 MB resident, absent from the second, cached run.
     bound = (2 * tile if case == "float" else tile) + 4 * 2**20
+    if case == "float" and amx.amx_ready():
+        # the AMX GEMM's own scratch: the queries split into bfloat16 halves (as large as
+        # the centred queries, 1.7 MB) and a training block's halves per thread (0.5 MB);
+        # 12.6 MB measured in all
+        bound += 3 * 2**20
     runs = [measure()]
     if runs[0]["peak"] > bound or runs[0]["retained"] > 3 * 2**20 or runs[0]["live"] > 2**20:
         runs.append(measure())
