@@ -259,3 +259,98 @@ def test_search_reports_the_amx_path():
     assert "AMX" in l2.selected_paths()["l2_float"]
     with override(l2_float_gemm="blas"):
         assert "AMX" not in l2.selected_paths()["l2_float"]
+
+
+# --------------------------------------------------------------------------- int8 (uint8 L2)
+def int8_search(Q, X, k, chunk=16):
+    from fastcls.kernels import l2int
+    from fastcls.kernels.topk import new_topk
+
+    best_d, best_i = new_topk(Q.shape[0], k)
+    with override(l2_uint8_impl="amx"):
+        impl, Qs, qn, xn, xc = l2int._prepare(Q, X)
+        assert impl == "amx"
+        amx.topk_int8(Qs, X, qn, xn - 2 * xc, np.int64(0), best_d, best_i, chunk)
+    return best_d, best_i
+
+
+@needs_amx
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 40),
+    st.integers(1, 90),
+    st.sampled_from([1, 3, 63, 64, 65, 127, 128, 200]),
+    st.sampled_from(["random", "extremes", "duplicates"]),
+)
+def test_int8_tiles_equal_reference(seed, n_q, n_x, D, kind):
+    rng = np.random.default_rng(seed)
+    if kind == "extremes":
+        Q = rng.choice([0, 255], (n_q, D)).astype(np.uint8)
+        X = rng.choice([0, 255], (n_x, D)).astype(np.uint8)
+    else:
+        Q = rng.integers(0, 256, (n_q, D), dtype=np.uint8)
+        X = rng.integers(0, 256, (n_x, D), dtype=np.uint8)
+        if kind == "duplicates":
+            X[rng.integers(0, n_x, n_x)] = X[rng.integers(0, n_x, n_x)]
+            Q[: n_q // 2] = X[rng.integers(0, n_x, n_q // 2)]
+    k = min(5, n_x)
+    d, i = int8_search(Q, X, k)
+    dr, ir = kneighbors_reference(Q, X, k, "sqeuclidean")
+    np.testing.assert_array_equal(i, ir)
+    np.testing.assert_array_equal(d, dr)
+
+
+@needs_amx
+@pytest.mark.parametrize("q_value", [0, 255])
+def test_int8_tiles_exact_at_the_largest_feature_count(q_value):
+    """int32 accumulators: 65536 features of 255 against queries of 0 or 255 (shifted to
+    -128 or 127) are the extremes of the dot product, ``128 * 255 * 65536 < 2^31``."""
+    from fastcls.kernels import l2int
+
+    D = l2int.AMX_MAX_FEATURES
+    X = np.full((20, D), 255, np.uint8)
+    X[::3] = 0
+    X[1, :100] = 254
+    Q = np.full((3, D), q_value, np.uint8)
+    d, i = int8_search(Q, X, 4)
+    dr, ir = kneighbors_reference(Q, X, 4, "sqeuclidean")
+    np.testing.assert_array_equal(i, ir)
+    np.testing.assert_array_equal(d, dr)
+
+
+_GUARD_SCRIPT = r"""
+import ctypes, mmap, sys
+import numpy as np
+from fastcls.kernels import amx
+sys.path.insert(0, sys.argv[1])
+from test_kernels_amx import int8_search
+page = mmap.PAGESIZE
+buf = mmap.mmap(-1, 2 * page)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(ctypes.c_void_p(addr + page), page, 0) == 0  # PROT_NONE
+for D in (100, 63, 130):
+    n = (page // D) - 1
+    X = np.frombuffer(buf, np.uint8, n * D, page - n * D).reshape(n, D)  # ends at the guard
+    X[:] = np.random.default_rng(D).integers(0, 256, X.shape, dtype=np.uint8)
+    Q = np.ascontiguousarray(X[:5][::-1])
+    d, i = int8_search(Q, X, 3)
+    assert (i[:, 0] == np.arange(4, -1, -1)).all(), i
+print("ok")
+"""
+
+
+@needs_amx
+def test_int8_tiles_never_read_past_the_rows(tmp_path):
+    """Rows that end at a page the process may not read (D not a multiple of 64): the
+    tiles read whole 64-byte pieces, so the last rows must come from a padded copy."""
+    import os
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(
+        [sys.executable, "-c", _GUARD_SCRIPT, tests], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

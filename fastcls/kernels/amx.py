@@ -1,4 +1,18 @@
-"""The L2 float32 GEMM on Intel AMX tiles: three bfloat16 products per float32 product.
+"""L2 k-NN on Intel AMX tiles: the float32 GEMM as three bfloat16 products, and exact
+integer distances of uint8 rows.
+
+The integer kernel (:func:`topk_int8`, chosen by :mod:`fastcls.kernels.l2int` as its
+``"amx"`` implementation) multiplies the uint8 training rows, read in place, by the
+queries shifted to int8 (``q - 128``, as the VNNI tile does) with ``tdpbusd``: 16 x 16 x
+64 multiply-adds per instruction into int32, exact for up to 65536 features
+(``128 * 255 * 65536 < 2^31``), so its distances are the same integers as every other
+implementation's. Blocks of 32 rows x 32 queries; a block's 1024 distances are tested
+against the queries' k-th distances in one vectorised pass before any insertion.
+Rows read in place take whole 64-byte pieces (the queries' zero padding cancels the
+bytes past ``D``); the last rows of an array, whose pieces would cross its end, are
+copied into a padded block first.
+
+The float kernel:
 
 Intel's server cores from Sapphire Rapids on have AMX: eight 1 KiB tile registers and
 ``tdpbf16ps``, which multiplies a 16 x 32 bfloat16 tile by a 32 x 16 one into 16 x 16
@@ -63,28 +77,35 @@ import sys
 from typing import Any
 
 import numpy as np
-from numba import types
+from numba import prange, types
 from numba.extending import intrinsic
 
 from fastcls._config import jit
 from fastcls.kernels.rounding import U32, gamma
+from fastcls.kernels.topk import insert_sorted
 
 #: CPU features (LLVM names) the kernels need
-REQUIRED_FEATURES = ("amx-tile", "amx-bf16")
+REQUIRED_FEATURES = ("amx-tile", "amx-bf16", "amx-int8")
 
 _ARCH_REQ_XCOMP_PERM = 0x1023
 _XFEATURE_XTILEDATA = 18
 _SYS_ARCH_PRCTL = 158  # x86-64
 
 
-@functools.lru_cache(maxsize=1)
 def amx_ready() -> bool:
     """Whether this process can run the AMX kernels: the CPU numba compiles for has
-    AMX-BF16 and Linux granted the tile state (asked once, on the first call)."""
-    from fastcls._runtime import cpu_features
+    AMX-BF16 and AMX-INT8 (:func:`fastcls._runtime.cpu_features`, so ``NUMBA_CPU_NAME`` /
+    ``NUMBA_CPU_FEATURES`` without them turn AMX off) and Linux granted the tile state
+    (asked once, on the first call that needs it)."""
+    from fastcls import _runtime
 
-    if not all(f in cpu_features() for f in REQUIRED_FEATURES):
-        return False
+    have = _runtime.cpu_features()
+    return all(f in have for f in REQUIRED_FEATURES) and _tiles_granted()
+
+
+@functools.lru_cache(maxsize=1)
+def _tiles_granted() -> bool:
+    """Ask Linux for the AMX tile state of this process (once); whether it was granted."""
     if not sys.platform.startswith("linux"):
         return False
     import platform
@@ -447,3 +468,156 @@ def _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo):
 def ceil32(n: int) -> int:
     """``n`` rounded up to a multiple of 32."""
     return -(-n // 32) * 32
+
+
+# --------------------------------------------------------------------------- int8 (exact L2)
+@intrinsic(prefer_literal=True)
+def _tile_dot_u8s8(typingctx, acc, a, b):
+    """``tdpbusd tmm<acc>, tmm<a>, tmm<b>``: ``acc += a . b``, unsigned bytes of ``a`` times
+    signed bytes of ``b``, groups of four summed into int32 (exact, no saturation)."""
+    if not all(isinstance(t, types.IntegerLiteral) for t in (acc, a, b)):
+        return None
+    numbers = (acc.literal_value, a.literal_value, b.literal_value)
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        i8 = ir.IntType(8)
+        fn = _declare(builder, "llvm.x86.tdpbusd", ir.VoidType(), [i8, i8, i8])
+        builder.call(fn, [ir.Constant(i8, n) for n in numbers])
+        return context.get_dummy_value()
+
+    return types.void(acc, a, b), codegen
+
+
+@jit
+def pack_int8_b_tiles(Qs, first, count, b):
+    """Rows ``Qs[first : first + count]`` (bytes) packed into AMX int8 B tiles.
+
+    ``b[t, kb, p, n]`` (uint32) = the four bytes ``Qs[first + 16 t + n, 64 kb + 4 p + e]``,
+    ``e = 0`` lowest: tile ``(t, kb)`` holds 16 rows x 64 features, the layout
+    ``tdpbusd`` multiplies. Rows past ``count`` and features past ``D`` are zeros.
+    """
+    D = Qs.shape[1]
+    n_kb = b.shape[1]
+    for t in range(b.shape[0]):
+        for n in range(16):
+            j = 16 * t + n
+            for kb in range(n_kb):
+                for p in range(16):
+                    v = np.uint32(0)
+                    if j < count:
+                        for e in range(4):
+                            d = 64 * kb + 4 * p + e
+                            if d < D:
+                                v |= np.uint32(Qs[first + j, d]) << np.uint32(8 * e)
+                    b[t, kb, p, n] = v
+
+
+@jit(inline="always")
+def _tile_in_place(r, n_rows, D, n_kb):
+    """Whether the 16-row A tile at row ``r`` of a C-contiguous ``(n_rows, D)`` byte array
+    can be read in place: every row reads ``64 n_kb`` bytes (past ``D`` into the next row
+    when ``D`` is not a multiple of 64, where the queries' zero padding cancels them), and
+    the last row's read must stay inside the array."""
+    return r + 16 <= n_rows and (r + 15) * D + 64 * n_kb <= n_rows * D
+
+
+def topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1) -> None:
+    """:func:`_topk_int8_chunk` on the calling thread, once :func:`amx_ready` is granted."""
+    if not amx_ready():
+        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+    X = np.ascontiguousarray(X)  # the tiles read rows in place with a stride of D bytes
+    _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1)
+
+
+def topk_int8(Qs, X, qn, w, offset, best_d, best_i, chunk) -> None:
+    """:func:`_topk_int8_kernel` (chunks of queries in parallel), once :func:`amx_ready`
+    is granted."""
+    if not amx_ready():
+        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+    X = np.ascontiguousarray(X)  # the tiles read rows in place with a stride of D bytes
+    _topk_int8_kernel(Qs, X, qn, w, offset, best_d, best_i, chunk)
+
+
+@jit
+def _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1):
+    """Exact squared-L2 top-k of queries ``c0:c1`` over uint8 rows ``X`` on AMX int8 tiles.
+
+    ``Qs``: the queries' bytes shifted by 128 (``q ^ 0x80``, read as int8), ``qn`` their
+    int64 norms, ``w = |x|^2 - 256 sum(x)`` per row, so ``d = qn + w - 2 q_s.x`` exactly
+    (int32 dot products: ``|q_s x| <= 128 * 255`` per feature, at most 65536 features).
+    Each query sees the rows in increasing order (ties keep the lower index).
+    """
+    nq = c1 - c0
+    nx, D = X.shape
+    k = best_d.shape[1]
+    n_kb = (D + 63) // 64
+    n_qt = 2 * ((nq + 31) // 32)
+    b = np.empty((n_qt, n_kb, 16, 16), dtype=np.uint32)
+    pack_int8_b_tiles(Qs, c0, nq, b)
+    pad = np.zeros((32, 64 * n_kb), dtype=np.uint8)
+    dots = np.empty((32, 32), dtype=np.int32)
+    thr = np.empty(32, dtype=np.float64)
+    _tile_config()
+    for j0 in range(0, nx, 32):
+        in_place0 = _tile_in_place(j0, nx, D, n_kb)
+        in_place1 = _tile_in_place(j0 + 16, nx, D, n_kb)
+        if not (in_place0 and in_place1):
+            pad[:] = 0
+            for r in range(min(32, nx - j0)):
+                for d in range(D):
+                    pad[r, d] = X[j0 + r, d]
+        for qp in range(n_qt // 2):
+            _tile_zero(0)
+            _tile_zero(1)
+            _tile_zero(2)
+            _tile_zero(3)
+            for kb in range(n_kb):
+                if in_place0:
+                    _tile_load(4, X, j0 * D + 64 * kb, D)
+                else:
+                    _tile_load(4, pad, 64 * kb, 64 * n_kb)
+                if in_place1:
+                    _tile_load(5, X, (j0 + 16) * D + 64 * kb, D)
+                else:
+                    _tile_load(5, pad, 16 * 64 * n_kb + 64 * kb, 64 * n_kb)
+                _tile_load(6, b, ((2 * qp) * n_kb + kb) * 1024, 64)
+                _tile_load(7, b, ((2 * qp + 1) * n_kb + kb) * 1024, 64)
+                _tile_dot_u8s8(0, 4, 6)
+                _tile_dot_u8s8(1, 4, 7)
+                _tile_dot_u8s8(2, 5, 6)
+                _tile_dot_u8s8(3, 5, 7)
+            _tile_store(0, dots, 0, 128)
+            _tile_store(1, dots, 64, 128)
+            _tile_store(2, dots, 16 * 128, 128)
+            _tile_store(3, dots, 16 * 128 + 64, 128)
+            q_first = c0 + 32 * qp
+            n_qc = min(32, c1 - q_first)
+            for qc in range(n_qc):
+                thr[qc] = best_d[q_first + qc, k - 1]
+            for jr in range(min(32, nx - j0)):
+                j = j0 + jr
+                wj = w[j]
+                hit = False
+                for qc in range(n_qc):  # one vectorised test of the 32 queries first
+                    e = np.float64(qn[q_first + qc] + wj - 2 * np.int64(dots[jr, qc]))
+                    hit |= e < thr[qc]
+                if not hit:
+                    continue
+                for qc in range(n_qc):
+                    qi = q_first + qc
+                    e = np.float64(qn[qi] + wj - 2 * np.int64(dots[jr, qc]))
+                    if e < thr[qc]:
+                        insert_sorted(best_d[qi], best_i[qi], e, offset + j)
+                        thr[qc] = best_d[qi, k - 1]
+    _tile_release()
+
+
+@jit(parallel=True)
+def _topk_int8_kernel(Qs, X, qn, w, offset, best_d, best_i, chunk):
+    """:func:`_topk_int8_chunk` over chunks of ``chunk`` queries, in parallel."""
+    nq = Qs.shape[0]
+    for ch in prange((nq + chunk - 1) // chunk):
+        c0 = ch * chunk
+        _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, min(c0 + chunk, nq))
