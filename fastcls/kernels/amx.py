@@ -232,22 +232,39 @@ _tile_load = intrinsic(prefer_literal=True)(_tile_load_typer)
 _tile_store = intrinsic(prefer_literal=True)(_tile_store_typer)
 
 
-@intrinsic(prefer_literal=True)
-def _tile_dot(typingctx, acc, a, b):
-    """``tdpbf16ps tmm<acc>, tmm<a>, tmm<b>``: ``acc += a . b`` (bfloat16 pairs)."""
-    if not all(isinstance(t, types.IntegerLiteral) for t in (acc, a, b)):
-        return None
-    numbers = (acc.literal_value, a.literal_value, b.literal_value)
+def _block_products(name: str):
+    """Intrinsic typer ``f()``: the four tile products ``name`` (``tdpbf16ps``, ``tdpbusd``)
+    of a 32 x 32 block, accumulators 0-3 += (A tiles 4, 5) x (B tiles 6, 7):
+    ``0 += 4 . 6``, ``1 += 4 . 7``, ``2 += 5 . 6``, ``3 += 5 . 7``."""
 
-    def codegen(context, builder, signature, args):
-        from llvmlite import ir
+    def typer(typingctx):
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
 
-        i8 = ir.IntType(8)
-        fn = _declare(builder, "llvm.x86.tdpbf16ps", ir.VoidType(), [i8, i8, i8])
-        builder.call(fn, [ir.Constant(i8, n) for n in numbers])
-        return context.get_dummy_value()
+            i8 = ir.IntType(8)
+            fn = _declare(builder, name, ir.VoidType(), [i8, i8, i8])
+            for acc, a, b in ((0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)):
+                builder.call(fn, [ir.Constant(i8, acc), ir.Constant(i8, a), ir.Constant(i8, b)])
+            return context.get_dummy_value()
 
-    return types.void(acc, a, b), codegen
+        return types.void(), codegen
+
+    return typer
+
+
+def _block_dots_bf16_typer(typingctx):
+    """``tdpbf16ps`` x 4: bfloat16 pairs multiplied and added into float32."""
+    return _block_products("llvm.x86.tdpbf16ps")(typingctx)
+
+
+def _block_dots_u8s8_typer(typingctx):
+    """``tdpbusd`` x 4: unsigned bytes of the A tiles times signed bytes of the B tiles,
+    groups of four summed into int32 (exact, no saturation)."""
+    return _block_products("llvm.x86.tdpbusd")(typingctx)
+
+
+_block_dots_bf16 = intrinsic(_block_dots_bf16_typer)
+_block_dots_u8s8 = intrinsic(_block_dots_u8s8_typer)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -439,24 +456,15 @@ def _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo):
                     _tile_load(5, a_hi, a0 + (n_kb + kb) * 1024, 64)
                     _tile_load(6, q_hi, b0 + kb * 1024, 64)
                     _tile_load(7, q_hi, b0 + (n_kb + kb) * 1024, 64)
-                    _tile_dot(0, 4, 6)
-                    _tile_dot(1, 4, 7)
-                    _tile_dot(2, 5, 6)
-                    _tile_dot(3, 5, 7)
+                    _block_dots_bf16()
                     _tile_load(6, q_lo, b0 + kb * 1024, 64)
                     _tile_load(7, q_lo, b0 + (n_kb + kb) * 1024, 64)
-                    _tile_dot(0, 4, 6)
-                    _tile_dot(1, 4, 7)
-                    _tile_dot(2, 5, 6)
-                    _tile_dot(3, 5, 7)
+                    _block_dots_bf16()
                     _tile_load(4, a_lo, a0 + kb * 1024, 64)
                     _tile_load(5, a_lo, a0 + (n_kb + kb) * 1024, 64)
                     _tile_load(6, q_hi, b0 + kb * 1024, 64)
                     _tile_load(7, q_hi, b0 + (n_kb + kb) * 1024, 64)
-                    _tile_dot(0, 4, 6)
-                    _tile_dot(1, 4, 7)
-                    _tile_dot(2, 5, 6)
-                    _tile_dot(3, 5, 7)
+                    _block_dots_bf16()
                 g0 = ((j0 - first + 32 * jp) * GT.shape[1] + q0) * 4
                 _tile_store(0, GT, g0, g_stride)
                 _tile_store(1, GT, g0 + 64, g_stride)
@@ -471,25 +479,6 @@ def ceil32(n: int) -> int:
 
 
 # --------------------------------------------------------------------------- int8 (exact L2)
-@intrinsic(prefer_literal=True)
-def _tile_dot_u8s8(typingctx, acc, a, b):
-    """``tdpbusd tmm<acc>, tmm<a>, tmm<b>``: ``acc += a . b``, unsigned bytes of ``a`` times
-    signed bytes of ``b``, groups of four summed into int32 (exact, no saturation)."""
-    if not all(isinstance(t, types.IntegerLiteral) for t in (acc, a, b)):
-        return None
-    numbers = (acc.literal_value, a.literal_value, b.literal_value)
-
-    def codegen(context, builder, signature, args):
-        from llvmlite import ir
-
-        i8 = ir.IntType(8)
-        fn = _declare(builder, "llvm.x86.tdpbusd", ir.VoidType(), [i8, i8, i8])
-        builder.call(fn, [ir.Constant(i8, n) for n in numbers])
-        return context.get_dummy_value()
-
-    return types.void(acc, a, b), codegen
-
-
 @jit
 def pack_int8_b_tiles(Qs, first, count, b):
     """Rows ``Qs[first : first + count]`` (bytes) packed into AMX int8 B tiles.
@@ -584,10 +573,7 @@ def _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1):
                     _tile_load(5, pad, 16 * 64 * n_kb + 64 * kb, 64 * n_kb)
                 _tile_load(6, b, ((2 * qp) * n_kb + kb) * 1024, 64)
                 _tile_load(7, b, ((2 * qp + 1) * n_kb + kb) * 1024, 64)
-                _tile_dot_u8s8(0, 4, 6)
-                _tile_dot_u8s8(1, 4, 7)
-                _tile_dot_u8s8(2, 5, 6)
-                _tile_dot_u8s8(3, 5, 7)
+                _block_dots_u8s8()
             _tile_store(0, dots, 0, 128)
             _tile_store(1, dots, 64, 128)
             _tile_store(2, dots, 16 * 128, 128)
