@@ -405,18 +405,40 @@ def a_tiles_shape(n_rows: int, D: int) -> tuple[int, int, int, int]:
 def bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo) -> None:
     """``GT[: last - first] ~= X[first:last] . (q_hi + q_lo)^T`` by bf16x3 on AMX tiles.
 
-    The compiled kernel behind it (:func:`_bf16x3_scores`, whose docstring details the
-    arguments) runs only once :func:`amx_ready` has been granted: a tile instruction
-    without the operating system's permission kills the process (``SIGILL``).
+    The scores themselves, for tests and diagnostics; the search selects from them as
+    they come out of the tiles (:func:`bf16x3_select`). The compiled kernel
+    (:func:`_bf16x3_kernel`, whose docstring details the arguments) runs only once
+    :func:`amx_ready` has been granted: a tile instruction without the operating
+    system's permission kills the process (``SIGILL``).
     """
     if not amx_ready():
         raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
-    _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo)
+    no_xn = np.empty(0, np.float32)
+    no_s = np.empty((0, 1), np.float32)
+    no_j = np.empty((0, 1), np.int64)
+    _bf16x3_kernel(q_hi, q_lo, X, first, last, GT, no_xn, no_s, no_j, no_xn, a_hi, a_lo)
+
+
+def bf16x3_select(q_hi, q_lo, X, first, last, xn, cand_s, cand_j, t_prev, a_hi, a_lo) -> None:
+    """The fused selection of the L2 search over rows ``X[first:last]``, scored by bf16x3.
+
+    ``s = xn[j] + score(j, q)`` (float32, the scores of :func:`bf16x3_scores`) enters the
+    sorted candidate list of query ``q`` (``cand_s``, ``cand_j``: ids ``j``) when it is
+    below ``min(cand_s[q, -1], t_prev[q])``, as :func:`fastcls.kernels.l2._select_block`
+    does on a block of sgemm scores: each query sees the rows in increasing order and the
+    same float32 values, so the candidates are the same. Checks :func:`amx_ready`.
+    """
+    if not amx_ready():
+        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+    no_scores = np.empty((0, 0), np.float32)
+    _bf16x3_kernel(q_hi, q_lo, X, first, last, no_scores, xn, cand_s, cand_j, t_prev, a_hi, a_lo)
 
 
 @jit
-def _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo):
-    """``GT[: last - first] ~= X[first:last] . (q_hi + q_lo)^T`` by bf16x3 on AMX tiles.
+def _bf16x3_kernel(q_hi, q_lo, X, first, last, GT, xn, cand_s, cand_j, t_prev, a_hi, a_lo):
+    """bf16x3 scores of rows ``X[first:last]`` against the queries on AMX tiles, either
+    stored (``GT`` with rows) or selected from as they come out of the tiles (``GT``
+    empty: ``xn``, ``cand_s``, ``cand_j``, ``t_prev`` as in :func:`bf16x3_select`).
 
     Parameters
     ----------
@@ -426,17 +448,26 @@ def _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo):
         Training rows (``D <= D32``).
     first, last : int
         The rows of ``X`` scored.
-    GT : (>= ceil32(last - first), n_q32) float32, C-contiguous
+    GT : (>= ceil32(last - first), n_q32) float32, C-contiguous, or (0, 0)
         The scores, one row per training row; the rows past ``last - first`` up to the
         next multiple of 32 are written too (zero rows score 0).
     a_hi, a_lo : (2 m, D32 / 32, 16, 32) uint16
         Scratch for ``32 m`` training rows at a time (:func:`a_tiles_shape`): each block
         is split once and stays in L2 while every 32 queries run over it.
+
+    Selecting in place spares the round trip of the scores through memory (a 500-query
+    block of 5000 rows is 10 MB a thread) and tests a row's 32 scores against the
+    thresholds in one vectorised pass before any insertion.
     """
     n_q32 = 16 * q_hi.shape[0]
     n_kb = q_hi.shape[1]
+    store = GT.shape[0] > 0
     g_stride = GT.shape[1] * 4
     block = 16 * a_hi.shape[0]
+    nq = cand_s.shape[0]
+    m = cand_s.shape[1]
+    scores = np.empty((32, 32), dtype=np.float32)
+    thr = np.empty(32, dtype=np.float32)
     _tile_config()
     for j0 in range(first, last, block):
         count = min(block, last - j0)
@@ -444,6 +475,9 @@ def _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo):
         n_pairs = (count + 31) // 32
         for q0 in range(0, n_q32, 32):
             b0 = (q0 // 16 * n_kb) * 1024
+            n_qc = min(32, nq - q0)
+            for qc in range(n_qc):
+                thr[qc] = min(cand_s[q0 + qc, m - 1], t_prev[q0 + qc])
             for jp in range(n_pairs):
                 _tile_zero(0)
                 _tile_zero(1)
@@ -465,11 +499,31 @@ def _bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo):
                     _tile_load(6, q_hi, b0 + kb * 1024, 64)
                     _tile_load(7, q_hi, b0 + (n_kb + kb) * 1024, 64)
                     _block_dots_bf16()
-                g0 = ((j0 - first + 32 * jp) * GT.shape[1] + q0) * 4
-                _tile_store(0, GT, g0, g_stride)
-                _tile_store(1, GT, g0 + 64, g_stride)
-                _tile_store(2, GT, g0 + 16 * g_stride, g_stride)
-                _tile_store(3, GT, g0 + 16 * g_stride + 64, g_stride)
+                if store:
+                    g0 = ((j0 - first + 32 * jp) * GT.shape[1] + q0) * 4
+                    _tile_store(0, GT, g0, g_stride)
+                    _tile_store(1, GT, g0 + 64, g_stride)
+                    _tile_store(2, GT, g0 + 16 * g_stride, g_stride)
+                    _tile_store(3, GT, g0 + 16 * g_stride + 64, g_stride)
+                    continue
+                _tile_store(0, scores, 0, 128)
+                _tile_store(1, scores, 64, 128)
+                _tile_store(2, scores, 16 * 128, 128)
+                _tile_store(3, scores, 16 * 128 + 64, 128)
+                for jr in range(min(32, last - (j0 + 32 * jp))):
+                    j = j0 + 32 * jp + jr
+                    x = xn[j]
+                    hit = False
+                    for qc in range(n_qc):  # one vectorised test of the 32 queries first
+                        hit |= x + scores[jr, qc] < thr[qc]
+                    if not hit:
+                        continue
+                    for qc in range(n_qc):
+                        v = x + scores[jr, qc]
+                        if v < thr[qc]:
+                            q = q0 + qc
+                            insert_sorted(cand_s[q], cand_j[q], v, j)
+                            thr[qc] = min(cand_s[q, m - 1], t_prev[q])
     _tile_release()
 
 

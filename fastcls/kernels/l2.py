@@ -103,8 +103,9 @@ AMX (Intel Xeon from Sapphire Rapids on)
 Where the CPU has AMX-BF16 and Linux grants its tiles (:func:`float_gemm`,
 ``settings.l2_float_gemm``), the float32 GEMM is :func:`fastcls.kernels.amx.bf16x3_scores`:
 three bfloat16 products per float32 product on tile registers, about 1.8x sgemm's rate
-per core. Its scores come out transposed (:func:`_select_block_t` selects from them:
-the same values in the same row order, so the same candidates), and its GEMM term is
+per core. The kernel selects as the scores come out of its tiles
+(:func:`fastcls.kernels.amx.bf16x3_select`: the same float32 values in the same row
+order as :func:`_select_block`, so the same candidates), and its GEMM term is
 ``amx.gemm_cross_coefficient(D) |q'| R`` (about 3.2x sgemm's ``2 gamma_D(u) |q'| R``
 at ``D = 3072``) plus ``amx.gemm_abs_error(D)`` in ``E_abs``; everything else above is
 unchanged, so the answers are the same exact ones (the tests compare both GEMMs).
@@ -263,28 +264,6 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
             if v < t:
                 insert_sorted(cs, cj, v, base + j)
                 t = min(cs[m - 1], tp)
-
-
-@jit
-def _select_block_t(GT, xn, base, cand_s, cand_j, t_prev):
-    """:func:`_select_block` over a transposed block ``GT[j, q]`` (the AMX kernel's layout).
-
-    Each query still sees the rows in increasing order and the same float32 values
-    ``xn[j] + GT[j, q]``, so the candidates are those of :func:`_select_block` on ``GT.T``.
-    Rows of ``GT`` past ``xn``'s length and columns past the queries (padding) are ignored.
-    """
-    nq = cand_s.shape[0]
-    m = cand_s.shape[1]
-    t = np.empty(nq, dtype=cand_s.dtype)
-    for q in range(nq):
-        t[q] = min(cand_s[q, m - 1], t_prev[q])
-    for j in range(xn.shape[0]):
-        x = xn[j]
-        for q in range(nq):
-            v = x + GT[j, q]
-            if v < t[q]:
-                insert_sorted(cand_s[q], cand_j[q], v, base + j)
-                t[q] = min(cand_s[q, m - 1], t_prev[q])
 
 
 def _sq_exact(A, i, B, j):
@@ -710,33 +689,26 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
 
     def select(Qc, split, t_prev, r0: int, r1: int, cand_s, cand_j) -> None:
         """GEMM blocks of rows r0:r1 and the fused selection (ids relative to the tile);
-        ``split``: :func:`split_queries` of ``Qc``."""
+        ``split``: :func:`split_queries` of ``Qc`` (AMX), or None (BLAS)."""
+        if split is not None:  # AMX: the kernel selects as the scores come out of the tiles
+            q_hi, q_lo = split
+            a_hi, a_lo = (scratch(n, amx.a_tiles_shape(amx_rows, D), np.uint16)
+                          for n in ("amx_a_hi", "amx_a_lo"))  # fmt: skip
+            amx.bf16x3_select(q_hi, q_lo, Xc, r0, r1, xn_w, cand_s, cand_j, t_prev, a_hi, a_lo)
+            return
         G = None
         # a thread's GEMM block holds at most knn_train_tile_bytes of scores, like the
         # training tiles themselves (only a lowered setting reaches this bound)
         cap = int(settings.knn_train_tile_bytes) // (Qc.shape[0] * Qc.itemsize)
         n_blocks = -(-(r1 - r0) // max(_CHUNK, min(tb, cap)))
         step = -(-(r1 - r0) // n_blocks)  # equal blocks: a short last one runs slower
-        step += (-step) % (32 if split is not None else _CHUNK)
-        packed = None
-        if split is not None:
-            packed = [scratch(n, amx.a_tiles_shape(amx_rows, D), np.uint16)
-                      for n in ("amx_a_hi", "amx_a_lo")]  # fmt: skip
+        step += (-step) % _CHUNK
         for bs in range(r0, r1, step):
             be = min(r1, bs + step)
-            if split is None:
-                if G is None or G.shape[1] != be - bs:
-                    G = scratch("g", (Qc.shape[0], be - bs), wdtype)
-                np.matmul(Qc, Xc[bs:be].T, out=G)
-                _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
-            else:
-                assert packed is not None
-                q_hi, q_lo = split
-                rows = amx.ceil32(be - bs)
-                if G is None or G.shape[0] != rows:
-                    G = scratch("g", (rows, 16 * q_hi.shape[0]), np.float32)
-                amx.bf16x3_scores(q_hi, q_lo, Xc, bs, be, G, packed[0], packed[1])
-                _select_block_t(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
+            if G is None or G.shape[1] != be - bs:
+                G = scratch("g", (Qc.shape[0], be - bs), wdtype)
+            np.matmul(Qc, Xc[bs:be].T, out=G)
+            _select_block(G, xn_w[bs:be], bs, cand_s, cand_j, t_prev)
 
     def rerank(Qt, qn, cand_s, cand_j, t_prev, err, bd, bi) -> int:
         """Exact rerank and certificate; refused queries rescanned: returns their count."""
