@@ -17,7 +17,12 @@ import fastcls
 from fastcls._config import override
 from fastcls.kernels import amx, l2
 from fastcls.kernels.rounding import U32, gamma
-from fastcls.reference import bf16_split_reference, bf16x3_scores_reference, kneighbors_reference
+from fastcls.reference import (
+    bf16_split_reference,
+    bf16x3_scores_reference,
+    kneighbors_reference,
+    pairwise_distances_reference,
+)
 
 needs_amx = pytest.mark.skipif(
     not amx.amx_ready(), reason="needs AMX-BF16 tiles (Intel Xeon 4th gen and later)"
@@ -271,6 +276,10 @@ def int8_search(Q, X, k, chunk=16):
         impl, Qs, qn, xn, xc = l2int._prepare(Q, X)
         assert impl == "amx"
         amx.topk_int8(Qs, X, qn, xn - 2 * xc, np.int64(0), best_d, best_i, chunk)
+        serial_d, serial_i = new_topk(Q.shape[0], k)
+        amx.topk_int8(Qs, X, qn, xn - 2 * xc, np.int64(0), serial_d, serial_i, chunk, True)
+    np.testing.assert_array_equal(serial_d, best_d)
+    np.testing.assert_array_equal(serial_i, best_i)
     return best_d, best_i
 
 
@@ -298,6 +307,12 @@ def test_int8_tiles_equal_reference(seed, n_q, n_x, D, kind):
     dr, ir = kneighbors_reference(Q, X, k, "sqeuclidean")
     np.testing.assert_array_equal(i, ir)
     np.testing.assert_array_equal(d, dr)
+    from fastcls.kernels import l2int
+
+    with override(l2_uint8_impl="amx"):
+        out = np.full((n_q, n_x), np.nan)
+        l2int.sqeuclidean_pairwise_int(Q, X, out)
+    np.testing.assert_array_equal(out, pairwise_distances_reference(Q, X, "sqeuclidean"))
 
 
 @needs_amx

@@ -566,26 +566,38 @@ def _tile_in_place(r, n_rows, D, n_kb):
     return r + 16 <= n_rows and (r + 15) * D + 64 * n_kb <= n_rows * D
 
 
-def topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1) -> None:
-    """:func:`_topk_int8_chunk` on the calling thread, once :func:`amx_ready` is granted."""
+def topk_int8(Qs, X, qn, w, offset, best_d, best_i, chunk, serial=False) -> None:
+    """Merge the exact L2 neighbours among uint8 rows ``X`` into ``best_d`` / ``best_i`` on
+    AMX int8 tiles (:func:`_int8_chunk`): chunks of ``chunk`` queries in parallel, or every
+    query on the calling thread (``serial``). Checks :func:`amx_ready`."""
     if not amx_ready():
         raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
     X = np.ascontiguousarray(X)  # the tiles read rows in place with a stride of D bytes
-    _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1)
+    no_out = np.empty((0, 0), np.float64)
+    if serial:
+        _int8_chunk(Qs, X, qn, w, offset, best_d, best_i, no_out, 0, Qs.shape[0])
+    else:
+        _int8_kernel(Qs, X, qn, w, offset, best_d, best_i, no_out, chunk)
 
 
-def topk_int8(Qs, X, qn, w, offset, best_d, best_i, chunk) -> None:
-    """:func:`_topk_int8_kernel` (chunks of queries in parallel), once :func:`amx_ready`
-    is granted."""
+def pairwise_int8(Qs, X, qn, w, out, chunk, serial=False) -> None:
+    """``out[q, j] = qn[q] + w[j] - 2 q_s.x_j`` (exact squared distances, float64) for
+    every pair, on AMX int8 tiles (:func:`_int8_chunk`). Checks :func:`amx_ready`."""
     if not amx_ready():
         raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
-    X = np.ascontiguousarray(X)  # the tiles read rows in place with a stride of D bytes
-    _topk_int8_kernel(Qs, X, qn, w, offset, best_d, best_i, chunk)
+    X = np.ascontiguousarray(X)
+    no_d = np.empty((0, 1), np.float64)
+    no_i = np.empty((0, 1), np.int64)
+    if serial:
+        _int8_chunk(Qs, X, qn, w, np.int64(0), no_d, no_i, out, 0, Qs.shape[0])
+    else:
+        _int8_kernel(Qs, X, qn, w, np.int64(0), no_d, no_i, out, chunk)
 
 
 @jit
-def _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1):
-    """Exact squared-L2 top-k of queries ``c0:c1`` over uint8 rows ``X`` on AMX int8 tiles.
+def _int8_chunk(Qs, X, qn, w, offset, best_d, best_i, out, c0, c1):
+    """Exact squared L2 distances of queries ``c0:c1`` to uint8 rows ``X`` on AMX int8 tiles:
+    written to ``out`` (when it has rows) or merged into the top-k ``best_d`` / ``best_i``.
 
     ``Qs``: the queries' bytes shifted by 128 (``q ^ 0x80``, read as int8), ``qn`` their
     int64 norms, ``w = |x|^2 - 256 sum(x)`` per row, so ``d = qn + w - 2 q_s.x`` exactly
@@ -595,6 +607,7 @@ def _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1):
     nq = c1 - c0
     nx, D = X.shape
     k = best_d.shape[1]
+    write = out.shape[0] > 0
     n_kb = (D + 63) // 64
     n_qt = 2 * ((nq + 31) // 32)
     b = np.empty((n_qt, n_kb, 16, 16), dtype=np.uint32)
@@ -634,6 +647,13 @@ def _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1):
             _tile_store(3, dots, 16 * 128 + 64, 128)
             q_first = c0 + 32 * qp
             n_qc = min(32, c1 - q_first)
+            if write:
+                for jr in range(min(32, nx - j0)):
+                    wj = w[j0 + jr]
+                    for qc in range(n_qc):
+                        q = q_first + qc
+                        out[q, j0 + jr] = np.float64(qn[q] + wj - 2 * np.int64(dots[jr, qc]))
+                continue
             for qc in range(n_qc):
                 thr[qc] = best_d[q_first + qc, k - 1]
             for jr in range(min(32, nx - j0)):
@@ -655,9 +675,9 @@ def _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, c1):
 
 
 @jit(parallel=True)
-def _topk_int8_kernel(Qs, X, qn, w, offset, best_d, best_i, chunk):
-    """:func:`_topk_int8_chunk` over chunks of ``chunk`` queries, in parallel."""
+def _int8_kernel(Qs, X, qn, w, offset, best_d, best_i, out, chunk):
+    """:func:`_int8_chunk` over chunks of ``chunk`` queries, in parallel."""
     nq = Qs.shape[0]
     for ch in prange((nq + chunk - 1) // chunk):
         c0 = ch * chunk
-        _topk_int8_chunk(Qs, X, qn, w, offset, best_d, best_i, c0, min(c0 + chunk, nq))
+        _int8_chunk(Qs, X, qn, w, offset, best_d, best_i, out, c0, min(c0 + chunk, nq))

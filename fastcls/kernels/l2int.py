@@ -17,8 +17,8 @@ like the ``vpsadbw`` L1 kernel):
 * ``"amx"`` (Intel AMX-INT8, Sapphire Rapids and later, where Linux grants the tiles):
   ``tdpbusd`` on tile registers (16 x 16 x 64 multiply-adds per instruction), the same
   shifted queries as ``"vnni"``; :func:`fastcls.kernels.amx.topk_int8`. Up to
-  :data:`AMX_MAX_FEATURES` features (int32 accumulators over the whole row); more, and
-  the pairwise matrix, take the next implementation. On the Xeon: 24 ms against the
+  :data:`AMX_MAX_FEATURES` features (int32 accumulators over the whole row); more take
+  the next implementation. On the Xeon: 24 ms against the
   VNNI tile's 79 (1000 x 10000 x 3072, 2 threads).
 * ``"vnni"`` (AVX-512 VNNI, 4 x 4, 64-byte vectors): ``vpdpbusd`` multiplies unsigned
   by *signed* bytes and adds groups of 4 products into int32 lanes (64 multiply-adds
@@ -573,12 +573,7 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     if impl == "amx":
         from fastcls.kernels import amx
 
-        w = xn - 2 * xc
-        offset = np.int64(offset)
-        if serial:
-            amx.topk_int8_chunk(Qb, X, qn, w, offset, best_d, best_i, 0, nq)
-        else:
-            amx.topk_int8(Qb, X, qn, w, offset, best_d, best_i, chunk)
+        amx.topk_int8(Qb, X, qn, xn - 2 * xc, np.int64(offset), best_d, best_i, chunk, serial)
         return
     width = _padded_width(impl, D, nq if serial else min(chunk, nq))
     token = impl_token(INT_CODES[impl])
@@ -617,8 +612,14 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
     """
     if X.shape[0] == 0 or Y.shape[0] == 0:
         return
-    impl, Xb, xn, yn, yc = _prepare(X, Y, amx_ok=False)
+    impl, Xb, xn, yn, yc = _prepare(X, Y)
     block, chunk = _sizes(impl, X.shape[0], X.shape[1])
+    if impl == "amx":
+        from fastcls.kernels import amx
+
+        serial = run_serial(X.shape[0], *Y.shape)
+        amx.pairwise_int8(Xb, Y, xn, yn - 2 * yc, out, chunk, serial)
+        return
     token = impl_token(INT_CODES[impl])
     width = _widened_width(impl, X.shape[1]) if impl in _WIDE_LANES else 0
     w = yn - 2 * yc
@@ -628,18 +629,18 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
         _pairwise_int_kernel(Xb, Y, xn, w, out, block, chunk, token, width)
 
 
-def _prepare(Q, X, reuse=False, amx_ok=True):
+def _prepare(Q, X, reuse=False):
     """(implementation, query bytes, query norms, row norms, row corrections).
 
     ``reuse``: the shifted query bytes go in a scratch buffer (reused across the
     tiles of a search, which frees it when it returns; the pairwise call does not).
-    ``amx_ok``: the caller has an AMX driver (the top-k search; the pairwise matrix
-    takes the next implementation), used for at most :data:`AMX_MAX_FEATURES`.
+    AMX handles at most :data:`AMX_MAX_FEATURES` features; more take the next
+    implementation.
     """
     nq, D = Q.shape
     nx = X.shape[0]
     impl = int_impl()
-    if impl == "amx" and (not amx_ok or D > AMX_MAX_FEATURES):
+    if impl == "amx" and D > AMX_MAX_FEATURES:
         impl = available_impls()[1]
     if D < _WIDTH[impl]:
         impl = "portable"
