@@ -56,8 +56,10 @@ before its first tile instruction; :func:`amx_ready` asks once and reports wheth
 was granted. Without it (or without the CPU features, or on another OS) the search
 uses BLAS sgemm as before.
 
-Layout: the scores come out transposed, ``GT[j, q]`` (training row by query). The
-queries are split once per search into AMX's B layout (:func:`pack_b_tiles`: 16 x 16
+Layout: the tiles compute blocks of 32 training rows x 32 queries; the search selects
+from each block as it leaves the tiles (:func:`bf16x3_select`), :func:`bf16x3_scores`
+stores them (``GT[j, q]``, training row by query) for the tests. The queries are split
+once per search into AMX's B layout (:func:`pack_b_tiles`: 16 x 16
 pairs of features per 1 KiB tile, a transpose); each block of
 ``settings.l2_amx_block_rows`` training rows is split straight into A tiles (16 rows x
 32 features, contiguous; no transpose) and stays in L2 while every 32 queries run over
