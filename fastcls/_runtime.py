@@ -127,7 +127,7 @@ KERNEL_CHOICES: dict[str, str] = {
 #: the CPU flags that decide a kernel choice somewhere (reported by :func:`kernel_report`)
 REPORTED_FEATURES = (
     "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni",
-    "avxvnni", "avx512bf16", "amx-int8",
+    "avxvnni", "avx512bf16", "amx-bf16", "amx-int8",
 )  # fmt: skip
 
 
