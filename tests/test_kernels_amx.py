@@ -174,6 +174,8 @@ def test_accumulation_rounds_to_nearest_even():
     for t, expected in ((1.5 * u, 2 * u), (u, 0.0), (3 * u, 4 * u), (0.75 * u, 0.0)):
         Q = np.array([[1.0, t]], np.float32)
         assert float(scores(Q, X)[0, 0]) - 1.0 == expected
+    # the search runs the same probe once before it trusts the tiles
+    assert amx.bf16_rounding_verified()
 
 
 def test_scores_refuse_to_run_without_the_tiles(monkeypatch):
@@ -194,8 +196,15 @@ def test_gemm_choice(monkeypatch):
     with override(l2_float_gemm="amx"), pytest.raises(ValueError, match="AMX"):
         l2.float_gemm()
     monkeypatch.setattr(amx, "amx_ready", lambda: True)
+    monkeypatch.setattr(amx, "bf16_rounding_verified", lambda: True)
     with override(l2_float_gemm="auto"):
         assert l2.float_gemm() == "amx"
+    # a CPU whose accumulator rounds otherwise keeps BLAS (the bound would not hold)
+    monkeypatch.setattr(amx, "bf16_rounding_verified", lambda: False)
+    with override(l2_float_gemm="auto"):
+        assert l2.float_gemm() == "blas"
+    with override(l2_float_gemm="amx"), pytest.raises(ValueError, match="rounds to nearest"):
+        l2.float_gemm()
 
 
 def test_gemm_coefficients():

@@ -39,8 +39,10 @@ that. So the GEMM term of the bound is ``(1.02 gamma_{3D}(u) + 3.01 * 2^-16) * 2
 (:func:`gemm_cross_coefficient`) instead of sgemm's ``2 gamma_D(u) |q'| R``; for
 ``D = 3072`` about 3.2 times as large, so a few more candidates are reranked.
 
-The probe test ``test_accumulation_rounds_to_nearest_even`` checks the rounding on
-the machine that runs the tests (a truncating accumulator would need twice the bound).
+:func:`bf16_rounding_verified` probes the rounding once per process before the search
+trusts the tiles (a truncating accumulator would need twice the bound; such a CPU keeps
+BLAS), and ``test_accumulation_rounds_to_nearest_even`` on the machine that runs the
+tests.
 
 Underflow: ``tdpbf16ps`` treats bfloat16 subnormal inputs as zero and flushes subnormal
 results to zero. A flushed operand ``|v| < 2^-126`` loses ``|v w| < 2^-126 * 2^61.01``
@@ -119,6 +121,31 @@ def _tiles_granted() -> bool:
         return int(libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA)) == 0
     except (OSError, AttributeError):  # pragma: no cover - no libc symbol table
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_rounding_verified() -> bool:
+    """Whether this CPU's ``tdpbf16ps`` accumulates as the error bound assumes (round to
+    nearest, ties to even), probed once on scores whose exact values sit 0.75, 1, 1.5 and
+    3 float32 half-ulps above 1: a truncating or otherwise different accumulator would
+    need a larger bound, so the search then keeps BLAS. False without :func:`amx_ready`.
+    """
+    if not amx_ready():
+        return False
+    u = 2.0**-24
+    X = np.ones((1, 2), np.float32)
+    q_hi = np.empty(b_tiles_shape(1, 2), np.uint32)
+    q_lo = np.empty_like(q_hi)
+    a_hi = np.empty(a_tiles_shape(32, 2), np.uint16)
+    a_lo = np.empty_like(a_hi)
+    scores = np.empty((32, 32), np.float32)
+    for t, expected in ((0.75 * u, 0.0), (u, 0.0), (1.5 * u, 2 * u), (3 * u, 4 * u)):
+        Q = np.array([[1.0, t]], np.float32)
+        pack_b_tiles(Q, 0, 1, q_hi, q_lo)
+        bf16x3_scores(q_hi, q_lo, X, 0, 1, scores, a_hi, a_lo)
+        if float(scores[0, 0]) - 1.0 != expected:
+            return False
+    return True
 
 
 def gemm_cross_coefficient(D: int) -> float:

@@ -596,16 +596,20 @@ def centre_rows(
 def float_gemm() -> str:
     """The float32 GEMM of the search: ``"amx"`` (bf16x3 on AMX tiles, :mod:`fastcls.kernels.amx`)
     or ``"blas"`` (NumPy's sgemm), from ``settings.l2_float_gemm`` and what this CPU and OS
-    allow. Forcing ``"amx"`` where it cannot run raises ``ValueError``."""
+    allow (AMX also needs the accumulator's rounding probe to pass, once per process).
+    Forcing ``"amx"`` where it cannot run raises ``ValueError``."""
     mode = settings.l2_float_gemm
     if mode not in ("auto", "blas", "amx"):
         raise ValueError(f"l2_float_gemm must be 'auto', 'blas' or 'amx', got {mode!r}")
     if mode == "blas":
         return "blas"
-    if amx.amx_ready():
+    if amx.amx_ready() and amx.bf16_rounding_verified():
         return "amx"
     if mode == "amx":
-        raise ValueError("l2_float_gemm='amx' needs AMX-BF16 and Linux's permission for its tiles")
+        raise ValueError(
+            "l2_float_gemm='amx' needs AMX-BF16, Linux's permission for its tiles and an "
+            "accumulator that rounds to nearest even (fastcls.kernels.amx.bf16_rounding_verified)"
+        )
     return "blas"
 
 
