@@ -488,6 +488,54 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
         flat[0] = saved
 
 
+def _eight_lane_sum(values_by_class):
+    """The penalty value's order in finish_gradient: lane ``d % 8`` of each class (a class's
+    last ``D % 8`` terms into lane 0), then the tree
+    ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``."""
+    lanes = [0.0] * 8
+    for row in values_by_class:
+        D = len(row)
+        D8 = D - D % 8
+        for d in range(D8):
+            lanes[d % 8] += float(row[d])
+        for d in range(D8, D):
+            lanes[0] += float(row[d])
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7])
+    )
+
+
+@given(
+    C=st.integers(1, 12),
+    D=st.integers(1, 200),
+    penalty=st.sampled_from(["l2", "l1", "elasticnet"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_penalty_value_is_summed_in_the_order_the_code_writes(C, D, penalty, dtype, seed):
+    """Bit for bit the 8-lane order written in finish_gradient, not whatever lanes a
+    vectoriser picks: the parallel and serial twins compile their own copies, and a
+    reassociated sum once gave them losses 1 ulp apart."""
+    from fastcls.kernels.losses import PENALTY_CODES, finish_gradient
+
+    rng = np.random.default_rng(seed)
+    WT = (rng.standard_normal((C, D)) * 10.0 ** rng.integers(-3, 4, (C, D))).astype(dtype)
+    beta = 0.7
+    terms = WT.astype(np.float64)
+    if penalty == "l2":
+        terms = terms * terms
+    elif penalty == "l1":
+        terms = np.abs(terms)
+    else:
+        terms = beta * terms * terms + np.abs(terms)
+    part = np.zeros((2, C, D))
+    dWT, db = np.empty_like(WT), np.empty(C, dtype)
+    _, pen, _ = finish_gradient(
+        part, np.zeros((2, C)), np.zeros(2), 1.0, WT, 1.0, PENALTY_CODES[penalty], beta, dWT, db
+    )
+    assert pen == _eight_lane_sum(terms)
+
+
 @given(
     n=st.integers(1, 40),
     m=st.integers(1, 40),

@@ -91,7 +91,7 @@ import numpy as np
 from numba import get_thread_id, prange, types
 from numba.extending import intrinsic, overload
 
-from fastcls._config import FMA, REDUCE, jit, settings
+from fastcls._config import FMA, jit, settings
 from fastcls._runtime import best_simd, cpu_name
 from fastcls._validation import MAX_ABS_VALUE
 from fastcls.kernels._rows import aligned_zeros, transpose_into
@@ -837,7 +837,17 @@ def _rows_fn_overload(twin):
 PENALTY_CODES = {"l2": 0, "l1": 1, "elasticnet": 2}
 
 
-@jit(fastmath=REDUCE)
+@jit(inline="always")
+def _penalty_term(wd, penalty, beta):
+    """One weight's term of the penalty value (``PENALTY_CODES``)."""
+    if penalty == 0:
+        return wd * wd
+    if penalty == 1:
+        return abs(wd)
+    return beta * wd * wd + abs(wd)
+
+
+@jit
 def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db):
     """Reduce the per-task partials and add the penalty, in one serial pass.
 
@@ -845,9 +855,16 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     for ``c < C``, ``d < D`` (``dWT``'s shape; ``part`` and ``WT`` may be padded beyond
     it), partials summed in task order, so the result does not depend on the thread count,
     cast to ``dWT``'s dtype; ``db[c] = scale * sum_t part_db[t, c]``. One compiled pass
-    replaces a reduction, a penalty and a cast done as separate NumPy calls. The penalty
-    value is a reassociated (vectorised) sum: a strict one was a 30000-long dependency
-    chain, 54 us of a 150 us call at D=3073, C=10.
+    replaces a reduction, a penalty and a cast done as separate NumPy calls.
+
+    Every sum has an order written here, none left to the compiler: the penalty value in
+    8 interleaved lanes (weight ``d`` of each class into lane ``d % 8``, the tail of a
+    class into lane 0, the lanes added by a fixed tree), which LLVM may vectorise as it
+    likes without changing a bit. A strict single sum was a 30000-long dependency chain
+    (54 us of a 150 us call at D=3073, C=10); a reassociated one, as this was, is summed
+    in whatever lanes the vectoriser picks, which differed between the copies of this
+    function compiled into the parallel and the serial twin: 4 lanes in one, 8 or more
+    in the other, a loss 1 ulp apart on 2 threads and on 1 (seen once in a cold test run).
 
     part : (T, >= C, >= D) float32 or float64; part_db : (T, C) float64; part_loss : (T,)
     float64; WT : (>= C, >= D); dWT : (C, D); db : (C,), dtype of ``dWT``; penalty : a
@@ -858,7 +875,8 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     T = part.shape[0]
     C = dWT.shape[0]
     D = dWT.shape[1]
-    pen = 0.0
+    D8 = D - D % 8
+    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0  # the penalty value's lanes
     finite = True
     g = np.empty(D, dtype=np.float64)
     for c in range(C):
@@ -873,19 +891,25 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
         o = dWT[c]
         if penalty == 0:
             for d in range(D):
-                wd = np.float64(w[d])
-                pen += wd * wd
-                o[d] = g[d] * scale + 2.0 * reg * wd
+                o[d] = g[d] * scale + 2.0 * reg * np.float64(w[d])
         elif penalty == 1:
             for d in range(D):
-                wd = np.float64(w[d])
-                pen += abs(wd)
-                o[d] = g[d] * scale + reg * np.sign(wd)
+                o[d] = g[d] * scale + reg * np.sign(np.float64(w[d]))
         else:
             for d in range(D):
                 wd = np.float64(w[d])
-                pen += beta * wd * wd + abs(wd)
                 o[d] = g[d] * scale + reg * (2.0 * beta * wd + np.sign(wd))
+        for d in range(0, D8, 8):
+            l0 += _penalty_term(np.float64(w[d]), penalty, beta)
+            l1 += _penalty_term(np.float64(w[d + 1]), penalty, beta)
+            l2 += _penalty_term(np.float64(w[d + 2]), penalty, beta)
+            l3 += _penalty_term(np.float64(w[d + 3]), penalty, beta)
+            l4 += _penalty_term(np.float64(w[d + 4]), penalty, beta)
+            l5 += _penalty_term(np.float64(w[d + 5]), penalty, beta)
+            l6 += _penalty_term(np.float64(w[d + 6]), penalty, beta)
+            l7 += _penalty_term(np.float64(w[d + 7]), penalty, beta)
+        for d in range(D8, D):
+            l0 += _penalty_term(np.float64(w[d]), penalty, beta)
         ok = True
         for d in range(D):
             ok &= np.isfinite(o[d])
@@ -900,6 +924,7 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
         data += part_loss[t]
     data *= scale
     finite &= np.isfinite(data)
+    pen = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
     return data, reg * pen, finite
 
 
@@ -989,17 +1014,33 @@ def task_speedup(ticks, start):
     return work / (last - first)
 
 
-@jit(fastmath=REDUCE)
+@jit
 def _centred_bias(WT, mu, b, bias):
-    """``bias = b - mu @ W`` (float64 sums, reassociated), cast to the dtype of ``bias``
-    (``WT`` may be padded beyond ``C = b.shape[0]`` and ``D = mu.shape[0]``)."""
+    """``bias = b - mu @ W`` in float64, cast to the dtype of ``bias`` (``WT`` may be padded
+    beyond ``C = b.shape[0]`` and ``D = mu.shape[0]``).
+
+    Each dot product in 8 interleaved lanes added by a fixed tree, an order written here
+    rather than left to the vectoriser (see :func:`finish_gradient`): the parallel and
+    serial twins of the SGD loop compile their own copies, and must agree to the bit.
+    """
     C = b.shape[0]
     D = mu.shape[0]
+    D8 = D - D % 8
     for c in range(C):
         w = WT[c]
-        t = 0.0
-        for d in range(D):
-            t += mu[d] * np.float64(w[d])
+        l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0
+        for d in range(0, D8, 8):
+            l0 += mu[d] * np.float64(w[d])
+            l1 += mu[d + 1] * np.float64(w[d + 1])
+            l2 += mu[d + 2] * np.float64(w[d + 2])
+            l3 += mu[d + 3] * np.float64(w[d + 3])
+            l4 += mu[d + 4] * np.float64(w[d + 4])
+            l5 += mu[d + 5] * np.float64(w[d + 5])
+            l6 += mu[d + 6] * np.float64(w[d + 6])
+            l7 += mu[d + 7] * np.float64(w[d + 7])
+        for d in range(D8, D):
+            l0 += mu[d] * np.float64(w[d])
+        t = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
         bias[c] = np.float64(b[c]) - t
 
 
