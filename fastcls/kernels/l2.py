@@ -457,8 +457,9 @@ def _centre(X: np.ndarray, wdtype: type, integer: bool) -> np.ndarray:
 
 def _query_tile(D: int, tb: int, itemsize: int, n_threads: int) -> int:
     """Queries per GEMM tile: ``settings.l2_query_tile_rows``, fewer when the threads'
-    scratch (a centred query tile and a GEMM block each) would exceed
-    ``settings.l2_query_scratch_bytes``, so memory does not grow with the core count."""
+    scratch (per query row, ``D`` values of its own and ``tb`` scores of its GEMM block)
+    would exceed ``settings.l2_query_scratch_bytes``, so memory does not grow with the
+    core count."""
     qt = max(1, int(settings.l2_query_tile_rows))
     per_row = max(1, n_threads) * (D + tb) * itemsize
     return max(_CHUNK, min(qt, int(settings.l2_query_scratch_bytes) // per_row))
@@ -648,8 +649,14 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
         e_abs += amx.gemm_abs_error(D)
     s_max = 2.0**120 if wdtype is np.float32 else 2.0**1000
     tb = max(_CHUNK, int(settings.l2_train_block_rows))
-    # AMX: the split queries (hi and lo, 4 bytes a feature) are per-thread scratch too
-    qt = _query_tile(D * (2 if use_amx else 1), tb, np.dtype(wdtype).itemsize, n_threads)
+    # AMX: a thread's query scratch is the centred tile and its split halves (4 bytes a
+    # feature): no GEMM block, the kernel selects from the tiles. Counting a block it does
+    # not allocate halved the tile (419 rows instead of 976 at D=3072), so each thread
+    # read the training rows three times at 1000 q instead of once or twice
+    if use_amx:
+        qt = _query_tile(2 * D, 0, np.dtype(wdtype).itemsize, n_threads)
+    else:
+        qt = _query_tile(D, tb, np.dtype(wdtype).itemsize, n_threads)
     amx_rows = max(1, int(settings.l2_amx_block_rows))
 
     def split_queries(
