@@ -107,6 +107,14 @@ def amx_ready() -> bool:
     return all(f in have for f in REQUIRED_FEATURES) and _tiles_granted()
 
 
+def _require_tiles() -> None:
+    """Raise ``RuntimeError`` unless :func:`amx_ready`: a tile instruction without the
+    operating system's permission kills the process (``SIGILL``), so every entry point
+    to a tile kernel checks first."""
+    if not amx_ready():
+        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+
+
 @functools.lru_cache(maxsize=1)
 def _tiles_granted() -> bool:
     """Ask Linux for the AMX tile state of this process (once); whether it was granted."""
@@ -440,8 +448,7 @@ def bf16x3_scores(q_hi, q_lo, X, first, last, GT, a_hi, a_lo) -> None:
     :func:`amx_ready` has been granted: a tile instruction without the operating
     system's permission kills the process (``SIGILL``).
     """
-    if not amx_ready():
-        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+    _require_tiles()
     no_xn = np.empty(0, np.float32)
     no_s = np.empty((0, 1), np.float32)
     no_j = np.empty((0, 1), np.int64)
@@ -457,8 +464,7 @@ def bf16x3_select(q_hi, q_lo, X, first, last, xn, cand_s, cand_j, t_prev, a_hi, 
     does on a block of sgemm scores: each query sees the rows in increasing order and the
     same float32 values, so the candidates are the same. Checks :func:`amx_ready`.
     """
-    if not amx_ready():
-        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+    _require_tiles()
     no_scores = np.empty((0, 0), np.float32)
     _bf16x3_kernel(q_hi, q_lo, X, first, last, no_scores, xn, cand_s, cand_j, t_prev, a_hi, a_lo)
 
@@ -587,6 +593,14 @@ def pack_int8_b_tiles(Qs, first, count, b):
 
 
 @jit(inline="always")
+def _int8_distance(qn_q, w_j, dot):
+    """The exact squared distance ``|q|^2 + |x|^2 - 2 q.x`` from a query's norm, a row's
+    ``w = |x|^2 - 256 sum(x)`` and their shifted int32 dot product, as float64 (exact
+    below ``2^53``)."""
+    return np.float64(qn_q + w_j - 2 * np.int64(dot))
+
+
+@jit(inline="always")
 def _tile_in_place(r, n_rows, D, n_kb):
     """Whether the 16-row A tile at row ``r`` of a C-contiguous ``(n_rows, D)`` byte array
     can be read in place: every row reads ``64 n_kb`` bytes (past ``D`` into the next row
@@ -599,8 +613,7 @@ def topk_int8(Qs, X, qn, w, offset, best_d, best_i, chunk, serial=False) -> None
     """Merge the exact L2 neighbours among uint8 rows ``X`` into ``best_d`` / ``best_i`` on
     AMX int8 tiles (:func:`_int8_chunk`): chunks of ``chunk`` queries in parallel, or every
     query on the calling thread (``serial``). Checks :func:`amx_ready`."""
-    if not amx_ready():
-        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+    _require_tiles()
     X = np.ascontiguousarray(X)  # the tiles read rows in place with a stride of D bytes
     no_out = np.empty((0, 0), np.float64)
     if serial:
@@ -612,8 +625,7 @@ def topk_int8(Qs, X, qn, w, offset, best_d, best_i, chunk, serial=False) -> None
 def pairwise_int8(Qs, X, qn, w, out, chunk, serial=False) -> None:
     """``out[q, j] = qn[q] + w[j] - 2 q_s.x_j`` (exact squared distances, float64) for
     every pair, on AMX int8 tiles (:func:`_int8_chunk`). Checks :func:`amx_ready`."""
-    if not amx_ready():
-        raise RuntimeError("AMX tiles are not available in this process (see amx_ready)")
+    _require_tiles()
     X = np.ascontiguousarray(X)
     no_d = np.empty((0, 1), np.float64)
     no_i = np.empty((0, 1), np.int64)
@@ -681,7 +693,7 @@ def _int8_chunk(Qs, X, qn, w, offset, best_d, best_i, out, c0, c1):
                     wj = w[j0 + jr]
                     for qc in range(n_qc):
                         q = q_first + qc
-                        out[q, j0 + jr] = np.float64(qn[q] + wj - 2 * np.int64(dots[jr, qc]))
+                        out[q, j0 + jr] = _int8_distance(qn[q], wj, dots[jr, qc])
                 continue
             for qc in range(n_qc):
                 thr[qc] = best_d[q_first + qc, k - 1]
@@ -690,13 +702,12 @@ def _int8_chunk(Qs, X, qn, w, offset, best_d, best_i, out, c0, c1):
                 wj = w[j]
                 hit = False
                 for qc in range(n_qc):  # one vectorised test of the 32 queries first
-                    e = np.float64(qn[q_first + qc] + wj - 2 * np.int64(dots[jr, qc]))
-                    hit |= e < thr[qc]
+                    hit |= _int8_distance(qn[q_first + qc], wj, dots[jr, qc]) < thr[qc]
                 if not hit:
                     continue
                 for qc in range(n_qc):
                     qi = q_first + qc
-                    e = np.float64(qn[qi] + wj - 2 * np.int64(dots[jr, qc]))
+                    e = _int8_distance(qn[qi], wj, dots[jr, qc])
                     if e < thr[qc]:
                         insert_sorted(best_d[qi], best_i[qi], e, offset + j)
                         thr[qc] = best_d[qi, k - 1]

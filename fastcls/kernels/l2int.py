@@ -67,6 +67,7 @@ from numba.extending import intrinsic, overload
 
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
+from fastcls.kernels import amx
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
 from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple, zero_padded
 from fastcls.kernels._tokens import impl_token, token_code
@@ -492,7 +493,6 @@ def _row_stats(A: np.ndarray, norms: np.ndarray, sums: np.ndarray) -> None:
 def available_impls() -> tuple[str, ...]:
     """Integer L2 implementations this CPU can run, best first (always ends "portable")."""
     from fastcls._runtime import cpu_features
-    from fastcls.kernels import amx
 
     have = cpu_features()
     best_first = ("vnni", "avxvnni", "avx512bw", "avx2")
@@ -571,8 +571,6 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
     block, chunk = _sizes(impl, nq, D)
     serial = run_serial(nq, nx, D)
     if impl == "amx":
-        from fastcls.kernels import amx
-
         amx.topk_int8(Qb, X, qn, xn - 2 * xc, np.int64(offset), best_d, best_i, chunk, serial)
         return
     width = _padded_width(impl, D, nq if serial else min(chunk, nq))
@@ -615,8 +613,6 @@ def sqeuclidean_pairwise_int(X, Y, out) -> None:
     impl, Xb, xn, yn, yc = _prepare(X, Y)
     block, chunk = _sizes(impl, X.shape[0], X.shape[1])
     if impl == "amx":
-        from fastcls.kernels import amx
-
         serial = run_serial(X.shape[0], *Y.shape)
         amx.pairwise_int8(Xb, Y, xn, yn - 2 * yc, out, chunk, serial)
         return
