@@ -207,6 +207,17 @@ def test_gemm_choice(monkeypatch):
         l2.float_gemm()
 
 
+@needs_amx
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "64"])
+def test_amx_block_rows_setting_is_checked(bad):
+    Q = np.random.default_rng(0).random((40, 50), dtype=np.float32)
+    with (
+        override(l2_float_gemm="amx", l2_direct_max_work=0, l2_amx_block_rows=bad),
+        pytest.raises(ValueError, match="l2_amx_block_rows"),
+    ):
+        fastcls.kneighbors(Q[:5], Q, 3, "sqeuclidean")
+
+
 def test_gemm_coefficients():
     # bf16x3's GEMM term: about 3.2x sgemm's at D = 3072, never smaller
     for D in (1, 100, 3072, 100_000):

@@ -657,7 +657,11 @@ def _topk(Q, X, offset, best_d, best_i, centred: CentredRows | None = None) -> N
         qt = _query_tile(2 * D, 0, np.dtype(wdtype).itemsize, n_threads)
     else:
         qt = _query_tile(D, tb, np.dtype(wdtype).itemsize, n_threads)
-    amx_rows = max(1, int(settings.l2_amx_block_rows))
+    amx_rows = settings.l2_amx_block_rows
+    if use_amx and (
+        isinstance(amx_rows, bool) or not isinstance(amx_rows, (int, np.integer)) or amx_rows < 1
+    ):
+        raise ValueError(f"l2_amx_block_rows must be a positive integer, got {amx_rows!r}")
 
     def split_queries(
         Qc: np.ndarray, name: str, threads: int
