@@ -838,13 +838,29 @@ PENALTY_CODES = {"l2": 0, "l1": 1, "elasticnet": 2}
 
 
 @jit(inline="always")
-def _penalty_term(wd, penalty, beta):
-    """One weight's term of the penalty value (``PENALTY_CODES``)."""
-    if penalty == 0:
-        return wd * wd
-    if penalty == 1:
-        return abs(wd)
-    return beta * wd * wd + abs(wd)
+def _add_in_lanes(v, n, l0, l1, l2, l3, l4, l5, l6, l7):
+    """``v[:n]`` added into 8 lanes in a written order: ``v[d]`` into lane ``d % 8``, the
+    last ``n % 8`` values into lane 0; returns the lanes. Strict arithmetic: however LLVM
+    vectorises it, the bits are the same (see :func:`finish_gradient`)."""
+    n8 = n - n % 8
+    for d in range(0, n8, 8):
+        l0 += v[d]
+        l1 += v[d + 1]
+        l2 += v[d + 2]
+        l3 += v[d + 3]
+        l4 += v[d + 4]
+        l5 += v[d + 5]
+        l6 += v[d + 6]
+        l7 += v[d + 7]
+    for d in range(n8, n):
+        l0 += v[d]
+    return l0, l1, l2, l3, l4, l5, l6, l7
+
+
+@jit(inline="always")
+def _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7):
+    """The 8 lanes of :func:`_add_in_lanes` added by a fixed tree."""
+    return ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
 
 
 @jit
@@ -875,10 +891,10 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     T = part.shape[0]
     C = dWT.shape[0]
     D = dWT.shape[1]
-    D8 = D - D % 8
     l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0  # the penalty value's lanes
     finite = True
     g = np.empty(D, dtype=np.float64)
+    terms = np.empty(D, dtype=np.float64)  # a class's penalty terms
     for c in range(C):
         p0 = part[0, c]
         for d in range(D):
@@ -891,25 +907,20 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
         o = dWT[c]
         if penalty == 0:
             for d in range(D):
-                o[d] = g[d] * scale + 2.0 * reg * np.float64(w[d])
+                wd = np.float64(w[d])
+                terms[d] = wd * wd
+                o[d] = g[d] * scale + 2.0 * reg * wd
         elif penalty == 1:
             for d in range(D):
-                o[d] = g[d] * scale + reg * np.sign(np.float64(w[d]))
+                wd = np.float64(w[d])
+                terms[d] = abs(wd)
+                o[d] = g[d] * scale + reg * np.sign(wd)
         else:
             for d in range(D):
                 wd = np.float64(w[d])
+                terms[d] = beta * wd * wd + abs(wd)
                 o[d] = g[d] * scale + reg * (2.0 * beta * wd + np.sign(wd))
-        for d in range(0, D8, 8):
-            l0 += _penalty_term(np.float64(w[d]), penalty, beta)
-            l1 += _penalty_term(np.float64(w[d + 1]), penalty, beta)
-            l2 += _penalty_term(np.float64(w[d + 2]), penalty, beta)
-            l3 += _penalty_term(np.float64(w[d + 3]), penalty, beta)
-            l4 += _penalty_term(np.float64(w[d + 4]), penalty, beta)
-            l5 += _penalty_term(np.float64(w[d + 5]), penalty, beta)
-            l6 += _penalty_term(np.float64(w[d + 6]), penalty, beta)
-            l7 += _penalty_term(np.float64(w[d + 7]), penalty, beta)
-        for d in range(D8, D):
-            l0 += _penalty_term(np.float64(w[d]), penalty, beta)
+        l0, l1, l2, l3, l4, l5, l6, l7 = _add_in_lanes(terms, D, l0, l1, l2, l3, l4, l5, l6, l7)
         ok = True
         for d in range(D):
             ok &= np.isfinite(o[d])
@@ -924,8 +935,7 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
         data += part_loss[t]
     data *= scale
     finite &= np.isfinite(data)
-    pen = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-    return data, reg * pen, finite
+    return data, reg * _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7), finite
 
 
 @jit
@@ -1025,22 +1035,15 @@ def _centred_bias(WT, mu, b, bias):
     """
     C = b.shape[0]
     D = mu.shape[0]
-    D8 = D - D % 8
+    products = np.empty(D, dtype=np.float64)
     for c in range(C):
         w = WT[c]
-        l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0
-        for d in range(0, D8, 8):
-            l0 += mu[d] * np.float64(w[d])
-            l1 += mu[d + 1] * np.float64(w[d + 1])
-            l2 += mu[d + 2] * np.float64(w[d + 2])
-            l3 += mu[d + 3] * np.float64(w[d + 3])
-            l4 += mu[d + 4] * np.float64(w[d + 4])
-            l5 += mu[d + 5] * np.float64(w[d + 5])
-            l6 += mu[d + 6] * np.float64(w[d + 6])
-            l7 += mu[d + 7] * np.float64(w[d + 7])
-        for d in range(D8, D):
-            l0 += mu[d] * np.float64(w[d])
-        t = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+        for d in range(D):
+            products[d] = mu[d] * np.float64(w[d])
+        l0, l1, l2, l3, l4, l5, l6, l7 = _add_in_lanes(
+            products, D, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        )
+        t = _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7)
         bias[c] = np.float64(b[c]) - t
 
 
