@@ -302,6 +302,11 @@ class Tunables:
     l2_float_gemm: str = "auto"
     #: L2 float32 on AMX: training rows split and packed at a time (kept in L2)
     l2_amx_block_rows: int = 64
+    #: L2 uint8 on AMX (when not forced by l2_uint8_impl): calls of fewer multiply-adds
+    #: (queries x rows x features) take the next integer kernel. A few milliseconds of
+    #: work gain little from the tiles, and compiling their kernel added 0.6 s to a cold
+    #: README tour (whose one uint8 L2 call is 500 x 1500 x 64)
+    l2_amx_min_work: int = 1 << 28
     #: L2 integer kernel: training rows per cache block (0: about ``l2_int_block_bytes``)
     l2_int_block_rows: int = 0
     l2_int_block_bytes: int = 24 * 1024

@@ -336,6 +336,18 @@ def test_int8_tiles_equal_reference(seed, n_q, n_x, D, kind):
 
 
 @needs_amx
+def test_small_uint8_calls_take_the_next_kernel_unless_amx_is_forced():
+    from fastcls.kernels import l2int
+
+    Q, X = np.zeros((500, 64), np.uint8), np.zeros((1500, 64), np.uint8)
+    assert l2int._prepare(Q, X)[0] == l2int.available_impls()[1]
+    with override(l2_uint8_impl="amx"):
+        assert l2int._prepare(Q, X)[0] == "amx"
+    with override(l2_amx_min_work=0):
+        assert l2int._prepare(Q, X)[0] == "amx"
+
+
+@needs_amx
 @pytest.mark.parametrize("q_value", [0, 255])
 def test_int8_tiles_exact_at_the_largest_feature_count(q_value):
     """int32 accumulators: 65536 features of 255 against queries of 0 or 255 (shifted to

@@ -88,7 +88,10 @@ _WIDE_LANES = {"avx2": 16, "avx512bw": 32}
 
 #: human-readable description of each implementation (``fastcls info``)
 INT_DESCRIPTIONS = {
-    "amx": "tdpbusd on AMX tiles (16 x 16 x 64 multiply-adds per instruction), 32 x 32 blocks",
+    "amx": (
+        "tdpbusd on AMX tiles (16 x 16 x 64 multiply-adds per instruction), 32 x 32 blocks; "
+        "calls below settings.l2_amx_min_work take the next kernel"
+    ),
     "vnni": "vpdpbusd zmm (AVX-512 VNNI), 4x4 register tile",
     "avxvnni": "vpdpbusd ymm (AVX-VNNI, VEX), 4x2 register tile",
     "avx512bw": "vpmaddwd zmm on rows widened to int16 (AVX-512BW), 4x4 register tile",
@@ -630,13 +633,15 @@ def _prepare(Q, X, reuse=False):
 
     ``reuse``: the shifted query bytes go in a scratch buffer (reused across the
     tiles of a search, which frees it when it returns; the pairwise call does not).
-    AMX handles at most :data:`AMX_MAX_FEATURES` features; more take the next
+    AMX handles at most :data:`AMX_MAX_FEATURES` features, and unless forced only calls
+    of at least ``settings.l2_amx_min_work`` multiply-adds; the others take the next
     implementation.
     """
     nq, D = Q.shape
     nx = X.shape[0]
     impl = int_impl()
-    if impl == "amx" and D > AMX_MAX_FEATURES:
+    small = settings.l2_uint8_impl is None and nq * nx * D < int(settings.l2_amx_min_work)
+    if impl == "amx" and (D > AMX_MAX_FEATURES or small):
         impl = available_impls()[1]
     if D < _WIDTH[impl]:
         impl = "portable"
