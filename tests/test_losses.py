@@ -449,14 +449,20 @@ def test_non_finite_rows_are_caught_after_the_kernel(loss_fn, dtype, bad, n):
     penalty=st.sampled_from(["l2", "l1", "elasticnet"]),
     dtype=st.sampled_from([np.float32, np.float64]),
     zeros=st.booleans(),
+    parallel=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_finish_gradient_equals_reduction_plus_penalty_reference(
-    T, C, D, penalty, dtype, zeros, seed
+    T, C, D, penalty, dtype, zeros, parallel, seed
 ):
-    from fastcls.kernels.losses import PENALTY_CODES, finish_gradient
+    from fastcls.kernels.losses import (
+        PENALTY_CODES,
+        finish_gradient,
+        finish_gradient_parallel,
+    )
     from fastcls.reference.losses import penalty_reference
 
+    finish = finish_gradient_parallel if parallel else finish_gradient
     rng = np.random.default_rng(seed)
     part = rng.standard_normal((T, C, D))
     part_db = rng.standard_normal((T, C))
@@ -468,9 +474,7 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
     WT = np.ascontiguousarray(W.T)
     dWT, db = np.empty_like(WT), np.empty(C, dtype)
     code = PENALTY_CODES[penalty]
-    data, pen, finite = finish_gradient(
-        part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db
-    )
+    data, pen, finite = finish(part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db)
     ref_pen, ref_grad = penalty_reference(W, reg, penalty, beta)
     expect = part.sum(axis=0).T * scale + ref_grad
     assert finite
@@ -483,26 +487,28 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
     for arr in (part, part_db, part_loss):
         flat = arr.reshape(-1)
         saved, flat[0] = flat[0], np.nan
-        out = finish_gradient(part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db)
+        out = finish(part, part_db, part_loss, scale, WT, reg, code, beta, dWT, db)
         assert not out[2]
         flat[0] = saved
 
 
-def _eight_lane_sum(values_by_class):
-    """The penalty value's order in finish_gradient: lane ``d % 8`` of each class (a class's
-    last ``D % 8`` terms into lane 0), then the tree
-    ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``."""
-    lanes = [0.0] * 8
+def _class_lane_sum(values_by_class):
+    """The penalty value's order in finish_gradient: per class, 8 lanes (value ``d`` into
+    lane ``d % 8``, the last ``D % 8`` into lane 0) added by the tree
+    ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``, then the classes in order."""
+    total = 0.0
     for row in values_by_class:
         D = len(row)
         D8 = D - D % 8
+        lanes = [0.0] * 8
         for d in range(D8):
             lanes[d % 8] += float(row[d])
         for d in range(D8, D):
             lanes[0] += float(row[d])
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
-        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7])
-    )
+        total += ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+            (lanes[4] + lanes[5]) + (lanes[6] + lanes[7])
+        )
+    return total
 
 
 @given(
@@ -510,14 +516,21 @@ def _eight_lane_sum(values_by_class):
     D=st.integers(1, 200),
     penalty=st.sampled_from(["l2", "l1", "elasticnet"]),
     dtype=st.sampled_from([np.float32, np.float64]),
+    parallel=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_penalty_value_is_summed_in_the_order_the_code_writes(C, D, penalty, dtype, seed):
+def test_penalty_value_is_summed_in_the_order_the_code_writes(C, D, penalty, dtype, parallel, seed):
     """Bit for bit the 8-lane order written in finish_gradient, not whatever lanes a
-    vectoriser picks: the parallel and serial twins compile their own copies, and a
-    reassociated sum once gave them losses 1 ulp apart."""
-    from fastcls.kernels.losses import PENALTY_CODES, finish_gradient
+    vectoriser picks, on the calling thread and with the classes shared among threads:
+    the parallel and serial twins compile their own copies, and a reassociated sum once
+    gave them losses 1 ulp apart."""
+    from fastcls.kernels.losses import (
+        PENALTY_CODES,
+        finish_gradient,
+        finish_gradient_parallel,
+    )
 
+    finish = finish_gradient_parallel if parallel else finish_gradient
     rng = np.random.default_rng(seed)
     WT = (rng.standard_normal((C, D)) * 10.0 ** rng.integers(-3, 4, (C, D))).astype(dtype)
     beta = 0.7
@@ -530,10 +543,10 @@ def test_penalty_value_is_summed_in_the_order_the_code_writes(C, D, penalty, dty
         terms = beta * terms * terms + np.abs(terms)
     part = np.zeros((2, C, D))
     dWT, db = np.empty_like(WT), np.empty(C, dtype)
-    _, pen, _ = finish_gradient(
+    _, pen, _ = finish(
         part, np.zeros((2, C)), np.zeros(2), 1.0, WT, 1.0, PENALTY_CODES[penalty], beta, dWT, db
     )
-    assert pen == _eight_lane_sum(terms)
+    assert pen == _class_lane_sum(terms)
 
 
 @given(

@@ -863,68 +863,52 @@ def _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7):
     return ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
 
 
-@jit
-def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db):
-    """Reduce the per-task partials and add the penalty, in one serial pass.
-
-    ``dWT[c, d] = scale * sum_t part[t, c, d] + penalty gradient(WT[c, d])`` in float64
-    for ``c < C``, ``d < D`` (``dWT``'s shape; ``part`` and ``WT`` may be padded beyond
-    it), partials summed in task order, so the result does not depend on the thread count,
-    cast to ``dWT``'s dtype; ``db[c] = scale * sum_t part_db[t, c]``. One compiled pass
-    replaces a reduction, a penalty and a cast done as separate NumPy calls.
-
-    Every sum has an order written here, none left to the compiler: the penalty value in
-    8 interleaved lanes (weight ``d`` of each class into lane ``d % 8``, the tail of a
-    class into lane 0, the lanes added by a fixed tree), which LLVM may vectorise as it
-    likes without changing a bit. A strict single sum was a 30000-long dependency chain
-    (54 us of a 150 us call at D=3073, C=10); a reassociated one, as this was, is summed
-    in whatever lanes the vectoriser picks, which differed between the copies of this
-    function compiled into the parallel and the serial twin: 4 lanes in one, 8 or more
-    in the other, a loss 1 ulp apart on 2 threads and on 1 (seen once in a cold test run).
-
-    part : (T, >= C, >= D) float32 or float64; part_db : (T, C) float64; part_loss : (T,)
-    float64; WT : (>= C, >= D); dWT : (C, D); db : (C,), dtype of ``dWT``; penalty : a
-    code of ``PENALTY_CODES``.
-    Returns ``(data loss = scale * sum_t part_loss[t], penalty value, every entry of
-    dWT and db and the data loss finite)``.
-    """
+@jit(inline="always")
+def _class_gradient(c, part, scale, WT, reg, penalty, beta, dWT, g, terms):
+    """Class ``c`` of :func:`finish_gradient`: the partials reduced in task order in
+    float64 (in ``g``), scaled, the penalty gradient added, cast into ``dWT[c]``; the
+    penalty's terms (in ``terms``) added in 8 interleaved lanes (:func:`_add_in_lanes`)
+    and the lanes by the fixed tree of :func:`_lanes_total`. Returns ``(every entry
+    finite, the class's penalty value before the factor reg)``."""
     T = part.shape[0]
-    C = dWT.shape[0]
     D = dWT.shape[1]
-    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0  # the penalty value's lanes
-    finite = True
-    g = np.empty(D, dtype=np.float64)
-    terms = np.empty(D, dtype=np.float64)  # a class's penalty terms
-    for c in range(C):
-        p0 = part[0, c]
+    p0 = part[0, c]
+    for d in range(D):
+        g[d] = p0[d]
+    for t in range(1, T):
+        pt = part[t, c]
         for d in range(D):
-            g[d] = p0[d]
-        for t in range(1, T):
-            pt = part[t, c]
-            for d in range(D):
-                g[d] += pt[d]
-        w = WT[c]
-        o = dWT[c]
-        if penalty == 0:
-            for d in range(D):
-                wd = np.float64(w[d])
-                terms[d] = wd * wd
-                o[d] = g[d] * scale + 2.0 * reg * wd
-        elif penalty == 1:
-            for d in range(D):
-                wd = np.float64(w[d])
-                terms[d] = abs(wd)
-                o[d] = g[d] * scale + reg * np.sign(wd)
-        else:
-            for d in range(D):
-                wd = np.float64(w[d])
-                terms[d] = beta * wd * wd + abs(wd)
-                o[d] = g[d] * scale + reg * (2.0 * beta * wd + np.sign(wd))
-        l0, l1, l2, l3, l4, l5, l6, l7 = _add_in_lanes(terms, D, l0, l1, l2, l3, l4, l5, l6, l7)
-        ok = True
+            g[d] += pt[d]
+    w = WT[c]
+    o = dWT[c]
+    if penalty == 0:
         for d in range(D):
-            ok &= np.isfinite(o[d])
-        finite &= ok
+            wd = np.float64(w[d])
+            terms[d] = wd * wd
+            o[d] = g[d] * scale + 2.0 * reg * wd
+    elif penalty == 1:
+        for d in range(D):
+            wd = np.float64(w[d])
+            terms[d] = abs(wd)
+            o[d] = g[d] * scale + reg * np.sign(wd)
+    else:
+        for d in range(D):
+            wd = np.float64(w[d])
+            terms[d] = beta * wd * wd + abs(wd)
+            o[d] = g[d] * scale + reg * (2.0 * beta * wd + np.sign(wd))
+    l0, l1, l2, l3, l4, l5, l6, l7 = _add_in_lanes(terms, D, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    ok = True
+    for d in range(D):
+        ok &= np.isfinite(o[d])
+    return ok, _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7)
+
+
+@jit(inline="always")
+def _finish_totals(part_db, part_loss, scale, db, finite):
+    """``db`` and the data loss, sums in task order; returns ``(data loss, finite)``
+    with ``finite`` also False when one of them is not."""
+    T = part_db.shape[0]
+    for c in range(db.shape[0]):
         h = 0.0
         for t in range(T):
             h += part_db[t, c]
@@ -934,8 +918,97 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     for t in range(T):
         data += part_loss[t]
     data *= scale
-    finite &= np.isfinite(data)
-    return data, reg * _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7), finite
+    return data, finite and np.isfinite(data)
+
+
+@jit
+def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db):
+    """Reduce the per-task partials and add the penalty, on the calling thread.
+
+    ``dWT[c, d] = scale * sum_t part[t, c, d] + penalty gradient(WT[c, d])`` in float64
+    for ``c < C``, ``d < D`` (``dWT``'s shape; ``part`` and ``WT`` may be padded beyond
+    it), partials summed in task order, so the result does not depend on the thread count,
+    cast to ``dWT``'s dtype; ``db[c] = scale * sum_t part_db[t, c]``. One compiled pass
+    replaces a reduction, a penalty and a cast done as separate NumPy calls.
+
+    Every sum has an order written here, none left to the compiler. The penalty value:
+    per class, 8 interleaved lanes (weight ``d`` into lane ``d % 8``, the last ``D % 8``
+    into lane 0) added by a fixed tree, then the classes in order. LLVM may vectorise
+    that as it likes without changing a bit, and :func:`finish_gradient_parallel`,
+    which shares the classes among the threads, adds the same terms in the same order.
+    A strict single sum was a 30000-long dependency chain (54 us of a 150 us call at
+    D=3073, C=10); a reassociated one is summed in whatever lanes the vectoriser picks,
+    which differed between the copies of this function compiled into the parallel and
+    the serial twin: 4 lanes in one, 8 or more in the other, a loss 1 ulp apart on 2
+    threads and on 1 (seen once in a cold test run).
+
+    part : (T, >= C, >= D) float32 or float64; part_db : (T, C) float64; part_loss : (T,)
+    float64; WT : (>= C, >= D); dWT : (C, D); db : (C,), dtype of ``dWT``; penalty : a
+    code of ``PENALTY_CODES``.
+    Returns ``(data loss = scale * sum_t part_loss[t], penalty value, every entry of
+    dWT and db and the data loss finite)``.
+    """
+    D = dWT.shape[1]
+    g = np.empty(D, dtype=np.float64)
+    terms = np.empty(D, dtype=np.float64)  # a class's penalty terms
+    finite = True
+    pen = 0.0
+    for c in range(dWT.shape[0]):
+        ok, class_pen = _class_gradient(c, part, scale, WT, reg, penalty, beta, dWT, g, terms)
+        finite &= ok
+        pen += class_pen
+    data, finite = _finish_totals(part_db, part_loss, scale, db, finite)
+    return data, reg * pen, finite
+
+
+@jit(parallel=True)
+def finish_gradient_parallel(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db):
+    """:func:`finish_gradient` with the classes shared among the threads (the same bits).
+
+    After the parallel kernel each task's partial sits in its own core's cache; on the
+    calling thread alone the reduction read the other core's lines one by one. svm_loss
+    N=256, D=3073, C=10, 2 threads on the Xeon: 41-46 us from the tasks' end to the
+    return, 34 with the classes shared. The price is one more parallel region to
+    compile (about 1.5 s, once: the cache keeps it), paid only by calls that run the
+    parallel twin.
+    """
+    C = dWT.shape[0]
+    D = dWT.shape[1]
+    oks = np.empty(C, dtype=np.bool_)
+    class_pens = np.empty(C)
+    for cc in prange(C):
+        c = np.int64(cc)  # prange's index is unsigned: one compiled body, not two
+        g = np.empty(D, dtype=np.float64)
+        terms = np.empty(D, dtype=np.float64)
+        oks[c], class_pens[c] = _class_gradient(
+            c, part, scale, WT, reg, penalty, beta, dWT, g, terms
+        )  # fmt: skip
+    finite = True
+    pen = 0.0
+    for c in range(C):
+        finite &= oks[c]
+        pen += class_pens[c]
+    data, finite = _finish_totals(part_db, part_loss, scale, db, finite)
+    return data, reg * pen, finite
+
+
+def _finish_fn(twin):
+    """:func:`finish_gradient` or its parallel twin, chosen by the type of ``twin``
+    (a :func:`twin_token`). Returned as a value for the caller to call (see
+    :func:`_scores_fn` for why)."""
+    raise NotImplementedError  # pragma: no cover - compiled through the overload below
+
+
+@overload(_finish_fn, jit_options={"nogil": True})
+def _finish_fn_overload(twin):
+    if not isinstance(twin, types.BaseTuple):
+        return None
+    fn = finish_gradient_parallel if len(twin) == 1 else finish_gradient
+
+    def impl(twin):
+        return fn
+
+    return impl
 
 
 @jit
@@ -971,7 +1044,9 @@ def linear_loss_grad(
     # the public losses leave W's scan to this pass, which reads it anyway (a separate
     # NumPy scan cost 15-45 us at N=256, W evicted by the previous call's rows); the
     # check runs over WT's contiguous rows (element by element, the strided stores and
-    # the check's dependency chain took 17-22 us of a 0.27 ms N=256 call)
+    # the check's dependency chain took 17-22 us of a 0.27 ms N=256 call). Shared among
+    # the threads as the finish is, it saved 1-2 us of 0.21 ms: not worth a parallel
+    # region's compilation
     transpose_into(W, WT)
     w_ok = True
     for c in range(C):
@@ -990,7 +1065,7 @@ def linear_loss_grad(
         X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
         ticks, scratch,
     )  # fmt: skip
-    out = finish_gradient(
+    out = _finish_fn(parallel)(
         part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
     transpose_into(dWT, dW)
@@ -1102,7 +1177,7 @@ def sgd_linear_steps(
             X, y, rows, nxt_rows, WT, bias, kind, bounds, part, wide, part_db, part_loss, tile,
             rblock, ticks, scratch,
         )  # fmt: skip
-        data, pen, finite = finish_gradient(
+        data, pen, finite = _finish_fn(parallel)(
             part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
         )
         if centre and fit_bias:
