@@ -32,7 +32,7 @@ cores). Run (the lock keeps timings of a shared machine apart)::
 
 AVX2 proxy (fastcls's AVX2 kernels, FAISS's AVX2 code, on an AVX-512 machine): the same
 command with ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<haswell's features>``
-(``tests/test_losses.py::HASWELL_FEATURES``) and ``OPENBLAS_CORETYPE=Haswell``. FAISS
+(``fastcls.testing.HASWELL_FEATURES``) and ``OPENBLAS_CORETYPE=Haswell``. FAISS
 then runs at ``SIMDLevel_AVX2`` through ``faiss.SIMDConfig.set_level`` (see
 :func:`faiss_simd_level`; ``FAISS_OPT_LEVEL=avx2`` also asks for it, but faiss 1.15's
 dispatching wheel ignores that variable by itself). ``extra_info["faiss_simd"]`` records

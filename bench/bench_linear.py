@@ -14,7 +14,7 @@ the host's load drifts.
 
 An AVX2 build on an AVX-512 machine (numba compiles for Haswell, the kernel picks its
 AVX2 path): ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<haswell's features>`` (see
-``tests/test_losses.py::HASWELL_FEATURES``); the name alone keeps the host's features.
+``fastcls.testing.HASWELL_FEATURES``); the name alone keeps the host's features.
 
 Groups
 ------

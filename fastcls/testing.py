@@ -45,6 +45,7 @@ import numpy as np
 __all__ = [
     "ADVERSARIAL_CASES",
     "FUNCTIONS",
+    "HASWELL_FEATURES",
     "IMPLEMENTATIONS",
     "PRECISIONS",
     "Implementation",
@@ -63,6 +64,14 @@ __all__ = [
     "near_duplicates",
     "tolerances",
 ]
+
+#: ``NUMBA_CPU_FEATURES`` of an AVX2 + FMA CPU without AVX-512 (with
+#: ``NUMBA_CPU_NAME=haswell``): how tests and benchmarks compile for the AVX2 class (AMD
+#: Zen 3 among others) on an AVX-512 machine; the name alone keeps the host's features
+HASWELL_FEATURES = (
+    "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
+    "+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt"
+)
 
 # --------------------------------------------------------------------------- settings
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -766,10 +766,7 @@ def test_cpu_name_follows_numba_target(monkeypatch):
         cpu_name.cache_clear()
 
 
-HASWELL_FEATURES = (
-    "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
-    "+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt"
-)
+from fastcls.testing import HASWELL_FEATURES  # noqa: E402
 
 _AVX2_CHILD = r"""
 import re, sys

@@ -173,6 +173,7 @@ from numba.extending import overload
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import blas_threads, map_chunks, scratch, single_threaded_blas
 from fastcls.kernels import amx
+from fastcls.kernels.exact_distance import exact_sq_distance
 from fastcls.kernels.l2int import sqeuclidean_topk_int
 from fastcls.kernels.rounding import U32, U64, gamma
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, merge_sorted_topk_serial
@@ -191,22 +192,6 @@ _CHUNK = 16
 
 
 # --------------------------------------------------------------------------- exact pairs
-@jit(fastmath=REDUCE)  # not inlined by numba: an inlined body loses its fastmath flags
-def _sq_exact_float(A, i, B, j):
-    """Squared distance of rows ``A[i]``, ``B[j]`` accumulated in float64.
-
-    Reassociation lets LLVM vectorise the sum (15x faster than a fixed-order loop
-    of 8 partial sums, measured); every path (rerank, fallback, direct) runs this one
-    loop, and the tests check that they agree bit for bit. Rows are indexed, not
-    sliced (a slice costs an atomic reference-count update on the shared array).
-    """
-    s = 0.0
-    for d in range(A.shape[1]):
-        t = np.float64(A[i, d]) - np.float64(B[j, d])
-        s += t * t
-    return s
-
-
 @jit(fastmath=REDUCE)
 def _sq_exact_uint8(A, i, B, j):
     """Exact squared distance of uint8 rows ``A[i]``, ``B[j]`` (widened first)."""
@@ -267,7 +252,11 @@ def _select_block(G, xn, base, cand_s, cand_j, t_prev):
 
 
 def _sq_exact(A, i, B, j):
-    """Exact squared distance of rows ``A[i]``, ``B[j]``: the float or the uint8 loop.
+    """Exact squared distance of rows ``A[i]``, ``B[j]``: the float kernel of
+    :mod:`fastcls.kernels.exact_distance` (float64 sums in an order written in its IR:
+    every path, rerank, fallback and direct, on any thread count, gets the same bits;
+    a loop left to the vectoriser, as this was, could be vectorised differently in each
+    compiled copy) or the uint8 loop (integer sums: any order is exact).
 
     A dispatch point for the kernels below (resolved at compile time by the
     overload), so every kernel is one plain module-level function that numba caches.
@@ -279,7 +268,7 @@ def _sq_exact(A, i, B, j):
 def _sq_exact_overload(A, i, B, j):
     if isinstance(A.dtype, types.Integer):
         return lambda A, i, B, j: _sq_exact_uint8(A, i, B, j)
-    return lambda A, i, B, j: _sq_exact_float(A, i, B, j)
+    return lambda A, i, B, j: exact_sq_distance(A, i, B, j)
 
 
 @jit

@@ -203,3 +203,24 @@ def bf16x3_scores_reference(Q, X):
     qh, ql = (bf16_value(b) for b in bf16_split_reference(Q))
     xh, xl = (bf16_value(b) for b in bf16_split_reference(X))
     return qh @ xh.T + qh @ xl.T + ql @ xh.T
+
+
+def exact_sq_distance_reference(a, b):
+    """``sum_d (a[d] - b[d])^2`` in float64, summed in the order of
+    :mod:`fastcls.kernels.exact_distance`, for the bit-for-bit test of that kernel.
+
+    Element ``d`` goes to lane ``d % 8`` of accumulator ``(d // 8) % 4``, each lane adding
+    its terms in increasing ``d`` (missing elements of the last block add ``+0.0``);
+    then ``(a0 + a1) + (a2 + a3)`` lane by lane and the lanes by the tree
+    ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``. Each NumPy operation below
+    is element by element, so NumPy adds nothing of its own order.
+    """
+    t = np.asarray(a).astype(np.float64) - np.asarray(b).astype(np.float64)
+    terms = t * t
+    padded = np.zeros(-(-terms.size // 32) * 32)
+    padded[: terms.size] = terms
+    acc = np.zeros((4, 8))
+    for start in range(0, padded.size, 32):
+        acc = acc + padded[start : start + 32].reshape(4, 8)
+    v = (acc[0] + acc[1]) + (acc[2] + acc[3])
+    return float(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])))
