@@ -29,9 +29,6 @@ from typing import Any, Literal
 #: fastmath flags for reductions (sums of |a-b| or (a-b)^2): reassociation lets
 #: LLVM vectorise the loop; nsz is harmless for sums of non-negative terms.
 REDUCE: frozenset[str] = frozenset({"reassoc", "nsz"})
-#: REDUCE plus "contract" for dot products and rank updates: without it LLVM emits separate
-#: vmulps + vaddps instead of fused multiply-adds.
-FMA: frozenset[str] = REDUCE | {"contract"}
 #: no fastmath at all (the default for everything that is not a reduction).
 STRICT: bool = False
 

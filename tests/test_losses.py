@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -840,25 +843,18 @@ def test_hot_loops_vectorise_natively():
     hides the assembly, so everything is compiled afresh here."""
     import numba
 
-    from fastcls._config import FMA
     from fastcls._runtime import cpu_features
     from fastcls.kernels import linear_tiles as T
-    from fastcls.kernels import losses as K
 
     if not {"fma", "avx"} <= cpu_features():
         pytest.skip("packed FMAs need a CPU with AVX and FMA")
     xb = np.ones((4, 32), np.float32)
     WT = np.ones((10, 32), np.float32)
     gw = np.ones((4, 10), np.float32)
-    opts = {"nogil": True, "fastmath": set(FMA), "error_model": "numpy", "cache": False}
-    scores = numba.njit(**opts)(K._scores4_portable.py_func)
-    update = numba.njit(**opts)(K._update4_portable.py_func)
-    scores(xb[0], xb[1], xb[2], xb[3], WT, 0, 0, 32, np.zeros((4, 10)))
-    update(xb[0], xb[1], xb[2], xb[3], gw, 0, WT.copy(), 0, 32)
-    for fn in (scores, update):
-        asm = "\n".join(fn.inspect_asm().values())
-        assert re.search(r"vfmadd\d+ps\s+[^\n]*%[yz]mm", asm), fn
-    widths = [("avx2", T.scores_tile_avx2, T.update_tile_avx2, "ymm")]
+    widths = [
+        ("portable", T.scores_tile_portable, T.update_tile_portable, "ymm"),
+        ("avx2", T.scores_tile_avx2, T.update_tile_avx2, "ymm"),
+    ]
     if "avx512f" in cpu_features():
         widths.append(("avx512", T.scores_tile_avx512, T.update_tile_avx512, "zmm"))
     for name, scores_tile, update_tile, reg in widths:
@@ -870,7 +866,12 @@ def test_hot_loops_vectorise_natively():
         fn = numba.njit(cache=False)(tiles)
         fn(xb, WT, gw, WT.copy(), np.arange(4))
         asm = "\n".join(fn.inspect_asm().values())
-        assert re.search(rf"vfmadd\d+ps\s+[^\n]*%{reg}", asm), name
+        if name == "portable":  # multiply, then add: no FMA, whatever the CPU has
+            assert re.search(rf"mulps\s+[^\n]*%{reg}", asm), name
+            assert re.search(rf"addps\s+[^\n]*%{reg}", asm), name
+            assert "vfmadd" not in asm, name
+        else:
+            assert re.search(rf"vfmadd\d+ps\s+[^\n]*%{reg}", asm), name
         assert "prefetcht2" in asm, name
 
 
@@ -1104,3 +1105,55 @@ def test_losses_are_the_same_bits_whichever_twin_the_choice_takes(monkeypatch):
     assert first[0] == second[0]
     np.testing.assert_array_equal(first[1], second[1])
     np.testing.assert_array_equal(first[2], second[2])
+
+
+_PORTABLE_CHILD = r"""
+import numba, numpy as np, fastcls
+from fastcls._config import override
+from fastcls.testing import linear_problem
+
+W, X, y = linear_problem(300, 203, 7, seed=4)
+for dtype in (np.float32, np.float64):
+    # every call on the parallel twin when 2 threads are set (3 tasks of 100 rows)
+    with override(linear_kernel_impl="portable", linear_parallel_min_work=0):
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            for loss in (fastcls.svm_loss, fastcls.softmax_loss):
+                value, dW = loss(W.astype(dtype), X.astype(dtype), y, 1e-3, penalty="l1")
+                print(dtype.__name__, threads, np.float64(value).hex(), dW.tobytes().hex())
+"""
+
+
+@pytest.mark.slow
+def test_portable_tiles_give_the_same_bits_on_every_cpu():
+    """The portable micro-kernel writes its lanes in the IR and multiplies then adds (no
+    FMA): compiled for the host, for Haswell (AVX2) and for the x86-64 baseline (SSE2),
+    on 1 and 2 threads, the losses and gradients agree bit for bit."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("an x86-64 host runs the other targets")
+    outs = []
+    for name, features in (
+        (None, None),
+        ("haswell", HASWELL_FEATURES),
+        ("x86-64", "+64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2"),
+    ):
+        env = {**os.environ, "FASTCLS_NUMBA_CACHE": "0"}
+        if name is not None:
+            env["NUMBA_CPU_NAME"] = name
+            env["NUMBA_CPU_FEATURES"] = features
+        out = subprocess.run(
+            [sys.executable, "-c", _PORTABLE_CHILD],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        lines = out.stdout.splitlines()
+        assert len(lines) == 8
+        for i in (0, 1, 4, 5):  # the same loss and dtype on 1 and on 2 threads
+            assert lines[i].split()[2:] == lines[i + 2].split()[2:]
+        outs.append(out.stdout)
+    assert outs[0] == outs[1] == outs[2]

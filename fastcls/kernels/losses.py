@@ -36,8 +36,9 @@ compile at every call from Python, 15 ms each):
   kernel gets zmm;
 * ``"avx2"`` (2 classes): the same tiles on 32-byte vectors, 4 x 2 (8 accumulators
   + 6 operands fit the 16 ymm registers);
-* ``"portable"`` (1 class): numba loops, 4 rows x 1 class, LLVM vectorises them for
-  whatever the target has (no FMA needed).
+* ``"portable"`` (1 class): the same tiles on 32-byte vectors, 4 x 1, multiplying then
+  adding (no FMA needed; any ISA). They replaced numba loops compiled with
+  reassociation, whose summation order LLVM chose per compiled copy.
 
 Measured on the Xeon (float32, D=3073, C=10, one thread, in-cache tiles): scores 86 and
 update 51 GFLOP/s with the former numba 4 x 5 / 4 x 2 loops on misaligned rows; 149 and
@@ -91,7 +92,7 @@ import numpy as np
 from numba import get_thread_id, prange, types
 from numba.extending import intrinsic, overload
 
-from fastcls._config import FMA, jit, settings
+from fastcls._config import jit, settings
 from fastcls._runtime import best_simd, cpu_name
 from fastcls._validation import MAX_ABS_VALUE
 from fastcls.kernels._rows import aligned_zeros, transpose_into
@@ -101,8 +102,10 @@ from fastcls.kernels.linear_tiles import (
     TILE_SHAPES,
     scores_tile_avx2,
     scores_tile_avx512,
+    scores_tile_portable,
     update_tile_avx2,
     update_tile_avx512,
+    update_tile_portable,
 )
 
 #: ``llvm.readcyclecounter`` is ``rdtsc`` on x86 (a constant-rate counter the cores
@@ -172,7 +175,7 @@ YMM_FASTER_CPUS = frozenset({"znver4"})
 #: arithmetic outruns the reads even from L3: N=256 4-7% faster on the Xeon), only rows
 #: that stream from memory with the AVX2 tiles (neutral from 64 to 1000 rows on the AVX2
 #: build; a 512 KiB L2, Zen 3's, holds less of what the prefetch brings); never for
-#: the portable loops, which read ``X`` directly
+#: the portable tiles (CPUs without AVX2, where it was never measured)
 PREFETCH_MIN_BYTES = {"avx512": 0, "avx2": 32 * 2**20, "portable": 2**62}
 #: thresholds of :data:`PREFETCH_MIN_BYTES` per (micro-kernel, CPU name) where a CPU was
 #: measured to gain below the micro-kernel's own. Zen 4 (1 MiB of L2 per core) with its
@@ -377,56 +380,6 @@ def _row_derivative(s, yi, kind, g):
     return np.log(total) - (s[yi] - smax)
 
 
-@jit(fastmath=FMA)
-def _scores4_portable(x0, x1, x2, x3, WT, j, d0, d1, s):
-    """``s[j + r, c] += x_r[d0:d1] . WT[c, d0:d1]``: 4 rows x 1 class, numba loops.
-
-    The tile for CPUs without AVX2 + FMA (any register file: 4 accumulators); LLVM
-    vectorises the ``d`` loop at the width the target has. Rows are read from ``X``
-    directly (no packed copy: without the explicit tiles it only cost time).
-    """
-    C = s.shape[1]
-    y0 = x0[d0:d1]
-    y1 = x1[d0:d1]
-    y2 = x2[d0:d1]
-    y3 = x3[d0:d1]
-    for c in range(C):
-        w0 = WT[c, d0:d1]
-        z = w0[0] - w0[0]
-        a0 = z
-        a1 = z
-        a2 = z
-        a3 = z
-        for d in range(d1 - d0):
-            u = w0[d]
-            a0 += y0[d] * u
-            a1 += y1[d] * u
-            a2 += y2[d] * u
-            a3 += y3[d] * u
-        s[j, c] += a0
-        s[j + 1, c] += a1
-        s[j + 2, c] += a2
-        s[j + 3, c] += a3
-
-
-@jit(fastmath=FMA)
-def _update4_portable(x0, x1, x2, x3, gw, j, acc, d0, d1):
-    """``acc[c, d0:d1] += sum_r gw[j + r, c] * x_r[d0:d1]`` (rank 4), one class a pass."""
-    C = acc.shape[0]
-    y0 = x0[d0:d1]
-    y1 = x1[d0:d1]
-    y2 = x2[d0:d1]
-    y3 = x3[d0:d1]
-    for c in range(C):
-        g0 = gw[j, c]
-        g1 = gw[j + 1, c]
-        g2 = gw[j + 2, c]
-        g3 = gw[j + 3, c]
-        a = acc[c, d0:d1]
-        for d in range(d1 - d0):
-            a[d] += g0 * y0[d] + g1 * y1[d] + g2 * y2[d] + g3 * y3[d]
-
-
 @jit
 def _pack_tail(xb, nr, X, src):
     """Rows of a last group of fewer than 4, packed before the tiles; zero rows after them."""
@@ -451,12 +404,14 @@ def _simd_tiles(tile):
 
 @overload(_simd_tiles, jit_options={"nogil": True})
 def _simd_tiles_overload(tile):
-    if not isinstance(tile, types.UniTuple) or tile.count not in (2, 5):
+    names = {count: name for name, count in CLASS_TILES.items()}
+    if not isinstance(tile, types.UniTuple) or tile.count not in names:
         return None
-    name = "avx512" if tile.count == 5 else "avx2"
+    name = names[tile.count]
     score, update = {
         "avx512": (scores_tile_avx512, update_tile_avx512),
         "avx2": (scores_tile_avx2, update_tile_avx2),
+        "portable": (scores_tile_portable, update_tile_portable),
     }[name]
     vec_bytes = TILE_SHAPES[name][0]
 
@@ -506,8 +461,21 @@ def _chunk_span(ci, n_full, chunk, Dp, lanes):
 
 
 @jit
-def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
-    """Scores of the block with a SIMD micro-kernel's tile (see :func:`_scores_fn`)."""
+def _block_scores(tile, xb, WT, nr, s, X, src, nxt, has_next):
+    """Add the block's scores into ``s``, packing its rows into ``xb`` on the way.
+
+    ``s[r, c] += x_r . WT[c]`` for ``r < nr``, ``c < C``, where ``x_r`` is ``X[src[r]]``.
+    With ``has_next`` the tiles prefetch part of the next block's rows ``X[nxt]`` (see
+    :func:`_prefetch_segment`). ``WT`` has ``Cp >= C`` rows (zero weights beyond ``C``,
+    so the tiles need no class tail) and ``Dp`` columns, a multiple of 16, zero beyond
+    the features. The first class tile of each group of 4 rows reads ``X`` and stores
+    the aligned, zero-padded copy ``xb`` (read by the later tiles and the update). Rows
+    of a last group of fewer than 4 are packed first (zero rows after them).
+
+    ``tile`` is the micro-kernel's token (:func:`tile_token`): its type chooses the tile
+    functions at compile time (:func:`_simd_tiles`), so only the chosen micro-kernel is
+    compiled.
+    """
     score_tile, _, vec_bytes = _simd_tiles(tile)
     w = len(tile)
     C = s.shape[1]
@@ -539,27 +507,13 @@ def _scores_simd(tile, xb, WT, nr, s, X, src, nxt, has_next):
 
 
 @jit
-def _scores_portable(tile, xb, WT, nr, s, X, src, nxt, has_next):
-    """Scores of the block with numba loops, 4 rows x 1 class, reading ``X`` directly.
+def _block_update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
+    """Add ``sum_r gw[r, c] * xb[r]`` to ``acc[c]`` over the block (``Cp`` rows of ``acc``).
 
-    A last group of fewer than 4 rows repeats its last row (a row in use: finite
-    whenever the result is meaningful; its update weight is zero).
+    With ``has_next`` the tiles of the scores and the update prefetch the next block's
+    rows ``X[nxt]`` (see :func:`_prefetch_segment`). ``tile``: as for
+    :func:`_block_scores`.
     """
-    D = X.shape[1]
-    chunk = _CHUNK_BYTES // X.itemsize
-    last = nr - 1
-    for j in range(0, nr, 4):
-        x0 = X[src[j]]
-        x1 = X[src[min(j + 1, last)]]
-        x2 = X[src[min(j + 2, last)]]
-        x3 = X[src[min(j + 3, last)]]
-        for d0 in range(0, D, chunk):
-            _scores4_portable(x0, x1, x2, x3, WT, j, d0, min(d0 + chunk, D), s)
-
-
-@jit
-def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-    """The block's update with a SIMD micro-kernel's tile (see :func:`_update_fn`)."""
     _, update_tile, vec_bytes = _simd_tiles(tile)
     w = len(tile)
     Cp = acc.shape[0]
@@ -577,86 +531,6 @@ def _update_simd(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
                 call = ci * per_chunk + n_score_calls + (j // 4) * (Cp // w) + c // w
                 q, pf_d0, pf = _prefetch_target(call, n_calls, n_full, xb.shape[0], chunk)
                 update_tile(xb, gw, j, acc, c, d0, nvec, X, nxt, q, pf_d0, pf)
-
-
-@jit
-def _update_portable(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr):
-    """The block's update with numba loops, reading ``X`` directly (no prefetch).
-
-    See :func:`_update_fn`.
-    """
-    D = X.shape[1]
-    chunk = _CHUNK_BYTES // X.itemsize
-    last = nr - 1
-    for d0 in range(0, D, chunk):
-        d1 = min(d0 + chunk, D)
-        for j in range(0, nr, 4):
-            x0 = X[src[j]]
-            x1 = X[src[min(j + 1, last)]]
-            x2 = X[src[min(j + 2, last)]]
-            x3 = X[src[min(j + 3, last)]]
-            _update4_portable(x0, x1, x2, x3, gw, j, acc, d0, d1)
-
-
-def _scores_fn(tile):
-    """The block's scores implementation for a micro-kernel's token (compile time).
-
-    ``scores(tile, xb, WT, nr, s, X, src, nxt, has_next)`` adds the block's scores into
-    ``s``, packing the rows into ``xb`` on the way: ``s[r, c] += x_r . WT[c]`` for
-    ``r < nr``, ``c < C``, where ``x_r`` is ``X[src[r]]``. With ``has_next`` its tiles
-    prefetch part of the next block's rows ``X[nxt]`` (see :func:`_prefetch_segment`).
-    ``WT`` has ``Cp >= C`` rows (zero weights beyond ``C``, so the tiles need no class
-    tail) and ``Dp`` columns, a multiple of 16, zero beyond the features. Chunk-major:
-    the chunk of ``WT`` (``_CHUNK_BYTES`` per class) stays in L1 while every row of the
-    block passes over it. The first class tile of each group of 4 rows reads ``X`` and
-    stores the aligned, zero-padded copy ``xb`` (read by the later tiles and the update).
-    Rows of a last group of fewer than 4 are packed first (zero rows after them).
-
-    ``tile`` is the micro-kernel's token (:func:`tile_token`): its type chooses the tile
-    functions at compile time, so only the chosen micro-kernel is compiled. The function
-    is returned as a value and called by the caller: an overload that called it itself
-    would be one more compiled level, and numba re-optimises and re-emits the machine code
-    of a function's whole call tree at every level (0.5 s of a cold first fit). One
-    function per chooser: a tuple of two would be typed as numba's experimental
-    first-class function type.
-    """
-    raise NotImplementedError  # pragma: no cover - compiled through the overload below
-
-
-@overload(_scores_fn, jit_options={"nogil": True})
-def _scores_fn_overload(tile):
-    if not isinstance(tile, types.UniTuple):
-        return None
-    fn = _scores_portable if tile.count == 1 else _scores_simd
-
-    def impl(tile):
-        return fn
-
-    return impl
-
-
-def _update_fn(tile):
-    """The block's update implementation for a micro-kernel's token (compile time).
-
-    ``update(tile, xb, gw, nr4, acc, X, nxt, has_next, src, nr)`` adds
-    ``sum_r gw[r, c] * xb[r]`` to ``acc[c]`` over the block (``Cp`` rows of ``acc``).
-
-    With ``has_next``, the tiles of the scores and the update prefetch the next block's
-    rows ``X[nxt]`` (see :func:`_prefetch_segment`). ``tile``: as for :func:`_scores_fn`.
-    """
-    raise NotImplementedError  # pragma: no cover - compiled through the overload below
-
-
-@overload(_update_fn, jit_options={"nogil": True})
-def _update_fn_overload(tile):
-    if not isinstance(tile, types.UniTuple):
-        return None
-    fn = _update_portable if tile.count == 1 else _update_simd
-
-    def impl(tile):
-        return fn
-
-    return impl
 
 
 @jit
@@ -697,8 +571,6 @@ def linear_loss_grad_rows_serial(
     gw = scratch[2][slot]  # the derivatives in the working precision; zero beyond C
     src = scratch[3][slot, 0]  # this block's rows of X
     nxt = scratch[3][slot, 1]  # the rows the next block will pack
-    scores = _scores_fn(tile)
-    update = _update_fn(tile)
     for t in range(bounds.shape[0] - 1):
         ticks[t, 0] = cycle_counter()
         pt = part[t]
@@ -744,7 +616,7 @@ def linear_loss_grad_rows_serial(
                 for r in range(nr4):
                     for c in range(C):
                         s[r, c] = b[c]
-                scores(tile, xb, WT, nr, s, X, src, nxt, has_next)
+                _block_scores(tile, xb, WT, nr, s, X, src, nxt, has_next)
                 for r in range(nr):
                     loss += _row_derivative(s[r], y[src[r]], kind, g[r])
                     for c in range(C):
@@ -753,7 +625,7 @@ def linear_loss_grad_rows_serial(
                 for r in range(nr, nr4):
                     for c in range(C):
                         gw[r, c] = 0.0
-                update(tile, xb, gw, nr4, pt, X, nxt, has_next, src, nr)
+                _block_update(tile, xb, gw, nr4, pt, X, nxt, has_next, src, nr)
             if several:  # the sub-block (working precision) into the float64 sum
                 wt = wide[t]
                 if s0 == start:
@@ -816,7 +688,11 @@ def linear_loss_grad_rows(
 def _rows_fn(twin):
     """:func:`linear_loss_grad_rows` or its serial twin, chosen by the type of ``twin``.
 
-    Returned as a value for the caller to call (see :func:`_scores_fn` for why).
+    Returned as a value for the caller to call: an overload that called it itself would
+    be one more compiled level, and numba re-optimises and re-emits the machine code of
+    a function's whole call tree at every level (0.5 s of a cold first fit). One
+    function per chooser: a tuple of two would be typed as numba's experimental
+    first-class function type.
     """
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
@@ -995,7 +871,7 @@ def finish_gradient_parallel(part, part_db, part_loss, scale, WT, reg, penalty, 
 def _finish_fn(twin):
     """:func:`finish_gradient` or its parallel twin, chosen by the type of ``twin``
     (a :func:`twin_token`). Returned as a value for the caller to call (see
-    :func:`_scores_fn` for why)."""
+    :func:`_rows_fn` for why)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
