@@ -868,10 +868,47 @@ def finish_gradient_parallel(part, part_db, part_loss, scale, WT, reg, penalty, 
     return data, reg * pen, finite
 
 
+#: when the parallel twin also shares the finish among the threads: at most this many
+#: tasks (partials), and a task speed-up (:func:`task_speedup`) of at least
+#: ``FINISH_SHARED_MIN_SPEEDUP``. Few tasks: the finish is a share of the call worth
+#: sharing (N=256, 2 tasks: 41-46 -> 29-30 us of a 0.21-0.25 ms call), while at N=10000
+#: (16 tasks) it saved about 40 us of 7 ms and a second parallel region costs more when
+#: other threads hold the cores: alternated with a 512 x 512 NumPy product (OpenBLAS's
+#: threads spin on after it), svm_loss N=10000 on 2 threads took 23-24 ms a round
+#: against 18-21 with the finish on the calling thread. A low speed-up means the tasks
+#: did not run side by side: the cores were taken, and a second region would wait again
+FINISH_SHARED_MAX_TASKS = 4
+FINISH_SHARED_MIN_SPEEDUP = 1.5
+
+
+@jit
+def _finish_after_serial_tasks(
+    speedup, part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db
+):  # fmt: skip
+    """:func:`finish_gradient` (``speedup`` unused: the serial twin's tasks ran on this
+    thread)."""
+    return finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db)
+
+
+@jit
+def _finish_after_parallel_tasks(
+    speedup, part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db
+):  # fmt: skip
+    """:func:`finish_gradient_parallel` for few tasks that ran side by side
+    (``FINISH_SHARED_MAX_TASKS``, ``FINISH_SHARED_MIN_SPEEDUP``), else
+    :func:`finish_gradient`: the same bits either way."""
+    if part.shape[0] <= FINISH_SHARED_MAX_TASKS and speedup >= FINISH_SHARED_MIN_SPEEDUP:
+        return finish_gradient_parallel(
+            part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db
+        )
+    return finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db)
+
+
 def _finish_fn(twin):
-    """:func:`finish_gradient` or its parallel twin, chosen by the type of ``twin``
-    (a :func:`twin_token`). Returned as a value for the caller to call (see
-    :func:`_rows_fn` for why)."""
+    """:func:`_finish_after_parallel_tasks` or :func:`_finish_after_serial_tasks`, chosen
+    by the type of ``twin`` (a :func:`twin_token`), so a serial call never compiles the
+    parallel finish. Returned as a value for the caller to call (see :func:`_rows_fn`
+    for why)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
@@ -879,7 +916,7 @@ def _finish_fn(twin):
 def _finish_fn_overload(twin):
     if not isinstance(twin, types.BaseTuple):
         return None
-    fn = finish_gradient_parallel if len(twin) == 1 else finish_gradient
+    fn = _finish_after_parallel_tasks if len(twin) == 1 else _finish_after_serial_tasks
 
     def impl(twin):
         return fn
@@ -941,12 +978,13 @@ def linear_loss_grad(
         X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
         ticks, scratch,
     )  # fmt: skip
+    speedup = task_speedup(ticks, start)
     out = _finish_fn(parallel)(
-        part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
+        speedup, part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
     transpose_into(dWT, dW)
     data, pen, finite = out
-    return data, pen, finite and w_ok, task_speedup(ticks, start), True
+    return data, pen, finite and w_ok, speedup, True
 
 
 @jit(inline="always")  # a compiled level of its own cost 0.1 s of a cold first call
@@ -1049,13 +1087,15 @@ def sgd_linear_steps(
         else:
             for c in range(b.shape[0]):  # element loop: see _pack_tail
                 bias[c] = b[c]
+        start = cycle_counter()
         fused(
             X, y, rows, nxt_rows, WT, bias, kind, bounds, part, wide, part_db, part_loss, tile,
             rblock, ticks, scratch,
         )  # fmt: skip
         data, pen, finite = _finish_fn(parallel)(
-            part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
-        )
+            task_speedup(ticks, start), part, part_db, part_loss, 1.0 / m, WT, reg, penalty,
+            beta, dWT, db,
+        )  # fmt: skip
         if centre and fit_bias:
             for c in range(C):
                 dbc = np.float64(db[c])
