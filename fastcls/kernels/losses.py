@@ -741,11 +741,16 @@ def _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7):
 
 @jit(inline="always")
 def _class_gradient(c, part, scale, WT, reg, penalty, beta, dWT, g, terms):
-    """Class ``c`` of :func:`finish_gradient`: the partials reduced in task order in
-    float64 (in ``g``), scaled, the penalty gradient added, cast into ``dWT[c]``; the
-    penalty's terms (in ``terms``) added in 8 interleaved lanes (:func:`_add_in_lanes`)
-    and the lanes by the fixed tree of :func:`_lanes_total`. Returns ``(every entry
-    finite, the class's penalty value before the factor reg)``."""
+    """Class ``c`` of :func:`finish_gradient_parallel`: the partials reduced in task
+    order in float64 (in ``g``), scaled, the penalty gradient added, cast into
+    ``dWT[c]``; the penalty's terms (in ``terms``) added in 8 interleaved lanes
+    (:func:`_add_in_lanes`) and the lanes by the fixed tree of :func:`_lanes_total`.
+    Returns ``(every entry finite, the class's penalty value before the factor reg)``.
+
+    The same operations in the same order as one class of :func:`finish_gradient`'s
+    loop, which writes them out instead of calling this: inlined there, the serial
+    finish took 0.15-0.2 s longer to compile, which every cold first fit pays. The tests
+    pin both to one reference order, bit for bit."""
     T = part.shape[0]
     D = dWT.shape[1]
     p0 = part[0, c]
@@ -824,22 +829,75 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     Returns ``(data loss = scale * sum_t part_loss[t], penalty value, every entry of
     dWT and db and the data loss finite)``.
     """
+    T = part.shape[0]
+    C = dWT.shape[0]
     D = dWT.shape[1]
     g = np.empty(D, dtype=np.float64)
     terms = np.empty(D, dtype=np.float64)  # a class's penalty terms
     finite = True
     pen = 0.0
-    for c in range(dWT.shape[0]):
-        ok, class_pen = _class_gradient(c, part, scale, WT, reg, penalty, beta, dWT, g, terms)
+    for c in range(C):
+        p0 = part[0, c]
+        for d in range(D):
+            g[d] = p0[d]
+        for t in range(1, T):
+            pt = part[t, c]
+            for d in range(D):
+                g[d] += pt[d]
+        w = WT[c]
+        o = dWT[c]
+        if penalty == 0:
+            for d in range(D):
+                wd = np.float64(w[d])
+                terms[d] = wd * wd
+                o[d] = g[d] * scale + 2.0 * reg * wd
+        elif penalty == 1:
+            for d in range(D):
+                wd = np.float64(w[d])
+                terms[d] = abs(wd)
+                o[d] = g[d] * scale + reg * np.sign(wd)
+        else:
+            for d in range(D):
+                wd = np.float64(w[d])
+                terms[d] = beta * wd * wd + abs(wd)
+                o[d] = g[d] * scale + reg * (2.0 * beta * wd + np.sign(wd))
+        l0, l1, l2, l3, l4, l5, l6, l7 = _add_in_lanes(
+            terms, D, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        )
+        pen += _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7)
+        ok = True
+        for d in range(D):
+            ok &= np.isfinite(o[d])
         finite &= ok
-        pen += class_pen
-    data, finite = _finish_totals(part_db, part_loss, scale, db, finite)
+    for c in range(C):
+        h = 0.0
+        for t in range(T):
+            h += part_db[t, c]
+        db[c] = h * scale
+        finite &= np.isfinite(db[c])
+    data = 0.0
+    for t in range(T):
+        data += part_loss[t]
+    data *= scale
+    finite &= np.isfinite(data)
     return data, reg * pen, finite
+
+
+#: most tasks (partials) after which the parallel twin shares the finish among the
+#: threads (:func:`finish_gradient_parallel`); after more, the calling thread finishes.
+#: With few tasks the finish is a share of the call worth sharing (N=256, 2 tasks:
+#: 41-46 -> 29-30 us of a 0.21-0.25 ms call); at N=10000 (16 tasks) it saved about 40 us
+#: of 7 ms, and a second parallel region costs more when other threads hold the cores:
+#: alternated with a 512 x 512 NumPy product (OpenBLAS's threads spin on after it),
+#: svm_loss N=10000 on 2 threads took 23-24 ms a round against 18-21 with the finish on
+#: the calling thread. (Small contended calls go to the serial twin: fastcls.losses.)
+FINISH_SHARED_MAX_TASKS = 4
 
 
 @jit(parallel=True)
 def finish_gradient_parallel(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db):
-    """:func:`finish_gradient` with the classes shared among the threads (the same bits).
+    """:func:`finish_gradient` with the classes shared among the threads (the same bits),
+    after at most ``FINISH_SHARED_MAX_TASKS`` tasks; after more, :func:`finish_gradient`.
 
     After the parallel kernel each task's partial sits in its own core's cache; on the
     calling thread alone the reduction read the other core's lines one by one. svm_loss
@@ -848,6 +906,8 @@ def finish_gradient_parallel(part, part_db, part_loss, scale, WT, reg, penalty, 
     compile (about 1.5 s, once: the cache keeps it), paid only by calls that run the
     parallel twin.
     """
+    if part.shape[0] > FINISH_SHARED_MAX_TASKS:
+        return finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db)
     C = dWT.shape[0]
     D = dWT.shape[1]
     oks = np.empty(C, dtype=np.bool_)
@@ -868,47 +928,10 @@ def finish_gradient_parallel(part, part_db, part_loss, scale, WT, reg, penalty, 
     return data, reg * pen, finite
 
 
-#: when the parallel twin also shares the finish among the threads: at most this many
-#: tasks (partials), and a task speed-up (:func:`task_speedup`) of at least
-#: ``FINISH_SHARED_MIN_SPEEDUP``. Few tasks: the finish is a share of the call worth
-#: sharing (N=256, 2 tasks: 41-46 -> 29-30 us of a 0.21-0.25 ms call), while at N=10000
-#: (16 tasks) it saved about 40 us of 7 ms and a second parallel region costs more when
-#: other threads hold the cores: alternated with a 512 x 512 NumPy product (OpenBLAS's
-#: threads spin on after it), svm_loss N=10000 on 2 threads took 23-24 ms a round
-#: against 18-21 with the finish on the calling thread. A low speed-up means the tasks
-#: did not run side by side: the cores were taken, and a second region would wait again
-FINISH_SHARED_MAX_TASKS = 4
-FINISH_SHARED_MIN_SPEEDUP = 1.5
-
-
-@jit
-def _finish_after_serial_tasks(
-    speedup, part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db
-):  # fmt: skip
-    """:func:`finish_gradient` (``speedup`` unused: the serial twin's tasks ran on this
-    thread)."""
-    return finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db)
-
-
-@jit
-def _finish_after_parallel_tasks(
-    speedup, part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db
-):  # fmt: skip
-    """:func:`finish_gradient_parallel` for few tasks that ran side by side
-    (``FINISH_SHARED_MAX_TASKS``, ``FINISH_SHARED_MIN_SPEEDUP``), else
-    :func:`finish_gradient`: the same bits either way."""
-    if part.shape[0] <= FINISH_SHARED_MAX_TASKS and speedup >= FINISH_SHARED_MIN_SPEEDUP:
-        return finish_gradient_parallel(
-            part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db
-        )
-    return finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT, db)
-
-
 def _finish_fn(twin):
-    """:func:`_finish_after_parallel_tasks` or :func:`_finish_after_serial_tasks`, chosen
-    by the type of ``twin`` (a :func:`twin_token`), so a serial call never compiles the
-    parallel finish. Returned as a value for the caller to call (see :func:`_rows_fn`
-    for why)."""
+    """:func:`finish_gradient` or its parallel twin, chosen by the type of ``twin`` (a
+    :func:`twin_token`), so a serial call never compiles the parallel finish. Returned as
+    a value for the caller to call (see :func:`_rows_fn` for why)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
@@ -916,7 +939,7 @@ def _finish_fn(twin):
 def _finish_fn_overload(twin):
     if not isinstance(twin, types.BaseTuple):
         return None
-    fn = _finish_after_parallel_tasks if len(twin) == 1 else _finish_after_serial_tasks
+    fn = finish_gradient_parallel if len(twin) == 1 else finish_gradient
 
     def impl(twin):
         return fn
@@ -978,13 +1001,12 @@ def linear_loss_grad(
         X, y, idx, idx_next, WT, b, kind, bounds, part, wide, part_db, part_loss, tile, rblock,
         ticks, scratch,
     )  # fmt: skip
-    speedup = task_speedup(ticks, start)
     out = _finish_fn(parallel)(
-        speedup, part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
+        part, part_db, part_loss, 1.0 / idx.shape[0], WT, reg, penalty, beta, dWT, db
     )
     transpose_into(dWT, dW)
     data, pen, finite = out
-    return data, pen, finite and w_ok, speedup, True
+    return data, pen, finite and w_ok, task_speedup(ticks, start), True
 
 
 @jit(inline="always")  # a compiled level of its own cost 0.1 s of a cold first call
@@ -1087,15 +1109,13 @@ def sgd_linear_steps(
         else:
             for c in range(b.shape[0]):  # element loop: see _pack_tail
                 bias[c] = b[c]
-        start = cycle_counter()
         fused(
             X, y, rows, nxt_rows, WT, bias, kind, bounds, part, wide, part_db, part_loss, tile,
             rblock, ticks, scratch,
         )  # fmt: skip
         data, pen, finite = _finish_fn(parallel)(
-            task_speedup(ticks, start), part, part_db, part_loss, 1.0 / m, WT, reg, penalty,
-            beta, dWT, db,
-        )  # fmt: skip
+            part, part_db, part_loss, 1.0 / m, WT, reg, penalty, beta, dWT, db
+        )
         if centre and fit_bias:
             for c in range(C):
                 dbc = np.float64(db[c])
