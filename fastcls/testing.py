@@ -45,6 +45,7 @@ import numpy as np
 __all__ = [
     "ADVERSARIAL_CASES",
     "FUNCTIONS",
+    "CPU_TARGETS",
     "HASWELL_FEATURES",
     "IMPLEMENTATIONS",
     "PRECISIONS",
@@ -62,6 +63,7 @@ __all__ = [
     "knn_problem",
     "linear_problem",
     "near_duplicates",
+    "run_on_cpu_targets",
     "tolerances",
 ]
 
@@ -72,6 +74,42 @@ HASWELL_FEATURES = (
     "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
     "+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt"
 )
+#: ``(NUMBA_CPU_NAME, NUMBA_CPU_FEATURES)`` of three x86-64 classes a test can compile
+#: for on one x86-64 machine: the host (``None``: numba's default), Haswell (AVX2 + FMA)
+#: and the x86-64 baseline (SSE2, no FMA). See :func:`run_on_cpu_targets`.
+CPU_TARGETS: tuple[tuple[str | None, str | None], ...] = (
+    (None, None),
+    ("haswell", HASWELL_FEATURES),
+    ("x86-64", "+64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2"),
+)
+
+
+def run_on_cpu_targets(source: str, timeout: float = 900) -> list[str]:
+    """The standard output of ``python -c source`` compiled for each of
+    :data:`CPU_TARGETS`, in a fresh process each (numba's cache off, so every kernel is
+    compiled for that target). Raises ``AssertionError`` with the end of stderr when a
+    process fails. For tests that compare the bits several CPU classes compute."""
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for name, features in CPU_TARGETS:
+        env = {**os.environ, "FASTCLS_NUMBA_CACHE": "0"}
+        if name is not None and features is not None:
+            env["NUMBA_CPU_NAME"] = name
+            env["NUMBA_CPU_FEATURES"] = features
+        out = subprocess.run(
+            [sys.executable, "-c", source],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert out.returncode == 0, f"{name}: {out.stderr[-3000:]}"
+        outs.append(out.stdout)
+    return outs
+
 
 # --------------------------------------------------------------------------- settings
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -10,10 +10,7 @@ serial compiled contexts, and in processes compiled for other CPUs.
 from __future__ import annotations
 
 import math
-import os
 import platform
-import subprocess
-import sys
 
 import numba
 import numpy as np
@@ -25,7 +22,7 @@ from numba import njit, prange
 import fastcls
 from fastcls.kernels.exact_distance import exact_sq_distance
 from fastcls.reference.knn import exact_sq_distance_reference
-from fastcls.testing import HASWELL_FEATURES
+from fastcls.testing import run_on_cpu_targets
 
 SPECIALS = (0.0, -0.0, 1e-310, -1e-310, 1e150, -3e38, np.inf, -np.inf, np.nan)
 
@@ -145,19 +142,5 @@ def test_same_bits_when_compiled_for_other_cpus():
     the lanes are written in the IR, so the three give the same bits."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("an x86-64 host runs the other targets")
-    outs = []
-    for name, features in (
-        (None, None),
-        ("haswell", HASWELL_FEATURES),
-        ("x86-64", "+64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2"),
-    ):
-        env = {**os.environ, "FASTCLS_NUMBA_CACHE": "0"}
-        if name is not None:
-            env["NUMBA_CPU_NAME"] = name
-            env["NUMBA_CPU_FEATURES"] = features
-        out = subprocess.run(
-            [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        outs.append(out.stdout)
+    outs = run_on_cpu_targets(_CHILD)
     assert outs[0] == outs[1] == outs[2]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -769,7 +766,7 @@ def test_cpu_name_follows_numba_target(monkeypatch):
         cpu_name.cache_clear()
 
 
-from fastcls.testing import HASWELL_FEATURES  # noqa: E402
+from fastcls.testing import HASWELL_FEATURES, run_on_cpu_targets  # noqa: E402
 
 _AVX2_CHILD = r"""
 import re, sys
@@ -1133,27 +1130,10 @@ def test_portable_tiles_give_the_same_bits_on_every_cpu():
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("an x86-64 host runs the other targets")
-    outs = []
-    for name, features in (
-        (None, None),
-        ("haswell", HASWELL_FEATURES),
-        ("x86-64", "+64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2"),
-    ):
-        env = {**os.environ, "FASTCLS_NUMBA_CACHE": "0"}
-        if name is not None:
-            env["NUMBA_CPU_NAME"] = name
-            env["NUMBA_CPU_FEATURES"] = features
-        out = subprocess.run(
-            [sys.executable, "-c", _PORTABLE_CHILD],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        lines = out.stdout.splitlines()
+    outs = run_on_cpu_targets(_PORTABLE_CHILD)
+    for stdout in outs:
+        lines = stdout.splitlines()
         assert len(lines) == 8
         for i in (0, 1, 4, 5):  # the same loss and dtype on 1 and on 2 threads
             assert lines[i].split()[2:] == lines[i + 2].split()[2:]
-        outs.append(out.stdout)
     assert outs[0] == outs[1] == outs[2]
