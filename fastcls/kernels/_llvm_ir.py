@@ -20,6 +20,8 @@ from typing import Any
 __all__ = [
     "gathered_row_pointers",
     "horizontal_sums",
+    "masked_load_function",
+    "opaque_pointers",
     "row_pointers",
     "splat",
     "tail_mask",
@@ -114,6 +116,30 @@ def load_item(builder: Any, context: Any, arr_type: Any, arr: Any, indices: list
         arr_type.layout, indices,
     )  # fmt: skip
     return builder.load(ptr)
+
+
+def opaque_pointers() -> bool:
+    """Whether llvmlite builds IR with opaque pointers (how intrinsics' names are mangled)."""
+    from llvmlite import ir
+
+    return bool(getattr(ir.PointerType(ir.IntType(8)), "is_opaque", False))
+
+
+def masked_load_function(builder: Any, vtype: Any) -> Any:
+    """``llvm.masked.load`` of the float vector type ``vtype``, declared once per module:
+    ``call(fn, [vector pointer, i32 alignment, <lanes x i1> mask, passthrough])``."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    lanes = vtype.count
+    suffix = f"v{lanes}{'f32' if isinstance(vtype.element, ir.FloatType) else 'f64'}"
+    return cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(
+            vtype, [vtype.as_pointer(), ir.IntType(32), ir.VectorType(ir.IntType(1), lanes), vtype]
+        ),
+        f"llvm.masked.load.{suffix}.p0" + ("" if opaque_pointers() else suffix),
+    )
 
 
 def splat(builder: Any, value: Any, lanes: int) -> Any:

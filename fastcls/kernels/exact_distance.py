@@ -31,40 +31,25 @@ from __future__ import annotations
 from numba import types
 from numba.extending import intrinsic
 
+from fastcls.kernels._llvm_ir import masked_load_function, row_pointers, splat
+
 #: lanes per accumulator and accumulators: the order of :func:`exact_sq_distance`
 LANES = 8
 ACCUMULATORS = 4
 
 
-def _row_base(context, builder, arr, row):
-    """``(byte pointer to arr[row], element stride in bytes)`` of a 2-D array struct."""
-    from llvmlite import ir
-    from numba.core import cgutils
-
-    strides = cgutils.unpack_tuple(builder, arr.strides, 2)
-    data = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
-    return builder.gep(data, [builder.mul(row, strides[0])]), strides[1]
-
-
-def _lane_loader(context, builder, dtype, base, stride, contiguous):
+def _lane_loader(builder, ftype, base, stride, contiguous):
     """``load(first, mask)``: the ``LANES`` elements of a row (``base``, element ``stride``
     bytes) from element ``first`` on, as ``<LANES x double>``; lanes where ``mask`` is
     false are zero (and not read). ``contiguous``: the caller knows ``stride`` is the
     item size (vector loads); otherwise element by element into the same lanes."""
     from llvmlite import ir
-    from numba.core import cgutils
 
-    i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
-    ftype = context.get_value_type(dtype)
-    itemsize = context.get_abi_sizeof(ftype)
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    itemsize = 4 if isinstance(ftype, ir.FloatType) else 8
     vtype = ir.VectorType(ftype, LANES)
     zero = ir.Constant(vtype, None)
-    suffix = f"v{LANES}{'f32' if itemsize == 4 else 'f64'}"
-    masked_load = cgutils.get_or_insert_function(
-        builder.module,
-        ir.FunctionType(vtype, [vtype.as_pointer(), i32, ir.VectorType(i1, LANES), vtype]),
-        f"llvm.masked.load.{suffix}.p0" + ("" if _opaque() else suffix),
-    )
+    masked_load = masked_load_function(builder, vtype)
 
     def load(first, mask):
         if contiguous:
@@ -95,13 +80,6 @@ def _lane_loader(context, builder, dtype, base, stride, contiguous):
     return load
 
 
-def _opaque() -> bool:
-    """Whether llvmlite builds IR with opaque pointers (intrinsic name mangling)."""
-    from llvmlite import ir
-
-    return bool(getattr(ir.PointerType(ir.IntType(8)), "is_opaque", False))
-
-
 @intrinsic
 def exact_sq_distance(typingctx, A, i, B, j):
     """``sum_d (A[i, d] - B[j, d])^2`` in float64, in the order of the module docstring.
@@ -121,30 +99,25 @@ def exact_sq_distance(typingctx, A, i, B, j):
         from numba.core import cgutils
 
         i64 = ir.IntType(64)
-        a_type, b_type = signature.args[0], signature.args[2]
-        a_arr = context.make_array(a_type)(context, builder, args[0])
-        b_arr = context.make_array(b_type)(context, builder, args[2])
-        a_base, a_stride = _row_base(context, builder, a_arr, args[1])
-        b_base, b_stride = _row_base(context, builder, b_arr, args[3])
-        n = cgutils.unpack_tuple(builder, a_arr.shape, 2)[1]
-        unit = builder.and_(
-            builder.icmp_signed(
-                "==",
-                a_stride,
-                ir.Constant(i64, context.get_abi_sizeof(context.get_value_type(a_type.dtype))),
-            ),
-            builder.icmp_signed(
-                "==",
-                b_stride,
-                ir.Constant(i64, context.get_abi_sizeof(context.get_value_type(b_type.dtype))),
-            ),
-        )
+        rows = []
+        for arr_type, arr_value, row in zip(
+            signature.args[0::2], args[0::2], args[1::2], strict=True
+        ):
+            arr = context.make_array(arr_type)(context, builder, arr_value)
+            ftype = context.get_value_type(arr_type.dtype)
+            stride = cgutils.unpack_tuple(builder, arr.strides, 2)[1]
+            unit = builder.icmp_signed("==", stride, ir.Constant(i64, arr_type.dtype.bitwidth // 8))
+            rows.append((ftype, row_pointers(builder, arr, row, 1)[0], stride, unit))
+            if len(rows) == 1:
+                n = cgutils.unpack_tuple(builder, arr.shape, 2)[1]  # A's columns
+        (a_ftype, a_base, a_stride, a_unit), (b_ftype, b_base, b_stride, b_unit) = rows
+        unit = builder.and_(a_unit, b_unit)
         result = cgutils.alloca_once(builder, ir.DoubleType())
         with builder.if_else(unit) as (contiguous, strided):
             for block, flag in ((contiguous, True), (strided, False)):
                 with block:
-                    load_a = _lane_loader(context, builder, a_type.dtype, a_base, a_stride, flag)
-                    load_b = _lane_loader(context, builder, b_type.dtype, b_base, b_stride, flag)
+                    load_a = _lane_loader(builder, a_ftype, a_base, a_stride, flag)
+                    load_b = _lane_loader(builder, b_ftype, b_base, b_stride, flag)
                     builder.store(_ordered_sum(builder, n, load_a, load_b), result)
         return builder.load(result)
 
@@ -178,16 +151,7 @@ def _ordered_sum(builder, n, load_a, load_b):
     for a, acc in enumerate(accs):
         first = builder.add(done, ir.Constant(i64, a * LANES))
         with builder.if_then(builder.icmp_signed("<", first, n)):
-            left = builder.insert_element(
-                ir.Constant(ir.VectorType(i64, LANES), None),
-                builder.sub(n, first),
-                ir.Constant(i32, 0),
-            )
-            left = builder.shuffle_vector(
-                left,
-                ir.Constant(ir.VectorType(i64, LANES), None),
-                ir.Constant(ir.VectorType(i32, LANES), [0] * LANES),
-            )
+            left = splat(builder, builder.sub(n, first), LANES)
             add_terms(acc, first, builder.icmp_signed("<", lane_ids, left))
     v = [builder.load(acc) for acc in accs]
     total = builder.fadd(builder.fadd(v[0], v[1]), builder.fadd(v[2], v[3]))

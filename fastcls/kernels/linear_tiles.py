@@ -52,6 +52,8 @@ from fastcls.kernels._llvm_ir import (
     gathered_row_pointers,
     horizontal_sums,
     load_item,
+    masked_load_function,
+    opaque_pointers,
     row_pointers,
     splat,
 )
@@ -66,13 +68,6 @@ def _row_pointers(builder, context, arr_type, arr_value, first, count):
     return row_pointers(builder, arr, first, count)
 
 
-def _opaque_pointers() -> bool:
-    """Whether llvmlite builds IR with opaque pointers (the prefetch intrinsic's name)."""
-    from llvmlite import ir
-
-    return bool(getattr(ir.PointerType(ir.IntType(8)), "is_opaque", False))
-
-
 def prefetch_to_l2(builder, pointer):
     """``llvm.prefetch`` of the line at the byte pointer ``pointer``: read, into L2 / L3."""
     from llvmlite import ir
@@ -83,7 +78,7 @@ def prefetch_to_l2(builder, pointer):
     fn = cgutils.get_or_insert_function(
         builder.module,
         ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-        "llvm.prefetch.p0" if _opaque_pointers() else "llvm.prefetch.p0i8",
+        "llvm.prefetch.p0" if opaque_pointers() else "llvm.prefetch.p0i8",
     )
     # locality 1 (prefetcht2) rather than 2 (prefetcht1): svm_loss N=10000 on the Xeon,
     # alternated runs, 16.0-16.4 vs 16.8-17.1 ms on 1 thread, 7.9-8.1 vs 8.1-8.3 on 2
@@ -183,21 +178,13 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int, fused: bool = True):
             from llvmlite import ir
             from numba.core import cgutils
 
-            i1 = ir.IntType(1)
             i32 = ir.IntType(32)
             i64 = ir.IntType(64)
             ftype, itemsize = _element_info(context, signature.args[0].dtype)
             lanes = vec_bytes // itemsize
             vtype = ir.VectorType(ftype, lanes)
-            suffix = f"v{lanes}{'f32' if itemsize == 4 else 'f64'}"
             fma = _fma_function(builder, vtype) if fused else None
-            opaque = _opaque_pointers()
-            mask_type = ir.VectorType(i1, lanes)
-            masked_load = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(vtype, [vtype.as_pointer(), i32, mask_type, vtype]),
-                f"llvm.masked.load.{suffix}.p0" + ("" if opaque else suffix),
-            )
+            masked_load = masked_load_function(builder, vtype)
             xb_rows = _row_pointers(builder, context, signature.args[0], args[0], args[2], nr)
             wp = _row_pointers(builder, context, signature.args[1], args[1], args[3], nc)
             src = gathered_row_pointers(builder, context, signature, args, 6, 7, nr, args[2])
