@@ -17,6 +17,7 @@ from fastcls.reference.features import (
 from fastcls.reference.knn import (
     bf16_split_reference,
     bf16x3_scores_reference,
+    exact_sq_distance_reference,
     kneighbors_reference,
     knn_predict_reference,
     knn_vote_reference,
@@ -47,6 +48,7 @@ from fastcls.reference.validation import all_within_reference
 __all__ = [
     "bf16_split_reference",
     "bf16x3_scores_reference",
+    "exact_sq_distance_reference",
     "all_within_reference",
     "color_histogram_hsv_reference",
     "cross_validate_knn_reference",
