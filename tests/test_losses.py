@@ -651,6 +651,68 @@ def test_each_cpu_path_matches_reference(
         check_against_reference(kind, W, X, y, 0.01, b, penalty, 0.3, idx, RTOL[dtype])
 
 
+def svm_problem_with_violations(violations, D, C, dtype, seed):
+    """An SVM problem whose row ``r`` violates exactly ``violations[r]`` margins, each
+    0.5 away from the hinge's kink, so the derivative's pattern (and with it the sparse
+    update's form for each block) is set by the caller: 0 violations is a zero row, 1-2
+    the lists' direct form, ``C - 1`` the complement form, about half the dense update."""
+    rng = np.random.default_rng(seed)
+    N = len(violations)
+    X = rng.standard_normal((N, D))
+    y = rng.integers(0, C, N)
+    S = np.full((N, C), -1.5)  # margins s_c - s_y + 1 = -0.5: not violated
+    for r, k in enumerate(violations):
+        others = np.delete(np.arange(C), y[r])
+        S[r, rng.choice(others, k, replace=False)] = -0.5  # margin +0.5
+        S[r, y[r]] = 0.0
+    W = np.linalg.lstsq(X, S, rcond=None)[0]  # X @ W = S (N <= D)
+    return X.astype(dtype), y, W.astype(dtype)
+
+
+@pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
+@given(
+    data=st.data(),
+    C=st.integers(2, 11),
+    D=st.sampled_from([40, 71, 300, 1100]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    penalty=st.sampled_from(PENALTIES),
+    rblock=st.sampled_from([4, 8]),
+    seed=st.integers(0, 2**16),
+)
+def test_svm_update_in_every_derivative_form(impl, data, C, D, dtype, penalty, rblock, seed):
+    """The multiclass SVM's update (sparse lists where the micro-kernel has them, in the
+    direct and complement forms and mixed within a block; the dense tiles for blocks over
+    SPARSE_MAX_FILL; both within one sub-block) against the reference."""
+    from fastcls._config import override
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
+    N = min(D, 40)
+    kinds = st.sampled_from([0, 1, 2, C // 2, C - 1])
+    violations = data.draw(st.lists(kinds.map(lambda k: min(k, C - 1)), min_size=1, max_size=N))
+    X, y, W = svm_problem_with_violations(violations, D, C, dtype, seed)
+    with override(linear_kernel_impl=impl, linear_row_block_rows=rblock):
+        check_against_reference("svm", W, X, y, 0.01, None, penalty, 0.3, None, RTOL[dtype])
+
+
+@pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
+def test_svm_update_over_many_sparse_blocks_and_sub_blocks(impl):
+    """Thousands of rows at a small W (every block in the complement form, the sum of
+    rows carried across blocks and added at each sub-block's end), then rows with one
+    violation (the direct form): float32 within 1e-5 of the reference."""
+    from fastcls._config import override
+    from fastcls.kernels.losses import SUB_ROWS
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
+    X, y, W, b = problem(8, SUB_ROWS + 1000, 300, 10, np.float32, wscale=1e-4)
+    with override(linear_kernel_impl=impl):
+        check_against_reference("svm", W, X, y, 0.01, b, "l2", 0.3, None, 1e-5)
+    X, y, W = svm_problem_with_violations([1] * 200 + [9] * 40, 300, 10, np.float32, 9)
+    with override(linear_kernel_impl=impl, linear_row_block_rows=8):
+        check_against_reference("svm", W, X, y, 0.01, None, "l2", 0.3, None, 1e-5)
+
+
 @pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
 @pytest.mark.parametrize(
@@ -686,8 +748,9 @@ def test_first_block_overwrites_stale_partials(impl, kind, N, D, dtype):
         check_against_reference(kind, W, X, y, 0.01, b, "l2", 0.3, None, RTOL[dtype])
 
 
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cpu_paths_thread_count_invariant_and_close(dtype):
+def test_cpu_paths_thread_count_invariant_and_close(kind, dtype):
     """Each path is bit-identical across thread counts and serial/parallel; paths agree
     with each other to rounding (they sum float32 products in different orders)."""
     from fastcls._config import override
@@ -701,7 +764,7 @@ def test_cpu_paths_thread_count_invariant_and_close(dtype):
                 fastcls.num_threads(n_threads),
                 override(linear_kernel_impl=impl, linear_parallel_min_work=min_work),
             ):
-                runs.append(fastcls.softmax_loss(W, X, y, 0.1, b=b))
+                runs.append(LOSSES[kind](W, X, y, 0.1, b=b))
         for r in runs[1:]:
             assert r[0] == runs[0][0]
             np.testing.assert_array_equal(r[1], runs[0][1])
