@@ -252,7 +252,7 @@ def loss_buffers(
         # rows, their weights, and the lists' lengths (the last column of the rows);
         # whole cache lines per slot, so two threads never write to one line. Then the
         # complement form's sum of rows (_sparse_update)
-        aligned_zeros((slots, C + 1, rblock + 1 + (-(rblock + 1)) % 8), np.int64),
+        aligned_zeros((slots, C + 1, rblock + 1 + (-(rblock + 1)) % 8), np.dtype(np.int64)),
         aligned_zeros((slots, C + 1, rblock + (-rblock) % 16), dtype),
         aligned_zeros((slots, 1, Dp), dtype),
     )
