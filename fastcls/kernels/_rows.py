@@ -189,9 +189,18 @@ def zero_padded(A, i0, i1, width, n_rows, like):
     variable also bound to an input) the pad columns held garbage in the L1 driver,
     presumably numba's parfor allocation hoisting.
     """
+    out = aligned_zero_rows(n_rows, width, like)
+    copy_rows(A, i0, i1, out)
+    return out
+
+
+@jit
+def aligned_zero_rows(n_rows, width, like):
+    """New ``(n_rows, width)`` zeros of ``like``'s dtype, 64-byte aligned (scratch rows
+    for :func:`zero_padded` copies; called for scratch, rather than ``zero_padded`` with
+    rows 0:0, because literal arguments compile a second copy of a callee)."""
     out = aligned_empty(n_rows, width, like)
     out[:] = 0
-    copy_rows(A, i0, i1, out)
     return out
 
 
@@ -207,7 +216,7 @@ def padded_chunk(Q, X, c0, c1, width, block):
     """
     nx = X.shape[0]
     # written through its own name by the caller: X itself may be typed read-only (memmap)
-    xpad = zero_padded(X, 0, 0, max(width, 1), min(block, nx) if width > 0 else 0, X)
+    xpad = aligned_zero_rows(min(block, nx) if width > 0 else 0, max(width, 1), X)
     if width > 0:
         return zero_padded(Q, c0, c1, width, c1 - c0, Q), xpad, c0, xpad
     return Q, xpad, 0, X

@@ -69,7 +69,13 @@ from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels import amx
 from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
-from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple, zero_padded
+from fastcls.kernels._rows import (
+    aligned_zero_rows,
+    padded_block,
+    padded_chunk,
+    store_tuple,
+    zero_padded,
+)
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.topk import insert_sorted, run_serial
 
@@ -358,7 +364,7 @@ def _chunk_rows_fn_overload(impl):
 def _widened_chunk(Q, X, c0, c1, width, block):
     """:func:`_chunk_rows_fn` of the int16 tiles (``padded_chunk`` of the byte tiles)."""
     int16 = np.empty(0, dtype=np.int16)
-    xbuf = zero_padded(X, 0, 0, width, min(block, X.shape[0]), int16)
+    xbuf = aligned_zero_rows(min(block, X.shape[0]), width, int16)
     return zero_padded(Q, c0, c1, width, c1 - c0, int16), xbuf, c0, xbuf
 
 

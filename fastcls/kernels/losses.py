@@ -459,99 +459,7 @@ SPARSE_UPDATE = {
 SPARSE_MAX_FILL = 0.5
 
 
-def _sparse_tiles(tile):
-    """(sparse update tile, its one-vector twin, vectors per call, vector bytes) of a
-    micro-kernel's token (compile time)."""
-    raise NotImplementedError  # pragma: no cover - compiled through the overload below
-
-
-@overload(_sparse_tiles, jit_options={"nogil": True})
-def _sparse_tiles_overload(tile):
-    name = _tile_name(tile)
-    if name not in SPARSE_UPDATE:
-        return None
-    wide_tile, one_tile = SPARSE_UPDATE[name]
-    nvec = SPARSE_VECTORS[name]
-    vec_bytes = TILE_SHAPES[name][0]
-
-    def impl(tile):
-        return wide_tile, one_tile, nvec, vec_bytes
-
-    return impl
-
-
-@jit(inline="always")
-def _sparse_lists(g, nr, C, rows, weights):
-    """Per-class lists of the nonzero derivatives of the block's ``nr`` rows.
-
-    Each row is listed in the cheaper of two exact forms: its nonzero ``g[r, c]`` in
-    list ``c``; or (the complement form, for rows mostly equal to 1, as every multiclass
-    SVM row is at a small initial ``W``) the row in list ``C`` with weight 1, meaning
-    "add to every class", and ``g[r, c] - 1`` in list ``c`` where ``g[r, c] != 1``.
-    ``rows[c, :n]`` / ``weights[c, :n]`` hold list ``c`` in row order and
-    ``rows[c, -1]`` its length ``n``. Returns the number of entries.
-    """
-    last = rows.shape[1] - 1
-    for c in range(C + 1):
-        rows[c, last] = 0
-    total = 0
-    for r in range(nr):
-        nonzero = 0
-        ones = 0
-        for c in range(C):
-            v = g[r, c]
-            if v != 0.0:
-                nonzero += 1
-            if v == 1.0:
-                ones += 1
-        base = 1.0 if C - ones + 1 < nonzero else 0.0
-        if base == 1.0:
-            n = rows[C, last]
-            rows[C, n] = r
-            weights[C, n] = 1.0
-            rows[C, last] = n + 1
-            total += 1
-        for c in range(C):
-            v = g[r, c] - base
-            if v != 0.0:
-                n = rows[c, last]
-                rows[c, n] = r
-                weights[c, n] = v
-                rows[c, last] = n + 1
-                total += 1
-    return total
-
-
-@jit
-def _block_update_sparse(tile, xb, rows, weights, acc, total_acc):
-    """Add the lists of :func:`_sparse_lists` to ``acc`` (list ``c`` to ``acc[c]``, list
-    ``C`` to ``total_acc[0]``, which the caller adds to every class), feature range by
-    feature range: a range of the block's rows stays in L1 while every list walks it.
-    It prefetches nothing: before a sparse update the scores take every prefetch of the
-    next block (``passes`` of :func:`_block_scores`)."""
-    sparse_tile, one_tile, nvec, vec_bytes = _sparse_tiles(tile)
-    C = rows.shape[0] - 1
-    last = rows.shape[1] - 1
-    lanes = vec_bytes // xb.itemsize
-    n_vectors = xb.shape[1] // lanes
-    whole = n_vectors - n_vectors % nvec
-    for v0 in range(0, whole, nvec):
-        d0 = v0 * lanes
-        for c in range(C):
-            if rows[c, last] > 0:
-                sparse_tile(xb, rows[c], weights[c], rows[c, last], acc, c, d0)
-        if rows[C, last] > 0:
-            sparse_tile(xb, rows[C], weights[C], rows[C, last], total_acc, 0, d0)
-    for v0 in range(whole, n_vectors):
-        d0 = v0 * lanes
-        for c in range(C):
-            if rows[c, last] > 0:
-                one_tile(xb, rows[c], weights[c], rows[c, last], acc, c, d0)
-        if rows[C, last] > 0:
-            one_tile(xb, rows[C], weights[C], rows[C, last], total_acc, 0, d0)
-
-
-def _sparse_update(tile, g, nr, lists, list_weights, xb, acc, total, total_used):
+def _sparse_update(tile, g, nr, y, src, lists, list_weights, xb, acc, total, total_used):
     """Add a multiclass SVM block's update to ``acc`` through the sparse lists when they
     are short enough (and the micro-kernel has sparse tiles); returns (done, total_used).
 
@@ -563,23 +471,82 @@ def _sparse_update(tile, g, nr, lists, list_weights, xb, acc, total, total_used)
 
 
 @overload(_sparse_update, jit_options={"nogil": True})
-def _sparse_update_overload(tile, g, nr, lists, list_weights, xb, acc, total, total_used):
-    if _tile_name(tile) in SPARSE_UPDATE:
+def _sparse_update_overload(tile, g, nr, y, src, lists, list_weights, xb, acc, total, total_used):
+    name = _tile_name(tile)
+    if name not in SPARSE_UPDATE:  # the dense update, always
 
-        def impl(tile, g, nr, lists, list_weights, xb, acc, total, total_used):
-            C = g.shape[1]
-            if _sparse_lists(g, nr, C, lists, list_weights) > SPARSE_MAX_FILL * C * nr:
-                return False, total_used
-            if lists[C, -1] > 0 and not total_used:
-                total[0, :] = 0
-                total_used = True
-            _block_update_sparse(tile, xb, lists, list_weights, acc, total)
-            return True, total_used
-
-    else:  # the dense update, always (SPARSE_UPDATE)
-
-        def impl(tile, g, nr, lists, list_weights, xb, acc, total, total_used):
+        def dense(tile, g, nr, y, src, lists, list_weights, xb, acc, total, total_used):
             return False, total_used
+
+        return dense
+    sparse_tile, one_tile = SPARSE_UPDATE[name]
+    nvec = SPARSE_VECTORS[name]
+    vec_bytes = TILE_SHAPES[name][0]
+
+    # One function, not three: each compiled function costs about 0.1-0.2 s of the cold
+    # compile, and every top-level kernel that calls this one optimises it again.
+    def impl(tile, g, nr, y, src, lists, list_weights, xb, acc, total, total_used):
+        # The lists. Row r (label y[src[r]]) has 1 for each of its m violated margins and
+        # -m at its label, and is listed in the shorter of two exact forms: its m + 1
+        # nonzero g[r, c] in list c; or (the complement form, for rows mostly equal to 1,
+        # as every row is at a small initial W) the row in list C with weight 1, meaning
+        # "add to every class", and g[r, c] - 1 in list c where g[r, c] != 1 (C - m + 1
+        # entries). lists[c, :n] / list_weights[c, :n] hold list c in row order and
+        # lists[c, -1] its length n. (m comes from the label's derivative, not from a loop
+        # over the classes: LLVM vectorises that loop, at a cost in compile time.)
+        C = g.shape[1]
+        last = lists.shape[1] - 1
+        for c in range(C + 1):
+            lists[c, last] = 0
+        entries = 0
+        for r in range(nr):
+            violated = -g[r, y[src[r]]]
+            if violated == 0.0:
+                continue
+            base = 1.0 if C < 2.0 * violated else 0.0
+            if base == 1.0:
+                n = lists[C, last]
+                lists[C, n] = r
+                list_weights[C, n] = 1.0
+                lists[C, last] = n + 1
+                entries += 1
+            for c in range(C):
+                v = g[r, c] - base
+                if v != 0.0:
+                    n = lists[c, last]
+                    lists[c, n] = r
+                    list_weights[c, n] = v
+                    lists[c, last] = n + 1
+                    entries += 1
+        if entries > SPARSE_MAX_FILL * C * nr:
+            return False, total_used
+        if lists[C, last] > 0 and not total_used:
+            for d in range(total.shape[1]):  # (a slice assignment compiles slowly)
+                total[0, d] = 0.0
+            total_used = True
+        # List c into acc[c], list C into total[0], feature range by feature range: a
+        # range of the block's rows stays in L1 while every list walks it. No prefetch:
+        # before a sparse update the scores take every prefetch of the next block
+        # (passes of _block_scores). Separate calls for acc and total: one array variable
+        # bound to either costs a reference count per call.
+        lanes = vec_bytes // xb.itemsize
+        n_vectors = xb.shape[1] // lanes
+        whole = n_vectors - n_vectors % nvec
+        for v0 in range(0, whole, nvec):
+            d0 = v0 * lanes
+            for c in range(C):
+                if lists[c, last] > 0:
+                    sparse_tile(xb, lists[c], list_weights[c], lists[c, last], acc, c, d0)
+            if lists[C, last] > 0:
+                sparse_tile(xb, lists[C], list_weights[C], lists[C, last], total, 0, d0)
+        for v0 in range(whole, n_vectors):
+            d0 = v0 * lanes
+            for c in range(C):
+                if lists[c, last] > 0:
+                    one_tile(xb, lists[c], list_weights[c], lists[c, last], acc, c, d0)
+            if lists[C, last] > 0:
+                one_tile(xb, lists[C], list_weights[C], lists[C, last], total, 0, d0)
+        return True, total_used
 
     return impl
 
@@ -740,7 +707,7 @@ def linear_loss_grad_rows_serial(
     # passes over a block whose tile calls prefetch the next block's rows: the scores
     # and a dense update, or the scores alone before a sparse update (which a multiclass
     # SVM's blocks nearly always take or nearly never, so a block expects what the last did)
-    passes = 2
+    passes = np.int64(2)  # not the literal 2: the tiles would compile twice, for each type
     for t in range(bounds.shape[0] - 1):
         ticks[t, 0] = cycle_counter()
         pt = part[t]
@@ -796,7 +763,7 @@ def linear_loss_grad_rows_serial(
                 sparse = False
                 if kind == SVM:
                     sparse, total_used = _sparse_update(
-                        tile, g, nr, lists, list_weights, xb, pt, total, total_used
+                        tile, g, nr, y, src, lists, list_weights, xb, pt, total, total_used
                     )
                 if not sparse:
                     for r in range(nr, nr4):
