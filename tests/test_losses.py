@@ -775,6 +775,19 @@ def test_cpu_paths_thread_count_invariant_and_close(kind, dtype):
         assert_close(r[1], first[1], RTOL[dtype], "dW across paths")
 
 
+@pytest.mark.parametrize(
+    ("impl", "update"), [("avx512", "dense"), ("avx2", "sparse"), ("portable", "sparse")]
+)
+def test_info_names_the_svm_update(impl, update):
+    from fastcls._config import override
+    from fastcls.kernels import losses as K
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
+    with override(linear_kernel_impl=impl):
+        assert K.loss_impl().startswith(f"{impl} (SVM update {update}, SGD prefetch ")
+
+
 def test_forcing_an_unknown_or_unsupported_path_is_refused():
     from fastcls._config import override
 

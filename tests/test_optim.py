@@ -143,7 +143,7 @@ def test_next_batch_prefetch_by_cpu_name_then_setting(monkeypatch, name, setting
     monkeypatch.setattr(K, "cpu_name", lambda: name)
     with override(linear_prefetch_next_batch=setting):
         assert K.prefetch_next_batch() is expected
-        assert K.loss_impl().endswith(f"(SGD prefetch {'on' if expected else 'off'})")
+        assert K.loss_impl().endswith(f", SGD prefetch {'on' if expected else 'off'})")
 
 
 def test_next_batch_prefetch_setting_must_be_a_bool():

@@ -13,7 +13,9 @@ One pass over the rows of ``X`` per call. Rows are taken in *blocks* of ``rblock
    from memory, and every later pass reads ``xb`` from L2;
 2. takes the hinge or softmax derivative of each row (float64);
 3. adds the rank-4 updates ``dW^T[c] += sum_r g[r, c] * x_r`` to the task's partial in
-   the same padded layout, again chunk by chunk.
+   the same padded layout, again chunk by chunk; or, for the multiclass SVM on the ymm
+   and portable tiles, the block's nonzero derivatives as per-class lists of rows
+   (:func:`_sparse_update`, ``SPARSE_UPDATE``): about 2 entries per row of 10 classes.
 
 Alignment is worth as much as the vector width here: a 64-byte load straddling two
 cache lines costs two, and every row of a D=3073 array is misaligned. The weights come in
@@ -316,9 +318,12 @@ def prefetch_next_batch() -> bool:
 
 
 def loss_impl() -> str:
-    """The micro-kernel and the SGD loop's prefetch, e.g. ``"avx2 (SGD prefetch on)"``
-    (``fastcls info``)."""
-    return f"{kernel_impl()} (SGD prefetch {'on' if prefetch_next_batch() else 'off'})"
+    """The micro-kernel, the SVM's update and the SGD loop's prefetch, e.g.
+    ``"avx2 (SVM update sparse, SGD prefetch on)"`` (``fastcls info``)."""
+    impl = kernel_impl()
+    update = "sparse" if impl in SPARSE_UPDATE else "dense"
+    prefetch = "on" if prefetch_next_batch() else "off"
+    return f"{impl} (SVM update {update}, SGD prefetch {prefetch})"
 
 
 def tile_token(impl: str) -> tuple[int, ...]:
