@@ -325,20 +325,22 @@ update_tile_portable = _make_update_tile(*TILE_SHAPES["portable"], fused=False)
 
 
 def _make_sparse_update_tile(vec_bytes: int, nvec: int, fused: bool = True):
-    """Intrinsic ``sparse_update(xb, rows, weights, n, acc, a, d0)``: a weighted sum of listed rows.
+    """Intrinsic ``sparse_update(xb, lists, weights, acc, total, d0)``: every list of a block.
 
-    ``acc[a, d] += sum_e weights[e] * xb[rows[e], d]`` over ``e < n``, for ``d`` in
-    ``[d0, d0 + nvec * lanes)``, the entries in order; ``rows`` (int64) and ``weights``
-    (the dtype of ``xb`` and ``acc``) are 1-D. The ``nvec`` vectors of ``acc`` stay in
-    registers for the whole list, so an entry costs its row's loads and as many FMAs: the
-    multiclass SVM's derivative has about 2 nonzeros per row of 10 classes once training
-    is under way (and 2 entries per row in the complement form at the start), where the
-    dense update tile pays all ``C``.
+    For each list ``c`` of the ``C + 1`` rows of ``lists`` (int64; the list's length in
+    its last column) and ``weights`` (the dtype of ``xb``), and each feature ``d`` in
+    ``[d0, d0 + nvec * lanes)``: ``acc[c, d] += sum_e weights[c, e] * xb[lists[c, e], d]``
+    for ``c < C``, and the same into ``total[0, d]`` for the last list ``c = C``, the
+    entries in order. A list's ``nvec`` vectors stay in registers while its rows pass:
+    an entry costs its row's loads and as many FMAs. The multiclass SVM's derivative has
+    about 2 nonzeros per row of 10 classes once training is under way (and 2 entries per
+    row in the complement form at the start), where the dense update tile pays all ``C``;
+    one call walks every list (a call per list cost more than its 1-2 entries).
     """
 
     @intrinsic
-    def sparse_update(typingctx, xb, rows, weights, n, acc, a, d0):
-        sig = types.none(xb, rows, weights, types.int64, acc, types.int64, types.int64)
+    def sparse_update(typingctx, xb, lists, weights, acc, total, d0):
+        sig = types.none(xb, lists, weights, acc, total, types.int64)
 
         def codegen(context, builder, signature, args):
             from llvmlite import ir
@@ -349,29 +351,38 @@ def _make_sparse_update_tile(vec_bytes: int, nvec: int, fused: bool = True):
             lanes = vec_bytes // itemsize
             vtype = ir.VectorType(ftype, lanes)
             fma = _fma_function(builder, vtype) if fused else None
-            start = builder.mul(args[6], ir.Constant(i64, itemsize))
+            start = builder.mul(args[5], ir.Constant(i64, itemsize))
             offsets = [builder.add(start, ir.Constant(i64, v * vec_bytes)) for v in range(nvec)]
-            ap = _row_pointers(builder, context, signature.args[4], args[4], args[5], 1)[0]
-            accs = [
-                cgutils.alloca_once_value(builder, _vector_load(builder, ap, off, vtype))
-                for off in offsets
-            ]
             xb_arr = context.make_array(signature.args[0])(context, builder, args[0])
-            rows_arr = context.make_array(signature.args[1])(context, builder, args[1])
+            lists_arr = context.make_array(signature.args[1])(context, builder, args[1])
             w_arr = context.make_array(signature.args[2])(context, builder, args[2])
-            with cgutils.for_range(builder, args[3], intp=i64) as loop:
-                r = load_item(builder, context, signature.args[1], rows_arr, [loop.index])
-                w = splat(
-                    builder,
-                    load_item(builder, context, signature.args[2], w_arr, [loop.index]),
-                    lanes,
-                )
-                xp = row_pointers(builder, xb_arr, r, 1)[0]
-                for acc, off in zip(accs, offsets, strict=True):
-                    x = _vector_load(builder, xp, off, vtype)
-                    builder.store(_multiply_add(builder, fma, w, x, builder.load(acc)), acc)
-            for acc, off in zip(accs, offsets, strict=True):
-                _vector_store(builder, builder.load(acc), ap, off)
+            acc_arr = context.make_array(signature.args[3])(context, builder, args[3])
+            total_row = _row_pointers(
+                builder, context, signature.args[4], args[4], ir.Constant(i64, 0), 1
+            )[0]
+            n_lists, width = cgutils.unpack_tuple(builder, lists_arr.shape, 2)
+            last = builder.sub(width, ir.Constant(i64, 1))
+            C = builder.sub(n_lists, ir.Constant(i64, 1))
+            accs = [cgutils.alloca_once(builder, vtype) for _ in range(nvec)]
+            with cgutils.for_range(builder, n_lists, intp=i64) as lists_loop:
+                c = lists_loop.index
+                n = load_item(builder, context, signature.args[1], lists_arr, [c, last])
+                with builder.if_then(builder.icmp_signed(">", n, ir.Constant(i64, 0))):
+                    own = row_pointers(builder, acc_arr, c, 1)[0]
+                    ap = builder.select(builder.icmp_signed("==", c, C), total_row, own)
+                    for acc, off in zip(accs, offsets, strict=True):
+                        builder.store(_vector_load(builder, ap, off, vtype), acc)
+                    with cgutils.for_range(builder, n, intp=i64) as loop:
+                        e = loop.index
+                        r = load_item(builder, context, signature.args[1], lists_arr, [c, e])
+                        wt = load_item(builder, context, signature.args[2], w_arr, [c, e])
+                        w = splat(builder, wt, lanes)
+                        xp = row_pointers(builder, xb_arr, r, 1)[0]
+                        for acc, off in zip(accs, offsets, strict=True):
+                            x = _vector_load(builder, xp, off, vtype)
+                            builder.store(_multiply_add(builder, fma, w, x, builder.load(acc)), acc)
+                    for acc, off in zip(accs, offsets, strict=True):
+                        _vector_store(builder, builder.load(acc), ap, off)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -532,25 +532,14 @@ def _sparse_update_overload(tile, g, nr, y, src, lists, list_weights, xb, acc, t
         # List c into acc[c], list C into total[0], feature range by feature range: a
         # range of the block's rows stays in L1 while every list walks it. No prefetch:
         # before a sparse update the scores take every prefetch of the next block
-        # (passes of _block_scores). Separate calls for acc and total: one array variable
-        # bound to either costs a reference count per call.
+        # (passes of _block_scores).
         lanes = vec_bytes // xb.itemsize
         n_vectors = xb.shape[1] // lanes
         whole = n_vectors - n_vectors % nvec
         for v0 in range(0, whole, nvec):
-            d0 = v0 * lanes
-            for c in range(C):
-                if lists[c, last] > 0:
-                    sparse_tile(xb, lists[c], list_weights[c], lists[c, last], acc, c, d0)
-            if lists[C, last] > 0:
-                sparse_tile(xb, lists[C], list_weights[C], lists[C, last], total, 0, d0)
+            sparse_tile(xb, lists, list_weights, acc, total, v0 * lanes)
         for v0 in range(whole, n_vectors):
-            d0 = v0 * lanes
-            for c in range(C):
-                if lists[c, last] > 0:
-                    one_tile(xb, lists[c], list_weights[c], lists[c, last], acc, c, d0)
-            if lists[C, last] > 0:
-                one_tile(xb, lists[C], list_weights[C], lists[C, last], total, 0, d0)
+            one_tile(xb, lists, list_weights, acc, total, v0 * lanes)
         return True, total_used
 
     return impl
