@@ -447,12 +447,15 @@ def _simd_tiles_overload(tile):
 
 #: the micro-kernels whose multiclass SVM update goes through the sparse lists (the
 #: sparse tiles and their one-vector twins). Not the zmm tiles: the sparse tile loads and
-#: stores its accumulators once per class per feature range for about 2 entries, which
-#: the wide FMAs of the dense tile pay for. Measured on a 2-core Xeon (AVX-512),
-#: svm_loss float32 D=3073 C=10, alternated processes, medians: N=10000 12.6 (dense) vs
-#: 12.2 ms (sparse) on 1 thread but 6.3 vs 6.8 on 2; N=256 0.35 vs 0.32 and 0.22 vs
-#: 0.21. The ymm tiles (the same machine limited to Haswell's features): N=10000 18.1 vs
-#: 14.0 ms on 1 thread, 9.4 vs 8.3 on 2; N=256 0.51 vs 0.40 and 0.29 vs 0.27
+#: stores its accumulators once per list per feature range for about 2 entries, which
+#: the wide FMAs of the dense tile pay for, and on 2 threads (the rows streaming from
+#: memory) it lost. Measured on a 2-core Xeon (AVX-512), svm_loss float32 D=3073 C=10,
+#: interleaved with NumPy's loss (``bench/bench_linear.py interleaved 5``), ratio to NumPy
+#: dense -> sparse: N=10000 2.64x -> 2.69x on 1 thread, 3.03x -> 2.86x on 2; N=256 2.07x
+#: -> 2.28x and 1.92x both; SGD training 3.30x -> 3.21x. The ymm tiles (the same machine
+#: limited to Haswell's features), alternated processes: N=10000 22.7 -> 17.3-18.5 ms on
+#: 1 thread; interleaved ratios N=10000 1.85x -> 2.25x (1 thread), 2.07x -> 2.19x (2),
+#: N=256 1.34x -> 1.81x, 1.50x -> 1.61x, SGD 2.56x -> 2.76x
 SPARSE_UPDATE = {
     "avx2": (sparse_update_avx2, sparse_update_avx2_1),
     "portable": (sparse_update_portable, sparse_update_portable_1),
