@@ -123,6 +123,17 @@ def _element_info(context, dtype):
     return context.get_value_type(dtype), 4 if dtype == types.float32 else 8
 
 
+def _vector_types(context, builder, dtype, vec_bytes, fused):
+    """``(itemsize, lanes, vector type, llvm.fma or None)`` of a tile on ``vec_bytes``
+    vectors of the float dtype ``dtype`` (``fused``: multiply-adds through ``llvm.fma``)."""
+    from llvmlite import ir
+
+    ftype, itemsize = _element_info(context, dtype)
+    lanes = vec_bytes // itemsize
+    vtype = ir.VectorType(ftype, lanes)
+    return itemsize, lanes, vtype, _fma_function(builder, vtype) if fused else None
+
+
 def _fma_function(builder, vtype):
     """The ``llvm.fma`` intrinsic of the float vector type ``vtype``, declared once per module."""
     from llvmlite import ir
@@ -180,10 +191,9 @@ def _make_scores_tile(vec_bytes: int, nr: int, nc: int, fused: bool = True):
 
             i32 = ir.IntType(32)
             i64 = ir.IntType(64)
-            ftype, itemsize = _element_info(context, signature.args[0].dtype)
-            lanes = vec_bytes // itemsize
-            vtype = ir.VectorType(ftype, lanes)
-            fma = _fma_function(builder, vtype) if fused else None
+            itemsize, lanes, vtype, fma = _vector_types(
+                context, builder, signature.args[0].dtype, vec_bytes, fused
+            )
             masked_load = masked_load_function(builder, vtype)
             xb_rows = _row_pointers(builder, context, signature.args[0], args[0], args[2], nr)
             wp = _row_pointers(builder, context, signature.args[1], args[1], args[3], nc)
@@ -276,10 +286,9 @@ def _make_update_tile(vec_bytes: int, nr: int, nc: int, fused: bool = True):
             from numba.core import cgutils
 
             i64 = ir.IntType(64)
-            ftype, itemsize = _element_info(context, signature.args[0].dtype)
-            lanes = vec_bytes // itemsize
-            vtype = ir.VectorType(ftype, lanes)
-            fma = _fma_function(builder, vtype) if fused else None
+            itemsize, lanes, vtype, fma = _vector_types(
+                context, builder, signature.args[0].dtype, vec_bytes, fused
+            )
             xp = _row_pointers(builder, context, signature.args[0], args[0], args[2], nr)
             ap = _row_pointers(builder, context, signature.args[3], args[3], args[4], nc)
             garr = context.make_array(signature.args[1])(context, builder, args[1])
@@ -347,10 +356,9 @@ def _make_sparse_update_tile(vec_bytes: int, nvec: int, fused: bool = True):
             from numba.core import cgutils
 
             i64 = ir.IntType(64)
-            ftype, itemsize = _element_info(context, signature.args[0].dtype)
-            lanes = vec_bytes // itemsize
-            vtype = ir.VectorType(ftype, lanes)
-            fma = _fma_function(builder, vtype) if fused else None
+            itemsize, lanes, vtype, fma = _vector_types(
+                context, builder, signature.args[0].dtype, vec_bytes, fused
+            )
             start = builder.mul(args[5], ir.Constant(i64, itemsize))
             offsets = [builder.add(start, ir.Constant(i64, v * vec_bytes)) for v in range(nvec)]
             xb_arr = context.make_array(signature.args[0])(context, builder, args[0])
