@@ -423,23 +423,32 @@ def test_bad_inputs_raise_clear_errors(loss, kwargs, exc, match):
         loss(**args)
 
 
+@pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
 @pytest.mark.parametrize("loss_fn", [fastcls.svm_loss, fastcls.softmax_loss])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("n", [7, 3000])  # serial and parallel kernels
-def test_non_finite_rows_are_caught_after_the_kernel(loss_fn, dtype, bad, n):
-    """X is scanned only when the result is not finite: a bad used row must still raise."""
+def test_non_finite_rows_are_caught_after_the_kernel(impl, loss_fn, dtype, bad, n):
+    """X is scanned only when the result is not finite: a bad used row must still raise,
+    on every path (the SVM's sparse update never multiplies a row of zero derivatives)."""
+    from fastcls._config import override
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, 12)).astype(dtype)
     X[3, 5] = bad
     y = rng.integers(0, 4, n)
-    for W in (np.zeros((12, 4), dtype), rng.standard_normal((12, 4)).astype(dtype)):
-        for idx in (None, np.array([0, 3, 3, 1])):
-            with pytest.raises(ValueError, match="X contains"):
-                loss_fn(W, X, y, 0.1, idx=idx)
-        # a mini-batch that avoids the bad row is computed as usual
-        loss, dW = loss_fn(W, X, y, 0.1, idx=np.array([0, 1, 2]))
-        assert np.isfinite(loss) and np.isfinite(dW).all()
+    W_sorted = np.zeros((12, 4), dtype)
+    W_sorted[5] = [-1.0, 1.0, 2.0, 3.0]  # +-inf at feature 5: infinite scores of both signs
+    with override(linear_kernel_impl=impl):
+        for W in (np.zeros((12, 4), dtype), rng.standard_normal((12, 4)).astype(dtype), W_sorted):
+            for idx in (None, np.array([0, 3, 3, 1])):
+                with pytest.raises(ValueError, match="X contains"):
+                    loss_fn(W, X, y, 0.1, idx=idx)
+            # a mini-batch that avoids the bad row is computed as usual
+            loss, dW = loss_fn(W, X, y, 0.1, idx=np.array([0, 1, 2]))
+            assert np.isfinite(loss) and np.isfinite(dW).all()
 
 
 @given(
@@ -949,16 +958,22 @@ def test_hot_loops_vectorise_natively():
 
 
 # ----------------------------------------------------------------------------- range (issue 10)
+@pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
 @pytest.mark.parametrize("xs,ws", [(1e20, 1.0), (1.0, 1e20), (1e20, 1e20), (3e38, 1.0)])
-def test_float32_inputs_far_from_one_give_finite_right_results(kind, xs, ws):
+def test_float32_inputs_far_from_one_give_finite_right_results(impl, kind, xs, ws):
     """float32 scores or gradient sums overflowed to inf/NaN for in-range inputs (1e20):
-    such calls are recomputed in float64 and returned in float32."""
+    such calls are recomputed in float64 and returned in float32 (on every path)."""
+    from fastcls._config import override
+
+    if impl not in _impls():
+        pytest.skip(f"this CPU cannot run the {impl} path")
     rng = np.random.default_rng(0)
     X = np.clip(rng.standard_normal((40, 6)) * xs, -3e38, 3e38).astype(np.float32)
     W = (rng.standard_normal((6, 3)) * ws).astype(np.float32)
     y = rng.integers(0, 3, 40)
-    loss, dW = LOSSES[kind](W, X, y, 1e-3)
+    with override(linear_kernel_impl=impl):
+        loss, dW = LOSSES[kind](W, X, y, 1e-3)
     assert np.isfinite(loss) and dW.dtype == np.float32 and np.isfinite(dW).all()
     ref = linear_loss_reference(kind, W, X, y, 1e-3)
     assert loss == pytest.approx(ref[0], rel=1e-6)

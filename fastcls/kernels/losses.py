@@ -380,6 +380,10 @@ def _row_derivative(s, yi, kind, g):
                 count += 1.0
             else:
                 g[j] = 0.0
+                if m - m != 0.0:  # a non-finite score (NaN or inf in the row, or float32
+                    # overflow) makes the loss non-finite: the sparse update never
+                    # multiplies this row by 0 (which made the dense one's gradient NaN)
+                    loss += m
         g[yi] = -count
         return loss
     smax = s[0]
