@@ -345,10 +345,12 @@ class Tunables:
     #: (3 MB, read from L3) 4-7% faster; N <= 128 neutral; the AVX2 build neutral from 64
     #: to 1000 rows (its slower arithmetic leaves the memory time to the hardware)
     linear_prefetch_min_bytes: int | None = None
-    #: linear losses: rows per cache block (a positive multiple of 4). 16 rather than 32:
-    #: the prefetch above paid only with 16 (32: neutral), and SGD training of 1500 x 200
-    #: rows was 2% faster (0.477 vs 0.487 s); N=256 unchanged
-    linear_row_block_rows: int = 16
+    #: linear losses: rows per cache block (a positive multiple of 4). None: by loss and
+    #: micro-kernel (``fastcls.kernels.losses.row_block``): 32 for the multiclass SVM where
+    #: its update is sparse (AVX2 build: 6-9% faster on 2 threads, within 2% on 1), 16
+    #: otherwise (the prefetch above paid only with 16, 32 neutral; SGD training of 1500 x
+    #: 200 rows 2% faster, 0.477 vs 0.487 s; softmax on the AVX2 build 4% faster than 32)
+    linear_row_block_rows: int | None = None
     #: linear losses: calls of fewer multiply-adds (rows x D x C) run on the calling thread
     #: (measured crossover: 96 rows x 3073 x 10 ran faster in parallel, 64 rows are one task)
     linear_parallel_min_work: int = 1 << 21

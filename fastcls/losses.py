@@ -301,7 +301,7 @@ def loss_and_gradient(
     check_fork_safe()  # a parallel kernel: a clear error in an unsafe forked child
     D, C = W.shape
     m = X.shape[0] if rows is None else rows.shape[0]
-    plan = _plan(m, C, D, W.dtype)
+    plan = _plan(m, C, D, W.dtype, loss)
     if rows is None:
         rows = plan.all_rows
     dW = np.empty((D, C), dtype=W.dtype)
@@ -365,8 +365,8 @@ _LOCAL = threading.local()
 MAX_PLANS = 4
 
 
-def _plan(m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
-    """This thread's plan for a loss call on ``m`` rows, ``C`` classes, ``D`` features.
+def _plan(m: int, C: int, D: int, dtype: np.dtype, loss: str) -> _Plan:
+    """This thread's plan for a ``loss`` call on ``m`` rows, ``C`` classes, ``D`` features.
 
     Everything that depends only on the shape, the thread count and the tunables (the
     tasks, the micro-kernel, the reusable buffers, whether the parallel twin may run),
@@ -376,7 +376,7 @@ def _plan(m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
     Callers must not keep the buffers past their call.
     """
     key = (
-        m, C, D, dtype, get_num_threads(), settings.linear_kernel_impl,
+        m, C, D, dtype, loss, get_num_threads(), settings.linear_kernel_impl,
         settings.linear_prefetch_min_bytes, settings.linear_row_block_rows,
         settings.linear_parallel_min_work,
     )  # fmt: skip
@@ -393,7 +393,10 @@ def _plan(m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
     tile = K.tile_token(impl)
     prefetch_min_bytes = K.prefetch_min_bytes(impl)
     item = np.dtype(dtype).itemsize
-    WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(bounds, C, D, tile, dtype)
+    rblock = K.row_block(loss, impl)
+    WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(
+        bounds, C, D, tile, dtype, rblock
+    )
     plan = _Plan(
         kernels=K,
         loss_codes=K.LOSS_CODES,
@@ -403,11 +406,11 @@ def _plan(m: int, C: int, D: int, dtype: np.dtype) -> _Plan:
         all_rows=np.arange(m, dtype=np.int64),
         bounds=bounds,
         tile=tile,
-        rblock=K.row_block(),
+        rblock=rblock,
         twins=(K.twin_token(False), K.twin_token(True)),
         prefetch=m * D * item >= prefetch_min_bytes,
         eligible=K.use_parallel(m, D, C),
-        shapes={name: (code, m, D, C, item, key[4]) for name, code in K.LOSS_CODES.items()},
+        shapes={name: (code, m, D, C, item, key[5]) for name, code in K.LOSS_CODES.items()},
         WT=WT,
         part=part,
         wide=wide,

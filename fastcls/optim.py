@@ -380,15 +380,18 @@ def sgd_linear(
     )
     m = batch_size if batch_size is not None else n
     bounds = K.task_bounds(m)
-    tile = K.tile_token(K.kernel_impl())
+    impl = K.kernel_impl()
+    tile = K.tile_token(impl)
+    rblock = K.row_block(loss, impl)
     # the state the loop updates: W transposed into the kernel's padded layout (a copy)
-    WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(bounds, C, D, tile, dtype)
+    WT, part, wide, part_db, part_loss, ticks, scratch = K.loss_buffers(
+        bounds, C, D, tile, dtype, rblock
+    )
     WT[:C, :D] = W0.T
     dWT = np.empty((C, D), dtype=dtype)
     db = np.empty(C, dtype=dtype)
     bias = np.empty(C, dtype=dtype)
     history = np.empty(n_iters)
-    rblock = K.row_block()
     parallel = K.twin_token(K.use_parallel(m, D, C))
     code = K.LOSS_CODES[loss]
     pcode = K.PENALTY_CODES[penalty]

@@ -210,14 +210,14 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype, several):
     bounds = K.task_bounds(n_rows)
     assert K.needs_wide(bounds) == (n_rows > K.MAX_TASKS * K.SUB_ROWS)
     kid = K.SVM if kind == "svm" else K.SOFTMAX
-    tile, rb = K.tile_token(K.kernel_impl()), K.row_block()
-    WT, part, wide, pdb, pl, ticks, scratch = K.loss_buffers(bounds, 10, 600, tile, dtype)
+    tile, rb = K.tile_token(K.kernel_impl()), K.row_block(kind)
+    WT, part, wide, pdb, pl, ticks, scratch = K.loss_buffers(bounds, 10, 600, tile, dtype, rb)
     WT[:10, :600] = W.T
     rows = np.arange(n_rows)
     K.linear_loss_grad_rows_serial(
         X, y, rows, rows[:0], WT, b, kid, bounds, part, wide, pdb, pl, tile, rb, ticks, scratch
     )
-    _, part2, wide2, pdb2, pl2, ticks2, scratch2 = K.loss_buffers(bounds, 10, 600, tile, dtype)
+    _, part2, wide2, pdb2, pl2, ticks2, scratch2 = K.loss_buffers(bounds, 10, 600, tile, dtype, rb)
     K.linear_loss_grad_rows(
         X,
         y,
@@ -750,7 +750,7 @@ def test_first_block_overwrites_stale_partials(impl, kind, N, D, dtype):
         seed += 1  # a margin at float32 rounding of 0 may take the other branch
         X, y, W, b = problem(seed, N, D, 7, dtype, wscale=0.3 / np.sqrt(D))
     with override(linear_kernel_impl=impl, linear_row_block_rows=8):
-        plan = _plan(N, 7, D, np.dtype(dtype))  # the plan the call below reuses
+        plan = _plan(N, 7, D, np.dtype(dtype), kind)  # the plan the call below reuses
         plan.part[:] = np.nan
         if plan.wide.size:
             plan.wide[:] = np.nan
@@ -795,6 +795,19 @@ def test_info_names_the_svm_update(impl, update):
         pytest.skip(f"this CPU cannot run the {impl} path")
     with override(linear_kernel_impl=impl):
         assert K.loss_impl().startswith(f"{impl} (SVM update {update}, SGD prefetch ")
+
+
+def test_row_block_by_loss_and_path_unless_set():
+    from fastcls._config import override
+    from fastcls.kernels import losses as K
+
+    assert K.row_block("svm", "avx2") == K.row_block("svm", "portable") == K.SPARSE_ROW_BLOCK
+    assert K.row_block("svm", "avx512") == K.DENSE_ROW_BLOCK
+    assert K.row_block("softmax", "avx2") == K.DENSE_ROW_BLOCK
+    with override(linear_row_block_rows=8):
+        assert K.row_block("svm", "avx2") == K.row_block("softmax", "avx512") == 8
+    with override(linear_row_block_rows=16.0), pytest.raises(TypeError, match="an int"):
+        K.row_block("svm", "avx2")
 
 
 def test_forcing_an_unknown_or_unsupported_path_is_refused():
