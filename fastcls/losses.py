@@ -375,8 +375,9 @@ def _plan(m: int, C: int, D: int, dtype: np.dtype, loss: str) -> _Plan:
     lookup costs a miss (2 threads, N=256: 54 us of Python in a 0.30 ms call before).
     Callers must not keep the buffers past their call.
     """
+    threads = get_num_threads()
     key = (
-        m, C, D, dtype, loss, get_num_threads(), settings.linear_kernel_impl,
+        m, C, D, dtype, loss, threads, settings.linear_kernel_impl,
         settings.linear_prefetch_min_bytes, settings.linear_row_block_rows,
         settings.linear_parallel_min_work,
     )  # fmt: skip
@@ -410,7 +411,7 @@ def _plan(m: int, C: int, D: int, dtype: np.dtype, loss: str) -> _Plan:
         twins=(K.twin_token(False), K.twin_token(True)),
         prefetch=m * D * item >= prefetch_min_bytes,
         eligible=K.use_parallel(m, D, C),
-        shapes={name: (code, m, D, C, item, key[5]) for name, code in K.LOSS_CODES.items()},
+        shapes={name: (code, m, D, C, item, threads) for name, code in K.LOSS_CODES.items()},
         WT=WT,
         part=part,
         wide=wide,

@@ -399,7 +399,7 @@ def _make_sparse_update_tile(vec_bytes: int, nvec: int, fused: bool = True):
 
 
 #: vectors per call of the sparse update tiles (accumulators held in registers), by
-#: micro-kernel. None for the zmm tiles: there the dense update is as fast or faster
+#: micro-kernel. No zmm tiles: there the dense update measured faster on 2 threads
 #: (see ``SPARSE_UPDATE`` in :mod:`fastcls.kernels.losses`)
 SPARSE_VECTORS = {"avx2": 8, "portable": 4}
 sparse_update_avx2 = _make_sparse_update_tile(32, SPARSE_VECTORS["avx2"])

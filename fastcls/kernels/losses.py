@@ -355,7 +355,7 @@ SPARSE_ROW_BLOCK = 32
 DENSE_ROW_BLOCK = 16
 
 
-def row_block(loss: str = "softmax", impl: str | None = None) -> int:
+def row_block(loss: str, impl: str | None = None) -> int:
     """Rows per block for ``loss`` on micro-kernel ``impl`` (default :func:`kernel_impl`):
     ``settings.linear_row_block_rows`` when set (a positive multiple of 4), else
     ``SPARSE_ROW_BLOCK`` for the multiclass SVM on a sparse-update micro-kernel and
@@ -722,7 +722,7 @@ def linear_loss_grad_rows_serial(
     gw = scratch[2][slot]  # the derivatives in the working precision; zero beyond C
     src = scratch[3][slot, 0]  # this block's rows of X
     nxt = scratch[3][slot, 1]  # the rows the next block will pack
-    lists = scratch[4][slot]  # the sparse update's rows per class (_sparse_lists)
+    lists = scratch[4][slot]  # the sparse update's rows per class (_sparse_update)
     list_weights = scratch[5][slot]
     total = scratch[6][slot]  # rows every class gets (the lists' complement form)
     # passes over a block whose tile calls prefetch the next block's rows: the scores
