@@ -501,6 +501,34 @@ def test_finish_gradient_equals_reduction_plus_penalty_reference(
         flat[0] = saved
 
 
+@given(
+    T=st.integers(1, 5),
+    C=st.integers(1, 4),
+    D=st.integers(1, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    parallel=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_finish_gradient_sums_the_partials_in_task_order_in_float64(T, C, D, dtype, parallel, seed):
+    """Bit for bit ``((p0 + p1) + p2) + ...`` in float64, then scaled and cast: the order
+    that makes the gradient independent of the thread count (the first two partials
+    share a pass; the sum must not change with it)."""
+    from fastcls.kernels.losses import PENALTY_CODES, finish_gradient, finish_gradient_parallel
+
+    finish = finish_gradient_parallel if parallel else finish_gradient
+    rng = np.random.default_rng(seed)
+    # magnitudes apart, so another order would round differently
+    part = (rng.standard_normal((T, C, D)) * 10.0 ** rng.integers(-6, 7, (T, C, D))).astype(dtype)
+    WT = np.zeros((C, D), dtype)
+    dWT, db = np.empty_like(WT), np.empty(C, dtype)
+    scale = 1.0 / 37
+    finish(part, np.zeros((T, C)), np.zeros(T), scale, WT, 0.0, PENALTY_CODES["l2"], 1.0, dWT, db)
+    total = part[0].astype(np.float64)
+    for t in range(1, T):
+        total = total + part[t].astype(np.float64)
+    np.testing.assert_array_equal(dWT, (total * scale).astype(dtype))
+
+
 def _class_lane_sum(values_by_class):
     """The penalty value's order in finish_gradient: per class, 8 lanes (value ``d`` into
     lane ``d % 8``, the last ``D % 8`` into lane 0) added by the tree
