@@ -910,6 +910,26 @@ def _lanes_total(l0, l1, l2, l3, l4, l5, l6, l7):
 
 
 @jit(inline="always")
+def _partials_sum(part, c, D, g):
+    """``g[:D] = part[0, c] + part[1, c] + ...`` in float64, the partials in task order
+    (the order that makes the gradient independent of the thread count); the first two
+    in one pass (the same sum as ``g = p0; g += p1``). Shared by both finishes."""
+    T = part.shape[0]
+    p0 = part[0, c]
+    if T > 1:
+        p1 = part[1, c]
+        for d in range(D):
+            g[d] = np.float64(p0[d]) + p1[d]
+    else:
+        for d in range(D):
+            g[d] = p0[d]
+    for t in range(2, T):
+        pt = part[t, c]
+        for d in range(D):
+            g[d] += pt[d]
+
+
+@jit(inline="always")
 def _class_gradient(c, part, scale, WT, reg, penalty, beta, dWT, g, terms):
     """Class ``c`` of :func:`finish_gradient_parallel`: the partials reduced in task
     order in float64 (in ``g``), scaled, the penalty gradient added, cast into
@@ -921,20 +941,8 @@ def _class_gradient(c, part, scale, WT, reg, penalty, beta, dWT, g, terms):
     loop, which writes them out instead of calling this: inlined there, the serial
     finish took 0.15-0.2 s longer to compile, which every cold first fit pays. The tests
     pin both to one reference order, bit for bit."""
-    T = part.shape[0]
     D = dWT.shape[1]
-    p0 = part[0, c]
-    if T > 1:  # the first two partials in one pass (the same sum as g = p0; g += p1)
-        p1 = part[1, c]
-        for d in range(D):
-            g[d] = np.float64(p0[d]) + p1[d]
-    else:
-        for d in range(D):
-            g[d] = p0[d]
-    for t in range(2, T):
-        pt = part[t, c]
-        for d in range(D):
-            g[d] += pt[d]
+    _partials_sum(part, c, D, g)
     w = WT[c]
     o = dWT[c]
     ok = True
@@ -1006,7 +1014,6 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     Returns ``(data loss = scale * sum_t part_loss[t], penalty value, every entry of
     dWT and db and the data loss finite)``.
     """
-    T = part.shape[0]
     C = dWT.shape[0]
     D = dWT.shape[1]
     g = np.empty(D, dtype=np.float64)
@@ -1014,18 +1021,7 @@ def finish_gradient(part, part_db, part_loss, scale, WT, reg, penalty, beta, dWT
     finite = True
     pen = 0.0
     for c in range(C):
-        p0 = part[0, c]
-        if T > 1:  # the first two partials in one pass (the same sum as g = p0; g += p1)
-            p1 = part[1, c]
-            for d in range(D):
-                g[d] = np.float64(p0[d]) + p1[d]
-        else:
-            for d in range(D):
-                g[d] = p0[d]
-        for t in range(2, T):
-            pt = part[t, c]
-            for d in range(D):
-                g[d] += pt[d]
+        _partials_sum(part, c, D, g)
         w = WT[c]
         o = dWT[c]
         # the finiteness check in the penalty's pass, not a pass of its own: with the
