@@ -33,16 +33,16 @@ def demangled(name: str) -> str:
     """``fastcls.kernels.losses._block_scores`` from numba's mangled symbol (the wrappers
     numba adds keep a ``cpython.`` / ``cfunc.`` prefix); other names are returned as they are."""
     prefix = ""
-    for wrapper in ("cfunc.", "_ZN7cpython"):
-        if name.startswith(wrapper):
-            prefix = "cfunc." if wrapper == "cfunc." else "cpython."
-            name = name[len("cfunc.") :] if wrapper == "cfunc." else "_ZN" + name[len(wrapper) :]
+    if name.startswith("cfunc."):
+        prefix, name = "cfunc.", name[len("cfunc.") :]
+    if name.startswith("_ZN7cpython"):  # the wrapper's namespace, a first part
+        prefix, name = prefix + "cpython.", "_ZN" + name[len("_ZN7cpython") :]
     if not name.startswith("_ZN"):
         return prefix + name
     parts, i = [], 3
     while i < len(name) and name[i].isdigit():
         j = i
-        while name[j].isdigit():
+        while j < len(name) and name[j].isdigit():
             j += 1
         size = int(name[i:j])
         parts.append(name[j : j + size])

@@ -938,7 +938,8 @@ def _class_gradient(c, part, scale, WT, reg, penalty, beta, dWT, g, terms):
     Returns ``(every entry finite, the class's penalty value before the factor reg)``.
 
     The same operations in the same order as one class of :func:`finish_gradient`'s
-    loop, which writes them out instead of calling this: inlined there, the serial
+    loop (both sum the partials with :func:`_partials_sum`), which writes the rest out
+    instead of calling this: inlined there, the serial
     finish took 0.15-0.2 s longer to compile, which every cold first fit pays. The tests
     pin both to one reference order, bit for bit."""
     D = dWT.shape[1]
