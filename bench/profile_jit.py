@@ -9,22 +9,30 @@ libraries keep the LLVM IR the function names are read from), writes ``/tmp/perf
     python bench/profile_jit.py svm_loss --rows 256 --threads 1 --seconds 20 --perf /tmp/perf.data
     perf report -i /tmp/perf.data --sort sym
 
+With ``--annotate N`` (and ``--perf``) it also prints the N hottest functions disassembled,
+each instruction with its share of the function's samples (:func:`annotated`): where in
+a tile the time goes (the loads of rows still in memory, the spills, the reductions).
+
 Without ``--perf`` it only loops (for a ``perf record -p <pid>`` of your own); it prints how
 long one call took. Workloads: ``svm_loss`` / ``softmax_loss`` (float32, D=3073, C=10,
 ``W`` at the lecture's small scale) and ``knn_l2`` / ``knn_l1`` (uint8 rows, 3072 features,
 ``--rows`` queries against 10000 training rows, k=10). ``perf annotate`` cannot read JIT
-code; the map names functions, which is what the sections of ``docs/performance.md`` used
-(the kernels' tiles are inlined into the functions that call them).
+code; the map names functions (the kernels' tiles are inlined into the functions that
+call them), and ``--annotate`` reads the code from this process instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 
@@ -87,6 +95,68 @@ def write_perf_map(path: str | None = None) -> str:
     return path
 
 
+def sampled_addresses(perf_data: str) -> Counter[int]:
+    """How many samples of ``perf_data`` (a ``perf record`` file) fell at each address."""
+    script = subprocess.run(
+        ["perf", "script", "-i", perf_data, "-F", "ip"], capture_output=True, text=True, check=True
+    )
+    return Counter(int(word, 16) for word in script.stdout.split())
+
+
+def read_perf_map(perf_map: str) -> list[tuple[int, int, str]]:
+    """``(address, size, name)`` of every line of a perf map."""
+    functions = []
+    with open(perf_map) as lines:
+        for line in lines:
+            address, size, name = line.split(" ", 2)
+            functions.append((int(address, 16), int(size, 16), name.strip()))
+    return functions
+
+
+def annotated(
+    hits: Counter[int],
+    functions: list[tuple[int, int, str]],
+    top: int,
+    code_of: Callable[[int, int], bytes] = ctypes.string_at,
+) -> str:
+    """The ``top`` functions with the most samples, each disassembled with the share of
+    its samples at each instruction: what ``perf annotate`` does for code it can read
+    from a file, for numba's JIT code (``code_of(address, size)``: the machine code, read
+    from this process's memory by default; x86-64 only, through ``objdump``).
+
+    ``hits``: samples per address (:func:`sampled_addresses`); ``functions``: ``(address,
+    size, name)`` (:func:`read_perf_map`). Every instruction is listed, sampled or not:
+    a loop's shape matters as much as its hot spots. Timer samples land on the
+    instruction after the one that was waiting (skid): a load that misses shows as the
+    instruction after it.
+    """
+    total = sum(hits.values()) or 1
+    owned = []
+    for address, size, name in functions:
+        inside = {ip: n for ip, n in hits.items() if address <= ip < address + size}
+        owned.append((sum(inside.values()), address, size, name, inside))
+    owned.sort(key=lambda item: item[0], reverse=True)
+    out = []
+    for count, address, size, name, inside in owned[:top]:
+        out.append(f"== {name}: {100 * count / total:.1f}% of all samples ==")
+        with tempfile.NamedTemporaryFile(suffix=".bin") as code:
+            code.write(code_of(address, size))
+            code.flush()
+            listing = subprocess.run(
+                ["objdump", "-D", "-b", "binary", "-mi386:x86-64", "--no-show-raw-insn",
+                 f"--adjust-vma={address:#x}", code.name],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+        for line in listing.splitlines():
+            head = line.split(":", 1)[0].strip()
+            try:
+                ip = int(head, 16)
+            except ValueError:  # objdump's headers
+                continue
+            out.append(f"{100 * inside.get(ip, 0) / max(count, 1):6.2f}  {line.strip()}")
+    return "\n".join(out)
+
+
 def workload(name: str, rows: int):
     """A zero-argument callable running the named workload once."""
     import fastcls
@@ -113,6 +183,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the loop")
     parser.add_argument("--perf", metavar="FILE", help="record the loop with perf into FILE")
+    parser.add_argument(
+        "--annotate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --perf: the N hottest JIT functions' instructions with their samples",
+    )
     args = parser.parse_args(argv)
 
     # before fastcls's kernels are imported (they read it when they are decorated): a
@@ -140,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         recorder.send_signal(signal.SIGINT)
         recorder.wait()
         print(f"perf report -i {args.perf} --sort sym", flush=True)
+        if args.annotate:
+            hits = sampled_addresses(args.perf)
+            print(annotated(hits, read_perf_map(path), args.annotate), flush=True)
     print(f"{calls} calls, {took * 1e3:.3f} ms each", flush=True)
 
 
