@@ -24,6 +24,7 @@ call them), and ``--annotate`` reads the code from this process instead.
 from __future__ import annotations
 
 import argparse
+import bisect
 import ctypes
 import os
 import signal
@@ -125,16 +126,23 @@ def annotated(
     from this process's memory by default; x86-64 only, through ``objdump``).
 
     ``hits``: samples per address (:func:`sampled_addresses`); ``functions``: ``(address,
-    size, name)`` (:func:`read_perf_map`). Every instruction is listed, sampled or not:
-    a loop's shape matters as much as its hot spots. Timer samples land on the
-    instruction after the one that was waiting (skid): a load that misses shows as the
-    instruction after it.
+    size, name)``, not overlapping (:func:`read_perf_map`). Every instruction is listed,
+    sampled or not: a loop's shape matters as much as its hot spots. Timer samples land
+    on the instruction after the one that was waiting (skid): a load that misses shows as
+    the instruction after it.
     """
     total = sum(hits.values()) or 1
-    owned = []
-    for address, size, name in functions:
-        inside = {ip: n for ip, n in hits.items() if address <= ip < address + size}
-        owned.append((sum(inside.values()), address, size, name, inside))
+    functions = sorted(functions)
+    starts = [address for address, _, _ in functions]
+    inside: list[dict[int, int]] = [{} for _ in functions]
+    for ip, n in hits.items():  # each address to the function starting last before it
+        k = bisect.bisect_right(starts, ip) - 1
+        if k >= 0 and ip < starts[k] + functions[k][1]:
+            inside[k][ip] = n
+    owned = [
+        (sum(own.values()), address, size, name, own)
+        for (address, size, name), own in zip(functions, inside, strict=True)
+    ]
     owned.sort(key=lambda item: item[0], reverse=True)
     out = []
     for count, address, size, name, inside in owned[:top]:
