@@ -197,9 +197,12 @@ PREFETCH_MIN_BYTES_BY_CPU = {("avx2", "znver4"): 8 * 2**20}
 #: prefetcher predicts. Measured on an EPYC Zen 4, 2 cores, 1500 steps of 200 rows of
 #: 49000 x 3073 float32, interleaved A/B, median of 7 per-round ratios: 1.13x faster on
 #: 2 threads (539 vs 586 ms), 1.20x on 1 (761 vs 918); 60000 x 785 neutral (1.01x). On
-#: the Sapphire-Rapids-class Xeon the prefetches cost more than they saved (5-9%
-#: slower), and other CPUs were not measured
-PREFETCH_NEXT_BATCH_CPUS = frozenset({"znver4"})
+#: an EPYC Zen 3 (``znver3``, 512 KiB of L2 per core), 2 cores, the same A/B
+#: (2026-12-03, ``linear_prefetch_next_batch`` True / False, medians of 7-9 per-round
+#: ratios, two runs each): 0.917x / 0.927x the time on 2 threads (540 vs 601 ms), 0.948x
+#: / 0.961x on 1; 60000 x 785 neutral (1.01x). On the Sapphire-Rapids-class Xeon the
+#: prefetches cost more than they saved (5-9% slower), and other CPUs were not measured
+PREFETCH_NEXT_BATCH_CPUS = frozenset({"znver3", "znver4"})
 
 
 def task_bounds(n_rows: int) -> np.ndarray:
