@@ -1092,7 +1092,7 @@ def test_tiles_never_read_past_the_last_feature(impl, dtype, D, N):
 def test_twin_choice_backs_off_under_contention_and_recovers():
     """A parallel call whose tasks ran no faster than one thread sends the calls of the
     next 2 ms to the serial twin, then 4, 8, ... up to 128 ms while it lasts; a clean
-    parallel call resets the wait; the setting turns it off."""
+    parallel call halves the wait (and sets none); the setting turns it off."""
     from fastcls._config import override
     from fastcls.losses import _TwinChoice
 
@@ -1108,16 +1108,23 @@ def test_twin_choice_backs_off_under_contention_and_recovers():
         t = twin.serial_until
         assert twin.use_parallel(True, now=t)  # the wait is over: try parallel again
     assert waits == [0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.128]
-    twin.record(1.8, now=t)  # a clean parallel call: back to the shortest wait
-    assert twin.use_parallel(True, now=t)
+    twin.record(1.8, now=t)  # a clean parallel call: half the wait, none set
+    assert twin.use_parallel(True, now=t) and twin.wait == 0.064
+    twin.record(0.4, now=t)  # contended again: the halved wait, not the shortest
+    assert not twin.use_parallel(True, now=t + 0.0639)
+    assert twin.use_parallel(True, now=t + 0.064)
+    t += 0.064
+    for _ in range(10):  # clean calls in a row: down to the shortest wait, no lower
+        twin.record(1.8, now=t)
+        assert twin.use_parallel(True, now=t)
+    assert twin.wait == _TwinChoice.MIN_WAIT
     twin.record(0.4, now=t)
     assert not twin.use_parallel(True, now=t + 0.0019)
     assert twin.use_parallel(True, now=t + 0.002)
     with override(linear_adaptive_twin=False):
-        twin.record(0.4, now=t)
-        assert twin.use_parallel(True, now=t)
-        assert not twin.use_parallel(False, now=t)
-    assert twin.wait == _TwinChoice.MIN_WAIT
+        twin.record(0.4, now=t + 1.0)
+        assert twin.use_parallel(True, now=t + 1.0)
+        assert not twin.use_parallel(False, now=t + 1.0)
 
 
 def test_twin_choice_sees_calls_slower_than_the_serial_twin_as_contended():
