@@ -255,12 +255,19 @@ def test_thread_count_and_serial_twin_invariance(kind, dtype, several):
 
 @pytest.mark.parametrize("kind", ["svm", "softmax"])
 @pytest.mark.parametrize(
-    "N,D,dtype", [(1000, 300, np.float32), (203, 1100, np.float32), (97, 600, np.float64)]
+    "N,D,dtype",
+    [
+        (1000, 300, np.float32),
+        (203, 1100, np.float32),
+        (61, 2100, np.float32),
+        (97, 600, np.float64),
+    ],
 )
 def test_prefetching_the_next_block_changes_nothing(kind, N, D, dtype):
     """settings.linear_prefetch_min_bytes only decides whether rows are prefetched (rows
     of one chunk or less prefetch nothing; 1100 float32 / 600 float64 features take
-    segments in two full chunks; the last block of a task is short)."""
+    segments in two full 2 KiB chunks, 2100 float32 in two full 4 KiB ones (the chunk of
+    the CPUs of WIDE_CHUNK_CPUS); the last block of a task is short)."""
     from fastcls._config import override
 
     X, y, W, b = problem(8, N, D, 10, dtype)
@@ -273,11 +280,23 @@ def test_prefetching_the_next_block_changes_nothing(kind, N, D, dtype):
     np.testing.assert_array_equal(results[0][2], results[1][2])
 
 
+def test_feature_chunk_by_cpu_name():
+    """4 KiB chunks of features on the CPUs measured faster with them, 2 KiB elsewhere;
+    the compiled kernels take this CPU's (numba's cache is keyed by the CPU name)."""
+    from fastcls._runtime import cpu_name
+    from fastcls.kernels import losses as K
+
+    assert K.chunk_bytes("znver3") == 4096
+    for name in ("rocketlake", "sapphirerapids", "znver4", "haswell", "generic"):
+        assert K.chunk_bytes(name) == 2048
+    assert K._CHUNK_BYTES == K.chunk_bytes(cpu_name())
+
+
 @pytest.mark.parametrize(
     "impl, name, setting, expected",
     [
         ("avx2", "znver4", None, 8 * 2**20),  # measured there (docs/performance.md)
-        ("avx2", "znver3", None, 32 * 2**20),  # not measured: the micro-kernel's own
+        ("avx2", "znver3", None, 32 * 2**20),  # neutral there at 12 MiB: the kernel's own
         ("avx2", "haswell", None, 32 * 2**20),
         ("avx512", "sapphirerapids", None, 0),
         ("avx512", "znver4", None, 0),  # only the ymm tiles have a Zen 4 entry

@@ -4,7 +4,8 @@ One pass over the rows of ``X`` per call. Rows are taken in *blocks* of ``rblock
 (:func:`row_block`, 16 or 32 by default): for a block the kernel
 
 1. computes the scores of every row of the block, ``D`` walked in chunks of
-   ``_CHUNK_BYTES`` (the last one also takes the remainder, less than a chunk) so that
+   ``_CHUNK_BYTES`` (the last one also takes the remainder, less than a chunk; 2 KiB, 4
+   KiB on :data:`WIDE_CHUNK_CPUS`) so that
    the chunk of the weights (C x 512 float32, 20 KiB) stays in L1 while every row of
    the block passes over it: register tiles of 4 rows x a few
    classes, the tile's sums added to float64 scores. The first tile of each group of 4
@@ -155,9 +156,29 @@ LOSS_CODES = {"svm": SVM, "softmax": SOFTMAX}
 #: from 3.0e-7 to 5.1e-7 of its largest entry (N=10000; 2.9e-7 -> 6.7e-7 at 49000 x 785),
 #: the level of NumPy's float32 product (5.1e-7 / 4.9e-7)
 SUB_ROWS = 1024
-#: bytes of features per inner pass (512 float32 / 256 float64): a chunk of the 10 weight
-#: rows (or accumulator rows) stays in L1 while the block's rows pass over it
-_CHUNK_BYTES = 2048
+#: CPUs (LLVM names, :func:`fastcls._runtime.cpu_name`) whose passes take 4 KiB chunks of
+#: features instead of 2 (:func:`chunk_bytes`): half the tile calls, hence half the tile
+#: reductions and epilogues, while the 10 weight rows' chunk (40 KiB) streams from L2,
+#: whose 32 bytes a cycle cover the tiles' 2 weight loads per 8 FMAs. Measured on an EPYC
+#: Zen 3 (32 KiB L1d, 512 KiB L2), 2026-12-03, svm_loss / softmax_loss float32 D=3073
+#: C=10, alternated processes (medians of 5-9 per-round ratios, 4096 / 2048, a noisy
+#: host): N=256 1 thread 0.86-0.99x, N=10000 1 thread 0.88-0.98x, 2 threads 0.89-0.97x,
+#: 12 of 14 comparisons below 1; 16 KiB (one chunk a row) 0.99-1.07x; 1 KiB 1.04-1.14x.
+#: The Intel Xeon's AVX-512 tiles were tuned at 2 KiB; other CPUs were not measured
+WIDE_CHUNK_CPUS = frozenset({"znver3"})
+
+
+def chunk_bytes(name: str) -> int:
+    """Bytes of features per inner pass on CPU ``name`` (512 float32 / 256 float64 values,
+    or twice that on :data:`WIDE_CHUNK_CPUS`): a chunk of the 10 weight rows (or
+    accumulator rows) stays in L1 (or L2) while the block's rows pass over it. A chunk
+    boundary orders the sums, so the CPU decides the last bits (as its vector width does)."""
+    return 4096 if name in WIDE_CHUNK_CPUS else 2048
+
+
+#: this CPU's :func:`chunk_bytes`, a constant of the compiled kernels (numba's cache is
+#: keyed by the CPU name, so a cache never crosses to a CPU of another chunk)
+_CHUNK_BYTES = chunk_bytes(cpu_name())
 #: most tasks (partial gradients) per call; independent of the thread count
 MAX_TASKS = 16
 #: fewest rows per task (below this, fewer tasks). Every task costs a zeroed partial to
