@@ -145,7 +145,7 @@ def annotated(
     ]
     owned.sort(key=lambda item: item[0], reverse=True)
     out = []
-    for count, address, size, name, inside in owned[:top]:
+    for count, address, size, name, own in owned[:top]:
         out.append(f"== {name}: {100 * count / total:.1f}% of all samples ==")
         with tempfile.NamedTemporaryFile(suffix=".bin") as code:
             code.write(code_of(address, size))
@@ -161,7 +161,7 @@ def annotated(
                 ip = int(head, 16)
             except ValueError:  # objdump's headers
                 continue
-            out.append(f"{100 * inside.get(ip, 0) / max(count, 1):6.2f}  {line.strip()}")
+            out.append(f"{100 * own.get(ip, 0) / max(count, 1):6.2f}  {line.strip()}")
     return "\n".join(out)
 
 

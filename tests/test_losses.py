@@ -680,7 +680,7 @@ def _impls():
 @pytest.mark.parametrize("impl", ["avx512", "avx2", "portable"])
 @given(
     N=st.integers(1, 80),
-    D=st.integers(1, 1100),  # up to three D chunks with a ragged tail
+    D=st.integers(1, 1100),  # up to three 2 KiB D chunks (two of 4 KiB) with a ragged tail
     C=st.integers(2, 11),
     dtype=st.sampled_from([np.float32, np.float64]),
     kind=st.sampled_from(["svm", "softmax"]),
