@@ -226,6 +226,19 @@ class Tunables:
     #: thread: no parallel region to start and, on a first call, none to compile (each
     #: costs about 1 s of numba time; the README tour's searches are 28M pair-features)
     knn_parallel_min_work: int = 1 << 25
+    #: exact integer k-NN (uint8 L1 and L2): partial-distance pruning, "auto" (where a
+    #: sample of the call says it pays: fastcls.kernels.prune), "always" or "never"; the
+    #: results never depend on it
+    knn_prune: str = "auto"
+    #: "auto" pruning considers calls of at least this many pair-features (queries x rows
+    #: x D) and queries (its sample costs 8 queries' search)
+    knn_prune_min_work: int = 1 << 35
+    knn_prune_min_queries: int = 1024
+    #: "auto" prunes where the sample's tiles do at most this fraction of their work
+    knn_prune_max_work: float = 0.85
+    #: pruning reorders the features of copies of the queries and rows, up to rows of
+    #: this many bytes (above: the features in their order)
+    knn_prune_copy_max_bytes: int = 64 * 2**20
     #: k-NN cross-validation on pixel data: each distance between two folds computed
     #: once and used in both directions (exact integer kernels)
     cv_symmetric_pairs: bool = True

@@ -1,0 +1,248 @@
+"""Partial-distance pruning for the exact integer k-NN kernels (uint8 L1 and L2).
+
+The exact integer kernels sum non-negative terms (``|q_d - x_d|`` or ``(q_d - x_d)^2``),
+so a tile's distances over the first features only are lower bounds of the whole; the
+kernels insert a pair when ``distance < k-th best`` and the k-th best only falls during
+a scan. A register tile whose partial distances are all at or above their queries' k-th
+best can therefore stop: none of its pairs would have been inserted, and the results are
+the same bit for bit. The pruning tiles (``l1._topk_uint8_chunk_pruned``,
+``l2int._topk_int_chunk_pruned``) sum up to ``cuts[0]`` vectors, check, go on to
+``cuts[1]``, and so on; the check is vector-wide with one branch.
+
+What it buys depends on the data. Features are reordered first (the same permutation
+for queries and rows, so the same distances): by decreasing variance over a sample of
+the rows, so that the partial sums grow fastest at the start. On Fashion-MNIST (k = 5,
+4 x 2 tiles) the tiles then stop after about 40% (L2) and 50% (L1) of the features. On
+random pixels, whose distances are all alike, no tile stops and each check is lost work
+(a reduction, a compare and a mispredicted branch now and then). So :func:`plan`
+decides per call from a sample: the exact k-th distances of 16 queries (4 tiles' worth)
+over the first half of the rows (about the threshold halfway through the scan), and the
+partial distances of those queries to 256 pairs of rows at every possible cut; it picks
+the cuts (at most :data:`MAX_CHECKS`) that minimise the sampled work, counting
+:data:`CHECK_VECTORS` vector steps per check, and prunes when that is at most
+``settings.knn_prune_max_work`` of the unpruned work.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+from numba import prange
+
+from fastcls._config import jit, override, settings
+
+#: the cost of one check (reduction, compare, a share of mispredicted branches) in vector
+#: steps of a 4 x 2 tile
+CHECK_VECTORS = 4.0
+#: candidate cuts: every ``n_vectors / CANDIDATES``
+CANDIDATES = 8
+#: at most this many checks before the last cut
+MAX_CHECKS = 3
+#: the sample: groups of 4 consecutive queries, pairs of consecutive rows
+SAMPLE_GROUPS = 4
+SAMPLE_PAIRS = 256
+#: the sample's thresholds: its queries' k-th best among the first rows / this (the
+#: scan's threshold early on: more pessimistic than the final one)
+FIRST_ROWS_DIVISOR = 4
+#: rows whose variance orders the features
+ORDER_SAMPLE_ROWS = 4096
+
+_MODES = ("auto", "always", "never")
+
+
+def mode() -> str:
+    """``settings.knn_prune``, checked."""
+    value = settings.knn_prune
+    if value not in _MODES:
+        raise ValueError(f"knn_prune must be one of {_MODES}, got {value!r}")
+    return str(value)
+
+
+#: what the uint8 L1 pruned tile returns for every pair when none is below its threshold
+#: (sums are never negative)
+STOPPED_SUM = -1
+
+
+@jit(inline="always")
+def int_threshold(d):
+    """A k-th best distance (float64: a whole number, or +inf) as an int64 bound."""
+    return np.int64(d) if d < 4.0e18 else np.int64(4 * 10**18)
+
+
+@jit(inline="always")
+def int_thresholds(best_d, qa, qlast):
+    """The k-th best distances of queries ``qa .. qa + 3`` (clamped to ``qlast``) as the
+    int64 thresholds of a pruned tile."""
+    k = best_d.shape[1]
+    return (
+        int_threshold(best_d[qa, k - 1]),
+        int_threshold(best_d[min(qa + 1, qlast), k - 1]),
+        int_threshold(best_d[min(qa + 2, qlast), k - 1]),
+        int_threshold(best_d[min(qa + 3, qlast), k - 1]),
+    )
+
+
+@jit(parallel=True)
+def _gather_columns(A, order, out):
+    """``out[i, d] = A[i, order[d]]``."""
+    for i in prange(A.shape[0]):
+        for d in range(order.shape[0]):
+            out[i, d] = A[i, order[d]]
+
+
+@jit(parallel=True)
+def _prefix_stats(A, bounds, norms, sums):
+    """``norms[i, c] = sum A[i, :bounds[c]]^2``, ``sums[i, c] = sum A[i, :bounds[c]]``."""
+    for i in prange(A.shape[0]):
+        s2 = np.int64(0)
+        s1 = np.int64(0)
+        d = 0
+        for c in range(bounds.shape[0]):
+            while d < bounds[c]:
+                v = np.int64(A[i, d])
+                s2 += v * v
+                s1 += v
+                d += 1
+            norms[i, c] = s2
+            sums[i, c] = s1
+
+
+def prefix_stats(A: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of uint8 ``A``: the int64 sums of squares and sums of its first
+    ``bounds[c]`` features, shape ``(rows, len(bounds))`` each."""
+    norms = np.empty((A.shape[0], len(bounds)), dtype=np.int64)
+    sums = np.empty_like(norms)
+    _prefix_stats(A, np.asarray(bounds, dtype=np.int64), norms, sums)
+    return norms, sums
+
+
+def feature_order(X: np.ndarray) -> np.ndarray:
+    """Features by decreasing variance over up to :data:`ORDER_SAMPLE_ROWS` rows of ``X``
+    spread over it (ties by index)."""
+    step = max(1, X.shape[0] // ORDER_SAMPLE_ROWS)
+    sample = X[::step].astype(np.float64)
+    return np.argsort(-sample.var(axis=0), kind="stable").astype(np.int64)
+
+
+def reordered(Q: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``Q`` and ``X`` with their features in :func:`feature_order`, or themselves when the
+    copy of ``X`` would exceed ``settings.knn_prune_copy_max_bytes``."""
+    if X.nbytes > int(settings.knn_prune_copy_max_bytes):
+        return Q, X
+    order = feature_order(X)
+    out = []
+    for A in (Q, X):
+        B = np.empty_like(A)
+        _gather_columns(A, order, B)
+        out.append(B)
+    return out[0], out[1]
+
+
+def candidate_cuts(n_vectors: int) -> np.ndarray:
+    """Every ``n_vectors / CANDIDATES`` vectors (distinct, positive), then ``n_vectors``."""
+    ends = sorted({(n_vectors * (c + 1)) // CANDIDATES for c in range(CANDIDATES)} - {0})
+    return np.array(ends, dtype=np.int64)
+
+
+def sample_queries(n_queries: int) -> np.ndarray:
+    """Rows of ``SAMPLE_GROUPS`` groups of 4 consecutive queries, spread over the queries,
+    each group starting at a multiple of 4 (as the drivers' tiles do)."""
+    groups = min(SAMPLE_GROUPS, n_queries // 4)
+    span = n_queries // 4 - 1
+    starts = [4 * ((g * span) // max(groups - 1, 1)) for g in range(groups)]
+    return np.array([s + a for s in starts for a in range(4)], dtype=np.int64)
+
+
+def tile_stops(partial: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Whether each sampled tile could stop at each candidate cut: ``(cuts, tiles)``.
+
+    ``partial[c, i, j]``: the partial distance of sample query ``i`` (groups of 4) and
+    sample row ``j`` (pairs) up to candidate cut ``c``; ``thresholds[i]`` its query's
+    k-th best distance."""
+    n_cuts, n_q, n_x = partial.shape
+    blocks = partial.reshape(n_cuts, n_q // 4, 4, n_x // 2, 2)
+    thr = thresholds.reshape(1, n_q // 4, 4, 1, 1)
+    return np.all(blocks >= thr, axis=(2, 4)).reshape(n_cuts, -1)
+
+
+def best_cuts(stops: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, float]:
+    """The cuts (a subset of the candidates before the last, then the last) with the least
+    sampled work, and that work over the unpruned work."""
+    n_vectors = float(candidates[-1])
+    plain = n_vectors + CHECK_VECTORS  # one reduction at the end either way
+    best, best_work = candidates[-1:], 1.0
+    inner = range(len(candidates) - 1)
+    for size in range(1, MAX_CHECKS + 1):
+        for chosen in itertools.combinations(inner, size):
+            stopped = np.zeros(stops.shape[1], dtype=bool)
+            work = np.zeros(stops.shape[1])
+            for n, c in enumerate(chosen):
+                here = stops[c] & ~stopped
+                work[here] = candidates[c] + CHECK_VECTORS * (n + 1)
+                stopped |= here
+            work[~stopped] = n_vectors + CHECK_VECTORS * (size + 1)
+            fraction = float(work.mean()) / plain
+            if fraction < best_work:
+                best, best_work = np.append(candidates[list(chosen)], candidates[-1]), fraction
+    return best.astype(np.int64), best_work
+
+
+def plan(
+    Q: np.ndarray,
+    X: np.ndarray,
+    offset: int,
+    best_d: np.ndarray,
+    best_i: np.ndarray,
+    n_vectors: int,
+    vector_features: int,
+    search: Callable[..., None],
+    pairwise: Callable[..., None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(Q, X, cuts)`` for a pruning driver (the arrays maybe with their features
+    reordered), or None to search unpruned.
+
+    ``n_vectors``: vector steps of a (padded) row, ``vector_features`` the features per
+    step. ``search(Q, X, offset, best_d, best_i)`` is the metric's top-k kernel (called
+    on the sample with pruning off), ``pairwise(A, B, out)`` its exact distance matrix
+    (over a range of features: the partial distances).
+    """
+    how = mode()
+    candidates = candidate_cuts(n_vectors)
+    if how == "never" or len(candidates) < 2:
+        return None
+    n_q, n_x = Q.shape[0], X.shape[0]
+    d = Q.shape[1]
+    if how == "auto" and (
+        n_q < int(settings.knn_prune_min_queries)
+        or n_x < 4 * SAMPLE_PAIRS
+        or n_q * n_x * d < int(settings.knn_prune_min_work)
+    ):
+        return None
+    Q, X = reordered(Q, X)
+    if how == "always":
+        every_other = candidates[1::2]  # several checks (the tests force this mode)
+        return Q, X, np.unique(np.append(every_other, candidates[-1]))
+    rows = sample_queries(n_q)
+    sq = np.ascontiguousarray(Q[rows])
+    bd, bi = best_d[rows].copy(), best_i[rows].copy()
+    with override(knn_prune="never"):
+        search(sq, X[: n_x // FIRST_ROWS_DIVISOR], offset, bd, bi)
+    pairs = (np.arange(SAMPLE_PAIRS) * ((n_x - 2) // SAMPLE_PAIRS)) // 2 * 2
+    sx = np.ascontiguousarray(X[np.stack([pairs, pairs + 1], axis=1).ravel()])
+    partial = np.zeros((len(candidates), len(rows), len(sx)))
+    start = 0
+    for c, end in enumerate(candidates):
+        a, b = start * vector_features, min(int(end) * vector_features, d)
+        if b > a:
+            out = np.empty((len(rows), len(sx)))
+            pairwise(np.ascontiguousarray(sq[:, a:b]), np.ascontiguousarray(sx[:, a:b]), out)
+            partial[c] = out
+        if c:
+            partial[c] += partial[c - 1]
+        start = int(end)
+    cuts, work = best_cuts(tile_stops(partial, bd[:, -1]), candidates)
+    if len(cuts) < 2 or work > float(settings.knn_prune_max_work):
+        return None
+    return Q, X, cuts

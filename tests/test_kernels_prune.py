@@ -1,0 +1,303 @@
+"""Partial-distance pruning of the exact integer k-NN kernels (uint8 L1 and L2).
+
+The pruned drivers must return exactly what the unpruned ones and the NumPy reference
+return, on data where tiles do stop (clustered images, near duplicates) and where they
+do not (random pixels); the pruned tiles' early exit is tested on its own against
+hand-set thresholds; :func:`fastcls.kernels.prune.plan` decides per call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+import fastcls
+from fastcls._config import override
+from fastcls.kernels import l1, l2int, prune
+from fastcls.kernels._tokens import impl_token
+from fastcls.kernels.topk import new_topk
+from fastcls.reference import kneighbors_reference
+
+#: the implementations with pruned twins this CPU runs (forced in turn): (metric, impl,
+#: setting, token code)
+PRUNED_PATHS = [
+    ("l1", impl, {"l1_uint8_impl": impl, "l1_uint8_tile_cols": cols}, code)
+    for impl, cols, code in (("avx2", 2, 1), ("avx2", 4, 3))
+    if impl in l1.best_simd()
+] + [
+    ("sqeuclidean", impl, {"l2_uint8_impl": impl}, l2int.INT_CODES[impl])
+    for impl in l2int.available_impls()
+    if l2int.INT_CODES[impl] in l2int._PRUNED_DOTS
+]
+
+needs_pruned_tile = pytest.mark.skipif(not PRUNED_PATHS, reason="no pruned tile on this CPU")
+
+
+def kernel(metric):
+    return l1.l1_topk_uint8 if metric == "l1" else l2int.sqeuclidean_topk_int
+
+
+def search(metric, Q, X, k, train_tile, **changes):
+    """Stream ``X`` through the metric's kernel in tiles (as the API does)."""
+    best_d, best_i = new_topk(Q.shape[0], k)
+    with override(**changes):
+        for start in range(0, X.shape[0], train_tile):
+            tile = np.ascontiguousarray(X[start : start + train_tile])
+            kernel(metric)(Q, tile, start, best_d, best_i)
+    return best_d, best_i
+
+
+def images(rng, n, d, n_centres=6, noise=25):
+    """uint8 rows near a few centres: the distances differ, so tiles stop."""
+    centres = rng.integers(0, 256, (n_centres, d))
+    rows = centres[rng.integers(0, n_centres, n)] + rng.integers(-noise, noise + 1, (n, d))
+    return np.clip(rows, 0, 255).astype(np.uint8)
+
+
+def make(rng, kind, n_q, n_x, d):
+    if kind == "random":
+        Q = rng.integers(0, 256, (n_q, d), dtype=np.uint8)
+        X = rng.integers(0, 256, (n_x, d), dtype=np.uint8)
+    else:
+        both = images(rng, n_q + n_x, d, noise=2 if kind == "near-duplicates" else 25)
+        Q, X = both[:n_q], both[n_q:]
+    if kind == "duplicates":
+        X[::3] = X[0]
+        Q[0] = X[0]
+    if kind == "extremes":
+        X[::2] = 255
+        X[1::4] = 0
+        Q[::2] = 255
+    return Q, X
+
+
+def assert_reference(metric, d, i, Q, X, k):
+    dr, ir = kneighbors_reference(Q, X, k, metric)
+    np.testing.assert_array_equal(i, ir)
+    np.testing.assert_array_equal(d, dr)
+
+
+# --------------------------------------------------------------------------- results
+@needs_pruned_tile
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(PRUNED_PATHS or [None]),
+    st.sampled_from(("images", "random", "duplicates", "near-duplicates", "extremes")),
+    st.sampled_from((64, 65, 100, 200, 784, 1000)),
+    st.integers(1, 24),
+    st.integers(8, 120),
+    st.data(),
+)
+def test_pruned_search_equals_reference(seed, path, kind, d, n_q, n_x, data):
+    metric, _, changes, _ = path
+    rng = np.random.default_rng(seed)
+    Q, X = make(rng, kind, n_q, n_x, d)
+    k = data.draw(st.integers(1, min(n_x, 12)), label="k")
+    tile = data.draw(st.integers(1, n_x), label="train_tile")
+    block = data.draw(st.sampled_from((2, 4, 8, 0)), label="block")
+    key = "l1_block_rows" if metric == "l1" else "l2_int_block_rows"
+    got = search(metric, Q, X, k, tile, knn_prune="always", **changes, **{key: block})
+    assert_reference(metric, *got, Q, X, k)
+
+
+@needs_pruned_tile
+@pytest.mark.parametrize("path", PRUNED_PATHS, ids=lambda p: f"{p[0]}-{p[1]}-{p[3]}")
+def test_pruned_equals_unpruned_bit_for_bit_across_threads(path, monkeypatch):
+    from fastcls._config import settings as tunables
+
+    metric, _, changes, _ = path
+    monkeypatch.setattr(tunables, "knn_parallel_min_work", 0)  # the parallel driver
+    rng = np.random.default_rng(5)
+    Q, X = make(rng, "images", 37, 400, 784)
+    ref = search(metric, Q, X, 7, 400, knn_prune="never", **changes)
+    for threads in (1, 2):
+        for tile in (400, 123):
+            with fastcls.num_threads(threads):
+                got = search(metric, Q, X, 7, tile, knn_prune="always", **changes)
+            np.testing.assert_array_equal(got[0], ref[0])
+            np.testing.assert_array_equal(got[1], ref[1])
+    assert_reference(metric, *ref, Q, X, 7)
+
+
+@needs_pruned_tile
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+def test_fitted_model_prunes_to_the_same_answer(metric):
+    rng = np.random.default_rng(9)
+    Q, X = make(rng, "images", 30, 300, 196)
+    y = rng.integers(0, 3, 300)
+    model = fastcls.KNearestNeighbor(k=5, metric=metric).fit(X, y)
+    with override(knn_prune="never"):
+        d0, i0 = model.kneighbors(Q)
+    with override(knn_prune="always"):
+        d1, i1 = model.kneighbors(Q)
+    np.testing.assert_array_equal(i0, i1)
+    np.testing.assert_array_equal(d0, d1)
+
+
+# --------------------------------------------------------------------------- the tiles
+@njit
+def _l1_tile(token, Q, X, cuts, t):
+    return l1._tile_uint8_pruned(token, Q, X, 0, 3, 0, X.shape[0] - 1, cuts, t[0], t[1], t[2], t[3])
+
+
+@njit
+def _l2_tile(token, Q, X, cuts, qnc, wc, t):
+    return l2int._dots_pruned(
+        token, Q, X, 0, 3, 0, X.shape[0] - 1, cuts, qnc, wc, 0, 0, t[0], t[1], t[2], t[3]
+    )
+
+
+def _tile_case(metric, code, thresholds, cuts_vectors):
+    """One tile's outputs on rows of two parts: ``lo`` small differences up to cut 1,
+    large beyond, so the partial distances at cut 1 are far below the totals."""
+    rng = np.random.default_rng(3)
+    vec = 32 if metric == "l1" else 16
+    d = vec * cuts_vectors[-1]
+    cols = 4 if code == 3 else 2
+    Q = rng.integers(100, 130, (4, d)).astype(np.uint8)
+    X = rng.integers(100, 130, (cols, d)).astype(np.uint8)
+    X[:, vec * cuts_vectors[0] :] = 255  # the far part
+    Q[:, vec * cuts_vectors[0] :] = 0
+    cuts = np.array(cuts_vectors, dtype=np.int64)
+    diff = Q.astype(np.int64)[:, None, :] - X.astype(np.int64)[None, :, :]
+    total = np.abs(diff).sum(-1) if metric == "l1" else (diff**2).sum(-1)
+    t = np.array(thresholds, dtype=np.int64)
+    token = impl_token(code)
+    if metric == "l1":
+        out = _l1_tile(token, Q, X, cuts, t)
+        return np.array(out).reshape(4, cols), total
+    bounds = np.minimum(cuts * vec, d)
+    qnc, _ = prune.prefix_stats(Q, bounds)
+    wc, _ = prune.prefix_stats(X, bounds)
+    Qb = np.zeros((4, d), np.int16)
+    Qb[:] = Q
+    Xb = np.zeros((cols, d), np.int16)
+    Xb[:] = X
+    dots = np.array(_l2_tile(token, Qb, Xb, cuts, qnc, wc, t)).reshape(4, cols)
+    qn = (Q.astype(np.int64) ** 2).sum(1)
+    xn = (X.astype(np.int64) ** 2).sum(1)
+    return qn[:, None] + xn[None, :] - 2 * dots, total
+
+
+@needs_pruned_tile
+@pytest.mark.parametrize("path", PRUNED_PATHS, ids=lambda p: f"{p[0]}-{p[1]}-{p[3]}")
+def test_pruned_tile_stops_only_when_no_pair_can_enter(path):
+    metric, _, _, code = path
+    metric = "l1" if metric == "l1" else "sqeuclidean"
+    cuts = [2, 3, 6]
+    # thresholds above every total: the tile runs to the end and returns the distances
+    got, total = _tile_case(metric, code, [2**40] * 4, cuts)
+    np.testing.assert_array_equal(got, total)
+    # zero thresholds: no partial distance is below, the tile stops at the first cut
+    got, _ = _tile_case(metric, code, [0] * 4, cuts)
+    assert stopped(metric, got)
+    # a threshold above query 2's partial distances at cut 1 but below its totals: the
+    # tile goes on, and after the last cut nothing is below: stopped all the same
+    between = int(total[2].min())  # every partial at the first cut is far below this
+    got, _ = _tile_case(metric, code, [0, 0, between, 0], cuts)
+    assert stopped(metric, got)
+    # one total below query 1's threshold: every sum of the tile comes back
+    got, total = _tile_case(metric, code, [0, int(total[1].min()) + 1, 0, 0], cuts)
+    np.testing.assert_array_equal(got, total)
+
+
+def stopped(metric, got):
+    """Whether a tile's outputs are those of a stopped tile."""
+    if metric == "l1":
+        return bool((got == prune.STOPPED_SUM).all())
+    return bool((got > 2**40).all())  # qn + xn - 2 * STOPPED_DOT
+
+
+# --------------------------------------------------------------------------- the plan
+def test_mode_is_checked():
+    with override(knn_prune="sometimes"), pytest.raises(ValueError, match="knn_prune"):
+        prune.mode()
+
+
+def test_candidate_cuts_and_forced_cuts():
+    assert prune.candidate_cuts(49).tolist() == [6, 12, 18, 24, 30, 36, 42, 49]
+    assert prune.candidate_cuts(3).tolist() == [1, 2, 3]
+    rng = np.random.default_rng(0)
+    Q, X = make(rng, "images", 8, 64, 200)
+    best_d, best_i = new_topk(8, 3)
+    args = (Q, X, 0, best_d, best_i, 25, 8, l1.l1_topk_uint8, l1.l1_pairwise_uint8)
+    with override(knn_prune="always"):
+        Qp, Xp, cuts = prune.plan(*args)
+    assert cuts[-1] == 25 and len(cuts) >= 2 and (np.diff(cuts) > 0).all()
+    with override(knn_prune="never"):
+        assert prune.plan(*args) is None
+    with override(knn_prune="auto"):  # far too small a call to sample
+        assert prune.plan(*args) is None
+
+
+def test_reordered_features_keep_every_distance():
+    rng = np.random.default_rng(1)
+    Q, X = make(rng, "images", 5, 50, 77)
+    X[:, 10] = 0  # a constant feature goes last
+    Qp, Xp = prune.reordered(Q, X)
+    order = prune.feature_order(X)
+    assert sorted(order.tolist()) == list(range(77)) and order[-1] == 10
+    np.testing.assert_array_equal(Xp, X[:, order])
+    np.testing.assert_array_equal(Qp, Q[:, order])
+    for metric in ("l1", "sqeuclidean"):
+        np.testing.assert_array_equal(
+            kneighbors_reference(Qp, Xp, 50, metric)[0], kneighbors_reference(Q, X, 50, metric)[0]
+        )
+    with override(knn_prune_copy_max_bytes=X.nbytes - 1):  # no room for the copies
+        Qs, Xs = prune.reordered(Q, X)
+    assert Qs is Q and Xs is X
+
+
+def test_prefix_stats():
+    rng = np.random.default_rng(2)
+    A = rng.integers(0, 256, (7, 90), dtype=np.uint8)
+    bounds = np.array([0, 5, 64, 90])
+    norms, sums = prune.prefix_stats(A, bounds)
+    for c, b in enumerate(bounds):
+        np.testing.assert_array_equal(norms[:, c], (A[:, :b].astype(np.int64) ** 2).sum(1))
+        np.testing.assert_array_equal(sums[:, c], A[:, :b].astype(np.int64).sum(1))
+
+
+def test_best_cuts_weighs_checks_against_stops():
+    candidates = np.array([10, 20, 30, 40], dtype=np.int64)
+    never = np.zeros((4, 100), dtype=bool)
+    cuts, work = prune.best_cuts(never, candidates)
+    assert cuts.tolist() == [40] and work == 1.0  # nothing stops: no check pays
+    early = np.zeros((4, 100), dtype=bool)
+    early[0:] = True  # every tile can stop at the first cut
+    cuts, work = prune.best_cuts(early, candidates)
+    assert cuts.tolist() == [10, 40] and work < 0.4
+    # stops in one tile of two at 20, the rest at 30
+    mixed = np.zeros((4, 100), dtype=bool)
+    mixed[1, ::2] = True
+    mixed[2:] = True
+    cuts, work = prune.best_cuts(mixed, candidates)
+    assert cuts[-1] == 40 and 20 in cuts.tolist() and work < 0.75
+
+
+@needs_pruned_tile
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+def test_auto_prunes_images_and_not_random_pixels(metric):
+    """The per-call sample: clustered images are pruned, random pixels are not."""
+    rng = np.random.default_rng(4)
+    tunables = {"knn_prune": "auto", "knn_prune_min_queries": 16, "knn_prune_min_work": 0}
+    if metric == "l1":
+        call = (l1.l1_topk_uint8, l1.l1_pairwise_uint8, 25, 32)
+    else:
+        call = (l2int.sqeuclidean_topk_int, l2int.sqeuclidean_pairwise_int, 49, 16)
+    decisions = {}
+    for kind in ("near-duplicates", "random"):
+        if kind == "random":
+            Q, X = make(rng, kind, 64, 2048, 784)
+        else:  # many tight clusters
+            both = images(rng, 64 + 2048, 784, n_centres=64, noise=2)
+            Q, X = both[:64], both[64:]
+        best_d, best_i = new_topk(64, 5)
+        with override(**tunables):
+            decisions[kind] = prune.plan(Q, X, 0, best_d, best_i, call[2], call[3], *call[:2])
+    assert decisions["near-duplicates"] is not None
+    assert decisions["random"] is None
