@@ -224,7 +224,7 @@ def test_candidate_cuts_and_forced_cuts():
     rng = np.random.default_rng(0)
     Q, X = make(rng, "images", 8, 64, 200)
     best_d, best_i = new_topk(8, 3)
-    args = (Q, X, 0, best_d, best_i, 25, 8, l1.l1_topk_uint8, l1.l1_pairwise_uint8)
+    args = (Q, X, 0, best_d, best_i, 25, 8, l1.l1_topk_uint8, "l1")
     with override(knn_prune="always"):
         Qp, Xp, cuts = prune.plan(*args)
     assert cuts[-1] == 25 and len(cuts) >= 2 and (np.diff(cuts) > 0).all()
@@ -286,9 +286,9 @@ def test_auto_prunes_images_and_not_random_pixels(metric):
     rng = np.random.default_rng(4)
     tunables = {"knn_prune": "auto", "knn_prune_min_queries": 16, "knn_prune_min_work": 0}
     if metric == "l1":
-        call = (l1.l1_topk_uint8, l1.l1_pairwise_uint8, 25, 32)
+        call = (l1.l1_topk_uint8, "l1", 25, 32)
     else:
-        call = (l2int.sqeuclidean_topk_int, l2int.sqeuclidean_pairwise_int, 49, 16)
+        call = (l2int.sqeuclidean_topk_int, "sqeuclidean", 49, 16)
     decisions = {}
     for kind in ("near-duplicates", "random"):
         if kind == "random":
@@ -301,3 +301,17 @@ def test_auto_prunes_images_and_not_random_pixels(metric):
             decisions[kind] = prune.plan(Q, X, 0, best_d, best_i, call[2], call[3], *call[:2])
     assert decisions["near-duplicates"] is not None
     assert decisions["random"] is None
+
+
+@pytest.mark.parametrize("metric", ["l1", "sqeuclidean"])
+def test_partial_distances_of_the_sample(metric):
+    rng = np.random.default_rng(6)
+    A = rng.integers(0, 256, (5, 70), dtype=np.uint8)
+    B = rng.integers(0, 256, (9, 70), dtype=np.uint8)
+    bounds = np.array([3, 32, 33, 70], dtype=np.int64)
+    out = np.empty((4, 5, 9), dtype=np.int64)
+    prune._partial_distances(A, B, bounds, metric == "sqeuclidean", out)
+    for c, b in enumerate(bounds):
+        want = kneighbors_reference(A[:, :b], B[:, :b], 9, metric)
+        got = np.sort(out[c], axis=1)
+        np.testing.assert_array_equal(got, want[0])

@@ -1443,9 +1443,7 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
     if code in _UINT8_PRUNED_TILES:
         vec = _VECTOR_BYTES[impl]
         n_vectors = -(-Q.shape[1] // vec)
-        found = prune.plan(
-            Q, X, offset, best_d, best_i, n_vectors, vec, l1_topk_uint8, l1_pairwise_uint8
-        )
+        found = prune.plan(Q, X, offset, best_d, best_i, n_vectors, vec, l1_topk_uint8, "l1")
         if found is not None:
             Qp, Xp, cuts = found  # Qp, Xp: the features maybe reordered, same distances
             # the pruned tiles take no tail: rows padded to whole vectors

@@ -767,8 +767,7 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
         vec = _WIDE_LANES.get(impl) or _WIDTH[impl]  # features per vector step
         n_vectors = -(-D // vec)
         found = prune.plan(
-            Q, X, offset, best_d, best_i, n_vectors, vec, sqeuclidean_topk_int,
-            sqeuclidean_pairwise_int,
+            Q, X, offset, best_d, best_i, n_vectors, vec, sqeuclidean_topk_int, "sqeuclidean",
         )  # fmt: skip
         w = xn - 2 * xc
         if found is None:

@@ -9,18 +9,20 @@ the same bit for bit. The pruning tiles (``l1._topk_uint8_chunk_pruned``,
 ``l2int._topk_int_chunk_pruned``) sum up to ``cuts[0]`` vectors, check, go on to
 ``cuts[1]``, and so on; the check is vector-wide with one branch.
 
-What it buys depends on the data. Features are reordered first (the same permutation
-for queries and rows, so the same distances): by decreasing variance over a sample of
-the rows, so that the partial sums grow fastest at the start. On Fashion-MNIST (k = 5,
-4 x 2 tiles) the tiles then stop after about 40% (L2) and 50% (L1) of the features. On
-random pixels, whose distances are all alike, no tile stops and each check is lost work
-(a reduction, a compare and a mispredicted branch now and then). So :func:`plan`
-decides per call from a sample: the exact k-th distances of 16 queries (4 tiles' worth)
-over the first half of the rows (about the threshold halfway through the scan), and the
-partial distances of those queries to 256 pairs of rows at every possible cut; it picks
-the cuts (at most :data:`MAX_CHECKS`) that minimise the sampled work, counting
-:data:`CHECK_VECTORS` vector steps per check, and prunes when that is at most
-``settings.knn_prune_max_work`` of the unpruned work.
+What it buys depends on the data. The features are reordered first (the same
+permutation for queries and rows: the same distances), by decreasing variance over a
+sample of the rows, so that the partial sums grow fastest at the start. On
+Fashion-MNIST (k = 5, 4 x 2 tiles) the L2 tiles then do about half their vector steps
+and the L1 tiles two thirds. On random pixels, whose distances are all alike, no tile
+stops and each check is lost work (a reduction, a compare and a mispredicted branch now
+and then). So :func:`plan` decides per call from a sample: the exact k-th distances of
+16 queries (4 tiles' worth) over the first quarter of the rows (the threshold early in
+the scan, pessimistic on purpose), and the partial distances of those queries to 256
+pairs of rows at every candidate cut; it picks the cuts (at most :data:`MAX_CHECKS`
+checks) that minimise the sampled work, counting :data:`CHECK_VECTORS` vector steps per
+check, and prunes when that is at most ``settings.knn_prune_max_work`` of the work
+without. The sample costs one pass over the rows' sample and 16 queries' search over a
+quarter of the rows; the reordered copies are made only when pruning is chosen.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ SAMPLE_PAIRS = 256
 #: scan's threshold early on: more pessimistic than the final one)
 FIRST_ROWS_DIVISOR = 4
 #: rows whose variance orders the features
-ORDER_SAMPLE_ROWS = 4096
+ORDER_SAMPLE_ROWS = 1024
 
 _MODES = ("auto", "always", "never")
 
@@ -109,6 +111,32 @@ def _prefix_stats(A, bounds, norms, sums):
             sums[i, c] = s1
 
 
+@jit
+def _partial_distances(A, B, bounds, squared, out):
+    """``out[c, i, j]`` = the L1 (or, with ``squared``, squared L2) distance of rows
+    ``A[i]`` and ``B[j]`` over their first ``bounds[c]`` features, in int64. Each range
+    between two bounds is summed in int32 (exact: the pruning kernels take at most 32768
+    features, ``255^2 * 32768 < 2^31``), so LLVM vectorises it."""
+    for i in range(A.shape[0]):
+        for j in range(B.shape[0]):
+            total = np.int64(0)
+            d0 = 0
+            for c in range(bounds.shape[0]):
+                a = A[i, d0 : bounds[c]]  # views: unsigned indices, a loop LLVM vectorises
+                b = B[j, d0 : bounds[c]]
+                part = np.int32(0)
+                if squared:
+                    for d in range(a.shape[0]):
+                        t = np.int32(a[d]) - np.int32(b[d])
+                        part += np.int32(t * t)
+                else:
+                    for d in range(a.shape[0]):
+                        part += np.int32(abs(np.int32(a[d]) - np.int32(b[d])))
+                total += part
+                out[c, i, j] = total
+                d0 = bounds[c]
+
+
 def prefix_stats(A: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row of uint8 ``A``: the int64 sums of squares and sums of its first
     ``bounds[c]`` features, shape ``(rows, len(bounds))`` each."""
@@ -122,16 +150,20 @@ def feature_order(X: np.ndarray) -> np.ndarray:
     """Features by decreasing variance over up to :data:`ORDER_SAMPLE_ROWS` rows of ``X``
     spread over it (ties by index)."""
     step = max(1, X.shape[0] // ORDER_SAMPLE_ROWS)
-    sample = X[::step].astype(np.float64)
+    sample = X[::step].astype(np.float32)  # whole numbers: float32 sums are exact enough
     return np.argsort(-sample.var(axis=0), kind="stable").astype(np.int64)
 
 
-def reordered(Q: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``Q`` and ``X`` with their features in :func:`feature_order`, or themselves when the
-    copy of ``X`` would exceed ``settings.knn_prune_copy_max_bytes``."""
+def reordered(
+    Q: np.ndarray, X: np.ndarray, order: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of ``Q`` and ``X`` with their features in ``order`` (default
+    :func:`feature_order`), or the arrays themselves when the copy of ``X`` would exceed
+    ``settings.knn_prune_copy_max_bytes``."""
     if X.nbytes > int(settings.knn_prune_copy_max_bytes):
         return Q, X
-    order = feature_order(X)
+    if order is None:
+        order = feature_order(X)
     out = []
     for A in (Q, X):
         B = np.empty_like(A)
@@ -198,15 +230,14 @@ def plan(
     n_vectors: int,
     vector_features: int,
     search: Callable[..., None],
-    pairwise: Callable[..., None],
+    metric: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """``(Q, X, cuts)`` for a pruning driver (the arrays maybe with their features
     reordered), or None to search unpruned.
 
     ``n_vectors``: vector steps of a (padded) row, ``vector_features`` the features per
-    step. ``search(Q, X, offset, best_d, best_i)`` is the metric's top-k kernel (called
-    on the sample with pruning off), ``pairwise(A, B, out)`` its exact distance matrix
-    (over a range of features: the partial distances).
+    step. ``search(Q, X, offset, best_d, best_i)`` is the top-k kernel of ``metric``
+    (``"l1"`` or ``"sqeuclidean"``), called on the sample with pruning off.
     """
     how = mode()
     candidates = candidate_cuts(n_vectors)
@@ -220,29 +251,25 @@ def plan(
         or n_q * n_x * d < int(settings.knn_prune_min_work)
     ):
         return None
-    Q, X = reordered(Q, X)
+    order = feature_order(X) if X.nbytes <= int(settings.knn_prune_copy_max_bytes) else None
     if how == "always":
         every_other = candidates[1::2]  # several checks (the tests force this mode)
-        return Q, X, np.unique(np.append(every_other, candidates[-1]))
+        return (*reordered(Q, X, order), np.unique(np.append(every_other, candidates[-1])))
+    # the sample, in the order the tiles would read (the copies of the whole arrays are
+    # made only if pruning is chosen); the thresholds do not depend on the order
     rows = sample_queries(n_q)
-    sq = np.ascontiguousarray(Q[rows])
     bd, bi = best_d[rows].copy(), best_i[rows].copy()
     with override(knn_prune="never"):
-        search(sq, X[: n_x // FIRST_ROWS_DIVISOR], offset, bd, bi)
+        search(np.ascontiguousarray(Q[rows]), X[: n_x // FIRST_ROWS_DIVISOR], offset, bd, bi)
     pairs = (np.arange(SAMPLE_PAIRS) * ((n_x - 2) // SAMPLE_PAIRS)) // 2 * 2
-    sx = np.ascontiguousarray(X[np.stack([pairs, pairs + 1], axis=1).ravel()])
-    partial = np.zeros((len(candidates), len(rows), len(sx)))
-    start = 0
-    for c, end in enumerate(candidates):
-        a, b = start * vector_features, min(int(end) * vector_features, d)
-        if b > a:
-            out = np.empty((len(rows), len(sx)))
-            pairwise(np.ascontiguousarray(sq[:, a:b]), np.ascontiguousarray(sx[:, a:b]), out)
-            partial[c] = out
-        if c:
-            partial[c] += partial[c - 1]
-        start = int(end)
+    sq, sx = Q[rows], X[np.stack([pairs, pairs + 1], axis=1).ravel()]
+    if order is not None:
+        sq, sx = sq[:, order], sx[:, order]
+    sq, sx = np.ascontiguousarray(sq), np.ascontiguousarray(sx)
+    partial = np.empty((len(candidates), len(rows), len(sx)), dtype=np.int64)
+    bounds = np.minimum(candidates * vector_features, d)
+    _partial_distances(sq, sx, bounds, metric == "sqeuclidean", partial)
     cuts, work = best_cuts(tile_stops(partial, bd[:, -1]), candidates)
     if len(cuts) < 2 or work > float(settings.knn_prune_max_work):
         return None
-    return Q, X, cuts
+    return (*reordered(Q, X, order), cuts)
