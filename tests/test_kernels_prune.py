@@ -315,3 +315,19 @@ def test_partial_distances_of_the_sample(metric):
         want = kneighbors_reference(A[:, :b], B[:, :b], 9, metric)
         got = np.sort(out[c], axis=1)
         np.testing.assert_array_equal(got, want[0])
+
+
+def test_info_says_whether_the_integer_kernels_prune():
+    from fastcls.kernels.l2 import selected_paths
+
+    with override(knn_prune="never"):
+        paths = selected_paths()
+    for key in ("l1_uint8", "l2_uint8"):
+        assert "pruning" in paths[key]
+    with override(l1_uint8_impl="portable", l2_uint8_impl="portable"):
+        paths = selected_paths()
+    assert "no partial-distance pruning" in paths["l1_uint8"]
+    assert "no partial-distance pruning" in paths["l2_uint8"]
+    if PRUNED_PATHS:
+        with override(knn_prune="never"):
+            assert "pruning never" in selected_paths()["l2_uint8"]

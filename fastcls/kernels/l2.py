@@ -864,7 +864,7 @@ def selected_paths() -> dict[str, str]:
     >>> sorted(selected_paths())
     ['l1_uint8', 'l2_float', 'l2_uint8']
     """
-    from fastcls.kernels import l1, l2int
+    from fastcls.kernels import l1, l2int, prune
 
     l1_names = {
         "avx512": "vpsadbw zmm (AVX-512BW)",
@@ -879,9 +879,12 @@ def selected_paths() -> dict[str, str]:
         if float_gemm() == "amx"
         else "BLAS sgemm/dgemm"
     )
+    l1_code = len(l1._uint8_token(l1_impl, 1 << 12)) - 1  # the tile of rows of a vector or more
+    l1_prune = prune.describe(l1_code in l1._UINT8_PRUNED_TILES)
+    l2_prune = prune.describe(l2int.INT_CODES[l2_impl] in l2int._PRUNED_DOTS)
     return {
-        "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}, {l1_tile}",
-        "l2_uint8": f"{l2_impl}: {l2int.INT_DESCRIPTIONS[l2_impl]}",
+        "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}, {l1_tile}; {l1_prune}",
+        "l2_uint8": f"{l2_impl}: {l2int.INT_DESCRIPTIONS[l2_impl]}; {l2_prune}",
         "l2_float": (
             f"{gemm} (rows as stored or centred) + fused selection + certified "
             f"exact rerank; threads split {settings.l2_thread_split}"

@@ -67,6 +67,13 @@ def mode() -> str:
 STOPPED_SUM = -1
 
 
+def describe(has_pruned_tile: bool) -> str:
+    """What ``fastcls info`` says of the pruning of a kernel family."""
+    if not has_pruned_tile:
+        return "no partial-distance pruning (this tile has no pruned twin yet)"
+    return f"partial-distance pruning {mode()} (knn_prune)"
+
+
 @jit(inline="always")
 def int_threshold(d):
     """A k-th best distance (float64: a whole number, or +inf) as an int64 bound."""
