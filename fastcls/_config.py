@@ -236,8 +236,8 @@ class Tunables:
     knn_prune_min_queries: int = 1024
     #: "auto" prunes where the sample's tiles do at most this fraction of their work
     knn_prune_max_work: float = 0.85
-    #: pruning reorders the features of copies of the queries and rows, up to rows of
-    #: this many bytes (above: the features in their order)
+    #: pruning reorders the features of copies of the queries and rows, up to this many
+    #: bytes of both together (above: the features in their order)
     knn_prune_copy_max_bytes: int = 64 * 2**20
     #: k-NN cross-validation on pixel data: each distance between two folds computed
     #: once and used in both directions (exact integer kernels)

@@ -47,6 +47,9 @@ def _knn(metric: str) -> Callable[[], None]:
                     pairwise_distances(X[:3], X[:4], metric)
             with override(knn_selection="blocks"):  # the large-k selection's merge
                 kneighbors(X[:2], X, 48, metric)
+            if dtype == np.uint8:  # the pruning tiles (large calls choose them by sample)
+                with override(knn_prune="always"):
+                    kneighbors(X[:6], X, 3, metric)
         KNearestNeighbor(k=3, metric=metric).fit(X, np.arange(48) % 3).predict(X[:4])
 
     return run

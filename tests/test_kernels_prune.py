@@ -247,7 +247,7 @@ def test_reordered_features_keep_every_distance():
         np.testing.assert_array_equal(
             kneighbors_reference(Qp, Xp, 50, metric)[0], kneighbors_reference(Q, X, 50, metric)[0]
         )
-    with override(knn_prune_copy_max_bytes=X.nbytes - 1):  # no room for the copies
+    with override(knn_prune_copy_max_bytes=X.nbytes + Q.nbytes - 1):  # no room for both
         Qs, Xs = prune.reordered(Q, X)
     assert Qs is Q and Xs is X
 
@@ -331,3 +331,15 @@ def test_info_says_whether_the_integer_kernels_prune():
     if PRUNED_PATHS:
         with override(knn_prune="never"):
             assert "pruning never" in selected_paths()["l2_uint8"]
+
+
+@needs_pruned_tile
+@pytest.mark.parametrize("metric", ["l1", "sqeuclidean"])
+def test_pruned_search_of_memmapped_rows(metric, tmp_path):
+    rng = np.random.default_rng(8)
+    Q, X = make(rng, "images", 9, 150, 300)
+    path = tmp_path / "rows.u8"
+    X.tofile(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=X.shape)
+    got = search(metric, Q, mapped, 4, 150, knn_prune="always")
+    assert_reference(metric, *got, Q, X, 4)

@@ -161,19 +161,24 @@ def feature_order(X: np.ndarray) -> np.ndarray:
     return np.argsort(-sample.var(axis=0), kind="stable").astype(np.int64)
 
 
+def copies_fit(Q: np.ndarray, X: np.ndarray) -> bool:
+    """Whether reordered copies of ``Q`` and ``X`` fit ``settings.knn_prune_copy_max_bytes``."""
+    return Q.nbytes + X.nbytes <= int(settings.knn_prune_copy_max_bytes)
+
+
 def reordered(
     Q: np.ndarray, X: np.ndarray, order: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copies of ``Q`` and ``X`` with their features in ``order`` (default
-    :func:`feature_order`), or the arrays themselves when the copy of ``X`` would exceed
-    ``settings.knn_prune_copy_max_bytes``."""
-    if X.nbytes > int(settings.knn_prune_copy_max_bytes):
+    :func:`feature_order`), or the arrays themselves when the copies would exceed
+    ``settings.knn_prune_copy_max_bytes`` together (the memory bound of a search)."""
+    if not copies_fit(Q, X):
         return Q, X
     if order is None:
         order = feature_order(X)
     out = []
     for A in (Q, X):
-        B = np.empty_like(A)
+        B = np.empty(A.shape, dtype=A.dtype)  # (not empty_like: A may be a memmap)
         _gather_columns(A, order, B)
         out.append(B)
     return out[0], out[1]
@@ -258,7 +263,7 @@ def plan(
         or n_q * n_x * d < int(settings.knn_prune_min_work)
     ):
         return None
-    order = feature_order(X) if X.nbytes <= int(settings.knn_prune_copy_max_bytes) else None
+    order = feature_order(X) if copies_fit(Q, X) else None
     if how == "always":
         every_other = candidates[1::2]  # several checks (the tests force this mode)
         return (*reordered(Q, X, order), np.unique(np.append(every_other, candidates[-1])))
