@@ -250,3 +250,52 @@ def horizontal_sums(
                 s = add(s, builder.extract_element(v, ir.Constant(i32, g * size + t)))
             sums[label] = s
     return sums
+
+
+def ranges_with_early_exit(
+    builder: Any,
+    cuts: Any,
+    n_cuts: Any,
+    vector: int,
+    step: Callable[[Any], None],
+    check: Callable[[Any], Any],
+) -> None:
+    """The loop of a pruning tile: ``step`` over the vectors up to ``cuts[0]``, then
+    ``check(r)`` (``r`` the number of the range just done; returns an ``i1``: go on),
+    then the vectors up to ``cuts[1]``, and so on, until a check says stop or the last
+    range is done; the builder is left after the loop.
+
+    ``cuts``: an ``i64*`` to the ends of the ranges, in vectors; ``n_cuts`` their
+    number (``i64``, at least 1); ``step(offset)`` emits one vector step at feature
+    ``offset`` (``vector`` features a step).
+    """
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    i64 = ir.IntType(64)
+    r_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+    start_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+    bb_range = builder.append_basic_block("range")
+    bb_done = builder.append_basic_block("done")
+    builder.branch(bb_range)
+    builder.position_at_end(bb_range)
+    r = builder.load(r_slot)
+    start = builder.load(start_slot)
+    end = builder.load(builder.gep(cuts, [r]))
+    with cgutils.for_range(builder, builder.sub(end, start), intp=i64) as loop:
+        step(builder.mul(builder.add(start, loop.index), ir.Constant(i64, vector)))
+    go_on = check(r)
+    r1 = builder.add(r, ir.Constant(i64, 1))
+    builder.store(r1, r_slot)
+    builder.store(end, start_slot)
+    builder.cbranch(builder.and_(go_on, builder.icmp_signed("<", r1, n_cuts)), bb_range, bb_done)
+    builder.position_at_end(bb_done)
+
+
+def any_lane(builder: Any, mask: Any) -> Any:
+    """``i1``: whether any lane of the vector of ``i1`` ``mask`` is set (one movemask and
+    test on x86)."""
+    from llvmlite import ir
+
+    bits = ir.IntType(mask.type.count)
+    return builder.icmp_unsigned("!=", builder.bitcast(mask, bits), ir.Constant(bits, 0))

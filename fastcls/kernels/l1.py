@@ -142,7 +142,14 @@ from numba.extending import intrinsic, overload
 from fastcls._config import REDUCE, jit, settings
 from fastcls._runtime import best_simd, cpu_name, new_buffer, scratch
 from fastcls.kernels import prune
-from fastcls.kernels._llvm_ir import horizontal_sums, row_pointers, tail_mask, transposed_tree
+from fastcls.kernels._llvm_ir import (
+    any_lane,
+    horizontal_sums,
+    ranges_with_early_exit,
+    row_pointers,
+    tail_mask,
+    transposed_tree,
+)
 from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.prune import STOPPED_SUM, int_thresholds
@@ -606,7 +613,6 @@ def _make_sad_intrinsic(width: int, nx: int = 2, pruned: bool = False):
         a compare with the thresholds laid out the same way, one branch (extracting
         eight sums and comparing them one by one cost as much as nine vector steps)."""
         i64 = ir.IntType(64)
-        wconst = ir.Constant(i64, width)
         carr = context.make_array(signature.args[6])(context, builder, args[6])
         n_cuts = cgutils.unpack_tuple(builder, carr.shape, 1)[0]
         thresholds = args[7:11]
@@ -615,43 +621,34 @@ def _make_sad_intrinsic(width: int, nx: int = 2, pruned: bool = False):
         n_items = -(-len(accs) // lanes)
         zero = ir.Constant(vsum, None)
         slots = [cgutils.alloca_once_value(builder, zero) for _ in range(n_items)]
-        r_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
-        start_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
         below_slot = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(1), 0))
-        bb_range = builder.append_basic_block("range")
-        bb_done = builder.append_basic_block("done")
-        builder.branch(bb_range)
-        builder.position_at_end(bb_range)
-        r = builder.load(r_slot)
-        start = builder.load(start_slot)
-        end = builder.load(builder.gep(carr.data, [r]))
-        with cgutils.for_range(builder, builder.sub(end, start), intp=i64) as loop:
-            step(builder.mul(builder.add(start, loop.index), wconst), None)
-        items = transposed_tree(builder, [builder.load(acc) for acc in accs], lanes, builder.add)
-        assert len(items) == n_items and all(len(labels) == lanes for _, labels in items)
-        below = None
-        for slot, (v, labels) in zip(slots, items, strict=True):
-            thr = ir.Constant(vsum, None)
-            for g, label in enumerate(labels):
-                value = never if label is None else thresholds[label // nx]
-                thr = builder.insert_element(thr, value, ir.Constant(ir.IntType(32), g))
-            cmp = builder.icmp_signed("<", v, thr)
-            below = cmp if below is None else builder.or_(below, cmp)
-            builder.store(v, slot)
-        any_below = builder.icmp_unsigned(
-            "!=", builder.bitcast(below, ir.IntType(lanes)), ir.Constant(ir.IntType(lanes), 0)
+        labels_of = []
+
+        def check(r):
+            loaded = [builder.load(acc) for acc in accs]
+            items = transposed_tree(builder, loaded, lanes, builder.add)
+            assert len(items) == n_items and all(len(labels) == lanes for _, labels in items)
+            below = None
+            for slot, (v, labels) in zip(slots, items, strict=True):
+                thr = ir.Constant(vsum, None)
+                for g, label in enumerate(labels):
+                    value = never if label is None else thresholds[label // nx]
+                    thr = builder.insert_element(thr, value, ir.Constant(ir.IntType(32), g))
+                cmp = builder.icmp_signed("<", v, thr)
+                below = cmp if below is None else builder.or_(below, cmp)
+                builder.store(v, slot)
+                labels_of.append(labels)
+            any_below = any_lane(builder, below)
+            builder.store(any_below, below_slot)
+            return any_below
+
+        ranges_with_early_exit(
+            builder, carr.data, n_cuts, width, lambda off: step(off, None), check
         )
-        r1 = builder.add(r, ir.Constant(i64, 1))
-        builder.store(r1, r_slot)
-        builder.store(end, start_slot)
-        builder.store(any_below, below_slot)
-        more = builder.and_(any_below, builder.icmp_signed("<", r1, n_cuts))
-        builder.cbranch(more, bb_range, bb_done)
-        builder.position_at_end(bb_done)
         stopped = ir.Constant(i64, STOPPED_SUM)
         any_below = builder.load(below_slot)
         sums = [None] * len(accs)
-        for slot, (_, labels) in zip(slots, items, strict=True):
+        for slot, labels in zip(slots, labels_of, strict=True):
             v = builder.load(slot)
             for g, label in enumerate(labels):
                 if label is not None:
@@ -955,11 +952,26 @@ def _tile_below_overload(s, best_d, qa, qlast):
     return impl
 
 
+@jit(inline="always")
+def _merge_uint8_tile(s, buf, best_d, best_i, qa, c1, j, j1, cols, offset):
+    """Merge the tile of exact sums ``s`` (queries ``qa ..`` below ``c1``, rows ``j ..``
+    below ``j1``, ``cols`` a tile) into the running top-k, in row order."""
+    k = best_d.shape[1]
+    store_tuple(buf, s)
+    for t in range(4 * cols):
+        qi = qa + t // cols
+        ji = j + t % cols
+        if qi >= c1 or ji >= j1:
+            continue
+        e = np.float64(buf[t])
+        if e < best_d[qi, k - 1]:
+            insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
+
+
 @jit
 def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
     """Queries ``c0:c1`` of :func:`_topk_uint8_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
-    k = best_d.shape[1]
     # width > 0: the chunk's queries and each training block are copied into
     # zero-padded rows of ``width`` bytes (a multiple of the vector), so no tile
     # takes the masked overlapping tail vector; |0 - 0| = 0, same sums
@@ -974,15 +986,7 @@ def _topk_uint8_chunk(Q, X, offset, best_d, best_i, c0, c1, block, impl, width):
                 s = _tile_uint8(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
                 if not _tile_below(s, best_d, qa, c1 - 1):
                     continue
-                store_tuple(buf, s)
-                for t in range(4 * cols):
-                    qi = qa + t // cols
-                    ji = j + t % cols
-                    if qi >= c1 or ji >= j1:
-                        continue
-                    e = np.float64(buf[t])
-                    if e < best_d[qi, k - 1]:
-                        insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
+                _merge_uint8_tile(s, buf, best_d, best_i, qa, c1, j, j1, cols, offset)
 
 
 @jit(parallel=True)
@@ -1026,7 +1030,6 @@ def _topk_uint8_chunk_pruned(Q, X, offset, best_d, best_i, c0, c1, block, impl, 
     above that threshold, and the threshold only falls: a stopped tile held no
     candidate. Same results, exactly. ``cuts`` ends at the vectors of a (padded) row."""
     nx = X.shape[0]
-    k = best_d.shape[1]
     cols = _tile_cols(impl)
     buf = np.empty(16, dtype=np.int64)
     qb, xpad, qsub, xb = padded_chunk(Q, X, c0, c1, width, block)
@@ -1042,15 +1045,7 @@ def _topk_uint8_chunk_pruned(Q, X, offset, best_d, best_i, c0, c1, block, impl, 
                 )
                 if s[0] == STOPPED_SUM:  # the common case: no candidate, nothing to merge
                     continue
-                store_tuple(buf, s)
-                for t in range(4 * cols):
-                    qi = qa + t // cols
-                    ji = j + t % cols
-                    if qi >= c1 or ji >= j1:
-                        continue
-                    e = np.float64(buf[t])
-                    if e < best_d[qi, k - 1]:
-                        insert_sorted(best_d[qi], best_i[qi], e, offset + ji)
+                _merge_uint8_tile(s, buf, best_d, best_i, qa, c1, j, j1, cols, offset)
                 t0, t1, t2, t3 = int_thresholds(best_d, qa, c1 - 1)
 
 

@@ -68,7 +68,13 @@ from numba.extending import intrinsic, overload
 from fastcls._config import jit, settings
 from fastcls._runtime import scratch
 from fastcls.kernels import amx, prune
-from fastcls.kernels._llvm_ir import row_pointers, tail_mask, transposed_tree
+from fastcls.kernels._llvm_ir import (
+    any_lane,
+    ranges_with_early_exit,
+    row_pointers,
+    tail_mask,
+    transposed_tree,
+)
 from fastcls.kernels._rows import (
     aligned_zero_rows,
     padded_block,
@@ -175,46 +181,32 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
         )
         sums_slot = cgutils.alloca_once_value(builder, ir.Constant(vacc, None))
         below_slot = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(1), 0))
-        r_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
-        start_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
-        bb_range = builder.append_basic_block("range")
-        bb_done = builder.append_basic_block("done")
-        builder.branch(bb_range)
-        builder.position_at_end(bb_range)
-        r = builder.load(r_slot)
-        start = builder.load(start_slot)
-        end = builder.load(builder.gep(carr.data, [r]))
-        wconst = ir.Constant(i64, width)
-        with cgutils.for_range(builder, builder.sub(end, start), intp=i64) as loop:
-            step(builder.mul(builder.add(start, loop.index), wconst), None)
-        loaded = [builder.load(acc) for acc in accs]
-        ((sums, _),) = transposed_tree(builder, loaded, lanes, builder.add)
-        roff = builder.mul(r, ir.Constant(i64, 8))
 
-        def item(p):
-            ptr = builder.bitcast(builder.gep(p, [roff]), i64.as_pointer())
-            return builder.load(ptr)
+        def item(p, r):
+            """``p``'s row's int64 item ``r`` (``p`` a byte pointer to a row)."""
+            ptr = builder.gep(p, [builder.mul(r, ir.Constant(i64, 8))])
+            return builder.load(builder.bitcast(ptr, i64.as_pointer()))
 
-        qv = [item(p) for p in qnp]
-        wv = [item(p) for p in wcp]
-        bound = ir.Constant(vwide, None)
-        for t in range(lanes):
-            a, b = divmod(t, nx)
-            value = builder.sub(builder.add(qv[a], wv[b]), thresholds[a])
-            bound = builder.insert_element(bound, value, ir.Constant(i32, t))
-        twice = builder.shl(builder.sext(sums, vwide), ir.Constant(vwide, [1] * lanes))
-        below = builder.icmp_signed(">", twice, bound)  # qn + w - 2 dot < threshold
-        any_below = builder.icmp_unsigned(
-            "!=", builder.bitcast(below, ir.IntType(lanes)), ir.Constant(ir.IntType(lanes), 0)
+        def check(r):
+            loaded = [builder.load(acc) for acc in accs]
+            ((sums, _),) = transposed_tree(builder, loaded, lanes, builder.add)
+            qv = [item(p, r) for p in qnp]
+            wv = [item(p, r) for p in wcp]
+            bound = ir.Constant(vwide, None)
+            for t in range(lanes):
+                a, b = divmod(t, nx)
+                value = builder.sub(builder.add(qv[a], wv[b]), thresholds[a])
+                bound = builder.insert_element(bound, value, ir.Constant(i32, t))
+            twice = builder.shl(builder.sext(sums, vwide), ir.Constant(vwide, [1] * lanes))
+            below = builder.icmp_signed(">", twice, bound)  # qn + w - 2 dot < threshold
+            any_below = any_lane(builder, below)
+            builder.store(sums, sums_slot)
+            builder.store(any_below, below_slot)
+            return any_below
+
+        ranges_with_early_exit(
+            builder, carr.data, n_cuts, width, lambda off: step(off, None), check
         )
-        builder.store(sums, sums_slot)
-        builder.store(any_below, below_slot)
-        r1 = builder.add(r, ir.Constant(i64, 1))
-        builder.store(r1, r_slot)
-        builder.store(end, start_slot)
-        more = builder.and_(any_below, builder.icmp_signed("<", r1, n_cuts))
-        builder.cbranch(more, bb_range, bb_done)
-        builder.position_at_end(bb_done)
         dots = builder.sext(builder.load(sums_slot), vwide)
         stopped = ir.Constant(vwide, [STOPPED_DOT] * lanes)
         dots = builder.select(builder.load(below_slot), dots, stopped)
@@ -486,11 +478,27 @@ def _widened_chunk(Q, X, c0, c1, width, block):
     return zero_padded(Q, c0, c1, width, c1 - c0, int16), xbuf, c0, xbuf
 
 
+@jit(inline="always")
+def _merge_int_tile(s, buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset):
+    """Merge the tile of dot products ``s`` (queries ``qa ..`` below ``c1``, rows ``j ..``
+    below ``j1``) into the running top-k: ``d = qn + w - 2 dot``, in row order."""
+    k = best_d.shape[1]
+    store_tuple(buf, s)
+    for a in range(min(4, c1 - qa)):
+        qi = qa + a
+        bq = qn[qi]
+        thr = best_d[qi, k - 1]
+        for b in range(min(tnx, j1 - j)):
+            e = np.float64(bq + w[j + b] - 2 * buf[a * tnx + b])
+            if e < thr:
+                insert_sorted(best_d[qi], best_i[qi], e, offset + j + b)
+                thr = best_d[qi, k - 1]
+
+
 @jit
 def _topk_int_chunk(Q, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, width):
     """Queries ``c0:c1`` of :func:`_topk_int_kernel` (the body of its parallel loop)."""
     nx = X.shape[0]
-    k = best_d.shape[1]
     tnx = _tile_nx(impl)
     buf = np.empty(16, dtype=np.int64)
     qb, xbuf, qsub, xb = _chunk_rows_fn(impl)(Q, X, c0, c1, width, block)
@@ -500,18 +508,7 @@ def _topk_int_chunk(Q, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, wi
         for qa in range(c0, c1, 4):
             for j in range(j0, j1, tnx):
                 s = _dots(impl, qb, xb, qa - qsub, c1 - 1 - qsub, j - xsub, j1 - 1 - xsub)
-                store_tuple(buf, s)
-                na = min(4, c1 - qa)
-                nb = min(tnx, j1 - j)
-                for a in range(na):
-                    qi = qa + a
-                    bq = qn[qi]
-                    thr = best_d[qi, k - 1]
-                    for b in range(nb):
-                        e = np.float64(bq + w[j + b] - 2 * buf[a * tnx + b])
-                        if e < thr:
-                            insert_sorted(best_d[qi], best_i[qi], e, offset + j + b)
-                            thr = best_d[qi, k - 1]
+                _merge_int_tile(s, buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset)
 
 
 @jit
@@ -524,7 +521,6 @@ def _topk_int_chunk_pruned(
     query's k-th best distance; a stopped tile returns distances above every threshold.
     Same results, exactly."""
     nx = X.shape[0]
-    k = best_d.shape[1]
     tnx = _tile_nx(impl)
     buf = np.empty(16, dtype=np.int64)
     qb, xbuf, qsub, xb = _chunk_rows_fn(impl)(Q, X, c0, c1, width, block)
@@ -533,7 +529,6 @@ def _topk_int_chunk_pruned(
         xsub = padded_block(X, j0, j1, xbuf, width)
         for qa in range(c0, c1, 4):
             qr, ql = qa - qsub, c1 - 1 - qsub
-            na = min(4, c1 - qa)
             t0, t1, t2, t3 = int_thresholds(best_d, qa, c1 - 1)
             for j in range(j0, j1, tnx):
                 s = _dots_pruned(
@@ -542,17 +537,7 @@ def _topk_int_chunk_pruned(
                 )  # fmt: skip
                 if s[0] == STOPPED_DOT:  # the common case: no candidate, nothing to merge
                     continue
-                store_tuple(buf, s)
-                nb = min(tnx, j1 - j)
-                for a in range(na):
-                    qi = qa + a
-                    bq = qn[qi]
-                    thr = best_d[qi, k - 1]
-                    for b in range(nb):
-                        e = np.float64(bq + w[j + b] - 2 * buf[a * tnx + b])
-                        if e < thr:
-                            insert_sorted(best_d[qi], best_i[qi], e, offset + j + b)
-                            thr = best_d[qi, k - 1]
+                _merge_int_tile(s, buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset)
                 t0, t1, t2, t3 = int_thresholds(best_d, qa, c1 - 1)
 
 
