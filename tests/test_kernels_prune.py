@@ -343,3 +343,13 @@ def test_pruned_search_of_memmapped_rows(metric, tmp_path):
     mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=X.shape)
     got = search(metric, Q, mapped, 4, 150, knn_prune="always")
     assert_reference(metric, *got, Q, X, 4)
+
+
+def test_int_threshold_keeps_the_strict_test():
+    @njit
+    def below(p, d):
+        return p < prune.int_threshold(d)
+
+    for d in (0.0, 5.0, 5.5, 1e6 + 0.25, np.inf):
+        for p in (0, 4, 5, 6, 1_000_000, 1_000_001):
+            assert below(p, d) == (p < d)

@@ -76,8 +76,10 @@ def describe(has_pruned_tile: bool) -> str:
 
 @jit(inline="always")
 def int_threshold(d):
-    """A k-th best distance (float64: a whole number, or +inf) as an int64 bound."""
-    return np.int64(d) if d < 4.0e18 else np.int64(4 * 10**18)
+    """A k-th best distance (float64, or +inf) as an int64 bound: for an integer ``p``,
+    ``p < d`` exactly when ``p < int_threshold(d)`` (rounded up, should ``d`` ever not be a
+    whole number)."""
+    return np.int64(np.ceil(d)) if d < 4.0e18 else np.int64(4 * 10**18)
 
 
 @jit(inline="always")
