@@ -124,8 +124,9 @@ def _prefix_stats(A, bounds, norms, sums):
 def _partial_distances(A, B, bounds, squared, out):
     """``out[c, i, j]`` = the L1 (or, with ``squared``, squared L2) distance of rows
     ``A[i]`` and ``B[j]`` over their first ``bounds[c]`` features, in int64. Each range
-    between two bounds is summed in int32 (exact: the pruning kernels take at most 32768
-    features, ``255^2 * 32768 < 2^31``), so LLVM vectorises it."""
+    between two bounds is summed in int32, so LLVM vectorises it: exact for L2 because the
+    L2 pruning kernel takes at most 32768 features (``255^2 * 32768 < 2^31``), for L1 up
+    to 8 million features a range."""
     for i in range(A.shape[0]):
         for j in range(B.shape[0]):
             total = np.int64(0)
