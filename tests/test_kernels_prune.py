@@ -353,3 +353,29 @@ def test_int_threshold_keeps_the_strict_test():
     for d in (0.0, 5.0, 5.5, 1e6 + 0.25, np.inf):
         for p in (0, 4, 5, 6, 1_000_000, 1_000_001):
             assert below(p, d) == (p < d)
+
+
+@needs_pruned_tile
+def test_the_sample_leaves_the_settings_alone():
+    """The sample's own search runs unpruned through a thread-local flag, not by changing
+    the process-wide setting, which concurrent searches read and restore."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastcls._config import settings as tunables
+
+    rng = np.random.default_rng(11)
+    both = images(rng, 64 + 2048, 784, n_centres=64, noise=2)
+    Q, X = both[:64], both[64:]
+
+    def one(_):
+        best_d, best_i = new_topk(64, 5)
+        found = prune.plan(
+            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
+        )
+        return None if found is None else found[2].tolist()
+
+    with override(knn_prune="auto", knn_prune_min_queries=16, knn_prune_min_work=0):
+        with ThreadPoolExecutor(4) as pool:
+            plans = list(pool.map(one, range(8)))
+        assert tunables.knn_prune == "auto"
+    assert plans[0] is not None and all(p == plans[0] for p in plans)

@@ -28,12 +28,13 @@ quarter of the rows; the reordered copies are made only when pruning is chosen.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 
 import numpy as np
 from numba import prange
 
-from fastcls._config import jit, override, settings
+from fastcls._config import jit, settings
 
 #: the cost of one check (reduction, compare, a share of mispredicted branches) in vector
 #: steps of a 4 x 2 tile
@@ -52,6 +53,9 @@ FIRST_ROWS_DIVISOR = 4
 ORDER_SAMPLE_ROWS = 1024
 
 _MODES = ("auto", "always", "never")
+
+#: set while this thread runs the sample's own search (unpruned)
+_sampling = threading.local()
 
 
 def mode() -> str:
@@ -277,7 +281,7 @@ def plan(
     """
     how = mode()
     candidates = candidate_cuts(n_vectors)
-    if how == "never" or len(candidates) < 2:
+    if how == "never" or len(candidates) < 2 or getattr(_sampling, "active", False):
         return None
     n_q, n_x = Q.shape[0], X.shape[0]
     d = Q.shape[1]
@@ -295,8 +299,12 @@ def plan(
     # made only if pruning is chosen); the thresholds do not depend on the order
     rows = sample_queries(n_q)
     bd, bi = best_d[rows].copy(), best_i[rows].copy()
-    with override(knn_prune="never"):
+    # unpruned, and without touching the process-wide settings (other threads may search)
+    _sampling.active = True
+    try:
         search(np.ascontiguousarray(Q[rows]), X[: n_x // FIRST_ROWS_DIVISOR], offset, bd, bi)
+    finally:
+        _sampling.active = False
     pairs = (np.arange(SAMPLE_PAIRS) * ((n_x - 2) // SAMPLE_PAIRS)) // 2 * 2
     sq, sx = Q[rows], X[np.stack([pairs, pairs + 1], axis=1).ravel()]
     if order is not None:
