@@ -231,7 +231,7 @@ class Tunables:
     #: results never depend on it
     knn_prune: str = "auto"
     #: "auto" pruning considers calls of at least this many pair-features (queries x rows
-    #: x D) and queries (its sample costs 8 queries' search)
+    #: x D) and queries (its sample searches 16 queries over a quarter of the rows)
     knn_prune_min_work: int = 1 << 35
     knn_prune_min_queries: int = 1024
     #: "auto" prunes where the sample's tiles do at most this fraction of their work

@@ -550,8 +550,9 @@ def _make_sad_intrinsic(width: int, nx: int = 2, pruned: bool = False):
     jlast, cuts, t0, t1, t2, t3)`` on rows of whole vectors (padded: no tail). It sums
     the vectors up to ``cuts[0]``, reduces its accumulators and compares the sums with
     the int64 thresholds ``t0 .. t3`` of its queries, goes on to ``cuts[1]`` if any sum
-    is below its query's, and so on; it returns the sums where it stopped (all at or
-    above their thresholds unless it ran to the last cut, which ends the row).
+    is below its query's, and so on. It returns its sums if any is below its threshold
+    after the last cut (the row's end), else :data:`~fastcls.kernels.prune.STOPPED_SUM`
+    for every pair.
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -588,18 +589,17 @@ def _make_sad_intrinsic(width: int, nx: int = 2, pruned: bool = False):
                     sad = builder.call(fn, [vecs[a], vecs[4 + b]])
                     builder.store(builder.add(builder.load(acc), sad), acc)
 
-        wconst = ir.Constant(i64, width)
         if pruned:
             return pruned_loop(context, builder, signature, args, accs, step)
-        else:
-            nblocks = builder.sdiv(D, wconst)
-            rem = builder.srem(D, wconst)
-            with cgutils.for_range(builder, nblocks, intp=i64) as loop:
-                step(builder.mul(loop.index, wconst), None)
-            with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
-                # the tail: one vector ending at the last byte, its first width - rem
-                # lanes (already counted) masked off on both sides
-                step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
+        wconst = ir.Constant(i64, width)
+        nblocks = builder.sdiv(D, wconst)
+        rem = builder.srem(D, wconst)
+        with cgutils.for_range(builder, nblocks, intp=i64) as loop:
+            step(builder.mul(loop.index, wconst), None)
+        with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
+            # the tail: one vector ending at the last byte, its first width - rem
+            # lanes (already counted) masked off on both sides
+            step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
 
         vecs = [builder.load(acc) for acc in accs]
         # 8 or 16 accumulators: trees of 8 lanes, or of 4 (the helper groups them)
@@ -679,8 +679,6 @@ def _make_sad_intrinsic(width: int, nx: int = 2, pruned: bool = False):
 #: the portable tile (:func:`_uint8_token`). The 4 x 4 tiles need 24 vector registers
 #: (AVX-512's 32, also at 32 bytes; AVX2's 16 would spill)
 _SAD_TILES = {(width, nx): _make_sad_intrinsic(width, nx) for width in (32, 64) for nx in (2, 4)}
-#: the ymm tiles with the pruning driver's early exit (:data:`_UINT8_PRUNED_TILES`)
-_PRUNED_SAD_TILES = {(32, nx): _make_sad_intrinsic(32, nx, pruned=True) for nx in (2, 4)}
 
 
 @jit
@@ -1001,7 +999,10 @@ def _topk_uint8_kernel(Q, X, offset, best_d, best_i, block, chunk, impl, width):
 #: token code -> the pruning twin of :data:`_UINT8_TILES`'s SIMD tile. The ymm tiles only,
 #: so far: the zmm twins (the factory makes them) are left until a machine with AVX-512
 #: can test and time them; those CPUs and the portable tile keep the unpruned driver
-_UINT8_PRUNED_TILES = {1: _PRUNED_SAD_TILES[32, 2], 3: _PRUNED_SAD_TILES[32, 4]}
+_UINT8_PRUNED_TILES = {
+    1: _make_sad_intrinsic(32, 2, pruned=True),
+    3: _make_sad_intrinsic(32, 4, pruned=True),
+}
 
 
 def _tile_uint8_pruned(impl, Q, X, qa, qlast, ja, jlast, cuts, t0, t1, t2, t3):
