@@ -401,10 +401,49 @@ def interleaved_table(reps: int = 5, threads: int = 2) -> None:
         row("Fashion-MNIST L1", Qm, Xm, "l1", faiss_too=False)
 
 
-if __name__ == "__main__":  # python bench/bench_knn_l2.py [threads] [reps] | table [reps]
+def prune_ab(reps: int = 3, threads: int = 2) -> None:
+    """Partial-distance pruning off and on, alternated: whole Fashion-MNIST searches of a
+    fitted model (10000 queries x 60000 rows, k=5), ``settings.knn_prune`` "never" then
+    "auto" in each round, L2 and L1; asserts identical neighbours.
+    ``python bench/bench_knn_l2.py prune [reps]``."""
+    import time
+
+    from fastcls._config import override
+
+    if fashion_mnist_path() is None:
+        print("Fashion-MNIST files not found (apt install dataset-fashion-mnist)")
+        return
+    fastcls.set_num_threads(threads)
+    Q, X = load_workload(10000, 60000, 784, "uint8", True)
+    y = np.zeros(len(X), dtype=np.int64)
+    for metric in ("l2", "l1"):
+        model = fastcls.KNearestNeighbor(k=5, metric=metric).fit(X, y)
+        found = {}
+        for mode in ("never", "auto"):  # warm-up: compile, scratch
+            with override(knn_prune=mode):
+                found[mode] = model.kneighbors(Q[:2000])[1]
+        times: dict[str, list[float]] = {"never": [], "auto": []}
+        for _ in range(reps):
+            for mode in times:
+                with override(knn_prune=mode):
+                    t0 = time.perf_counter()
+                    found[mode] = model.kneighbors(Q)[1]
+                    times[mode].append(time.perf_counter() - t0)
+            assert np.array_equal(found["never"], found["auto"])
+        ratios = np.array(times["auto"]) / np.array(times["never"])
+        cells = "  ".join(f"{m} {' / '.join(f'{t:.2f}' for t in v)} s" for m, v in times.items())
+        spread = f"{ratios.min():.2f}-{ratios.max():.2f}x"
+        print(f"Fashion-MNIST {metric}: {cells}  (auto / never {spread})")
+
+
+if (
+    __name__ == "__main__"
+):  # python bench/bench_knn_l2.py [threads] [reps] | table [reps] | prune [reps]
     import sys
 
-    if len(sys.argv) > 1 and sys.argv[1] == "table":
+    if len(sys.argv) > 1 and sys.argv[1] == "prune":
+        prune_ab(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    elif len(sys.argv) > 1 and sys.argv[1] == "table":
         interleaved_table(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
     else:
         interleaved_ab(
