@@ -27,7 +27,10 @@ one-shot :func:`fastcls.kneighbors` and a fitted :class:`KNearestNeighbor`, whos
 ``fit`` and ``predict`` are separate phases), ``l2-u8``, ``l2-u8-memmap``,
 ``l2-f64``, ``l2-f32-pixels-kneighbors`` / ``l2-f32-pixels-predict`` (float32 holding
 whole numbers 0..255: the exact integer path), ``l1-u8``, ``l1-f32``,
-``l1-u8-memmap``.
+``l1-u8-memmap``; ``l2-u8-fashion-mnist`` / ``l1-u8-fashion-mnist``: the Fashion-MNIST
+test set against its training set (10000 x 60000 x 784 uint8, whatever the size option;
+the pruned drivers, with the reordered copies and L2's slab stage; needs the Debian files,
+see ``bench/bench_knn_l2.py``).
 
 Run (big cases one at a time; the lock keeps them away from other benchmarks)::
 
@@ -59,6 +62,8 @@ CASES = (
     "l1-u8",
     "l1-f32",
     "l1-u8-memmap",
+    "l2-u8-fashion-mnist",
+    "l1-u8-fashion-mnist",
 )
 SIZES = {"big": (2000, 50000, 3072), "small": (200, 5000, 3072)}
 
@@ -89,6 +94,17 @@ def _inputs(case: str, nq: int, nx: int, d: int, tmpdir: str) -> tuple[Any, Any,
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, nx)
+    if case.endswith("fashion-mnist"):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_knn_l2 import fashion_mnist_path
+
+        from fastcls.datasets import load_mnist
+
+        path = fashion_mnist_path()
+        if path is None:
+            raise SystemExit("Fashion-MNIST files not found (see bench/bench_knn_l2.py)")
+        X, y, Q, _ = load_mnist(path, n_train=60000, n_test=10000)
+        return Q.reshape(len(Q), -1), X.reshape(len(X), -1), y
     if "u8" in case or "pixels" in case:
         Q = rng.integers(0, 256, (nq, d), dtype=np.uint8)
         if case.endswith("memmap"):
@@ -124,6 +140,7 @@ def child(case: str, nq: int, nx: int, d: int, k: int, tmpdir: str) -> None:
 
     import fastcls
     from fastcls import _runtime
+    from fastcls._config import override
 
     metric = "l1" if case.startswith("l1") else "l2"
     Q, X, y = _inputs(case, nq, nx, d, tmpdir)
@@ -131,6 +148,8 @@ def child(case: str, nq: int, nx: int, d: int, k: int, tmpdir: str) -> None:
     small_q, small_x = np.ascontiguousarray(Q[:64]), np.ascontiguousarray(X[:3000])
     fastcls.kneighbors(small_q, small_x, k=k, metric=metric)
     fastcls.KNearestNeighbor(k=k, metric=metric).fit(small_x, y[:3000]).predict(small_q)
+    with override(knn_prune="always"):  # the pruned drivers' kernels too
+        fastcls.kneighbors(small_q, small_x, k=k, metric=metric)
     del small_q, small_x
     _runtime.release_scratch()
     gc.collect()

@@ -98,18 +98,23 @@ def test_pruned_search_equals_reference(seed, path, kind, d, n_q, n_x, data):
     Q, X = make(rng, kind, n_q, n_x, d)
     k = data.draw(st.integers(1, min(n_x, 12)), label="k")
     tile = data.draw(st.integers(1, n_x), label="train_tile")
-    block = data.draw(st.sampled_from((2, 4, 8, 0)), label="block")
+    block = data.draw(st.sampled_from((2, 4, 8, 24, 0)), label="block")
     key = "l1_block_rows" if metric == "l1" else "l2_int_block_rows"
     got = search(metric, Q, X, k, tile, knn_prune="always", **changes, **{key: block})
     assert_reference(metric, *got, Q, X, k)
 
 
 @needs_pruned_tile
+@pytest.mark.parametrize("slab", [True, False], ids=["slab", "no-slab"])
 @pytest.mark.parametrize("path", PRUNED_PATHS, ids=lambda p: f"{p[0]}-{p[1]}-{p[3]}")
-def test_pruned_equals_unpruned_bit_for_bit_across_threads(path, monkeypatch):
+def test_pruned_equals_unpruned_bit_for_bit_across_threads(path, slab, monkeypatch):
     from fastcls._config import settings as tunables
 
     metric, _, changes, _ = path
+    if metric == "l1" and not slab:
+        pytest.skip("L1 has no slab stage")
+    if not slab:  # the full-resolution stage alone
+        monkeypatch.setattr(prune, "POOL_MAX_FEATURES", 0)
     monkeypatch.setattr(tunables, "knn_parallel_min_work", 0)  # the parallel driver
     rng = np.random.default_rng(5)
     Q, X = make(rng, "images", 37, 400, 784)
@@ -145,10 +150,23 @@ def _l1_tile(token, Q, X, cuts, t):
 
 
 @njit
-def _l2_tile(token, Q, X, cuts, qnc, wc, t):
-    return l2int._dots_pruned(
-        token, Q, X, 0, 3, 0, X.shape[0] - 1, cuts, qnc, wc, 0, 0, t[0], t[1], t[2], t[3]
+def _l2_sweep(token, Q, X, tiles, cuts, qbound, wct, out, sums):
+    return l2int._sweep_pruned(
+        token, Q, X, 0, 3, X.shape[0] - 1, 0, tiles, tiles.shape[0], cuts, qbound, wct, out, sums
     )
+
+
+def _l2_tile(token, Q, X, cuts, qnc, wc, t):
+    """One pruned L2 tile (a sweep over one row pair): its dot products, or None if it
+    stopped."""
+    cols = X.shape[0]
+    qbound = np.repeat(qnc.T - t[None, :], cols, axis=1).astype(np.int64)  # lane a*cols+b
+    tiles = np.zeros(1, dtype=np.int64)
+    out = np.full(1, -1, dtype=np.int64)
+    sums = np.zeros((1, 4 * cols), dtype=np.int32)
+    n = _l2_sweep(token, Q, X, tiles, cuts, qbound, l2int.transposed_bounds(wc), out, sums)
+    assert n in (0, 1)
+    return sums[0] if n else None
 
 
 def _tile_case(metric, code, thresholds, cuts_vectors):
@@ -177,7 +195,10 @@ def _tile_case(metric, code, thresholds, cuts_vectors):
     Qb[:] = Q
     Xb = np.zeros((cols, d), np.int16)
     Xb[:] = X
-    dots = np.array(_l2_tile(token, Qb, Xb, cuts, qnc, wc, t)).reshape(4, cols)
+    dots = _l2_tile(token, Qb, Xb, cuts, qnc, wc, t)
+    if dots is None:
+        return None, total
+    dots = dots.astype(np.int64).reshape(4, cols)
     qn = (Q.astype(np.int64) ** 2).sum(1)
     xn = (X.astype(np.int64) ** 2).sum(1)
     return qn[:, None] + xn[None, :] - 2 * dots, total
@@ -209,7 +230,7 @@ def stopped(metric, got):
     """Whether a tile's outputs are those of a stopped tile."""
     if metric == "l1":
         return bool((got == prune.STOPPED_SUM).all())
-    return bool((got > 2**40).all())  # qn + xn - 2 * STOPPED_DOT
+    return got is None  # a stopped L2 tile is left out of the sweep's output
 
 
 # --------------------------------------------------------------------------- the plan
@@ -226,7 +247,7 @@ def test_candidate_cuts_and_forced_cuts():
     best_d, best_i = new_topk(8, 3)
     args = (Q, X, 0, best_d, best_i, 25, 8, l1.l1_topk_uint8, "l1")
     with override(knn_prune="always"):
-        Qp, Xp, cuts = prune.plan(*args)
+        Qp, Xp, cuts, _ = prune.plan(*args)
     assert cuts[-1] == 25 and len(cuts) >= 2 and (np.diff(cuts) > 0).all()
     with override(knn_prune="never"):
         assert prune.plan(*args) is None
@@ -379,3 +400,168 @@ def test_the_sample_leaves_the_settings_alone():
             plans = list(pool.map(one, range(8)))
         assert tunables.knn_prune == "auto"
     assert plans[0] is not None and all(p == plans[0] for p in plans)
+
+
+# --------------------------------------------------------------------------- the slab stage
+L2_PRUNED = [
+    impl for impl in l2int.available_impls() if l2int.INT_CODES[impl] in l2int._PRUNED_DOTS
+]
+needs_l2_pruned = pytest.mark.skipif(not L2_PRUNED, reason="no pruned L2 tile on this CPU")
+
+
+@njit
+def _slab_call(PXv, pxn, PQ2, qa, qlast, sbound, out):
+    return l2int._slab_filter(PXv, pxn, PQ2, qa, qlast, sbound, 0, PXv.shape[0], out)
+
+
+def _pooled_reference(A, group_of, n_groups):
+    out = np.zeros((A.shape[0], n_groups), dtype=np.int64)
+    np.add.at(out.T, group_of, A.T.astype(np.int64))
+    return out
+
+
+@needs_l2_pruned
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 41),
+    st.integers(1, 9),
+    st.integers(1, 70),
+    st.sampled_from((1, 2, 4, 8, 16)),
+    st.sampled_from(("random", "extremes", "alike")),
+)
+def test_slab_filter_keeps_exactly_the_pairs_below(seed, n_rows, n_queries, d, size, kind):
+    """Against NumPy: the row pairs kept are those with a pooled distance below its
+    query's group size times threshold, for the 4 queries (clamped), rows past the end
+    padded with zeros and dropped by the driver."""
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        Q = rng.integers(0, 256, (n_queries, d), dtype=np.uint8)
+        X = rng.integers(0, 256, (n_rows, d), dtype=np.uint8)
+    elif kind == "extremes":
+        Q = rng.choice(np.array([0, 255], np.uint8), (n_queries, d))
+        X = rng.choice(np.array([0, 255], np.uint8), (n_rows, d))
+    else:
+        X = np.clip(rng.integers(0, 256, (1, d)) + rng.integers(-3, 4, (n_rows, d)), 0, 255)
+        X = X.astype(np.uint8)
+        Q = X[rng.integers(0, n_rows, n_queries)]
+    n_groups = max(1, -(-d // size))
+    group_of = rng.permutation(np.arange(d) % n_groups).astype(np.int64)
+    PXv, pxn = prune.slab_rows(X, group_of, n_groups)
+    PQ2, pqn = prune.query_pairs(Q, group_of, n_groups)
+    pq, px = _pooled_reference(Q, group_of, n_groups), _pooled_reference(X, group_of, n_groups)
+    np.testing.assert_array_equal(pqn[:, 0], (pq**2).sum(1))
+    np.testing.assert_array_equal(pxn[:n_rows], (px**2).sum(1))
+    pooled = (pq[:, None, :] - px[None, :, :]) ** 2
+    pooled = pooled.sum(-1)
+    factor = int(np.bincount(group_of).max())
+    # thresholds: at, above and below pooled distances / factor, zero and +inf
+    choices = [0.0, np.inf, *np.unique(pooled // factor).astype(float)[:5]]
+    best_d = np.full((n_queries, 3), np.inf)
+    best_d[:, -1] = rng.choice(np.array(choices), n_queries)
+    for qa in range(0, n_queries, 4):
+        sbound = np.empty(4, dtype=np.int32)
+        l2int._slab_bounds(sbound, pqn, best_d, qa, n_queries - 1, np.int64(factor))
+        out = np.empty(PXv.shape[0] * 4 + 1, dtype=np.int64)
+        n = _slab_call(PXv, pxn, PQ2, qa, n_queries - 1, sbound, out)
+        kept = [j for j in out[:n] if j < n_rows]
+        want = []
+        for j in range(0, n_rows, 2):
+            rows = [r for r in (j, j + 1) if r < n_rows]
+            qs = sorted({min(qa + a, n_queries - 1) for a in range(4)})
+            if any(pooled[q, r] < factor * best_d[q, -1] for q in qs for r in rows):
+                want.append(j)
+        # a pair with its second row past the end may be kept for the zero row: the
+        # driver merges it exactly, so only what is kept must include everything wanted
+        assert set(want) <= set(kept)
+        assert all(j in want or j + 1 >= n_rows for j in kept)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 300), st.integers(1, 16))
+def test_feature_groups_nest_and_bound_the_distance(seed, d, max_size):
+    """Each level partitions the features into groups of at most 2^level (nested), and
+    its pooled squared distance is at most its size times the distance (Cauchy-Schwarz)."""
+    rng = np.random.default_rng(seed)
+    X = images(rng, 64, d, n_centres=4, noise=30)
+    levels = prune.feature_groups(X, max_size)
+    previous = np.arange(d)
+    for level, (group_of, n_groups, size) in enumerate(levels, start=1):
+        counts = np.bincount(group_of, minlength=n_groups)
+        assert counts.min() >= 1 and counts.max() == size <= min(2**level, max_size)
+        # nested: features grouped together stay together
+        for g in range(previous.max() + 1):
+            assert len(set(group_of[previous == g])) == 1
+        previous = group_of
+        pa, pb = (
+            _pooled_reference(X[:8], group_of, n_groups),
+            _pooled_reference(X[8:16], group_of, n_groups),
+        )
+        pooled = ((pa - pb) ** 2).sum(1)
+        full = ((X[:8].astype(np.int64) - X[8:16]) ** 2).sum(1)
+        assert (pooled <= size * full).all()
+
+
+def test_feature_groups_find_neighbouring_pixels():
+    """On smooth images, the first level pairs mostly adjacent pixels."""
+    rng = np.random.default_rng(12)
+    yy, xx = np.mgrid[0:16, 0:16]
+    blobs = []
+    for _ in range(600):
+        cy, cx, r = rng.uniform(0, 16), rng.uniform(0, 16), rng.uniform(2, 6)
+        blobs.append(255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
+    X = np.array(blobs).reshape(600, -1).astype(np.uint8)
+    group_of, n_groups, _ = prune.feature_groups(X, 2)[0]
+    adjacent = 0
+    for g in range(n_groups):
+        members = np.flatnonzero(group_of == g)
+        if len(members) == 2:
+            (y0, y1), (x0, x1) = divmod(members[0], 16), divmod(members[1], 16)
+            adjacent += abs(y0 - x0) + abs(y1 - x1) == 1
+    assert adjacent >= 0.8 * n_groups
+
+
+def test_slab_size_keeps_int32_exact():
+    for d in (1, 2, 64, 784, 1000, 1024, 2048, 3072):
+        size = prune.slab_size(d)
+        if d > prune.POOL_MAX_FEATURES or d < 1:
+            assert size == 0
+            continue
+        assert size == 0 or 255**2 * size * d < 2**30
+        assert size == 16 or 255**2 * 2 * size * d >= 2**30 or size == 0
+    assert prune.slab_size(784) == 16 and prune.slab_size(2048) == 8
+
+
+@needs_l2_pruned
+@pytest.mark.parametrize("d", [1, 2, 31, 784, 2048])
+def test_slab_stage_at_the_extremes(d):
+    """All-255 and zero rows, at the widest features each group size allows: exact."""
+    rng = np.random.default_rng(d)
+    X = rng.choice(np.array([0, 255], np.uint8), (90, d))
+    X[::3] = 255
+    X[1::3] = 0
+    Q = np.concatenate([X[:6], rng.integers(0, 256, (5, d), dtype=np.uint8)])
+    got = search("sqeuclidean", Q, X, 7, 90, knn_prune="always", l2_uint8_impl=L2_PRUNED[0])
+    assert_reference("sqeuclidean", *got, Q, X, 7)
+
+
+@needs_l2_pruned
+def test_plan_chooses_a_slab_stage_for_images(monkeypatch):
+    rng = np.random.default_rng(13)
+    both = images(rng, 64 + 2048, 784, n_centres=64, noise=2)
+    Q, X = both[:64], both[64:]
+    best_d, best_i = new_topk(64, 5)
+    tunables = {"knn_prune": "auto", "knn_prune_min_queries": 16, "knn_prune_min_work": 0}
+    with override(**tunables):
+        found = prune.plan(
+            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
+        )
+    assert found is not None and found[3] is not None
+    group_of, n_groups, size = found[3]
+    assert group_of.shape == (784,) and 2 <= size <= 16
+    monkeypatch.setattr(prune, "POOL_MAX_FEATURES", 0)
+    with override(**tunables):
+        found = prune.plan(
+            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
+        )
+    assert found is not None and found[3] is None

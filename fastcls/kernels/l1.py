@@ -1441,7 +1441,7 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
         n_vectors = -(-Q.shape[1] // vec)
         found = prune.plan(Q, X, offset, best_d, best_i, n_vectors, vec, l1_topk_uint8, "l1")
         if found is not None:
-            Qp, Xp, cuts = found  # Qp, Xp: the features maybe reordered, same distances
+            Qp, Xp, cuts, _ = found  # Qp, Xp: the features maybe reordered, same distances
             # the pruned tiles take no tail: rows padded to whole vectors
             width = n_vectors * vec if Q.shape[1] % vec else 0
             args = (Qp, Xp, offset, best_d, best_i)

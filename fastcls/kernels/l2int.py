@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange, types
+from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
 from fastcls._config import jit, settings
@@ -72,18 +73,20 @@ from fastcls.kernels._llvm_ir import (
     any_lane,
     ranges_with_early_exit,
     row_pointers,
+    splat,
     tail_mask,
     transposed_tree,
 )
 from fastcls.kernels._rows import (
     aligned_zero_rows,
+    aligned_zeros,
     padded_block,
     padded_chunk,
     store_tuple,
     zero_padded,
 )
 from fastcls.kernels._tokens import impl_token, token_code
-from fastcls.kernels.prune import int_thresholds
+from fastcls.kernels.prune import int_threshold
 from fastcls.kernels.topk import insert_sorted, run_serial
 
 #: int32 accumulators are reduced to int64 at least every this many features
@@ -91,11 +94,6 @@ _SEG_BYTES = 32768
 
 #: implementation name -> the code of its token (:func:`._tokens.impl_token`)
 INT_CODES = {"portable": 0, "avx2": 1, "vnni": 2, "avxvnni": 3, "avx512bw": 4, "amx": 5}
-
-#: the dot product a pruned tile returns for every pair when it stops (:func:`_make_dot_intrinsic`):
-#: ``qn + w - 2 * STOPPED_DOT`` is above every threshold (distances are below ``2^31``
-#: within one segment)
-STOPPED_DOT = -(2**40)
 
 #: the AMX int8 tiles accumulate in int32 over a whole row: ``128 * 255 * D < 2^31``
 AMX_MAX_FEATURES = 65536
@@ -135,15 +133,20 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
     ``D = X.shape[1] >= width`` bytes (rows of 2-D C-contiguous uint8 arrays). For
     ``"vnni"`` the bytes of ``Qb`` are read as int8 (the caller shifted them).
 
-    ``pruned``: the tile of :func:`_topk_int_chunk_pruned`, ``dots(Qb, X, qa, qlast, ja,
-    jlast, cuts, qnc, wc, qoff, joff, t0, t1, t2, t3)`` on rows of whole vectors (padded,
-    at most ``_SEG_BYTES`` features: one segment). It sums the vectors up to ``cuts[0]``,
-    then checks the partial distances ``qnc[q, 0] + wc[x, 0] - 2 dot`` (the norms and
-    corrections of the features so far; ``q = qoff + min(qa + a, qlast)``, ``x = joff +
-    min(ja + b, jlast)``) against the int64 thresholds ``t0 .. t3`` of its queries, goes
-    on to ``cuts[1]`` if any is below, and so on. A tile that stops returns
-    :data:`STOPPED_DOT` for every pair (distances far above any threshold); one that
-    reaches the last cut returns its dot products.
+    ``pruned``: the tiles of :func:`_topk_int_chunk_pruned`, ``sweep(Qb, X, qa, qlast,
+    jlast, xsub, tiles, n_tiles, cuts, qbound, wct, out_tiles, out_sums)`` -> int64, on
+    rows of whole vectors (padded, at most ``_SEG_BYTES`` features: one segment). For each
+    of the row pairs ``tiles[:n_tiles]`` (global numbers; ``X`` holds row ``j`` at
+    ``j - xsub``, clamped to ``jlast``), it sums the vectors up to ``cuts[0]``, then checks
+    the partial distances of its pairs, ``qbound[0, a * nx + b] + wct[0, j + b] - 2 dot <
+    0`` (``qbound``: the query's norm over the features so far less its threshold;
+    ``wct``: the row's ``w`` over them, a row per cut and a column per training row, with
+    ``nx - 1`` columns of padding), goes on to ``cuts[1]`` if any is below, and so on. The
+    tiles with a pair still below at their last cut are written, in order, to
+    ``out_tiles`` (their row) and ``out_sums`` (their ``nq * nx`` int32 dot products, lane
+    ``a * nx + b``); returns their number. ``out_tiles`` may be ``tiles`` itself. One loop
+    over the tiles, so that what they share stays in registers: called per tile, the
+    pointers and bounds of each tile cost about as much as 16 vector steps.
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -163,55 +166,63 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
         vload = ir.VectorType(i16, width)
     seg_vectors = _SEG_BYTES // width
 
-    def pruned_loop(context, builder, signature, args, accs, step, qa_, qlast_, ja_, jlast_):
-        """The ranges of the pruned tile, its vector-wide check and early exit."""
+    def sweep(context, builder, signature, args, accs, step):
+        """The pruned tiles of a list of row pairs: early exit, check, compaction."""
         lanes = vacc.count  # == nq * nx
         vwide = ir.VectorType(i64, lanes)
-        carr = context.make_array(signature.args[6])(context, builder, args[6])
+        vrow = ir.VectorType(i64, nx)
+        xarr = context.make_array(signature.args[1])(context, builder, args[1])
+        jlast_, xsub = args[4], args[5]
+        tarr = context.make_array(signature.args[6])(context, builder, args[6])
+        n_tiles = args[7]
+        carr = context.make_array(signature.args[8])(context, builder, args[8])
         n_cuts = cgutils.unpack_tuple(builder, carr.shape, 1)[0]
-        qnarr = context.make_array(signature.args[7])(context, builder, args[7])
-        wcarr = context.make_array(signature.args[8])(context, builder, args[8])
-        qoff, joff = args[9], args[10]
-        thresholds = args[11:15]
-        qnp = row_pointers(
-            builder, qnarr, builder.add(qa_, qoff), nq, last=builder.add(qlast_, qoff)
-        )
-        wcp = row_pointers(
-            builder, wcarr, builder.add(ja_, joff), nx, last=builder.add(jlast_, joff)
-        )
+        qbarr = context.make_array(signature.args[9])(context, builder, args[9])
+        wtarr = context.make_array(signature.args[10])(context, builder, args[10])
+        wt_cols = cgutils.unpack_tuple(builder, wtarr.shape, 2)[1]
+        otarr = context.make_array(signature.args[11])(context, builder, args[11])
+        osarr = context.make_array(signature.args[12])(context, builder, args[12])
+        n_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
         sums_slot = cgutils.alloca_once_value(builder, ir.Constant(vacc, None))
         below_slot = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(1), 0))
+        spread = ir.Constant(ir.VectorType(i32, lanes), [t % nx for t in range(lanes)])
+        with cgutils.for_range(builder, n_tiles, intp=i64) as loop:
+            row = builder.load(builder.gep(tarr.data, [loop.index]))
+            xp = row_pointers(builder, xarr, builder.sub(row, xsub), nx, last=jlast_)
+            wt_row0 = builder.gep(wtarr.data, [row])  # this tile's first row, cut 0
+            for acc in accs:
+                builder.store(ir.Constant(vacc, None), acc)
 
-        def item(p, r):
-            """``p``'s row's int64 item ``r`` (``p`` a byte pointer to a row)."""
-            ptr = builder.gep(p, [builder.mul(r, ir.Constant(i64, 8))])
-            return builder.load(builder.bitcast(ptr, i64.as_pointer()))
+            def check(r):
+                # the bound of pair (a, b) at cut r: qbound[r, a * nx + b] (its query's
+                # norm so far less its threshold, made by the driver once per query
+                # tile) plus its row's, wct[r, row + b]: two loads and a broadcast
+                loaded = [builder.load(acc) for acc in accs]
+                ((sums, _),) = transposed_tree(builder, loaded, lanes, builder.add)
+                qptr = builder.gep(qbarr.data, [builder.mul(r, ir.Constant(i64, lanes))])
+                qpart = builder.load(builder.bitcast(qptr, vwide.as_pointer()), align=8)
+                wptr = builder.gep(wt_row0, [builder.mul(r, wt_cols)])
+                wrow = builder.load(builder.bitcast(wptr, vrow.as_pointer()), align=8)
+                bound = builder.add(qpart, builder.shuffle_vector(wrow, wrow, spread))
+                twice = builder.shl(builder.sext(sums, vwide), ir.Constant(vwide, [1] * lanes))
+                below = builder.icmp_signed(">", twice, bound)  # qn + w - 2 dot < threshold
+                any_below = any_lane(builder, below)
+                builder.store(sums, sums_slot)
+                builder.store(any_below, below_slot)
+                return any_below
 
-        def check(r):
-            loaded = [builder.load(acc) for acc in accs]
-            ((sums, _),) = transposed_tree(builder, loaded, lanes, builder.add)
-            qv = [item(p, r) for p in qnp]
-            wv = [item(p, r) for p in wcp]
-            bound = ir.Constant(vwide, None)
-            for t in range(lanes):
-                a, b = divmod(t, nx)
-                value = builder.sub(builder.add(qv[a], wv[b]), thresholds[a])
-                bound = builder.insert_element(bound, value, ir.Constant(i32, t))
-            twice = builder.shl(builder.sext(sums, vwide), ir.Constant(vwide, [1] * lanes))
-            below = builder.icmp_signed(">", twice, bound)  # qn + w - 2 dot < threshold
-            any_below = any_lane(builder, below)
-            builder.store(sums, sums_slot)
-            builder.store(any_below, below_slot)
-            return any_below
-
-        ranges_with_early_exit(
-            builder, carr.data, n_cuts, width, lambda off: step(off, None), check
-        )
-        dots = builder.sext(builder.load(sums_slot), vwide)
-        stopped = ir.Constant(vwide, [STOPPED_DOT] * lanes)
-        dots = builder.select(builder.load(below_slot), dots, stopped)
-        values = [builder.extract_element(dots, ir.Constant(i32, t)) for t in range(lanes)]
-        return context.make_tuple(builder, signature.return_type, values)
+            ranges_with_early_exit(
+                builder, carr.data, n_cuts, width, lambda off: step(off, None, xp), check
+            )
+            with builder.if_then(builder.load(below_slot)):
+                n = builder.load(n_slot)
+                builder.store(row, builder.gep(otarr.data, [n]))
+                sptr = builder.gep(osarr.data, [builder.mul(n, ir.Constant(i64, lanes))])
+                builder.store(
+                    builder.load(sums_slot), builder.bitcast(sptr, vacc.as_pointer()), align=4
+                )
+                builder.store(builder.add(n, ir.Constant(i64, 1)), n_slot)
+        return builder.load(n_slot)
 
     def signature_of(Qb, X, extra):
         return types.UniTuple(types.int64, nq * nx)(Qb, X, *(types.int64,) * 4, *extra)
@@ -220,9 +231,8 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
         qarr = context.make_array(signature.args[0])(context, builder, args[0])
         xarr = context.make_array(signature.args[1])(context, builder, args[1])
         D = cgutils.unpack_tuple(builder, xarr.shape, 2)[1]
-        qa_, qlast_, ja_, jlast_ = args[2:6]
+        qa_, qlast_ = args[2:4]
         qp = row_pointers(builder, qarr, qa_, nq, last=qlast_)
-        xp = row_pointers(builder, xarr, ja_, nx, last=jlast_)
         if isa in ("vnni", "avxvnni"):
             # the 256-bit intrinsic is emitted as the VEX (AVX-VNNI) instruction on a
             # CPU with AVX-VNNI and no AVX-512 (tested on a target compiled that way)
@@ -240,7 +250,7 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
         accs = [cgutils.alloca_once_value(builder, ir.Constant(vacc, None)) for _ in range(nq * nx)]
         lanes = vacc.count  # == nq * nx: one lane of the totals per dot product
 
-        def step(off, mask):
+        def step(off, mask, xp):
             """Accumulate one vector of every row at feature offset ``off``."""
             if itemsize > 1:
                 off = builder.mul(off, ir.Constant(i64, itemsize))
@@ -266,8 +276,8 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
                     builder.store(new, acc)
 
         if pruned:
-            rows = (qa_, qlast_, ja_, jlast_)
-            return pruned_loop(context, builder, signature, args, accs, step, *rows)
+            return sweep(context, builder, signature, args, accs, step)
+        xp = row_pointers(builder, xarr, args[4], nx, last=args[5])
         vtot = ir.VectorType(i64, lanes)
         total = cgutils.alloca_once_value(builder, ir.Constant(vtot, None))
 
@@ -295,13 +305,13 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
             n_here = builder.sub(v1, v0)
             with cgutils.for_range(builder, n_here, intp=i64) as loop:
                 off = builder.mul(builder.add(v0, loop.index), wconst)
-                step(off, None)
+                step(off, None, xp)
             is_last = builder.icmp_signed("==", seg.index, builder.sub(nseg, one))
             has_tail = builder.icmp_signed(">", rem, ir.Constant(i64, 0))
             with builder.if_then(builder.and_(is_last, has_tail)):
                 # one vector ending at byte D; its first width - rem bytes are counted
                 mask = tail_mask(builder, width, rem, vload.element)
-                step(builder.sub(D, wconst), mask)
+                step(builder.sub(D, wconst), mask, xp)
             flush()
         tot = builder.load(total)
         sums = [builder.extract_element(tot, ir.Constant(i32, t)) for t in range(lanes)]
@@ -310,13 +320,22 @@ def _make_dot_intrinsic(isa: str, nq: int, nx: int, pruned: bool = False):
     if pruned:
 
         @intrinsic
-        def dots_pruned(
-            typingctx, Qb, X, qa, qlast, ja, jlast, cuts, qnc, wc, qoff, joff, t0, t1, t2, t3
-        ):
-            extra = (cuts, qnc, wc, *(types.int64,) * 6)
-            return signature_of(Qb, X, extra), codegen
+        def sweep_tiles(
+            typingctx, Qb, X, qa, qlast, jlast, xsub, tiles, n_tiles, cuts, qbound, wct,
+            out_tiles, out_sums,
+        ):  # fmt: skip
+            for name, arr, dtype in (
+                ("qbound", qbound, types.int64),
+                ("wct", wct, types.int64),
+                ("out_sums", out_sums, types.int32),
+            ):
+                ok = isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"
+                if not ok or arr.dtype != dtype:
+                    raise TypingError(f"{name}: a 2-D C-contiguous {dtype} array")
+            args = (Qb, X, *(types.int64,) * 4, tiles, types.int64, cuts, qbound, wct)
+            return types.int64(*args, out_tiles, out_sums), codegen
 
-        return dots_pruned
+        return sweep_tiles
 
     @intrinsic
     def dots(typingctx, Qb, X, qa, qlast, ja, jlast):
@@ -336,6 +355,109 @@ _dots_avx512bw = _make_dot_intrinsic("avx512bw", 4, 4)
 #: ``"avx512bw"``, the factory makes them) are left until a machine that runs them can test
 #: and time them; those CPUs, AMX and the portable tile keep the unpruned driver
 _PRUNED_DOTS = {1: _make_dot_intrinsic("avx2", 4, 2, pruned=True)}
+
+
+def _make_slab_filter():
+    """Numba intrinsic: the first pooled stage of the pruned L2 driver, on slabs of 8 rows.
+
+    ``slab_filter(PXv, pxn, PQ2, qa, qlast, qbound, s0, s1, out_tiles) -> int64``.
+    ``PXv[s, p]``: groups ``2p`` and ``2p + 1`` of rows ``8s .. 8s + 7``, interleaved
+    (int16, :func:`.prune.slab_rows`); ``pxn``: the rows' pooled norms (int32); ``PQ2[q,
+    p]``: the same two groups of query ``q`` as one int32. For each slab ``s0 <= s < s1``
+    it sums, for the 4 queries from ``qa`` (clamped to ``qlast``), the pooled dot products
+    with its 8 rows in 8 lanes (``vpmaddwd`` of the slab's vector and the query's
+    broadcast pair), checks ``2 dot > qbound[a] + pxn[row]`` (``qbound[a]``: the query's
+    pooled norm less its group size times its threshold, int32), and writes the row pairs
+    ``8s + 2b`` with a pair below to ``out_tiles``, in order, branch-free; returns their
+    number. No reduction and no branch per tile: the rows sit in the lanes.
+    """
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v8, v16 = ir.VectorType(i32, 8), ir.VectorType(i16, 16)
+
+    def codegen(context, builder, signature, args):
+        xarr = context.make_array(signature.args[0])(context, builder, args[0])
+        narr = context.make_array(signature.args[1])(context, builder, args[1])
+        qarr = context.make_array(signature.args[2])(context, builder, args[2])
+        qa_, qlast_ = args[3], args[4]
+        barr = context.make_array(signature.args[5])(context, builder, args[5])
+        s0, s1 = args[6], args[7]
+        oarr = context.make_array(signature.args[8])(context, builder, args[8])
+        n_pairs = cgutils.unpack_tuple(builder, xarr.shape, 3)[1]
+        slab_stride = builder.mul(n_pairs, ir.Constant(i64, 16))  # int16 items
+        qstride = cgutils.unpack_tuple(builder, qarr.shape, 2)[1]  # int32 items
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8, [v16, v16]), "llvm.x86.avx2.pmadd.wd"
+        )
+        qrows = []
+        for a in range(4):
+            q = builder.add(qa_, ir.Constant(i64, a))
+            q = builder.select(builder.icmp_signed("<", q, qlast_), q, qlast_)
+            qrows.append(builder.gep(qarr.data, [builder.mul(q, qstride)]))
+        bounds = []
+        for a in range(4):
+            b = builder.load(builder.gep(barr.data, [ir.Constant(i64, a)]))
+            bounds.append(splat(builder, b, 8))
+        accs = [cgutils.alloca_once(builder, v8) for _ in range(4)]
+        n_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+        with cgutils.for_range(builder, builder.sub(s1, s0), intp=i64) as slabs:
+            s = builder.add(s0, slabs.index)
+            base = builder.gep(xarr.data, [builder.mul(s, slab_stride)])
+            for acc in accs:
+                builder.store(ir.Constant(v8, None), acc)
+            with cgutils.for_range(builder, n_pairs, intp=i64) as pairs:
+                p = pairs.index
+                xptr = builder.gep(base, [builder.mul(p, ir.Constant(i64, 16))])
+                xv = builder.load(builder.bitcast(xptr, v16.as_pointer()), align=1)
+                for a in range(4):
+                    qv = splat(builder, builder.load(builder.gep(qrows[a], [p])), 8)
+                    prod = builder.call(fn, [xv, builder.bitcast(qv, v16)])
+                    builder.store(builder.add(builder.load(accs[a]), prod), accs[a])
+            nptr = builder.gep(narr.data, [builder.mul(s, ir.Constant(i64, 8))])
+            norms = builder.load(builder.bitcast(nptr, v8.as_pointer()), align=4)
+            below = None
+            for a in range(4):
+                twice = builder.shl(builder.load(accs[a]), ir.Constant(v8, [1] * 8))
+                cmp = builder.icmp_signed(">", twice, builder.add(bounds[a], norms))
+                below = cmp if below is None else builder.or_(below, cmp)
+            rows = builder.zext(builder.bitcast(below, ir.IntType(8)), i64)
+            pairs_below = builder.and_(
+                builder.or_(rows, builder.lshr(rows, ir.Constant(i64, 1))), ir.Constant(i64, 0x55)
+            )
+            first = builder.mul(s, ir.Constant(i64, 8))
+            for b in range(4):
+                n = builder.load(n_slot)
+                builder.store(
+                    builder.add(first, ir.Constant(i64, 2 * b)), builder.gep(oarr.data, [n])
+                )
+                bit = builder.and_(
+                    builder.lshr(pairs_below, ir.Constant(i64, 2 * b)), ir.Constant(i64, 1)
+                )
+                builder.store(builder.add(n, bit), n_slot)
+        return builder.load(n_slot)
+
+    @intrinsic
+    def slab_filter(typingctx, PXv, pxn, PQ2, qa, qlast, qbound, s0, s1, out_tiles):
+        expected = (
+            ("PXv", PXv, 3, types.int16),
+            ("pxn", pxn, 1, types.int32),
+            ("PQ2", PQ2, 2, types.int32),
+            ("qbound", qbound, 1, types.int32),
+            ("out_tiles", out_tiles, 1, types.int64),
+        )
+        for name, arr, ndim, dtype in expected:
+            ok = isinstance(arr, types.Array) and arr.ndim == ndim and arr.layout == "C"
+            if not ok or arr.dtype != dtype:
+                raise TypingError(f"{name}: a {ndim}-D C-contiguous {dtype} array")
+        sig = types.int64(PXv, pxn, PQ2, types.int64, types.int64, qbound, *(types.int64,) * 2)
+        return types.int64(*sig.args, out_tiles), codegen
+
+    return slab_filter
+
+
+_slab_filter = _make_slab_filter()
 
 
 @jit
@@ -426,22 +548,22 @@ def _tile_nx_overload(impl):
     return lambda impl: nx
 
 
-def _dots_pruned(impl, Qb, X, qa, qlast, ja, jlast, cuts, qnc, wc, qoff, joff, t0, t1, t2, t3):
-    """The pruned tile of implementation ``impl`` (:data:`_PRUNED_DOTS`)."""
+def _sweep_pruned(impl, Qb, X, qa, qlast, jlast, xsub, tiles, n, cuts, qbound, wct, out, sums):
+    """The pruned tiles of implementation ``impl`` (:data:`_PRUNED_DOTS`)."""
     raise NotImplementedError  # pragma: no cover - compiled through the overload below
 
 
-@overload(_dots_pruned, jit_options={"nogil": True}, inline="always")
-def _dots_pruned_overload(
-    impl, Qb, X, qa, qlast, ja, jlast, cuts, qnc, wc, qoff, joff, t0, t1, t2, t3
+@overload(_sweep_pruned, jit_options={"nogil": True}, inline="always")
+def _sweep_pruned_overload(
+    impl, Qb, X, qa, qlast, jlast, xsub, tiles, n, cuts, qbound, wct, out, sums
 ):
     code = token_code(impl)
     if code not in _PRUNED_DOTS:
         return None
     fn = _PRUNED_DOTS[code]
 
-    def impl_fn(impl, Qb, X, qa, qlast, ja, jlast, cuts, qnc, wc, qoff, joff, t0, t1, t2, t3):
-        return fn(Qb, X, qa, qlast, ja, jlast, cuts, qnc, wc, qoff, joff, t0, t1, t2, t3)
+    def impl_fn(impl, Qb, X, qa, qlast, jlast, xsub, tiles, n, cuts, qbound, wct, out, sums):
+        return fn(Qb, X, qa, qlast, jlast, xsub, tiles, n, cuts, qbound, wct, out, sums)
 
     return impl_fn
 
@@ -482,8 +604,14 @@ def _widened_chunk(Q, X, c0, c1, width, block):
 def _merge_int_tile(s, buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset):
     """Merge the tile of dot products ``s`` (queries ``qa ..`` below ``c1``, rows ``j ..``
     below ``j1``) into the running top-k: ``d = qn + w - 2 dot``, in row order."""
-    k = best_d.shape[1]
     store_tuple(buf, s)
+    _merge_int_dots(buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset)
+
+
+@jit(inline="always")
+def _merge_int_dots(buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset):
+    """:func:`_merge_int_tile` of dot products in an array (lane ``a * tnx + b``)."""
+    k = best_d.shape[1]
     for a in range(min(4, c1 - qa)):
         qi = qa + a
         bq = qn[qi]
@@ -511,48 +639,126 @@ def _topk_int_chunk(Q, X, qn, w, offset, best_d, best_i, c0, c1, block, impl, wi
                 _merge_int_tile(s, buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset)
 
 
+@jit(inline="always")
+def _query_bounds(qbound, qnc, best_d, qa, qlast, tnx, factor):
+    """``qbound[r, a * tnx + b] = qnc[q, r] - factor * threshold of q``, ``q = min(qa + a,
+    qlast)``: the query half of the bounds a pruned tile checks (:func:`_make_dot_intrinsic`;
+    ``factor``: a pooled stage's group size). Thresholds are capped at 2^40 (above any
+    distance of a segment), so the product stays far inside int64."""
+    k = best_d.shape[1]
+    for a in range(4):
+        q = min(qa + a, qlast)
+        thr = min(int_threshold(best_d[q, k - 1]), np.int64(2**40))
+        for r in range(qbound.shape[0]):
+            v = qnc[q, r] - factor * thr
+            for b in range(tnx):
+                qbound[r, a * tnx + b] = v
+
+
+@jit(inline="always")
+def _slab_bounds(sbound, pqn, best_d, qa, qlast, factor):
+    """``sbound[a] = pqn[q] - factor * threshold of q`` in int32 for the slab stage,
+    floored at ``-2^30`` (norms are below ``2^30``: a floored bound still lets every pair
+    of that query through)."""
+    k = best_d.shape[1]
+    for a in range(4):
+        q = min(qa + a, qlast)
+        thr = min(int_threshold(best_d[q, k - 1]), np.int64(2**40))
+        sbound[a] = np.int32(max(pqn[q, 0] - factor * thr, -(2**30)))
+
+
 @jit
 def _topk_int_chunk_pruned(
-    Q, X, qn, w, qnc, wc, offset, best_d, best_i, c0, c1, block, impl, width, cuts
-):
-    """:func:`_topk_int_chunk` with partial-distance pruning (:mod:`.prune`): each tile
-    stops at the first of its ``cuts`` where none of its partial distances (``qnc + wc -
-    2 dot`` over the features so far, ``qnc`` and ``wc`` per row and cut) is below its
-    query's k-th best distance; a stopped tile returns distances above every threshold.
+    Q, X, qn, w, qnc, wct, offset, best_d, best_i, c0, c1, block, impl, width, cuts,
+    slab, use_slab,
+):  # fmt: skip
+    """:func:`_topk_int_chunk` with pruning (:mod:`.prune`). For each query tile and block
+    of rows, the row pairs first pass the slab stage if ``use_slab`` (``slab``:
+    :func:`slab_stage`; ``block`` a multiple of 8): the pooled distance of every pair
+    against its group size times the threshold, a lower bound (Cauchy-Schwarz). The pairs
+    left pass the full-resolution stage, which stops a tile at the first of its ``cuts``
+    where none of its partial distances (``qnc + w - 2 dot`` over the features so far:
+    ``qnc`` per query and cut, ``wct`` per cut and row, :func:`transposed_bounds`) is below
+    its query's k-th best distance; the tiles left are merged. Both stages use the
+    thresholds of the block's start (they only fall, and a tile kept is merged exactly).
     Same results, exactly."""
     nx = X.shape[0]
     tnx = _tile_nx(impl)
-    buf = np.empty(16, dtype=np.int64)
+    lanes = 4 * tnx
+    cap = block // tnx + 1
+    all_tiles = np.empty(cap, dtype=np.int64)
+    kept = np.empty(cap, dtype=np.int64)
+    sums = np.empty((cap, lanes), dtype=np.int32)
+    qbound = np.empty((cuts.shape[0], lanes), dtype=np.int64)
+    sbound = np.empty(4, dtype=np.int32)
     qb, xbuf, qsub, xb = _chunk_rows_fn(impl)(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
         xsub = padded_block(X, j0, j1, xbuf, width)
+        n_all = 0
+        for j in range(j0, j1, tnx):
+            all_tiles[n_all] = j
+            n_all += 1
         for qa in range(c0, c1, 4):
-            qr, ql = qa - qsub, c1 - 1 - qsub
-            t0, t1, t2, t3 = int_thresholds(best_d, qa, c1 - 1)
-            for j in range(j0, j1, tnx):
-                s = _dots_pruned(
-                    impl, qb, xb, qr, ql, j - xsub, j1 - 1 - xsub, cuts, qnc, wc, qsub, xsub,
-                    t0, t1, t2, t3,
-                )  # fmt: skip
-                if s[0] == STOPPED_DOT:  # the common case: no candidate, nothing to merge
-                    continue
-                _merge_int_tile(s, buf, qn, w, best_d, best_i, qa, c1, j, j1, tnx, offset)
-                t0, t1, t2, t3 = int_thresholds(best_d, qa, c1 - 1)
+            tiles, n = all_tiles, n_all
+            if use_slab:
+                _slab_bounds(sbound, slab[3], best_d, qa, c1 - 1, slab[4])
+                n = _slab_filter(
+                    slab[0], slab[1], slab[2], qa, c1 - 1, sbound, j0 // 8, (j1 + 7) // 8, kept
+                )
+                while n > 0 and kept[n - 1] >= j1:  # the pairs of the zero rows past the end
+                    n -= 1
+                tiles = kept
+            _query_bounds(qbound, qnc, best_d, qa, c1 - 1, tnx, 1)
+            n = _sweep_pruned(
+                impl, qb, xb, qa - qsub, c1 - 1 - qsub, j1 - 1 - xsub, xsub, tiles, n, cuts,
+                qbound, wct, kept, sums,
+            )  # fmt: skip
+            for t in range(n):
+                _merge_int_dots(sums[t], qn, w, best_d, best_i, qa, c1, kept[t], j1, tnx, offset)
 
 
 @jit(parallel=True)
 def _topk_int_kernel_pruned(
-    Q, X, qn, w, qnc, wc, offset, best_d, best_i, block, chunk, impl, width, cuts
-):
+    Q, X, qn, w, qnc, wct, offset, best_d, best_i, block, chunk, impl, width, cuts,
+    slab, use_slab,
+):  # fmt: skip
     nq = Q.shape[0]
     n_chunks = (nq + chunk - 1) // chunk
     for ch in prange(n_chunks):  # the body is a function: see l1._topk_float_kernel
         c0 = ch * chunk
         c1 = min(c0 + chunk, nq)
         _topk_int_chunk_pruned(
-            Q, X, qn, w, qnc, wc, offset, best_d, best_i, c0, c1, block, impl, width, cuts
-        )
+            Q, X, qn, w, qnc, wct, offset, best_d, best_i, c0, c1, block, impl, width, cuts,
+            slab, use_slab,
+        )  # fmt: skip
+
+
+def slab_stage(Q: np.ndarray, X: np.ndarray, group_of: np.ndarray, n_groups: int, size: int):
+    """The slab stage of the pruned L2 driver: ``(PXv, pxn, PQ2, pqn, size)``
+    (:func:`.prune.slab_rows`, :func:`.prune.query_pairs`)."""
+    PXv, pxn = prune.slab_rows(X, group_of, n_groups)
+    PQ2, pqn = prune.query_pairs(Q, group_of, n_groups)
+    return PXv, pxn, PQ2, pqn, np.int64(size)
+
+
+def unused_slab():
+    """A stand-in for the slab stage when the driver skips it (the same types)."""
+    return (
+        aligned_zeros((1, 1, 16), np.dtype(np.int16)),
+        np.zeros(8, dtype=np.int32),
+        np.zeros((1, 1), dtype=np.int32),
+        np.zeros((1, 1), dtype=np.int64),
+        np.int64(1),
+    )
+
+
+def transposed_bounds(wc: np.ndarray, pad: int = 4) -> np.ndarray:
+    """The row half of the pruned tiles' bounds: ``wc`` (rows x cuts) transposed, with
+    ``pad`` zero columns a tile at the last row may read (lanes it does not merge)."""
+    wct = np.zeros((wc.shape[1], wc.shape[0] + pad), dtype=np.int64)
+    wct[:, : wc.shape[0]] = wc.T
+    return wct
 
 
 @jit(parallel=True)
@@ -755,11 +961,12 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
         found = prune.plan(
             Q, X, offset, best_d, best_i, n_vectors, vec, sqeuclidean_topk_int, "sqeuclidean",
         )  # fmt: skip
+        slab_level = None
         if found is None:
             Xp, cuts = X, np.array([n_vectors], dtype=np.int64)
             qnc, wc = qn.reshape(nq, 1), w.reshape(nx, 1)
         else:
-            Qp, Xp, cuts = found  # maybe reordered features: the same norms and distances
+            Qp, Xp, cuts, slab_level = found  # maybe reordered features: same distances
             if Qp is not Q:
                 Qb = Qp if impl in _WIDE_LANES else _prepare(Qp, Xp, reuse=True)[1]
             bounds = np.minimum(cuts * vec, D)
@@ -768,11 +975,16 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
             wc = xnc - 2 * (xsc * 128 if impl in ("vnni", "avxvnni") else 0)
         if impl not in _WIDE_LANES:  # the byte tiles take no tail: padded rows
             width = n_vectors * vec if D % vec else 0
-        args = (Qb, Xp, qn, w, qnc, wc, offset, best_d, best_i)
+        use_slab = slab_level is not None
+        slab = unused_slab()
+        if slab_level is not None:
+            slab = slab_stage(Q, X, *slab_level)
+            block = max(8, block // 8 * 8)  # whole slabs
+        args = (Qb, Xp, qn, w, qnc, transposed_bounds(wc), offset, best_d, best_i)
         if serial:
-            _topk_int_chunk_pruned(*args, 0, nq, block, token, width, cuts)
+            _topk_int_chunk_pruned(*args, 0, nq, block, token, width, cuts, slab, use_slab)
         else:
-            _topk_int_kernel_pruned(*args, block, chunk, token, width, cuts)
+            _topk_int_kernel_pruned(*args, block, chunk, token, width, cuts, slab, use_slab)
         return
     if serial:
         _topk_int_chunk(Qb, X, qn, w, offset, best_d, best_i, 0, nq, block, token, width)
