@@ -324,19 +324,34 @@ def pooled_rows(
     return out, norms
 
 
+@jit(parallel=True)
+def _slab_rows(X, group_of, PXv, pxn):
+    n_pairs = PXv.shape[1]
+    for s in prange(PXv.shape[0]):
+        sums = np.zeros(2 * n_pairs, dtype=np.int64)
+        for r in range(8):
+            i = 8 * s + r
+            sums[:] = 0
+            if i < X.shape[0]:
+                for d in range(X.shape[1]):
+                    sums[group_of[d]] += X[i, d]
+            total = np.int64(0)
+            for g in range(2 * n_pairs):
+                PXv[s, g // 2, 2 * r + g % 2] = np.int16(sums[g])
+                total += sums[g] * sums[g]
+            pxn[i] = np.int32(total)
+
+
 def slab_rows(X: np.ndarray, group_of: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """The pooled rows of ``X`` for the slab stage (``l2int._slab_filter``): ``(PXv, pxn)``,
     ``PXv[s, p, 2 r + e]`` = group ``2 p + e`` of row ``8 s + r`` (int16, rows past the end
-    zero) and ``pxn`` the rows' pooled norms (int32, zero past the end)."""
-    pooled, norms = pooled_rows(X, group_of, n_groups)
+    zero) and ``pxn`` the rows' pooled norms (int32, zero past the end). Written in place,
+    with no temporary the size of the rows."""
     n_pairs = -(-n_groups // 2)
     n_slabs = -(-X.shape[0] // 8)
     PXv = aligned_zeros((n_slabs, n_pairs, 16), np.dtype(np.int16))
-    padded = np.zeros((n_slabs * 8, 2 * n_pairs), dtype=np.int16)
-    padded[: X.shape[0]] = pooled[:, : 2 * n_pairs]
-    PXv[:] = padded.reshape(n_slabs, 8, n_pairs, 2).transpose(0, 2, 1, 3).reshape(PXv.shape)
-    pxn = np.zeros(n_slabs * 8, dtype=np.int32)
-    pxn[: X.shape[0]] = norms
+    pxn = np.empty(n_slabs * 8, dtype=np.int32)
+    _slab_rows(X, group_of, PXv, pxn)
     return PXv, pxn
 
 
