@@ -559,6 +559,21 @@ def test_plan_chooses_a_slab_stage_for_images(monkeypatch):
     assert found is not None and found[3] is not None
     group_of, n_groups, size = found[3]
     assert group_of.shape == (784,) and 2 <= size <= 16
+    # a budget too small for the reordered copies (1.7 MB) but not for the group sums
+    # of 16 (0.2 MB): the features keep their order, the slab stage stays
+    with override(**tunables, knn_prune_copy_max_bytes=400_000):
+        found = prune.plan(
+            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
+        )
+        assert found is not None and found[0] is Q and found[1] is X
+        assert found[3] is not None and prune.slab_fits(Q, X, found[3][1])
+        got = search("sqeuclidean", Q, X, 5, 2048)
+    assert_reference("sqeuclidean", *got, Q, X, 5)
+    with override(**tunables, knn_prune_copy_max_bytes=100_000):  # nothing fits
+        found = prune.plan(
+            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
+        )
+    assert found is None or found[3] is None
     monkeypatch.setattr(prune, "POOL_MAX_FEATURES", 0)
     with override(**tunables):
         found = prune.plan(

@@ -221,6 +221,14 @@ def copies_fit(Q: np.ndarray, X: np.ndarray) -> bool:
     return Q.nbytes + X.nbytes <= int(settings.knn_prune_copy_max_bytes)
 
 
+def slab_fits(Q: np.ndarray, X: np.ndarray, n_groups: int) -> bool:
+    """Whether the slab stage's copies (int16 sums of ``n_groups`` groups of the queries and
+    rows) fit ``settings.knn_prune_copy_max_bytes``: a budget of their own, apart from the
+    reordered copies, which may not fit where these do (for groups of 8, a quarter of the
+    rows' bytes)."""
+    return 2 * n_groups * (Q.shape[0] + X.shape[0]) <= int(settings.knn_prune_copy_max_bytes)
+
+
 def reordered(
     Q: np.ndarray, X: np.ndarray, order: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -487,8 +495,11 @@ def plan(
     ):
         return None
     order = feature_order(X) if copies_fit(Q, X) else None
-    max_size = slab_size(d) if metric == "sqeuclidean" and copies_fit(Q, X) else 0
+    max_size = slab_size(d) if metric == "sqeuclidean" else 0
+    if max_size and not slab_fits(Q, X, -(-d // max_size)):
+        max_size = 0  # not even the coarsest groups fit
     levels = feature_groups(X, max_size) if max_size else []
+    levels = [level for level in levels if slab_fits(Q, X, level[1])]
     if how == "always":
         every_other = candidates[1::2]  # several checks (the tests force this mode)
         cuts = np.unique(np.append(every_other, candidates[-1]))
