@@ -297,9 +297,9 @@ def feature_groups(X: np.ndarray, max_size: int) -> list[tuple[np.ndarray, int, 
         first = np.minimum(np.arange(len(partner)), partner)  # a pair's lower index
         _, new_of_old = np.unique(first, return_inverse=True)
         n_groups = int(new_of_old.max()) + 1
-        merged = np.zeros((sums.shape[0], n_groups), dtype=np.float32)
-        np.add.at(merged.T, new_of_old, sums.T)
-        sums = merged
+        by_group = np.argsort(new_of_old, kind="stable")
+        starts = np.searchsorted(new_of_old[by_group], np.arange(n_groups))
+        sums = np.add.reduceat(sums[:, by_group], starts, axis=1)
         group_of = new_of_old[group_of].astype(np.int64)
         size = int(np.bincount(group_of).max())
         levels.append((group_of, n_groups, size))
@@ -463,6 +463,15 @@ def best_plan(
     return best
 
 
+def _slab_levels(Q: np.ndarray, X: np.ndarray, metric: str) -> list[tuple[np.ndarray, int, int]]:
+    """The group levels the slab stage may use for this call (L2; their copies fit)."""
+    d = X.shape[1]
+    max_size = slab_size(d) if metric == "sqeuclidean" else 0
+    if not max_size or not slab_fits(Q, X, -(-d // max_size)):
+        return []  # no stage, or not even the coarsest groups fit
+    return [level for level in feature_groups(X, max_size) if slab_fits(Q, X, level[1])]
+
+
 def plan(
     Q: np.ndarray,
     X: np.ndarray,
@@ -495,14 +504,10 @@ def plan(
     ):
         return None
     order = feature_order(X) if copies_fit(Q, X) else None
-    max_size = slab_size(d) if metric == "sqeuclidean" else 0
-    if max_size and not slab_fits(Q, X, -(-d // max_size)):
-        max_size = 0  # not even the coarsest groups fit
-    levels = feature_groups(X, max_size) if max_size else []
-    levels = [level for level in levels if slab_fits(Q, X, level[1])]
     if how == "always":
         every_other = candidates[1::2]  # several checks (the tests force this mode)
         cuts = np.unique(np.append(every_other, candidates[-1]))
+        levels = _slab_levels(Q, X, metric)
         return (*reordered(Q, X, order), cuts, levels[-1] if levels else None)
     # the sample, in the order the tiles would read (the copies of the whole arrays are
     # made only if pruning is chosen); the thresholds do not depend on the order
@@ -515,23 +520,25 @@ def plan(
     finally:
         _sampling.active = False
     pairs = (np.arange(SAMPLE_PAIRS) * ((n_x - 2) // SAMPLE_PAIRS)) // 2 * 2
-    sq, sx = Q[rows], X[np.stack([pairs, pairs + 1], axis=1).ravel()]
-    slab_stops = np.empty((len(levels), len(rows) // 4 * SAMPLE_PAIRS), dtype=bool)
-    for n, (group_of, n_groups, size) in enumerate(levels):
-        pq, pqn = pooled_rows(sq, group_of, n_groups)
-        px, pxn = pooled_rows(sx, group_of, n_groups)
-        dots = pq.astype(np.int64) @ px.astype(np.int64).T
-        pooled = (pqn[:, None] + pxn[None, :] - 2 * dots)[None]
-        slab_stops[n] = tile_stops(pooled, size * bd[:, -1])[0]
-    # a slab stage's vpmaddwd per tile: one per pair of groups (a tile's vector step: 8)
-    slab_vectors = [SLAB_FIXED_VECTORS + n_groups / 16 for _, n_groups, _ in levels]
-    if order is not None:
-        sq, sx = sq[:, order], sx[:, order]
+    sq0, sx0 = Q[rows], X[np.stack([pairs, pairs + 1], axis=1).ravel()]
+    sq, sx = (sq0[:, order], sx0[:, order]) if order is not None else (sq0, sx0)
     sq, sx = np.ascontiguousarray(sq), np.ascontiguousarray(sx)
     partial = np.empty((len(candidates), len(rows), len(sx)), dtype=np.int64)
     bounds = np.minimum(candidates * vector_features, d)
     _partial_distances(sq, sx, bounds, metric == "sqeuclidean", partial)
     stops = tile_stops(partial, bd[:, -1])
+    # the groups (20-90 ms) only where some sampled tile stops early: where distances are
+    # all alike (random pixels) neither bound rules anything out
+    levels = _slab_levels(Q, X, metric) if stops[:-1].any() else []
+    slab_stops = np.empty((len(levels), stops.shape[1]), dtype=bool)
+    for n, (group_of, n_groups, size) in enumerate(levels):
+        pq, pqn = pooled_rows(sq0, group_of, n_groups)
+        px, pxn = pooled_rows(sx0, group_of, n_groups)
+        dots = pq.astype(np.int64) @ px.astype(np.int64).T
+        pooled = (pqn[:, None] + pxn[None, :] - 2 * dots)[None]
+        slab_stops[n] = tile_stops(pooled, size * bd[:, -1])[0]
+    # a slab stage's vpmaddwd per tile: one per pair of groups (a tile's vector step: 8)
+    slab_vectors = [SLAB_FIXED_VECTORS + n_groups / 16 for _, n_groups, _ in levels]
     level, cuts, work = best_plan(slab_stops, slab_vectors, stops, candidates)
     if (len(cuts) < 2 and level is None) or work > float(settings.knn_prune_max_work):
         return None
