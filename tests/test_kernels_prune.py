@@ -16,7 +16,7 @@ from numba import njit
 
 import fastcls
 from fastcls._config import override
-from fastcls.kernels import l1, l2int, prune
+from fastcls.kernels import l1, l2int, prune, slab
 from fastcls.kernels._tokens import impl_token
 from fastcls.kernels.topk import new_topk
 from fastcls.reference import kneighbors_reference
@@ -111,8 +111,6 @@ def test_pruned_equals_unpruned_bit_for_bit_across_threads(path, slab, monkeypat
     from fastcls._config import settings as tunables
 
     metric, _, changes, _ = path
-    if metric == "l1" and not slab:
-        pytest.skip("L1 has no slab stage")
     if not slab:  # the full-resolution stage alone
         monkeypatch.setattr(prune, "POOL_MAX_FEATURES", 0)
     monkeypatch.setattr(tunables, "knn_parallel_min_work", 0)  # the parallel driver
@@ -410,8 +408,21 @@ needs_l2_pruned = pytest.mark.skipif(not L2_PRUNED, reason="no pruned L2 tile on
 
 
 @njit
-def _slab_call(PXv, pxn, PQ2, qa, qlast, sbound, out):
-    return l2int._slab_filter(PXv, pxn, PQ2, qa, qlast, sbound, 0, PXv.shape[0], out)
+def _slab_l2(PXv, pxn, PQ2, qa, qlast, sbound, out):
+    return slab.slab_filter_l2(PXv, pxn, PQ2, qa, qlast, sbound, 0, PXv.shape[0], out)
+
+
+@njit
+def _slab_l1_2(PXv, pxn, PQ2, qa, qlast, sbound, out):
+    return slab.slab_filter_l1_2(PXv, pxn, PQ2, qa, qlast, sbound, 0, PXv.shape[0], out)
+
+
+@njit
+def _slab_l1_4(PXv, pxn, PQ2, qa, qlast, sbound, out):
+    return slab.slab_filter_l1_4(PXv, pxn, PQ2, qa, qlast, sbound, 0, PXv.shape[0], out)
+
+
+SLAB_CALLS = {("l2", 2): _slab_l2, ("l1", 2): _slab_l1_2, ("l1", 4): _slab_l1_4}
 
 
 def _pooled_reference(A, group_of, n_groups):
@@ -420,20 +431,22 @@ def _pooled_reference(A, group_of, n_groups):
     return out
 
 
-@needs_l2_pruned
-@settings(max_examples=60, deadline=None)
+@needs_pruned_tile
+@settings(max_examples=90, deadline=None)
 @given(
     st.integers(0, 2**32 - 1),
+    st.sampled_from(sorted(SLAB_CALLS)),
     st.integers(1, 41),
     st.integers(1, 9),
-    st.integers(1, 70),
+    st.integers(1, 70) | st.sampled_from((300, 600)),  # many pairs: the L1 int16 sums
     st.sampled_from((1, 2, 4, 8, 16)),
     st.sampled_from(("random", "extremes", "alike")),
 )
-def test_slab_filter_keeps_exactly_the_pairs_below(seed, n_rows, n_queries, d, size, kind):
-    """Against NumPy: the row pairs kept are those with a pooled distance below its
-    query's group size times threshold, for the 4 queries (clamped), rows past the end
+def test_slab_filter_keeps_exactly_the_tiles_below(seed, variant, n_rows, n_queries, d, size, kind):
+    """Against NumPy: the tiles kept are those with a pooled distance below its query's
+    threshold (L2: group size times it), for the 4 queries (clamped), rows past the end
     padded with zeros and dropped by the driver."""
+    metric, tile_rows = variant
     rng = np.random.default_rng(seed)
     if kind == "random":
         Q = rng.integers(0, 256, (n_queries, d), dtype=np.uint8)
@@ -452,29 +465,52 @@ def test_slab_filter_keeps_exactly_the_pairs_below(seed, n_rows, n_queries, d, s
     pq, px = _pooled_reference(Q, group_of, n_groups), _pooled_reference(X, group_of, n_groups)
     np.testing.assert_array_equal(pqn[:, 0], (pq**2).sum(1))
     np.testing.assert_array_equal(pxn[:n_rows], (px**2).sum(1))
-    pooled = (pq[:, None, :] - px[None, :, :]) ** 2
-    pooled = pooled.sum(-1)
-    factor = int(np.bincount(group_of).max())
+    diff = pq[:, None, :] - px[None, :, :]
+    factor = int(np.bincount(group_of).max()) if metric == "l2" else 1
+    pooled = (diff**2).sum(-1) if metric == "l2" else np.abs(diff).sum(-1)
     # thresholds: at, above and below pooled distances / factor, zero and +inf
     choices = [0.0, np.inf, *np.unique(pooled // factor).astype(float)[:5]]
     best_d = np.full((n_queries, 3), np.inf)
     best_d[:, -1] = rng.choice(np.array(choices), n_queries)
     for qa in range(0, n_queries, 4):
         sbound = np.empty(4, dtype=np.int32)
-        l2int._slab_bounds(sbound, pqn, best_d, qa, n_queries - 1, np.int64(factor))
+        if metric == "l2":
+            slab.slab_bounds_l2(sbound, pqn, best_d, qa, n_queries - 1, np.int64(factor))
+        else:
+            slab.slab_bounds_l1(sbound, best_d, qa, n_queries - 1)
         out = np.empty(PXv.shape[0] * 4 + 1, dtype=np.int64)
-        n = _slab_call(PXv, pxn, PQ2, qa, n_queries - 1, sbound, out)
+        n = SLAB_CALLS[variant](PXv, pxn, PQ2, qa, n_queries - 1, sbound, out)
         kept = [j for j in out[:n] if j < n_rows]
         want = []
-        for j in range(0, n_rows, 2):
-            rows = [r for r in (j, j + 1) if r < n_rows]
+        for j in range(0, n_rows, tile_rows):
+            rows = [r for r in range(j, j + tile_rows) if r < n_rows]
             qs = sorted({min(qa + a, n_queries - 1) for a in range(4)})
             if any(pooled[q, r] < factor * best_d[q, -1] for q in qs for r in rows):
                 want.append(j)
-        # a pair with its second row past the end may be kept for the zero row: the
-        # driver merges it exactly, so only what is kept must include everything wanted
+        # a tile with rows past the end may be kept for its zero rows: the driver merges
+        # it exactly, so what is kept must include everything wanted and nothing else
         assert set(want) <= set(kept)
-        assert all(j in want or j + 1 >= n_rows for j in kept)
+        assert all(j in want or j + tile_rows > n_rows for j in kept)
+        assert kept == sorted(kept)
+
+
+@needs_pruned_tile
+@pytest.mark.parametrize("tile_rows", [2, 4])
+def test_l1_slab_sums_many_large_differences_exactly(tile_rows):
+    """255 against 0 in groups of 16 over 2048 features: 64 pairs of int16 differences of
+    4080 per lane, widened every 8 pairs; the pooled distance is exactly 255 * 2048."""
+    d, size = 2048, 16
+    group_of = np.arange(d) // size
+    Q = np.full((4, d), 255, dtype=np.uint8)
+    X = np.zeros((8, d), dtype=np.uint8)
+    PXv, pxn = prune.slab_rows(X, group_of, d // size)
+    PQ2, _ = prune.query_pairs(Q, group_of, d // size)
+    call = SLAB_CALLS[("l1", tile_rows)]
+    out = np.empty(8, dtype=np.int64)
+    exact = 255 * d
+    for threshold, n_kept in ((exact, 0), (exact + 1, 8 // tile_rows)):
+        sbound = np.full(4, threshold, dtype=np.int32)
+        assert call(PXv, pxn, PQ2, 0, 3, sbound, out) == n_kept
 
 
 @settings(max_examples=30, deadline=None)
@@ -532,17 +568,33 @@ def test_slab_size_keeps_int32_exact():
     assert prune.slab_size(784) == 16 and prune.slab_size(2048) == 8
 
 
-@needs_l2_pruned
+@needs_pruned_tile
+@pytest.mark.parametrize("path", PRUNED_PATHS, ids=lambda p: f"{p[0]}-{p[1]}-{p[3]}")
 @pytest.mark.parametrize("d", [1, 2, 31, 784, 2048])
-def test_slab_stage_at_the_extremes(d):
+def test_slab_stage_at_the_extremes(d, path):
     """All-255 and zero rows, at the widest features each group size allows: exact."""
+    metric, _, changes, _ = path
     rng = np.random.default_rng(d)
     X = rng.choice(np.array([0, 255], np.uint8), (90, d))
     X[::3] = 255
     X[1::3] = 0
     Q = np.concatenate([X[:6], rng.integers(0, 256, (5, d), dtype=np.uint8)])
-    got = search("sqeuclidean", Q, X, 7, 90, knn_prune="always", l2_uint8_impl=L2_PRUNED[0])
-    assert_reference("sqeuclidean", *got, Q, X, 7)
+    got = search(metric, Q, X, 7, 90, knn_prune="always", **changes)
+    assert_reference(metric, *got, Q, X, 7)
+
+
+@needs_pruned_tile
+def test_l1_plan_chooses_a_slab_stage_for_images():
+    rng = np.random.default_rng(14)
+    both = images(rng, 64 + 2048, 784, n_centres=64, noise=2)
+    Q, X = both[:64], both[64:]
+    best_d, best_i = new_topk(64, 5)
+    tunables = {"knn_prune": "auto", "knn_prune_min_queries": 16, "knn_prune_min_work": 0}
+    with override(**tunables):
+        found = prune.plan(Q, X, 0, best_d, best_i, 25, 32, l1.l1_topk_uint8, "l1")
+    assert found is not None and found[3] is not None
+    assert 2 <= found[3][2] <= 16
+    assert prune.slab_size_l1(784) == 16 and prune.slab_size_l1(4096) == 0
 
 
 @needs_l2_pruned

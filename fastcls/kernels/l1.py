@@ -154,6 +154,13 @@ from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.prune import STOPPED_SUM, int_thresholds
 from fastcls.kernels.rounding import U32, U64, gamma
+from fastcls.kernels.slab import (
+    slab_bounds_l1,
+    slab_filter_l1_2,
+    slab_filter_l1_4,
+    slab_stage,
+    unused_slab,
+)
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, run_serial
 
 # Block and chunk sizes, the extra candidates and the uint8 micro-kernel choice are
@@ -1024,23 +1031,46 @@ def _tile_uint8_pruned_overload(impl, Q, X, qa, qlast, ja, jlast, cuts, t0, t1, 
 
 
 @jit
-def _topk_uint8_chunk_pruned(Q, X, offset, best_d, best_i, c0, c1, block, impl, width, cuts):
-    """:func:`_topk_uint8_chunk` with partial-distance pruning (:mod:`.prune`): each tile
-    stops at the first of its ``cuts`` where none of its partial sums is below its query's
-    k-th best distance. The terms are non-negative, so such a partial sum stays at or
-    above that threshold, and the threshold only falls: a stopped tile held no
-    candidate. Same results, exactly. ``cuts`` ends at the vectors of a (padded) row."""
+def _topk_uint8_chunk_pruned(
+    Q, X, offset, best_d, best_i, c0, c1, block, impl, width, cuts, slab, use_slab
+):
+    """:func:`_topk_uint8_chunk` with pruning (:mod:`.prune`). With ``use_slab``, the
+    tiles of each query tile and block first pass the slab stage (:mod:`.slab`: the L1
+    distance of group sums, a lower bound; ``slab`` from :func:`.slab.slab_stage`,
+    ``block`` a multiple of 8); each tile left stops at the first of its ``cuts`` where
+    none of its partial sums is below its query's k-th best distance. The terms are
+    non-negative, so such a partial sum stays at or above that threshold, and the
+    threshold only falls: a stopped tile held no candidate. Same results, exactly.
+    ``cuts`` ends at the vectors of a (padded) row."""
     nx = X.shape[0]
     cols = _tile_cols(impl)
     buf = np.empty(16, dtype=np.int64)
+    kept = np.empty(block // cols + 2, dtype=np.int64)
+    sbound = np.empty(4, dtype=np.int32)
     qb, xpad, qsub, xb = padded_chunk(Q, X, c0, c1, width, block)
     for j0 in range(0, nx, block):
         j1 = min(j0 + block, nx)
         xsub = padded_block(X, j0, j1, xpad, width)
+        n_all = (j1 - j0 + cols - 1) // cols
         for qa in range(c0, c1, 4):
             qr, ql = qa - qsub, c1 - 1 - qsub
+            n = n_all
+            if use_slab:
+                slab_bounds_l1(sbound, best_d, qa, c1 - 1)
+                s0, s1 = j0 // 8, (j1 + 7) // 8
+                if cols == 2:
+                    n = slab_filter_l1_2(
+                        slab[0], slab[1], slab[2], qa, c1 - 1, sbound, s0, s1, kept
+                    )
+                else:
+                    n = slab_filter_l1_4(
+                        slab[0], slab[1], slab[2], qa, c1 - 1, sbound, s0, s1, kept
+                    )
+                while n > 0 and kept[n - 1] >= j1:  # the tiles of the zero rows past the end
+                    n -= 1
             t0, t1, t2, t3 = int_thresholds(best_d, qa, c1 - 1)
-            for j in range(j0, j1, cols):
+            for t in range(n):
+                j = kept[t] if use_slab else j0 + t * cols
                 s = _tile_uint8_pruned(
                     impl, qb, xb, qr, ql, j - xsub, j1 - 1 - xsub, cuts, t0, t1, t2, t3
                 )
@@ -1051,13 +1081,17 @@ def _topk_uint8_chunk_pruned(Q, X, offset, best_d, best_i, c0, c1, block, impl, 
 
 
 @jit(parallel=True)
-def _topk_uint8_kernel_pruned(Q, X, offset, best_d, best_i, block, chunk, impl, width, cuts):
+def _topk_uint8_kernel_pruned(
+    Q, X, offset, best_d, best_i, block, chunk, impl, width, cuts, slab, use_slab
+):
     nq = Q.shape[0]
     n_chunks = (nq + chunk - 1) // chunk
     for ch in prange(n_chunks):  # the body is a function: see _topk_float_kernel
         c0 = ch * chunk
         c1 = min(c0 + chunk, nq)
-        _topk_uint8_chunk_pruned(Q, X, offset, best_d, best_i, c0, c1, block, impl, width, cuts)
+        _topk_uint8_chunk_pruned(
+            Q, X, offset, best_d, best_i, c0, c1, block, impl, width, cuts, slab, use_slab
+        )
 
 
 @jit
@@ -1441,14 +1475,19 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
         n_vectors = -(-Q.shape[1] // vec)
         found = prune.plan(Q, X, offset, best_d, best_i, n_vectors, vec, l1_topk_uint8, "l1")
         if found is not None:
-            Qp, Xp, cuts, _ = found  # Qp, Xp: the features maybe reordered, same distances
+            Qp, Xp, cuts, slab_level = found  # Qp, Xp: features maybe reordered
             # the pruned tiles take no tail: rows padded to whole vectors
             width = n_vectors * vec if Q.shape[1] % vec else 0
+            use_slab = slab_level is not None
+            slab = unused_slab()
+            if slab_level is not None:
+                slab = slab_stage(Q, X, *slab_level)
+                block = max(8, block // 8 * 8)  # whole slabs
             args = (Qp, Xp, offset, best_d, best_i)
             if serial:
-                _topk_uint8_chunk_pruned(*args, 0, nq, block, token, width, cuts)
+                _topk_uint8_chunk_pruned(*args, 0, nq, block, token, width, cuts, slab, use_slab)
             else:
-                _topk_uint8_kernel_pruned(*args, block, chunk, token, width, cuts)
+                _topk_uint8_kernel_pruned(*args, block, chunk, token, width, cuts, slab, use_slab)
             return
     if serial:
         _topk_uint8_chunk(Q, X, offset, best_d, best_i, 0, nq, block, token, width)

@@ -880,7 +880,7 @@ def selected_paths() -> dict[str, str]:
         else "BLAS sgemm/dgemm"
     )
     l1_code = len(l1._uint8_token(l1_impl, 1 << 12)) - 1  # the tile of rows of a vector or more
-    l1_prune = prune.describe(l1_code in l1._UINT8_PRUNED_TILES)
+    l1_prune = prune.describe(l1_code in l1._UINT8_PRUNED_TILES, slab=True)
     l2_prune = prune.describe(l2int.INT_CODES[l2_impl] in l2int._PRUNED_DOTS, slab=True)
     return {
         "l1_uint8": f"{l1_impl}: {l1_names[l1_impl]}, {l1_tile}; {l1_prune}",

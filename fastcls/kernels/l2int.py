@@ -73,13 +73,11 @@ from fastcls.kernels._llvm_ir import (
     any_lane,
     ranges_with_early_exit,
     row_pointers,
-    splat,
     tail_mask,
     transposed_tree,
 )
 from fastcls.kernels._rows import (
     aligned_zero_rows,
-    aligned_zeros,
     padded_block,
     padded_chunk,
     store_tuple,
@@ -87,6 +85,9 @@ from fastcls.kernels._rows import (
 )
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.prune import int_threshold
+from fastcls.kernels.slab import slab_bounds_l2 as _slab_bounds
+from fastcls.kernels.slab import slab_filter_l2 as _slab_filter
+from fastcls.kernels.slab import slab_stage, unused_slab
 from fastcls.kernels.topk import insert_sorted, run_serial
 
 #: int32 accumulators are reduced to int64 at least every this many features
@@ -357,109 +358,6 @@ _dots_avx512bw = _make_dot_intrinsic("avx512bw", 4, 4)
 _PRUNED_DOTS = {1: _make_dot_intrinsic("avx2", 4, 2, pruned=True)}
 
 
-def _make_slab_filter():
-    """Numba intrinsic: the first pooled stage of the pruned L2 driver, on slabs of 8 rows.
-
-    ``slab_filter(PXv, pxn, PQ2, qa, qlast, qbound, s0, s1, out_tiles) -> int64``.
-    ``PXv[s, p]``: groups ``2p`` and ``2p + 1`` of rows ``8s .. 8s + 7``, interleaved
-    (int16, :func:`.prune.slab_rows`); ``pxn``: the rows' pooled norms (int32); ``PQ2[q,
-    p]``: the same two groups of query ``q`` as one int32. For each slab ``s0 <= s < s1``
-    it sums, for the 4 queries from ``qa`` (clamped to ``qlast``), the pooled dot products
-    with its 8 rows in 8 lanes (``vpmaddwd`` of the slab's vector and the query's
-    broadcast pair), checks ``2 dot > qbound[a] + pxn[row]`` (``qbound[a]``: the query's
-    pooled norm less its group size times its threshold, int32), and writes the row pairs
-    ``8s + 2b`` with a pair below to ``out_tiles``, in order, branch-free; returns their
-    number. No reduction and no branch per tile: the rows sit in the lanes.
-    """
-    from llvmlite import ir
-    from numba.core import cgutils
-
-    i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-    v8, v16 = ir.VectorType(i32, 8), ir.VectorType(i16, 16)
-
-    def codegen(context, builder, signature, args):
-        xarr = context.make_array(signature.args[0])(context, builder, args[0])
-        narr = context.make_array(signature.args[1])(context, builder, args[1])
-        qarr = context.make_array(signature.args[2])(context, builder, args[2])
-        qa_, qlast_ = args[3], args[4]
-        barr = context.make_array(signature.args[5])(context, builder, args[5])
-        s0, s1 = args[6], args[7]
-        oarr = context.make_array(signature.args[8])(context, builder, args[8])
-        n_pairs = cgutils.unpack_tuple(builder, xarr.shape, 3)[1]
-        slab_stride = builder.mul(n_pairs, ir.Constant(i64, 16))  # int16 items
-        qstride = cgutils.unpack_tuple(builder, qarr.shape, 2)[1]  # int32 items
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8, [v16, v16]), "llvm.x86.avx2.pmadd.wd"
-        )
-        qrows = []
-        for a in range(4):
-            q = builder.add(qa_, ir.Constant(i64, a))
-            q = builder.select(builder.icmp_signed("<", q, qlast_), q, qlast_)
-            qrows.append(builder.gep(qarr.data, [builder.mul(q, qstride)]))
-        bounds = []
-        for a in range(4):
-            b = builder.load(builder.gep(barr.data, [ir.Constant(i64, a)]))
-            bounds.append(splat(builder, b, 8))
-        accs = [cgutils.alloca_once(builder, v8) for _ in range(4)]
-        n_slot = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
-        with cgutils.for_range(builder, builder.sub(s1, s0), intp=i64) as slabs:
-            s = builder.add(s0, slabs.index)
-            base = builder.gep(xarr.data, [builder.mul(s, slab_stride)])
-            for acc in accs:
-                builder.store(ir.Constant(v8, None), acc)
-            with cgutils.for_range(builder, n_pairs, intp=i64) as pairs:
-                p = pairs.index
-                xptr = builder.gep(base, [builder.mul(p, ir.Constant(i64, 16))])
-                xv = builder.load(builder.bitcast(xptr, v16.as_pointer()), align=1)
-                for a in range(4):
-                    qv = splat(builder, builder.load(builder.gep(qrows[a], [p])), 8)
-                    prod = builder.call(fn, [xv, builder.bitcast(qv, v16)])
-                    builder.store(builder.add(builder.load(accs[a]), prod), accs[a])
-            nptr = builder.gep(narr.data, [builder.mul(s, ir.Constant(i64, 8))])
-            norms = builder.load(builder.bitcast(nptr, v8.as_pointer()), align=4)
-            below = None
-            for a in range(4):
-                twice = builder.shl(builder.load(accs[a]), ir.Constant(v8, [1] * 8))
-                cmp = builder.icmp_signed(">", twice, builder.add(bounds[a], norms))
-                below = cmp if below is None else builder.or_(below, cmp)
-            rows = builder.zext(builder.bitcast(below, ir.IntType(8)), i64)
-            pairs_below = builder.and_(
-                builder.or_(rows, builder.lshr(rows, ir.Constant(i64, 1))), ir.Constant(i64, 0x55)
-            )
-            first = builder.mul(s, ir.Constant(i64, 8))
-            for b in range(4):
-                n = builder.load(n_slot)
-                builder.store(
-                    builder.add(first, ir.Constant(i64, 2 * b)), builder.gep(oarr.data, [n])
-                )
-                bit = builder.and_(
-                    builder.lshr(pairs_below, ir.Constant(i64, 2 * b)), ir.Constant(i64, 1)
-                )
-                builder.store(builder.add(n, bit), n_slot)
-        return builder.load(n_slot)
-
-    @intrinsic
-    def slab_filter(typingctx, PXv, pxn, PQ2, qa, qlast, qbound, s0, s1, out_tiles):
-        expected = (
-            ("PXv", PXv, 3, types.int16),
-            ("pxn", pxn, 1, types.int32),
-            ("PQ2", PQ2, 2, types.int32),
-            ("qbound", qbound, 1, types.int32),
-            ("out_tiles", out_tiles, 1, types.int64),
-        )
-        for name, arr, ndim, dtype in expected:
-            ok = isinstance(arr, types.Array) and arr.ndim == ndim and arr.layout == "C"
-            if not ok or arr.dtype != dtype:
-                raise TypingError(f"{name}: a {ndim}-D C-contiguous {dtype} array")
-        sig = types.int64(PXv, pxn, PQ2, types.int64, types.int64, qbound, *(types.int64,) * 2)
-        return types.int64(*sig.args, out_tiles), codegen
-
-    return slab_filter
-
-
-_slab_filter = _make_slab_filter()
-
-
 @jit
 def _dots_portable_seg(q0, q1, q2, q3, x0, x1):
     """int32 dot products of a 4 x 2 tile over at most ``_SEG_BYTES`` features."""
@@ -653,18 +551,6 @@ def _query_bounds(qbound, qnc, best_d, qa, qlast, tnx):
                 qbound[r, a * tnx + b] = v
 
 
-@jit(inline="always")
-def _slab_bounds(sbound, pqn, best_d, qa, qlast, factor):
-    """``sbound[a] = pqn[q] - factor * threshold of q`` in int32 for the slab stage,
-    floored at ``-2^30`` (norms are below ``2^30``: a floored bound still lets every pair
-    of that query through)."""
-    k = best_d.shape[1]
-    for a in range(4):
-        q = min(qa + a, qlast)
-        thr = min(int_threshold(best_d[q, k - 1]), np.int64(2**40))
-        sbound[a] = np.int32(max(pqn[q, 0] - factor * thr, -(2**30)))
-
-
 @jit
 def _topk_int_chunk_pruned(
     Q, X, qn, w, qnc, wct, offset, best_d, best_i, c0, c1, block, impl, width, cuts,
@@ -730,25 +616,6 @@ def _topk_int_kernel_pruned(
             Q, X, qn, w, qnc, wct, offset, best_d, best_i, c0, c1, block, impl, width, cuts,
             slab, use_slab,
         )  # fmt: skip
-
-
-def slab_stage(Q: np.ndarray, X: np.ndarray, group_of: np.ndarray, n_groups: int, size: int):
-    """The slab stage of the pruned L2 driver: ``(PXv, pxn, PQ2, pqn, size)``
-    (:func:`.prune.slab_rows`, :func:`.prune.query_pairs`)."""
-    PXv, pxn = prune.slab_rows(X, group_of, n_groups)
-    PQ2, pqn = prune.query_pairs(Q, group_of, n_groups)
-    return PXv, pxn, PQ2, pqn, np.int64(size)
-
-
-def unused_slab():
-    """A stand-in for the slab stage when the driver skips it (the same types)."""
-    return (
-        aligned_zeros((1, 1, 16), np.dtype(np.int16)),
-        np.zeros(8, dtype=np.int32),
-        np.zeros((1, 1), dtype=np.int32),
-        np.zeros((1, 1), dtype=np.int64),
-        np.int64(1),
-    )
 
 
 def transposed_bounds(wc: np.ndarray, pad: int = 4) -> np.ndarray:

@@ -24,16 +24,17 @@ check, and prunes when that is at most ``settings.knn_prune_max_work`` of the wo
 without. The sample costs one pass over the rows' sample and 16 queries' search over a
 quarter of the rows; the reordered copies are made only when pruning is chosen.
 
-**The slab stage (L2).** A lower bound cheaper than a partial distance: sum the features
+**The slab stage.** A lower bound cheaper than a partial distance: sum the features
 in groups ``G`` of at most ``m``; by Cauchy-Schwarz ``(sum_G q - sum_G x)^2 <= |G| sum_G
 (q - x)^2``, so the squared distance of the group sums is at most ``m`` times the
 distance, and a pair whose pooled distance is at or above ``m`` times the threshold
-cannot enter. :func:`feature_groups` merges features in pairs, level by level, each with
+cannot enter (L1: ``|sum_G q - sum_G x| <= sum_G |q - x|``, no factor).
+:func:`feature_groups` merges features in pairs, level by level, each with
 the one it correlates best with (on images: neighbouring pixels, found rather than
 assumed); on Fashion-MNIST groups of 8 (98 sums) rule out 80% of the 4 x 2 tiles and
 groups of 16 (49 sums) 65%, where the best partial distance of as many vector steps rules
-out under 40%. The bound is checked on slabs of 8 rows at once
-(``l2int._slab_filter``: rows in the lanes, no reduction, no branch per tile); the tiles
+out under 40% (L1: 92% and 86%). The bound is checked on slabs of 8 rows at once
+(:mod:`.slab`: rows in the lanes, no reduction, no branch per tile); the tiles
 it keeps go on to the full-resolution stage above. :func:`plan` chooses the group size
 (or none) from the same sample. Whole numbers throughout: the result is still exact.
 """
@@ -386,6 +387,13 @@ def slab_size(n_features: int) -> int:
     return size if size >= 2 else 0
 
 
+def slab_size_l1(n_features: int) -> int:
+    """The largest group the L1 slab stage pools: its int16 sums of 8 pairs of absolute
+    differences of group sums stay below ``2^15`` up to groups of 16, whatever ``D`` (0:
+    no slab stage)."""
+    return 2**POOL_LEVELS if 2 <= n_features <= POOL_MAX_FEATURES else 0
+
+
 def candidate_cuts(n_vectors: int) -> np.ndarray:
     """Every ``n_vectors / CANDIDATES`` vectors (distinct, positive), then ``n_vectors``."""
     ends = sorted({(n_vectors * (c + 1)) // CANDIDATES for c in range(CANDIDATES)} - {0})
@@ -464,9 +472,9 @@ def best_plan(
 
 
 def _slab_levels(Q: np.ndarray, X: np.ndarray, metric: str) -> list[tuple[np.ndarray, int, int]]:
-    """The group levels the slab stage may use for this call (L2; their copies fit)."""
+    """The group levels the slab stage may use for this call (their copies fit)."""
     d = X.shape[1]
-    max_size = slab_size(d) if metric == "sqeuclidean" else 0
+    max_size = slab_size(d) if metric == "sqeuclidean" else slab_size_l1(d)
     if not max_size or not slab_fits(Q, X, -(-d // max_size)):
         return []  # no stage, or not even the coarsest groups fit
     return [level for level in feature_groups(X, max_size) if slab_fits(Q, X, level[1])]
@@ -534,11 +542,17 @@ def plan(
     for n, (group_of, n_groups, size) in enumerate(levels):
         pq, pqn = pooled_rows(sq0, group_of, n_groups)
         px, pxn = pooled_rows(sx0, group_of, n_groups)
-        dots = pq.astype(np.int64) @ px.astype(np.int64).T
-        pooled = (pqn[:, None] + pxn[None, :] - 2 * dots)[None]
-        slab_stops[n] = tile_stops(pooled, size * bd[:, -1])[0]
-    # a slab stage's vpmaddwd per tile: one per pair of groups (a tile's vector step: 8)
-    slab_vectors = [SLAB_FIXED_VECTORS + n_groups / 16 for _, n_groups, _ in levels]
+        if metric == "sqeuclidean":
+            dots = pq.astype(np.int64) @ px.astype(np.int64).T
+            pooled = (pqn[:, None] + pxn[None, :] - 2 * dots)[None]
+            slab_stops[n] = tile_stops(pooled, size * bd[:, -1])[0]
+        else:
+            diff = pq[:, None, :].astype(np.int64) - px[None, :, :]
+            slab_stops[n] = tile_stops(np.abs(diff).sum(-1)[None], bd[:, -1])[0]
+    # a slab stage's work per tile: L2 one vpmaddwd per pair of groups (a tile's vector
+    # step: 8), L1 three instructions (a step: about 22)
+    per_group = 1 / 16 if metric == "sqeuclidean" else 1 / 12
+    slab_vectors = [SLAB_FIXED_VECTORS + n_groups * per_group for _, n_groups, _ in levels]
     level, cuts, work = best_plan(slab_stops, slab_vectors, stops, candidates)
     if (len(cuts) < 2 and level is None) or work > float(settings.knn_prune_max_work):
         return None
