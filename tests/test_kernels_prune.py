@@ -583,15 +583,24 @@ def test_slab_stage_at_the_extremes(d, path):
     assert_reference(metric, *got, Q, X, 7)
 
 
-@needs_pruned_tile
-def test_l1_plan_chooses_a_slab_stage_for_images():
-    rng = np.random.default_rng(14)
+def _plan_for_clustered_images(metric, seed, **changes):
+    """The plan of a call on 64 queries x 2048 tight clusters of 784-feature images."""
+    rng = np.random.default_rng(seed)
     both = images(rng, 64 + 2048, 784, n_centres=64, noise=2)
     Q, X = both[:64], both[64:]
     best_d, best_i = new_topk(64, 5)
     tunables = {"knn_prune": "auto", "knn_prune_min_queries": 16, "knn_prune_min_work": 0}
-    with override(**tunables):
-        found = prune.plan(Q, X, 0, best_d, best_i, 25, 32, l1.l1_topk_uint8, "l1")
+    if metric == "l1":
+        call = (25, 32, l1.l1_topk_uint8, "l1")
+    else:
+        call = (49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean")
+    with override(**tunables, **changes):
+        return Q, X, prune.plan(Q, X, 0, best_d, best_i, *call)
+
+
+@needs_pruned_tile
+def test_l1_plan_chooses_a_slab_stage_for_images():
+    _, _, found = _plan_for_clustered_images("l1", 14)
     assert found is not None and found[3] is not None
     assert 2 <= found[3][2] <= 16
     assert prune.slab_size_l1(784) == 16 and prune.slab_size_l1(4096) == 0
@@ -599,36 +608,20 @@ def test_l1_plan_chooses_a_slab_stage_for_images():
 
 @needs_l2_pruned
 def test_plan_chooses_a_slab_stage_for_images(monkeypatch):
-    rng = np.random.default_rng(13)
-    both = images(rng, 64 + 2048, 784, n_centres=64, noise=2)
-    Q, X = both[:64], both[64:]
-    best_d, best_i = new_topk(64, 5)
-    tunables = {"knn_prune": "auto", "knn_prune_min_queries": 16, "knn_prune_min_work": 0}
-    with override(**tunables):
-        found = prune.plan(
-            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
-        )
+    Q, X, found = _plan_for_clustered_images("sqeuclidean", 13)
     assert found is not None and found[3] is not None
     group_of, n_groups, size = found[3]
     assert group_of.shape == (784,) and 2 <= size <= 16
     # a budget too small for the reordered copies (1.7 MB) but not for the group sums
     # of 16 (0.2 MB): the features keep their order, the slab stage stays
-    with override(**tunables, knn_prune_copy_max_bytes=400_000):
-        found = prune.plan(
-            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
-        )
-        assert found is not None and found[0] is Q and found[1] is X
-        assert found[3] is not None and prune.slab_fits(Q, X, found[3][1])
-        got = search("sqeuclidean", Q, X, 5, 2048)
+    Q, X, found = _plan_for_clustered_images("sqeuclidean", 13, knn_prune_copy_max_bytes=400_000)
+    assert found is not None and found[0] is Q and found[1] is X
+    assert found[3] is not None and prune.slab_fits(Q, X, found[3][1])
+    got = search("sqeuclidean", Q, X, 5, 2048, knn_prune="always", knn_prune_copy_max_bytes=400_000)
     assert_reference("sqeuclidean", *got, Q, X, 5)
-    with override(**tunables, knn_prune_copy_max_bytes=100_000):  # nothing fits
-        found = prune.plan(
-            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
-        )
+    # nothing fits
+    _, _, found = _plan_for_clustered_images("sqeuclidean", 13, knn_prune_copy_max_bytes=100_000)
     assert found is None or found[3] is None
     monkeypatch.setattr(prune, "POOL_MAX_FEATURES", 0)
-    with override(**tunables):
-        found = prune.plan(
-            Q, X, 0, best_d, best_i, 49, 16, l2int.sqeuclidean_topk_int, "sqeuclidean"
-        )
+    _, _, found = _plan_for_clustered_images("sqeuclidean", 13)
     assert found is not None and found[3] is None
