@@ -154,13 +154,7 @@ from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.prune import STOPPED_SUM, int_thresholds
 from fastcls.kernels.rounding import U32, U64, gamma
-from fastcls.kernels.slab import (
-    slab_bounds_l1,
-    slab_filter_l1_2,
-    slab_filter_l1_4,
-    slab_stage,
-    unused_slab,
-)
+from fastcls.kernels.slab import driver_slab, l1_slab_tiles
 from fastcls.kernels.topk import insert_sorted, insert_sorted_by_pair, run_serial
 
 # Block and chunk sizes, the extra candidates and the uint8 micro-kernel choice are
@@ -1036,7 +1030,7 @@ def _topk_uint8_chunk_pruned(
 ):
     """:func:`_topk_uint8_chunk` with pruning (:mod:`.prune`). With ``use_slab``, the
     tiles of each query tile and block first pass the slab stage (:mod:`.slab`: the L1
-    distance of group sums, a lower bound; ``slab`` from :func:`.slab.slab_stage`,
+    distance of group sums, a lower bound; ``slab`` from :func:`.slab.driver_slab`,
     ``block`` a multiple of 8); each tile left stops at the first of its ``cuts`` where
     none of its partial sums is below its query's k-th best distance. The terms are
     non-negative, so such a partial sum stays at or above that threshold, and the
@@ -1056,18 +1050,7 @@ def _topk_uint8_chunk_pruned(
             qr, ql = qa - qsub, c1 - 1 - qsub
             n = n_all
             if use_slab:
-                slab_bounds_l1(sbound, best_d, qa, c1 - 1)
-                s0, s1 = j0 // 8, (j1 + 7) // 8
-                if cols == 2:
-                    n = slab_filter_l1_2(
-                        slab[0], slab[1], slab[2], qa, c1 - 1, sbound, s0, s1, kept
-                    )
-                else:
-                    n = slab_filter_l1_4(
-                        slab[0], slab[1], slab[2], qa, c1 - 1, sbound, s0, s1, kept
-                    )
-                while n > 0 and kept[n - 1] >= j1:  # the tiles of the zero rows past the end
-                    n -= 1
+                n = l1_slab_tiles(slab, cols, best_d, qa, c1 - 1, j0, j1, sbound, kept)
             t0, t1, t2, t3 = int_thresholds(best_d, qa, c1 - 1)
             for t in range(n):
                 j = kept[t] if use_slab else j0 + t * cols
@@ -1478,11 +1461,7 @@ def l1_topk_uint8(Q, X, offset, best_d, best_i):
             Qp, Xp, cuts, slab_level = found  # Qp, Xp: features maybe reordered
             # the pruned tiles take no tail: rows padded to whole vectors
             width = n_vectors * vec if Q.shape[1] % vec else 0
-            use_slab = slab_level is not None
-            slab = unused_slab()
-            if slab_level is not None:
-                slab = slab_stage(Q, X, *slab_level)
-                block = max(8, block // 8 * 8)  # whole slabs
+            slab, use_slab, block = driver_slab(Q, X, slab_level, block)
             args = (Qp, Xp, offset, best_d, best_i)
             if serial:
                 _topk_uint8_chunk_pruned(*args, 0, nq, block, token, width, cuts, slab, use_slab)

@@ -85,9 +85,7 @@ from fastcls.kernels._rows import (
 )
 from fastcls.kernels._tokens import impl_token, token_code
 from fastcls.kernels.prune import int_threshold
-from fastcls.kernels.slab import slab_bounds_l2 as _slab_bounds
-from fastcls.kernels.slab import slab_filter_l2 as _slab_filter
-from fastcls.kernels.slab import slab_stage, unused_slab
+from fastcls.kernels.slab import driver_slab, l2_slab_tiles
 from fastcls.kernels.topk import insert_sorted, run_serial
 
 #: int32 accumulators are reduced to int64 at least every this many features
@@ -558,7 +556,7 @@ def _topk_int_chunk_pruned(
 ):  # fmt: skip
     """:func:`_topk_int_chunk` with pruning (:mod:`.prune`). For each query tile and block
     of rows, the row pairs first pass the slab stage if ``use_slab`` (``slab``:
-    :func:`slab_stage`; ``block`` a multiple of 8): the pooled distance of every pair
+    :func:`.slab.driver_slab`; ``block`` a multiple of 8): the pooled distance of every pair
     against its group size times the threshold, a lower bound (Cauchy-Schwarz). The pairs
     left pass the full-resolution stage, which stops a tile at the first of its ``cuts``
     where none of its partial distances (``qnc + w - 2 dot`` over the features so far:
@@ -586,12 +584,7 @@ def _topk_int_chunk_pruned(
         for qa in range(c0, c1, 4):
             tiles, n = all_tiles, n_all
             if use_slab:
-                _slab_bounds(sbound, slab[3], best_d, qa, c1 - 1, slab[4])
-                n = _slab_filter(
-                    slab[0], slab[1], slab[2], qa, c1 - 1, sbound, j0 // 8, (j1 + 7) // 8, kept
-                )
-                while n > 0 and kept[n - 1] >= j1:  # the pairs of the zero rows past the end
-                    n -= 1
+                n = l2_slab_tiles(slab, best_d, qa, c1 - 1, j0, j1, sbound, kept)
                 tiles = kept
             _query_bounds(qbound, qnc, best_d, qa, c1 - 1, tnx)
             n = _sweep_pruned(
@@ -840,11 +833,7 @@ def sqeuclidean_topk_int(Q, X, offset, best_d, best_i) -> None:
             wc = xnc - 2 * (xsc * 128 if impl in ("vnni", "avxvnni") else 0)
         if impl not in _WIDE_LANES:  # the byte tiles take no tail: padded rows
             width = n_vectors * vec if D % vec else 0
-        use_slab = slab_level is not None
-        slab = unused_slab()
-        if slab_level is not None:
-            slab = slab_stage(Q, X, *slab_level)
-            block = max(8, block // 8 * 8)  # whole slabs
+        slab, use_slab, block = driver_slab(Q, X, slab_level, block)
         args = (Qb, Xp, qn, w, qnc, transposed_bounds(wc), offset, best_d, best_i)
         if serial:
             _topk_int_chunk_pruned(*args, 0, nq, block, token, width, cuts, slab, use_slab)

@@ -201,12 +201,53 @@ def slab_bounds_l1(sbound, best_d, qa, qlast):
         sbound[a] = np.int32(min(int_threshold(best_d[q, k - 1]), np.int64(2**30)))
 
 
+@jit(inline="always")
+def _without_rows_past(kept, n, j1):
+    """``n`` less the tiles at the end of ``kept`` that start at or past row ``j1``: the
+    zero rows that pad the last slab (a tile that starts before ``j1`` but reaches past it
+    is kept; the drivers clamp its rows and merge only the real ones)."""
+    while n > 0 and kept[n - 1] >= j1:
+        n -= 1
+    return n
+
+
+@jit(inline="always")
+def l2_slab_tiles(slab, best_d, qa, qlast, j0, j1, sbound, kept):
+    """The L2 slab stage of queries ``qa ..`` (clamped to ``qlast``) and rows ``j0:j1``
+    (``j0`` a multiple of 8): the row pairs kept, in ``kept``; returns their number.
+    ``sbound``: int32 scratch of 4."""
+    slab_bounds_l2(sbound, slab[3], best_d, qa, qlast, slab[4])
+    n = slab_filter_l2(slab[0], slab[1], slab[2], qa, qlast, sbound, j0 // 8, (j1 + 7) // 8, kept)
+    return _without_rows_past(kept, n, j1)
+
+
+@jit(inline="always")
+def l1_slab_tiles(slab, tile_rows, best_d, qa, qlast, j0, j1, sbound, kept):
+    """:func:`l2_slab_tiles` for L1, tiles of ``tile_rows`` (2 or 4) rows."""
+    slab_bounds_l1(sbound, best_d, qa, qlast)
+    s0, s1 = j0 // 8, (j1 + 7) // 8
+    if tile_rows == 2:
+        n = slab_filter_l1_2(slab[0], slab[1], slab[2], qa, qlast, sbound, s0, s1, kept)
+    else:
+        n = slab_filter_l1_4(slab[0], slab[1], slab[2], qa, qlast, sbound, s0, s1, kept)
+    return _without_rows_past(kept, n, j1)
+
+
 def slab_stage(Q: np.ndarray, X: np.ndarray, group_of: np.ndarray, n_groups: int, size: int):
     """The slab stage of a pruned driver: ``(PXv, pxn, PQ2, pqn, size)``
     (:func:`.prune.slab_rows`, :func:`.prune.query_pairs`)."""
     PXv, pxn = prune.slab_rows(X, group_of, n_groups)
     PQ2, pqn = prune.query_pairs(Q, group_of, n_groups)
     return PXv, pxn, PQ2, pqn, np.int64(size)
+
+
+def driver_slab(Q: np.ndarray, X: np.ndarray, level: tuple | None, block: int):
+    """``(slab, use_slab, block)`` for a pruned driver: the slab stage of ``level`` (an item
+    of :func:`.prune.feature_groups`) and the block rounded down to whole slabs, or the
+    stand-in and the block unchanged when ``level`` is None."""
+    if level is None:
+        return unused_slab(), False, block
+    return slab_stage(Q, X, *level), True, max(8, block // 8 * 8)
 
 
 def unused_slab():
