@@ -75,8 +75,6 @@ SLAB_FIXED_VECTORS = 1.0
 #: correlation matrix is D x D float32: 16 MB at 2048)
 POOL_SAMPLE_ROWS = 512
 POOL_MAX_FEATURES = 2048
-#: the pooled rows' padding (int16 lanes)
-POOL_ROW_ALIGN = 32
 
 _MODES = ("auto", "always", "never")
 
@@ -307,27 +305,35 @@ def feature_groups(X: np.ndarray, max_size: int) -> list[tuple[np.ndarray, int, 
     return levels
 
 
+@jit(inline="always")
+def _group_sums(row, group_of, sums):
+    """``sums[g]`` = the sum of ``row``'s features in group ``g`` (the rest of ``sums``
+    zero); returns their sum of squares."""
+    sums[:] = 0
+    for d in range(row.shape[0]):
+        sums[group_of[d]] += row[d]
+    total = np.int64(0)
+    for g in range(sums.shape[0]):
+        total += sums[g] * sums[g]
+    return total
+
+
 @jit(parallel=True)
 def _pooled_rows(A, group_of, out, norms):
     for i in prange(A.shape[0]):
-        row = out[i]
-        row[:] = 0
-        for d in range(A.shape[1]):
-            row[group_of[d]] += np.int16(A[i, d])
-        total = np.int64(0)
-        for g in range(row.shape[0]):
-            v = np.int64(row[g])
-            total += v * v
-        norms[i] = total
+        sums = np.empty(out.shape[1], dtype=np.int64)
+        norms[i] = _group_sums(A[i], group_of, sums)
+        for g in range(out.shape[1]):
+            out[i, g] = np.int16(sums[g])
 
 
 def pooled_rows(
     A: np.ndarray, group_of: np.ndarray, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The group sums of each row of uint8 ``A`` as int16 (64-byte aligned rows of a
-    multiple of :data:`POOL_ROW_ALIGN` lanes, zero-padded) and their int64 sums of squares."""
-    width = -(-n_groups // POOL_ROW_ALIGN) * POOL_ROW_ALIGN
-    out = aligned_zeros((A.shape[0], width), np.dtype(np.int16))
+    """The group sums of each row of uint8 ``A`` as int16, an even number of columns (a
+    zero column after an odd last group: the slab stage reads them in pairs), and their
+    int64 sums of squares."""
+    out = np.empty((A.shape[0], -(-n_groups // 2) * 2), dtype=np.int16)
     norms = np.empty(A.shape[0], dtype=np.int64)
     _pooled_rows(A, group_of, out, norms)
     return out, norms
@@ -340,19 +346,17 @@ def _slab_rows(X, group_of, PXv, pxn):
         sums = np.zeros(2 * n_pairs, dtype=np.int64)
         for r in range(8):
             i = 8 * s + r
-            sums[:] = 0
             if i < X.shape[0]:
-                for d in range(X.shape[1]):
-                    sums[group_of[d]] += X[i, d]
-            total = np.int64(0)
+                pxn[i] = np.int32(_group_sums(X[i], group_of, sums))
+            else:  # past the end: a zero row
+                sums[:] = 0
+                pxn[i] = 0
             for g in range(2 * n_pairs):
                 PXv[s, g // 2, 2 * r + g % 2] = np.int16(sums[g])
-                total += sums[g] * sums[g]
-            pxn[i] = np.int32(total)
 
 
 def slab_rows(X: np.ndarray, group_of: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pooled rows of ``X`` for the slab stage (``l2int._slab_filter``): ``(PXv, pxn)``,
+    """The pooled rows of ``X`` for the slab stage (:mod:`.slab`): ``(PXv, pxn)``,
     ``PXv[s, p, 2 r + e]`` = group ``2 p + e`` of row ``8 s + r`` (int16, rows past the end
     zero) and ``pxn`` the rows' pooled norms (int32, zero past the end). Written in place,
     with no temporary the size of the rows."""
@@ -371,9 +375,7 @@ def query_pairs(
     (low half) and ``2 p + 1`` (high half) of query ``q`` as one int32, ``pqn`` the pooled
     norms as an int64 column."""
     pooled, norms = pooled_rows(Q, group_of, n_groups)
-    n_pairs = -(-n_groups // 2)
-    PQ2 = np.ascontiguousarray(pooled[:, : 2 * n_pairs]).view(np.int32)
-    return PQ2, norms.reshape(-1, 1)
+    return pooled.view(np.int32), norms.reshape(-1, 1)
 
 
 def slab_size(n_features: int) -> int:
