@@ -172,6 +172,25 @@ def tail_mask(builder: Any, lanes: int, rem: Any, lane_type: Any) -> Any:
     return builder.icmp_unsigned(">=", lane_ids, splat(builder, first, lanes))
 
 
+def vectors_with_tail(
+    builder: Any, n: Any, width: int, step: Callable[[Any, Any], None], lane_type: Any
+) -> None:
+    """``step(offset, None)`` over the whole vectors of ``width`` items in ``n`` (``i64``),
+    then, if ``n % width``, ``step(n - width, mask)``: one vector ending at the last item,
+    its first ``width - n % width`` lanes (counted already) masked off (:func:`tail_mask`
+    with ``lane_type``)."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    i64 = ir.IntType(64)
+    wconst = ir.Constant(i64, width)
+    rem = builder.srem(n, wconst)
+    with cgutils.for_range(builder, builder.sdiv(n, wconst), intp=i64) as loop:
+        step(builder.mul(loop.index, wconst), None)
+    with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
+        step(builder.sub(n, wconst), tail_mask(builder, width, rem, lane_type))
+
+
 def transposed_tree(
     builder: Any, vectors: list[Any], lanes: int, add: Callable[[Any, Any], Any]
 ) -> list[tuple[Any, list[int | None]]]:

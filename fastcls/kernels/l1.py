@@ -147,8 +147,8 @@ from fastcls.kernels._llvm_ir import (
     horizontal_sums,
     ranges_with_early_exit,
     row_pointers,
-    tail_mask,
     transposed_tree,
+    vectors_with_tail,
 )
 from fastcls.kernels._rows import padded_block, padded_chunk, store_tuple
 from fastcls.kernels._tokens import impl_token, token_code
@@ -373,13 +373,7 @@ def _make_fsum_intrinsic(vec_bytes: int, use_max: bool = False, on_fma: bool = F
                             total = builder.fadd(builder.load(acc), builder.call(fabs, [d]))
                         builder.store(total, acc)
 
-            lconst = ir.Constant(i64, lanes)
-            nblocks = builder.sdiv(D, lconst)
-            rem = builder.srem(D, lconst)
-            with cgutils.for_range(builder, nblocks, intp=i64) as loop:
-                step(builder.mul(loop.index, lconst), None)
-            with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
-                step(builder.sub(D, lconst), tail_mask(builder, lanes, rem, i64))
+            vectors_with_tail(builder, D, lanes, step, i64)
 
             def halve(v, n):
                 """Lanes ``t`` + ``t + n / 2`` of a vector of ``n`` lanes."""
@@ -592,15 +586,8 @@ def _make_sad_intrinsic(width: int, nx: int = 2, pruned: bool = False):
 
         if pruned:
             return pruned_loop(context, builder, signature, args, accs, step)
-        wconst = ir.Constant(i64, width)
-        nblocks = builder.sdiv(D, wconst)
-        rem = builder.srem(D, wconst)
-        with cgutils.for_range(builder, nblocks, intp=i64) as loop:
-            step(builder.mul(loop.index, wconst), None)
-        with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(i64, 0))):
-            # the tail: one vector ending at the last byte, its first width - rem
-            # lanes (already counted) masked off on both sides
-            step(builder.sub(D, wconst), tail_mask(builder, width, rem, i8))
+        # the tail: one vector ending at the last byte, masked on both sides
+        vectors_with_tail(builder, D, width, step, i8)
 
         vecs = [builder.load(acc) for acc in accs]
         # 8 or 16 accumulators: trees of 8 lanes, or of 4 (the helper groups them)
