@@ -19,7 +19,12 @@ from fastcls._config import override
 from fastcls.kernels import l1, l2int, prune, slab
 from fastcls.kernels._tokens import impl_token
 from fastcls.kernels.topk import new_topk
-from fastcls.reference import kneighbors_reference
+from fastcls.reference import (
+    group_sums_reference,
+    kneighbors_reference,
+    pairwise_distances_reference,
+    pooled_distances_reference,
+)
 
 #: the implementations with pruned twins this CPU runs (forced in turn): (metric, impl,
 #: setting, token code)
@@ -425,12 +430,6 @@ def _slab_l1_4(PXv, pxn, PQ2, qa, qlast, sbound, out):
 SLAB_CALLS = {("l2", 2): _slab_l2, ("l1", 2): _slab_l1_2, ("l1", 4): _slab_l1_4}
 
 
-def _pooled_reference(A, group_of, n_groups):
-    out = np.zeros((A.shape[0], n_groups), dtype=np.int64)
-    np.add.at(out.T, group_of, A.T.astype(np.int64))
-    return out
-
-
 @needs_pruned_tile
 @settings(max_examples=90, deadline=None)
 @given(
@@ -462,12 +461,14 @@ def test_slab_filter_keeps_exactly_the_tiles_below(seed, variant, n_rows, n_quer
     group_of = rng.permutation(np.arange(d) % n_groups).astype(np.int64)
     PXv, pxn = prune.slab_rows(X, group_of, n_groups)
     PQ2, pqn = prune.query_pairs(Q, group_of, n_groups)
-    pq, px = _pooled_reference(Q, group_of, n_groups), _pooled_reference(X, group_of, n_groups)
+    pq, px = (
+        group_sums_reference(Q, group_of, n_groups),
+        group_sums_reference(X, group_of, n_groups),
+    )
     np.testing.assert_array_equal(pqn[:, 0], (pq**2).sum(1))
     np.testing.assert_array_equal(pxn[:n_rows], (px**2).sum(1))
-    diff = pq[:, None, :] - px[None, :, :]
     factor = int(np.bincount(group_of).max()) if metric == "l2" else 1
-    pooled = (diff**2).sum(-1) if metric == "l2" else np.abs(diff).sum(-1)
+    pooled = pooled_distances_reference(Q, X, group_of, n_groups, metric)
     # thresholds: at, above and below pooled distances / factor, zero and +inf
     choices = [0.0, np.inf, *np.unique(pooled // factor).astype(float)[:5]]
     best_d = np.full((n_queries, 3), np.inf)
@@ -529,13 +530,11 @@ def test_feature_groups_nest_and_bound_the_distance(seed, d, max_size):
         for g in range(previous.max() + 1):
             assert len(set(group_of[previous == g])) == 1
         previous = group_of
-        pa, pb = (
-            _pooled_reference(X[:8], group_of, n_groups),
-            _pooled_reference(X[8:16], group_of, n_groups),
-        )
-        pooled = ((pa - pb) ** 2).sum(1)
-        full = ((X[:8].astype(np.int64) - X[8:16]) ** 2).sum(1)
-        assert (pooled <= size * full).all()
+        for metric, factor in (("l2", size), ("l1", 1)):
+            pooled = pooled_distances_reference(X[:8], X[8:16], group_of, n_groups, metric)
+            exact = "sqeuclidean" if metric == "l2" else "l1"  # whole numbers in float64
+            full = pairwise_distances_reference(X[:8], X[8:16], exact)
+            assert (pooled <= factor * full).all()
 
 
 def test_feature_groups_find_neighbouring_pixels():

@@ -18,6 +18,7 @@ from fastcls.reference.knn import (
     bf16_split_reference,
     bf16x3_scores_reference,
     exact_sq_distance_reference,
+    group_sums_reference,
     kneighbors_reference,
     knn_predict_reference,
     knn_vote_reference,
@@ -28,6 +29,7 @@ from fastcls.reference.knn import (
     l2_distances_one_loop,
     l2_distances_two_loops,
     pairwise_distances_reference,
+    pooled_distances_reference,
 )
 from fastcls.reference.losses import (
     linear_loss_reference,
@@ -53,6 +55,7 @@ __all__ = [
     "color_histogram_hsv_reference",
     "cross_validate_knn_reference",
     "gradients_reference",
+    "group_sums_reference",
     "hog_reference",
     "kfold_reference",
     "kneighbors_reference",
@@ -70,6 +73,7 @@ __all__ = [
     "orientation_edges",
     "pairwise_distances_reference",
     "penalty_reference",
+    "pooled_distances_reference",
     "rgb_to_gray_reference",
     "rgb_to_hue_reference",
     "softmax_loss_naive",

@@ -224,3 +224,25 @@ def exact_sq_distance_reference(a, b):
         acc = acc + padded[start : start + 32].reshape(4, 8)
     v = (acc[0] + acc[1]) + (acc[2] + acc[3])
     return float(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])))
+
+
+def group_sums_reference(A, group_of, n_groups):
+    """``out[i, g]`` = the sum of row ``A[i]``'s features ``d`` with ``group_of[d] == g``,
+    in int64: the group sums of the pruned k-NN's slab stage (:mod:`fastcls.kernels.slab`)."""
+    A = np.asarray(A).astype(np.int64)
+    out = np.zeros((A.shape[0], n_groups), dtype=np.int64)
+    for d, g in enumerate(np.asarray(group_of)):
+        out[:, g] += A[:, d]
+    return out
+
+
+def pooled_distances_reference(Q, X, group_of, n_groups, metric="l2"):
+    """The slab stage's bound, before its factor: the squared L2 (``"l2"``) or the L1
+    distance between the group sums of every query and row, int64 ``(len(Q), len(X))``.
+    At most the group size times the squared distance (Cauchy-Schwarz) and at most the L1
+    distance (triangle inequality)."""
+    diff = (
+        group_sums_reference(Q, group_of, n_groups)[:, None, :]
+        - group_sums_reference(X, group_of, n_groups)[None, :, :]
+    )
+    return (diff**2).sum(-1) if metric == "l2" else np.abs(diff).sum(-1)
